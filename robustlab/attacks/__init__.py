@@ -1,0 +1,40 @@
+"""Attacks: every attack is ``Attack(threat, objective, **hparams)(model, x, target) -> AttackResult``."""
+from __future__ import annotations
+
+from ..errors import unknown_name
+from ..threat import ThreatModel
+from .apgd import APGD, APGDDLR, APGDT, apgd_checkpoints
+from .base import Attack, AttackContext, AttackResult, IterativeAttack
+from .gradient import BIM, FGSM, MIFGSM, PGD
+from .minnorm import CarliniWagnerL2, DeepFool
+
+ATTACKS: dict[str, type[Attack]] = {
+    "fgsm": FGSM,
+    "bim": BIM,
+    "pgd": PGD,
+    "mifgsm": MIFGSM,
+    "apgd-ce": APGD,
+    "apgd-dlr": APGDDLR,
+    "apgd-t": APGDT,
+    "cw-l2": CarliniWagnerL2,
+    "deepfool": DeepFool,
+}
+
+
+def list_attacks() -> list[str]:
+    return sorted(ATTACKS)
+
+
+def create_attack(name: str, threat: ThreatModel, **kwargs) -> Attack:
+    """Build a registered attack by name, e.g. ``create_attack("pgd", threat, steps=40)``."""
+    key = name.lower().replace("_", "-")
+    if key not in ATTACKS:
+        raise unknown_name("attack", name, ATTACKS)
+    return ATTACKS[key](threat, **kwargs)
+
+
+__all__ = [
+    "APGD", "APGDDLR", "APGDT", "ATTACKS", "Attack", "AttackContext", "AttackResult", "BIM",
+    "CarliniWagnerL2", "DeepFool", "FGSM", "IterativeAttack", "MIFGSM", "PGD", "apgd_checkpoints",
+    "create_attack", "list_attacks",
+]

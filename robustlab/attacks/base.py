@@ -1,0 +1,362 @@
+"""The attack engine: one base class owns bounds, success bookkeeping, early stopping,
+multi-eps calls and timing; each attack writes only its own step.
+
+``Attack(threat, objective, **hparams)(model, x, target) -> AttackResult``.
+
+The engine records every point an attack evaluates. Per sample it keeps the best point found:
+a successful point beats an unsuccessful one, and between two points of the same status the one
+with the higher objective loss wins. The reported ``x_adv`` is therefore never the last iterate
+by accident, and ``success`` is exactly "some evaluated point inside the threat model succeeded".
+Samples that succeed are removed from the working batch (``early_stop=True``), so they stop costing
+compute; since every per-sample computation is independent of the rest of the batch (random
+numbers are drawn for the whole batch, then indexed), early stopping never changes a success flag.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import torch
+
+from ..errors import InputError, ModelOutputError, check_batch, check_model_output, warn_if_probabilities
+from ..objectives import CrossEntropy, Objective, get_objective
+from ..threat import ThreatModel, lp_norm
+
+log = logging.getLogger(__name__)
+
+
+def index_target(target: Any, idx: torch.Tensor) -> Any:
+    """Select samples `idx` of a target: a tensor, a tuple of tensors, or a list of objects."""
+    if target is None:
+        return None
+    if isinstance(target, torch.Tensor):
+        return target[idx]
+    if isinstance(target, tuple) and all(isinstance(t, torch.Tensor) for t in target):
+        return tuple(t[idx] for t in target)
+    if isinstance(target, (list, tuple)):
+        return [target[i] for i in idx.tolist()]
+    raise InputError(f"unsupported target type {type(target).__name__}")
+
+
+@dataclass
+class AttackResult:
+    """Outcome of one attack on one batch.
+
+    Attributes:
+        x_adv: best point per sample (successful if any evaluated point succeeded).
+        success: bool[B], the objective's success at x_adv.
+        loss: float[B], objective loss at x_adv.
+        grad_calls: int[B], forward+backward passes spent on each sample.
+        forward_calls: int[B], forward-only passes spent on each sample.
+        queries: int[B], model evaluations of any kind (grad_calls + forward_calls).
+        time_s: wall time.
+    """
+
+    x_adv: torch.Tensor
+    success: torch.Tensor
+    loss: torch.Tensor
+    grad_calls: torch.Tensor
+    forward_calls: torch.Tensor
+    time_s: float
+    attack: str
+    threat: ThreatModel
+    x: torch.Tensor | None = field(default=None, repr=False)
+
+    @property
+    def eps(self) -> float:
+        return self.threat.eps
+
+    @property
+    def queries(self) -> torch.Tensor:
+        return self.grad_calls + self.forward_calls
+
+    @property
+    def success_rate(self) -> float:
+        return float(self.success.float().mean()) if self.success.numel() else float("nan")
+
+    @property
+    def perturbation_norms(self) -> torch.Tensor:
+        if self.x is None:
+            raise ValueError("the clean inputs were not kept with this result")
+        return lp_norm(self.x_adv - self.x, self.threat.norm)
+
+    def summary(self) -> dict:
+        out = {
+            "attack": self.attack,
+            "threat": self.threat.describe(),
+            "n": int(self.success.numel()),
+            "success_rate": self.success_rate,
+            "grad_calls": int(self.grad_calls.sum()),
+            "forward_calls": int(self.forward_calls.sum()),
+            "time_s": self.time_s,
+        }
+        if self.x is not None and self.success.any():
+            norms = self.perturbation_norms[self.success]
+            out["median_norm_of_successes"] = float(norms.median())
+        return out
+
+
+class AttackContext:
+    """The working state the engine shares with an attack during one call.
+
+    ``x``, ``target`` and ``index`` describe the samples still being attacked; ``evaluate`` and
+    ``loss_and_grad`` run the model on them, check the output and record the best points.
+    """
+
+    def __init__(self, model: Callable, x: torch.Tensor, target: Any, threat: ThreatModel,
+                 objective: Objective, generator: torch.Generator):
+        self.model = model
+        self.threat = threat
+        self.objective = objective
+        self.generator = generator
+        self.x_full = x
+        self.target_full = target
+        n = x.shape[0]
+        dev = x.device
+        self.best_x = x.clone()
+        self.best_loss = torch.full((n,), float("-inf"), device=dev, dtype=x.dtype)
+        self.success_full = torch.zeros(n, dtype=torch.bool, device=dev)
+        self.grad_calls = torch.zeros(n, dtype=torch.long, device=dev)
+        self.forward_calls = torch.zeros(n, dtype=torch.long, device=dev)
+        self._checked_probabilities = False
+        self.set_active(torch.arange(n, device=dev))
+
+    # ----- active set -----------------------------------------------------------------
+    def set_active(self, index: torch.Tensor) -> None:
+        self.index = index
+        self.x = self.x_full[index]
+        self.target = index_target(self.target_full, index)
+
+    def shrink(self, keep: torch.Tensor) -> None:
+        """Keep only the active samples where `keep` (bool over the active set) is True."""
+        self.set_active(self.index[keep])
+
+    @property
+    def n_active(self) -> int:
+        return int(self.index.numel())
+
+    def unbroken(self) -> torch.Tensor:
+        """Bool over the active set: not yet successful."""
+        return ~self.success_full[self.index]
+
+    # ----- model access ---------------------------------------------------------------
+    def _forward(self, x_adv: torch.Tensor) -> torch.Tensor:
+        out = self.model(x_adv)
+        if not isinstance(out, torch.Tensor):
+            raise InputError(f"the model must return a tensor, got {type(out).__name__}")
+        check_model_output(out)
+        if not self._checked_probabilities:
+            self._checked_probabilities = True
+            warn_if_probabilities(out)
+        return out
+
+    def evaluate(self, x_adv: torch.Tensor, sub: torch.Tensor | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Forward pass on x_adv (active samples, or the positions `sub` of the active set).
+
+        Returns (loss, success, output) and records the points.
+        """
+        with torch.no_grad():
+            out = self._forward(x_adv)
+            idx = self.index if sub is None else self.index[sub]
+            self.forward_calls[idx] += 1
+            loss, succ = self._judge(x_adv, out, sub)
+        return loss, succ, out
+
+    def loss_and_grad(self, x_adv: torch.Tensor, sub: torch.Tensor | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Loss, input gradient of the summed loss, success and output at x_adv; records the points."""
+        x_req = x_adv.detach().requires_grad_(True)
+        with torch.enable_grad():
+            out = self._forward(x_req)
+            loss = self.objective.loss(out, self._target(sub))
+            grad, = torch.autograd.grad(loss.sum(), x_req)
+        if not torch.isfinite(grad).all():
+            raise ModelOutputError(
+                "the input gradient contains NaN or inf; the model or loss is not differentiable "
+                "at these inputs (check for log(0), sqrt(0) or a saturated softmax)"
+            )
+        idx = self.index if sub is None else self.index[sub]
+        self.grad_calls[idx] += 1
+        out = out.detach()
+        loss, succ = self._judge(x_adv.detach(), out, sub, loss.detach())
+        return loss, grad, succ, out
+
+    def _target(self, sub: torch.Tensor | None) -> Any:
+        return self.target if sub is None else index_target(self.target, sub)
+
+    def _judge(self, x_adv, out, sub, loss=None):
+        idx = self.index if sub is None else self.index[sub]
+        target = self._target(sub)
+        if loss is None:
+            loss = self.objective.loss(out, target)
+        succ = self.objective.success(out, target)
+        self.record(x_adv, loss, succ, idx)
+        return loss, succ
+
+    def record(self, x_adv: torch.Tensor, loss: torch.Tensor, success: torch.Tensor, idx: torch.Tensor) -> None:
+        """Keep x_adv for samples where it beats the best point so far."""
+        prev_succ = self.success_full[idx]
+        better = (success & ~prev_succ) | ((success == prev_succ) & (loss > self.best_loss[idx]))
+        if better.any():
+            sel = idx[better]
+            self.best_x[sel] = x_adv[better].to(self.best_x.dtype)
+            self.best_loss[sel] = loss[better].to(self.best_loss.dtype)
+            self.success_full[sel] = prev_succ[better] | success[better]
+
+    def random_init(self) -> torch.Tensor:
+        """A random start inside the threat model for the active samples.
+
+        Drawn for the whole batch and then indexed, so a sample's start never depends on
+        which other samples are still active.
+        """
+        full = self.threat.random_init(self.x_full, generator=self.generator)
+        return full[self.index]
+
+    def rand_full(self, shape_tail: Sequence[int] = (), kind: str = "rand") -> torch.Tensor:
+        """Random numbers with a leading batch dimension over the whole batch, indexed to the active set."""
+        shape = (self.x_full.shape[0], *shape_tail)
+        fn = torch.rand if kind == "rand" else torch.randn
+        full = fn(shape, generator=self.generator, device=self.x_full.device, dtype=self.x_full.dtype)
+        return full[self.index]
+
+
+def _subset_state(state: dict, keep: torch.Tensor, n: int) -> dict:
+    out = {}
+    for k, v in state.items():
+        if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == n:
+            out[k] = v[keep]
+        elif isinstance(v, tuple) and v and all(isinstance(t, torch.Tensor) and t.shape[0] == n for t in v):
+            out[k] = tuple(t[keep] for t in v)
+        else:
+            out[k] = v
+    return out
+
+
+class Attack:
+    """Base class of all attacks.
+
+    Call with ``(model, x, target)``; pass ``eps=`` a number to override the threat model's
+    radius, or a list of radii for a multi-eps call (returns one result per radius; for nested
+    norm balls a sample broken at a smaller eps is reused at the larger ones).
+    """
+
+    name = "attack"
+    default_objective: type[Objective] = CrossEntropy
+
+    def __init__(self, threat: ThreatModel, objective: Objective | str | None = None, *,
+                 early_stop: bool = True, seed: int = 0):
+        if not isinstance(threat, ThreatModel):
+            raise InputError(f"threat must be a robustlab.ThreatModel, got {type(threat).__name__}")
+        self.threat = threat
+        self.objective = get_objective(objective) if objective is not None else self.default_objective()
+        self.early_stop = early_stop
+        self.seed = seed
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.threat.describe()}, {self.objective!r})"
+
+    def __call__(self, model: Callable, x: torch.Tensor, target: Any,
+                 eps: float | Sequence[float] | None = None) -> AttackResult | list[AttackResult]:
+        if isinstance(eps, (list, tuple)):
+            return self._multi_eps(model, x, target, [float(e) for e in eps])
+        threat = self.threat if eps is None else self.threat.with_eps(eps)
+        return self._call_one(model, x, target, threat)
+
+    def _multi_eps(self, model, x, target, eps_list: list[float]) -> list[AttackResult]:
+        order = sorted(range(len(eps_list)), key=lambda i: eps_list[i])
+        results: list[AttackResult | None] = [None] * len(eps_list)
+        prev: AttackResult | None = None
+        for i in order:
+            threat = self.threat.with_eps(eps_list[i])
+            if prev is None or threat.mask is not None:
+                res = self._call_one(model, x, target, threat)
+            else:
+                todo = (~prev.success).nonzero().flatten()
+                res = AttackResult(
+                    x_adv=prev.x_adv.clone(), success=prev.success.clone(), loss=prev.loss.clone(),
+                    grad_calls=torch.zeros_like(prev.grad_calls), forward_calls=torch.zeros_like(prev.forward_calls),
+                    time_s=0.0, attack=self.name, threat=threat, x=x,
+                )
+                if todo.numel():
+                    sub = self._call_one(model, x[todo], index_target(target, todo), threat)
+                    for name in ("x_adv", "success", "loss", "grad_calls", "forward_calls"):
+                        getattr(res, name)[todo] = getattr(sub, name)
+                    res.time_s = sub.time_s
+            results[i] = res
+            prev = res
+        return results  # type: ignore[return-value]
+
+    def _call_one(self, model, x, target, threat: ThreatModel) -> AttackResult:
+        check_batch(x, target, threat.bounds)
+        gen = torch.Generator(device=x.device).manual_seed(self.seed)
+        ctx = AttackContext(model, x.detach(), target, threat, self.objective, gen)
+        start = time.perf_counter()
+        if threat.eps > 0 or not self.needs_positive_eps:
+            self.run(ctx)
+        else:
+            ctx.evaluate(ctx.x)
+        elapsed = time.perf_counter() - start
+        return AttackResult(
+            x_adv=ctx.best_x, success=ctx.success_full, loss=ctx.best_loss,
+            grad_calls=ctx.grad_calls, forward_calls=ctx.forward_calls,
+            time_s=elapsed, attack=self.name, threat=threat, x=x.detach(),
+        )
+
+    #: eps = 0 means "no perturbation": only the clean point is evaluated.
+    needs_positive_eps = True
+
+    def run(self, ctx: AttackContext) -> None:
+        raise NotImplementedError
+
+
+class IterativeAttack(Attack):
+    """An attack made of ``restarts`` x ``steps`` updates of a per-sample state.
+
+    Subclasses implement ``init_state(ctx, restart) -> dict`` and ``step(ctx, state, i) -> dict``;
+    the state is a dict whose tensors have the active batch as first dimension (the engine
+    subsets them when samples succeed). ``state["x_adv"]`` is the current iterate; after the last
+    step the engine evaluates it once (forward only).
+    """
+
+    steps: int = 10
+    restarts: int = 1
+
+    def run(self, ctx: AttackContext) -> None:
+        for restart in range(self.restarts):
+            if self.early_stop:
+                ctx.set_active(ctx.index[ctx.unbroken()])
+            else:
+                ctx.set_active(torch.arange(ctx.x_full.shape[0], device=ctx.x_full.device))
+            if ctx.n_active == 0:
+                return
+            state = self.init_state(ctx, restart)
+            for i in range(self.steps):
+                state = self.step(ctx, state, i)
+                if self.early_stop:
+                    keep = ctx.unbroken()
+                    if not keep.all():
+                        state = _subset_state(state, keep, keep.numel())
+                        ctx.shrink(keep)
+                        if ctx.n_active == 0:
+                            break
+            if ctx.n_active and self.evaluate_final:
+                ctx.evaluate(state["x_adv"])
+
+    #: whether the final iterate still needs a forward pass to be judged
+    evaluate_final = True
+
+    def init_state(self, ctx: AttackContext, restart: int) -> dict:
+        raise NotImplementedError
+
+    def step(self, ctx: AttackContext, state: dict, i: int) -> dict:
+        raise NotImplementedError
+
+
+def finite_or_raise(value: float, name: str) -> float:
+    if not math.isfinite(value) or value <= 0:
+        raise InputError(f"{name} must be a positive finite number, got {value!r}")
+    return float(value)

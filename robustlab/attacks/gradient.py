@@ -1,0 +1,107 @@
+"""First-order attacks with a fixed step: FGSM, PGD/BIM, MI-FGSM."""
+from __future__ import annotations
+
+import torch
+
+from ..objectives import Objective
+from ..threat import ThreatModel, _per_sample, lp_norm
+from .base import AttackContext, IterativeAttack, finite_or_raise
+
+
+class PGD(IterativeAttack):
+    """Projected gradient descent (Madry et al. 2018): x <- P(x + alpha * steepest_ascent(grad)).
+
+    With ``random_start=False`` and one restart this is BIM / I-FGSM (Kurakin et al. 2017).
+    ``step_size`` defaults to 2.5 * eps / steps. Each restart draws a new random start; the
+    engine keeps the best point per sample across steps and restarts.
+    """
+
+    name = "pgd"
+
+    def __init__(self, threat: ThreatModel, objective: Objective | str | None = None, *, steps: int = 40,
+                 step_size: float | None = None, rel_step_size: float | None = None, restarts: int = 1,
+                 random_start: bool = True, early_stop: bool = True, seed: int = 0):
+        super().__init__(threat, objective, early_stop=early_stop, seed=seed)
+        self.steps = int(steps)
+        self.restarts = int(restarts)
+        if self.steps < 1 or self.restarts < 1:
+            raise ValueError("steps and restarts must be >= 1")
+        self.step_size = None if step_size is None else finite_or_raise(step_size, "step_size")
+        self.rel_step_size = rel_step_size
+        self.random_start = random_start
+
+    def _alpha(self, eps: float) -> float:
+        if self.step_size is not None:
+            return self.step_size
+        if self.rel_step_size is not None:
+            return self.rel_step_size * eps
+        return 2.5 * eps / self.steps
+
+    def init_state(self, ctx: AttackContext, restart: int) -> dict:
+        x0 = ctx.random_init() if self.random_start else ctx.x.clone()
+        return {"x_adv": x0}
+
+    def step(self, ctx: AttackContext, state: dict, i: int) -> dict:
+        _, grad, _, _ = ctx.loss_and_grad(state["x_adv"])
+        x_new = state["x_adv"] + ctx.threat.step(grad, self._alpha(ctx.threat.eps))
+        return {"x_adv": ctx.threat.project(ctx.x, x_new)}
+
+
+class BIM(PGD):
+    """Basic iterative method: PGD from the clean point, step eps / steps by default."""
+
+    name = "bim"
+
+    def __init__(self, threat: ThreatModel, objective: Objective | str | None = None, *, steps: int = 10,
+                 step_size: float | None = None, early_stop: bool = True, seed: int = 0):
+        super().__init__(threat, objective, steps=steps, step_size=step_size, random_start=False,
+                         early_stop=early_stop, seed=seed)
+
+    def _alpha(self, eps: float) -> float:
+        return self.step_size if self.step_size is not None else eps / self.steps
+
+
+class FGSM(PGD):
+    """Fast gradient sign method (Goodfellow et al. 2015): one steepest-ascent step of size eps.
+
+    ``random_start=True`` with ``step_size=1.25*eps`` is the FGSM-RS step of Wong et al. 2020.
+    """
+
+    name = "fgsm"
+
+    def __init__(self, threat: ThreatModel, objective: Objective | str | None = None, *,
+                 random_start: bool = False, step_size: float | None = None, early_stop: bool = True,
+                 seed: int = 0):
+        super().__init__(threat, objective, steps=1, step_size=step_size, random_start=random_start,
+                         early_stop=early_stop, seed=seed)
+
+    def _alpha(self, eps: float) -> float:
+        return self.step_size if self.step_size is not None else eps
+
+
+class MIFGSM(IterativeAttack):
+    """Momentum iterative FGSM (Dong et al. 2018).
+
+    g <- mu * g + grad / ||grad||_1 (per sample), x <- P(x + alpha * steepest_ascent(g)),
+    alpha = eps / steps by default.
+    """
+
+    name = "mifgsm"
+
+    def __init__(self, threat: ThreatModel, objective: Objective | str | None = None, *, steps: int = 10,
+                 decay: float = 1.0, step_size: float | None = None, early_stop: bool = True, seed: int = 0):
+        super().__init__(threat, objective, early_stop=early_stop, seed=seed)
+        self.steps = int(steps)
+        self.decay = float(decay)
+        self.step_size = None if step_size is None else finite_or_raise(step_size, "step_size")
+
+    def init_state(self, ctx: AttackContext, restart: int) -> dict:
+        return {"x_adv": ctx.x.clone(), "momentum": torch.zeros_like(ctx.x)}
+
+    def step(self, ctx: AttackContext, state: dict, i: int) -> dict:
+        _, grad, _, _ = ctx.loss_and_grad(state["x_adv"])
+        l1 = lp_norm(grad, "l1").clamp_min(1e-12)
+        momentum = self.decay * state["momentum"] + grad / _per_sample(l1, grad)
+        alpha = self.step_size if self.step_size is not None else ctx.threat.eps / self.steps
+        x_new = ctx.threat.project(ctx.x, state["x_adv"] + ctx.threat.step(momentum, alpha))
+        return {"x_adv": x_new, "momentum": momentum}

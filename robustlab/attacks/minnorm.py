@@ -1,0 +1,166 @@
+"""Minimum-norm attacks: Carlini-Wagner L2 and DeepFool.
+
+Both search for the smallest perturbation that succeeds; a sample counts as broken only when the
+found perturbation also lies inside the threat model's eps ball. Among successful points the
+engine keeps the one of smallest norm (recorded loss = -norm).
+"""
+from __future__ import annotations
+
+import torch
+
+from ..errors import InputError
+from ..objectives import Margin, Objective, _labels
+from ..threat import ThreatModel, _per_sample, lp_norm
+from .base import Attack, AttackContext
+
+
+def _record_min_norm(ctx: AttackContext, x_adv: torch.Tensor, out: torch.Tensor, sub: torch.Tensor | None = None):
+    """Record the points inside the eps ball, ranked by (success, smaller norm).
+
+    Points outside the ball are never recorded, so x_adv always satisfies the threat model.
+    Returns (success, success within eps, norms)."""
+    idx = ctx.index if sub is None else ctx.index[sub]
+    target = ctx.target if sub is None else ctx._target(sub)
+    x = ctx.x if sub is None else ctx.x[sub]
+    succ = ctx.objective.success(out, target)
+    norms = lp_norm(x_adv - x, ctx.threat.norm)
+    within = succ & (norms <= ctx.threat.eps * (1 + 1e-6))
+    inside = norms <= ctx.threat.eps * (1 + 1e-6)
+    loss = torch.where(within, -norms, ctx.objective.loss(out, target))
+    if inside.any():
+        ctx.record(x_adv.detach()[inside], loss.detach()[inside], within[inside], idx[inside])
+    return succ, within, norms
+
+
+class CarliniWagnerL2(Attack):
+    """CW-L2 (Carlini & Wagner 2017): minimise ||x' - x||_2^2 + c * max(kappa - m(x'), 0) over
+    x' = lo + (hi - lo) * (tanh(w) + 1) / 2 with Adam, and binary-search c per sample.
+
+    m is a margin-like objective (> 0 exactly on success; default the CW margin).
+    """
+
+    name = "cw-l2"
+    default_objective = Margin
+
+    def __init__(self, threat: ThreatModel, objective: Objective | str | None = None, *, steps: int = 100,
+                 binary_search_steps: int = 9, initial_const: float = 1e-2, confidence: float = 0.0,
+                 lr: float = 0.01, early_stop: bool = True, seed: int = 0):
+        super().__init__(threat, objective, early_stop=early_stop, seed=seed)
+        if threat.norm != "l2":
+            raise InputError("CarliniWagnerL2 measures L2 distortion: use ThreatModel('l2', eps)")
+        if not self.objective.margin_like:
+            raise InputError(
+                f"CW needs a margin-like objective (loss > 0 exactly on success), got {self.objective!r}; "
+                "use robustlab.objectives.Margin or TargetedMargin"
+            )
+        self.steps, self.binary_search_steps = int(steps), int(binary_search_steps)
+        self.initial_const, self.confidence, self.lr = float(initial_const), float(confidence), float(lr)
+
+    def run(self, ctx: AttackContext) -> None:
+        lo, hi = ctx.threat.bounds
+        n = ctx.x_full.shape[0]
+        dev, dt = ctx.x_full.device, ctx.x_full.dtype
+        const = torch.full((n,), self.initial_const, device=dev, dtype=dt)
+        lower = torch.zeros(n, device=dev, dtype=dt)
+        upper = torch.full((n,), float("inf"), device=dev, dtype=dt)
+        all_idx = torch.arange(n, device=dev)
+        for _ in range(self.binary_search_steps):
+            ctx.set_active(all_idx[~ctx.success_full] if self.early_stop else all_idx)
+            if ctx.n_active == 0:
+                return
+            x = ctx.x
+            w = torch.atanh(((x - lo) / (hi - lo) * 2 - 1).clamp(-1 + 1e-6, 1 - 1e-6))
+            m1, m2 = torch.zeros_like(w), torch.zeros_like(w)
+            found = torch.zeros(ctx.n_active, dtype=torch.bool, device=dev)
+            c = const[ctx.index]
+            for t in range(1, self.steps + 1):
+                w_req = w.detach().requires_grad_(True)
+                with torch.enable_grad():
+                    x_adv = lo + (hi - lo) * (torch.tanh(w_req) + 1) / 2
+                    out = ctx._forward(x_adv)
+                    margin = ctx.objective.loss(out, ctx.target)
+                    dist = (x_adv - x).reshape(x.shape[0], -1).pow(2).sum(1)
+                    total = dist + c * (self.confidence - margin).clamp_min(0)
+                    grad, = torch.autograd.grad(total.sum(), w_req)
+                ctx.grad_calls[ctx.index] += 1
+                succ, _, _ = _record_min_norm(ctx, x_adv.detach(), out.detach())
+                found |= succ & (margin.detach() >= self.confidence)
+                m1 = 0.9 * m1 + 0.1 * grad
+                m2 = 0.999 * m2 + 0.001 * grad * grad
+                w = w - self.lr * (m1 / (1 - 0.9 ** t)) / ((m2 / (1 - 0.999 ** t)).sqrt() + 1e-8)
+            idx = ctx.index
+            upper[idx] = torch.where(found, torch.minimum(upper[idx], c), upper[idx])
+            lower[idx] = torch.where(found, lower[idx], torch.maximum(lower[idx], c))
+            finite = torch.isfinite(upper[idx])
+            const[idx] = torch.where(finite, (lower[idx] + upper[idx]) / 2, c * 10)
+
+
+class DeepFool(Attack):
+    """DeepFool (Moosavi-Dezfooli et al. 2016) for classifiers, L2 or Linf.
+
+    At each step linearise f_k - f_y for the `candidates` most likely classes on the clean
+    input and move to the nearest linearised boundary: r = (|f_k| + 1e-4) w_k / ||w_k||_2^2 (L2) or
+    (|f_k| + 1e-4) sign(w_k) / ||w_k||_1 (Linf); the total step is scaled by (1 + overshoot).
+    Costs one forward and `candidates - 1` backward passes per step.
+    """
+
+    name = "deepfool"
+
+    def __init__(self, threat: ThreatModel, *, steps: int = 50, candidates: int = 10, overshoot: float = 0.02,
+                 early_stop: bool = True, seed: int = 0):
+        super().__init__(threat, None, early_stop=early_stop, seed=seed)
+        if threat.norm not in ("l2", "linf"):
+            raise InputError("DeepFool supports the l2 and linf norms")
+        self.steps, self.candidates, self.overshoot = int(steps), int(candidates), float(overshoot)
+
+    def run(self, ctx: AttackContext) -> None:
+        lo, hi = ctx.threat.bounds
+        with torch.no_grad():
+            clean = ctx._forward(ctx.x)
+        ctx.forward_calls[ctx.index] += 1
+        _record_min_norm(ctx, ctx.x, clean)
+        labels = _labels(clean, ctx.target)
+        k = min(self.candidates, clean.shape[1])
+        classes = clean.argsort(1, descending=True)[:, :k]
+        others = torch.where(classes[:, :1] == labels[:, None], classes[:, 1:], classes[:, :-1])
+        r_total = torch.zeros_like(ctx.x)
+        x_adv = ctx.x.clone()
+        for _ in range(self.steps):
+            x_req = x_adv.detach().requires_grad_(True)
+            with torch.enable_grad():
+                out = ctx._forward(x_req)
+                f_y = out.gather(1, labels[:, None])
+                diffs = out.gather(1, others) - f_y
+                grads = []
+                for j in range(diffs.shape[1]):
+                    g, = torch.autograd.grad(diffs[:, j].sum(), x_req, retain_graph=j < diffs.shape[1] - 1)
+                    grads.append(g)
+            ctx.grad_calls[ctx.index] += diffs.shape[1]
+            succ, _, _ = _record_min_norm(ctx, x_adv, out.detach())
+            keep = ~succ if self.early_stop else torch.ones_like(succ)
+            if not keep.any():
+                return
+            w = torch.stack(grads, 1)  # [B, K-1, ...]
+            f = diffs.detach().abs()
+            wf = w.reshape(w.shape[0], w.shape[1], -1)
+            if ctx.threat.norm == "l2":
+                wn = wf.norm(dim=2).clamp_min(1e-12)
+            else:
+                wn = wf.abs().sum(2).clamp_min(1e-12)
+            dist = (f + 1e-4) / wn
+            best = dist.argmin(1)
+            w_best = w[torch.arange(w.shape[0]), best]
+            d_best = dist[torch.arange(w.shape[0]), best]
+            if ctx.threat.norm == "l2":
+                r = _per_sample(d_best / wn[torch.arange(w.shape[0]), best], w_best) * w_best
+            else:
+                r = _per_sample(d_best, w_best) * w_best.sign()
+            r_total = r_total + r
+            x_adv = (ctx.x + (1 + self.overshoot) * r_total).clamp(lo, hi).detach()
+            if not keep.all():
+                ctx.shrink(keep)
+                x_adv, r_total, others, labels = x_adv[keep], r_total[keep], others[keep], labels[keep]
+        with torch.no_grad():
+            out = ctx._forward(x_adv)
+        ctx.forward_calls[ctx.index] += 1
+        _record_min_norm(ctx, x_adv, out)

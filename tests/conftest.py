@@ -1,0 +1,63 @@
+import os
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+torch.set_num_threads(int(os.environ.get("ROBUSTLAB_TEST_THREADS", "2")))
+
+
+def _train_mlp(hidden=(64,), epochs=30, seed=0):
+    import robustlab as rl
+
+    torch.manual_seed(seed)
+    train = rl.load_dataset("digits", "train")
+    model = rl.models.MLP(in_features=64, num_classes=10, hidden=hidden)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        for xb, yb in train.batches(128, shuffle=True, generator=gen):
+            loss = F.cross_entropy(model(xb), yb)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def digits_model():
+    """A standard MLP on sklearn digits (about 96% test accuracy)."""
+    return _train_mlp()
+
+
+@pytest.fixture(scope="session")
+def digits_test():
+    import robustlab as rl
+
+    d = rl.load_dataset("digits", "test")
+    return d.x[:200], d.y[:200]
+
+
+@pytest.fixture(scope="session")
+def digits_correct(digits_model, digits_test):
+    """Test points the model classifies correctly."""
+    x, y = digits_test
+    with torch.no_grad():
+        ok = digits_model(x).argmax(1) == y
+    return x[ok], y[ok]
+
+
+class TinyRegressor(nn.Module):
+    def __init__(self, d=16, out=4):
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(d, 32), nn.Tanh(), nn.Linear(32, out))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+@pytest.fixture
+def tiny_regressor():
+    torch.manual_seed(0)
+    return TinyRegressor().eval()

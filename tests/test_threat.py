@@ -1,0 +1,101 @@
+import itertools
+
+import pytest
+import torch
+
+import robustlab as rl
+from robustlab.threat import lp_norm, project_l1_ball
+
+
+def l1_projection_by_bisection(v: torch.Tensor, eps: float) -> torch.Tensor:
+    """Reference: bisection on the soft threshold theta (independent of the sorting algorithm)."""
+    if v.abs().sum() <= eps:
+        return v.clone()
+    lo, hi = 0.0, float(v.abs().max())
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        if (v.abs() - mid).clamp_min(0).sum() > eps:
+            lo = mid
+        else:
+            hi = mid
+    return v.sign() * (v.abs() - hi).clamp_min(0)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_l1_projection_matches_bisection_reference(seed):
+    g = torch.Generator().manual_seed(seed)
+    v = torch.randn(7, 6, generator=g, dtype=torch.float64) * 3
+    eps = 2.5
+    p = project_l1_ball(v, eps)
+    for i in range(v.shape[0]):
+        ref = l1_projection_by_bisection(v[i], eps)
+        assert torch.allclose(p[i], ref, atol=1e-9)
+        assert float(p[i].abs().sum()) <= eps + 1e-9
+
+
+def test_l1_projection_is_the_closest_point_brute_force():
+    # compare with the best of many random feasible points on a 3-d example
+    g = torch.Generator().manual_seed(0)
+    v = torch.tensor([[1.5, -0.7, 0.2]], dtype=torch.float64)
+    eps = 1.0
+    p = project_l1_ball(v, eps)[0]
+    grid = torch.linspace(-1, 1, 81, dtype=torch.float64)
+    pts = torch.tensor(list(itertools.product(grid.tolist(), repeat=3)), dtype=torch.float64)
+    pts = pts[pts.abs().sum(1) <= eps]
+    best = (pts - v[0]).norm(dim=1).min()
+    assert (p - v[0]).norm() <= best + 1e-9
+    assert torch.allclose(p, torch.tensor([0.9, -0.1, 0.0], dtype=torch.float64), atol=1e-9)
+
+
+@pytest.mark.parametrize("norm,eps", [("linf", 0.1), ("l2", 0.8), ("l1", 3.0)])
+def test_projection_and_random_init_stay_in_ball_and_bounds(norm, eps):
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(32, 3, 5, 5, generator=g)
+    threat = rl.ThreatModel(norm, eps)
+    far = x + 5 * torch.randn(x.shape, generator=g)
+    p = threat.project(x, far)
+    assert threat.contains(x, p).all()
+    assert p.min() >= 0 and p.max() <= 1
+    r = threat.random_init(x, generator=g)
+    assert threat.contains(x, r).all()
+    # projection of a feasible point is the identity
+    assert torch.allclose(threat.project(x, r), r, atol=1e-6)
+
+
+def test_l2_random_init_fills_the_ball_not_the_sphere():
+    threat = rl.ThreatModel("l2", 1.0, bounds=(-100, 100))
+    x = torch.zeros(2000, 2)
+    r = threat.random_init(x, generator=torch.Generator().manual_seed(0))
+    norms = lp_norm(r, "l2")
+    assert norms.max() <= 1 + 1e-6
+    # uniform in a 2-d disc: P(norm < 0.5) = 0.25
+    assert 0.2 < float((norms < 0.5).float().mean()) < 0.3
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2", "l1"])
+def test_step_has_the_requested_size_and_ascends(norm):
+    g = torch.Generator().manual_seed(2)
+    grad = torch.randn(4, 10, generator=g)
+    threat = rl.ThreatModel(norm, 1.0)
+    step = threat.step(grad, 0.5)
+    assert torch.allclose(lp_norm(step, norm), torch.full((4,), 0.5), atol=1e-5)
+    assert ((step * grad).sum(1) > 0).all()
+
+
+def test_mask_freezes_elements():
+    x = torch.rand(3, 2, 4, 4)
+    mask = torch.zeros(2, 1, 1)
+    mask[0] = 1
+    threat = rl.ThreatModel("linf", 0.2, mask=mask)
+    p = threat.project(x, x + 1)
+    assert torch.equal(p[:, 1], x[:, 1])
+    assert (p[:, 0] > x[:, 0]).any()
+
+
+def test_invalid_threat_arguments():
+    with pytest.raises(rl.InputError, match="eps must be finite and >= 0"):
+        rl.ThreatModel("linf", -0.1)
+    with pytest.raises(rl.InputError, match="eps must be finite"):
+        rl.ThreatModel("linf", float("nan"))
+    with pytest.raises(rl.InputError, match="known norms: linf, l2, l1"):
+        rl.ThreatModel("l7", 0.1)
