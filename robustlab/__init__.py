@@ -1,7 +1,7 @@
 """robustlab: attack, defend, evaluate and understand adversarial robustness in PyTorch."""
 from __future__ import annotations
 
-from . import attacks, objectives
+from . import attacks, objectives, runs
 from .data import Dataset, list_datasets, load_dataset
 from .errors import CheckpointError, InputError, ModelOutputError, RobustlabError, UnknownNameError
 from .evaluation import EvaluationReport, evaluate, robustness_curve

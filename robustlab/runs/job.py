@@ -24,7 +24,7 @@ from ..evaluation import robustness_curve
 from ..fileio import atomic_torch_save, atomic_write_json
 from ..models import create_model
 from ..threat import ThreatModel
-from ..training import TrainConfig, load_weights, train
+from ..training import TrainConfig, load_state, load_weights, train
 from .rundir import Run
 
 log = logging.getLogger(__name__)
@@ -66,25 +66,22 @@ def train_model_run(run_dir: str | Path, model_spec: dict, data_spec: dict | str
     run = Run(run_dir)
     data_spec = _data_spec(data_spec)
     cfg = TrainConfig(**train_cfg)
-    if run.read_summary().get("trained") and resume:
-        log.info("%s: already trained, skipping", run.path)
-        return run.read_summary()
     if not resume and (run.checkpoints / "state.pt").exists():
         raise InputError(
             f"{run.path} already holds a training run; pass --resume to continue it or choose a new run name"
         )
+    state = load_state(run.checkpoints, cfg.fingerprint()) if resume else None  # checks settings and integrity
+    if resume and run.read_summary().get("trained"):
+        log.info("%s: already trained, skipping", run.path)
+        return run.read_summary()
     torch.manual_seed(cfg.seed)
     train_data, val_data = _load(data_spec, "train"), _load(data_spec, "val")
     model = model_for_data(model_spec, train_data)
     run.write_config({"kind": "model", "model": model_spec, "data": data_spec, "train": cfg.fingerprint()})
     if resume:
         run.rewrite_metrics([r for r in run.read_metrics() if r.get("kind") != "epoch"])
-        from ..training import load_state
-
-        state = load_state(run.checkpoints, cfg.fingerprint())
-        if state is not None:
-            for rec in state["history"]:
-                run.log_metrics({"kind": "epoch", **rec})
+        for rec in (state or {}).get("history", []):
+            run.log_metrics({"kind": "epoch", **rec})
     result = train(model, train_data, val_data, cfg, checkpoint_dir=run.checkpoints, resume=resume,
                    on_epoch=lambda rec: run.log_metrics({"kind": "epoch", **rec}), progress=progress)
     summary = {

@@ -32,7 +32,7 @@ def environment_info() -> dict:
     from .. import __version__
 
     return {
-        "robustlab": __version__, "torch": torch.__version__, "numpy": numpy.__version__,
+        "robustlab": __version__, "torch": str(torch.__version__), "numpy": str(numpy.__version__),
         "python": platform.python_version(), "platform": platform.platform(), "git": git_hash(),
         "threads": torch.get_num_threads(),
     }
@@ -111,6 +111,8 @@ def _plain(obj):
         return [_plain(v) for v in obj]
     if isinstance(obj, Path):
         return str(obj)
-    if isinstance(obj, (str, int, float, bool)) or obj is None:
+    if isinstance(obj, str):
+        return str(obj)
+    if isinstance(obj, (int, float, bool)) or obj is None:
         return obj
     return json.loads(json.dumps(obj, default=_json_default))

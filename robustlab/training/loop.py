@@ -130,6 +130,12 @@ def measure(model: nn.Module, data: Dataset, threat: ThreatModel, steps: int, se
     return out
 
 
+def is_catastrophic_overfitting(best_pgd_acc: float, pgd_acc: float, fgsm_acc: float) -> bool:
+    """Catastrophic overfitting (Wong et al. 2020): PGD accuracy on training points falls below half
+    of its best value so far while FGSM accuracy stays at least 0.3 above it."""
+    return best_pgd_acc > 0.2 and pgd_acc < 0.5 * best_pgd_acc and fgsm_acc - pgd_acc > 0.3
+
+
 @dataclass
 class TrainResult:
     history: list[dict] = field(default_factory=list)
@@ -196,15 +202,15 @@ def train(model: nn.Module, train_data: Dataset, val_data: Dataset | None, cfg: 
             ctx = BatchContext(full_threat.with_eps(eps), _seed(cfg, epoch, step + 1), cfg.attack_steps,
                                cfg.attack_step_size, cfg.fgsm_alpha)
             loss, logits = method(model, xb, yb, ctx)
-            if not torch.isfinite(loss):
+            if not torch.isfinite(loss.detach()):
                 raise FloatingPointError(
-                    f"training loss became {float(loss)} at epoch {epoch}, step {step}; lower the learning rate"
+                    f"training loss became {float(loss.detach())} at epoch {epoch}, step {step}; lower the learning rate"
                 )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             n = yb.shape[0]
-            loss_sum += float(loss) * n
+            loss_sum += float(loss.detach()) * n
             acc_sum += float((logits.argmax(1) == yb).sum())
             seen += n
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", lr=f"{lr:.2g}")
@@ -223,8 +229,7 @@ def train(model: nn.Module, train_data: Dataset, val_data: Dataset | None, cfg: 
                            "val_robust_loss": va["robust_loss"],
                            "robust_generalization_gap": tr["robust_acc"] - va["robust_acc"]})
         # catastrophic overfitting: PGD accuracy on training points collapses while FGSM accuracy stays high
-        co = (cfg.method != "standard" and best_train_pgd > 0.2 and tr["robust_acc"] < 0.5 * best_train_pgd
-              and tr["fgsm_acc"] - tr["robust_acc"] > 0.3)
+        co = cfg.method != "standard" and is_catastrophic_overfitting(best_train_pgd, tr["robust_acc"], tr["fgsm_acc"])
         record["catastrophic_overfitting"] = bool(co)
         best_train_pgd = max(best_train_pgd, tr["robust_acc"])
         result.time_s += time.perf_counter() - t0

@@ -1,0 +1,66 @@
+import json
+
+import pytest
+import torch
+
+from helpers import run_cli
+
+COMMANDS = ["train", "attack", "evaluate", "run", "report", "list"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command):
+    out = run_cli(command, "--help")
+    assert "usage: robustlab" in out.stdout
+
+
+def test_train_attack_evaluate_report_through_the_cli(tmp_path):
+    common = ["--data", "digits", "--model", "mlp", "--epochs", "3", "--eval-n", "100", "--runs", tmp_path,
+              "--lr", "0.01"]
+    run_cli("train", *common, "--name", "std")
+    run_cli("train", *common, "--name", "pgd", "--method", "pgd", "--eps", "0.1", "--attack-steps", "5")
+    out = run_cli("attack", tmp_path / "std", "--attack", "pgd", "--eps", "0.1", "--steps", "10", "--n", "100",
+                  "--save", tmp_path / "adv.pt")
+    summary = json.loads(out.stdout[out.stdout.index("{"):])
+    assert summary["n"] == 100 and 0 <= summary["robust_accuracy"] <= summary["clean_accuracy"] <= 1
+    saved = torch.load(tmp_path / "adv.pt")
+    assert (saved["x_adv"] - saved["x"]).abs().max() <= 0.1 + 1e-6
+    for name in ("std", "pgd"):
+        out = run_cli("evaluate", tmp_path / name, "--eps", "0,0.05,0.1", "--attacks", "fast", "--n", "100")
+        ev = json.loads((tmp_path / name / "evaluation.json").read_text())
+        accs = [r["robust_accuracy"] for r in ev["reports"]]
+        assert accs == sorted(accs, reverse=True) and ev["n"] == 100
+        assert "broken by" in out.stdout
+    run_cli("report", tmp_path / "std", tmp_path / "pgd", "-o", tmp_path / "both.html")
+    page = (tmp_path / "both.html").read_text()
+    assert "std" in page and "pgd" in page and "robustness_curve.png" in page
+    assert (tmp_path / "figures" / "robustness_curve.png").stat().st_size > 1000
+
+
+def test_run_config_job_and_resume(tmp_path):
+    cfg = tmp_path / "job.yaml"
+    cfg.write_text(
+        "name: tiny\n"
+        "data: digits\n"
+        "train: {epochs: 2, eval_n: 50, lr: 0.01}\n"
+        "models:\n"
+        "  - {name: a, model: mlp, train: {method: standard}}\n"
+        "  - {name: b, model: mlp, train: {method: fgsm_rs, eps: 0.1}}\n"
+        "evaluation: {eps: [0.0, 0.1], attacks: fast, n: 60}\n"
+    )
+    run_cli("run", cfg, "--runs", tmp_path / "runs")
+    job = tmp_path / "runs" / "tiny"
+    page = (job / "report.html").read_text()
+    assert "Per-attack breakdown" in page and ">a<" in page and ">b<" in page
+    summary = json.loads((job / "summary.json").read_text())
+    assert set(summary["models"]) == {"a", "b"} and summary["models"]["a"]["evaluated"]
+    before = (job / "models" / "a" / "checkpoints" / "last.safetensors").read_bytes()
+    run_cli("run", cfg, "--runs", tmp_path / "runs", "--resume")  # finished: nothing is retrained
+    assert (job / "models" / "a" / "checkpoints" / "last.safetensors").read_bytes() == before
+
+
+def test_cli_errors_are_one_clear_line(tmp_path):
+    out = run_cli("train", "--data", "cifar1000", "--runs", tmp_path, check=False)
+    assert out.returncode == 2 and "known datasets" in out.stderr and "Traceback" not in out.stderr
+    out = run_cli("evaluate", tmp_path / "nothing", check=False)
+    assert out.returncode == 2 and "not a model run" in out.stderr

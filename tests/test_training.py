@@ -1,0 +1,97 @@
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import robustlab as rl
+from robustlab.training import TrainConfig, is_catastrophic_overfitting, lr_at, train
+
+from helpers import popen_cli, run_cli
+
+TRAIN_ARGS = ["--data", "digits", "--model", "mlp", "--model-kwargs", '{"hidden": [256, 256]}', "--method", "pgd",
+              "--eps", "0.1", "--attack-steps", "10", "--epochs", "6", "--eval-n", "300", "--lr", "0.003",
+              "--schedule", "cyclic"]
+
+
+def test_lr_schedules():
+    cyc = TrainConfig(schedule="cyclic", lr=0.1)
+    assert lr_at(cyc, 0.0) == 0.0 and lr_at(cyc, 0.4) == pytest.approx(0.1) and lr_at(cyc, 1.0) == 0.0
+    step = TrainConfig(schedule="step", lr=0.1)
+    assert lr_at(step, 0.2) == pytest.approx(0.1) and lr_at(step, 0.6) == pytest.approx(0.01)
+    assert lr_at(step, 0.8) == pytest.approx(0.001)
+
+
+def test_catastrophic_overfitting_rule():
+    assert is_catastrophic_overfitting(best_pgd_acc=0.7, pgd_acc=0.05, fgsm_acc=0.9)
+    assert not is_catastrophic_overfitting(best_pgd_acc=0.7, pgd_acc=0.6, fgsm_acc=0.8)  # normal noise
+    assert not is_catastrophic_overfitting(best_pgd_acc=0.1, pgd_acc=0.0, fgsm_acc=0.9)  # never robust
+
+
+def test_pgd_training_beats_standard_training_under_attack():
+    tr, va, te = (rl.load_dataset("digits", s) for s in ("train", "val", "test"))
+    threat = rl.ThreatModel("linf", 0.1)
+    accs = {}
+    for method in ("standard", "pgd"):
+        torch.manual_seed(0)
+        model = rl.models.MLP(64, 10, hidden=(128,))
+        cfg = TrainConfig(method=method, epochs=15, lr=3e-3, eps=0.1, attack_steps=7, eval_n=200, seed=0)
+        result = train(model, tr, va, cfg, progress=False)
+        assert len(result.history) == 15 and "val_robust_acc" in result.history[-1]
+        accs[method] = rl.evaluate(model, te, threat, "fast").robust_accuracy
+    assert accs["pgd"] > accs["standard"] + 0.2, accs
+
+
+def test_fgsm_rs_trains_and_tracks_fgsm_and_pgd_accuracy():
+    tr, va = rl.load_dataset("digits", "train"), rl.load_dataset("digits", "val")
+    torch.manual_seed(0)
+    model = rl.models.MLP(64, 10, hidden=(64,))
+    result = train(model, tr, va, TrainConfig(method="fgsm_rs", epochs=3, lr=3e-3, eps=0.1, eval_n=100), progress=False)
+    last = result.history[-1]
+    assert {"train_fgsm_acc", "train_robust_acc", "val_robust_acc", "catastrophic_overfitting"} <= set(last)
+    assert last["train_robust_acc"] <= last["train_acc"] and last["train_fgsm_acc"] <= last["train_acc"]
+    assert last["train_robust_acc"] > 0.3  # FGSM-RS at a small eps does give robustness
+
+
+def test_killed_run_resumes_to_the_same_weights(tmp_path):
+    run_cli("train", *TRAIN_ARGS, "--runs", tmp_path, "--name", "full")
+    proc = popen_cli("train", *TRAIN_ARGS, "--runs", tmp_path, "--name", "killed")
+    state = tmp_path / "killed" / "checkpoints" / "state.pt"
+    deadline = time.time() + 300
+    while not state.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.002)
+    proc.kill()
+    proc.wait()
+    assert state.exists(), proc.stderr.read()
+    assert not (tmp_path / "killed" / "summary.json").exists(), "the run finished before it was killed"
+    run_cli("train", *TRAIN_ARGS, "--runs", tmp_path, "--name", "killed", "--resume")
+    full = load_file(str(tmp_path / "full" / "checkpoints" / "last.safetensors"))
+    resumed = load_file(str(tmp_path / "killed" / "checkpoints" / "last.safetensors"))
+    assert full.keys() == resumed.keys()
+    for k in full:
+        assert torch.equal(full[k], resumed[k]), k
+    epochs = [r["epoch"] for r in rl.runs.Run(tmp_path / "killed").read_metrics() if r.get("kind") == "epoch"]
+    assert epochs == [1, 2, 3, 4, 5, 6]
+
+
+def test_corrupt_and_mismatched_checkpoints_are_clear_errors(tmp_path):
+    args = ["--data", "digits", "--model", "mlp", "--epochs", "1", "--eval-n", "50", "--runs", tmp_path, "--name", "r"]
+    run_cli("train", *args)
+    again = run_cli("train", *args, check=False)
+    assert again.returncode == 2 and "--resume" in again.stderr
+    changed = run_cli("train", *args, "--resume", "--lr", "0.5", check=False)
+    assert changed.returncode == 2 and "different settings" in changed.stderr and "lr" in changed.stderr
+    (tmp_path / "r" / "checkpoints" / "state.pt").write_bytes(b"not a checkpoint")
+    corrupt = run_cli("train", *args, "--resume", check=False)
+    assert corrupt.returncode == 2 and "corrupt" in corrupt.stderr
+
+
+def test_weights_of_another_architecture_are_rejected(tmp_path):
+    from robustlab.training import load_weights, save_weights
+
+    save_weights(rl.models.MLP(64, 10, hidden=(32,)), tmp_path / "w.safetensors")
+    with pytest.raises(rl.CheckpointError, match="does not match the model"):
+        load_weights(rl.models.MLP(64, 10, hidden=(16,)), tmp_path / "w.safetensors")
+    (tmp_path / "bad.safetensors").write_bytes(b"\x00" * 20)
+    with pytest.raises(rl.CheckpointError, match="corrupt"):
+        load_weights(rl.models.MLP(64, 10, hidden=(32,)), tmp_path / "bad.safetensors")
