@@ -53,13 +53,31 @@ def _target_classes(output: torch.Tensor, target) -> tuple[torch.Tensor | None, 
     return None, _labels(output, target)
 
 
+def _reached_target(output, target) -> torch.Tensor:
+    if isinstance(output, torch.Tensor) and output.dim() == 1:
+        t = target[1] if isinstance(target, (tuple, list)) else target
+        return output == t.to(output.device)
+    _, t = _target_classes(output, target)
+    return output.argmax(1) == t
+
+
 def _other_max(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """max_{i != y} z_i."""
     masked = logits.scatter(1, y[:, None], float("-inf"))
     return masked.amax(1)
 
 
-def _misclassified(output: torch.Tensor, target) -> torch.Tensor:
+def decisions(output) -> torch.Tensor | list:
+    """The decision per sample: argmax of scores [B, C], or the output itself for labels [B] / lists."""
+    if isinstance(output, torch.Tensor) and output.dim() == 2:
+        return output.argmax(1)
+    return output
+
+
+def _misclassified(output, target) -> torch.Tensor:
+    if isinstance(output, torch.Tensor) and output.dim() == 1:
+        y = target[0] if isinstance(target, (tuple, list)) else target
+        return output != y.to(output.device)
     return output.argmax(1) != _labels(output, target)
 
 
@@ -119,8 +137,7 @@ class TargetedCE(Objective):
         return -F.cross_entropy(output, t, reduction="none")
 
     def success(self, output, target):
-        _, t = _target_classes(output, target)
-        return output.argmax(1) == t
+        return _reached_target(output, target)
 
 
 class TargetedMargin(Objective):
@@ -134,8 +151,7 @@ class TargetedMargin(Objective):
         return output.gather(1, t[:, None]).squeeze(1) - _other_max(output, t)
 
     def success(self, output, target):
-        _, t = _target_classes(output, target)
-        return output.argmax(1) == t
+        return _reached_target(output, target)
 
 
 class TargetedDLR(Objective):
@@ -162,10 +178,9 @@ class TargetedDLR(Objective):
         return -(z_y - z_t) / (srt[:, 0] - 0.5 * (srt[:, 2] + srt[:, 3]) + 1e-12)
 
     def success(self, output, target):
-        y, t = _target_classes(output, target)
         if self.untargeted_success:
-            return output.argmax(1) != y
-        return output.argmax(1) == t
+            return _misclassified(output, target)
+        return _reached_target(output, target)
 
 
 class RegressionError(Objective):

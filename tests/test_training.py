@@ -38,6 +38,9 @@ def test_pgd_training_beats_standard_training_under_attack():
         cfg = TrainConfig(method=method, epochs=15, lr=3e-3, eps=0.1, attack_steps=7, eval_n=200, seed=0)
         result = train(model, tr, va, cfg, progress=False)
         assert len(result.history) == 15 and "val_robust_acc" in result.history[-1]
+        key = "val_acc" if method == "standard" else "val_robust_acc"
+        best = max(h[key] for h in result.history)
+        assert result.history[result.best_epoch - 1][key] == best  # selected on validation data
         accs[method] = rl.evaluate(model, te, threat, "fast").robust_accuracy
     assert accs["pgd"] > accs["standard"] + 0.2, accs
 

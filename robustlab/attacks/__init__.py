@@ -7,6 +7,10 @@ from .apgd import APGD, APGDDLR, APGDT, apgd_checkpoints
 from .base import Attack, AttackContext, AttackResult, IterativeAttack
 from .gradient import BIM, FGSM, MIFGSM, PGD
 from .minnorm import CarliniWagnerL2, DeepFool
+from .square import Square
+from .simba import SimBA
+from .estimation import NES, BanditsTD
+from .decision import BoundaryAttack, DecisionAttack, HopSkipJump, RayS
 
 ATTACKS: dict[str, type[Attack]] = {
     "fgsm": FGSM,
@@ -18,6 +22,13 @@ ATTACKS: dict[str, type[Attack]] = {
     "apgd-t": APGDT,
     "cw-l2": CarliniWagnerL2,
     "deepfool": DeepFool,
+    "square": Square,
+    "simba": SimBA,
+    "nes": NES,
+    "bandits": BanditsTD,
+    "hopskipjump": HopSkipJump,
+    "rays": RayS,
+    "boundary": BoundaryAttack,
 }
 
 
@@ -35,6 +46,7 @@ def create_attack(name: str, threat: ThreatModel, **kwargs) -> Attack:
 
 __all__ = [
     "APGD", "APGDDLR", "APGDT", "ATTACKS", "Attack", "AttackContext", "AttackResult", "BIM",
-    "CarliniWagnerL2", "DeepFool", "FGSM", "IterativeAttack", "MIFGSM", "PGD", "apgd_checkpoints",
+    "BanditsTD", "BoundaryAttack", "CarliniWagnerL2", "DecisionAttack", "DeepFool", "HopSkipJump", "NES", "RayS",
+    "SimBA", "Square", "FGSM", "IterativeAttack", "MIFGSM", "PGD", "apgd_checkpoints",
     "create_attack", "list_attacks",
 ]

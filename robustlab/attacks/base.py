@@ -23,6 +23,7 @@ import torch
 
 from ..errors import InputError, ModelOutputError, check_batch, check_model_output, warn_if_probabilities
 from ..objectives import CrossEntropy, Objective, get_objective
+from ..oracles import Oracle
 from ..threat import ThreatModel, lp_norm
 
 log = logging.getLogger(__name__)
@@ -93,9 +94,14 @@ class AttackResult:
             "forward_calls": int(self.forward_calls.sum()),
             "time_s": self.time_s,
         }
-        if self.x is not None and self.success.any():
-            norms = self.perturbation_norms[self.success]
-            out["median_norm_of_successes"] = float(norms.median())
+        if self.success.any():
+            q = self.queries[self.success].double()
+            out["queries_per_success_mean"] = float(q.mean())
+            out["queries_per_success_median"] = float(q.median())
+            if self.x is not None:
+                norms = self.perturbation_norms[self.success].double()
+                out["norm_of_successes_mean"] = float(norms.mean())
+                out["norm_of_successes_median"] = float(norms.median())
         return out
 
 
@@ -143,7 +149,16 @@ class AttackContext:
         return ~self.success_full[self.index]
 
     # ----- model access ---------------------------------------------------------------
-    def _forward(self, x_adv: torch.Tensor) -> torch.Tensor:
+    @property
+    def is_oracle(self) -> bool:
+        return isinstance(self.model, Oracle)
+
+    def _forward(self, x_adv: torch.Tensor, idx: torch.Tensor | None = None):
+        if self.is_oracle:
+            out = self.model(x_adv, ids=self.index if idx is None else idx)
+            if isinstance(out, torch.Tensor) and torch.is_floating_point(out):
+                check_model_output(out, "oracle output")
+            return out
         out = self.model(x_adv)
         if not isinstance(out, torch.Tensor):
             raise InputError(f"the model must return a tensor, got {type(out).__name__}")
@@ -159,9 +174,9 @@ class AttackContext:
 
         Returns (loss, success, output) and records the points.
         """
+        idx = self.index if sub is None else self.index[sub]
         with torch.no_grad():
-            out = self._forward(x_adv)
-            idx = self.index if sub is None else self.index[sub]
+            out = self._forward(x_adv, idx)
             self.forward_calls[idx] += 1
             loss, succ = self._judge(x_adv, out, sub)
         return loss, succ, out
@@ -169,12 +184,17 @@ class AttackContext:
     def loss_and_grad(self, x_adv: torch.Tensor, sub: torch.Tensor | None = None
                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Loss, input gradient of the summed loss, success and output at x_adv; records the points."""
+        if self.is_oracle:
+            raise InputError(
+                "this attack needs input gradients, but the model is a black-box oracle; use a score- or "
+                "decision-based attack (Square, SimBA, HopSkipJump, ...) or pass the differentiable model"
+            )
         x_req = x_adv.detach().requires_grad_(True)
         with torch.enable_grad():
             out = self._forward(x_req)
             loss = self.objective.loss(out, self._target(sub))
             grad, = torch.autograd.grad(loss.sum(), x_req)
-        if not torch.isfinite(grad).all():
+        if not bool(torch.isfinite(grad.sum())) and not torch.isfinite(grad).all():
             raise ModelOutputError(
                 "the input gradient contains NaN or inf; the model or loss is not differentiable "
                 "at these inputs (check for log(0), sqrt(0) or a saturated softmax)"
@@ -184,6 +204,23 @@ class AttackContext:
         out = out.detach()
         loss, succ = self._judge(x_adv.detach(), out, sub, loss.detach())
         return loss, grad, succ, out
+
+    def probe(self, x_many: torch.Tensor, owners: torch.Tensor) -> torch.Tensor:
+        """Objective loss at probe points (e.g. finite differences): row i belongs to active sample
+        ``owners[i]``. Counts one query per row for its owner; probes are not candidate results."""
+        idx = self.index[owners]
+        with torch.no_grad():
+            out = self._forward(x_many, idx)
+        self.forward_calls.index_add_(0, idx, torch.ones_like(idx))
+        return self.objective.loss(out, index_target(self.target, owners))
+
+    def probe_success(self, x_many: torch.Tensor, owners: torch.Tensor) -> torch.Tensor:
+        """Success (the decision only) at probe points; row i belongs to active sample ``owners[i]``."""
+        idx = self.index[owners]
+        with torch.no_grad():
+            out = self._forward(x_many, idx)
+        self.forward_calls.index_add_(0, idx, torch.ones_like(idx))
+        return self.objective.success(out, index_target(self.target, owners)).to(x_many.device)
 
     def _target(self, sub: torch.Tensor | None) -> Any:
         return self.target if sub is None else index_target(self.target, sub)
@@ -199,6 +236,8 @@ class AttackContext:
 
     def record(self, x_adv: torch.Tensor, loss: torch.Tensor, success: torch.Tensor, idx: torch.Tensor) -> None:
         """Keep x_adv for samples where it beats the best point so far."""
+        success = success.to(self.success_full.device)
+        loss = loss.to(self.best_loss.device, self.best_loss.dtype)
         prev_succ = self.success_full[idx]
         better = (success & ~prev_succ) | ((success == prev_succ) & (loss > self.best_loss[idx]))
         if better.any():

@@ -136,11 +136,21 @@ def is_catastrophic_overfitting(best_pgd_acc: float, pgd_acc: float, fgsm_acc: f
     return best_pgd_acc > 0.2 and pgd_acc < 0.5 * best_pgd_acc and fgsm_acc - pgd_acc > 0.3
 
 
+def _selection_score(cfg: TrainConfig, record: dict) -> tuple:
+    """Checkpoint selection on held-out validation data (never test data): robust accuracy first
+    (clean accuracy breaks ties) for adversarial methods, clean accuracy for standard training."""
+    split = "val" if "val_acc" in record else "train"
+    if cfg.method == "standard":
+        return (record[f"{split}_acc"],)
+    return (record[f"{split}_robust_acc"], record[f"{split}_acc"])
+
+
 @dataclass
 class TrainResult:
     history: list[dict] = field(default_factory=list)
     best_epoch: int | None = None
     best_val_robust_acc: float | None = None
+    best_score: tuple | None = None
     catastrophic_overfitting_epoch: int | None = None
     time_s: float = 0.0
     stopped_early: bool = False
@@ -173,6 +183,7 @@ def train(model: nn.Module, train_data: Dataset, val_data: Dataset | None, cfg: 
             start_epoch = state["epoch"] + 1
             result.history = state["history"]
             result.best_epoch, result.best_val_robust_acc = state["best_epoch"], state["best_val_robust_acc"]
+            result.best_score = tuple(state["best_score"]) if state.get("best_score") is not None else None
             result.time_s = state["time_s"]
             log.info("resuming from epoch %d", start_epoch)
     train_eval = train_data.subset(cfg.eval_n)
@@ -234,10 +245,11 @@ def train(model: nn.Module, train_data: Dataset, val_data: Dataset | None, cfg: 
         best_train_pgd = max(best_train_pgd, tr["robust_acc"])
         result.time_s += time.perf_counter() - t0
         record["elapsed_s"] = result.time_s
-        selection = record.get("val_robust_acc", record["train_robust_acc"])
-        is_best = result.best_val_robust_acc is None or selection > result.best_val_robust_acc
+        selection = _selection_score(cfg, record)
+        is_best = result.best_score is None or selection > tuple(result.best_score)
         if is_best:
-            result.best_epoch, result.best_val_robust_acc = epoch + 1, selection
+            result.best_epoch, result.best_score = epoch + 1, selection
+            result.best_val_robust_acc = record.get("val_robust_acc", record["train_robust_acc"])
         result.history.append(record)
         if ckpt is not None:
             save_weights(model, ckpt / "last.safetensors", {"epoch": str(epoch + 1)})
@@ -246,7 +258,8 @@ def train(model: nn.Module, train_data: Dataset, val_data: Dataset | None, cfg: 
             save_state(ckpt, {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
                 "history": result.history, "best_epoch": result.best_epoch,
-                "best_val_robust_acc": result.best_val_robust_acc, "time_s": result.time_s,
+                "best_val_robust_acc": result.best_val_robust_acc, "best_score": result.best_score,
+                "time_s": result.time_s,
                 "fingerprint": cfg.fingerprint(),
             })
         if on_epoch is not None:

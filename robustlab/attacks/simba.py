@@ -1,0 +1,94 @@
+"""SimBA (Guo et al. 2019): simple black-box attack along random orthonormal directions."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..errors import InputError
+from ..objectives import CrossEntropy, Objective
+from ..threat import ThreatModel, _per_sample
+from .base import AttackContext, IterativeAttack
+
+
+def dct_matrix(n: int, dtype=torch.float32, device=None) -> torch.Tensor:
+    """Orthonormal DCT-II matrix: row u is the u-th cosine basis vector of length n."""
+    k = torch.arange(n, dtype=dtype, device=device)
+    m = torch.cos(math.pi / n * (k[None, :] + 0.5) * k[:, None]) * math.sqrt(2.0 / n)
+    m[0] /= math.sqrt(2.0)
+    return m
+
+
+class SimBA(IterativeAttack):
+    """SimBA: walk a random permutation of orthonormal directions q; try x - step*q and keep it if
+    the objective improves (the true-class probability drops, for CE), else try x + step*q.
+
+    ``basis="pixel"`` uses single coordinates; ``basis="dct"`` uses the orthonormal 2-D DCT basis,
+    the low frequencies (``freq_dims`` x ``freq_dims`` per channel, default H/4) first (SimBA-DCT). The iterate is projected onto the threat
+    model after every move. ``max_iters`` bounds the number of directions tried (each costs 1-2 queries).
+    """
+
+    name = "simba"
+    default_objective = CrossEntropy
+    evaluate_final = False
+
+    def __init__(self, threat: ThreatModel, objective: Objective | str | None = None, *, step_size: float = 0.2,
+                 basis: str = "dct", freq_dims: int | None = None, max_iters: int = 1000, early_stop: bool = True,
+                 seed: int = 0):
+        super().__init__(threat, objective, early_stop=early_stop, seed=seed)
+        if basis not in ("pixel", "dct"):
+            raise InputError("basis must be 'pixel' or 'dct'")
+        self.step_size, self.basis, self.freq_dims = float(step_size), basis, freq_dims
+        self.steps = int(max_iters)
+
+    def init_state(self, ctx: AttackContext, restart: int) -> dict:
+        b, c, h, w = ctx.x.shape
+        if self.basis == "pixel":
+            order = ctx.rand_full((c * h * w,)).argsort(1)
+        else:
+            # every DCT direction, the low-frequency block (u, v < freq_dims) first, each part in random order
+            f = self.freq_dims or max(h // 4, 2)
+            ch, u, v = torch.meshgrid(torch.arange(c), torch.arange(h), torch.arange(w), indexing="ij")
+            low = ((u < f) & (v < f)).flatten().to(ctx.x.device)
+            keys = ctx.rand_full((c * h * w,)) + (~low).to(ctx.x.dtype)[None]     # low block sorts first
+            order = keys.argsort(1)
+        loss, _, _ = ctx.evaluate(ctx.x)
+        state = {"x_adv": ctx.x.clone(), "loss": loss, "order": order}
+        if self.basis == "dct":
+            state["_dct"] = (dct_matrix(h, ctx.x.dtype, ctx.x.device), dct_matrix(w, ctx.x.dtype, ctx.x.device))
+        return state
+
+    def _directions(self, s: dict, k: torch.Tensor, shape) -> torch.Tensor:
+        b, c, h, w = shape
+        q = torch.zeros(b, c * h * w, dtype=s["x_adv"].dtype, device=k.device)
+        if self.basis == "pixel":
+            q.scatter_(1, k[:, None], 1.0)
+            return q.reshape(shape)
+        dh, dw = s["_dct"]
+        ch, rem = k // (h * w), k % (h * w)
+        u, v = rem // w, rem % w
+        img = dh[u][:, :, None] * dw[v][:, None, :]                          # [B, H, W], unit norm
+        q = q.reshape(shape)
+        q[torch.arange(b, device=k.device), ch] = img
+        return q
+
+    def step(self, ctx: AttackContext, s: dict, i: int) -> dict:
+        x_adv = s["x_adv"]
+        k = s["order"][:, i % s["order"].shape[1]]
+        q = self._directions(s, k, x_adv.shape)
+        minus = ctx.threat.project(ctx.x, x_adv - self.step_size * q)
+        loss_m, _, _ = ctx.evaluate(minus)
+        better_m = loss_m > s["loss"]
+        x_next = torch.where(_per_sample(better_m, minus), minus, x_adv)
+        loss = torch.where(better_m, loss_m, s["loss"])
+        todo = (~better_m).nonzero().flatten()
+        if todo.numel():
+            plus = ctx.threat.project(ctx.x[todo], x_adv[todo] + self.step_size * q[todo])
+            loss_p, _, _ = ctx.evaluate(plus, sub=todo)
+            better_p = loss_p > s["loss"][todo]
+            upd = todo[better_p]
+            x_next = x_next.clone()
+            x_next[upd] = plus[better_p]
+            loss = loss.clone()
+            loss[upd] = loss_p[better_p]
+        return {**s, "x_adv": x_next, "loss": loss}

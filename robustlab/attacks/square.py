@@ -1,0 +1,160 @@
+"""Square attack (Andriushchenko et al. 2020): score-based random search with square updates."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..errors import InputError
+from ..objectives import Margin, Objective
+from ..threat import ThreatModel, _per_sample, lp_norm
+from .base import AttackContext, IterativeAttack
+
+
+def square_p(p_init: float, it: int, n_iters: int) -> float:
+    """Fraction of pixels in the square at iteration `it`: p_init halved at iterations
+    10, 50, 200, 500, 1000, 2000, 4000, 6000 and 8000 of a 10,000-query schedule, rescaled to n_iters."""
+    it = int(it / n_iters * 10000)
+    halvings = sum(it > b for b in (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000))
+    return p_init / 2 ** halvings
+
+
+def _window_masks(ctx: AttackContext, side: int, h: int, w: int) -> torch.Tensor:
+    """Per-sample random square windows as a bool mask [B, 1, H, W]."""
+    u = ctx.rand_full((2,))
+    top = (u[:, 0] * (h - side + 1)).floor().long().clamp(max=h - side)
+    left = (u[:, 1] * (w - side + 1)).floor().long().clamp(max=w - side)
+    rows = torch.arange(h, device=u.device)[None, :]
+    cols = torch.arange(w, device=u.device)[None, :]
+    in_r = (rows >= top[:, None]) & (rows < top[:, None] + side)
+    in_c = (cols >= left[:, None]) & (cols < left[:, None] + side)
+    return (in_r[:, :, None] & in_c[:, None, :])[:, None]
+
+
+class Square(IterativeAttack):
+    """Square attack, Linf and L2, on any score objective (default: the margin loss).
+
+    Linf: start from vertical stripes of +-eps; each iteration resamples a random square of side
+    round(sqrt(p * H * W)) to +-eps per channel and keeps it if the loss improves.
+    L2: start from a grid of centred "meta-square" bumps; each iteration moves perturbation mass from
+    one square to another, keeping ||delta||_2 = eps (the paper's L2 update).
+    Uses one query per iteration after the first; ``n_queries`` is the per-sample budget.
+    """
+
+    name = "square"
+    default_objective = Margin
+    evaluate_final = False
+    needs_gradients = False
+
+    def __init__(self, threat: ThreatModel, objective: Objective | str | None = None, *, n_queries: int = 5000,
+                 p_init: float = 0.8, restarts: int = 1, early_stop: bool = True, seed: int = 0):
+        super().__init__(threat, objective, early_stop=early_stop, seed=seed)
+        if threat.norm not in ("linf", "l2"):
+            raise InputError("Square supports the linf and l2 norms")
+        if n_queries < 1:
+            raise InputError(f"n_queries must be >= 1, got {n_queries}")
+        self.n_queries = int(n_queries)
+        self.steps = self.n_queries - 1
+        self.restarts = int(restarts)
+        self.p_init = float(p_init)
+
+    def init_state(self, ctx: AttackContext, restart: int) -> dict:
+        x, eps = ctx.x, ctx.threat.eps
+        b, c, h, w = x.shape
+        if ctx.threat.norm == "linf":
+            signs = torch.where(ctx.rand_full((c, 1, w)) < 0.5, -1.0, 1.0).to(x.dtype)
+            delta = eps * signs.expand(b, c, h, w)
+        else:
+            delta = self._l2_init(ctx, b, c, h, w)
+        x0 = ctx.threat.project(x, x + delta)
+        loss, _, _ = ctx.evaluate(x0)
+        return {"x_adv": x0, "loss": loss}
+
+    def _l2_init(self, ctx, b, c, h, w) -> torch.Tensor:
+        """A grid of (h // 5)-sized meta-square bumps with a random sign per square and channel,
+        rescaled to ||delta||_2 = eps."""
+        s = max(h // 5, 1)
+        delta = torch.zeros(b, c, h, w, dtype=ctx.x.dtype, device=ctx.x.device)
+        start = (h - 5 * s) // 2 if h >= 5 * s else 0
+        n_h, n_w = h // s, w // s
+        signs = torch.where(ctx.rand_full((n_h, n_w, c)) < 0.5, -1.0, 1.0).to(ctx.x.dtype)
+        flips = ctx.rand_full((n_h, n_w))
+        for i in range(n_h):
+            for j in range(n_w):
+                top, left = start + i * s, start + j * s
+                if top + s > h or left + s > w:
+                    continue
+                bump = _meta_bump(s, ctx.x)
+                bumps = torch.where(_per_sample(flips[:, i, j] < 0.5, bump[None]), bump.T[None], bump[None])
+                delta[:, :, top:top + s, left:left + s] += bumps[:, None] * signs[:, i, j, :, None, None]
+        delta = delta / _per_sample(lp_norm(delta, "l2").clamp_min(1e-12), delta)
+        return delta * ctx.threat.eps
+
+    def step(self, ctx: AttackContext, s: dict, i: int) -> dict:
+        x, threat = ctx.x, ctx.threat
+        b, c, h, w = x.shape
+        p = square_p(self.p_init, i + 1, self.n_queries)
+        delta = s["x_adv"] - x
+        if threat.norm == "linf":
+            side = int(min(max(round(math.sqrt(p * h * w)), 1), h - 1 if h > 1 else 1))
+            window = _window_masks(ctx, side, h, w)
+            signs = torch.where(ctx.rand_full((c, 1, 1)) < 0.5, -1.0, 1.0).to(x.dtype) * threat.eps
+            new = torch.where(window, signs, delta)
+            unchanged = ~((threat.project(x, x + new) - s["x_adv"]).abs() > 1e-7).flatten(1).any(1)
+            if unchanged.any():  # the window already had these signs: flip them so the query is not wasted
+                new = torch.where(window & _per_sample(unchanged, window), -signs, new)
+        else:
+            new = self._l2_update(ctx, delta, p, b, c, h, w)
+        x_new = threat.project(x, x + new)
+        loss, _, _ = ctx.evaluate(x_new)
+        better = loss > s["loss"]
+        return {"x_adv": torch.where(_per_sample(better, x_new), x_new, s["x_adv"]),
+                "loss": torch.where(better, loss, s["loss"])}
+
+    def _l2_update(self, ctx, delta, p, b, c, h, w) -> torch.Tensor:
+        """The paper's L2 step: window 1 gets a fresh meta-square bump (random sign per channel) plus its
+        old direction, rescaled per channel to take over the mass of windows 1 and 2 and the unused
+        budget eps^2 - ||delta||^2 (split over channels); window 2 is zeroed; the whole perturbation is
+        then rescaled to ||delta||_2 = eps."""
+        eps = ctx.threat.eps
+        side = max(int(round(math.sqrt(p * h * w))), 3)
+        side = min(side + (side % 2 == 0), h - 1 if h > 3 else h)
+        w1 = _window_masks(ctx, side, h, w).expand(b, c, h, w)
+        w2 = _window_masks(ctx, side, h, w).expand(b, c, h, w)
+        old_w1 = delta[w1].reshape(b, c, side, side)
+        norm_old_w1 = old_w1.flatten(2).norm(dim=2)                                   # [B, C]
+        norm_image = lp_norm(delta, "l2")                                             # [B]
+        norm_windows = (delta * (w1 | w2)).flatten(2).norm(dim=2)                     # [B, C]
+        bump = _meta_bump(side, delta)
+        flips = ctx.rand_full(()) < 0.5
+        bumps = torch.where(flips[:, None, None], bump.T[None], bump[None])            # [B, s, s]
+        signs = torch.where(ctx.rand_full((c,)) < 0.5, -1.0, 1.0).to(delta.dtype)     # [B, C]
+        new_w1 = bumps[:, None] * signs[:, :, None, None] + old_w1 / (norm_old_w1[:, :, None, None] + 1e-10)
+        target = ((eps ** 2 - norm_image ** 2).clamp_min(0)[:, None] / c + norm_windows ** 2).sqrt()
+        new_w1 = new_w1 / new_w1.flatten(2).norm(dim=2).clamp_min(1e-12)[:, :, None, None] * target[:, :, None, None]
+        new = delta.masked_fill(w2, 0.0)
+        new[w1] = new_w1.flatten()
+        return new / _per_sample(lp_norm(new, "l2").clamp_min(1e-12), new) * eps
+
+
+def _pyramid(rows: int, cols: int, like: torch.Tensor) -> torch.Tensor:
+    """Centred bump: sum over nested squares around the centre of 1 / (k + 1)^2, unit L2 norm."""
+    ci, cj = rows // 2, cols // 2
+    n_rings = max(ci, cj) + 1
+    ii = torch.arange(rows, device=like.device)[:, None]
+    jj = torch.arange(cols, device=like.device)[None, :]
+    r = torch.maximum((ii - ci).abs(), (jj - cj).abs())
+    weights = 1.0 / torch.arange(1, n_rings + 1, dtype=like.dtype, device=like.device) ** 2
+    tail = weights.flip(0).cumsum(0).flip(0)      # tail[k] = sum_{j >= k} 1 / (j + 1)^2
+    bump = tail[r.clamp(max=n_rings - 1)]
+    return bump / bump.norm()
+
+
+def _meta_bump(s: int, like: torch.Tensor) -> torch.Tensor:
+    """The meta-square: a positive bump on the top half and a negative one on the bottom half."""
+    top = s // 2
+    bump = torch.zeros(s, s, dtype=like.dtype, device=like.device)
+    if top > 0:
+        bump[:top] = _pyramid(top, s, like)
+    bump[top:] = -_pyramid(s - top, s, like)
+    return bump / bump.norm()

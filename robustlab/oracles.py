@@ -1,0 +1,245 @@
+"""Black-box access with query accounting: score oracles and decision oracles.
+
+An oracle wraps a function of a batch (float in [0, 1], or uint8 for real systems) and
+
+- counts queries, in total and per sample when the caller passes sample ids (the attack engine does);
+- enforces a per-sample budget (``QueryBudgetExceeded`` names the samples);
+- memoises identical queries (a repeated input costs nothing) and checks, on the first repeats, that
+  the target is deterministic (warns and stops memoising if it is not);
+- batches large queries, and optionally records every input and output so a result can be replayed.
+
+A differentiable model converts to either kind: ``ScoreOracle.from_model(model)``,
+``DecisionOracle.from_model(model)``.
+"""
+from __future__ import annotations
+
+import hashlib
+import warnings
+from typing import Any, Callable, Sequence
+
+import torch
+
+from .errors import InputError, RobustlabError
+
+
+class QueryBudgetExceeded(RobustlabError, RuntimeError):
+    """A sample asked for more queries than the oracle's per-sample budget."""
+
+
+class NonDeterministicOracleWarning(UserWarning):
+    pass
+
+
+class Oracle:
+    """Base class; see the module docstring. ``fn`` maps a batch to outputs of the same length."""
+
+    kind = "oracle"
+
+    def __init__(self, fn: Callable, *, budget: int | None = None, batch_size: int | None = 256,
+                 memoize: bool = True, record: bool = False, input_dtype: str = "float",
+                 check_determinism: int = 8):
+        if budget is not None and budget < 1:
+            raise InputError(f"the query budget must be >= 1 per sample, got {budget}")
+        if input_dtype not in ("float", "uint8"):
+            raise InputError("input_dtype must be 'float' (values in [0, 1]) or 'uint8' (0..255)")
+        self.fn = fn
+        self.budget = budget
+        self.batch_size = batch_size
+        self.memoize = memoize
+        self.record = record
+        self.input_dtype = input_dtype
+        self.total_queries = 0
+        self.per_sample: dict[int, int] = {}
+        self.cache_hits = 0
+        self.verification_queries = 0  # re-queries of cached inputs that check determinism (not charged to samples)
+        self.log: list[tuple[torch.Tensor, Any]] = []
+        self._cache: dict[bytes, Any] = {}
+        self._determinism_checks_left = check_determinism
+        self.deterministic: bool | None = None
+
+    # ----- conversions -------------------------------------------------------------------
+    @classmethod
+    def from_model(cls, model: Callable, **kwargs) -> "Oracle":
+        raise NotImplementedError
+
+    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_dtype == "uint8":
+            return (x.detach() * 255).round().clamp(0, 255).to(torch.uint8)
+        return x.detach()
+
+    # ----- bookkeeping -------------------------------------------------------------------
+    def queries_of(self, ids: Sequence[int] | torch.Tensor) -> torch.Tensor:
+        ids = ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)
+        return torch.tensor([self.per_sample.get(i, 0) for i in ids], dtype=torch.long)
+
+    def remaining(self, ids) -> torch.Tensor | None:
+        if self.budget is None:
+            return None
+        return self.budget - self.queries_of(ids)
+
+    def reset(self) -> None:
+        self.total_queries = 0
+        self.per_sample.clear()
+        self.cache_hits = 0
+        self.log.clear()
+
+    def replay(self) -> list[tuple[torch.Tensor, Any]]:
+        """(inputs, outputs) of every real query, in order (needs ``record=True``)."""
+        if not self.record:
+            raise InputError("this oracle was built with record=False; pass record=True to replay its queries")
+        return list(self.log)
+
+    # ----- querying ----------------------------------------------------------------------
+    def __call__(self, x: torch.Tensor, ids: Sequence[int] | torch.Tensor | None = None):
+        if not isinstance(x, torch.Tensor) or x.dim() < 2:
+            raise InputError("oracle queries must be a batch tensor [B, ...]")
+        q = self._prepare(x)
+        n = q.shape[0]
+        id_list = None if ids is None else (ids.tolist() if isinstance(ids, torch.Tensor) else list(ids))
+        if id_list is not None and len(id_list) != n:
+            raise InputError(f"{len(id_list)} sample ids for a batch of {n}")
+        keys = [self._key(q[i]) for i in range(n)] if self.memoize else [None] * n
+        outputs: list[Any] = [None] * n
+        todo = []
+        for i, k in enumerate(keys):
+            if k is not None and k in self._cache:
+                outputs[i] = self._cache[k]
+                self.cache_hits += 1
+            else:
+                todo.append(i)
+        if self._determinism_checks_left > 0 and len(todo) < n:
+            self._check_determinism(q, keys, todo)
+        if todo:
+            if id_list is not None and self.budget is not None:
+                over = [id_list[i] for i in todo if self.per_sample.get(id_list[i], 0) >= self.budget]
+                if over:
+                    raise QueryBudgetExceeded(
+                        f"samples {over[:10]} exhausted their budget of {self.budget} queries; raise the oracle's "
+                        "budget or lower the attack's query limit"
+                    )
+            fresh = self._query(q[todo])
+            for j, i in enumerate(todo):
+                outputs[i] = fresh[j]
+                if keys[i] is not None:
+                    self._cache[keys[i]] = fresh[j]
+                if id_list is not None:
+                    self.per_sample[id_list[i]] = self.per_sample.get(id_list[i], 0) + 1
+            self.total_queries += len(todo)
+        return self._collate(outputs)
+
+    def _key(self, row: torch.Tensor) -> bytes:
+        return hashlib.blake2b(row.contiguous().cpu().numpy().tobytes(), digest_size=16).digest()
+
+    def _check_determinism(self, q, keys, todo):
+        hits = [i for i in range(q.shape[0]) if i not in set(todo)][: self._determinism_checks_left]
+        self._determinism_checks_left -= len(hits)
+        again = self._query(q[hits])
+        self.total_queries += len(hits)
+        self.verification_queries += len(hits)
+        for j, i in enumerate(hits):
+            if not _same(again[j], self._cache[keys[i]]):
+                self.deterministic = False
+                self.memoize = False
+                self._cache.clear()
+                self._determinism_checks_left = 0
+                warnings.warn(
+                    "the oracle returned a different answer for the same input: it is not deterministic. "
+                    "Memoisation is now off; use an EOT attack (averaging over repeats) for randomised targets.",
+                    NonDeterministicOracleWarning, stacklevel=4,
+                )
+                return
+        if self._determinism_checks_left <= 0 and self.deterministic is None:
+            self.deterministic = True
+
+    def _query(self, q: torch.Tensor) -> list:
+        step = self.batch_size or q.shape[0]
+        out: list = []
+        for s in range(0, q.shape[0], step):
+            chunk = q[s:s + step]
+            with torch.no_grad():
+                res = self.fn(chunk)
+            rows = self._split(res, chunk.shape[0])
+            if self.record:
+                self.log.append((chunk.cpu(), res.detach().cpu() if isinstance(res, torch.Tensor) else list(res)))
+            out.extend(rows)
+        return out
+
+    def _split(self, res, n: int) -> list:
+        raise NotImplementedError
+
+    def _collate(self, outputs: list):
+        raise NotImplementedError
+
+
+def _same(a, b) -> bool:
+    """Equal decisions, or scores equal up to float round-off (batching changes summation order)."""
+    if isinstance(a, torch.Tensor):
+        if not (isinstance(b, torch.Tensor) and a.shape == b.shape):
+            return False
+        if torch.is_floating_point(a):
+            return torch.allclose(a, b, rtol=1e-4, atol=1e-5)
+        return torch.equal(a, b)
+    return a == b
+
+
+class ScoreOracle(Oracle):
+    """Returns scores: a tensor [B, C] (logits or probabilities) or [B] (one score per sample)."""
+
+    kind = "score"
+
+    @classmethod
+    def from_model(cls, model: Callable, **kwargs) -> "ScoreOracle":
+        return cls(model, **kwargs)
+
+    def _split(self, res, n):
+        if not isinstance(res, torch.Tensor):
+            res = torch.as_tensor(res)
+        if res.dim() == 0 or res.shape[0] != n or res.dim() > 2:
+            raise InputError(
+                f"a score oracle must return a tensor [B, C] or [B] for a batch of {n}, got shape "
+                f"{tuple(res.shape)}"
+            )
+        if not torch.is_floating_point(res):
+            res = res.float()
+        return list(res.detach())
+
+    def _collate(self, outputs):
+        return torch.stack(outputs)
+
+
+class DecisionOracle(Oracle):
+    """Returns only decisions: a label per sample (tensor [B]) or any hashable (e.g. a string)."""
+
+    kind = "decision"
+
+    @classmethod
+    def from_model(cls, model: Callable, **kwargs) -> "DecisionOracle":
+        def decide(x):
+            return model(x).argmax(1)
+        return cls(decide, **kwargs)
+
+    def _split(self, res, n):
+        if isinstance(res, torch.Tensor):
+            if res.dim() != 1 or res.shape[0] != n:
+                raise InputError(
+                    f"a decision oracle must return one decision per sample (shape [{n}]), got shape "
+                    f"{tuple(res.shape)}; use ScoreOracle for scores"
+                )
+            return list(res.detach())
+        res = list(res)
+        if len(res) != n:
+            raise InputError(f"a decision oracle must return {n} decisions, got {len(res)}")
+        return res
+
+    def _collate(self, outputs):
+        if outputs and isinstance(outputs[0], torch.Tensor):
+            return torch.stack(outputs)
+        return outputs
+
+
+def as_oracle(model_or_oracle: Callable, kind: str = "score", **kwargs) -> Oracle:
+    """An oracle of `kind` ("score" or "decision") for a model, or the oracle itself."""
+    if isinstance(model_or_oracle, Oracle):
+        return model_or_oracle
+    cls = ScoreOracle if kind == "score" else DecisionOracle
+    return cls.from_model(model_or_oracle, **kwargs)
