@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Cascade evaluation (per-point worst case) over a list of eps; writes evaluation.json.")
     _add_model_source(p)
     p.add_argument("--eps", type=_floats, default=[0.0, 0.1, 0.2, 0.3], help="comma-separated eps values")
-    p.add_argument("--attacks", default="standard", help="'standard', 'fast' or comma-separated attack names")
+    p.add_argument("--attacks", default="standard", help="'standard', 'rand', 'fast' or comma-separated attack names")
     p.add_argument("--report", action="store_true", help="also render report.html in the run directory")
 
     p = sub.add_parser("run", help="run a YAML job (train + evaluate several models, write a report)",
@@ -158,7 +158,7 @@ def cmd_attack(args) -> int:
 def cmd_evaluate(args) -> int:
     from .runs.job import evaluate_model_run
 
-    attacks = args.attacks if args.attacks in ("standard", "fast") else [a for a in args.attacks.split(",") if a]
+    attacks = args.attacks if args.attacks in ("standard", "rand", "fast") else [a for a in args.attacks.split(",") if a]
     out = evaluate_model_run(args.run, args.eps, args.norm, attacks, args.n, args.batch_size, args.seed, args.weights)
     print(f"{'eps':>8} {'clean':>8} {'robust':>8} {'95% CI':>17}  broken by")
     for r in out["reports"]:

@@ -8,13 +8,13 @@ import torch.nn.functional as F
 torch.set_num_threads(int(os.environ.get("ROBUSTLAB_TEST_THREADS", "2")))
 
 
-def _train_mlp(hidden=(64,), epochs=30, seed=0):
+def train_on_digits(model, epochs=30, seed=0, lr=1e-2):
+    """Standard training on sklearn digits (a few seconds on a CPU)."""
     import robustlab as rl
 
     torch.manual_seed(seed)
     train = rl.load_dataset("digits", "train")
-    model = rl.models.MLP(in_features=64, num_classes=10, hidden=hidden)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
     for _ in range(epochs):
         for xb, yb in train.batches(128, shuffle=True, generator=gen):
@@ -23,6 +23,13 @@ def _train_mlp(hidden=(64,), epochs=30, seed=0):
             loss.backward()
             opt.step()
     return model.eval()
+
+
+def _train_mlp(hidden=(64,), epochs=30, seed=0):
+    import robustlab as rl
+
+    torch.manual_seed(seed)
+    return train_on_digits(rl.models.MLP(in_features=64, num_classes=10, hidden=hidden), epochs, seed)
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,12 @@ from .apgd import APGD, APGDDLR, APGDT, apgd_checkpoints
 from .base import Attack, AttackContext, AttackResult, IterativeAttack
 from .gradient import BIM, FGSM, MIFGSM, PGD
 from .minnorm import CarliniWagnerL2, DeepFool
+from .fab import FABT
 from .square import Square
+from .parametric import (BlurLightingThreat, ColorThreat, GeometricThreat, ParametricPGD, ParametricThreat,
+                         RandomTransform, survival_rate)
+from .transfer import Ensemble, InputDiversity, TransferMatrix, TransferResult, transfer_attack, transfer_matrix
+from .universal import AdversarialPatch, UniversalPerturbation
 from .simba import SimBA
 from .estimation import NES, BanditsTD
 from .decision import BoundaryAttack, DecisionAttack, HopSkipJump, RayS
@@ -22,6 +27,8 @@ ATTACKS: dict[str, type[Attack]] = {
     "apgd-t": APGDT,
     "cw-l2": CarliniWagnerL2,
     "deepfool": DeepFool,
+    "fab-t": FABT,
+    "parametric-pgd": ParametricPGD,
     "square": Square,
     "simba": SimBA,
     "nes": NES,
@@ -45,8 +52,11 @@ def create_attack(name: str, threat: ThreatModel, **kwargs) -> Attack:
 
 
 __all__ = [
+    "AdversarialPatch", "BlurLightingThreat", "ColorThreat", "Ensemble", "GeometricThreat", "InputDiversity",
+    "ParametricPGD", "ParametricThreat", "RandomTransform", "TransferMatrix", "TransferResult", "UniversalPerturbation",
+    "survival_rate", "transfer_attack", "transfer_matrix",
     "APGD", "APGDDLR", "APGDT", "ATTACKS", "Attack", "AttackContext", "AttackResult", "BIM",
-    "BanditsTD", "BoundaryAttack", "CarliniWagnerL2", "DecisionAttack", "DeepFool", "HopSkipJump", "NES", "RayS",
+    "BanditsTD", "BoundaryAttack", "CarliniWagnerL2", "DecisionAttack", "DeepFool", "FABT", "HopSkipJump", "NES", "RayS",
     "SimBA", "Square", "FGSM", "IterativeAttack", "MIFGSM", "PGD", "apgd_checkpoints",
     "create_attack", "list_attacks",
 ]

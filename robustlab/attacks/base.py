@@ -128,6 +128,7 @@ class AttackContext:
         self.grad_calls = torch.zeros(n, dtype=torch.long, device=dev)
         self.forward_calls = torch.zeros(n, dtype=torch.long, device=dev)
         self._checked_probabilities = False
+        self.eot = 1
         self.set_active(torch.arange(n, device=dev))
 
     # ----- active set -----------------------------------------------------------------
@@ -189,18 +190,19 @@ class AttackContext:
                 "this attack needs input gradients, but the model is a black-box oracle; use a score- or "
                 "decision-based attack (Square, SimBA, HopSkipJump, ...) or pass the differentiable model"
             )
-        x_req = x_adv.detach().requires_grad_(True)
-        with torch.enable_grad():
-            out = self._forward(x_req)
-            loss = self.objective.loss(out, self._target(sub))
-            grad, = torch.autograd.grad(loss.sum(), x_req)
+        loss, grad, out = self._loss_grad_once(x_adv, sub)
+        for _ in range(self.eot - 1):  # EOT: average over draws of a randomised model
+            l_i, g_i, o_i = self._loss_grad_once(x_adv, sub)
+            loss, grad, out = loss + l_i, grad + g_i, out + o_i
+        if self.eot > 1:
+            loss, grad, out = loss / self.eot, grad / self.eot, out / self.eot
         if not bool(torch.isfinite(grad.sum())) and not torch.isfinite(grad).all():
             raise ModelOutputError(
                 "the input gradient contains NaN or inf; the model or loss is not differentiable "
                 "at these inputs (check for log(0), sqrt(0) or a saturated softmax)"
             )
         idx = self.index if sub is None else self.index[sub]
-        self.grad_calls[idx] += 1
+        self.grad_calls[idx] += self.eot
         out = out.detach()
         loss, succ = self._judge(x_adv.detach(), out, sub, loss.detach())
         return loss, grad, succ, out
@@ -221,6 +223,14 @@ class AttackContext:
             out = self._forward(x_many, idx)
         self.forward_calls.index_add_(0, idx, torch.ones_like(idx))
         return self.objective.success(out, index_target(self.target, owners)).to(x_many.device)
+
+    def _loss_grad_once(self, x_adv, sub):
+        x_req = x_adv.detach().requires_grad_(True)
+        with torch.enable_grad():
+            out = self._forward(x_req)
+            loss = self.objective.loss(out, self._target(sub))
+            grad, = torch.autograd.grad(loss.sum(), x_req)
+        return loss.detach(), grad, out.detach()
 
     def _target(self, sub: torch.Tensor | None) -> Any:
         return self.target if sub is None else index_target(self.target, sub)
@@ -286,6 +296,11 @@ class Attack:
     name = "attack"
     default_objective: type[Objective] = CrossEntropy
 
+    #: False for black-box attacks (they only query the model)
+    needs_gradients: bool = True
+    #: gradient draws averaged per step (Expectation over Transformation) for randomised models
+    eot: int = 1
+
     def __init__(self, threat: ThreatModel, objective: Objective | str | None = None, *,
                  early_stop: bool = True, seed: int = 0):
         if not isinstance(threat, ThreatModel):
@@ -333,17 +348,31 @@ class Attack:
         check_batch(x, target, threat.bounds)
         gen = torch.Generator(device=x.device).manual_seed(self.seed)
         ctx = AttackContext(model, x.detach(), target, threat, self.objective, gen)
+        ctx.eot = max(1, int(self.eot))
         start = time.perf_counter()
         if threat.eps > 0 or not self.needs_positive_eps:
             self.run(ctx)
         else:
             ctx.evaluate(ctx.x)
+        if not ctx.is_oracle and ctx.success_full.any():
+            self._verify(ctx)
         elapsed = time.perf_counter() - start
         return AttackResult(
             x_adv=ctx.best_x, success=ctx.success_full, loss=ctx.best_loss,
             grad_calls=ctx.grad_calls, forward_calls=ctx.forward_calls,
             time_s=elapsed, attack=self.name, threat=threat, x=x.detach(),
         )
+
+    def _verify(self, ctx: AttackContext) -> None:
+        """Re-judge successful points in one pass: points found exactly on a decision boundary can
+        flip with the batch composition (float summation order); success must hold at x_adv as returned."""
+        idx = ctx.success_full.nonzero().flatten()
+        with torch.no_grad():
+            out = sum(ctx.model(ctx.best_x[idx]) for _ in range(ctx.eot)) / ctx.eot
+        ok = ctx.objective.success(out, index_target(ctx.target_full, idx)).to(idx.device)
+        if not ok.all():
+            log.debug("%s: %d boundary points did not verify", self.name, int((~ok).sum()))
+            ctx.success_full[idx[~ok]] = False
 
     #: eps = 0 means "no perturbation": only the clean point is evaluated.
     needs_positive_eps = True
@@ -382,11 +411,19 @@ class IterativeAttack(Attack):
                         ctx.shrink(keep)
                         if ctx.n_active == 0:
                             break
-            if ctx.n_active and self.evaluate_final:
+            if ctx.n_active and self.keep_last:
+                loss, succ, _ = ctx.evaluate(state["x_adv"])
+                ctx.best_x[ctx.index] = state["x_adv"].to(ctx.best_x.dtype)
+                ctx.best_loss[ctx.index] = loss.to(ctx.best_loss.dtype)
+                ctx.success_full[ctx.index] = succ.to(ctx.success_full.device)
+            elif ctx.n_active and self.evaluate_final:
                 ctx.evaluate(state["x_adv"])
 
     #: whether the final iterate still needs a forward pass to be judged
     evaluate_final = True
+    #: return the last iterate instead of the best point (transfer attacks: with a randomised
+    #: surrogate the "best" point is judged by one random draw; the last iterate transfers better)
+    keep_last = False
 
     def init_state(self, ctx: AttackContext, restart: int) -> dict:
         raise NotImplementedError

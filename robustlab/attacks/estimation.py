@@ -20,6 +20,7 @@ class NES(IterativeAttack):
     """
 
     name = "nes"
+    needs_gradients = False
     default_objective = CrossEntropy
     evaluate_final = False
 
@@ -62,6 +63,7 @@ class BanditsTD(IterativeAttack):
     """
 
     name = "bandits"
+    needs_gradients = False
     default_objective = CrossEntropy
     evaluate_final = False
 

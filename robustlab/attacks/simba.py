@@ -29,6 +29,7 @@ class SimBA(IterativeAttack):
     """
 
     name = "simba"
+    needs_gradients = False
     default_objective = CrossEntropy
     evaluate_final = False
 

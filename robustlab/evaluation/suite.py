@@ -16,13 +16,13 @@ from typing import Any, Iterable, Sequence
 import torch
 import torch.nn as nn
 
-from ..attacks import APGD, APGDT, Attack, create_attack
+from ..attacks import APGD, APGDDLR, APGDT, FABT, Attack, Square, create_attack
 from ..errors import InputError, check_batch
 from ..threat import ThreatModel
 
 log = logging.getLogger(__name__)
 
-SUITES = ("standard", "fast")
+SUITES = ("standard", "rand", "fast")
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
@@ -37,19 +37,29 @@ def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float,
 
 
 def build_suite(attacks: str | Sequence[Attack | str], threat: ThreatModel, seed: int = 0) -> list[Attack]:
-    """The cascade for a suite name, or a list of attacks / attack names."""
+    """The cascade for a suite name, or a list of attacks / attack names.
+
+    - "standard": the AutoAttack protocol: APGD-CE, APGD-T (9 targets), FAB-T (9 targets), each
+      100 iterations, then Square (5,000 queries, p_init 0.8).
+    - "rand": for randomised defences: APGD-CE and APGD-DLR with EOT over 20 draws per step.
+    - "fast": APGD-CE and APGD-T (3 targets), 20 iterations: a quick look, not a trustworthy number.
+    """
     if isinstance(attacks, str):
         if attacks == "standard":
-            return [APGD(threat, "ce", steps=100, seed=seed), APGDT(threat, n_targets=9, steps=100, seed=seed)]
+            suite = [APGD(threat, "ce", steps=100, seed=seed), APGDT(threat, n_targets=9, steps=100, seed=seed),
+                     FABT(threat, n_targets=9, steps=100, seed=seed)]
+            if threat.norm in ("linf", "l2"):
+                suite.append(Square(threat, n_queries=5000, p_init=0.8, seed=seed))
+            return suite
+        if attacks == "rand":
+            suite = [APGD(threat, "ce", steps=100, seed=seed), APGDDLR(threat, steps=100, seed=seed)]
+            for a in suite:
+                a.eot = 20
+            return suite
         if attacks == "fast":
             return [APGD(threat, "ce", steps=20, seed=seed), APGDT(threat, n_targets=3, steps=20, seed=seed)]
         attacks = [a.strip() for a in attacks.split(",") if a.strip()]
-        if len(attacks) == 1 and attacks[0] not in SUITES and "," not in attacks[0]:
-            return [create_attack(attacks[0], threat, seed=seed)]
-    out = []
-    for a in attacks:
-        out.append(a if isinstance(a, Attack) else create_attack(a, threat, seed=seed))
-    return out
+    return [a if isinstance(a, Attack) else create_attack(a, threat, seed=seed) for a in attacks]
 
 
 def iterate_batches(data: Any, batch_size: int) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
@@ -101,6 +111,7 @@ class EvaluationReport:
     attack_time_s: dict[str, float]
     time_s: float
     examples: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    sanity: Any = None  # SanityReport of the gradient-masking checks, when run
 
     @property
     def n(self) -> int:
@@ -134,6 +145,7 @@ class EvaluationReport:
             "n": self.n, "clean_accuracy": self.clean_accuracy, "robust_accuracy": self.robust_accuracy,
             "robust_accuracy_ci95": [lo, hi], "per_attack": self.per_attack,
             "attack_time_s": self.attack_time_s, "time_s": self.time_s,
+            "sanity": self.sanity.to_dict() if self.sanity is not None else None,
         }
 
     def __str__(self) -> str:
@@ -144,14 +156,18 @@ class EvaluationReport:
 
 def evaluate(model, data, threat: ThreatModel, attacks: str | Sequence[Attack | str] = "standard", *,
              batch_size: int = 500, n: int | None = None, seed: int = 0, n_examples: int = 8,
-             _skip: torch.Tensor | None = None) -> EvaluationReport:
+             sanity: str | None = "cheap", _skip: torch.Tensor | None = None) -> EvaluationReport:
     """Robustness of `model` on `data` under `threat`, by a cascade of attacks.
 
     Args:
         data: an (x, y) pair, a robustlab Dataset, a DataLoader or any iterable of (x, y) batches.
-        attacks: "standard" (APGD-CE, then APGD-T with 9 targets, 100 iterations each), "fast"
-            (20 iterations, 3 targets), a comma-separated string or list of names / Attack objects.
+        attacks: "standard" (the AutoAttack protocol: APGD-CE, APGD-T, FAB-T, Square), "rand"
+            (EOT over 20 draws, for randomised defences), "fast" (20 iterations, 3 targets), a
+            comma-separated string or a list of names / Attack objects.
         n: evaluate at most the first n points.
+        sanity: "cheap" (default) runs the cheap gradient-masking checks on the first 200 points and
+            flags points that only a black-box attack of the cascade broke; "all" runs every check;
+            None runs none. Verdicts land in ``report.sanity``.
     """
     suite = build_suite(attacks, threat, seed=seed)
     names = [a.name for a in suite]
@@ -203,10 +219,33 @@ def evaluate(model, data, threat: ThreatModel, attacks: str | Sequence[Attack | 
     if seen == 0:
         raise InputError("no data to evaluate")
     ex = {k: torch.cat(v)[:n_examples] if v else torch.empty(0) for k, v in examples.items()}
+    checks = None
+    if sanity and threat.eps > 0:
+        from .sanity import sanity_checks
+
+        checks = sanity_checks(model, data, threat, sanity, n=min(200, seen))
+        checks.checks.append(_cascade_check(suite, names, broken_by))
     report = EvaluationReport(threat, torch.cat(clean_all), torch.cat(robust_all), broken_by, names,
-                              attack_time, time.perf_counter() - start, ex)
+                              attack_time, time.perf_counter() - start, ex, checks)
     log.info("%s", report)
     return report
+
+
+def _cascade_check(suite, names, broken_by):
+    """Did a black-box attack of the cascade break points that every white-box attack before it missed?"""
+    from .sanity import Check
+
+    counts = {nm: sum(1 for b in broken_by if b == nm) for nm in names}
+    black = [nm for a, nm in zip(suite, names) if getattr(a, "needs_gradients", True) is False]
+    by_black = sum(counts[nm] for nm in black)
+    ev = {"per_attack": counts, "black_box_attacks": black}
+    if not black:
+        return Check("cascade_black_box", "pass", "no black-box attack in the cascade", ev)
+    if by_black > 0:
+        return Check("cascade_black_box", "warn",
+                     f"{by_black} points were broken only by black-box attacks ({', '.join(black)}) after the "
+                     "gradient-based ones failed: a sign of masked gradients", ev)
+    return Check("cascade_black_box", "pass", "black-box attacks broke no point the gradient attacks missed", ev)
 
 
 def _collect_examples(model, examples, xb, x_adv, yb, broken, k):

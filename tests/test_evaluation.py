@@ -1,0 +1,111 @@
+import pytest
+import torch
+import torch.nn as nn
+
+import robustlab as rl
+from robustlab import attacks as A
+from robustlab.evaluation import build_suite, wilson_interval
+
+
+class Quantized(nn.Module):
+    """A masked-gradient defence: input quantisation (zero gradient almost everywhere)."""
+
+    def __init__(self, inner, levels=4):
+        super().__init__()
+        self.inner, self.levels = inner, levels
+
+    def forward(self, x):
+        return self.inner(torch.round(x * self.levels) / self.levels)
+
+
+class Noisy(nn.Module):
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner((x + 0.05 * torch.randn_like(x)).clamp(0, 1))
+
+
+def test_wilson_interval():
+    lo, hi = wilson_interval(50, 100)
+    assert lo == pytest.approx(0.4038, abs=1e-3) and hi == pytest.approx(0.5962, abs=1e-3)
+    assert wilson_interval(0, 10)[0] == 0.0
+
+
+def test_standard_suite_is_the_autoattack_protocol():
+    suite = build_suite("standard", rl.ThreatModel("linf", 0.3))
+    assert [a.name for a in suite] == ["apgd-ce", "apgd-t", "fab-t", "square"]
+    assert suite[0].steps == 100 and suite[1].n_targets == 9 and suite[2].n_targets == 9
+    assert suite[3].n_queries == 5000 and suite[3].p_init == 0.8
+    rand = build_suite("rand", rl.ThreatModel("linf", 0.3))
+    assert [a.eot for a in rand] == [20, 20]
+
+
+def test_evaluate_is_the_per_point_worst_case(digits_model, digits_test):
+    x, y = digits_test
+    threat = rl.ThreatModel("linf", 0.06)
+    attacks = [A.FGSM(threat), A.PGD(threat, steps=10), A.APGD(threat, steps=20)]
+    report = rl.evaluate(digits_model, (x, y), threat, attacks, batch_size=64, sanity=None)
+    with torch.no_grad():
+        correct = digits_model(x).argmax(1) == y
+    any_success = torch.zeros_like(correct)
+    for a in attacks:
+        any_success |= a(digits_model, x, y).success
+    assert torch.equal(report.robust_correct, correct & ~any_success)
+    counts = report.per_attack
+    assert counts["clean"] == int((~correct).sum())
+    assert sum(counts.values()) == report.n - int(report.robust_correct.sum())
+    lo, hi = report.robust_accuracy_ci
+    assert lo <= report.robust_accuracy <= hi
+
+
+def test_evaluate_accepts_dataloaders_and_datasets(digits_model):
+    test = rl.load_dataset("digits", "test")
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(test.x, test.y), batch_size=50)
+    a = rl.evaluate(digits_model, loader, rl.ThreatModel("linf", 0.05), "fast", n=120, sanity=None)
+    b = rl.evaluate(digits_model, test, rl.ThreatModel("linf", 0.05), "fast", n=120, batch_size=50, sanity=None)
+    assert a.n == b.n == 120 and a.robust_accuracy == b.robust_accuracy
+
+
+def test_fab_t_finds_adversarials_inside_the_ball(digits_model, digits_correct):
+    x, y = digits_correct
+    for norm, eps in (("linf", 0.1), ("l2", 1.0)):
+        threat = rl.ThreatModel(norm, eps)
+        res = A.FABT(threat, steps=50, n_targets=3)(digits_model, x, y)
+        assert res.success_rate > 0.4
+        assert threat.contains(x, res.x_adv).all()
+        with torch.no_grad():
+            assert torch.equal(res.success, digits_model(res.x_adv).argmax(1) != y)
+
+
+def test_masked_gradients_are_flagged_and_the_black_box_part_still_breaks_the_model(digits_model, digits_test):
+    x, y = digits_test
+    masked = Quantized(digits_model).eval()
+    threat = rl.ThreatModel("linf", 0.1)
+    checks = rl.sanity_checks(masked, (x, y), threat)
+    assert checks["gradients"].verdict == "warn" and checks["gradients"].evidence["zero_gradient_fraction"] > 0.9
+    assert checks["black_box_vs_white_box"].verdict == "warn"
+    assert checks["large_eps"].verdict == "warn"
+    white_only = rl.evaluate(masked, (x, y), threat, ["apgd-ce", "apgd-t"], sanity=None)
+    full = rl.evaluate(masked, (x, y), threat, "standard")
+    assert full.per_attack["square"] > 10
+    assert full.robust_accuracy < white_only.robust_accuracy - 0.05
+    assert full.sanity["cascade_black_box"].verdict == "warn"
+    # the undefended model passes the gradient checks
+    clean = rl.sanity_checks(digits_model, (x, y), threat, checks=("gradients", "large_eps", "randomness"))
+    assert clean.ok
+
+
+def test_randomised_model_is_flagged_and_eot_is_stronger(digits_model, digits_test):
+    x, y = digits_test
+    noisy = Noisy(digits_model).eval()
+    threat = rl.ThreatModel("linf", 0.05)
+    assert rl.sanity_checks(noisy, (x, y), threat, checks=("randomness",))["randomness"].verdict == "warn"
+    torch.manual_seed(0)
+    plain = A.APGD(threat, steps=20)
+    eot = A.APGD(threat, steps=20)
+    eot.eot = 10
+    r_eot = eot(noisy, x, y)
+    assert r_eot.grad_calls.max() <= 10 * 21
+    assert r_eot.success_rate >= plain(noisy, x, y).success_rate - 0.05
