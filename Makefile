@@ -26,8 +26,11 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -m "slow or not slow"
 
+# Comparison libraries, benchmark-only. --no-deps: their metadata would pull torchvision (a CUDA torch)
+# or old pins; what they import is already installed (plus six for ART).
 $(BENCH_STAMP): $(STAMP)
-	$(BIN)/pip install --quiet --no-deps torchattacks==3.5.1
+	$(BIN)/pip install --quiet six
+	$(BIN)/pip install --quiet --no-deps torchattacks==3.5.1 adversarial-robustness-toolbox==1.20.1 pyautoattack==0.2.0
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)

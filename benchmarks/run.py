@@ -111,7 +111,9 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=500)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--only", default="pgd,square,suite,hsj,training", help="comma-separated sections")
     args = ap.parse_args()
+    sections = set(args.only.split(","))
     torch.set_num_threads(args.threads)
     try:
         import torchattacks
@@ -122,7 +124,7 @@ def main() -> int:
              f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
              f"{args.threads} threads, n={args.n}, batch {args.batch}, median of {args.repeats} interleaved repeats.", ""]
     cases = [("undefended", "standard", 0.1), ("undefended", "standard", 0.3), ("PGD-AT", "pgd", 0.3)]
-    for label, method, eps in cases:
+    for label, method, eps in cases if "pgd" in sections else []:
         model = trained_model(method)
         rows = bench_pgd(model, test.x, test.y, eps, 40, 0.01, args.batch, args.repeats, torchattacks)
         base = rows["hand-written loop"][0]
@@ -133,6 +135,28 @@ def main() -> int:
         for k, (t, acc) in rows.items():
             lines.append(f"| {k} | {t:.2f} | {t / base:.2f}x | {t / ta:.2f}x | {acc:.2%} |")
         lines.append("")
+    import blackbox
+
+    try:
+        import pyautoattack
+    except ImportError:
+        pyautoattack = None
+    art = blackbox.art_tools()
+    std, rob = trained_model("standard"), trained_model("pgd")
+    if "square" in sections:
+        lines += ["## Black-box: Square", ""]
+        lines += blackbox.bench_square(std, test.x[:500], test.y[:500], 0.1, 1000, "undefended fast_mnist", torchattacks, art)
+        lines += blackbox.bench_square(rob, test.x[:500], test.y[:500], 0.3, 1000, "PGD-AT fast_mnist", torchattacks, art)
+    if "suite" in sections:
+        lines += ["## Standard suite vs AutoAttack", ""]
+        lines += blackbox.bench_suite(rob, test.x[:500], test.y[:500], 0.3, "PGD-AT fast_mnist", pyautoattack, torchattacks)
+    if "hsj" in sections:
+        lines += ["## Decision-based: HopSkipJump", ""]
+        lines += blackbox.bench_hsj(std, test.x[:20], test.y[:20], (1000, 5000, 10000), art)
+    if "training" in sections:
+        import training
+
+        lines = training.main(lines)
     text = "\n".join(lines) + "\n"
     Path(args.out).write_text(text)
     sys.stdout.write(text)

@@ -37,7 +37,7 @@ def _add_train(sub) -> None:
     p.add_argument("--data", default="mnist", help="dataset name or path (.npz, image folder, IDX dir, CIFAR dir)")
     p.add_argument("--data-dir", default=None, help="directory with the full MNIST (IDX) or CIFAR-10 batches")
     p.add_argument("--data-seed", type=int, default=0, help="seed of the train/val/test split")
-    p.add_argument("--method", default="standard", help="standard | pgd | fgsm_rs")
+    p.add_argument("--method", default="standard", help="standard | pgd | fgsm_rs | trades | llr")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
@@ -52,6 +52,16 @@ def _add_train(sub) -> None:
     p.add_argument("--fgsm-alpha", type=float, default=None, help="FGSM-RS step (default 1.25*eps)")
     p.add_argument("--eval-n", type=int, default=500, help="points for per-epoch clean/robust accuracy")
     p.add_argument("--co-action", default="warn", choices=["warn", "stop"], help="on catastrophic overfitting")
+    p.add_argument("--grad-align", type=float, default=0.0, help="GradAlign weight for fgsm_rs")
+    p.add_argument("--trades-beta", type=float, default=1.0)
+    p.add_argument("--llr-lambda", type=float, default=4.0)
+    p.add_argument("--llr-mu", type=float, default=3.0)
+    p.add_argument("--llr-steps", type=int, default=10)
+    p.add_argument("--lr-scaling", default="none", choices=["none", "linear"], help="scale lr by the world size")
+    p.add_argument("--warmup-epochs", type=float, default=0.0, help="linear LR warm-up")
+    p.add_argument("--local-sgd-period", type=int, default=0, help="post-local SGD model averaging period")
+    p.add_argument("--snapshot-every", type=int, default=0, help="save parameters every k epochs")
+    p.add_argument("--dist-timeout", type=float, default=300.0, help="seconds before a collective gives up")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--runs", default="runs", help="root folder of run directories")
     p.add_argument("--name", default=None, help="run name (default: <model>-<method>)")
@@ -82,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--step-size", type=float, default=None)
     p.add_argument("--restarts", type=int, default=None)
+    p.add_argument("--queries", type=int, default=None, help="query budget per point (black-box attacks)")
+    p.add_argument("--black-box", action="store_true", help="give the attack only a score/decision oracle of the model")
     p.add_argument("--save", default=None, help="save x, x_adv, y, success to this .pt file")
 
     p = sub.add_parser("evaluate", help="robust accuracy of a model run over eps with an attack cascade",
@@ -102,6 +114,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="+", help="run directories (model runs or jobs)")
     p.add_argument("-o", "--out", default=None, help="output HTML (default: <first run>/report.html)")
 
+    p = sub.add_parser("launch", help="run a command on N processes with torchrun (DDP)",
+                       description="A thin wrapper around torchrun: robustlab launch --nproc 2 -- train ...")
+    p.add_argument("--nproc", type=int, default=2, help="processes on this node")
+    p.add_argument("--nnodes", default="1", help="number of nodes (torchrun --nnodes)")
+    p.add_argument("--rdzv-endpoint", default=None, help="host:port of the rendezvous (multi-node)")
+    p.add_argument("--threads", type=int, default=1, help="intra-op threads per process")
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="-- then the robustlab command to run")
+
+    p = sub.add_parser("sweep", help="parameter sweeps: `robustlab sweep batch-size ...`",
+                       description="The large-batch generalisation experiment: several global batch sizes x LR rules.")
+    p.add_argument("kind", choices=["batch-size"])
+    p.add_argument("--batch-sizes", default="32,128,512", help="comma-separated global batch sizes")
+    p.add_argument("--lr-rules", default="constant,linear", help="comma-separated: constant, linear, sqrt")
+    p.add_argument("--model", default="fast_mnist")
+    p.add_argument("--data", default="mnist")
+    p.add_argument("--method", default="standard")
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--optimizer", default="sgd", choices=["adam", "sgd"])
+    p.add_argument("--eps", type=float, default=0.3)
+    p.add_argument("--attack-steps", type=int, default=10)
+    p.add_argument("--eval-n", type=int, default=500)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--runs", default="runs")
+    p.add_argument("--name", default="sweep-batch-size")
+    p.add_argument("--resume", action="store_true")
+
     sub.add_parser("list", help="list registered models, datasets, attacks and training methods")
     return parser
 
@@ -116,11 +155,22 @@ def cmd_train(args) -> int:
         "lr": args.lr, "schedule": args.schedule, "weight_decay": args.weight_decay, "norm": args.norm,
         "eps": args.eps, "eps_warmup_epochs": args.eps_warmup_epochs, "attack_steps": args.attack_steps,
         "attack_step_size": args.attack_step_size, "fgsm_alpha": args.fgsm_alpha, "eval_n": args.eval_n,
-        "co_action": args.co_action, "seed": args.seed,
+        "co_action": args.co_action, "seed": args.seed, "grad_align": args.grad_align,
+        "trades_beta": args.trades_beta, "llr_lambda": args.llr_lambda, "llr_mu": args.llr_mu,
+        "llr_steps": args.llr_steps, "lr_scaling": args.lr_scaling, "warmup_epochs": args.warmup_epochs,
+        "local_sgd_period": args.local_sgd_period, "snapshot_every": args.snapshot_every,
     }
     data = {"name": args.data, "seed": args.data_seed, "data_dir": args.data_dir}
-    summary = train_model_run(run_dir, {"name": args.model, "kwargs": args.model_kwargs}, data, cfg,
-                              resume=args.resume, progress=not args.no_progress)
+    from .distributed import init_from_env, shutdown
+
+    rank = init_from_env(args.dist_timeout)
+    try:
+        summary = train_model_run(run_dir, {"name": args.model, "kwargs": args.model_kwargs}, data, cfg,
+                                  resume=args.resume, progress=not args.no_progress)
+    finally:
+        shutdown()
+    if rank != 0:
+        return 0
     final = summary.get("final", {})
     print(f"{run_dir}: val acc {final.get('val_acc', float('nan')):.4f}, val PGD acc "
           f"{final.get('val_robust_acc', float('nan')):.4f} (best epoch {summary['best_epoch']}, "
@@ -139,11 +189,34 @@ def cmd_attack(args) -> int:
     model, config = load_model_from_run(args.run, args.weights)
     spec = _data_spec(config["data"])
     test = load_dataset(spec["name"], "test", seed=spec.get("seed", 0), data_dir=spec.get("data_dir")).subset(args.n)
-    kwargs = {k: v for k, v in (("steps", args.steps), ("step_size", args.step_size), ("restarts", args.restarts)) if v is not None}
-    attack = create_attack(args.attack, ThreatModel(args.norm, args.eps), seed=args.seed, **kwargs)
+    import inspect
+
+    from .attacks import ATTACKS
+    from .errors import InputError, unknown_name
+    from .oracles import DecisionOracle, ScoreOracle
+
+    key = args.attack.lower().replace("_", "-")
+    if key not in ATTACKS:
+        raise unknown_name("attack", args.attack, ATTACKS)
+    accepted = inspect.signature(ATTACKS[key].__init__).parameters
+    wanted = {"steps": args.steps, "step_size": args.step_size, "restarts": args.restarts}
+    if args.queries is not None:
+        wanted["n_queries" if "n_queries" in accepted else "max_queries"] = args.queries
+    kwargs = {k: v for k, v in wanted.items() if v is not None}
+    bad = [k for k in kwargs if k not in accepted]
+    if bad:
+        raise InputError(f"attack {key!r} has no option {', '.join(bad)}; its options: "
+                         f"{', '.join(p for p in accepted if p not in ('self', 'threat', 'objective'))}")
+    attack = create_attack(key, ThreatModel(args.norm, args.eps), seed=args.seed, **kwargs)
     with torch.no_grad():
         clean_ok = model(test.x).argmax(1) == test.y
-    result = attack(model, test.x, test.y)
+    target = model
+    if args.black_box:
+        if attack.needs_gradients:
+            raise InputError(f"{key} is a white-box attack; --black-box needs a score- or decision-based attack")
+        oracle_cls = DecisionOracle if attack.oracle_kind == "decision" else ScoreOracle
+        target = oracle_cls.from_model(model)
+    result = attack(target, test.x, test.y)
     robust = clean_ok & ~result.success
     out = {**result.summary(), "clean_accuracy": float(clean_ok.float().mean()),
            "robust_accuracy": float(robust.float().mean())}
@@ -201,7 +274,33 @@ def cmd_list(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "attack": cmd_attack, "evaluate": cmd_evaluate, "run": cmd_run,
+def cmd_sweep(args) -> int:
+    from .runs.job import sweep_batch_size
+
+    cfg = {"method": args.method, "epochs": args.epochs, "lr": args.lr, "optimizer": args.optimizer, "eps": args.eps,
+           "attack_steps": args.attack_steps, "eval_n": args.eval_n, "seed": args.seed}
+    root = sweep_batch_size(Path(args.runs) / args.name, {"name": args.model}, {"name": args.data, "seed": 0}, cfg,
+                            [int(b) for b in args.batch_sizes.split(",")], args.lr_rules.split(","),
+                            resume=args.resume, progress=not args.no_progress)
+    rows = json.loads((root / "sweep.json").read_text())["rows"]
+    print(f"{'batch':>6} {'rule':>8} {'lr':>9} {'val acc':>8} {'gap':>7} {'val rob':>8} {'rob gap':>8}")
+    for r in rows:
+        print(f"{r['batch_size']:>6} {r['lr_rule']:>8} {r['lr']:>9.4g} {r['val_acc']:>8.3f} {r['generalization_gap']:>7.3f} "
+              f"{r['val_robust_acc']:>8.3f} {r['robust_generalization_gap']:>8.3f}")
+    return 0
+
+
+def cmd_launch(args) -> int:
+    from .distributed import launch
+
+    rest = args.rest[1:] if args.rest[:1] == ["--"] else args.rest
+    if not rest:
+        raise SystemExit("robustlab launch: give the command after --, e.g. robustlab launch --nproc 2 -- train ...")
+    return launch(rest, args.nproc, args.nnodes, args.rdzv_endpoint, args.threads,
+                  extra=["--no-progress"] if args.no_progress else [])
+
+
+COMMANDS = {"sweep": cmd_sweep, "launch": cmd_launch, "train": cmd_train, "attack": cmd_attack, "evaluate": cmd_evaluate, "run": cmd_run,
             "report": cmd_report, "list": cmd_list}
 
 

@@ -5,7 +5,7 @@ import torch
 
 from helpers import run_cli
 
-COMMANDS = ["train", "attack", "evaluate", "run", "report", "list"]
+COMMANDS = ["train", "attack", "evaluate", "run", "report", "list", "launch", "sweep"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -23,6 +23,12 @@ def test_train_attack_evaluate_report_through_the_cli(tmp_path):
                   "--save", tmp_path / "adv.pt")
     summary = json.loads(out.stdout[out.stdout.index("{"):])
     assert summary["n"] == 100 and 0 <= summary["robust_accuracy"] <= summary["clean_accuracy"] <= 1
+    bb = run_cli("attack", tmp_path / "std", "--attack", "square", "--eps", "0.1", "--queries", "200", "--n", "50",
+                 "--black-box")
+    bb_summary = json.loads(bb.stdout[bb.stdout.index("{"):])
+    assert bb_summary["attack"] == "square" and bb_summary["forward_calls"] <= 50 * 200
+    wrong = run_cli("attack", tmp_path / "std", "--attack", "square", "--steps", "5", check=False)
+    assert wrong.returncode == 2 and "has no option steps" in wrong.stderr
     saved = torch.load(tmp_path / "adv.pt")
     assert (saved["x_adv"] - saved["x"]).abs().max() <= 0.1 + 1e-6
     for name in ("std", "pgd"):
@@ -64,3 +70,14 @@ def test_cli_errors_are_one_clear_line(tmp_path):
     assert out.returncode == 2 and "known datasets" in out.stderr and "Traceback" not in out.stderr
     out = run_cli("evaluate", tmp_path / "nothing", check=False)
     assert out.returncode == 2 and "not a model run" in out.stderr
+
+
+def test_batch_size_sweep_records_generalisation_gaps(tmp_path):
+    out = run_cli("sweep", "batch-size", "--batch-sizes", "32,256", "--lr-rules", "constant,linear", "--data", "digits",
+                  "--model", "mlp", "--epochs", "2", "--eval-n", "100", "--lr", "0.05", "--eps", "0.1",
+                  "--attack-steps", "3", "--runs", tmp_path, "--name", "sw")
+    rows = json.loads((tmp_path / "sw" / "sweep.json").read_text())["rows"]
+    assert [(r["batch_size"], r["lr_rule"]) for r in rows] == [(32, "constant"), (32, "linear"), (256, "constant"), (256, "linear")]
+    assert rows[3]["lr"] == pytest.approx(0.05 * 8)
+    assert all(r["generalization_gap"] is not None and r["robust_generalization_gap"] is not None for r in rows)
+    assert "rob gap" in out.stdout

@@ -298,6 +298,8 @@ class Attack:
 
     #: False for black-box attacks (they only query the model)
     needs_gradients: bool = True
+    #: what a black-box attack needs to see: "score" (scores/logits) or "decision" (labels only)
+    oracle_kind: str = "score"
     #: gradient draws averaged per step (Expectation over Transformation) for randomised models
     eot: int = 1
 

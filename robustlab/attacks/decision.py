@@ -31,6 +31,7 @@ class DecisionAttack(Attack):
 
     default_objective = CrossEntropy  # only its success flag (the decision) is used
     needs_gradients = False
+    oracle_kind = "decision"
 
     def __init__(self, threat: ThreatModel, objective: Objective | str | None = None, *, max_queries: int = 5000,
                  starting_points: torch.Tensor | None = None, init_tries: int = 100, early_stop: bool = True,

@@ -12,6 +12,7 @@ class PGD(IterativeAttack):
     """Projected gradient descent (Madry et al. 2018): x <- P(x + alpha * steepest_ascent(grad)).
 
     With ``random_start=False`` and one restart this is BIM / I-FGSM (Kurakin et al. 2017).
+    ``starting_points`` (projected onto the threat model) replace the first restart's random start.
     ``step_size`` defaults to 2.5 * eps / steps. Each restart draws a new random start; the
     engine keeps the best point per sample across steps and restarts.
     """
@@ -20,8 +21,10 @@ class PGD(IterativeAttack):
 
     def __init__(self, threat: ThreatModel, objective: Objective | str | None = None, *, steps: int = 40,
                  step_size: float | None = None, rel_step_size: float | None = None, restarts: int = 1,
-                 random_start: bool = True, early_stop: bool = True, seed: int = 0):
+                 random_start: bool = True, starting_points: torch.Tensor | None = None, early_stop: bool = True,
+                 seed: int = 0):
         super().__init__(threat, objective, early_stop=early_stop, seed=seed)
+        self.starting_points = starting_points
         self.steps = int(steps)
         self.restarts = int(restarts)
         if self.steps < 1 or self.restarts < 1:
@@ -38,7 +41,10 @@ class PGD(IterativeAttack):
         return 2.5 * eps / self.steps
 
     def init_state(self, ctx: AttackContext, restart: int) -> dict:
-        x0 = ctx.random_init() if self.random_start else ctx.x.clone()
+        if self.starting_points is not None and restart == 0:
+            x0 = ctx.threat.project(ctx.x, self.starting_points[ctx.index].to(ctx.x))
+        else:
+            x0 = ctx.random_init() if self.random_start else ctx.x.clone()
         return {"x_adv": x0}
 
     def step(self, ctx: AttackContext, state: dict, i: int) -> dict:

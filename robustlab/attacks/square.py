@@ -100,16 +100,24 @@ class Square(IterativeAttack):
             window = _window_masks(ctx, side, h, w)
             signs = torch.where(ctx.rand_full((c, 1, 1)) < 0.5, -1.0, 1.0).to(x.dtype) * threat.eps
             new = torch.where(window, signs, delta)
-            unchanged = ~((threat.project(x, x + new) - s["x_adv"]).abs() > 1e-7).flatten(1).any(1)
+            x_new = self._apply(threat, x, new)
+            unchanged = (x_new - s["x_adv"]).abs().flatten(1).amax(1) <= 1e-7
             if unchanged.any():  # the window already had these signs: flip them so the query is not wasted
                 new = torch.where(window & _per_sample(unchanged, window), -signs, new)
+                x_new = self._apply(threat, x, new)
         else:
-            new = self._l2_update(ctx, delta, p, b, c, h, w)
-        x_new = threat.project(x, x + new)
+            x_new = threat.project(x, x + self._l2_update(ctx, delta, p, b, c, h, w))
         loss, _, _ = ctx.evaluate(x_new)
         better = loss > s["loss"]
         return {"x_adv": torch.where(_per_sample(better, x_new), x_new, s["x_adv"]),
                 "loss": torch.where(better, loss, s["loss"])}
+
+    @staticmethod
+    def _apply(threat: ThreatModel, x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        """x + delta in the bounds; |delta| <= eps holds by construction (Linf), so only a mask needs projecting."""
+        if threat.mask is not None:
+            return threat.project(x, x + delta)
+        return (x + delta).clamp(*threat.bounds)
 
     def _l2_update(self, ctx, delta, p, b, c, h, w) -> torch.Tensor:
         """The paper's L2 step: window 1 gets a fresh meta-square bump (random sign per channel) plus its

@@ -8,6 +8,7 @@ one model run per entry under ``models/`` and a combined ``report.html``.
 from __future__ import annotations
 
 import copy
+import math
 import inspect
 import logging
 import time
@@ -174,3 +175,38 @@ def _merge(base: dict, over: dict) -> dict:
     for k, v in over.items():
         out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
+
+
+def sweep_batch_size(root: str | Path, model_spec: dict, data_spec: dict | str, train_cfg: dict,
+                     batch_sizes: list[int], lr_rules: list[str], base_batch: int | None = None,
+                     resume: bool = False, progress: bool = True) -> Path:
+    """The large-batch generalisation experiment (Keskar et al. 2017): train one model per
+    (global batch size, LR rule) and record clean and robust generalisation gaps.
+
+    LR rules: "constant" keeps the base lr; "linear" scales it by batch / base_batch (Goyal et al.
+    2017); "sqrt" by sqrt(batch / base_batch). Writes ``sweep.json`` and one model run per cell.
+    """
+    root = Path(root)
+    sweep = Run(root)
+    base_batch = base_batch or min(batch_sizes)
+    rows = []
+    for bs in batch_sizes:
+        for rule in lr_rules:
+            factor = {"constant": 1.0, "linear": bs / base_batch, "sqrt": math.sqrt(bs / base_batch)}.get(rule)
+            if factor is None:
+                raise InputError(f"unknown LR rule {rule!r}; known: constant, linear, sqrt")
+            cfg = {**train_cfg, "batch_size": bs, "lr": train_cfg.get("lr", 1e-3) * factor}
+            run_dir = root / "runs" / f"bs{bs}-{rule}"
+            summary = train_model_run(run_dir, model_spec, data_spec, cfg, resume=resume, progress=progress)
+            final = summary.get("final", {})
+            rows.append({"batch_size": bs, "lr_rule": rule, "lr": cfg["lr"], "run": str(run_dir),
+                         "train_acc": final.get("train_acc"), "val_acc": final.get("val_acc"),
+                         "train_robust_acc": final.get("train_robust_acc"), "val_robust_acc": final.get("val_robust_acc"),
+                         "generalization_gap": final.get("generalization_gap"),
+                         "robust_generalization_gap": final.get("robust_generalization_gap"),
+                         "train_time_s": summary.get("train_time_s")})
+            atomic_write_json(root / "sweep.json", {"kind": "batch-size sweep", "rows": rows})
+    sweep.write_config({"kind": "sweep", "model": model_spec, "data": data_spec, "train": train_cfg,
+                        "batch_sizes": batch_sizes, "lr_rules": lr_rules, "base_batch": base_batch})
+    sweep.write_summary({"rows": rows})
+    return root

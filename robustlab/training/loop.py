@@ -1,9 +1,12 @@
-"""The one training loop: standard, PGD-AT and FGSM-RS training with per-epoch clean/robust
-train/val accuracy, best-checkpoint selection on robust validation accuracy, catastrophic
-overfitting detection, and exact resume from the last epoch checkpoint.
+"""The one training loop: standard, PGD-AT, FGSM-RS (+GradAlign), TRADES and LLR, on one process
+or many (torch.distributed DDP under torchrun), with per-epoch clean/robust train/val accuracy and
+loss, the robust generalisation gap, best-checkpoint selection on robust validation accuracy,
+catastrophic-overfitting detection, local linearity, weight norm, optional parameter snapshots,
+and exact resume from the last epoch checkpoint.
 
-Determinism: every random draw of epoch e (shuffling, random starts) comes from generators
-seeded by (seed, epoch, step), so a resumed run ends with the same weights as an uninterrupted one.
+Determinism: every random draw of epoch e (shuffling, random starts) comes from generators seeded
+by (seed, epoch, step) and drawn for the global batch, so a resumed run, and a run on 2 ranks with
+batch B, end with the same weights as an uninterrupted single-process run with batch 2B.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
@@ -23,17 +27,17 @@ from ..attacks import FGSM, PGD
 from ..data import Dataset
 from ..errors import InputError
 from ..threat import ThreatModel
-from .checkpoints import load_state, save_state, save_weights
-from .methods import BatchContext, get_method
+from .checkpoints import _check_compatible, load_state, save_state, save_weights
+from .methods import BatchContext, get_method, local_linearity
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class TrainConfig:
-    """Settings of one training run (all serialisable)."""
+    """Settings of one training run (all serialisable). ``batch_size`` is per process."""
 
-    method: str = "standard"          # standard | pgd | fgsm_rs
+    method: str = "standard"          # standard | pgd | fgsm_rs | trades | llr
     epochs: int = 10
     batch_size: int = 128
     optimizer: str = "adam"           # sgd | adam
@@ -42,15 +46,24 @@ class TrainConfig:
     weight_decay: float = 0.0
     schedule: str = "constant"        # constant | cyclic | step
     step_milestones: tuple[float, ...] = (0.5, 0.75)  # fractions of training for the step schedule
+    lr_scaling: str = "none"          # none | linear: lr * world_size (Goyal et al. 2017)
+    warmup_epochs: float = 0.0        # linear LR warm-up from lr / world_size (with linear scaling) or 0
     norm: str = "linf"
     eps: float = 0.3
     eps_warmup_epochs: float = 0.0    # linear eps ramp from 0
-    attack_steps: int = 10            # PGD-AT steps
+    attack_steps: int = 10            # PGD-AT / TRADES inner steps
     attack_step_size: float | None = None
     fgsm_alpha: float | None = None   # FGSM-RS step (default 1.25 eps)
+    grad_align: float = 0.0           # GradAlign weight (fgsm_rs)
+    trades_beta: float = 1.0
+    llr_lambda: float = 4.0
+    llr_mu: float = 3.0
+    llr_steps: int = 10
     eval_n: int = 500                 # points for per-epoch clean/robust accuracy (train subset and val)
     eval_steps: int = 10              # PGD steps of the per-epoch robust accuracy
     co_action: str = "warn"           # catastrophic overfitting: warn | stop
+    snapshot_every: int = 0           # save parameters every k epochs for trajectory analysis (0: off)
+    local_sgd_period: int = 0         # post-local SGD: average models every k steps after warm-up (0: off)
     seed: int = 0
 
     def __post_init__(self):
@@ -61,6 +74,8 @@ class TrainConfig:
             raise InputError(f"unknown optimizer {self.optimizer!r}; known: adam, sgd")
         if self.schedule not in ("constant", "cyclic", "step"):
             raise InputError(f"unknown schedule {self.schedule!r}; known: constant, cyclic, step")
+        if self.lr_scaling not in ("none", "linear"):
+            raise InputError(f"unknown lr_scaling {self.lr_scaling!r}; known: none, linear")
         if self.co_action not in ("warn", "stop"):
             raise InputError("co_action must be 'warn' or 'stop'")
         ThreatModel(self.norm, self.eps)
@@ -72,14 +87,20 @@ class TrainConfig:
         return d
 
 
-def lr_at(cfg: TrainConfig, progress: float) -> float:
-    """Learning rate at `progress` in [0, 1] of training."""
+def lr_at(cfg: TrainConfig, progress: float, world_size: int = 1, warmup_fraction: float = 0.0) -> float:
+    """Learning rate at `progress` in [0, 1] of training (after linear scaling and warm-up)."""
+    base = cfg.lr * (world_size if cfg.lr_scaling == "linear" else 1)
     if cfg.schedule == "cyclic":  # one cycle: 0 -> lr at 2/5 of training -> 0 (Wong et al. 2020)
         peak = 0.4
-        return cfg.lr * (progress / peak if progress < peak else max(0.0, (1 - progress) / (1 - peak)))
-    if cfg.schedule == "step":
-        return cfg.lr * 0.1 ** sum(progress >= m for m in cfg.step_milestones)
-    return cfg.lr
+        lr = base * (progress / peak if progress < peak else max(0.0, (1 - progress) / (1 - peak)))
+    elif cfg.schedule == "step":
+        lr = base * 0.1 ** sum(progress >= m for m in cfg.step_milestones)
+    else:
+        lr = base
+    if warmup_fraction > 0 and progress < warmup_fraction:
+        start = cfg.lr if cfg.lr_scaling == "linear" else 0.0
+        lr = start + (lr - start) * progress / warmup_fraction
+    return lr
 
 
 def _make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
@@ -90,44 +111,6 @@ def _make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer
 
 def _seed(cfg: TrainConfig, epoch: int, step: int = 0) -> int:
     return (cfg.seed * 1_000_003 + epoch * 10_007 + step) % (2 ** 62)
-
-
-@torch.no_grad()
-def _accuracy(model, x, y) -> float:
-    return float((model(x).argmax(1) == y).float().mean())
-
-
-def measure(model: nn.Module, data: Dataset, threat: ThreatModel, steps: int, seed: int,
-            fgsm: bool = False, batch_size: int = 500) -> dict:
-    """Clean accuracy, CE loss and PGD accuracy (and optionally FGSM accuracy) on `data`."""
-    was = model.training
-    model.eval()
-    n = len(data)
-    correct = robust = fgsm_ok = 0
-    loss_sum = robust_loss_sum = 0.0
-    try:
-        for xb, yb in data.batches(batch_size):
-            with torch.no_grad():
-                out = model(xb)
-                correct += int((out.argmax(1) == yb).sum())
-                loss_sum += float(F.cross_entropy(out, yb, reduction="sum"))
-            if threat.eps > 0:
-                res = PGD(threat, "ce", steps=steps, step_size=2.5 * threat.eps / steps, early_stop=False, seed=seed)(model, xb, yb)
-                with torch.no_grad():
-                    out_adv = model(res.x_adv)
-                robust += int((out_adv.argmax(1) == yb).sum())
-                robust_loss_sum += float(F.cross_entropy(out_adv, yb, reduction="sum"))
-                if fgsm:
-                    r = FGSM(threat, "ce", seed=seed)(model, xb, yb)
-                    fgsm_ok += int((~r.success).sum())
-            else:
-                robust, robust_loss_sum = correct, loss_sum
-    finally:
-        model.train(was)
-    out = {"acc": correct / n, "loss": loss_sum / n, "robust_acc": robust / n, "robust_loss": robust_loss_sum / n}
-    if fgsm:
-        out["fgsm_acc"] = fgsm_ok / n if threat.eps > 0 else out["acc"]
-    return out
 
 
 def is_catastrophic_overfitting(best_pgd_acc: float, pgd_acc: float, fgsm_acc: float) -> bool:
@@ -145,6 +128,72 @@ def _selection_score(cfg: TrainConfig, record: dict) -> tuple:
     return (record[f"{split}_robust_acc"], record[f"{split}_acc"])
 
 
+def _world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _all_sum(values: list[float]) -> list[float]:
+    rank, world = _world()
+    if world == 1:
+        return values
+    t = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def measure(model: nn.Module, data: Dataset, threat: ThreatModel, steps: int, seed: int,
+            fgsm: bool = False, linearity: bool = False, batch_size: int = 500) -> dict:
+    """Clean accuracy and CE loss, PGD accuracy and loss, optionally FGSM accuracy, local linearity
+    gamma and the input-gradient cosine of GradAlign, on `data` (this rank's shard; sums are
+    all-reduced across ranks)."""
+    was = model.training
+    model.eval()
+    rank, world = _world()
+    shard = Dataset(data.x[rank::world], data.y[rank::world], data.name, data.classes)
+    s = dict.fromkeys(("n", "correct", "loss", "robust", "robust_loss", "fgsm", "gamma", "cos"), 0.0)
+    try:
+        for i, (xb, yb) in enumerate(shard.batches(batch_size)):
+            with torch.no_grad():
+                out = model(xb)
+            s["n"] += len(yb)
+            s["correct"] += float((out.argmax(1) == yb).sum())
+            s["loss"] += float(F.cross_entropy(out, yb, reduction="sum"))
+            if threat.eps > 0:
+                res = PGD(threat, "ce", steps=steps, step_size=2.5 * threat.eps / steps, early_stop=False, seed=seed)(model, xb, yb)
+                with torch.no_grad():
+                    out_adv = model(res.x_adv)
+                s["robust"] += float((out_adv.argmax(1) == yb).sum())
+                s["robust_loss"] += float(F.cross_entropy(out_adv, yb, reduction="sum"))
+                if fgsm:
+                    s["fgsm"] += float((~FGSM(threat, "ce", seed=seed)(model, xb, yb).success).sum())
+                if linearity:
+                    ctx = BatchContext(threat, seed + i)
+                    with torch.enable_grad():
+                        gamma, _, g1, _ = local_linearity(model, xb, yb, ctx)
+                        x_noisy = ctx.random_start(xb).requires_grad_(True)
+                        g2, = torch.autograd.grad(F.cross_entropy(model(x_noisy), yb, reduction="sum"), x_noisy)
+                    s["gamma"] += float(gamma.detach().sum())
+                    s["cos"] += float(F.cosine_similarity(g1.flatten(1), g2.flatten(1), dim=1, eps=1e-12).detach().sum())
+            else:
+                s["robust"] += float((out.argmax(1) == yb).sum())
+                s["robust_loss"] += float(F.cross_entropy(out, yb, reduction="sum"))
+                s["fgsm"] += float((out.argmax(1) == yb).sum())
+    finally:
+        model.train(was)
+    keys = list(s)
+    s = dict(zip(keys, _all_sum([s[k] for k in keys])))
+    n = max(s["n"], 1)
+    out = {"acc": s["correct"] / n, "loss": s["loss"] / n, "robust_acc": s["robust"] / n, "robust_loss": s["robust_loss"] / n}
+    if fgsm:
+        out["fgsm_acc"] = s["fgsm"] / n
+    if linearity and threat.eps > 0:
+        out["local_linearity"] = s["gamma"] / n
+        out["grad_cosine"] = s["cos"] / n
+    return out
+
+
 @dataclass
 class TrainResult:
     history: list[dict] = field(default_factory=list)
@@ -156,29 +205,42 @@ class TrainResult:
     stopped_early: bool = False
 
 
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
 def train(model: nn.Module, train_data: Dataset, val_data: Dataset | None, cfg: TrainConfig,
           checkpoint_dir: str | Path | None = None, resume: bool = False,
-          on_epoch: Callable[[dict], None] | None = None, progress: bool = True) -> TrainResult:
-    """Train `model` in place. With `checkpoint_dir`, writes ``last.safetensors``,
-    ``best.safetensors`` (best robust validation accuracy) and ``state.pt`` after every epoch;
-    ``resume=True`` continues from ``state.pt``."""
+          on_epoch: Callable[[dict], None] | None = None, progress: bool = True,
+          regularizer: Callable | None = None) -> TrainResult:
+    """Train `model` in place (on every rank when torch.distributed is initialised).
+
+    With `checkpoint_dir`, rank 0 writes ``last.safetensors``, ``best.safetensors`` (best robust
+    validation accuracy) and ``state.pt`` after every epoch; ``resume=True`` continues from
+    ``state.pt`` on every rank. ``regularizer(model, x, y, logits, ctx) -> scalar`` adds a term
+    to the loss of any method.
+    """
     method = get_method(cfg.method)
-    optimizer = _make_optimizer(cfg, model)
+    rank, world = _world()
+    net = model
+    if world > 1 and not isinstance(model, nn.parallel.DistributedDataParallel):
+        net = nn.parallel.DistributedDataParallel(model)
+    base = _unwrap(net)
+    optimizer = _make_optimizer(cfg, base)
+    averager = _local_sgd(cfg, net, world)
     full_threat = ThreatModel(cfg.norm, cfg.eps)
     result = TrainResult()
     start_epoch = 0
     ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    if ckpt is not None:
+    if ckpt is not None and rank == 0:
         ckpt.mkdir(parents=True, exist_ok=True)
     if resume:
         if ckpt is None:
             raise InputError("resume=True needs a checkpoint directory")
         state = load_state(ckpt, cfg.fingerprint())
         if state is not None:
-            from .checkpoints import _check_compatible
-
-            _check_compatible(model.state_dict(), state["model"], ckpt / "state.pt")
-            model.load_state_dict(state["model"])
+            _check_compatible(base.state_dict(), state["model"], ckpt / "state.pt")
+            base.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             start_epoch = state["epoch"] + 1
             result.history = state["history"]
@@ -188,58 +250,76 @@ def train(model: nn.Module, train_data: Dataset, val_data: Dataset | None, cfg: 
             log.info("resuming from epoch %d", start_epoch)
     train_eval = train_data.subset(cfg.eval_n)
     val_eval = val_data.subset(cfg.eval_n) if val_data is not None else None
-    steps_per_epoch = math.ceil(len(train_data) / cfg.batch_size)
+    global_batch = cfg.batch_size * world
+    steps_per_epoch = math.ceil(len(train_data) / global_batch)
     total_steps = steps_per_epoch * cfg.epochs
-    best_train_pgd = 0.0
-    for h in result.history:
-        best_train_pgd = max(best_train_pgd, h.get("train_robust_acc", 0.0))
+    warmup_fraction = cfg.warmup_epochs / cfg.epochs
+    best_train_pgd = max((h.get("train_robust_acc", 0.0) for h in result.history), default=0.0)
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
-        model.train()
+        net.train()
         gen = torch.Generator().manual_seed(_seed(cfg, epoch))
-        loss_sum = acc_sum = 0.0
-        seen = 0
-        batches = train_data.batches(cfg.batch_size, shuffle=True, generator=gen)
-        bar = tqdm(batches, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs} [{cfg.method}]",
-                   leave=False, disable=not progress or None)
-        for step, (xb, yb) in enumerate(bar):
+        order = torch.randperm(len(train_data), generator=gen)
+        sums = [0.0, 0.0, 0.0]  # loss * n, correct, n
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs} [{cfg.method}]", leave=False,
+                   disable=(not progress or rank != 0) or None)
+        lr = cfg.lr
+        for step in bar:
+            idx_global = order[step * global_batch:(step + 1) * global_batch]
+            n_global = idx_global.numel()
+            if n_global < world:  # too few samples left to give every rank one
+                break
+            lo, hi = _rank_slice(n_global, rank, world)
+            idx = idx_global[lo:hi]
+            xb, yb = train_data.x[idx], train_data.y[idx]
             global_step = epoch * steps_per_epoch + step
-            lr = lr_at(cfg, global_step / total_steps)
+            lr = lr_at(cfg, global_step / total_steps, world, warmup_fraction)
             for g in optimizer.param_groups:
                 g["lr"] = lr
             eps = cfg.eps
             if cfg.eps_warmup_epochs > 0:
                 eps = cfg.eps * min(1.0, (global_step + 1) / (cfg.eps_warmup_epochs * steps_per_epoch))
             ctx = BatchContext(full_threat.with_eps(eps), _seed(cfg, epoch, step + 1), cfg.attack_steps,
-                               cfg.attack_step_size, cfg.fgsm_alpha)
-            loss, logits = method(model, xb, yb, ctx)
+                               cfg.attack_step_size, cfg.fgsm_alpha, cfg.grad_align, cfg.trades_beta,
+                               cfg.llr_lambda, cfg.llr_mu, cfg.llr_steps, global_size=n_global, offset=lo)
+            loss, logits = method(net, xb, yb, ctx)
+            if regularizer is not None:
+                loss = loss + regularizer(net, xb, yb, logits, ctx)
             if not torch.isfinite(loss.detach()):
                 raise FloatingPointError(
-                    f"training loss became {float(loss.detach())} at epoch {epoch}, step {step}; lower the learning rate"
+                    f"training loss became {float(loss.detach())} at epoch {epoch + 1}, step {step}; lower the learning rate"
                 )
+            # DDP averages gradients over ranks; weight each rank by its share of the global batch
+            scaled = loss * (len(yb) * world / n_global) if world > 1 else loss
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            scaled.backward()
             optimizer.step()
-            n = yb.shape[0]
-            loss_sum += float(loss.detach()) * n
-            acc_sum += float((logits.argmax(1) == yb).sum())
-            seen += n
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", lr=f"{lr:.2g}")
+            if averager is not None:
+                averager.average_parameters(base.parameters())
+            sums[0] += float(loss.detach()) * len(yb)
+            sums[1] += float((logits.detach().argmax(1) == yb).sum())
+            sums[2] += len(yb)
+            bar.set_postfix(loss=f"{sums[0] / max(sums[2], 1):.3f}", lr=f"{lr:.2g}")
+        sums = _all_sum(sums)
         train_time = time.perf_counter() - t0
         seed = _seed(cfg, epoch, 10 ** 6)
-        tr = measure(model, train_eval, full_threat, cfg.eval_steps, seed, fgsm=True)
+        tr = measure(base, train_eval, full_threat, cfg.eval_steps, seed, fgsm=True, linearity=True)
         record = {
-            "epoch": epoch + 1, "lr": lr, "eps": eps, "train_time_s": train_time,
-            "train_objective": loss_sum / seen, "train_objective_acc": acc_sum / seen,
+            "epoch": epoch + 1, "lr": lr, "eps": eps, "train_time_s": train_time, "world_size": world,
+            "train_objective": sums[0] / max(sums[2], 1), "train_objective_acc": sums[1] / max(sums[2], 1),
             "train_acc": tr["acc"], "train_loss": tr["loss"], "train_robust_acc": tr["robust_acc"],
             "train_robust_loss": tr["robust_loss"], "train_fgsm_acc": tr["fgsm_acc"],
+            "weight_norm": float(torch.sqrt(sum((p.detach().double() ** 2).sum() for p in base.parameters()))),
         }
+        for k in ("local_linearity", "grad_cosine"):
+            if k in tr:
+                record[k] = tr[k]
         if val_eval is not None:
-            va = measure(model, val_eval, full_threat, cfg.eval_steps, seed)
+            va = measure(base, val_eval, full_threat, cfg.eval_steps, seed)
             record.update({"val_acc": va["acc"], "val_loss": va["loss"], "val_robust_acc": va["robust_acc"],
                            "val_robust_loss": va["robust_loss"],
+                           "generalization_gap": tr["acc"] - va["acc"],
                            "robust_generalization_gap": tr["robust_acc"] - va["robust_acc"]})
-        # catastrophic overfitting: PGD accuracy on training points collapses while FGSM accuracy stays high
         co = cfg.method != "standard" and is_catastrophic_overfitting(best_train_pgd, tr["robust_acc"], tr["fgsm_acc"])
         record["catastrophic_overfitting"] = bool(co)
         best_train_pgd = max(best_train_pgd, tr["robust_acc"])
@@ -251,28 +331,55 @@ def train(model: nn.Module, train_data: Dataset, val_data: Dataset | None, cfg: 
             result.best_epoch, result.best_score = epoch + 1, selection
             result.best_val_robust_acc = record.get("val_robust_acc", record["train_robust_acc"])
         result.history.append(record)
-        if ckpt is not None:
-            save_weights(model, ckpt / "last.safetensors", {"epoch": str(epoch + 1)})
+        if ckpt is not None and rank == 0:
+            save_weights(base, ckpt / "last.safetensors", {"epoch": str(epoch + 1)})
             if is_best:
-                save_weights(model, ckpt / "best.safetensors", {"epoch": str(epoch + 1)})
+                save_weights(base, ckpt / "best.safetensors", {"epoch": str(epoch + 1)})
+            if cfg.snapshot_every and (epoch + 1) % cfg.snapshot_every == 0:
+                save_weights(base, ckpt / "snapshots" / f"epoch_{epoch + 1:04d}.safetensors", {"epoch": str(epoch + 1)})
             save_state(ckpt, {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+                "model": base.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
                 "history": result.history, "best_epoch": result.best_epoch,
                 "best_val_robust_acc": result.best_val_robust_acc, "best_score": result.best_score,
-                "time_s": result.time_s,
-                "fingerprint": cfg.fingerprint(),
+                "time_s": result.time_s, "fingerprint": cfg.fingerprint(),
             })
-        if on_epoch is not None:
+        if world > 1:
+            dist.barrier()
+        if on_epoch is not None and rank == 0:
             on_epoch(record)
-        log.info("epoch %d: train acc %.3f robust %.3f | val acc %s robust %s", epoch + 1, tr["acc"],
-                 tr["robust_acc"], record.get("val_acc"), record.get("val_robust_acc"))
+        if rank == 0:
+            log.info("epoch %d: train acc %.3f robust %.3f | val acc %s robust %s", epoch + 1, tr["acc"],
+                     tr["robust_acc"], record.get("val_acc"), record.get("val_robust_acc"))
         if co:
             result.catastrophic_overfitting_epoch = result.catastrophic_overfitting_epoch or epoch + 1
-            log.warning(
-                "catastrophic overfitting at epoch %d: PGD accuracy on training points fell to %.3f "
-                "(best %.3f) while FGSM accuracy is %.3f; use a smaller FGSM step, GradAlign, or PGD training",
-                epoch + 1, tr["robust_acc"], best_train_pgd, tr["fgsm_acc"])
+            if rank == 0:
+                log.warning(
+                    "catastrophic overfitting at epoch %d: PGD accuracy on training points fell to %.3f "
+                    "(best %.3f) while FGSM accuracy is %.3f; use a smaller FGSM step, GradAlign, or PGD training",
+                    epoch + 1, tr["robust_acc"], best_train_pgd, tr["fgsm_acc"])
             if cfg.co_action == "stop":
                 result.stopped_early = True
                 break
     return result
+
+
+def _rank_slice(n: int, rank: int, world: int) -> tuple[int, int]:
+    """Contiguous, nearly equal slices of a global batch of n samples."""
+    base, extra = divmod(n, world)
+    lo = rank * base + min(rank, extra)
+    return lo, lo + base + (1 if rank < extra else 0)
+
+
+def _local_sgd(cfg: TrainConfig, net: nn.Module, world: int):
+    """Post-local SGD (Lin et al. 2020) with PyTorch's own hook and PeriodicModelAverager: plain DDP
+    for the first epoch, then local steps with model averaging every ``local_sgd_period`` steps."""
+    if cfg.local_sgd_period <= 0 or world == 1:
+        return None
+    from torch.distributed.algorithms.ddp_comm_hooks.post_localSGD_hook import PostLocalSGDState, post_localSGD_hook
+    from torch.distributed.algorithms.model_averaging.averagers import PeriodicModelAverager
+
+    warmup = 1  # steps of global all-reduce before local SGD starts
+    group = dist.new_group(list(range(world)))
+    state = PostLocalSGDState(process_group=None, subgroup=group, start_localSGD_iter=warmup)
+    net.register_comm_hook(state, post_localSGD_hook)
+    return PeriodicModelAverager(period=cfg.local_sgd_period, warmup_steps=warmup, process_group=group)

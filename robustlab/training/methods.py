@@ -1,11 +1,16 @@
 """Training methods: each is a small function computing the training loss of one batch.
 
 ``method(model, x, y, ctx) -> (loss, logits_on_training_inputs)`` where ``ctx`` carries the
-current eps, the threat model and a per-batch seed. New methods register in ``METHODS``.
+current eps, the threat model, the method's hyperparameters and the batch's random numbers.
+New methods register in ``METHODS``; a ``regularizer(model, x, y, logits, ctx) -> scalar`` passed
+to ``train`` adds its own term to any method.
+
+Random starts come from ``ctx.rand``: numbers drawn for the whole global batch and sliced to this
+rank's part, so 2 ranks with batch B see exactly the numbers that 1 process with batch 2B sees.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -14,26 +19,60 @@ import torch.nn.functional as F
 
 from ..attacks import PGD
 from ..errors import unknown_name
-from ..threat import ThreatModel
+from ..threat import ThreatModel, _per_sample
 
 
 @dataclass
 class BatchContext:
     threat: ThreatModel      # with the current (possibly warmed-up) eps
-    seed: int                # per-batch seed for random starts
-    attack_steps: int
-    attack_step_size: float | None
-    fgsm_alpha: float | None  # FGSM-RS step, default 1.25 * eps
+    seed: int                # per-batch seed (the same on every rank)
+    attack_steps: int = 10
+    attack_step_size: float | None = None
+    fgsm_alpha: float | None = None   # FGSM-RS step, default 1.25 * eps
+    grad_align: float = 0.0           # GradAlign weight for FGSM-RS (0: off)
+    trades_beta: float = 1.0
+    llr_lambda: float = 4.0
+    llr_mu: float = 3.0
+    llr_steps: int = 10
+    global_size: int | None = None    # size of the global batch (all ranks)
+    offset: int = 0                   # where this rank's samples start in the global batch
+    _gen: torch.Generator | None = field(default=None, repr=False)
+
+    def rand(self, x: torch.Tensor, kind: str = "rand") -> torch.Tensor:
+        """Random numbers shaped like x, drawn for the global batch and sliced to this rank."""
+        if self._gen is None:
+            self._gen = torch.Generator().manual_seed(self.seed)
+        n = self.global_size or x.shape[0]
+        fn = torch.rand if kind == "rand" else torch.randn
+        full = fn((n, *x.shape[1:]), generator=self._gen, dtype=x.dtype)
+        return full[self.offset:self.offset + x.shape[0]].to(x.device)
+
+    def random_start(self, x: torch.Tensor) -> torch.Tensor:
+        """A uniform random point of the Linf cube (or of the ball, for L2 / L1) around x."""
+        u = self.rand(x)
+        t = self.threat
+        if t.norm == "linf":
+            return t.project(x, x + (2 * u - 1) * t.eps)
+        direction = self.rand(x, "randn") if t.norm == "l2" else (-torch.log(u.clamp_min(1e-12))) * torch.sign(self.rand(x) - 0.5)
+        from ..threat import lp_norm
+
+        radius = self.rand(x)[:, :1].flatten(1)[:, 0] ** (1.0 / x[0].numel()) * t.eps
+        direction = direction / _per_sample(lp_norm(direction, t.norm).clamp_min(1e-12), direction)
+        return t.project(x, x + direction * _per_sample(radius, direction))
 
 
-def _attack_in_eval_mode(model: nn.Module, attack, x, y) -> torch.Tensor:
-    """Run an attack with the model in eval mode (no BN statistics updates), restore the mode."""
-    was_training = model.training
-    model.eval()
-    try:
-        return attack(model, x, y).x_adv.detach()
-    finally:
-        model.train(was_training)
+class _EvalMode:
+    """Run an inner maximisation with the model in eval mode (no BN statistics updates)."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+
+    def __enter__(self):
+        self.was = self.model.training
+        self.model.eval()
+
+    def __exit__(self, *exc):
+        self.model.train(self.was)
 
 
 def standard(model: nn.Module, x, y, ctx: BatchContext):
@@ -43,44 +82,121 @@ def standard(model: nn.Module, x, y, ctx: BatchContext):
 
 
 def pgd_at(model: nn.Module, x, y, ctx: BatchContext):
-    """PGD adversarial training (Madry et al. 2018): CE(f(x'), y), x' = PGD with a random start.
+    """PGD adversarial training (Madry et al. 2018): CE(f(x'), y), x' = PGD from a random start.
 
     The attack keeps each sample's highest-loss point (no early stopping).
     """
     if ctx.threat.eps == 0:
         return standard(model, x, y, ctx)
     step = ctx.attack_step_size if ctx.attack_step_size is not None else 2.5 * ctx.threat.eps / ctx.attack_steps
-    attack = PGD(ctx.threat, "ce", steps=ctx.attack_steps, step_size=step, early_stop=False, seed=ctx.seed)
-    x_adv = _attack_in_eval_mode(model, attack, x, y)
+    attack = PGD(ctx.threat, "ce", steps=ctx.attack_steps, step_size=step, early_stop=False,
+                 starting_points=ctx.random_start(x), seed=ctx.seed)
+    with _EvalMode(model):
+        x_adv = attack(model, x, y).x_adv.detach()
     logits = model(x_adv)
     return F.cross_entropy(logits, y), logits
+
+
+def _input_grad(model, x, y, create_graph: bool = False):
+    x = x.detach().requires_grad_(True) if not x.requires_grad else x
+    loss = F.cross_entropy(model(x), y)
+    grad, = torch.autograd.grad(loss, x, create_graph=create_graph)
+    return grad
 
 
 def fgsm_rs(model: nn.Module, x, y, ctx: BatchContext):
     """FGSM with a random start (Wong et al. 2020): delta0 ~ U(-eps, eps),
     delta = clip_eps(delta0 + alpha * sign(grad)), alpha = 1.25 eps by default.
 
-    Trains on the point after the step (one forward/backward for the attack).
+    Trains on the point after the step. With ``grad_align > 0`` adds the GradAlign regulariser
+    (Andriushchenko & Flammarion 2020): lambda * (1 - cos(grad_x l(x), grad_x l(x + eta))),
+    eta ~ U[-eps, eps], differentiated through both gradients (double backprop).
     """
     threat = ctx.threat
     if threat.eps == 0:
         return standard(model, x, y, ctx)
     alpha = ctx.fgsm_alpha if ctx.fgsm_alpha is not None else 1.25 * threat.eps
-    gen = torch.Generator(device=x.device).manual_seed(ctx.seed)
-    x0 = threat.random_init(x, generator=gen).requires_grad_(True)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.enable_grad():
-            grad, = torch.autograd.grad(F.cross_entropy(model(x0), y), x0)
-    finally:
-        model.train(was_training)
-    x_adv = threat.project(x, x0.detach() + threat.step(grad, alpha)).detach()
+    x0 = ctx.random_start(x)
+    with _EvalMode(model):
+        grad = _input_grad(model, x0, y)
+    x_adv = threat.project(x, x0 + threat.step(grad, alpha)).detach()
     logits = model(x_adv)
-    return F.cross_entropy(logits, y), logits
+    loss = F.cross_entropy(logits, y)
+    if ctx.grad_align > 0:
+        eta_point = ctx.random_start(x)
+        g1 = _input_grad(model, x.detach().requires_grad_(True), y, create_graph=True).flatten(1)
+        g2 = _input_grad(model, eta_point.detach().requires_grad_(True), y, create_graph=True).flatten(1)
+        cos = F.cosine_similarity(g1, g2, dim=1, eps=1e-12)
+        loss = loss + ctx.grad_align * (1 - cos).mean()
+    return loss, logits
 
 
-METHODS: dict[str, Callable] = {"standard": standard, "pgd": pgd_at, "fgsm_rs": fgsm_rs}
+def trades(model: nn.Module, x, y, ctx: BatchContext):
+    """TRADES (Zhang et al. 2019): CE(f(x), y) + beta * KL(p(x) || p(x')), x' from
+    x + 0.001 N(0, I) by ``attack_steps`` projected sign-ascent steps on the KL (model in eval mode)."""
+    threat = ctx.threat
+    if threat.eps == 0:
+        return standard(model, x, y, ctx)
+    step = ctx.attack_step_size if ctx.attack_step_size is not None else 2.5 * threat.eps / ctx.attack_steps
+    with _EvalMode(model):
+        with torch.no_grad():
+            p_clean = F.softmax(model(x), 1)
+        x_adv = threat.project(x, x + 0.001 * ctx.rand(x, "randn"))
+        for _ in range(ctx.attack_steps):
+            x_req = x_adv.detach().requires_grad_(True)
+            with torch.enable_grad():
+                kl = F.kl_div(F.log_softmax(model(x_req), 1), p_clean, reduction="sum")
+                grad, = torch.autograd.grad(kl, x_req)
+            x_adv = threat.project(x, x_adv.detach() + threat.step(grad, step))
+    logits = model(x)
+    kl = F.kl_div(F.log_softmax(model(x_adv.detach()), 1), F.softmax(logits, 1), reduction="batchmean")
+    return F.cross_entropy(logits, y) + ctx.trades_beta * kl, logits
+
+
+def local_linearity(model: nn.Module, x, y, ctx: BatchContext, create_graph: bool = False):
+    """gamma(eps, x) = max_{delta in ball} |l(x + delta) - l(x) - delta^T grad_x l(x)| (Qin et al. 2019).
+
+    The inner maximum: ``llr_steps`` projected sign steps from a random start with grad_x l(x) held
+    fixed. Returns (gamma per sample, delta, grad_x l(x), l(x) per sample); with ``create_graph`` the
+    gradient and losses stay differentiable in the weights (double backprop) for training.
+    """
+    threat = ctx.threat
+    x_req = x.detach().requires_grad_(True)
+    loss_x = F.cross_entropy(model(x_req), y, reduction="none")
+    grad, = torch.autograd.grad(loss_x.sum(), x_req, create_graph=create_graph)
+    g_fixed = grad.detach()
+    lx_fixed = loss_x.detach()
+    step = 2.5 * threat.eps / max(ctx.llr_steps, 1)
+    x_d = ctx.random_start(x)
+    with _EvalMode(model):
+        for _ in range(ctx.llr_steps):
+            xq = x_d.detach().requires_grad_(True)
+            with torch.enable_grad():
+                lq = F.cross_entropy(model(xq), y, reduction="none")
+                g = (lq - lx_fixed - ((xq - x) * g_fixed).flatten(1).sum(1)).abs()
+                gd, = torch.autograd.grad(g.sum(), xq)
+            x_d = threat.project(x, x_d.detach() + threat.step(gd, step))
+    delta = (x_d - x).detach()
+    l_delta = F.cross_entropy(model(x + delta), y, reduction="none")
+    lin = (delta * grad).flatten(1).sum(1)
+    gamma = (l_delta - loss_x - lin).abs()
+    return gamma, delta, grad, loss_x
+
+
+def llr(model: nn.Module, x, y, ctx: BatchContext):
+    """Local linearity regularisation (Qin et al. 2019):
+    l(x) + lambda * gamma(eps, x) + mu * |delta_LLR^T grad_x l(x)|, with double backprop."""
+    if ctx.threat.eps == 0:
+        return standard(model, x, y, ctx)
+    gamma, delta, grad, loss_x = local_linearity(model, x, y, ctx, create_graph=True)
+    lin = (delta * grad).flatten(1).sum(1).abs()
+    loss = loss_x.mean() + ctx.llr_lambda * gamma.mean() + ctx.llr_mu * lin.mean()
+    with torch.no_grad():
+        logits = model(x)
+    return loss, logits
+
+
+METHODS: dict[str, Callable] = {"standard": standard, "pgd": pgd_at, "fgsm_rs": fgsm_rs, "trades": trades, "llr": llr}
 
 
 def get_method(name: str) -> Callable:
