@@ -39,6 +39,8 @@ def test_robust_accuracy_non_increasing_in_eps_and_reaches_zero(digits_model, di
     assert accs[0] > 0.9
     assert all(a >= b for a, b in zip(accs, accs[1:]))
     assert accs[-1] == 0.0
+    ex = curve.reports[2].examples  # adversarial examples shown in reports are really adversarial
+    assert ex["x"].shape[0] > 0 and (ex["pred_adv"] != ex["y"]).all()
     # the same monotonicity holds for independent single-attack runs
     single = [robust_acc(digits_model, x, y, A.APGD(threat.with_eps(e), steps=20))[0] for e in (0.02, 0.05, 0.1, 0.5)]
     assert all(a >= b for a, b in zip(single, single[1:])) and single[-1] == 0.0

@@ -40,6 +40,7 @@ def test_train_attack_evaluate_report_through_the_cli(tmp_path):
     run_cli("report", tmp_path / "std", tmp_path / "pgd", "-o", tmp_path / "both.html")
     page = (tmp_path / "both.html").read_text()
     assert "std" in page and "pgd" in page and "robustness_curve.png" in page
+    assert "Gradient-masking checks at eps=0.1" in page and "one_step_vs_iterative" in page
     assert (tmp_path / "figures" / "robustness_curve.png").stat().st_size > 1000
 
 

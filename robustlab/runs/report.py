@@ -51,7 +51,7 @@ def _fig_training(entries: list[dict], path: Path) -> bool:
     with_epochs = [e for e in entries if e["epochs"]]
     if not with_epochs:
         return False
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     for e in with_epochs:
         ep = [m["epoch"] for m in e["epochs"]]
         line, = axes[0].plot(ep, [m.get("val_acc", m["train_acc"]) for m in e["epochs"]], label=f"{e['label']} clean")
@@ -60,6 +60,10 @@ def _fig_training(entries: list[dict], path: Path) -> bool:
         axes[1].plot(ep, [m["train_robust_acc"] for m in e["epochs"]], color=line.get_color(), label=f"{e['label']} train")
         if "val_robust_acc" in e["epochs"][0]:
             axes[1].plot(ep, [m["val_robust_acc"] for m in e["epochs"]], ":", color=line.get_color(), label=f"{e['label']} val")
+        if "local_linearity" in e["epochs"][0]:
+            axes[2].plot(ep, [m.get("local_linearity", float("nan")) for m in e["epochs"]], color=line.get_color(),
+                         label=e["label"])
+    axes[2].set(title="local linearity gamma (train points)", xlabel="epoch", yscale="log")
     axes[0].set(title="validation accuracy (clean, PGD)", xlabel="epoch", ylabel="accuracy", ylim=(0, 1))
     axes[1].set(title="robust accuracy: train vs validation", xlabel="epoch", ylim=(0, 1))
     for ax in axes:
@@ -80,8 +84,8 @@ def _fig_curve(entries: list[dict], path: Path) -> bool:
         reps = e["evaluation"]["reports"]
         eps = [r["eps"] for r in reps]
         acc = [r["robust_accuracy"] for r in reps]
-        lo = [r["robust_accuracy"] - r["robust_accuracy_ci95"][0] for r in reps]
-        hi = [r["robust_accuracy_ci95"][1] - r["robust_accuracy"] for r in reps]
+        lo = [max(0.0, r["robust_accuracy"] - r["robust_accuracy_ci95"][0]) for r in reps]
+        hi = [max(0.0, r["robust_accuracy_ci95"][1] - r["robust_accuracy"]) for r in reps]
         ax.errorbar(eps, acc, yerr=[lo, hi], marker="o", capsize=3, label=e["label"])
     ax.set(xlabel=f"eps ({evald[0]['evaluation']['norm']})", ylabel="robust accuracy", ylim=(0, 1),
            title="robustness curve (95% CI)")
