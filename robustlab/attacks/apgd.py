@@ -36,7 +36,8 @@ class APGD(IterativeAttack):
     (1) the loss increased in at most 75% of the steps since w_{j-1}, or
     (2) eta was not halved at w_{j-1} and the best loss did not improve since w_{j-1}
     (condition 2 is not applied at the first checkpoint).
-    ``loss`` picks the objective: "ce" or "dlr" (or any Objective).
+    ``objective`` picks the loss: "ce" or "dlr" (or any Objective). For L1 the step is the sparse
+    steepest-ascent step of the threat model, not the adaptive-sparsity APGD-L1 of Croce & Hein 2021.
     """
 
     name = "apgd"

@@ -296,6 +296,8 @@ class Attack:
     name = "attack"
     default_objective: type[Objective] = CrossEntropy
 
+    #: re-judge successful points in one batch at the end (see _verify); off only inside training loops
+    verify: bool = True
     #: False for black-box attacks (they only query the model)
     needs_gradients: bool = True
     #: what a black-box attack needs to see: "score" (scores/logits) or "decision" (labels only)
@@ -356,7 +358,7 @@ class Attack:
             self.run(ctx)
         else:
             ctx.evaluate(ctx.x)
-        if not ctx.is_oracle and ctx.success_full.any():
+        if self.verify and not ctx.is_oracle and ctx.success_full.any():
             self._verify(ctx)
         elapsed = time.perf_counter() - start
         return AttackResult(
@@ -414,10 +416,11 @@ class IterativeAttack(Attack):
                         if ctx.n_active == 0:
                             break
             if ctx.n_active and self.keep_last:
-                loss, succ, _ = ctx.evaluate(state["x_adv"])
                 ctx.best_x[ctx.index] = state["x_adv"].to(ctx.best_x.dtype)
-                ctx.best_loss[ctx.index] = loss.to(ctx.best_loss.dtype)
-                ctx.success_full[ctx.index] = succ.to(ctx.success_full.device)
+                if self.judge_final:
+                    loss, succ, _ = ctx.evaluate(state["x_adv"])
+                    ctx.best_loss[ctx.index] = loss.to(ctx.best_loss.dtype)
+                    ctx.success_full[ctx.index] = succ.to(ctx.success_full.device)
             elif ctx.n_active and self.evaluate_final:
                 ctx.evaluate(state["x_adv"])
 
@@ -426,6 +429,9 @@ class IterativeAttack(Attack):
     #: return the last iterate instead of the best point (transfer attacks: with a randomised
     #: surrogate the "best" point is judged by one random draw; the last iterate transfers better)
     keep_last = False
+    #: with keep_last: evaluate the last iterate once more to report its success and loss; off for
+    #: adversarial training, which needs only the point (success flags then describe earlier iterates)
+    judge_final = True
 
     def init_state(self, ctx: AttackContext, restart: int) -> dict:
         raise NotImplementedError

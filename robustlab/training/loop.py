@@ -222,6 +222,8 @@ def train(model: nn.Module, train_data: Dataset, val_data: Dataset | None, cfg: 
     """
     method = get_method(cfg.method)
     rank, world = _world()
+    if world > 1 and cfg.method == "llr":
+        raise InputError("LLR's double backprop is not supported under DDP yet; train LLR on one process")
     net = model
     if world > 1 and not isinstance(model, nn.parallel.DistributedDataParallel):
         net = nn.parallel.DistributedDataParallel(model)
@@ -281,7 +283,8 @@ def train(model: nn.Module, train_data: Dataset, val_data: Dataset | None, cfg: 
                 eps = cfg.eps * min(1.0, (global_step + 1) / (cfg.eps_warmup_epochs * steps_per_epoch))
             ctx = BatchContext(full_threat.with_eps(eps), _seed(cfg, epoch, step + 1), cfg.attack_steps,
                                cfg.attack_step_size, cfg.fgsm_alpha, cfg.grad_align, cfg.trades_beta,
-                               cfg.llr_lambda, cfg.llr_mu, cfg.llr_steps, global_size=n_global, offset=lo)
+                               cfg.llr_lambda, cfg.llr_mu, cfg.llr_steps, attack_model=base,
+                               global_size=n_global, offset=lo)
             loss, logits = method(net, xb, yb, ctx)
             if regularizer is not None:
                 loss = loss + regularizer(net, xb, yb, logits, ctx)

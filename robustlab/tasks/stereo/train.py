@@ -1,0 +1,72 @@
+"""Training and evaluation of the stereo network on procedural scenes; attacks through the engine."""
+from __future__ import annotations
+
+import logging
+import time
+
+import torch
+import torch.nn.functional as F
+
+from ...objectives import RegressionError
+from ...threat import ThreatModel
+from .data import StereoDataset
+from .metrics import stereo_metrics
+from .model import StereoNet
+
+log = logging.getLogger(__name__)
+
+
+def train_stereo(model: StereoNet, data: StereoDataset, steps: int = 800, batch_size: int = 8, lr: float = 1e-3,
+                 seed: int = 0) -> list[float]:
+    """Adam on the smooth-L1 disparity error over valid pixels; returns the loss per step."""
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    model.train()
+    losses = []
+    start = time.perf_counter()
+    while len(losses) < steps:
+        for x, (disp, mask) in data.batches(batch_size, shuffle=True, generator=gen):
+            pred = model(x)
+            loss = F.smooth_l1_loss(pred[mask], disp[mask])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(float(loss.detach()))
+            if len(losses) >= steps:
+                break
+    log.info("trained %d steps in %.1fs, last loss %.3f", steps, time.perf_counter() - start, losses[-1])
+    model.eval()
+    return losses
+
+
+@torch.no_grad()
+def evaluate_stereo(model, data: StereoDataset, batch_size: int = 8, x: torch.Tensor | None = None) -> dict:
+    """EPE / bad-k / D1 over valid non-occluded pixels (on `x` instead of the clean pairs if given)."""
+    model.eval()
+    inputs = data.x if x is None else x
+    preds = torch.cat([model(inputs[i:i + batch_size]) for i in range(0, len(data), batch_size)])
+    return stereo_metrics(preds, data.disparity, data.mask)
+
+
+def disparity_objective(threshold: float = 3.0) -> RegressionError:
+    """Maximise the mean absolute disparity error over valid pixels (target = (disparity, mask));
+    success = mean error above `threshold` pixels."""
+    return RegressionError(threshold=threshold, error="l1")
+
+
+def view_mask(views: str) -> torch.Tensor:
+    """Threat-model mask over the 6 stacked channels: perturb 'left', 'right' or 'both' views."""
+    m = torch.zeros(6, 1, 1)
+    if views in ("left", "both"):
+        m[:3] = 1
+    if views in ("right", "both"):
+        m[3:] = 1
+    if views not in ("left", "right", "both"):
+        raise ValueError("views must be 'left', 'right' or 'both'")
+    return m
+
+
+def stereo_threat(eps: float, views: str = "both") -> ThreatModel:
+    return ThreatModel("linf", eps, mask=view_mask(views))

@@ -1,0 +1,42 @@
+import pytest
+import torch
+
+import robustlab as rl
+from robustlab.tasks.stereo import (StereoNet, disparity_objective, evaluate_stereo, stereo_threat, synthetic_stereo,
+                                    train_stereo)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    torch.manual_seed(0)
+    train = synthetic_stereo(64, h=48, w=96, max_disp=24, seed=1)
+    val = synthetic_stereo(8, h=48, w=96, max_disp=24, seed=2)
+    model = StereoNet(max_disp=24, features=16, hidden=32)
+    losses = train_stereo(model, train, steps=400, batch_size=8, lr=3e-3)  # ~20 s on 2 CPU cores
+    return model, train, val, losses
+
+
+def test_a_trained_tiny_net_beats_the_constant_baseline(trained):
+    model, train, val, losses = trained
+    assert sum(losses[-20:]) < sum(losses[:20])
+    m = evaluate_stereo(model, val)
+    constant = float(train.disparity[train.mask].mean())
+    baseline = rl.tasks.stereo.stereo_metrics(torch.full_like(val.disparity, constant), val.disparity, val.mask)
+    assert m["epe"] < 0.6 * baseline["epe"], (m, baseline)
+
+
+@pytest.mark.parametrize("views", ["left", "right", "both"])
+def test_pgd_on_disparity_through_the_common_engine(trained, views):
+    model, _, val, _ = trained
+    clean = evaluate_stereo(model, val)
+    threat = stereo_threat(0.02, views)
+    attack = rl.attacks.PGD(threat, disparity_objective(threshold=100.0), steps=10, step_size=0.005, early_stop=False)
+    res = attack(model, val.x, (val.disparity, val.mask))
+    attacked = evaluate_stereo(model, val, x=res.x_adv)
+    assert attacked["epe"] >= 2 * clean["epe"], (clean, attacked)
+    changed = (res.x_adv - val.x).abs().amax(dim=(0, 2, 3))
+    assert float(changed.max()) <= 0.02 + 1e-6
+    if views == "left":
+        assert float(changed[3:].max()) == 0.0
+    if views == "right":
+        assert float(changed[:3].max()) == 0.0
