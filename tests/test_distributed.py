@@ -86,3 +86,12 @@ def test_a_dead_rank_fails_the_job_and_resume_continues(tmp_path):
     a, b = _weights(tmp_path / "job"), _weights(tmp_path / "full")
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-6), k
+
+
+@pytest.mark.slow
+def test_post_local_sgd_trains_and_llr_under_ddp_is_refused(tmp_path):
+    _launch(tmp_path, "lsgd", "--method", "standard", "--local-sgd-period", "4", "--optimizer", "adam")
+    final = [__import__("json").loads(l) for l in (tmp_path / "lsgd" / "metrics.jsonl").read_text().splitlines()][-1]
+    assert final["val_acc"] > 0.7 and final["world_size"] == 2
+    refused = _launch(tmp_path, "llr", "--method", "llr", check=False)
+    assert refused.returncode != 0 and "not supported under DDP" in refused.stderr
