@@ -40,3 +40,21 @@ def test_pgd_on_disparity_through_the_common_engine(trained, views):
         assert float(changed[3:].max()) == 0.0
     if views == "right":
         assert float(changed[:3].max()) == 0.0
+
+
+def test_stereo_consistent_perturbations_satisfy_their_constraint(trained):
+    from robustlab.tasks.stereo import StereoConsistentPGD, warp_to_left
+
+    model, _, val, _ = trained
+    x = 0.1 + 0.8 * val.x  # keep pixels away from the bounds: no clamping, the constraint holds exactly
+    threat = stereo_threat(0.02, "both")
+    res = StereoConsistentPGD(threat, disparity_objective(threshold=100.0), steps=10)(model, x, (val.disparity, val.mask))
+    delta = res.x_adv - x
+    d_left, d_right = delta[:, :3], delta[:, 3:]
+    assert float(d_right.abs().max()) <= 0.02 + 1e-6 and float(d_right.abs().max()) > 0.01
+    expected_left = warp_to_left(d_right, val.disparity) * val.mask
+    assert torch.allclose(d_left, expected_left, atol=1e-6)
+    assert float(d_left[~val.mask.expand_as(d_left)].abs().max()) == 0.0  # occluded pixels untouched
+    attacked = evaluate_stereo(model, val, x=res.x_adv)
+    clean = evaluate_stereo(model, val, x=x)
+    assert attacked["epe"] > clean["epe"]  # it still hurts the network (which is not a correct matcher)

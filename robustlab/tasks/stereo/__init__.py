@@ -1,9 +1,10 @@
 """Stereo disparity: data (procedural scenes, the Middlebury motorcycle pair), metrics, a small
 network, and attacks through the common engine (a pair travels as one [B, 6, H, W] tensor)."""
+from .consistent import StereoConsistentPGD, consistent_pair_perturbation, warp_to_left
 from .data import StereoDataset, motorcycle, render_scene, synthetic_stereo
 from .metrics import stereo_metrics, valid_mask
 from .model import StereoNet
 from .train import disparity_objective, evaluate_stereo, stereo_threat, train_stereo, view_mask
 
-__all__ = ["StereoDataset", "StereoNet", "disparity_objective", "evaluate_stereo", "motorcycle", "render_scene",
+__all__ = ["StereoConsistentPGD", "consistent_pair_perturbation", "warp_to_left", "StereoDataset", "StereoNet", "disparity_objective", "evaluate_stereo", "motorcycle", "render_scene",
            "stereo_metrics", "stereo_threat", "synthetic_stereo", "train_stereo", "valid_mask", "view_mask"]
