@@ -183,7 +183,8 @@ def _same(a, b) -> bool:
 
 
 class ScoreOracle(Oracle):
-    """Returns scores: a tensor [B, C] (logits or probabilities) or [B] (one score per sample)."""
+    """Returns scores: a tensor [B, C] (logits or probabilities), [B] (one score per sample) or
+    [B, ...] (e.g. disparity maps for a regression objective)."""
 
     kind = "score"
 
@@ -194,10 +195,10 @@ class ScoreOracle(Oracle):
     def _split(self, res, n):
         if not isinstance(res, torch.Tensor):
             res = torch.as_tensor(res)
-        if res.dim() == 0 or res.shape[0] != n or res.dim() > 2:
+        if res.dim() == 0 or res.shape[0] != n:
             raise InputError(
-                f"a score oracle must return a tensor [B, C] or [B] for a batch of {n}, got shape "
-                f"{tuple(res.shape)}"
+                f"a score oracle must return a tensor [B, C] or [B] (or [B, ...] maps) for a batch of {n}, "
+                f"got shape {tuple(res.shape)}"
             )
         if not torch.is_floating_point(res):
             res = res.float()

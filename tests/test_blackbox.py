@@ -132,7 +132,7 @@ def test_oracle_accounting_budget_memo_and_replay():
     assert sum(i.shape[0] for i in inputs) == oracle.total_queries
     with pytest.raises(rl.InputError, match="budget must be >= 1"):
         ScoreOracle(f, budget=0)
-    with pytest.raises(rl.InputError, match=r"tensor \[B, C\] or \[B\] for a batch of 3, got shape \(4, 3\)"):
+    with pytest.raises(rl.InputError, match=r"for a batch of 3, got shape \(4, 3\)"):
         ScoreOracle(lambda b: torch.zeros(b.shape[0] + 1, 3))(x)
     with pytest.raises(rl.InputError, match="one decision per sample"):
         DecisionOracle(lambda b: torch.zeros(b.shape[0], 2))(x)

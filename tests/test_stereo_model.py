@@ -58,3 +58,20 @@ def test_stereo_consistent_perturbations_satisfy_their_constraint(trained):
     attacked = evaluate_stereo(model, val, x=res.x_adv)
     clean = evaluate_stereo(model, val, x=x)
     assert attacked["epe"] > clean["epe"]  # it still hurts the network (which is not a correct matcher)
+
+
+def test_sgbm_baseline_and_a_black_box_attack_on_it(trained):
+    from robustlab.tasks.stereo import SGBM, sgbm_oracle, stereo_metrics
+
+    _, train, val, _ = trained
+    sgbm = SGBM(max_disp=24)
+    clean = stereo_metrics(sgbm(val.x), val.disparity, val.mask)
+    constant = float(train.disparity[train.mask].mean())
+    baseline = stereo_metrics(torch.full_like(val.disparity, constant), val.disparity, val.mask)
+    assert clean["bad1"] < baseline["bad1"]  # a real matcher (its unmatched left border counts as errors)
+    oracle = sgbm_oracle(max_disp=24)
+    res = rl.attacks.Square(stereo_threat(0.03, "both"), disparity_objective(threshold=100.0), n_queries=150,
+                            early_stop=False)(oracle, val.x, (val.disparity, val.mask))
+    attacked = stereo_metrics(sgbm(res.x_adv), val.disparity, val.mask)
+    assert attacked["epe"] > 1.1 * clean["epe"], (clean, attacked)
+    assert oracle.total_queries <= 150 * len(val) + oracle.verification_queries
