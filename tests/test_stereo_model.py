@@ -75,3 +75,27 @@ def test_sgbm_baseline_and_a_black_box_attack_on_it(trained):
     attacked = stereo_metrics(sgbm(res.x_adv), val.disparity, val.mask)
     assert attacked["epe"] > 1.1 * clean["epe"], (clean, attacked)
     assert oracle.total_queries <= 150 * len(val) + oracle.verification_queries
+
+
+def test_defense_reduces_adaptive_attack_error_and_regularisers_are_sound(trained):
+    import copy
+
+    from robustlab.tasks.stereo import DefenseConfig, defend_stereo, evaluate_defense, lr_feature_consistency
+
+    model, train, val, _ = trained
+    before = evaluate_defense(model, val, steps=5)
+    defended = copy.deepcopy(model)
+    defend_stereo(defended, train, DefenseConfig(steps=40, attack_steps=3))
+    after = evaluate_defense(defended, val, steps=5)  # re-optimised against the defended model
+    assert after["adaptive"]["epe"] < 0.75 * before["adaptive"]["epe"], (before, after)
+    # identical views with zero disparity: the consistency term vanishes; shuffled views: it does not
+    same = torch.cat([val.x[:2, :3], val.x[:2, :3]], 1)
+    zero = torch.zeros_like(val.disparity[:2])
+    ones = torch.ones_like(val.mask[:2])
+    other = torch.cat([val.x[:2, :3], val.x[2:4, 3:]], 1)
+    with torch.no_grad():
+        assert float(lr_feature_consistency(model, same, zero, ones)) < 1e-6
+        assert float(lr_feature_consistency(model, other, zero, ones)) > 0.01
+    hist = defend_stereo(copy.deepcopy(model), train, DefenseConfig(steps=2, attack_steps=1, lr_consistency=0.1, llr=1.0, llr_steps=1))
+    assert all(k in hist[-1] for k in ("lr_consistency", "local_linearity"))
+    assert hist[-1]["local_linearity"] >= 0
