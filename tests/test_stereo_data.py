@@ -2,19 +2,13 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
-from robustlab.tasks.stereo import motorcycle, render_scene, stereo_metrics, synthetic_stereo, valid_mask
+from robustlab.tasks.stereo import motorcycle, render_scene, stereo_metrics, synthetic_stereo, valid_mask, warp_to_left
 
 
 def warp_right_to_left(right: torch.Tensor, disparity: torch.Tensor) -> torch.Tensor:
-    """left_hat(y, x) = right(y, x - d(y, x)), bilinear (align_corners=True pixel centres)."""
-    _, h, w = right.shape
-    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
-    gx = (xs - disparity) / (w - 1) * 2 - 1
-    gy = ys / (h - 1) * 2 - 1
-    grid = torch.stack([gx, gy], -1)[None]
-    return F.grid_sample(right[None], grid, mode="bilinear", align_corners=True)[0]
+    """left_hat(y, x) = right(y, x - d(y, x)) for one image [C, H, W] and disparity [H, W]."""
+    return warp_to_left(right[None], disparity[None, None])[0]
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -307,8 +307,8 @@ class Attack:
 
     def __init__(self, threat: ThreatModel, objective: Objective | str | None = None, *,
                  early_stop: bool = True, seed: int = 0):
-        if not isinstance(threat, ThreatModel):
-            raise InputError(f"threat must be a robustlab.ThreatModel, got {type(threat).__name__}")
+        if not all(hasattr(threat, a) for a in ("eps", "bounds", "with_eps", "apply")):
+            raise InputError(f"threat must be a robustlab.ThreatModel (or a ParametricThreat), got {type(threat).__name__}")
         self.threat = threat
         self.objective = get_objective(objective) if objective is not None else self.default_objective()
         self.early_stop = early_stop

@@ -59,7 +59,6 @@ class FABT(Attack):
         ranked = clean.argsort(1, descending=True)
         n_targets = min(self.n_targets, clean.shape[1] - 1)
         all_idx = ctx.index.clone()
-        best_norm = torch.full((ctx.x_full.shape[0],), float("inf"), dtype=ctx.x.dtype, device=ctx.x.device)
         lo, hi = ctx.threat.bounds
         for k in range(n_targets):
             keep = ~ctx.success_full[all_idx] if self.early_stop else torch.ones_like(all_idx, dtype=torch.bool)
@@ -78,7 +77,7 @@ class FABT(Attack):
                     w, = torch.autograd.grad(g.sum(), x_req)
                 ctx.grad_calls[ctx.index] += 1
                 out, g = out.detach(), g.detach()
-                self._record(ctx, x_k, out, best_norm)
+                self._record(ctx, x_k, out)
                 d_k = _hyperplane_step(g, w, ctx.threat.norm)
                 g0 = g + (w * (x0 - x_k)).flatten(1).sum(1)
                 d_0 = _hyperplane_step(g0, w, ctx.threat.norm)
@@ -89,7 +88,7 @@ class FABT(Attack):
                 with torch.no_grad():
                     out_next = ctx._forward(x_next)
                 ctx.forward_calls[ctx.index] += 1
-                adv = self._record(ctx, x_next, out_next, best_norm)
+                adv = self._record(ctx, x_next, out_next)
                 x_k = torch.where(_per_sample(adv, x_next), (1 - self.beta) * x0 + self.beta * x_next, x_next).detach()
                 if self.early_stop:
                     live = ~ctx.success_full[ctx.index]
@@ -99,13 +98,12 @@ class FABT(Attack):
                         if ctx.n_active == 0:
                             break
 
-    def _record(self, ctx: AttackContext, x_adv, out, best_norm) -> torch.Tensor:
-        """Record misclassified points inside eps (smaller norm wins); return misclassification."""
+    def _record(self, ctx: AttackContext, x_adv, out) -> torch.Tensor:
+        """Record misclassified points inside eps with loss -norm (the engine keeps the smallest);
+        return misclassification."""
         mis = ctx.objective.success(out, ctx.target)
         norms = lp_norm(x_adv - ctx.x, ctx.threat.norm)
-        inside = norms <= ctx.threat.eps * (1 + 1e-6)
-        good = mis & inside & (norms < best_norm[ctx.index])
+        good = mis & (norms <= ctx.threat.eps * (1 + 1e-6))
         if good.any():
-            best_norm[ctx.index[good]] = norms[good]
             ctx.record(x_adv[good], -norms[good], torch.ones_like(good[good]), ctx.index[good])
         return mis

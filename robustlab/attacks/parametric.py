@@ -171,11 +171,7 @@ class ParametricPGD(IterativeAttack):
                  seed: int = 0):
         if not isinstance(threat, ParametricThreat):
             raise InputError("ParametricPGD needs a ParametricThreat (ColorThreat, GeometricThreat, BlurLightingThreat)")
-        self.threat = threat
-        from ..objectives import CrossEntropy, get_objective
-
-        self.objective = get_objective(objective) if objective is not None else CrossEntropy()
-        self.early_stop, self.seed = early_stop, seed
+        super().__init__(threat, objective, early_stop=early_stop, seed=seed)
         self.steps, self.restarts, self.rel_step, self.random_start = int(steps), int(restarts), float(rel_step), random_start
 
     def init_state(self, ctx: AttackContext, restart: int) -> dict:

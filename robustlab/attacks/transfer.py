@@ -62,6 +62,15 @@ def _default_attack(threat: ThreatModel, seed: int) -> MIFGSM:
     return attack
 
 
+def _craft(source, x, y, threat: ThreatModel, attack: Attack | None, diversity: float, seed: int):
+    """Run the attack on the surrogate: a model, or a list of models (their logit ensemble),
+    seen through input diversity when ``diversity > 0``."""
+    surrogate = Ensemble(list(source)) if isinstance(source, (list, tuple)) else source
+    if diversity > 0:
+        surrogate = InputDiversity(surrogate, p=diversity, generator=torch.Generator().manual_seed(seed))
+    return (attack or _default_attack(threat, seed))(surrogate, x, y)
+
+
 @dataclass
 class TransferResult:
     x_adv: torch.Tensor
@@ -95,11 +104,7 @@ def transfer_attack(source: nn.Module | Sequence[nn.Module], target: Callable, x
     """Craft on `source` (a model or a list: an ensemble) and measure on `target` (a model or an
     oracle): 2 target queries per sample (clean and adversarial). Default attack: MI-FGSM, 10 steps,
     run to the end (no early stopping: more loss on the surrogate transfers better)."""
-    surrogate = Ensemble(list(source)) if isinstance(source, (list, tuple)) else source
-    if diversity > 0:
-        surrogate = InputDiversity(surrogate, p=diversity, generator=torch.Generator().manual_seed(seed))
-    attack = attack or _default_attack(threat, seed)
-    res = attack(surrogate, x, y)
+    res = _craft(source, x, y, threat, attack, diversity, seed)
     clean = _decide(target, x)
     adv = _decide(target, res.x_adv)
     if isinstance(clean, torch.Tensor):
@@ -131,10 +136,7 @@ def transfer_matrix(models: Mapping[str, nn.Module], x: torch.Tensor, y: torch.T
     rates = torch.zeros(len(names), len(names))
     for i, s in enumerate(names):
         attack = attack_factory(threat) if attack_factory else None
-        surrogate = models[s]
-        if diversity > 0:
-            surrogate = InputDiversity(surrogate, p=diversity, generator=torch.Generator().manual_seed(seed))
-        res = (attack or _default_attack(threat, seed))(surrogate, x, y)
+        res = _craft(models[s], x, y, threat, attack, diversity, seed)
         for j, t in enumerate(names):
             with torch.no_grad():
                 correct = models[t](x).argmax(1) == y

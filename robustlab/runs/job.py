@@ -35,7 +35,6 @@ def model_for_data(spec: dict, data: Dataset) -> nn.Module:
     """Build the model of `spec` ({name, kwargs}), filling in input channels, size and classes."""
     name = spec["name"]
     kwargs = dict(spec.get("kwargs") or {})
-    model = None
     if ":" not in name:
         from ..models import MODELS
 
@@ -47,8 +46,7 @@ def model_for_data(spec: dict, data: Dataset) -> nn.Module:
             for k, v in auto.items():
                 if k in params and k not in kwargs:
                     kwargs[k] = v
-    model = create_model(name, **kwargs)
-    return model
+    return create_model(name, **kwargs)
 
 
 def _data_spec(spec: dict | str) -> dict:

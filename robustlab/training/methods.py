@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from ..attacks import PGD
 from ..errors import unknown_name
-from ..threat import ThreatModel, _per_sample
+from ..threat import ThreatModel, _per_sample, lp_norm
 
 
 @dataclass
@@ -55,8 +55,6 @@ class BatchContext:
         if t.norm == "linf":
             return t.project(x, x + (2 * u - 1) * t.eps)
         direction = self.rand(x, "randn") if t.norm == "l2" else (-torch.log(u.clamp_min(1e-12))) * torch.sign(self.rand(x) - 0.5)
-        from ..threat import lp_norm
-
         radius = self.rand(x)[:, :1].flatten(1)[:, 0] ** (1.0 / x[0].numel()) * t.eps
         direction = direction / _per_sample(lp_norm(direction, t.norm).clamp_min(1e-12), direction)
         return t.project(x, x + direction * _per_sample(radius, direction))
