@@ -142,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true")
 
     sub.add_parser("list", help="list registered models, datasets, attacks and training methods")
+    from .tasks.stereo import cli as stereo_cli
+
+    stereo_cli.add_parser(sub)
     return parser
 
 
@@ -300,7 +303,13 @@ def cmd_launch(args) -> int:
                   extra=["--no-progress"] if args.no_progress else [])
 
 
-COMMANDS = {"sweep": cmd_sweep, "launch": cmd_launch, "train": cmd_train, "attack": cmd_attack, "evaluate": cmd_evaluate, "run": cmd_run,
+def cmd_stereo(args) -> int:
+    from .tasks.stereo import cli as stereo_cli
+
+    return stereo_cli.run(args)
+
+
+COMMANDS = {"stereo": cmd_stereo, "sweep": cmd_sweep, "launch": cmd_launch, "train": cmd_train, "attack": cmd_attack, "evaluate": cmd_evaluate, "run": cmd_run,
             "report": cmd_report, "list": cmd_list}
 
 

@@ -189,7 +189,8 @@ class RegressionError(Objective):
     ``error`` is "l2" (per-sample root mean squared error), "l1" (mean absolute error, e.g. the
     end-point error of a disparity map) or "linf" (max abs error). A mask of valid elements
     restricts the mean, e.g. to non-occluded pixels: either one ``mask`` broadcastable to every
-    output, or per sample by passing ``target=(values, mask)``.
+    output, or per sample by passing ``target=(values, mask)``. Further tuple entries are carried
+    for the attack (e.g. the warp disparity of a stereo-consistent attack) and ignored here.
     """
 
     name = "regression"
@@ -198,6 +199,10 @@ class RegressionError(Objective):
     def __init__(self, threshold: float, error: str = "l1", mask: torch.Tensor | None = None):
         if error not in ("l1", "l2", "linf"):
             raise InputError(f"unknown error {error!r}; known: l1, l2, linf")
+        if not abs(float(threshold)) < 1e6:
+            raise InputError(f"threshold {threshold} is too large: the loss error - threshold loses float32 precision "
+                             "(the engine could no longer rank points); for an attack that never stops early use a "
+                             "threshold just above the output range, e.g. 1000 for disparities")
         self.threshold = float(threshold)
         self.error = error
         self.mask = mask
@@ -205,7 +210,7 @@ class RegressionError(Objective):
     def _error(self, output, target):
         mask = self.mask
         if isinstance(target, (tuple, list)):
-            target, mask = target
+            target, mask = target[0], target[1]
         if not isinstance(target, torch.Tensor) or target.shape != output.shape:
             raise InputError(
                 f"regression targets must be a tensor of the output's shape {tuple(output.shape)} "
@@ -216,6 +221,7 @@ class RegressionError(Objective):
             m = torch.ones_like(diff)
         else:
             m = torch.broadcast_to(mask.to(diff.dtype), output.shape).reshape(output.shape[0], -1)
+            diff = torch.where(m > 0, diff, torch.zeros_like(diff))  # masked targets may be inf or NaN
         count = m.sum(1).clamp_min(1)
         if self.error == "l1":
             return (diff.abs() * m).sum(1) / count
@@ -230,7 +236,22 @@ class RegressionError(Objective):
         return self._error(output, target) > self.threshold
 
     def __repr__(self) -> str:
-        return f"RegressionError(threshold={self.threshold}, error={self.error!r})"
+        return f"{type(self).__name__}(threshold={self.threshold}, error={self.error!r})"
+
+
+class RegressionTarget(RegressionError):
+    """Targeted regression: drive the output towards a chosen target map (e.g. a disparity shifted by
+    s pixels); loss = threshold - error (maximised), success = error < threshold. Same targets and
+    masks as ``RegressionError``."""
+
+    name = "regression_target"
+    margin_like = True
+
+    def loss(self, output, target):
+        return self.threshold - self._error(output, target)
+
+    def success(self, output, target):
+        return self._error(output, target) < self.threshold
 
 
 OBJECTIVES = {

@@ -141,6 +141,12 @@ class ThreatModel:
             delta = project_l1_ball(delta, eps)
         return (x + delta).clamp(*self.bounds)
 
+    def project_delta(self, delta: torch.Tensor) -> torch.Tensor:
+        """Project a perturbation onto the ball alone (masked), ignoring the input bounds: for a
+        perturbation shared by many inputs, each is clamped when it is applied."""
+        unbounded = replace(self, bounds=(float("-inf"), float("inf")))
+        return unbounded.project(torch.zeros_like(delta), delta)
+
     def random_init(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """A random point inside the ball around x (and inside the bounds).
 

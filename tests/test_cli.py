@@ -5,12 +5,13 @@ import torch
 
 from helpers import run_cli
 
-COMMANDS = ["train", "attack", "evaluate", "run", "report", "list", "launch", "sweep"]
+COMMANDS = ["train", "attack", "evaluate", "run", "report", "list", "launch", "sweep", "stereo", "stereo train",
+            "stereo attack", "stereo defend", "stereo evaluate", "stereo reproduce"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_every_command_has_help(command):
-    out = run_cli(command, "--help")
+    out = run_cli(*command.split(), "--help")
     assert "usage: robustlab" in out.stdout
 
 

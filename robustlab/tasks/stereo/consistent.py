@@ -3,7 +3,8 @@ true disparity (zero on occluded pixels), a texture change of the scene that a c
 should ignore. The attack optimises the right-view perturbation only; the left one follows.
 
 The disparity and the valid mask travel with each sample in the target ``(disparity, mask)``, so
-the engine's early stopping and batching stay task-agnostic.
+the engine's early stopping and batching stay task-agnostic. A targeted objective carries its own
+map first: ``(target, target_mask, disparity, mask)``; the warp always reads the last two.
 """
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ class StereoConsistentPGD(IterativeAttack):
         self.steps, self.step_size, self.random_start = int(steps), step_size, random_start
 
     def _pair(self, ctx: AttackContext, delta_r: torch.Tensor) -> torch.Tensor:
-        disparity, mask = ctx.target
+        disparity, mask = ctx.target[-2:]
         return (ctx.x + consistent_pair_perturbation(delta_r, disparity, mask)).clamp(*ctx.threat.bounds)
 
     def init_state(self, ctx: AttackContext, restart: int) -> dict:

@@ -17,11 +17,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ...attacks import PGD
+from ...attacks import FGSM, PGD, Square
+from ...evaluation.sanity import Check, SanityReport
 from .consistent import warp_to_left
 from .data import StereoDataset
 from .model import StereoNet
-from .train import disparity_objective, evaluate_stereo, stereo_threat
+from .train import UNREACHED, disparity_objective, evaluate_stereo, stereo_threat
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ class DefenseConfig:
     adversarial: bool = True        # (a) train on PGD pairs (else on clean pairs)
     lr_consistency: float = 0.0     # (b) weight of the left-right feature-consistency term
     llr: float = 0.0                # (c) weight of the local-linearity term
-    llr_steps: int = 3
+    llr_steps: int = 2
     seed: int = 0
 
 
@@ -129,3 +130,54 @@ def evaluate_defense(model: StereoNet, data: StereoDataset, eps: float = 0.02, v
                  early_stop=False, seed=seed)
     res = attack(model, data.x, (data.disparity, data.mask))
     return {"clean": evaluate_stereo(model, data), "adaptive": evaluate_stereo(model, data, x=res.x_adv)}
+
+
+def stereo_sanity_checks(model, data: StereoDataset, eps: float = 0.02, checks: str = "all") -> SanityReport:
+    """Gradient-masking checks for a disparity model (the classification checks, restated for EPE):
+    deterministic outputs; finite, non-zero input gradients; PGD-10 at least as strong as FGSM; and
+    with ``checks="all"``: 5x more PGD steps (2 restarts) within 15% of PGD-10, Square (300 queries)
+    no stronger than PGD-10, and a larger eps (0.1) raising the error further."""
+    model.eval()
+    x, target = data.x, (data.disparity, data.mask)
+    objective = disparity_objective(UNREACHED)
+    threat = stereo_threat(eps, "both")
+
+    def epe(x_adv):
+        return evaluate_stereo(model, data, x=x_adv)["epe"]
+
+    out = []
+    with torch.no_grad():
+        diff = float((model(x[:2]) - model(x[:2])).abs().max())
+    out.append(Check("randomness", "pass" if diff <= 1e-4 else "warn",
+                     "outputs are deterministic" if diff <= 1e-4 else
+                     f"outputs differ between identical calls (max {diff:.3g} px): attack with EOT", {"max_abs_diff": diff}))
+    x_req = x.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        grad, = torch.autograd.grad(objective.loss(model(x_req), target).sum(), x_req)
+    norms = grad.flatten(1).norm(dim=1)
+    finite = bool(torch.isfinite(grad).all())
+    zero = float((norms < 1e-12).float().mean())
+    out.append(Check("gradients", "fail" if not finite else "warn" if zero > 0.1 else "pass",
+                     "input gradients are finite and non-zero" if finite and zero <= 0.1 else
+                     f"input gradients are {'not finite' if not finite else f'zero for {zero:.0%} of pairs'} (masked gradients)",
+                     {"zero_gradient_fraction": zero, "finite": finite}))
+    pgd = epe(PGD(threat, objective, steps=10, step_size=eps / 4, early_stop=False)(model, x, target).x_adv)
+    fgsm = epe(FGSM(threat, objective, early_stop=False)(model, x, target).x_adv)
+    out.append(Check("one_step_vs_iterative", "warn" if fgsm > 1.02 * pgd else "pass",
+                     f"PGD-10 EPE {pgd:.2f} vs FGSM {fgsm:.2f}", {"pgd10_epe": pgd, "fgsm_epe": fgsm}))
+    if checks == "all":
+        long = epe(PGD(threat, objective, steps=50, step_size=eps / 10, restarts=2, early_stop=False)(model, x, target).x_adv)
+        out.append(Check("convergence", "warn" if long > 1.15 * pgd else "pass",
+                         f"PGD-50 x 2 restarts EPE {long:.2f} vs PGD-10 {pgd:.2f}"
+                         + (": PGD-10 has not converged, report the stronger number" if long > 1.15 * pgd else ""),
+                         {"pgd10_epe": pgd, "pgd50x2_epe": long}))
+        square = epe(Square(threat, objective, n_queries=300, early_stop=False)(model, x, target).x_adv)
+        out.append(Check("black_box_vs_white_box", "warn" if square > pgd else "pass",
+                         f"Square-300 EPE {square:.2f} vs PGD-10 {pgd:.2f}"
+                         + (": the black-box attack is stronger, gradients are uninformative" if square > pgd else ""),
+                         {"square300_epe": square, "pgd10_epe": pgd}))
+        big_eps = max(0.1, 5 * eps)
+        big = epe(PGD(stereo_threat(big_eps, "both"), objective, steps=10, step_size=big_eps / 4, early_stop=False)(model, x, target).x_adv)
+        out.append(Check("large_eps", "warn" if big <= pgd else "pass",
+                         f"EPE at eps {big_eps:g}: {big:.2f} vs {pgd:.2f} at eps {eps:g}", {"large_eps_epe": big, "pgd10_epe": pgd}))
+    return SanityReport(out)

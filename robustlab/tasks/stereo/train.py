@@ -18,10 +18,13 @@ log = logging.getLogger(__name__)
 
 def train_stereo(model: StereoNet, data: StereoDataset, steps: int = 800, batch_size: int = 8, lr: float = 1e-3,
                  seed: int = 0) -> list[float]:
-    """Adam on the smooth-L1 disparity error over valid pixels; returns the loss per step."""
+    """Adam (one-cycle schedule) on the smooth-L1 disparity error over valid pixels; returns the loss per step."""
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    if steps >= 20:
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    else:  # too short for a warm-up phase
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
     model.train()
     losses = []
     start = time.perf_counter()
@@ -48,6 +51,11 @@ def evaluate_stereo(model, data: StereoDataset, batch_size: int = 8, x: torch.Te
     inputs = data.x if x is None else x
     preds = torch.cat([model(inputs[i:i + batch_size]) for i in range(0, len(data), batch_size)])
     return stereo_metrics(preds, data.disparity, data.mask)
+
+
+#: An error threshold (px) that no disparity map reaches: attacks run all their steps, and the loss
+#: error - threshold keeps float32 precision (1e9 would not: its float32 spacing is 64).
+UNREACHED = 1000.0
 
 
 def disparity_objective(threshold: float = 3.0) -> RegressionError:

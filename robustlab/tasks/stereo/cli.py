@@ -1,0 +1,324 @@
+"""`robustlab stereo train | attack | defend | evaluate | reproduce`.
+
+Every command writes a run directory (``runs/<name>/``: config.yaml, summary.json, figures/,
+report.html; weights under checkpoints/ for train and defend). Models are named by ``--model``:
+``pretrained`` (the cached reference network), a run directory, or a .safetensors file.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from ...cli import _floats
+from ...errors import InputError
+from ...runs.rundir import Run
+
+log = logging.getLogger(__name__)
+
+DATASETS = ("synthetic", "middlebury-motorcycle", "middlebury-motorcycle-full")
+
+
+def _common(p, default_name: str) -> None:
+    p.add_argument("--runs", default="runs", help="parent folder of run directories")
+    p.add_argument("--name", default=default_name, help="run directory name")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _data_args(p) -> None:
+    p.add_argument("--data", default="synthetic", choices=DATASETS,
+                   help="synthetic validation scenes of the model's setup, or the Middlebury motorcycle pair "
+                        "(half resolution; -full for full)")
+    p.add_argument("--n", type=int, default=None, help="number of synthetic scenes (default: the setup's n_val)")
+
+
+def add_parser(sub) -> None:
+    stereo = sub.add_parser("stereo", help="stereo disparity: train, attack, defend, evaluate, reproduce",
+                            description="Attacks on disparity and the defence, on procedural scenes and the "
+                                        "Middlebury motorcycle pair.")
+    s = stereo.add_subparsers(dest="stereo_command", required=True)
+
+    p = s.add_parser("train", help="train the stereo network on procedural scenes (cached)")
+    _common(p, "stereo-train")
+    p.add_argument("--steps", type=int, default=1600)
+    p.add_argument("--scenes", type=int, default=800, help="training scenes")
+    p.add_argument("--height", type=int, default=64)
+    p.add_argument("--width", type=int, default=128)
+    p.add_argument("--max-disp", type=int, default=32)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--retrain", action="store_true", help="ignore cached weights")
+
+    p = s.add_parser("attack", help="attack a stereo model (untargeted or targeted) and show the maps")
+    _common(p, "stereo-attack")
+    p.add_argument("--model", default="pretrained")
+    _data_args(p)
+    p.add_argument("--views", default="both", choices=["left", "right", "both", "consistent"])
+    p.add_argument("--method", default="pgd", choices=["pgd", "fgsm"])
+    p.add_argument("--eps", type=float, default=0.02)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--reference", default="gt", choices=["gt", "prediction"],
+                   help="untargeted: maximise the error to the ground truth or to the clean prediction")
+    p.add_argument("--target", default="none",
+                   help="none | shift:S (all disparities + S px) | scale:K | region (the nearest 20%% of valid "
+                        "pixels take the background's disparity; the error to the target is measured there)")
+
+    p = s.add_parser("defend", help="adversarial fine-tuning with LR consistency and local linearity")
+    _common(p, "stereo-defend")
+    p.add_argument("--model", default="pretrained")
+    p.add_argument("--steps", type=int, default=150, help="fine-tuning steps")
+    p.add_argument("--eps", type=float, default=0.02)
+    p.add_argument("--attack-steps", type=int, default=3, help="PGD steps per training batch")
+    p.add_argument("--no-adversarial", action="store_true", help="fine-tune on clean pairs (ablation)")
+    p.add_argument("--lr-consistency", type=float, default=0.0, help="weight of the left-right feature consistency")
+    p.add_argument("--llr", type=float, default=0.0, help="weight of the local-linearity term")
+    p.add_argument("--checks", default="cheap", choices=["cheap", "all"], help="gradient-masking checks to run")
+
+    p = s.add_parser("evaluate", help="EPE / bad-k vs eps curves of one or more models")
+    _common(p, "stereo-evaluate")
+    p.add_argument("--model", action="append", default=None, help="repeat for several models (default: pretrained)")
+    _data_args(p)
+    p.add_argument("--eps", type=_floats, default=[0.005, 0.01, 0.02])
+    p.add_argument("--views", default="both", choices=["left", "right", "both", "consistent"])
+    p.add_argument("--steps", type=int, default=10)
+
+    p = s.add_parser("reproduce", help="measure the issue's tables (attacks, transfer, physical, defence ablation)")
+    p.add_argument("--out", default="runs/stereo-reproduce")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--parts", default="attacks,transfer,physical,defence")
+    p.add_argument("--finetune-steps", type=int, default=150)
+
+
+def _dataset(name: str, setup, n: int | None):
+    from .data import motorcycle, synthetic_stereo
+
+    if name == "synthetic":
+        return synthetic_stereo(n or setup.n_val, setup.h, setup.w, setup.max_disp, seed=999_999)
+    data = motorcycle("full" if name.endswith("-full") else "half")
+    if data.max_disp > setup.max_disp:
+        log.warning("the motorcycle pair's disparities reach %d px, beyond the network's max_disp %d",
+                    data.max_disp, setup.max_disp)
+    return data
+
+
+def _start(args, kind: str, extra: dict) -> Run:
+    run = Run(Path(args.runs) / args.name)
+    run.write_config({"kind": kind, **{k: v for k, v in vars(args).items() if k not in ("func",)}, **extra})
+    return run
+
+
+def _maps_figure(run: Run, model, data, preds: dict, title: str, name: str = "maps.png") -> str:
+    from .report import disparity_figure
+
+    disparity_figure(run.figures / name, data.x[0, :3], data.disparity[0, 0], data.mask[0, 0],
+                     {k: v[0, 0] for k, v in preds.items()}, max_disp=data.max_disp, title=title)
+    return f"figures/{name}"
+
+
+def _metric_rows(results: dict[str, dict]) -> list[list[str]]:
+    return [[name, f"{m['epe']:.3f}", f"{100 * m['bad1']:.1f}%", f"{100 * m['bad3']:.1f}%", f"{100 * m['d1']:.1f}%"]
+            for name, m in results.items()]
+
+
+HEADER = ["", "EPE (px)", "bad-1", "bad-3", "D1"]
+
+
+def cmd_train(args) -> int:
+    from .data import motorcycle
+    from .pretrained import MODEL_FILE, StereoSetup, pretrained_stereo, save_stereo_model
+    from .report import write_report
+    from .train import evaluate_stereo
+
+    setup = StereoSetup(h=args.height, w=args.width, max_disp=args.max_disp, n_train=args.scenes, steps=args.steps,
+                        lr=args.lr, seed=args.seed)
+    run = _start(args, "stereo-model", {"setup": asdict(setup)})
+    start = time.perf_counter()
+    model = pretrained_stereo(setup, retrain=args.retrain)
+    save_stereo_model(model, setup, run.checkpoints / MODEL_FILE)
+    val = setup.val_data()
+    results = {"synthetic validation": evaluate_stereo(model, val)}
+    moto = motorcycle("half") if setup.max_disp >= 31 else None
+    if moto is not None:
+        results["motorcycle (half, zero-shot)"] = evaluate_stereo(model, moto, batch_size=1)
+    run.write_summary({"setup": asdict(setup), "metrics": results, "seconds": time.perf_counter() - start})
+    figs = [_maps_figure(run, model, val, {"prediction": _predict(model, val.x[:1])}, "synthetic validation scene")]
+    if moto is not None:
+        figs.append(_maps_figure(run, model, moto, {"prediction": _predict(model, moto.x)}, "motorcycle (zero-shot)", "moto.png"))
+    write_report(run.path / "report.html", f"stereo network {run.name}",
+                 [("setup", str(asdict(setup)))], [("clean disparity error", HEADER, _metric_rows(results))], figs)
+    for k, m in results.items():
+        log.info("%s: EPE %.3f px, bad-3 %.1f%%", k, m["epe"], 100 * m["bad3"])
+    log.info("wrote %s", run.path)
+    return 0
+
+
+def _predict(model, x):
+    from .attacks import predict
+
+    return predict(model, x, batch_size=1 if x.shape[-1] > 256 else 8)
+
+
+def _target_map(spec: str, clean: torch.Tensor, data):
+    """(target, target_mask) for --target, built from the clean prediction."""
+    from .attacks import region_target, scale_target, shift_target
+
+    if spec == "none":
+        return None, None
+    kind, _, value = spec.partition(":")
+    try:
+        if kind == "shift":
+            return shift_target(clean, float(value)), None
+        if kind == "scale":
+            return scale_target(clean, float(value)), None
+    except ValueError:
+        raise InputError(f"--target {spec!r}: expected a number after '{kind}:'") from None
+    if kind == "region":
+        # the nearest valid region: ground-truth disparity in the top 20% of the image's range
+        gt = torch.nan_to_num(data.disparity, posinf=0.0)
+        region = torch.zeros_like(data.mask)
+        for i in range(gt.shape[0]):
+            valid = gt[i][data.mask[i]]
+            region[i] = data.mask[i] & (gt[i] >= torch.quantile(valid, 0.8))
+        return region_target(clean, region), region
+    raise InputError(f"--target must be none, shift:S, scale:K or region, got {spec!r}")
+
+
+def cmd_attack(args) -> int:
+    from .attacks import stereo_attack
+    from .metrics import stereo_metrics
+    from .pretrained import load_stereo_model
+    from .report import write_report
+    from .train import evaluate_stereo
+
+    model, setup = load_stereo_model(args.model)
+    data = _dataset(args.data, setup, args.n)
+    run = _start(args, "stereo-attack", {"setup": asdict(setup)})
+    clean = _predict(model, data.x)
+    target, target_mask = _target_map(args.target, clean, data)
+    start = time.perf_counter()
+    res = stereo_attack(model, data.x, data.disparity, data.mask, eps=args.eps, views=args.views, method=args.method,
+                        steps=args.steps, target=target, target_mask=target_mask, reference=args.reference, seed=args.seed)
+    seconds = time.perf_counter() - start
+    bs = 1 if data.x.shape[-1] > 256 else 8
+    results = {"clean": evaluate_stereo(model, data, batch_size=bs), "attacked": evaluate_stereo(model, data, x=res.x_adv, batch_size=bs)}
+    attacked = _predict(model, res.x_adv)
+    summary = {"metrics": results, "seconds": seconds, "linf": float((res.x_adv - data.x).abs().max())}
+    if target is not None:
+        m = target_mask if target_mask is not None else torch.ones_like(target, dtype=torch.bool)
+        summary["error_to_target"] = {"clean": stereo_metrics(clean, target, m)["epe"], "attacked": stereo_metrics(attacked, target, m)["epe"]}
+        summary["target_reached"] = float(res.success.float().mean())
+    torch.save({"x_adv": res.x_adv, "target": target}, run.path / "adversarial.pt")
+    run.write_summary(summary)
+    fig = _maps_figure(run, model, data, {"clean": clean, f"attacked ({args.views})": attacked},
+                       f"{args.method.upper()} eps {args.eps} on {args.views}, target {args.target}")
+    write_report(run.path / "report.html", f"stereo attack {run.name}",
+                 [("attack", f"{args.method} eps={args.eps} views={args.views} steps={args.steps} target={args.target} "
+                             f"on {args.data} ({len(data)} pairs), {seconds:.1f} s")],
+                 [("disparity error vs ground truth", HEADER, _metric_rows(results))], [fig])
+    log.info("EPE %.3f -> %.3f px (bad-3 %.1f%% -> %.1f%%)", results["clean"]["epe"], results["attacked"]["epe"],
+             100 * results["clean"]["bad3"], 100 * results["attacked"]["bad3"])
+    if target is not None:
+        log.info("mean |pred - target|: %.3f -> %.3f px", summary["error_to_target"]["clean"], summary["error_to_target"]["attacked"])
+    log.info("wrote %s", run.path)
+    return 0
+
+
+def cmd_defend(args) -> int:
+    from .defense import DefenseConfig, defend_stereo, evaluate_defense, stereo_sanity_checks
+    from .pretrained import MODEL_FILE, load_stereo_model, save_stereo_model
+    from .report import write_report
+
+    model, setup = load_stereo_model(args.model)
+    cfg = DefenseConfig(steps=args.steps, eps=args.eps, attack_steps=args.attack_steps, adversarial=not args.no_adversarial,
+                        lr_consistency=args.lr_consistency, llr=args.llr, seed=args.seed)
+    run = _start(args, "stereo-model", {"setup": asdict(setup), "defense": asdict(cfg)})
+    val = setup.val_data()
+    before = evaluate_defense(model, val, eps=args.eps, seed=args.seed)
+    start = time.perf_counter()
+    history = defend_stereo(model, setup.train_data(), cfg)
+    seconds = time.perf_counter() - start
+    save_stereo_model(model, setup, run.checkpoints / MODEL_FILE, defense=str(asdict(cfg)))
+    run.rewrite_metrics(history)
+    after = evaluate_defense(model, val, eps=args.eps, seed=args.seed)
+    checks = stereo_sanity_checks(model, val, eps=args.eps, checks=args.checks)
+    run.write_summary({"before": before, "after": after, "checks": checks.to_dict(), "finetune_seconds": seconds})
+    rows = _metric_rows({"before, clean": before["clean"], "before, adaptive PGD-10": before["adaptive"],
+                         "after, clean": after["clean"], "after, adaptive PGD-10": after["adaptive"]})
+    write_report(run.path / "report.html", f"stereo defence {run.name}",
+                 [("defence", str(asdict(cfg))), ("gradient-masking checks", str(checks))],
+                 [(f"synthetic validation, eps {args.eps} on both views (attacks re-optimised against each model)", HEADER, rows)], [])
+    log.info("adaptive-attack EPE %.3f -> %.3f px; clean %.3f -> %.3f px (%.0f s)", before["adaptive"]["epe"],
+             after["adaptive"]["epe"], before["clean"]["epe"], after["clean"]["epe"], seconds)
+    for line in str(checks).splitlines():
+        log.info("%s", line)
+    log.info("wrote %s", run.path)
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .attacks import stereo_attack
+    from .pretrained import load_stereo_model
+    from .report import curves_figure, disparity_figure, write_report
+    from .reproduce import Cells
+    from .train import evaluate_stereo
+
+    specs = args.model or ["pretrained"]
+    run = _start(args, "stereo-evaluation", {})
+    cells = Cells(run.path / "cells")
+    curves, figs, rows = {}, [], []
+    for k, spec in enumerate(specs):
+        model, setup = load_stereo_model(spec)
+        data = _dataset(args.data, setup, args.n)
+        bs = 1 if data.x.shape[-1] > 256 else 8
+        label = Path(spec).name if spec != "pretrained" else "pretrained"
+        pts = {0.0: cells.get(f"{k}-clean", lambda: evaluate_stereo(model, data, batch_size=bs))}
+        worst = None
+        for eps in args.eps:
+            def run_eps(eps=eps):
+                nonlocal worst
+                res = stereo_attack(model, data.x, data.disparity, data.mask, eps=eps, views=args.views, steps=args.steps,
+                                    seed=args.seed)
+                worst = res.x_adv
+                return evaluate_stereo(model, data, x=res.x_adv, batch_size=bs)
+            pts[eps] = cells.get(f"{k}-eps{eps}", run_eps)
+        curves[label] = pts
+        rows += [[label, f"{e:g}", f"{m['epe']:.3f}", f"{100 * m['bad1']:.1f}%", f"{100 * m['bad3']:.1f}%", f"{100 * m['d1']:.1f}%"]
+                 for e, m in pts.items()]
+        if worst is None:  # resumed: recompute the maps of the largest eps
+            worst = stereo_attack(model, data.x, data.disparity, data.mask, eps=max(args.eps), views=args.views,
+                                  steps=args.steps, seed=args.seed).x_adv
+        name = f"maps-{k}.png"
+        disparity_figure(run.figures / name, data.x[0, :3], data.disparity[0, 0], data.mask[0, 0],
+                         {"clean": _predict(model, data.x[:1])[0, 0], f"eps {max(args.eps):g}": _predict(model, worst[:1])[0, 0]},
+                         max_disp=data.max_disp, title=label)
+        figs.append(f"figures/{name}")
+    curves_figure(run.figures / "curves.png", curves, f"PGD-{args.steps} on {args.views} views, {args.data}")
+    run.write_summary({"curves": {m: {str(e): v for e, v in pts.items()} for m, pts in curves.items()}})
+    write_report(run.path / "report.html", f"stereo evaluation {run.name}",
+                 [("attack", f"PGD-{args.steps} (step eps/4, random start) on {args.views} views of {args.data}")],
+                 [("disparity error vs eps", ["model", "eps", "EPE (px)", "bad-1", "bad-3", "D1"], rows)],
+                 ["figures/curves.png", *figs])
+    for row in rows:
+        log.info("%s eps %s: EPE %s, bad-3 %s", row[0], row[1], row[2], row[4])
+    log.info("wrote %s", run.path)
+    return 0
+
+
+def cmd_reproduce(args) -> int:
+    from .reproduce import reproduce
+
+    seeds = tuple(int(s) for s in args.seeds.split(",") if s.strip())
+    text = reproduce(args.out, seeds=seeds, parts=tuple(p for p in args.parts.split(",") if p), finetune_steps=args.finetune_steps)
+    if text:
+        print(text)
+    log.info("wrote %s", args.out)
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "attack": cmd_attack, "defend": cmd_defend, "evaluate": cmd_evaluate, "reproduce": cmd_reproduce}
+
+
+def run(args) -> int:
+    return COMMANDS[args.stereo_command](args)

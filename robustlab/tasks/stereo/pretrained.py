@@ -1,0 +1,111 @@
+"""The reference stereo setup and its trained network, cached on disk.
+
+Nothing can be downloaded, so ``pretrained_stereo()`` trains ``StereoNet`` on procedural scenes
+once (about 5 minutes on one CPU core at the default size) and caches the weights as safetensors
+under ``$ROBUSTLAB_DATA/stereo`` (default ``./data-cache/stereo``), keyed by every setting that
+changes the weights. A later call loads them.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from ...fileio import atomic_write_json
+from ...training.checkpoints import load_weights, save_weights
+from .data import StereoDataset, synthetic_stereo
+from .model import StereoNet
+from .train import train_stereo
+
+log = logging.getLogger(__name__)
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("ROBUSTLAB_DATA", "data-cache"))
+
+
+@dataclass(frozen=True)
+class StereoSetup:
+    """Scene size, training set and schedule of the reference network (training seed 0)."""
+
+    h: int = 64
+    w: int = 128
+    max_disp: int = 32
+    n_train: int = 800
+    n_val: int = 16
+    steps: int = 1600
+    batch_size: int = 8
+    lr: float = 2e-3
+    features: int = 32
+    hidden: int = 64
+    seed: int = 0
+
+    def key(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+
+    def train_data(self) -> StereoDataset:
+        return synthetic_stereo(self.n_train, self.h, self.w, self.max_disp, seed=1 + 1000 * self.seed)
+
+    def val_data(self) -> StereoDataset:
+        """Validation scenes: a seed never used for training."""
+        return synthetic_stereo(self.n_val, self.h, self.w, self.max_disp, seed=999_999)
+
+    def new_model(self) -> StereoNet:
+        return StereoNet(self.max_disp, self.features, self.hidden)
+
+
+def pretrained_stereo(setup: StereoSetup = StereoSetup(), cache: str | Path | None = None, retrain: bool = False) -> StereoNet:
+    """The trained reference network for `setup` (trained and cached on first use)."""
+    folder = Path(cache) if cache is not None else data_dir() / "stereo"
+    path = folder / f"stereonet-{setup.key()}.safetensors"
+    model = setup.new_model()
+    if path.exists() and not retrain:
+        load_weights(model, path)
+        model.eval()
+        return model
+    log.info("training the reference stereo network (%d steps); cached at %s", setup.steps, path)
+    torch.manual_seed(setup.seed)
+    losses = train_stereo(model, setup.train_data(), steps=setup.steps, batch_size=setup.batch_size, lr=setup.lr,
+                          seed=setup.seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_stereo_model(model, setup, path)
+    atomic_write_json(path.with_suffix(".json"), {"setup": asdict(setup), "final_loss": losses[-1]})
+    model.eval()
+    return model
+
+
+MODEL_FILE = "stereonet.safetensors"
+
+
+def save_stereo_model(model: StereoNet, setup: StereoSetup, path: str | Path, **metadata: str) -> None:
+    """Weights with the setup in the safetensors metadata, so ``load_stereo_model`` rebuilds the net."""
+    save_weights(model, path, {"setup": json.dumps(asdict(setup)), **metadata})
+
+
+def load_stereo_model(spec: str | Path) -> tuple[StereoNet, StereoSetup]:
+    """``"pretrained"`` (the cached reference net), a run directory, or a .safetensors file."""
+    from safetensors import safe_open
+
+    from ...errors import CheckpointError
+
+    if str(spec) == "pretrained":
+        setup = StereoSetup()
+        return pretrained_stereo(setup), setup
+    path = Path(spec)
+    if path.is_dir():
+        path = path / "checkpoints" / MODEL_FILE
+    if not path.exists():
+        raise CheckpointError(f"no stereo model at {spec}: pass 'pretrained', a run directory written by "
+                              f"`robustlab stereo train/defend`, or a .safetensors file")
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata() or {}
+    if "setup" not in meta:
+        raise CheckpointError(f"{path} has no stereo setup in its metadata; was it written by robustlab's stereo commands?")
+    setup = StereoSetup(**json.loads(meta["setup"]))
+    model = load_weights(setup.new_model(), path)
+    return model.eval(), setup
