@@ -179,3 +179,12 @@ def test_stereo_cli_train_attack_defend_evaluate(tmp_path):
         assert (tmp_path / "ev" / "cells" / "0-eps0.03.json").read_text() == first
     finally:
         os.environ.pop("ROBUSTLAB_DATA", None)
+
+
+def test_a_nan_loss_is_a_clear_error_not_a_silent_no_op(net):
+    model, _, val = net
+    target = val.disparity.clone()
+    target[:, :, 0, 0] = float("nan")  # a NaN target inside the valid mask
+    mask = torch.ones_like(val.mask)
+    with pytest.raises(rl.ModelOutputError, match="loss is NaN"):
+        stereo_attack(model, val.x, target, mask, eps=0.02, steps=2)

@@ -201,6 +201,11 @@ class AttackContext:
                 "the input gradient contains NaN or inf; the model or loss is not differentiable "
                 "at these inputs (check for log(0), sqrt(0) or a saturated softmax)"
             )
+        if torch.isnan(loss).any():
+            raise ModelOutputError(
+                f"the objective's loss is NaN for {int(torch.isnan(loss).sum())} samples, so points cannot be ranked; "
+                "check the targets (NaN or inf values must be outside the valid mask) and the model's outputs"
+            )
         idx = self.index if sub is None else self.index[sub]
         self.grad_calls[idx] += self.eot
         out = out.detach()

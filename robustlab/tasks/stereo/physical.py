@@ -99,11 +99,13 @@ class PatchAtDisparity:
     """Placement hook: a [3, s, s] texture in both views at a disparity drawn from `disparity_range`
     (whole pixels), the target (disparity, mask) updated to the scene with the patch in it."""
 
-    def __init__(self, disparity_range: tuple[int, int] = (8, 24), jitter: PairJitter | None = None):
+    def __init__(self, disparity_range: tuple[int, int] = (8, 24), jitter: PairJitter | None = None, focus: str = "scene"):
         lo, hi = disparity_range
         if not 0 <= lo <= hi:
             raise InputError(f"disparity_range must satisfy 0 <= low <= high, got {disparity_range}")
-        self.disparity_range, self.jitter = (int(lo), int(hi)), jitter
+        if focus not in ("scene", "patch"):
+            raise InputError("focus must be 'scene' (error over every valid pixel) or 'patch' (on the patch only)")
+        self.disparity_range, self.jitter, self.focus = (int(lo), int(hi)), jitter, focus
 
     def patch_shape(self, x: torch.Tensor, size: int) -> tuple[int, ...]:
         if x.shape[1] != 6:
@@ -138,16 +140,17 @@ class PatchAtDisparity:
         return out, (new_disp, new_mask), on_patch[:, None]
 
     def __call__(self, x: torch.Tensor, target, patch: torch.Tensor, gen: torch.Generator):
-        out, new_target, _ = self.paste(x, target, patch, self.sample(x, patch.shape[-1], gen))
+        out, (disparity, mask), on_patch = self.paste(x, target, patch, self.sample(x, patch.shape[-1], gen))
         if self.jitter is not None:
             out = self.jitter(out, gen)
-        return out, new_target
+        return out, (disparity, on_patch if self.focus == "patch" else mask)
 
 
 @torch.no_grad()
 def patch_metrics(model, patch: torch.Tensor, data: StereoDataset, disparity_range: tuple[int, int] = (8, 24),
-                  n: int = 5, seed: int = 0) -> dict:
-    """EPE over the whole patched scene and over the patch itself, averaged over n random placements."""
+                  n: int = 5, jitter: PairJitter | None = None, seed: int = 0) -> dict:
+    """EPE over the whole patched scene and over the patch itself, averaged over n random placements
+    (each seen through a random `jitter` if given)."""
     from .attacks import predict
 
     placement = PatchAtDisparity(disparity_range)
@@ -156,16 +159,18 @@ def patch_metrics(model, patch: torch.Tensor, data: StereoDataset, disparity_ran
     for _ in range(n):
         x, (d, m), region = placement.paste(data.x, (data.disparity, data.mask), patch,
                                             placement.sample(data.x, patch.shape[-1], gen))
-        pred = predict(model, x)
+        pred = predict(model, jitter(x, gen) if jitter is not None else x)
         scene.append(stereo_metrics(pred, d, m)["epe"])
         on.append(stereo_metrics(pred, d, region)["epe"])
     return {"epe": sum(scene) / n, "patch_epe": sum(on) / n, "n": n}
 
 
 def fit_stereo_patch(model, data: StereoDataset, size: int = 16, disparity_range: tuple[int, int] = (8, 24),
-                     eot: bool = True, epochs: int = 10, batch_size: int = 8, lr: float = 0.02, seed: int = 0) -> AdversarialPatch:
+                     eot: bool = False, focus: str = "patch", epochs: int = 10, batch_size: int = 8, lr: float = 0.02,
+                     seed: int = 0) -> AdversarialPatch:
     """A patch placed in the scene at random locations and disparities, maximising the mean disparity
-    error over valid pixels of the patched scene (EOT over placements, and over ``PairJitter`` if `eot`)."""
-    placement = PatchAtDisparity(disparity_range, PairJitter() if eot else None)
+    error on the patch (``focus="patch"``: the object is seen at the wrong depth) or over every valid
+    pixel of the patched scene (``"scene"``); EOT over placements, and over ``PairJitter`` if `eot`."""
+    placement = PatchAtDisparity(disparity_range, PairJitter() if eot else None, focus)
     return AdversarialPatch.fit(model, data.x, (data.disparity, data.mask), size, disparity_objective(3.0), epochs=epochs,
                                 batch_size=batch_size, lr=lr, placement=placement, seed=seed)

@@ -14,6 +14,7 @@ Every cell is stored as JSON in ``<out>/cells`` as soon as it is measured (defen
 """
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import time
@@ -22,14 +23,18 @@ from typing import Callable
 
 import torch
 
+from ...attacks import PGD, Square
+from ...attacks.universal import UniversalPerturbation
 from ...fileio import atomic_write_json, atomic_write_text
 from ...training.checkpoints import load_weights, save_weights
 from .attacks import predict, stereo_attack
 from .data import StereoDataset, motorcycle, synthetic_stereo
 from .defense import DefenseConfig, defend_stereo, stereo_sanity_checks
 from .metrics import stereo_metrics
+from .physical import PairJitter, RandomPairTransform, fit_stereo_patch, fit_universal_tile, jittered_metrics, patch_metrics
 from .pretrained import StereoSetup, pretrained_stereo
 from .sgbm import SGBM, sgbm_oracle
+from .train import UNREACHED, disparity_objective, stereo_threat
 
 log = logging.getLogger(__name__)
 
@@ -96,9 +101,6 @@ def transfer_table(model, data: StereoDataset, cells: Cells, eps_values=EPS, squ
                 res = stereo_attack(model, data.x, data.disparity, data.mask, eps=eps, views=views, method="pgd")
                 return {"net": _metrics(model, data, res.x_adv), "sgbm": on_sgbm(res.x_adv)}
             rows[(f"transfer-{views}", eps)] = cells.get(f"transfer-{views}-{eps}", run)
-    from ...attacks import Square
-    from .train import UNREACHED, disparity_objective, stereo_threat
-
     for eps in eps_values:
         def black_box(eps=eps):
             oracle = sgbm_oracle(data.max_disp)
@@ -114,9 +116,6 @@ def transfer_table(model, data: StereoDataset, cells: Cells, eps_values=EPS, squ
 def physical_table(model, setup: StereoSetup, val: StereoDataset, moto: StereoDataset, cells: Cells, eps: float = 0.02,
                    n_fit: int = 128) -> dict:
     """Universal tiles, patches at a disparity and EOT, each against a random baseline of the same size."""
-    from ...attacks.universal import UniversalPerturbation
-    from .physical import PairJitter, RandomPairTransform, fit_stereo_patch, fit_universal_tile, jittered_metrics, patch_metrics
-
     fit_data = synthetic_stereo(n_fit, setup.h, setup.w, setup.max_disp, seed=77)
     rows = {}
 
@@ -129,17 +128,19 @@ def physical_table(model, setup: StereoSetup, val: StereoDataset, moto: StereoDa
     rows["tile"] = cells.get("physical-tile", tiles)
 
     def patches():
-        patch = fit_stereo_patch(model, fit_data, size=16, epochs=10, lr=0.02)
-        rand = torch.rand(patch.patch.shape, generator=torch.Generator().manual_seed(0))
-        return {"fitted": patch_metrics(model, patch.patch, val), "random": patch_metrics(model, rand, val)}
+        jitter = PairJitter()
+        out = {}
+        for name, eot in (("fitted", False), ("fitted_eot", True)):
+            patch = fit_stereo_patch(model, fit_data, size=16, epochs=10, lr=0.02, eot=eot).patch
+            out[name] = {"static": patch_metrics(model, patch, val), "jittered": patch_metrics(model, patch, val, jitter=jitter)}
+        rand = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(0))
+        out["random"] = {"static": patch_metrics(model, rand, val), "jittered": patch_metrics(model, rand, val, jitter=jitter)}
+        return out
     rows["patch"] = cells.get("physical-patch", patches)
 
     def eot():
         jitter = PairJitter()
         plain = stereo_attack(model, val.x, val.disparity, val.mask, eps=eps, views="both").x_adv
-        from ...attacks import PGD
-        from .train import UNREACHED, disparity_objective, stereo_threat
-
         attack = PGD(stereo_threat(eps, "both"), disparity_objective(UNREACHED), steps=10, step_size=eps / 4, early_stop=False)
         attack.eot = 5
         robust = attack(RandomPairTransform(model, jitter), val.x, (val.disparity, val.mask)).x_adv
@@ -151,8 +152,6 @@ def physical_table(model, setup: StereoSetup, val: StereoDataset, moto: StereoDa
 
 
 def defended_model(setup: StereoSetup, base, variant: str, seed: int, out: Path, steps: int, attack_steps: int):
-    import copy
-
     if VARIANTS[variant] is None:
         return base
     path = out / "models" / f"{variant.replace(' ', '_').replace('+', 'plus')}-seed{seed}.safetensors"
@@ -239,10 +238,13 @@ def render_tables(attacks: dict, transfer: dict, defence: dict, physical: dict |
                   "| perturbation | synthetic | motorcycle |", "|---|---|---|",
                   f"| universal 16x16 tile per view, fitted | {_fmt(t['fitted']['synthetic'])} | {_fmt(t['fitted']['motorcycle'])} |",
                   f"| random-sign tile, same eps | {_fmt(t['random_sign']['synthetic'])} | {_fmt(t['random_sign']['motorcycle'])} |",
-                  "", "| 16x16 patch at disparity 8-24 px | scene EPE | EPE on the patch |", "|---|---|---|",
-                  f"| fitted (EOT over placement and jitter) | {p['fitted']['epe']:.2f} | {p['fitted']['patch_epe']:.2f} |",
-                  f"| random texture | {p['random']['epe']:.2f} | {p['random']['patch_epe']:.2f} |",
-                  "", "| attack | EPE, as crafted | mean EPE under 10 random jitters |", "|---|---|---|",
+                  "", "| 16x16 patch at disparity 8-24 px | EPE on the patch | scene EPE | on the patch, jittered | scene, jittered |",
+                  "|---|---|---|---|---|"]
+        for key, label in (("fitted", "fitted (random placements)"), ("fitted_eot", "fitted with EOT (placements + jitter)"),
+                           ("random", "random texture")):
+            st, jt = p[key]["static"], p[key]["jittered"]
+            lines.append(f"| {label} | {st['patch_epe']:.2f} | {st['epe']:.2f} | {jt['patch_epe']:.2f} | {jt['epe']:.2f} |")
+        lines += ["", "| attack | EPE, as crafted | mean EPE under 10 random jitters |", "|---|---|---|",
                   f"| none | - | {e['clean']['jittered']['epe']:.2f} |",
                   f"| PGD-10 | {e['pgd10']['static']['epe']:.2f} | {e['pgd10']['jittered']['epe']:.2f} |",
                   f"| EOT-5 PGD-10 | {e['eot5_pgd10']['static']['epe']:.2f} | {e['eot5_pgd10']['jittered']['epe']:.2f} |"]
