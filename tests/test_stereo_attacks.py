@@ -188,3 +188,25 @@ def test_a_nan_loss_is_a_clear_error_not_a_silent_no_op(net):
     mask = torch.ones_like(val.mask)
     with pytest.raises(rl.ModelOutputError, match="loss is NaN"):
         stereo_attack(model, val.x, target, mask, eps=0.02, steps=2)
+
+
+@pytest.mark.slow
+def test_reproduce_writes_tables_and_resumes_from_its_cells(tmp_path, monkeypatch):
+    from robustlab.tasks.stereo.pretrained import StereoSetup, load_stereo_model
+    from robustlab.tasks.stereo.reproduce import reproduce
+
+    monkeypatch.setenv("ROBUSTLAB_DATA", str(tmp_path / "cache"))
+    setup = StereoSetup(h=32, w=64, max_disp=32, n_train=16, n_val=2, steps=30, features=8, hidden=16)
+    text = reproduce(tmp_path / "out", setup, seeds=(0,), finetune_steps=2)
+    for heading in ("Attack table", "Transfer to OpenCV SGBM", "Defence ablation", "Physical-world"):
+        assert heading in text
+    assert (tmp_path / "out" / "tables.md").read_text() == text
+    cells = sorted((tmp_path / "out" / "cells").glob("*.json"))
+    assert len(cells) == 2 * (1 + 2 * 4 * 3) + 1 + 2 * 3 + 3 + 3 + 5  # attacks, transfer, physical, defence
+    _, loaded = load_stereo_model(tmp_path / "out" / "models" / "plus_both-seed0.safetensors")
+    assert loaded == setup
+    killed = tmp_path / "out" / "cells" / "attack-synthetic-pgd-both-0.02.json"
+    kept = {p.name: p.read_text() for p in cells if p != killed}
+    killed.unlink()  # as if the run had been killed before this cell
+    assert reproduce(tmp_path / "out", setup, seeds=(0,), finetune_steps=2) == text  # deterministic re-measure
+    assert all((tmp_path / "out" / "cells" / name).read_text() == body for name, body in kept.items())

@@ -272,7 +272,7 @@ def cmd_evaluate(args) -> int:
         model, setup = load_stereo_model(spec)
         data = _dataset(args.data, setup, args.n)
         bs = 1 if data.x.shape[-1] > 256 else 8
-        label = Path(spec).name if spec != "pretrained" else "pretrained"
+        label = "pretrained" if spec == "pretrained" else Path(spec).stem if Path(spec).is_file() else Path(spec).name
         pts = {0.0: cells.get(f"{k}-clean", lambda: evaluate_stereo(model, data, batch_size=bs))}
         worst = None
         for eps in args.eps:

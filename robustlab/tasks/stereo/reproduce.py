@@ -26,13 +26,13 @@ import torch
 from ...attacks import PGD, Square
 from ...attacks.universal import UniversalPerturbation
 from ...fileio import atomic_write_json, atomic_write_text
-from ...training.checkpoints import load_weights, save_weights
+from ...training.checkpoints import load_weights
 from .attacks import predict, stereo_attack
 from .data import StereoDataset, motorcycle, synthetic_stereo
 from .defense import DefenseConfig, defend_stereo, stereo_sanity_checks
 from .metrics import stereo_metrics
 from .physical import PairJitter, RandomPairTransform, fit_stereo_patch, fit_universal_tile, jittered_metrics, patch_metrics
-from .pretrained import StereoSetup, pretrained_stereo
+from .pretrained import StereoSetup, pretrained_stereo, save_stereo_model
 from .sgbm import SGBM, sgbm_oracle
 from .train import UNREACHED, disparity_objective, stereo_threat
 
@@ -162,8 +162,7 @@ def defended_model(setup: StereoSetup, base, variant: str, seed: int, out: Path,
     start = time.perf_counter()
     defend_stereo(model, setup.train_data(), cfg)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_weights(model, path, {"variant": variant, "seed": str(seed),
-                               "seconds": f"{time.perf_counter() - start:.1f}"})
+    save_stereo_model(model, setup, path, variant=variant, seed=str(seed), seconds=f"{time.perf_counter() - start:.1f}")
     return model.eval()
 
 
