@@ -25,3 +25,17 @@ def assert_valid_adversarials(model, threat, x, y, result):
     assert threat.contains(x, result.x_adv).all()
     with torch.no_grad():
         assert torch.equal(result.success, model(result.x_adv).argmax(1) != y)
+
+
+def tiny_stereo_net(n_train, n_val, h, w, max_disp, train_seed, val_seed, steps):
+    """A small StereoNet trained on procedural scenes (seeded): (model, train, val, losses)."""
+    import torch
+
+    from robustlab.tasks.stereo import StereoNet, synthetic_stereo, train_stereo
+
+    torch.manual_seed(0)
+    train = synthetic_stereo(n_train, h=h, w=w, max_disp=max_disp, seed=train_seed)
+    val = synthetic_stereo(n_val, h=h, w=w, max_disp=max_disp, seed=val_seed)
+    model = StereoNet(max_disp=max_disp, features=16, hidden=32)
+    losses = train_stereo(model, train, steps=steps, batch_size=8, lr=3e-3)
+    return model, train, val, losses

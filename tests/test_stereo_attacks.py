@@ -5,21 +5,17 @@ import pytest
 import torch
 
 import robustlab as rl
-from helpers import run_cli
+from helpers import run_cli, tiny_stereo_net
 from robustlab.objectives import RegressionError
-from robustlab.tasks.stereo import (StereoNet, evaluate_stereo, predict, region_target, shift_target, stereo_attack,
-                                    stereo_metrics, stereo_sanity_checks, synthetic_stereo, train_stereo, warp_to_left)
+from robustlab.tasks.stereo import (evaluate_stereo, predict, region_target, shift_target, stereo_attack,
+                                    stereo_sanity_checks, synthetic_stereo, warp_to_left)
 from robustlab.tasks.stereo.physical import (PairJitter, PatchAtDisparity, RandomPairTransform, fit_universal_tile,
                                              jittered_metrics)
 
 
 @pytest.fixture(scope="module")
 def net():
-    torch.manual_seed(0)
-    train = synthetic_stereo(48, h=32, w=64, max_disp=16, seed=11)
-    val = synthetic_stereo(6, h=32, w=64, max_disp=16, seed=12)
-    model = StereoNet(max_disp=16, features=16, hidden=32)
-    train_stereo(model, train, steps=300, batch_size=8, lr=3e-3)
+    model, train, val, _ = tiny_stereo_net(48, 6, h=32, w=64, max_disp=16, train_seed=11, val_seed=12, steps=300)
     return model, train, val
 
 

@@ -2,18 +2,13 @@ import pytest
 import torch
 
 import robustlab as rl
-from robustlab.tasks.stereo import (StereoNet, disparity_objective, evaluate_stereo, stereo_threat, synthetic_stereo,
-                                    train_stereo)
+from helpers import tiny_stereo_net
+from robustlab.tasks.stereo import disparity_objective, evaluate_stereo, stereo_threat
 
 
 @pytest.fixture(scope="module")
 def trained():
-    torch.manual_seed(0)
-    train = synthetic_stereo(64, h=48, w=96, max_disp=24, seed=1)
-    val = synthetic_stereo(8, h=48, w=96, max_disp=24, seed=2)
-    model = StereoNet(max_disp=24, features=16, hidden=32)
-    losses = train_stereo(model, train, steps=400, batch_size=8, lr=3e-3)  # ~20 s on 2 CPU cores
-    return model, train, val, losses
+    return tiny_stereo_net(64, 8, h=48, w=96, max_disp=24, train_seed=1, val_seed=2, steps=400)  # ~20 s on 2 cores
 
 
 def test_a_trained_tiny_net_beats_the_constant_baseline(trained):

@@ -17,16 +17,10 @@ from ...attacks.base import AttackResult
 from ...errors import InputError
 from ...objectives import RegressionError, RegressionTarget
 from .consistent import StereoConsistentPGD
-from .train import UNREACHED, stereo_threat
+from .train import UNREACHED, predict, stereo_threat
 
 METHODS = ("fgsm", "pgd")
 VIEWS = ("left", "right", "both", "consistent")
-
-
-@torch.no_grad()
-def predict(model, x: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
-    model.eval()
-    return torch.cat([model(x[i:i + batch_size]) for i in range(0, x.shape[0], batch_size)])
 
 
 def shift_target(disparity: torch.Tensor, shift: float) -> torch.Tensor:
@@ -83,17 +77,16 @@ def stereo_attack(model, x: torch.Tensor, disparity: torch.Tensor | None = None,
     else:
         raise InputError("reference must be 'gt' or 'prediction'")
     threat = stereo_threat(eps, "both" if views == "consistent" else views)
-    n_steps = 1 if method == "fgsm" else int(steps)
+    alpha = step_size if step_size is not None else (eps if method == "fgsm" else eps / 4)
+    early_stop = target is not None
     if views == "consistent":
         if disparity is None or mask is None:
             raise InputError("stereo-consistent perturbations are warped by the true disparity: pass `disparity` and `mask`")
-        attack = StereoConsistentPGD(threat, objective, steps=n_steps,
-                                     step_size=step_size if step_size is not None else (eps if method == "fgsm" else eps / 4),
-                                     random_start=method == "pgd", early_stop=target is not None, seed=seed)
+        attack = StereoConsistentPGD(threat, objective, steps=1 if method == "fgsm" else int(steps), step_size=alpha,
+                                     random_start=method == "pgd", early_stop=early_stop, seed=seed)
         return attack(model, x, y if target is None and reference == "gt" else (*y, disparity, mask))
     if method == "fgsm":
-        attack = FGSM(threat, objective, early_stop=False, seed=seed)
+        attack = FGSM(threat, objective, step_size=alpha, early_stop=False, seed=seed)
     else:
-        attack = PGD(threat, objective, steps=n_steps, step_size=step_size if step_size is not None else eps / 4,
-                     random_start=True, early_stop=target is not None, seed=seed)
+        attack = PGD(threat, objective, steps=int(steps), step_size=alpha, random_start=True, early_stop=early_stop, seed=seed)
     return attack(model, x, y)

@@ -15,6 +15,7 @@ import torch
 
 from ...cli import _floats
 from ...errors import InputError
+from ...fileio import atomic_torch_save
 from ...runs.rundir import Run
 
 log = logging.getLogger(__name__)
@@ -105,11 +106,12 @@ def _dataset(name: str, setup, n: int | None):
 
 def _start(args, kind: str, extra: dict) -> Run:
     run = Run(Path(args.runs) / args.name)
-    run.write_config({"kind": kind, **{k: v for k, v in vars(args).items() if k not in ("func",)}, **extra})
+    run.write_config({"kind": kind, **vars(args), **extra})
     return run
 
 
-def _maps_figure(run: Run, model, data, preds: dict, title: str, name: str = "maps.png") -> str:
+def _maps_figure(run: Run, data, preds: dict, title: str, name: str = "maps.png") -> str:
+    """The first pair's maps: `preds` maps a label to disparities [B, 1, H, W] of (at least) that pair."""
     from .report import disparity_figure
 
     disparity_figure(run.figures / name, data.x[0, :3], data.disparity[0, 0], data.mask[0, 0],
@@ -117,9 +119,12 @@ def _maps_figure(run: Run, model, data, preds: dict, title: str, name: str = "ma
     return f"figures/{name}"
 
 
+def _metric_cells(m: dict) -> list[str]:
+    return [f"{m['epe']:.3f}", f"{100 * m['bad1']:.1f}%", f"{100 * m['bad3']:.1f}%", f"{100 * m['d1']:.1f}%"]
+
+
 def _metric_rows(results: dict[str, dict]) -> list[list[str]]:
-    return [[name, f"{m['epe']:.3f}", f"{100 * m['bad1']:.1f}%", f"{100 * m['bad3']:.1f}%", f"{100 * m['d1']:.1f}%"]
-            for name, m in results.items()]
+    return [[name, *_metric_cells(m)] for name, m in results.items()]
 
 
 HEADER = ["", "EPE (px)", "bad-1", "bad-3", "D1"]
@@ -129,7 +134,7 @@ def cmd_train(args) -> int:
     from .data import motorcycle
     from .pretrained import MODEL_FILE, StereoSetup, pretrained_stereo, save_stereo_model
     from .report import write_report
-    from .train import evaluate_stereo
+    from .train import evaluate_stereo, predict
 
     setup = StereoSetup(h=args.height, w=args.width, max_disp=args.max_disp, n_train=args.scenes, steps=args.steps,
                         lr=args.lr, seed=args.seed)
@@ -141,23 +146,17 @@ def cmd_train(args) -> int:
     results = {"synthetic validation": evaluate_stereo(model, val)}
     moto = motorcycle("half") if setup.max_disp >= 31 else None
     if moto is not None:
-        results["motorcycle (half, zero-shot)"] = evaluate_stereo(model, moto, batch_size=1)
+        results["motorcycle (half, zero-shot)"] = evaluate_stereo(model, moto)
     run.write_summary({"setup": asdict(setup), "metrics": results, "seconds": time.perf_counter() - start})
-    figs = [_maps_figure(run, model, val, {"prediction": _predict(model, val.x[:1])}, "synthetic validation scene")]
+    figs = [_maps_figure(run, val, {"prediction": predict(model, val.x[:1])}, "synthetic validation scene")]
     if moto is not None:
-        figs.append(_maps_figure(run, model, moto, {"prediction": _predict(model, moto.x)}, "motorcycle (zero-shot)", "moto.png"))
+        figs.append(_maps_figure(run, moto, {"prediction": predict(model, moto.x)}, "motorcycle (zero-shot)", "moto.png"))
     write_report(run.path / "report.html", f"stereo network {run.name}",
                  [("setup", str(asdict(setup)))], [("clean disparity error", HEADER, _metric_rows(results))], figs)
     for k, m in results.items():
         log.info("%s: EPE %.3f px, bad-3 %.1f%%", k, m["epe"], 100 * m["bad3"])
     log.info("wrote %s", run.path)
     return 0
-
-
-def _predict(model, x):
-    from .attacks import predict
-
-    return predict(model, x, batch_size=1 if x.shape[-1] > 256 else 8)
 
 
 def _target_map(spec: str, clean: torch.Tensor, data):
@@ -190,28 +189,27 @@ def cmd_attack(args) -> int:
     from .metrics import stereo_metrics
     from .pretrained import load_stereo_model
     from .report import write_report
-    from .train import evaluate_stereo
+    from .train import predict
 
     model, setup = load_stereo_model(args.model)
     data = _dataset(args.data, setup, args.n)
     run = _start(args, "stereo-attack", {"setup": asdict(setup)})
-    clean = _predict(model, data.x)
+    clean = predict(model, data.x)
     target, target_mask = _target_map(args.target, clean, data)
     start = time.perf_counter()
     res = stereo_attack(model, data.x, data.disparity, data.mask, eps=args.eps, views=args.views, method=args.method,
                         steps=args.steps, target=target, target_mask=target_mask, reference=args.reference, seed=args.seed)
     seconds = time.perf_counter() - start
-    bs = 1 if data.x.shape[-1] > 256 else 8
-    results = {"clean": evaluate_stereo(model, data, batch_size=bs), "attacked": evaluate_stereo(model, data, x=res.x_adv, batch_size=bs)}
-    attacked = _predict(model, res.x_adv)
+    attacked = predict(model, res.x_adv)
+    results = {"clean": stereo_metrics(clean, data.disparity, data.mask), "attacked": stereo_metrics(attacked, data.disparity, data.mask)}
     summary = {"metrics": results, "seconds": seconds, "linf": float((res.x_adv - data.x).abs().max())}
     if target is not None:
         m = target_mask if target_mask is not None else torch.ones_like(target, dtype=torch.bool)
         summary["error_to_target"] = {"clean": stereo_metrics(clean, target, m)["epe"], "attacked": stereo_metrics(attacked, target, m)["epe"]}
         summary["target_reached"] = float(res.success.float().mean())
-    torch.save({"x_adv": res.x_adv, "target": target}, run.path / "adversarial.pt")
+    atomic_torch_save({"x_adv": res.x_adv, "target": target}, run.path / "adversarial.pt")
     run.write_summary(summary)
-    fig = _maps_figure(run, model, data, {"clean": clean, f"attacked ({args.views})": attacked},
+    fig = _maps_figure(run, data, {"clean": clean, f"attacked ({args.views})": attacked},
                        f"{args.method.upper()} eps {args.eps} on {args.views}, target {args.target}")
     write_report(run.path / "report.html", f"stereo attack {run.name}",
                  [("attack", f"{args.method} eps={args.eps} views={args.views} steps={args.steps} target={args.target} "
@@ -260,9 +258,9 @@ def cmd_defend(args) -> int:
 def cmd_evaluate(args) -> int:
     from .attacks import stereo_attack
     from .pretrained import load_stereo_model
-    from .report import curves_figure, disparity_figure, write_report
+    from .report import curves_figure, write_report
     from .reproduce import Cells
-    from .train import evaluate_stereo
+    from .train import evaluate_stereo, predict
 
     specs = args.model or ["pretrained"]
     run = _start(args, "stereo-evaluation", {})
@@ -271,29 +269,22 @@ def cmd_evaluate(args) -> int:
     for k, spec in enumerate(specs):
         model, setup = load_stereo_model(spec)
         data = _dataset(args.data, setup, args.n)
-        bs = 1 if data.x.shape[-1] > 256 else 8
         label = "pretrained" if spec == "pretrained" else Path(spec).stem if Path(spec).is_file() else Path(spec).name
-        pts = {0.0: cells.get(f"{k}-clean", lambda: evaluate_stereo(model, data, batch_size=bs))}
-        worst = None
+        pts = {0.0: cells.get(f"{k}-clean", lambda: evaluate_stereo(model, data))}
+        x_adv = {}
+
+        def attacked(eps):
+            if eps not in x_adv:
+                x_adv[eps] = stereo_attack(model, data.x, data.disparity, data.mask, eps=eps, views=args.views,
+                                           steps=args.steps, seed=args.seed).x_adv
+            return x_adv[eps]
         for eps in args.eps:
-            def run_eps(eps=eps):
-                nonlocal worst
-                res = stereo_attack(model, data.x, data.disparity, data.mask, eps=eps, views=args.views, steps=args.steps,
-                                    seed=args.seed)
-                worst = res.x_adv
-                return evaluate_stereo(model, data, x=res.x_adv, batch_size=bs)
-            pts[eps] = cells.get(f"{k}-eps{eps}", run_eps)
+            pts[eps] = cells.get(f"{k}-eps{eps}", lambda eps=eps: evaluate_stereo(model, data, x=attacked(eps)))
         curves[label] = pts
-        rows += [[label, f"{e:g}", f"{m['epe']:.3f}", f"{100 * m['bad1']:.1f}%", f"{100 * m['bad3']:.1f}%", f"{100 * m['d1']:.1f}%"]
-                 for e, m in pts.items()]
-        if worst is None:  # resumed: recompute the maps of the largest eps
-            worst = stereo_attack(model, data.x, data.disparity, data.mask, eps=max(args.eps), views=args.views,
-                                  steps=args.steps, seed=args.seed).x_adv
-        name = f"maps-{k}.png"
-        disparity_figure(run.figures / name, data.x[0, :3], data.disparity[0, 0], data.mask[0, 0],
-                         {"clean": _predict(model, data.x[:1])[0, 0], f"eps {max(args.eps):g}": _predict(model, worst[:1])[0, 0]},
-                         max_disp=data.max_disp, title=label)
-        figs.append(f"figures/{name}")
+        rows += [[label, f"{e:g}", *_metric_cells(m)] for e, m in pts.items()]
+        worst = max(args.eps)  # after a resume its pairs are re-crafted (the attack is seeded)
+        figs.append(_maps_figure(run, data, {"clean": predict(model, data.x[:1]), f"eps {worst:g}": predict(model, attacked(worst)[:1])},
+                                 label, f"maps-{k}.png"))
     curves_figure(run.figures / "curves.png", curves, f"PGD-{args.steps} on {args.views} views, {args.data}")
     run.write_summary({"curves": {m: {str(e): v for e, v in pts.items()} for m, pts in curves.items()}})
     write_report(run.path / "report.html", f"stereo evaluation {run.name}",

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ...attacks import FGSM, PGD, Square
+from ...attacks import PGD, Square
 from ...evaluation.sanity import Check, SanityReport
+from .attacks import stereo_attack
 from .consistent import warp_to_left
 from .data import StereoDataset
 from .model import StereoNet
@@ -125,10 +126,7 @@ def defend_stereo(model: StereoNet, data: StereoDataset, cfg: DefenseConfig) -> 
 def evaluate_defense(model: StereoNet, data: StereoDataset, eps: float = 0.02, views: str = "both",
                      steps: int = 10, seed: int = 0) -> dict:
     """Clean EPE and the EPE under PGD re-optimised against this model (an adaptive attack)."""
-    model.eval()
-    attack = PGD(stereo_threat(eps, views), disparity_objective(100.0), steps=steps, step_size=eps / 4,
-                 early_stop=False, seed=seed)
-    res = attack(model, data.x, (data.disparity, data.mask))
+    res = stereo_attack(model, data.x, data.disparity, data.mask, eps=eps, views=views, steps=steps, seed=seed)
     return {"clean": evaluate_stereo(model, data), "adaptive": evaluate_stereo(model, data, x=res.x_adv)}
 
 
@@ -161,8 +159,8 @@ def stereo_sanity_checks(model, data: StereoDataset, eps: float = 0.02, checks: 
                      "input gradients are finite and non-zero" if finite and zero <= 0.1 else
                      f"input gradients are {'not finite' if not finite else f'zero for {zero:.0%} of pairs'} (masked gradients)",
                      {"zero_gradient_fraction": zero, "finite": finite}))
-    pgd = epe(PGD(threat, objective, steps=10, step_size=eps / 4, early_stop=False)(model, x, target).x_adv)
-    fgsm = epe(FGSM(threat, objective, early_stop=False)(model, x, target).x_adv)
+    pgd = epe(stereo_attack(model, x, *target, eps=eps).x_adv)
+    fgsm = epe(stereo_attack(model, x, *target, eps=eps, method="fgsm").x_adv)
     out.append(Check("one_step_vs_iterative", "warn" if fgsm > 1.02 * pgd else "pass",
                      f"PGD-10 EPE {pgd:.2f} vs FGSM {fgsm:.2f}", {"pgd10_epe": pgd, "fgsm_epe": fgsm}))
     if checks == "all":

@@ -25,7 +25,7 @@ from ...attacks.universal import AdversarialPatch, UniversalPerturbation, _place
 from ...errors import InputError
 from .data import StereoDataset
 from .metrics import stereo_metrics
-from .train import disparity_objective, stereo_threat
+from .train import disparity_objective, predict, stereo_threat
 
 
 @dataclass
@@ -76,12 +76,9 @@ def jittered_metrics(model, x: torch.Tensor, disparity: torch.Tensor, mask: torc
     """Mean EPE / bad-3 of `x` over n random jitters (how an attack survives physical changes)."""
     jitter = jitter or PairJitter()
     gen = torch.Generator().manual_seed(seed)
-    model.eval()
     epe, bad3 = [], []
     for _ in range(n):
-        xj = jitter(x, gen)
-        pred = torch.cat([model(xj[i:i + batch_size]) for i in range(0, x.shape[0], batch_size)])
-        m = stereo_metrics(pred, disparity, mask)
+        m = stereo_metrics(predict(model, jitter(x, gen), batch_size), disparity, mask)
         epe.append(m["epe"])
         bad3.append(m["bad3"])
     return {"epe": sum(epe) / n, "bad3": sum(bad3) / n, "epe_min": min(epe), "n": n}
@@ -151,8 +148,6 @@ def patch_metrics(model, patch: torch.Tensor, data: StereoDataset, disparity_ran
                   n: int = 5, jitter: PairJitter | None = None, seed: int = 0) -> dict:
     """EPE over the whole patched scene and over the patch itself, averaged over n random placements
     (each seen through a random `jitter` if given)."""
-    from .attacks import predict
-
     placement = PatchAtDisparity(disparity_range)
     gen = torch.Generator().manual_seed(seed)
     scene, on = [], []

@@ -27,14 +27,14 @@ from ...attacks import PGD, Square
 from ...attacks.universal import UniversalPerturbation
 from ...fileio import atomic_write_json, atomic_write_text
 from ...training.checkpoints import load_weights
-from .attacks import predict, stereo_attack
+from .attacks import stereo_attack
 from .data import StereoDataset, motorcycle, synthetic_stereo
 from .defense import DefenseConfig, defend_stereo, stereo_sanity_checks
 from .metrics import stereo_metrics
 from .physical import PairJitter, RandomPairTransform, fit_stereo_patch, fit_universal_tile, jittered_metrics, patch_metrics
 from .pretrained import StereoSetup, pretrained_stereo, save_stereo_model
 from .sgbm import SGBM, sgbm_oracle
-from .train import UNREACHED, disparity_objective, stereo_threat
+from .train import UNREACHED, disparity_objective, evaluate_stereo, stereo_threat
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class Cells:
 
 
 def _metrics(model, data: StereoDataset, x: torch.Tensor | None = None) -> dict:
-    m = stereo_metrics(predict(model, data.x if x is None else x, batch_size=4), data.disparity, data.mask)
+    m = evaluate_stereo(model, data, batch_size=4, x=x)
     return {"epe": m["epe"], "bad3": m["bad3"], "d1": m["d1"]}
 
 

@@ -45,12 +45,15 @@ def train_stereo(model: StereoNet, data: StereoDataset, steps: int = 800, batch_
 
 
 @torch.no_grad()
+def predict(model, x: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
+    """Disparity maps of pairs x [B, 6, H, W] in eval mode, in batches."""
+    model.eval()
+    return torch.cat([model(x[i:i + batch_size]) for i in range(0, x.shape[0], batch_size)])
+
+
 def evaluate_stereo(model, data: StereoDataset, batch_size: int = 8, x: torch.Tensor | None = None) -> dict:
     """EPE / bad-k / D1 over valid non-occluded pixels (on `x` instead of the clean pairs if given)."""
-    model.eval()
-    inputs = data.x if x is None else x
-    preds = torch.cat([model(inputs[i:i + batch_size]) for i in range(0, len(data), batch_size)])
-    return stereo_metrics(preds, data.disparity, data.mask)
+    return stereo_metrics(predict(model, data.x if x is None else x, batch_size), data.disparity, data.mask)
 
 
 #: An error threshold (px) that no disparity map reaches: attacks run all their steps, and the loss
