@@ -24,7 +24,7 @@ def bench_square(model, x, y, eps, n_queries, label, torchattacks, art):
     x, y = x[ok], y[ok]
     rows = []
     t0 = time.perf_counter()
-    res = rl.attacks.Square(rl.ThreatModel("linf", eps), n_queries=n_queries, p_init=0.8)(model, x, y)
+    res = rl.attacks.Square(rl.ThreatModel("linf", eps), max_queries=n_queries, p_init=0.8)(model, x, y)
     t = time.perf_counter() - t0
     rows.append(("robustlab Square", res.success_rate, _queries_stats(res.queries[res.success]), t))
     if torchattacks is not None:

@@ -10,12 +10,16 @@ import torch
 import torch.nn.functional as F
 
 from .errors import InputError
+from .registry import Registry
 
 
 class Objective:
     """Base class. Subclasses implement `loss` and `success`."""
 
     name = "objective"
+    #: the kind of task it belongs to ("classification", "regression", "sequence"); suites and
+    #: checks choose their protocol by it
+    task: str | None = None
     #: True when loss > 0 exactly on successful samples (needed by minimum-norm attacks such as CW).
     margin_like = False
 
@@ -24,6 +28,13 @@ class Objective:
 
     def success(self, output: torch.Tensor, target) -> torch.Tensor:
         raise NotImplementedError
+
+    def divergence(self, output: torch.Tensor, reference: torch.Tensor, target=None) -> torch.Tensor:
+        """Per-sample distance between the output at a perturbed point and at the clean point (the
+        TRADES term, Zhang et al. 2019). Defined for classification (KL of the softmax) and regression
+        (mean squared difference over valid elements); other objectives do not define it."""
+        raise NotImplementedError(f"{type(self).__name__} defines no output divergence, so TRADES is not defined "
+                                  "for it; train with pgd or llr instead")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -81,13 +92,22 @@ def _misclassified(output, target) -> torch.Tensor:
     return output.argmax(1) != _labels(output, target)
 
 
+def kl_divergence(output: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Per-sample KL(softmax(reference) || softmax(output))."""
+    return F.kl_div(F.log_softmax(output, 1), F.softmax(reference, 1), reduction="none").sum(1)
+
+
 class CrossEntropy(Objective):
     """Untargeted: maximise CE(f(x), y); success = misclassification."""
 
     name = "ce"
+    task = "classification"
 
     def loss(self, output, target):
         return F.cross_entropy(output, _labels(output, target), reduction="none")
+
+    def divergence(self, output, reference, target=None):
+        return kl_divergence(output, reference)
 
     def success(self, output, target):
         return _misclassified(output, target)
@@ -97,6 +117,7 @@ class Margin(Objective):
     """Untargeted CW margin: max_{i != y} z_i - z_y (> 0 exactly when misclassified)."""
 
     name = "margin"
+    task = "classification"
     margin_like = True
 
     def loss(self, output, target):
@@ -114,6 +135,7 @@ class DLR(Objective):
     """
 
     name = "dlr"
+    task = "classification"
 
     def loss(self, output, target):
         y = _labels(output, target)
@@ -131,6 +153,7 @@ class TargetedCE(Objective):
     """Targeted: maximise -CE(f(x), t); success = argmax == t."""
 
     name = "targeted_ce"
+    task = "classification"
 
     def loss(self, output, target):
         _, t = _target_classes(output, target)
@@ -144,6 +167,7 @@ class TargetedMargin(Objective):
     """Targeted CW margin: z_t - max_{i != t} z_i (> 0 exactly when classified as t)."""
 
     name = "targeted_margin"
+    task = "classification"
     margin_like = True
 
     def loss(self, output, target):
@@ -162,6 +186,7 @@ class TargetedDLR(Objective):
     """
 
     name = "targeted_dlr"
+    task = "classification"
 
     def __init__(self, untargeted_success: bool = True):
         self.untargeted_success = untargeted_success
@@ -194,6 +219,7 @@ class RegressionError(Objective):
     """
 
     name = "regression"
+    task = "regression"
     margin_like = True
 
     def __init__(self, threshold: float, error: str = "l1", mask: torch.Tensor | None = None):
@@ -235,6 +261,17 @@ class RegressionError(Objective):
     def success(self, output, target):
         return self._error(output, target) > self.threshold
 
+    def divergence(self, output, reference, target=None):
+        """Mean squared difference of the outputs over the valid elements of `target`'s mask."""
+        mask = self.mask
+        if isinstance(target, (tuple, list)):
+            mask = target[1]
+        diff = (output - reference).pow(2).reshape(output.shape[0], -1)
+        if mask is None:
+            return diff.mean(1)
+        m = torch.broadcast_to(mask.to(diff.dtype), output.shape).reshape(output.shape[0], -1)
+        return (diff * m).sum(1) / m.sum(1).clamp_min(1)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(threshold={self.threshold}, error={self.error!r})"
 
@@ -254,23 +291,33 @@ class RegressionTarget(RegressionError):
         return self._error(output, target) < self.threshold
 
 
-OBJECTIVES = {
-    "ce": CrossEntropy,
-    "margin": Margin,
-    "cw": Margin,
-    "dlr": DLR,
-    "targeted_ce": TargetedCE,
-    "targeted_margin": TargetedMargin,
-    "targeted_dlr": TargetedDLR,
-}
+class SmoothL1Error(RegressionError):
+    """Regression training loss: the per-sample mean smooth-L1 (Huber, beta 1) error over valid
+    elements (the usual disparity training loss); success = that error above ``threshold``."""
+
+    name = "smooth_l1"
+
+    def _error(self, output, target):
+        mask = self.mask
+        if isinstance(target, (tuple, list)):
+            target, mask = target[0], target[1]
+        if not isinstance(target, torch.Tensor) or target.shape != output.shape:
+            raise InputError(f"regression targets must be a tensor of the output's shape {tuple(output.shape)}")
+        m = torch.ones_like(output) if mask is None else torch.broadcast_to(mask.to(output.dtype), output.shape)
+        t = torch.where(m > 0, target, output.detach())  # masked targets may be inf or NaN
+        err = F.smooth_l1_loss(output, t, reduction="none") * m
+        return err.reshape(output.shape[0], -1).sum(1) / m.reshape(output.shape[0], -1).sum(1).clamp_min(1)
 
 
-def get_objective(name_or_obj) -> Objective:
+OBJECTIVES = Registry("objective")
+for _cls, _aliases in ((CrossEntropy, ()), (Margin, ("cw",)), (DLR, ()), (TargetedCE, ()), (TargetedMargin, ()),
+                       (TargetedDLR, ()), (RegressionError, ()), (RegressionTarget, ()), (SmoothL1Error, ())):
+    OBJECTIVES.register(_cls.name, _cls, aliases=_aliases, task=_cls.task, margin_like=_cls.margin_like,
+                        doc=(_cls.__doc__ or "").strip().splitlines()[0])
+
+
+def get_objective(name_or_obj, **kwargs) -> Objective:
+    """An objective instance: pass one through, or build a registered one by name."""
     if isinstance(name_or_obj, Objective):
         return name_or_obj
-    from .errors import unknown_name
-
-    try:
-        return OBJECTIVES[str(name_or_obj).lower()]()
-    except KeyError:
-        raise unknown_name("objective", str(name_or_obj), OBJECTIVES) from None
+    return OBJECTIVES.create(str(name_or_obj), **kwargs)

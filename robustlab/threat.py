@@ -6,9 +6,11 @@ the random start inside the ball and the steepest-ascent step for its norm.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 
 import torch
+import torch.nn.functional as F
 
 from .errors import InputError, check_eps
 
@@ -19,9 +21,12 @@ def _flat(t: torch.Tensor) -> torch.Tensor:
     return t.reshape(t.shape[0], -1)
 
 
-def _per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+def per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """Broadcast a [B] tensor over the remaining dimensions of `like`."""
     return v.reshape(-1, *([1] * (like.dim() - 1)))
+
+
+_per_sample = per_sample  # old private name, kept for modules not yet moved to the public one
 
 
 def lp_norm(delta: torch.Tensor, norm: str) -> torch.Tensor:
@@ -71,12 +76,22 @@ class ThreatModel:
         bounds: valid input range (after any normalisation is undone), default [0, 1].
         mask: optional tensor broadcastable to one input (or a batch); 0 where the input may
             not change (e.g. the right view of a stereo pair, a patch region).
+        mask_per_sample: the mask has a leading batch dimension, row i belonging to input i (a
+            text-stroke mask per line, a valid-pixel mask per pair); the engine subsets it with
+            the samples when it drops finished ones (``subset``).
+
+    The attack variable of a pixel threat is the perturbed input itself (``variable_is_point``):
+    ``init`` draws a random point, ``project`` and ``step`` act on points; structured threats
+    (``VariableThreat``) optimise another variable and map it to the input with ``apply``.
     """
 
     norm: str
     eps: float
     bounds: tuple[float, float] = (0.0, 1.0)
     mask: torch.Tensor | None = field(default=None, compare=False, repr=False)
+    mask_per_sample: bool = False
+
+    variable_is_point = True
 
     def __post_init__(self) -> None:
         norm = str(self.norm).lower().replace("-", "").replace("_", "")
@@ -92,6 +107,28 @@ class ThreatModel:
 
     def with_eps(self, eps: float) -> "ThreatModel":
         return replace(self, eps=eps)
+
+    @property
+    def has_per_sample_state(self) -> bool:
+        return self.mask is not None and self.mask_per_sample
+
+    def subset(self, index: torch.Tensor) -> "ThreatModel":
+        """The threat model of samples `index` (per-sample masks are indexed, shared ones kept)."""
+        if not self.has_per_sample_state:
+            return self
+        return replace(self, mask=self.mask[index.to(self.mask.device)])
+
+    def init(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The attack variable's random start: a random point of the feasible set (``random_init``)."""
+        return self.random_init(x, generator)
+
+    def point(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """The input that variable `v` stands for: for a pixel threat the variable is that input."""
+        return v
+
+    def pullback(self, x: torch.Tensor, v: torch.Tensor, grad_x: torch.Tensor) -> torch.Tensor:
+        """The gradient with respect to the variable, given the gradient at the input ``point(x, v)``."""
+        return grad_x
 
     def _mask_like(self, x: torch.Tensor) -> torch.Tensor | None:
         if self.mask is None:
@@ -205,3 +242,248 @@ class ThreatModel:
 
     def describe(self) -> str:
         return f"{self.norm} eps={self.eps:g}"
+
+
+class VariableThreat:
+    """A threat model whose attack variable is not the input: ``x_adv = apply(x, v)``, with ``v`` in
+    an Lp ball of radius ``eps`` (linf or l2). Subclasses define ``variable_like(x)`` (a zero variable
+    for a batch) and ``transform(x, v)`` (differentiable in ``v``); per-sample state (a warp map, a
+    mask) is held in tensors named in ``per_sample_fields`` and subset with the samples.
+
+    Every attack works on it unchanged: the engine evaluates ``point(x, v) = apply(x, v)`` and maps
+    the input gradient back to the variable with autograd (``pullback``); ``init``, ``project`` and
+    ``step`` act on the variable.
+    """
+
+    variable_is_point = False
+    per_sample_fields: tuple[str, ...] = ()
+
+    def __init__(self, norm: str = "linf", eps: float = 0.0, bounds: tuple[float, float] = (0.0, 1.0)):
+        self._ball = ThreatModel(norm, eps, bounds=(float("-inf"), float("inf")))
+        if self._ball.norm not in ("linf", "l2"):
+            raise InputError(f"{type(self).__name__} supports linf and l2 balls, got {norm!r}")
+        self.norm, self.eps = self._ball.norm, self._ball.eps
+        lo, hi = (float(b) for b in bounds)
+        if not lo < hi:
+            raise InputError(f"bounds must satisfy low < high, got {bounds}")
+        self.bounds = (lo, hi)
+        self.mask = None
+
+    # ---- to implement ----------------------------------------------------------------------
+    def variable_like(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def transform(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    # ---- the contract --------------------------------------------------------------------
+    def _copy(self, **changes) -> "VariableThreat":
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        new.__dict__.update(changes)
+        return new
+
+    def with_eps(self, eps: float) -> "VariableThreat":
+        ball = self._ball.with_eps(eps)
+        return self._copy(_ball=ball, eps=ball.eps)
+
+    @property
+    def has_per_sample_state(self) -> bool:
+        return bool(self.per_sample_fields)
+
+    def subset(self, index: torch.Tensor) -> "VariableThreat":
+        return self._copy(**{f: getattr(self, f)[index.to(getattr(self, f).device)] for f in self.per_sample_fields})
+
+    def check_batch(self, x: torch.Tensor) -> None:
+        for f in self.per_sample_fields:
+            n = getattr(self, f).shape[0]
+            if n != x.shape[0]:
+                raise InputError(f"{type(self).__name__} holds {f} for {n} samples but the batch has {x.shape[0]}; "
+                                 "build the threat for these inputs, or take .subset(index) of it")
+
+    def apply(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return self.transform(x, v).clamp(*self.bounds)
+
+    def point(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return self.apply(x, v)
+
+    def pullback(self, x: torch.Tensor, v: torch.Tensor, grad_x: torch.Tensor) -> torch.Tensor:
+        v_req = v.detach().requires_grad_(True)
+        with torch.enable_grad():
+            out = self.apply(x, v_req)
+            grad_v, = torch.autograd.grad(out, v_req, grad_x)
+        return grad_v
+
+    def init(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        zero = self.variable_like(x)
+        return self._ball.random_init(zero, generator)
+
+    def zero(self, x: torch.Tensor) -> torch.Tensor:
+        return self.variable_like(x)
+
+    def project(self, x: torch.Tensor, v: torch.Tensor, eps: torch.Tensor | float | None = None) -> torch.Tensor:
+        return self._ball.project(torch.zeros_like(v), v, eps)
+
+    def step(self, grad: torch.Tensor, step_size: torch.Tensor | float, **kw) -> torch.Tensor:
+        return self._ball.step(grad, step_size)
+
+    def contains(self, x: torch.Tensor, x_adv: torch.Tensor, tol: float = 1e-5) -> torch.Tensor:
+        """Inputs lie in the bounds (the ball constrains the variable, checked by the attack)."""
+        return ((x_adv >= self.bounds[0] - tol) & (x_adv <= self.bounds[1] + tol)).flatten(1).all(1)
+
+    def describe(self) -> str:
+        return f"{type(self).__name__} {self.norm} eps={self.eps:g}"
+
+
+class ParametricThreat(VariableThreat):
+    """Beyond the image space: a few parameters theta of a differentiable transform (colour,
+    geometry, blur and lighting). Identity parameters theta_0, per-parameter range r; the feasible
+    set is the box |theta - theta_0| <= eps * r, so ``eps`` scales the whole box (eps = 1: the
+    nominal ranges). The step is ``step_size * r * sign(grad)``, so step sizes are in units of eps.
+    Subclasses define ``names``, ``default_ranges``, ``identity`` and ``transform(x, theta)``."""
+
+    norm = "param"
+    names: tuple[str, ...] = ()
+
+    def __init__(self, eps: float = 1.0, ranges: dict[str, float] | None = None, bounds=(0.0, 1.0)):
+        super().__init__("linf", eps, bounds)
+        self.norm = "param"
+        r = dict(self.default_ranges())
+        for k, v in (ranges or {}).items():
+            if k not in r:
+                raise InputError(f"unknown parameter {k!r} for {type(self).__name__}; known: {', '.join(r)}")
+            r[k] = float(v)
+        self.range_values = r
+
+    def default_ranges(self) -> dict[str, float]:
+        raise NotImplementedError
+
+    def identity(self, x: torch.Tensor) -> torch.Tensor:
+        """theta_0 for a batch, shape [B, P]."""
+        raise NotImplementedError
+
+    def param_names(self, x: torch.Tensor) -> list[str]:
+        return list(self.names)
+
+    def _expand_ranges(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tensor([self.range_values[n] for n in self.param_names(x)], dtype=x.dtype, device=x.device)
+
+    def param_ranges(self, x: torch.Tensor) -> torch.Tensor:
+        return self.eps * self._expand_ranges(x)
+
+    def variable_like(self, x):
+        return self.identity(x)
+
+    def with_eps(self, eps: float) -> "ParametricThreat":
+        return self._copy(eps=check_eps(eps))
+
+    def project_params(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        t0, r = self.identity(x), self.param_ranges(x)
+        return torch.maximum(torch.minimum(theta, t0 + r), t0 - r)
+
+    def project(self, x, v, eps=None):
+        return self.project_params(x, v)
+
+    def random_params(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """Uniform in the box, from uniform [0, 1) numbers u of shape [B, P]."""
+        return self.identity(x) + (2 * u - 1) * self.param_ranges(x)
+
+    def init(self, x, generator=None):
+        t0 = self.identity(x)
+        u = torch.rand(t0.shape, generator=generator, dtype=t0.dtype, device=t0.device)
+        return self.project_params(x, self.random_params(x, u))
+
+    def step(self, grad, step_size, **kw):
+        # the box is per parameter: a sign step scaled by each parameter's nominal range
+        if not isinstance(step_size, torch.Tensor):
+            step_size = torch.full((grad.shape[0],), float(step_size), dtype=grad.dtype, device=grad.device)
+        r = torch.tensor([self.range_values[n] for n in self._names_for(grad)], dtype=grad.dtype, device=grad.device)
+        return step_size[:, None] * r[None] * grad.sign()
+
+    def _names_for(self, theta: torch.Tensor) -> list[str]:
+        names = list(self.names)
+        if len(names) == theta.shape[1]:
+            return names
+        per = theta.shape[1] // len(names)  # per-channel parameters, grouped by name
+        return [n for n in names for _ in range(per)]
+
+    def describe(self) -> str:
+        return f"{type(self).__name__} eps={self.eps:g} ranges={self.range_values}"
+
+
+class ColorThreat(ParametricThreat):
+    """Per-channel affine colour change x'_c = a_c x_c + b_c (contrast a, brightness b)."""
+
+    names = ("contrast", "brightness")
+
+    def default_ranges(self):
+        return {"contrast": 0.3, "brightness": 0.2}
+
+    def param_names(self, x):
+        c = x.shape[1]
+        return ["contrast"] * c + ["brightness"] * c
+
+    def identity(self, x):
+        c = x.shape[1]
+        return torch.cat([torch.ones(x.shape[0], c), torch.zeros(x.shape[0], c)], 1).to(x)
+
+    def transform(self, x, theta):
+        c = x.shape[1]
+        a, b = theta[:, :c, None, None], theta[:, c:, None, None]
+        return a * x + b
+
+
+class GeometricThreat(ParametricThreat):
+    """Rotation (degrees), translation (fractions of the image) and scale, via affine_grid."""
+
+    names = ("rotation", "tx", "ty", "scale")
+
+    def default_ranges(self):
+        return {"rotation": 30.0, "tx": 0.1, "ty": 0.1, "scale": 0.1}
+
+    def identity(self, x):
+        return torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=x.dtype, device=x.device).expand(x.shape[0], 4).clone()
+
+    def transform(self, x, theta):
+        ang = theta[:, 0] * math.pi / 180
+        s = theta[:, 3]
+        cos, sin = torch.cos(ang) / s, torch.sin(ang) / s
+        mat = torch.stack([torch.stack([cos, -sin, theta[:, 1] * 2], 1), torch.stack([sin, cos, theta[:, 2] * 2], 1)], 1)
+        grid = F.affine_grid(mat, list(x.shape), align_corners=False)
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+class BlurLightingThreat(ParametricThreat):
+    """Gaussian blur (sigma in pixels, differentiable kernel) and a linear lighting ramp:
+    x' = blur(x) * (1 + gx * u + gy * v) + bias with u, v in [-1, 1] the image coordinates."""
+
+    names = ("sigma", "gx", "gy", "bias")
+
+    def default_ranges(self):
+        return {"sigma": 1.5, "gx": 0.3, "gy": 0.3, "bias": 0.1}
+
+    def identity(self, x):
+        t = torch.zeros(x.shape[0], 4, dtype=x.dtype, device=x.device)
+        return t
+
+    def project_params(self, x, theta):
+        theta = super().project_params(x, theta)
+        return torch.cat([theta[:, :1].clamp_min(0), theta[:, 1:]], 1)  # sigma >= 0
+
+    def transform(self, x, theta):
+        b, c, h, w = x.shape
+        sigma = theta[:, 0].clamp_min(1e-3)
+        k = 7
+        t = torch.arange(k, dtype=x.dtype, device=x.device) - k // 2
+        g = torch.exp(-t[None] ** 2 / (2 * sigma[:, None] ** 2))
+        g = g / g.sum(1, keepdim=True)                                           # [B, k]
+        xp = F.pad(x, (k // 2, k // 2, k // 2, k // 2), mode="replicate")
+        # separable blur with a per-sample kernel: grouped convolution over B*C channels
+        xr = xp.reshape(1, b * c, *xp.shape[-2:])
+        kh = g.repeat_interleave(c, 0)[:, None, None, :]
+        kv = g.repeat_interleave(c, 0)[:, None, :, None]
+        blurred = F.conv2d(F.conv2d(xr, kh, groups=b * c), kv, groups=b * c).reshape(b, c, h, w)
+        v = torch.linspace(-1, 1, h, dtype=x.dtype, device=x.device)[:, None]
+        u = torch.linspace(-1, 1, w, dtype=x.dtype, device=x.device)[None, :]
+        gain = 1 + theta[:, 1, None, None] * u + theta[:, 2, None, None] * v
+        return blurred * gain[:, None] + theta[:, 3, None, None, None]

@@ -30,7 +30,7 @@ def test_square_is_competitive_with_apgd_through_a_score_oracle(digits_model, di
     x, y = digits_correct
     threat = rl.ThreatModel(norm, eps)
     oracle = ScoreOracle.from_model(digits_model, budget=1000)
-    res = A.Square(threat, n_queries=1000)(oracle, x, y)
+    res = A.Square(threat, max_queries=1000)(oracle, x, y)
     apgd = A.APGD(threat, steps=50)(digits_model, x, y)
     assert res.success_rate >= 0.85 * apgd.success_rate > 0.3
     assert_valid_adversarials(digits_model, threat, x, y, res)
@@ -44,15 +44,15 @@ def test_square_is_competitive_with_apgd_through_a_score_oracle(digits_model, di
 def test_square_early_stopping_changes_no_result(digits_model, digits_test):
     x, y = digits_test
     threat = rl.ThreatModel("linf", 0.1)
-    on, off = A.Square(threat, n_queries=300), A.Square(threat, n_queries=300, early_stop=False)
+    on, off = A.Square(threat, max_queries=300), A.Square(threat, max_queries=300, early_stop=False)
     r_on, r_off = on(digits_model, x, y), off(digits_model, x, y)
     assert torch.equal(r_on.success, r_off.success)
     assert r_on.queries.sum() < r_off.queries.sum()
 
 
 @pytest.mark.parametrize("make", [
-    lambda t: A.SimBA(t, step_size=0.1, max_iters=400, basis="pixel"),
-    lambda t: A.SimBA(t, step_size=0.1, max_iters=400, basis="dct"),
+    lambda t: A.SimBA(t, step_size=0.1, steps=400, basis="pixel"),
+    lambda t: A.SimBA(t, step_size=0.1, steps=400, basis="dct"),
     lambda t: A.NES(t, n_samples=20, max_queries=1500),
     lambda t: A.BanditsTD(t, max_queries=1500, prior_size=4),
 ])
@@ -66,7 +66,7 @@ def test_score_based_attacks_break_points_inside_the_threat(digits_model, digits
 
 def test_simba_costs_one_to_two_queries_per_direction(digits_model, digits_correct):
     x, y = digits_correct
-    res = A.SimBA(rl.ThreatModel("l2", 100.0), step_size=0.05, max_iters=50, basis="pixel", early_stop=False)(digits_model, x, y)
+    res = A.SimBA(rl.ThreatModel("l2", 100.0), step_size=0.05, steps=50, basis="pixel", early_stop=False)(digits_model, x, y)
     per_step = (res.queries.double() - 1) / 50
     assert ((per_step >= 1) & (per_step <= 2)).all()
 
@@ -119,7 +119,7 @@ def test_oracle_accounting_budget_memo_and_replay():
     oracle(x, ids=[0, 1, 2])
     assert calls == [2, 1]  # batched
     oracle(x[:1], ids=[0])  # memoised: free for the sample (one re-query checks determinism)
-    assert oracle.cache_hits == 1 and oracle.verification_queries == 1 and oracle.total_queries == 4
+    assert oracle.cache_hits == 1 and oracle.verificatiomax_queries == 1 and oracle.total_queries == 4
     assert oracle.queries_of([0, 1, 2]).tolist() == [1, 1, 1] and oracle.deterministic is not False
     oracle(x[:1] + 0.1, ids=[0])
     with pytest.raises(QueryBudgetExceeded, match=r"samples \[0\] exhausted their budget of 2"):

@@ -39,7 +39,7 @@ def test_standard_suite_is_the_autoattack_protocol():
     suite = build_suite("standard", rl.ThreatModel("linf", 0.3))
     assert [a.name for a in suite] == ["apgd-ce", "apgd-t", "fab-t", "square"]
     assert suite[0].steps == 100 and suite[1].n_targets == 9 and suite[2].n_targets == 9
-    assert suite[3].n_queries == 5000 and suite[3].p_init == 0.8
+    assert suite[3].max_queries == 5000 and suite[3].p_init == 0.8
     rand = build_suite("rand", rl.ThreatModel("linf", 0.3))
     assert [a.eot for a in rand] == [20, 20]
 

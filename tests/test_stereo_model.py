@@ -37,13 +37,17 @@ def test_pgd_on_disparity_through_the_common_engine(trained, views):
         assert float(changed[:3].max()) == 0.0
 
 
-def test_stereo_consistent_perturbations_satisfy_their_constraint(trained):
-    from robustlab.tasks.stereo import StereoConsistentPGD, warp_to_left
+@pytest.mark.parametrize("attack_cls", ["pgd", "apgd"])
+def test_stereo_consistent_perturbations_satisfy_their_constraint(trained, attack_cls):
+    """The stereo-consistent threat is attacked by plain PGD and APGD, unchanged."""
+    from robustlab.tasks.stereo import StereoConsistentThreat, warp_to_left
 
     model, _, val, _ = trained
     x = 0.1 + 0.8 * val.x  # keep pixels away from the bounds: no clamping, the constraint holds exactly
-    threat = stereo_threat(0.02, "both")
-    res = StereoConsistentPGD(threat, disparity_objective(threshold=100.0), steps=10)(model, x, (val.disparity, val.mask))
+    threat = StereoConsistentThreat(0.02, val.disparity, val.mask)
+    attack = rl.attacks.PGD(threat, disparity_objective(threshold=100.0), steps=10, step_size=0.005) if attack_cls == "pgd" \
+        else rl.attacks.APGD(threat, disparity_objective(threshold=100.0), steps=10)
+    res = attack(model, x, (val.disparity, val.mask))
     delta = res.x_adv - x
     d_left, d_right = delta[:, :3], delta[:, 3:]
     assert float(d_right.abs().max()) <= 0.02 + 1e-6 and float(d_right.abs().max()) > 0.01
@@ -53,6 +57,26 @@ def test_stereo_consistent_perturbations_satisfy_their_constraint(trained):
     attacked = evaluate_stereo(model, val, x=res.x_adv)
     clean = evaluate_stereo(model, val, x=x)
     assert attacked["epe"] > clean["epe"]  # it still hurts the network (which is not a correct matcher)
+
+
+def test_per_sample_threat_state_follows_early_stopping(trained):
+    """With early stopping, finished pairs leave the batch and their warp maps leave the threat with
+    them: every pair keeps its own disparity, so early stopping changes no result."""
+    from robustlab.objectives import RegressionError
+    from robustlab.tasks.stereo import StereoConsistentThreat
+
+    model, _, val, _ = trained
+    x, d, m = val.x[:4], val.disparity[:4], val.mask[:4]
+    threat = StereoConsistentThreat(0.02, d, m)
+    probe = rl.attacks.PGD(threat, RegressionError(threshold=100.0), steps=5, step_size=0.005)(model, x, (d, m))
+    objective = RegressionError(threshold=float(probe.loss.median()) + 100.0)  # some pairs finish early, some never
+    batch = rl.attacks.PGD(threat, objective, steps=5, step_size=0.005)(model, x, (d, m))
+    full = rl.attacks.PGD(threat, objective, steps=5, step_size=0.005, early_stop=False)(model, x, (d, m))
+    assert 0 < int(batch.success.sum()) < 4
+    assert torch.equal(batch.success, full.success)
+    assert torch.allclose(batch.x_adv[~batch.success], full.x_adv[~full.success], atol=1e-6)
+    with pytest.raises(rl.errors.InputError, match="subset"):
+        rl.attacks.PGD(threat, objective, steps=1)(model, x[:2], (d[:2], m[:2]))
 
 
 def test_sgbm_baseline_and_a_black_box_attack_on_it(trained):
@@ -65,11 +89,11 @@ def test_sgbm_baseline_and_a_black_box_attack_on_it(trained):
     baseline = stereo_metrics(torch.full_like(val.disparity, constant), val.disparity, val.mask)
     assert clean["bad1"] < baseline["bad1"]  # a real matcher (its unmatched left border counts as errors)
     oracle = sgbm_oracle(max_disp=24)
-    res = rl.attacks.Square(stereo_threat(0.03, "both"), disparity_objective(threshold=100.0), n_queries=150,
+    res = rl.attacks.Square(stereo_threat(0.03, "both"), disparity_objective(threshold=100.0), max_queries=150,
                             early_stop=False)(oracle, val.x, (val.disparity, val.mask))
     attacked = stereo_metrics(sgbm(res.x_adv), val.disparity, val.mask)
     assert attacked["epe"] > 1.1 * clean["epe"], (clean, attacked)
-    assert oracle.total_queries <= 150 * len(val) + oracle.verification_queries
+    assert oracle.total_queries <= 150 * len(val) + oracle.verificatiomax_queries
 
 
 def test_defense_reduces_adaptive_attack_error_and_regularisers_are_sound(trained):

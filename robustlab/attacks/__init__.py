@@ -1,7 +1,8 @@
 """Attacks: every attack is ``Attack(threat, objective, **hparams)(model, x, target) -> AttackResult``."""
 from __future__ import annotations
 
-from ..errors import unknown_name
+from ..errors import InputError
+from ..registry import Registry
 from ..threat import ThreatModel
 from .apgd import APGD, APGDDLR, APGDT, apgd_checkpoints
 from .base import Attack, AttackContext, AttackResult, IterativeAttack
@@ -17,38 +18,49 @@ from .simba import SimBA
 from .estimation import NES, BanditsTD
 from .decision import BoundaryAttack, DecisionAttack, HopSkipJump, RayS
 
-ATTACKS: dict[str, type[Attack]] = {
-    "fgsm": FGSM,
-    "bim": BIM,
-    "pgd": PGD,
-    "mifgsm": MIFGSM,
-    "apgd-ce": APGD,
-    "apgd-dlr": APGDDLR,
-    "apgd-t": APGDT,
-    "cw-l2": CarliniWagnerL2,
-    "deepfool": DeepFool,
-    "fab-t": FABT,
-    "parametric-pgd": ParametricPGD,
-    "square": Square,
-    "simba": SimBA,
-    "nes": NES,
-    "bandits": BanditsTD,
-    "hopskipjump": HopSkipJump,
-    "rays": RayS,
-    "boundary": BoundaryAttack,
-}
+ATTACKS = Registry("attack")
+_ANY, _PIXEL = ("any",), ("linf", "l2", "l1")
+# access: white-box (gradients) | score (scores/losses only) | decision (the decision only).
+# objective: "any" (takes the task's objective) or "classification" (fixed classification losses).
+for _name, _cls, _meta in (
+    ("fgsm", FGSM, dict(access="white-box", norms=_PIXEL + ("param",), objective="any")),
+    ("bim", BIM, dict(access="white-box", norms=_PIXEL, objective="any")),
+    ("pgd", PGD, dict(access="white-box", norms=_PIXEL + ("param",), objective="any")),
+    ("mifgsm", MIFGSM, dict(access="white-box", norms=_PIXEL, objective="any")),
+    ("apgd-ce", APGD, dict(access="white-box", norms=_PIXEL + ("param",), objective="any")),
+    ("apgd-dlr", APGDDLR, dict(access="white-box", norms=_PIXEL, objective="classification")),
+    ("apgd-t", APGDT, dict(access="white-box", norms=_PIXEL, objective="classification")),
+    ("cw-l2", CarliniWagnerL2, dict(access="white-box", norms=("l2",), objective="any")),
+    ("deepfool", DeepFool, dict(access="white-box", norms=("linf", "l2"), objective="classification")),
+    ("fab-t", FABT, dict(access="white-box", norms=_PIXEL, objective="classification")),
+    ("parametric-pgd", ParametricPGD, dict(access="white-box", norms=("param",), objective="any")),
+    ("square", Square, dict(access="score", norms=("linf", "l2"), objective="any")),
+    ("simba", SimBA, dict(access="score", norms=("l2",), objective="any")),
+    ("nes", NES, dict(access="score", norms=("linf", "l2"), objective="any")),
+    ("bandits", BanditsTD, dict(access="score", norms=("linf", "l2"), objective="any")),
+    ("hopskipjump", HopSkipJump, dict(access="decision", norms=("linf", "l2"), objective="any")),
+    ("rays", RayS, dict(access="decision", norms=("linf",), objective="any")),
+    ("boundary", BoundaryAttack, dict(access="decision", norms=("l2",), objective="any")),
+):
+    ATTACKS.register(_name, _cls, tasks=_ANY if _meta["objective"] == "any" else ("classification",),
+                     doc=(_cls.__doc__ or "").strip().splitlines()[0], **_meta)
 
 
-def list_attacks() -> list[str]:
-    return sorted(ATTACKS)
+def list_attacks(**where) -> list[str]:
+    """Registered attack names, filtered by metadata: ``list_attacks(access="decision")``."""
+    return ATTACKS.names(**where)
 
 
 def create_attack(name: str, threat: ThreatModel, **kwargs) -> Attack:
-    """Build a registered attack by name, e.g. ``create_attack("pgd", threat, steps=40)``."""
-    key = name.lower().replace("_", "-")
-    if key not in ATTACKS:
-        raise unknown_name("attack", name, ATTACKS)
-    return ATTACKS[key](threat, **kwargs)
+    """Build a registered attack by name, e.g. ``create_attack("pgd", threat, steps=40)``. An
+    ``objective`` is passed on only to attacks that take one (``objective="any"`` in their metadata)."""
+    meta = ATTACKS.metadata(name)
+    if "objective" in kwargs and meta["objective"] != "any":
+        objective = kwargs.pop("objective")
+        if objective is not None and getattr(objective, "task", "classification") != "classification":
+            raise InputError(f"attack {name!r} uses fixed classification losses and cannot attack the "
+                             f"{type(objective).__name__} objective; use one of {', '.join(list_attacks(objective='any'))}")
+    return ATTACKS.create(name, threat, **kwargs)
 
 
 __all__ = [

@@ -58,6 +58,8 @@ class APGD(IterativeAttack):
 
     def _random_start(self, ctx: AttackContext) -> torch.Tensor:
         threat = ctx.threat
+        if not threat.variable_is_point:
+            return ctx.random_init()
         if threat.norm == "linf":
             t = 2 * ctx.rand_full(ctx.x.shape[1:]) - 1
         elif threat.norm == "l2":
@@ -136,25 +138,21 @@ class APGDT(APGD):
 
     def __init__(self, threat: ThreatModel, *, n_targets: int = 9, steps: int = 100, restarts: int = 1,
                  early_stop: bool = True, seed: int = 0):
-        super().__init__(threat, CrossEntropy(), steps=steps, restarts=restarts, early_stop=early_stop, seed=seed)
+        super().__init__(threat, TargetedDLR(untargeted_success=True), steps=steps, restarts=restarts,
+                         early_stop=early_stop, seed=seed)
         self.n_targets = int(n_targets)
 
     def run(self, ctx: AttackContext) -> None:
         labels = ctx.target_full
         if isinstance(labels, tuple):
             labels = labels[0]
-        _, _, clean_out = ctx.evaluate(ctx.x)
+        clean_out = ctx.output(ctx.x)
         n_classes = clean_out.shape[1]
         ranked = clean_out.argsort(1, descending=True)
         n_targets = min(self.n_targets, n_classes - 1)
-        saved_objective, saved_target = ctx.objective, ctx.target_full
-        ctx.objective = TargetedDLR(untargeted_success=True)
         try:
             for k in range(n_targets):
-                targets = ranked[:, k + 1]
-                ctx.target_full = (labels, targets)
-                ctx.set_active(ctx.index)
+                ctx.retarget((labels, ranked[:, k + 1]))
                 super().run(ctx)
         finally:
-            ctx.objective, ctx.target_full = saved_objective, saved_target
-            ctx.set_active(ctx.index)
+            ctx.retarget(labels)

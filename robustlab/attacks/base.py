@@ -115,6 +115,7 @@ class AttackContext:
     def __init__(self, model: Callable, x: torch.Tensor, target: Any, threat: ThreatModel,
                  objective: Objective, generator: torch.Generator):
         self.model = model
+        self.threat_full = threat
         self.threat = threat
         self.objective = objective
         self.generator = generator
@@ -136,6 +137,21 @@ class AttackContext:
         self.index = index
         self.x = self.x_full[index]
         self.target = index_target(self.target_full, index)
+        # per-sample state of the threat model (masks, warp maps) follows the samples
+        self.threat = self.threat_full.subset(index) if self.threat_full.has_per_sample_state else self.threat_full
+
+    def retarget(self, target: Any) -> None:
+        """Attack the same samples towards another target (e.g. APGD-T's next target class)."""
+        self.target_full = target
+        self.set_active(self.index)
+
+    def point(self, v: torch.Tensor, sub: torch.Tensor | None = None) -> torch.Tensor:
+        """The input that the threat's variable `v` stands for (v itself for pixel threats)."""
+        if self.threat.variable_is_point:
+            return v
+        threat = self.threat if sub is None else self.threat.subset(sub) if self.threat.has_per_sample_state else self.threat
+        x = self.x if sub is None else self.x[sub]
+        return threat.point(x, v)
 
     def shrink(self, keep: torch.Tensor) -> None:
         """Keep only the active samples where `keep` (bool over the active set) is True."""
@@ -169,12 +185,19 @@ class AttackContext:
             warn_if_probabilities(out)
         return out
 
+    def output(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's output on inputs of the active samples, counted as one query each, not judged."""
+        with torch.no_grad():
+            out = self._forward(x, self.index)
+        self.forward_calls[self.index] += 1
+        return out
+
     def evaluate(self, x_adv: torch.Tensor, sub: torch.Tensor | None = None
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Forward pass on x_adv (active samples, or the positions `sub` of the active set).
-
-        Returns (loss, success, output) and records the points.
-        """
+        """Forward pass at the threat variable `x_adv` (the point itself for pixel threats; active
+        samples, or the positions `sub` of the active set). Returns (loss, success, output) and
+        records the points."""
+        x_adv = self.point(x_adv, sub)
         idx = self.index if sub is None else self.index[sub]
         with torch.no_grad():
             out = self._forward(x_adv, idx)
@@ -184,12 +207,15 @@ class AttackContext:
 
     def loss_and_grad(self, x_adv: torch.Tensor, sub: torch.Tensor | None = None
                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Loss, input gradient of the summed loss, success and output at x_adv; records the points."""
+        """Loss, gradient of the summed loss with respect to the threat variable `x_adv` (the input
+        itself for pixel threats), success and output; records the points."""
         if self.is_oracle:
             raise InputError(
                 "this attack needs input gradients, but the model is a black-box oracle; use a score- or "
                 "decision-based attack (Square, SimBA, HopSkipJump, ...) or pass the differentiable model"
             )
+        v = x_adv
+        x_adv = self.point(v, sub).detach()
         loss, grad, out = self._loss_grad_once(x_adv, sub)
         for _ in range(self.eot - 1):  # EOT: average over draws of a randomised model
             l_i, g_i, o_i = self._loss_grad_once(x_adv, sub)
@@ -210,6 +236,9 @@ class AttackContext:
         self.grad_calls[idx] += self.eot
         out = out.detach()
         loss, succ = self._judge(x_adv.detach(), out, sub, loss.detach())
+        if not self.threat.variable_is_point:
+            threat = self.threat if sub is None or not self.threat.has_per_sample_state else self.threat.subset(sub)
+            grad = threat.pullback(self.x if sub is None else self.x[sub], v, grad)
         return loss, grad, succ, out
 
     def probe(self, x_many: torch.Tensor, owners: torch.Tensor) -> torch.Tensor:
@@ -262,13 +291,18 @@ class AttackContext:
             self.success_full[sel] = prev_succ[better] | success[better]
 
     def random_init(self) -> torch.Tensor:
-        """A random start inside the threat model for the active samples.
-
-        Drawn for the whole batch and then indexed, so a sample's start never depends on
-        which other samples are still active.
+        """A random start of the threat's variable for the active samples (a point of the feasible
+        set for pixel threats). The one random start of the engine: drawn for the whole batch and
+        then indexed, so a sample's start never depends on which other samples are still active.
         """
-        full = self.threat.random_init(self.x_full, generator=self.generator)
+        full = self.threat_full.init(self.x_full, generator=self.generator)
         return full[self.index]
+
+    def zero_variable(self) -> torch.Tensor:
+        """The unperturbed variable of the active samples (the clean inputs for pixel threats)."""
+        if self.threat.variable_is_point:
+            return self.x.clone()
+        return self.threat.zero(self.x)
 
     def rand_full(self, shape_tail: Sequence[int] = (), kind: str = "rand") -> torch.Tensor:
         """Random numbers with a leading batch dimension over the whole batch, indexed to the active set."""
@@ -322,20 +356,34 @@ class Attack:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.threat.describe()}, {self.objective!r})"
 
-    def __call__(self, model: Callable, x: torch.Tensor, target: Any,
-                 eps: float | Sequence[float] | None = None) -> AttackResult | list[AttackResult]:
-        if isinstance(eps, (list, tuple)):
-            return self._multi_eps(model, x, target, [float(e) for e in eps])
-        threat = self.threat if eps is None else self.threat.with_eps(eps)
-        return self._call_one(model, x, target, threat)
+    @classmethod
+    def for_training(cls, *args, **kwargs) -> "Attack":
+        """The training-time preset (adversarial training's inner maximisation): no early stopping,
+        the last iterate is returned as is, with no extra forward pass to judge it and no final
+        re-verification; success flags then describe earlier iterates. Same arguments as the
+        constructor."""
+        kwargs.setdefault("early_stop", False)
+        attack = cls(*args, **kwargs)
+        attack.keep_last, attack.judge_final, attack.verify = True, False, False
+        return attack
 
-    def _multi_eps(self, model, x, target, eps_list: list[float]) -> list[AttackResult]:
+    def __call__(self, model: Callable, x: torch.Tensor, target: Any,
+                 eps: float | Sequence[float] | None = None, *, threat: Any = None) -> AttackResult | list[AttackResult]:
+        """Attack `x`. ``eps`` overrides the radius (a list: one result per radius); ``threat``
+        replaces the attack's threat model for this call (e.g. its ``subset`` for some samples)."""
+        base = self.threat if threat is None else threat
+        if isinstance(eps, (list, tuple)):
+            return self._multi_eps(model, x, target, [float(e) for e in eps], base)
+        return self._call_one(model, x, target, base if eps is None else base.with_eps(eps))
+
+    def _multi_eps(self, model, x, target, eps_list: list[float], base=None) -> list[AttackResult]:
+        base = self.threat if base is None else base
         order = sorted(range(len(eps_list)), key=lambda i: eps_list[i])
         results: list[AttackResult | None] = [None] * len(eps_list)
         prev: AttackResult | None = None
         for i in order:
-            threat = self.threat.with_eps(eps_list[i])
-            if prev is None or threat.mask is not None:
+            threat = base.with_eps(eps_list[i])
+            if prev is None or not threat.variable_is_point:
                 res = self._call_one(model, x, target, threat)
             else:
                 todo = (~prev.success).nonzero().flatten()
@@ -345,7 +393,8 @@ class Attack:
                     time_s=0.0, attack=self.name, threat=threat, x=x,
                 )
                 if todo.numel():
-                    sub = self._call_one(model, x[todo], index_target(target, todo), threat)
+                    sub_threat = threat.subset(todo) if threat.has_per_sample_state else threat
+                    sub = self._call_one(model, x[todo], index_target(target, todo), sub_threat)
                     for name in ("x_adv", "success", "loss", "grad_calls", "forward_calls"):
                         getattr(res, name)[todo] = getattr(sub, name)
                     res.time_s = sub.time_s
@@ -355,6 +404,11 @@ class Attack:
 
     def _call_one(self, model, x, target, threat: ThreatModel) -> AttackResult:
         check_batch(x, target, threat.bounds)
+        if threat.has_per_sample_state and hasattr(threat, "check_batch"):
+            threat.check_batch(x)
+        elif threat.has_per_sample_state and threat.mask.shape[0] != x.shape[0]:
+            raise InputError(f"the threat's per-sample mask covers {threat.mask.shape[0]} samples but the batch has "
+                             f"{x.shape[0]}; pass threat=threat.subset(index) for these samples")
         gen = torch.Generator(device=x.device).manual_seed(self.seed)
         ctx = AttackContext(model, x.detach(), target, threat, self.objective, gen)
         ctx.eot = max(1, int(self.eot))
@@ -421,7 +475,7 @@ class IterativeAttack(Attack):
                         if ctx.n_active == 0:
                             break
             if ctx.n_active and self.keep_last:
-                ctx.best_x[ctx.index] = state["x_adv"].to(ctx.best_x.dtype)
+                ctx.best_x[ctx.index] = ctx.point(state["x_adv"]).to(ctx.best_x.dtype)
                 if self.judge_final:
                     loss, succ, _ = ctx.evaluate(state["x_adv"])
                     ctx.best_loss[ctx.index] = loss.to(ctx.best_loss.dtype)

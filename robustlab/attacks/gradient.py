@@ -44,7 +44,7 @@ class PGD(IterativeAttack):
         if self.starting_points is not None and restart == 0:
             x0 = ctx.threat.project(ctx.x, self.starting_points[ctx.index].to(ctx.x))
         else:
-            x0 = ctx.random_init() if self.random_start else ctx.x.clone()
+            x0 = ctx.random_init() if self.random_start else ctx.zero_variable()
         return {"x_adv": x0}
 
     def step(self, ctx: AttackContext, state: dict, i: int) -> dict:
@@ -102,7 +102,8 @@ class MIFGSM(IterativeAttack):
         self.step_size = None if step_size is None else finite_or_raise(step_size, "step_size")
 
     def init_state(self, ctx: AttackContext, restart: int) -> dict:
-        return {"x_adv": ctx.x.clone(), "momentum": torch.zeros_like(ctx.x)}
+        x0 = ctx.zero_variable()
+        return {"x_adv": x0, "momentum": torch.zeros_like(x0)}
 
     def step(self, ctx: AttackContext, state: dict, i: int) -> dict:
         _, grad, _, _ = ctx.loss_and_grad(state["x_adv"])

@@ -25,7 +25,7 @@ class SimBA(IterativeAttack):
 
     ``basis="pixel"`` uses single coordinates; ``basis="dct"`` uses the orthonormal 2-D DCT basis,
     the low frequencies (``freq_dims`` x ``freq_dims`` per channel, default H/4) first (SimBA-DCT). The iterate is projected onto the threat
-    model after every move. ``max_iters`` bounds the number of directions tried (each costs 1-2 queries).
+    model after every move. ``steps`` bounds the number of directions tried (each costs 1-2 queries).
     """
 
     name = "simba"
@@ -34,13 +34,13 @@ class SimBA(IterativeAttack):
     evaluate_final = False
 
     def __init__(self, threat: ThreatModel, objective: Objective | str | None = None, *, step_size: float = 0.2,
-                 basis: str = "dct", freq_dims: int | None = None, max_iters: int = 1000, early_stop: bool = True,
+                 basis: str = "dct", freq_dims: int | None = None, steps: int = 1000, early_stop: bool = True,
                  seed: int = 0):
         super().__init__(threat, objective, early_stop=early_stop, seed=seed)
         if basis not in ("pixel", "dct"):
             raise InputError("basis must be 'pixel' or 'dct'")
         self.step_size, self.basis, self.freq_dims = float(step_size), basis, freq_dims
-        self.steps = int(max_iters)
+        self.steps = int(steps)
 
     def init_state(self, ctx: AttackContext, restart: int) -> dict:
         b, c, h, w = ctx.x.shape

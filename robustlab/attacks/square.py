@@ -38,7 +38,7 @@ class Square(IterativeAttack):
     round(sqrt(p * H * W)) to +-eps per channel and keeps it if the loss improves.
     L2: start from a grid of centred "meta-square" bumps; each iteration moves perturbation mass from
     one square to another, keeping ||delta||_2 = eps (the paper's L2 update).
-    Uses one query per iteration after the first; ``n_queries`` is the per-sample budget.
+    Uses one query per iteration after the first; ``max_queries`` is the per-sample budget.
     """
 
     name = "square"
@@ -46,15 +46,15 @@ class Square(IterativeAttack):
     evaluate_final = False
     needs_gradients = False
 
-    def __init__(self, threat: ThreatModel, objective: Objective | str | None = None, *, n_queries: int = 5000,
+    def __init__(self, threat: ThreatModel, objective: Objective | str | None = None, *, max_queries: int = 5000,
                  p_init: float = 0.8, restarts: int = 1, early_stop: bool = True, seed: int = 0):
         super().__init__(threat, objective, early_stop=early_stop, seed=seed)
         if threat.norm not in ("linf", "l2"):
             raise InputError("Square supports the linf and l2 norms")
-        if n_queries < 1:
-            raise InputError(f"n_queries must be >= 1, got {n_queries}")
-        self.n_queries = int(n_queries)
-        self.steps = self.n_queries - 1
+        if max_queries < 1:
+            raise InputError(f"max_queries must be >= 1, got {max_queries}")
+        self.max_queries = int(max_queries)
+        self.steps = self.max_queries - 1
         self.restarts = int(restarts)
         self.p_init = float(p_init)
 
@@ -93,7 +93,7 @@ class Square(IterativeAttack):
     def step(self, ctx: AttackContext, s: dict, i: int) -> dict:
         x, threat = ctx.x, ctx.threat
         b, c, h, w = x.shape
-        p = square_p(self.p_init, i + 1, self.n_queries)
+        p = square_p(self.p_init, i + 1, self.max_queries)
         delta = s["x_adv"] - x
         if threat.norm == "linf":
             side = int(min(max(round(math.sqrt(p * h * w)), 1), h - 1 if h > 1 else 1))

@@ -1,6 +1,10 @@
-"""Evaluation: cascade ensembles with per-sample worst case, robustness curves, gradient-masking checks."""
-from .sanity import CHECKS, Check, SanityReport, sanity_checks
-from .suite import EvaluationReport, RobustnessCurve, build_suite, evaluate, robustness_curve, wilson_interval
+"""Evaluation for every task: cascade ensembles with per-sample worst case, robustness curves,
+gradient-masking checks, all driven by the task's objective and metrics."""
+from .checks import Check, SanityReport
+from .sanity import CHECKS, attack_strength, sanity_checks
+from .suite import (EvaluationReport, RobustnessCurve, build_suite, classification_metrics, evaluate, iterate_batches,
+                    materialize, robustness_curve, wilson_interval)
 
-__all__ = ["CHECKS", "Check", "EvaluationReport", "RobustnessCurve", "SanityReport", "build_suite", "evaluate",
-           "robustness_curve", "sanity_checks", "wilson_interval"]
+__all__ = ["CHECKS", "Check", "EvaluationReport", "RobustnessCurve", "SanityReport", "attack_strength", "build_suite",
+           "classification_metrics", "evaluate", "iterate_batches", "materialize", "robustness_curve", "sanity_checks",
+           "wilson_interval"]

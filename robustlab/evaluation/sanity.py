@@ -1,78 +1,68 @@
 """Gradient-masking checks (Athalye et al. 2018; Carlini et al. 2019): signs that a robustness
-number comes from obfuscated gradients rather than from robustness.
+number comes from obfuscated gradients rather than from robustness, for any task.
 
-``sanity_checks(model, data, threat)`` runs each check and returns verdicts ("pass" / "warn" /
-"fail") with the evidence behind them. ``evaluate(..., sanity="cheap")`` runs the cheap ones.
+``sanity_checks(model, data, threat, objective=...)`` runs each check and returns verdicts ("pass" /
+"warn" / "fail") with the evidence behind them; ``evaluate(..., sanity="cheap")`` runs the cheap ones.
+Every check is stated on the task's objective: attack strength is compared first by the share of
+points where the objective succeeds and, where no attack reaches success (an untargeted regression
+attack that never stops early), by the mean objective loss reached (the mean error, for disparity).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 from ..attacks import APGD, FGSM, PGD, Square
+from ..attacks.base import AttackResult
+from ..objectives import CrossEntropy, Objective
 from ..threat import ThreatModel
+from .checks import Check, SanityReport
+from .suite import device_of, eval_mode, materialize, target_to
 
 CHEAP = ("randomness", "probabilities", "gradients", "one_step_vs_iterative")
 ALL = CHEAP + ("black_box_vs_white_box", "large_eps", "convergence")
 
-
-@dataclass
-class Check:
-    name: str
-    verdict: str              # pass | warn | fail
-    message: str
-    evidence: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return {"name": self.name, "verdict": self.verdict, "message": self.message, "evidence": self.evidence}
+__all__ = ["ALL", "CHEAP", "CHECKS", "Check", "SanityReport", "attack_strength", "sanity_checks"]
 
 
-@dataclass
-class SanityReport:
-    checks: list[Check]
-
-    @property
-    def ok(self) -> bool:
-        return all(c.verdict == "pass" for c in self.checks)
-
-    def __getitem__(self, name: str) -> Check:
-        for c in self.checks:
-            if c.name == name:
-                return c
-        raise KeyError(name)
-
-    def to_dict(self) -> list[dict]:
-        return [c.to_dict() for c in self.checks]
-
-    def __str__(self) -> str:
-        return "\n".join(f"[{c.verdict:>4}] {c.name}: {c.message}" for c in self.checks)
+def attack_strength(result: AttackResult) -> tuple[float, float]:
+    """(success rate, mean objective loss reached): how strong an attack was on a batch."""
+    return result.success_rate, float(result.loss.double().mean())
 
 
-def _robust(model, x, y, result) -> torch.Tensor:
+def _stronger(a: AttackResult, b: AttackResult, rel: float) -> bool:
+    """Is `a` clearly stronger than `b`? By success where either succeeds, else by the loss reached."""
+    (sa, la), (sb, lb) = attack_strength(a), attack_strength(b)
+    if sa > 0 or sb > 0:
+        return sa > sb + rel
+    return la > lb + rel * max(abs(lb), 1e-12)
+
+
+def _robust(model, x, y, objective, result) -> torch.Tensor:
     with torch.no_grad():
-        correct = model(x).argmax(1) == y
+        correct = ~objective.success(model(x), y)
     return correct & ~result.success
 
 
-def check_randomness(model, x, y, threat) -> Check:
+def check_randomness(model, x, y, threat, objective) -> Check:
     with torch.no_grad():
         a, b = model(x), model(x)
     diff = float((a - b).abs().max())
-    flips = int((a.argmax(1) != b.argmax(1)).sum())
+    flips = int((objective.success(a, y) != objective.success(b, y)).sum())
     if diff > 1e-4:
         return Check("randomness", "warn",
-                     f"outputs differ between two identical calls (max diff {diff:.3g}, {flips} label flips): the "
+                     f"outputs differ between two identical calls (max diff {diff:.3g}, {flips} success flips): the "
                      "model is randomised; evaluate it with attacks='rand' (EOT over 20 draws)",
-                     {"max_abs_diff": diff, "label_flips": flips})
+                     {"max_abs_diff": diff, "success_flips": flips})
     return Check("randomness", "pass", "outputs are deterministic", {"max_abs_diff": diff})
 
 
-def check_probabilities(model, x, y, threat) -> Check:
+def check_probabilities(model, x, y, threat, objective) -> Check:
     with torch.no_grad():
         out = model(x)
+    if out.dim() != 2 or getattr(objective, "task", None) != "classification":
+        return Check("probabilities", "pass", "skipped: outputs are not class scores", {})
     sums = out.sum(1)
     looks = bool((out >= 0).all() and torch.allclose(sums, torch.ones_like(sums), atol=1e-3))
     if looks:
@@ -82,10 +72,10 @@ def check_probabilities(model, x, y, threat) -> Check:
     return Check("probabilities", "pass", "outputs look like logits", {})
 
 
-def check_gradients(model, x, y, threat) -> Check:
+def check_gradients(model, x, y, threat, objective) -> Check:
     x_req = x.detach().clone().requires_grad_(True)
     with torch.enable_grad():
-        loss = F.cross_entropy(model(x_req), y, reduction="sum")
+        loss = objective.loss(model(x_req), y).sum()
         grad, = torch.autograd.grad(loss, x_req)
     finite = torch.isfinite(grad.flatten(1)).all(1)
     norms = grad.flatten(1).norm(dim=1)
@@ -101,78 +91,89 @@ def check_gradients(model, x, y, threat) -> Check:
     return Check("gradients", "pass", "input gradients are finite and non-zero", ev)
 
 
-def check_one_step_vs_iterative(model, x, y, threat) -> Check:
-    fgsm = FGSM(threat)(model, x, y)
-    pgd = PGD(threat, steps=20)(model, x, y)
+def check_one_step_vs_iterative(model, x, y, threat, objective) -> Check:
+    fgsm = FGSM(threat, objective)(model, x, y)
+    pgd = PGD(threat, objective, steps=20)(model, x, y)
     beats = int((fgsm.success & ~pgd.success).sum())
-    ev = {"fgsm_success": fgsm.success_rate, "pgd_success": pgd.success_rate, "points_fgsm_only": beats}
-    if fgsm.success_rate > pgd.success_rate or beats > max(1, 0.02 * len(y)):
+    (sf, lf), (sp, lp) = attack_strength(fgsm), attack_strength(pgd)
+    ev = {"fgsm_success": sf, "pgd_success": sp, "fgsm_mean_loss": lf, "pgd_mean_loss": lp, "points_fgsm_only": beats}
+    if beats > max(1, 0.02 * len(x)) or _stronger(fgsm, pgd, 0.02):
         return Check("one_step_vs_iterative", "warn",
-                     f"FGSM breaks {beats} points that PGD-20 does not (FGSM {fgsm.success_rate:.1%} vs PGD "
-                     f"{pgd.success_rate:.1%}): the loss surface is not smooth enough for iterative attacks", ev)
+                     f"FGSM is stronger than PGD-20 (success {sf:.1%} vs {sp:.1%}, mean loss {lf:.4g} vs {lp:.4g}, "
+                     f"{beats} points FGSM-only): the loss surface is not smooth enough for iterative attacks", ev)
     return Check("one_step_vs_iterative", "pass", "PGD-20 is at least as strong as FGSM", ev)
 
 
-def check_black_box_vs_white_box(model, x, y, threat, n_queries: int = 1000) -> Check:
-    white = APGD(threat, steps=50)(model, x, y)
-    if threat.norm not in ("linf", "l2"):
-        return Check("black_box_vs_white_box", "pass", "skipped: Square supports linf and l2 only", {})
-    black = Square(threat, n_queries=n_queries)(model, x, y)
+def check_black_box_vs_white_box(model, x, y, threat, objective, max_queries: int = 1000) -> Check:
+    if not (threat.variable_is_point and threat.norm in ("linf", "l2")):
+        return Check("black_box_vs_white_box", "pass", "skipped: Square supports linf and l2 pixel threats only", {})
+    white = APGD(threat, objective, steps=50)(model, x, y)
+    black = Square(threat, objective, max_queries=max_queries)(model, x, y)
     beats = int((black.success & ~white.success).sum())
-    ev = {"apgd_success": white.success_rate, "square_success": black.success_rate, "points_square_only": beats}
-    if beats > max(2, 0.03 * len(y)):
+    ev = {"apgd_success": white.success_rate, "square_success": black.success_rate, "points_square_only": beats,
+          "apgd_mean_loss": attack_strength(white)[1], "square_mean_loss": attack_strength(black)[1]}
+    if beats > max(2, 0.03 * len(x)) or (white.success_rate == 0 and black.success_rate == 0 and _stronger(black, white, 0.0)):
         return Check("black_box_vs_white_box", "warn",
-                     f"Square ({n_queries} queries) breaks {beats} points that APGD misses: gradients are "
-                     "uninformative (masked); trust only the black-box part of the evaluation", ev)
+                     f"Square ({max_queries} queries) is stronger than APGD-50 ({beats} points Square-only): gradients "
+                     "are uninformative (masked); trust only the black-box part of the evaluation", ev)
     return Check("black_box_vs_white_box", "pass", "the black-box attack finds nothing APGD misses", ev)
 
 
-def check_large_eps(model, x, y, threat) -> Check:
+def check_large_eps(model, x, y, threat, objective) -> Check:
     lo, hi = threat.bounds
-    big = threat.with_eps({"linf": hi - lo, "l2": (hi - lo) * x[0].numel() ** 0.5, "l1": (hi - lo) * x[0].numel()}[threat.norm])
-    res = PGD(big, steps=50, step_size=big.eps / 10)(model, x, y)
-    robust = float(_robust(model, x, y, res).float().mean())
-    ev = {"eps": big.eps, "robust_accuracy": robust}
-    if robust > 0:
+    if not threat.variable_is_point:
+        big = threat.with_eps(5 * threat.eps)
+    else:
+        big = threat.with_eps({"linf": hi - lo, "l2": (hi - lo) * x[0].numel() ** 0.5, "l1": (hi - lo) * x[0].numel()}[threat.norm])
+    small = PGD(threat, objective, steps=50, step_size=threat.eps / 10)(model, x, y)
+    res = PGD(big, objective, steps=50, step_size=big.eps / 10)(model, x, y)
+    robust = float(_robust(model, x, y, objective, res).float().mean())
+    ev = {"eps": big.eps, "robust_accuracy": robust, "mean_loss": attack_strength(res)[1],
+          "mean_loss_at_eps": attack_strength(small)[1]}
+    if robust > 0 and (res.success_rate > 0 or not _stronger(res, small, 0.0)):
         return Check("large_eps", "warn",
-                     f"robust accuracy stays at {robust:.1%} at eps={big.eps:g}, where every input is reachable: "
-                     "the attack is failing, not the model resisting", ev)
-    return Check("large_eps", "pass", f"robust accuracy reaches 0 at eps={big.eps:g}", ev)
+                     f"robust accuracy stays at {robust:.1%} at eps={big.eps:g}"
+                     + (", where every input is reachable" if threat.variable_is_point else "")
+                     + ": the attack is failing, not the model resisting", ev)
+    return Check("large_eps", "pass", f"a larger eps ({big.eps:g}) breaks every point or raises the loss", ev)
 
 
-def check_convergence(model, x, y, threat) -> Check:
-    short = APGD(threat, steps=25)(model, x, y)
-    long = APGD(threat, steps=100, restarts=2)(model, x, y)
-    a, b = float(_robust(model, x, y, short).float().mean()), float(_robust(model, x, y, long).float().mean())
-    ev = {"robust_acc_25_steps": a, "robust_acc_100_steps_2_restarts": b}
-    if a - b > max(0.02, 3 / len(y)):
+def check_convergence(model, x, y, threat, objective) -> Check:
+    short = APGD(threat, objective, steps=25)(model, x, y)
+    long = APGD(threat, objective, steps=100, restarts=2)(model, x, y)
+    a = float(_robust(model, x, y, objective, short).float().mean())
+    b = float(_robust(model, x, y, objective, long).float().mean())
+    ev = {"robust_acc_25_steps": a, "robust_acc_100_steps_2_restarts": b,
+          "mean_loss_25_steps": attack_strength(short)[1], "mean_loss_100_steps_2_restarts": attack_strength(long)[1]}
+    if a - b > max(0.02, 3 / len(x)) or (short.success_rate == 0 and long.success_rate == 0 and _stronger(long, short, 0.15)):
         return Check("convergence", "warn",
-                     f"8x more attack effort lowers robust accuracy from {a:.1%} to {b:.1%}: not converged; "
+                     f"8x more attack effort is stronger (robust accuracy {a:.1%} -> {b:.1%}, mean loss "
+                     f"{ev['mean_loss_25_steps']:.4g} -> {ev['mean_loss_100_steps_2_restarts']:.4g}): not converged; "
                      "report the stronger number and try more steps/restarts", ev)
-    return Check("convergence", "pass", "more steps and restarts do not lower robust accuracy", ev)
+    return Check("convergence", "pass", "more steps and restarts do not change the result", ev)
 
 
-CHECKS = {
+CHECKS: dict[str, Callable] = {
     "randomness": check_randomness, "probabilities": check_probabilities, "gradients": check_gradients,
     "one_step_vs_iterative": check_one_step_vs_iterative, "black_box_vs_white_box": check_black_box_vs_white_box,
     "large_eps": check_large_eps, "convergence": check_convergence,
 }
 
 
-def sanity_checks(model, data, threat: ThreatModel, checks: str | tuple[str, ...] = "all", n: int = 200) -> SanityReport:
-    """Run gradient-masking checks on the first `n` points of `data` ((x, y) or a Dataset).
+def sanity_checks(model, data, threat: ThreatModel, checks: str | tuple[str, ...] = "all", n: int = 200,
+                  objective: Objective | None = None) -> SanityReport:
+    """Run gradient-masking checks on the first `n` points of `data` ((x, target), a Dataset or a loader).
 
-    ``checks``: "all", "cheap" or a tuple of names from ``CHECKS``.
+    ``checks``: "all", "cheap" or a tuple of names from ``CHECKS``; ``objective``: the task's
+    objective (default cross-entropy). Data are moved to the model's device; a per-sample threat is
+    taken for the first n points.
     """
-    from .suite import eval_mode, iterate_batches
-
+    objective = objective if objective is not None else CrossEntropy()
     names = ALL if checks == "all" else CHEAP if checks == "cheap" else tuple(checks)
-    xs, ys = [], []
-    for xb, yb in iterate_batches(data, n):
-        xs.append(xb)
-        ys.append(yb)
-        if sum(len(t) for t in ys) >= n:
-            break
-    x, y = torch.cat(xs)[:n], torch.cat(ys)[:n]
+    x, y = materialize(data, n)
+    device = device_of(model)
+    x, y = x.to(device), target_to(y, device)
+    if threat.has_per_sample_state:
+        threat = threat.subset(torch.arange(x.shape[0]))
     with eval_mode(model):
-        return SanityReport([CHECKS[name](model, x, y, threat) for name in names])
+        return SanityReport([CHECKS[name](model, x, y, threat, objective) for name in names])

@@ -11,13 +11,17 @@ import math
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 import torch.nn as nn
 
+from tqdm.auto import tqdm
+
 from ..attacks import APGD, APGDDLR, APGDT, FABT, Attack, Square, create_attack
-from ..errors import InputError, check_batch
+from ..attacks.base import index_target
+from ..errors import InputError, check_batch, target_length
+from ..objectives import CrossEntropy, Objective
 from ..threat import ThreatModel
 
 log = logging.getLogger(__name__)
@@ -36,20 +40,42 @@ def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float,
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
-def build_suite(attacks: str | Sequence[Attack | str], threat: ThreatModel, seed: int = 0) -> list[Attack]:
+def _is_classification(objective: Objective) -> bool:
+    return getattr(objective, "task", None) == "classification"
+
+
+def build_suite(attacks: str | Sequence[Attack | str], threat: ThreatModel, seed: int = 0,
+                objective: Objective | None = None) -> list[Attack]:
     """The cascade for a suite name, or a list of attacks / attack names.
 
+    For classification objectives (the default):
     - "standard": the AutoAttack protocol: APGD-CE, APGD-T (9 targets), FAB-T (9 targets), each
       100 iterations, then Square (5,000 queries, p_init 0.8).
     - "rand": for randomised defences: APGD-CE and APGD-DLR with EOT over 20 draws per step.
     - "fast": APGD-CE and APGD-T (3 targets), 20 iterations: a quick look, not a trustworthy number.
+    For any other task's objective (regression, sequences) the suites attack that objective:
+    "standard" = APGD (100 steps) then Square (5,000 queries; linf/l2 pixel threats), "rand" = APGD
+    with EOT over 20 draws, "fast" = APGD with 20 steps. Named attacks get the task's objective.
     """
+    generic = objective is not None and not _is_classification(objective)
+    pixel = threat.variable_is_point and threat.norm in ("linf", "l2")
+    if isinstance(attacks, str) and attacks in SUITES and generic:
+        if attacks == "standard":
+            suite = [APGD(threat, objective, steps=100, seed=seed)]
+            if pixel:
+                suite.append(Square(threat, objective, max_queries=5000, p_init=0.8, seed=seed))
+            return suite
+        if attacks == "rand":
+            a = APGD(threat, objective, steps=100, seed=seed)
+            a.eot = 20
+            return [a]
+        return [APGD(threat, objective, steps=20, seed=seed)]
     if isinstance(attacks, str):
         if attacks == "standard":
             suite = [APGD(threat, "ce", steps=100, seed=seed), APGDT(threat, n_targets=9, steps=100, seed=seed),
                      FABT(threat, n_targets=9, steps=100, seed=seed)]
-            if threat.norm in ("linf", "l2"):
-                suite.append(Square(threat, n_queries=5000, p_init=0.8, seed=seed))
+            if pixel:
+                suite.append(Square(threat, max_queries=5000, p_init=0.8, seed=seed))
             return suite
         if attacks == "rand":
             suite = [APGD(threat, "ce", steps=100, seed=seed), APGDDLR(threat, steps=100, seed=seed)]
@@ -59,25 +85,68 @@ def build_suite(attacks: str | Sequence[Attack | str], threat: ThreatModel, seed
         if attacks == "fast":
             return [APGD(threat, "ce", steps=20, seed=seed), APGDT(threat, n_targets=3, steps=20, seed=seed)]
         attacks = [a.strip() for a in attacks.split(",") if a.strip()]
-    return [a if isinstance(a, Attack) else create_attack(a, threat, seed=seed) for a in attacks]
+    if not attacks:
+        raise InputError("the attack list is empty: name at least one attack, or a suite ('standard', 'rand', 'fast')")
+    extra = {"objective": objective} if objective is not None and not _is_classification(objective) else {}
+    return [a if isinstance(a, Attack) else create_attack(a, threat, seed=seed, **extra) for a in attacks]
 
 
-def iterate_batches(data: Any, batch_size: int) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
-    """Batches from an (x, y) pair, a robustlab Dataset, a DataLoader or any iterable of (x, y)."""
+def iterate_batches(data: Any, batch_size: int) -> Iterable[tuple[torch.Tensor, Any]]:
+    """Batches (x, target) from an (x, target) pair, a robustlab Dataset, a DataLoader or any
+    iterable of (x, target) batches. Targets may be label tensors or tuples of tensors (a
+    disparity map and its valid mask) or lists (strings)."""
     if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], torch.Tensor):
-        x, y = data
-        if x.shape[0] != y.shape[0]:
-            raise InputError(f"batch size mismatch: {x.shape[0]} inputs but {y.shape[0]} labels")
+        x, target = data
+        n = target_length(target)
+        if n is not None and x.shape[0] != n:
+            raise InputError(f"batch size mismatch: {x.shape[0]} inputs but {n} targets")
         for i in range(0, x.shape[0], batch_size):
-            yield x[i:i + batch_size], y[i:i + batch_size]
+            idx = torch.arange(i, min(i + batch_size, x.shape[0]))
+            yield x[idx], index_target(target, idx)
         return
     if hasattr(data, "batches"):
         yield from data.batches(batch_size)
         return
     for batch in data:
         if not (isinstance(batch, (tuple, list)) and len(batch) >= 2):
-            raise InputError("each batch must be an (inputs, labels) pair")
+            raise InputError("each batch must be an (inputs, targets) pair")
         yield batch[0], batch[1]
+
+
+def materialize(data: Any, n: int | None = None, batch_size: int = 500) -> tuple[torch.Tensor, Any]:
+    """The first n points of `data` as one (x, target) pair, in a fixed order (a shuffled loader is
+    read once, so every later pass pairs each point with itself)."""
+    xs, ts, seen = [], [], 0
+    for xb, tb in iterate_batches(data, batch_size):
+        if n is not None and seen >= n:
+            break
+        if n is not None and xb.shape[0] > n - seen:
+            keep = torch.arange(n - seen)
+            xb, tb = xb[keep], index_target(tb, keep)
+        xs.append(xb)
+        ts.append(tb)
+        seen += xb.shape[0]
+    if not xs:
+        raise InputError("no data to evaluate")
+    return torch.cat(xs), concat_targets(ts)
+
+
+def concat_targets(parts: list) -> Any:
+    """Concatenate batch targets: tensors, tuples of tensors, or lists."""
+    first = parts[0]
+    if isinstance(first, torch.Tensor):
+        return torch.cat(parts)
+    if isinstance(first, tuple) and all(isinstance(t, torch.Tensor) for t in first):
+        return tuple(torch.cat([p[i] for p in parts]) for i in range(len(first)))
+    return [t for p in parts for t in p]
+
+
+def target_to(target: Any, device: torch.device) -> Any:
+    if isinstance(target, torch.Tensor):
+        return target.to(device)
+    if isinstance(target, tuple) and all(isinstance(t, torch.Tensor) for t in target):
+        return tuple(t.to(device) for t in target)
+    return target
 
 
 @contextmanager
@@ -92,16 +161,28 @@ def eval_mode(model):
             model.train()
 
 
-def _device_of(model) -> torch.device:
+def device_of(model) -> torch.device:
     if isinstance(model, nn.Module):
         for p in model.parameters():
             return p.device
     return torch.device("cpu")
 
 
+def classification_metrics(output: torch.Tensor, target: Any) -> dict[str, torch.Tensor]:
+    """Per-sample metrics of a classifier: accuracy (1 if argmax is the label)."""
+    y = target[0] if isinstance(target, (tuple, list)) else target
+    return {"accuracy": (output.argmax(1) == y).float()}
+
+
 @dataclass
 class EvaluationReport:
-    """Per-sample outcome of an evaluation and its summary numbers."""
+    """Per-sample outcome of an evaluation and its summary numbers.
+
+    ``clean_correct``: the objective does not succeed on the clean point (for a classifier: it is
+    classified correctly). ``robust_correct``: clean-correct and no attack of the cascade succeeded.
+    ``metrics``: the task's metrics averaged over the points, clean and at each point's worst case
+    (``adversarial_<name>``: the successful point if any, else the highest-loss point found).
+    """
 
     threat: ThreatModel
     clean_correct: torch.Tensor
@@ -110,8 +191,10 @@ class EvaluationReport:
     attack_names: list[str]
     attack_time_s: dict[str, float]
     time_s: float
-    examples: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    examples: dict[str, Any] = field(default_factory=dict, repr=False)
     sanity: Any = None  # SanityReport of the gradient-masking checks, when run
+    metrics: dict[str, float] = field(default_factory=dict)
+    objective: str = "ce"
 
     @property
     def n(self) -> int:
@@ -142,62 +225,81 @@ class EvaluationReport:
         lo, hi = self.robust_accuracy_ci
         return {
             "threat": self.threat.describe(), "norm": self.threat.norm, "eps": self.threat.eps,
-            "n": self.n, "clean_accuracy": self.clean_accuracy, "robust_accuracy": self.robust_accuracy,
-            "robust_accuracy_ci95": [lo, hi], "per_attack": self.per_attack,
-            "attack_time_s": self.attack_time_s, "time_s": self.time_s,
+            "objective": self.objective, "n": self.n, "clean_accuracy": self.clean_accuracy,
+            "robust_accuracy": self.robust_accuracy, "robust_accuracy_ci95": [lo, hi], "per_attack": self.per_attack,
+            "metrics": self.metrics, "attack_time_s": self.attack_time_s, "time_s": self.time_s,
             "sanity": self.sanity.to_dict() if self.sanity is not None else None,
         }
 
     def __str__(self) -> str:
         lo, hi = self.robust_accuracy_ci
+        extra = "".join(f", {k} {v:.4g}" for k, v in self.metrics.items() if k != "clean_accuracy")
         return (f"{self.threat.describe()}: clean {self.clean_accuracy:.2%}, robust {self.robust_accuracy:.2%} "
-                f"[{lo:.2%}, {hi:.2%}] on {self.n} points ({self.time_s:.1f}s)")
+                f"[{lo:.2%}, {hi:.2%}] on {self.n} points ({self.time_s:.1f}s){extra}")
 
 
 def evaluate(model, data, threat: ThreatModel, attacks: str | Sequence[Attack | str] = "standard", *,
+             objective: Objective | None = None, metrics: Callable | None = None,
              batch_size: int = 500, n: int | None = None, seed: int = 0, n_examples: int = 8,
-             sanity: str | None = "cheap", _skip: torch.Tensor | None = None) -> EvaluationReport:
-    """Robustness of `model` on `data` under `threat`, by a cascade of attacks.
+             sanity: str | None = "cheap", already_broken: torch.Tensor | None = None,
+             progress: bool = True) -> EvaluationReport:
+    """Robustness of `model` on `data` under `threat`, by a cascade of attacks, for any task.
 
     Args:
-        data: an (x, y) pair, a robustlab Dataset, a DataLoader or any iterable of (x, y) batches.
-        attacks: "standard" (the AutoAttack protocol: APGD-CE, APGD-T, FAB-T, Square), "rand"
-            (EOT over 20 draws, for randomised defences), "fast" (20 iterations, 3 targets), a
-            comma-separated string or a list of names / Attack objects.
+        data: an (x, target) pair, a robustlab Dataset, a DataLoader or any iterable of batches.
+        attacks: "standard" (for classifiers the AutoAttack protocol: APGD-CE, APGD-T, FAB-T, Square),
+            "rand" (EOT over 20 draws, for randomised defences), "fast", a comma-separated string or a
+            list of names / Attack objects (see ``build_suite``).
+        objective: the task's objective (default: cross-entropy, i.e. classification). A point is
+            clean-correct when ``objective.success`` is False at it, and robust when no attack makes
+            it True.
+        metrics: ``metrics(output, target) -> dict[str, Tensor[B]]`` per-sample task metrics
+            (default: classification accuracy), reported clean and at each point's worst case.
         n: evaluate at most the first n points.
         sanity: "cheap" (default) runs the cheap gradient-masking checks on the first 200 points and
             flags points that only a black-box attack of the cascade broke; "all" runs every check;
             None runs none. Verdicts land in ``report.sanity``.
+        already_broken: bool per point, in the order of `data`: points known to be broken (at a
+            smaller eps of nested balls); they are not attacked again.
     """
-    suite = build_suite(attacks, threat, seed=seed)
+    objective = objective if objective is not None else CrossEntropy()
+    metrics = metrics if metrics is not None else (classification_metrics if _is_classification(objective) else None)
+    suite = build_suite(attacks, threat, seed=seed, objective=objective)
     names = [a.name for a in suite]
     if len(set(names)) != len(names):
         names = [f"{nm}#{i}" for i, nm in enumerate(names)]
-    device = _device_of(model)
+    device = device_of(model)
     clean_all, robust_all, broken_by = [], [], []
+    sums: dict[str, float] = {}
     attack_time = {nm: 0.0 for nm in names}
-    examples: dict[str, list[torch.Tensor]] = {"x": [], "x_adv": [], "y": [], "pred_adv": []}
+    examples: dict[str, list] = {"x": [], "x_adv": [], "y": [], "pred_adv": []}
     seen = 0
     start = time.perf_counter()
+    bar = tqdm(total=n, desc=f"evaluate {threat.describe()}", unit="pt", leave=False, disable=(not progress) or None)
     with eval_mode(model):
         for xb, yb in iterate_batches(data, batch_size):
             if n is not None and seen >= n:
                 break
-            if n is not None:
-                xb, yb = xb[: n - seen], yb[: n - seen]
-            xb, yb = xb.to(device), yb.to(device)
+            if n is not None and xb.shape[0] > n - seen:
+                keep = torch.arange(n - seen)
+                xb, yb = xb[keep], index_target(yb, keep)
+            xb, yb = xb.to(device), target_to(yb, device)
             check_batch(xb, yb, threat.bounds)
+            nb = xb.shape[0]
+            batch_threat = threat.subset(torch.arange(seen, seen + nb)) if threat.has_per_sample_state else threat
             with torch.no_grad():
-                correct = model(xb).argmax(1) == yb
+                out_clean = model(xb)
+            correct = ~objective.success(out_clean, yb).to(device)
             robust = correct.clone()
-            if _skip is not None:
-                robust &= ~_skip[seen:seen + len(yb)].to(device)
             batch_broken: list[str | None] = ["clean" if not c else None for c in correct.tolist()]
-            if _skip is not None:
-                for i, s in enumerate(_skip[seen:seen + len(yb)].tolist()):
-                    if s and batch_broken[i] is None:
+            if already_broken is not None:
+                skip = already_broken[seen:seen + nb].to(device)
+                robust &= ~skip
+                for i, sk in enumerate(skip.tolist()):
+                    if sk and batch_broken[i] is None:
                         batch_broken[i] = "smaller-eps"
-            x_adv_batch = xb.clone()
+            x_worst = xb.clone()
+            worst_loss = torch.full((nb,), float("-inf"), device=device)
             broken_here = torch.zeros_like(robust)
             if threat.eps > 0:
                 for attack, name in zip(suite, names):
@@ -205,37 +307,57 @@ def evaluate(model, data, threat: ThreatModel, attacks: str | Sequence[Attack | 
                     if todo.numel() == 0:
                         break
                     t0 = time.perf_counter()
-                    res = attack(model, xb[todo], yb[todo])
+                    sub_threat = batch_threat.subset(todo) if batch_threat.has_per_sample_state else batch_threat
+                    res = attack(model, xb[todo], index_target(yb, todo), threat=sub_threat.with_eps(threat.eps))
                     attack_time[name] += time.perf_counter() - t0
                     hit = todo[res.success]
                     robust[hit] = False
                     broken_here[hit] = True
-                    x_adv_batch[hit] = res.x_adv[res.success]
+                    # each point's worst case: a successful point, else the highest loss found so far
+                    sel = res.success.to(device) | (res.loss.to(worst_loss) > worst_loss[todo])
+                    x_worst[todo[sel]] = res.x_adv[sel].to(x_worst.dtype)
+                    worst_loss[todo[sel]] = res.loss[sel].to(worst_loss)
                     for i in hit.tolist():
                         batch_broken[i] = name
+                    log.debug("%s on %d points: broke %d (%.1fs)", name, todo.numel(), hit.numel(), time.perf_counter() - t0)
+            if metrics is not None:
+                with torch.no_grad():
+                    out_adv = model(x_worst) if threat.eps > 0 else out_clean
+                for prefix, out in (("clean", out_clean), ("adversarial", out_adv)):
+                    for k, v in metrics(out, yb).items():
+                        key = f"{prefix}_{k}"
+                        sums[key] = sums.get(key, 0.0) + float(torch.as_tensor(v, dtype=torch.float64).sum())
             clean_all.append(correct.cpu())
             robust_all.append(robust.cpu())
             broken_by.extend(batch_broken)
-            _collect_examples(model, examples, xb, x_adv_batch, yb, broken_here, n_examples)
-            seen += len(yb)
+            _collect_examples(model, examples, xb, x_worst, yb, broken_here, n_examples)
+            seen += nb
+            bar.update(nb)
+            bar.set_postfix(robust=f"{float(torch.cat(robust_all).float().mean()):.3f}")
+    bar.close()
     if seen == 0:
         raise InputError("no data to evaluate")
-    ex = {k: torch.cat(v)[:n_examples] if v else torch.empty(0) for k, v in examples.items()}
+    ex = {k: _cat(v)[:n_examples] if v else torch.empty(0) for k, v in examples.items()}
     checks = None
     if sanity and threat.eps > 0:
         from .sanity import sanity_checks
 
-        checks = sanity_checks(model, data, threat, sanity, n=min(200, seen))
-        checks.checks.append(_cascade_check(suite, names, broken_by))
+        checks = sanity_checks(model, data, threat, sanity, n=min(200, seen), objective=objective)
+        checks.checks.append(cascade_check(suite, names, broken_by))
     report = EvaluationReport(threat, torch.cat(clean_all), torch.cat(robust_all), broken_by, names,
-                              attack_time, time.perf_counter() - start, ex, checks)
+                              attack_time, time.perf_counter() - start, ex, checks,
+                              {k: round(v / seen, 6) for k, v in sums.items()}, getattr(objective, "name", "objective"))
     log.info("%s", report)
     return report
 
 
-def _cascade_check(suite, names, broken_by):
+def _cat(parts: list):
+    return torch.cat(parts) if isinstance(parts[0], torch.Tensor) else concat_targets(parts)
+
+
+def cascade_check(suite, names, broken_by):
     """Did a black-box attack of the cascade break points that every white-box attack before it missed?"""
-    from .sanity import Check
+    from .checks import Check
 
     counts = {nm: sum(1 for b in broken_by if b == nm) for nm in names}
     black = [nm for a, nm in zip(suite, names) if getattr(a, "needs_gradients", True) is False]
@@ -257,10 +379,11 @@ def _collect_examples(model, examples, xb, x_adv, yb, broken, k):
         return
     idx = broken.nonzero().flatten()[: k - have]
     with torch.no_grad():
-        pred = model(x_adv[idx]).argmax(1)
+        out = model(x_adv[idx])
+    pred = out.argmax(1) if out.dim() == 2 else out
     examples["x"].append(xb[idx].cpu())
     examples["x_adv"].append(x_adv[idx].cpu())
-    examples["y"].append(yb[idx].cpu())
+    examples["y"].append(target_to(index_target(yb, idx), torch.device("cpu")))
     examples["pred_adv"].append(pred.cpu())
 
 
@@ -278,15 +401,19 @@ class RobustnessCurve:
 
 
 def robustness_curve(model, data, threat: ThreatModel, eps: Sequence[float],
-                     attacks: str | Sequence[Attack | str] = "standard", **kwargs) -> RobustnessCurve:
-    """Robust accuracy over a list of eps. The balls are nested, so a point broken at a smaller
-    eps counts as broken at every larger one (its adversarial example is still feasible): the
-    curve is non-increasing by construction and larger eps only attack the survivors."""
+                     attacks: str | Sequence[Attack | str] = "standard", *, n: int | None = None,
+                     batch_size: int = 500, **kwargs) -> RobustnessCurve:
+    """Robust accuracy over a list of eps, for any task (``objective=``, ``metrics=`` as in
+    ``evaluate``). The data are read once in a fixed order (a shuffled loader is safe). The balls
+    are nested, so a point broken at a smaller eps counts as broken at every larger one (its
+    adversarial example is still feasible) and larger eps only attack the survivors."""
+    x, target = materialize(data, n, batch_size)
     eps_sorted = sorted(float(e) for e in eps)
     reports: list[EvaluationReport] = []
-    skip = None
+    broken = None
     for e in eps_sorted:
-        rep = evaluate(model, data, threat.with_eps(e), attacks, _skip=skip, **kwargs)
+        rep = evaluate(model, (x, target), threat.with_eps(e), attacks, already_broken=broken,
+                       batch_size=batch_size, **kwargs)
         reports.append(rep)
-        skip = ~rep.robust_correct
+        broken = ~rep.robust_correct
     return RobustnessCurve(eps_sorted, reports)

@@ -2,7 +2,7 @@
 network, attacks through the common engine (a pair travels as one [B, 6, H, W] tensor), the
 defence, and the reproduction tables."""
 from .attacks import region_target, scale_target, shift_target, stereo_attack
-from .consistent import StereoConsistentPGD, consistent_pair_perturbation, warp_to_left
+from .consistent import StereoConsistentThreat, consistent_pair_perturbation, warp_to_left
 from .data import StereoDataset, motorcycle, render_scene, synthetic_stereo
 from .defense import DefenseConfig, defend_stereo, evaluate_defense, lr_feature_consistency, stereo_sanity_checks
 from .metrics import stereo_metrics, valid_mask
@@ -11,7 +11,7 @@ from .pretrained import StereoSetup, pretrained_stereo
 from .sgbm import SGBM, sgbm_oracle
 from .train import disparity_objective, evaluate_stereo, predict, stereo_threat, train_stereo, view_mask
 
-__all__ = ["DefenseConfig", "SGBM", "StereoConsistentPGD", "StereoDataset", "StereoNet", "StereoSetup",
+__all__ = ["DefenseConfig", "SGBM", "StereoConsistentThreat", "StereoDataset", "StereoNet", "StereoSetup",
            "consistent_pair_perturbation", "defend_stereo", "disparity_objective", "evaluate_defense",
            "evaluate_stereo", "lr_feature_consistency", "motorcycle", "predict", "pretrained_stereo", "region_target",
            "render_scene", "scale_target", "sgbm_oracle", "shift_target", "stereo_attack", "stereo_metrics",

@@ -16,7 +16,7 @@ from ...attacks import FGSM, PGD
 from ...attacks.base import AttackResult
 from ...errors import InputError
 from ...objectives import RegressionError, RegressionTarget
-from .consistent import StereoConsistentPGD
+from .consistent import StereoConsistentThreat
 from .train import UNREACHED, predict, stereo_threat
 
 METHODS = ("fgsm", "pgd")
@@ -82,9 +82,7 @@ def stereo_attack(model, x: torch.Tensor, disparity: torch.Tensor | None = None,
     if views == "consistent":
         if disparity is None or mask is None:
             raise InputError("stereo-consistent perturbations are warped by the true disparity: pass `disparity` and `mask`")
-        attack = StereoConsistentPGD(threat, objective, steps=1 if method == "fgsm" else int(steps), step_size=alpha,
-                                     random_start=method == "pgd", early_stop=early_stop, seed=seed)
-        return attack(model, x, y if target is None and reference == "gt" else (*y, disparity, mask))
+        threat = StereoConsistentThreat(eps, disparity, mask)
     if method == "fgsm":
         attack = FGSM(threat, objective, step_size=alpha, early_stop=False, seed=seed)
     else:

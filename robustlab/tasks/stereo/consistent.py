@@ -1,20 +1,15 @@
 """Stereo-consistent perturbations: the left view's change is the right view's change warped by the
 true disparity (zero on occluded pixels), a texture change of the scene that a correct matcher
-should ignore. The attack optimises the right-view perturbation only; the left one follows.
-
-The disparity and the valid mask travel with each sample in the target ``(disparity, mask)``, so
-the engine's early stopping and batching stay task-agnostic. A targeted objective carries its own
-map first: ``(target, target_mask, disparity, mask)``; the warp always reads the last two.
+should ignore. It is a threat model (``StereoConsistentThreat``): the variable is the right view's
+change, the left one follows; the disparity and mask it warps with are per-sample threat state.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from ...attacks.base import AttackContext, IterativeAttack
 from ...errors import InputError
-from ...objectives import Objective
-from ...threat import ThreatModel
+from ...threat import VariableThreat
 
 
 def warp_to_left(right: torch.Tensor, disparity: torch.Tensor) -> torch.Tensor:
@@ -34,37 +29,25 @@ def consistent_pair_perturbation(delta_right: torch.Tensor, disparity: torch.Ten
     return torch.cat([left, delta_right], 1)
 
 
-class StereoConsistentPGD(IterativeAttack):
-    """PGD on the right-view perturbation (Linf ball of radius eps) of a stereo-consistent attack;
-    x_adv = clamp(x + [warp(delta_r, d) * mask, delta_r]). Target: (disparity, mask)."""
+class StereoConsistentThreat(VariableThreat):
+    """A stereo-consistent perturbation as a threat model: the variable is the right view's change
+    delta_r (an Lp ball of radius eps), and x_adv = clamp(x + [warp(delta_r, d) * mask, delta_r]).
+    The disparity d and the valid mask are per-sample state, subset with the samples when the
+    engine drops finished ones; plain PGD / APGD / FGSM attack it unchanged."""
 
-    name = "stereo-consistent-pgd"
+    per_sample_fields = ("disparity", "valid")
 
-    def __init__(self, threat: ThreatModel, objective: Objective | str | None = None, *, steps: int = 10,
-                 step_size: float | None = None, random_start: bool = True, early_stop: bool = False, seed: int = 0):
-        if threat.norm != "linf":
-            raise InputError("stereo-consistent perturbations are implemented for the linf norm")
-        super().__init__(threat, objective, early_stop=early_stop, seed=seed)
-        self.steps, self.step_size, self.random_start = int(steps), step_size, random_start
+    def __init__(self, eps: float, disparity: torch.Tensor, mask: torch.Tensor, norm: str = "linf",
+                 bounds: tuple[float, float] = (0.0, 1.0)):
+        super().__init__(norm, eps, bounds)
+        if disparity.dim() != 4 or disparity.shape[1] != 1 or mask.shape != disparity.shape:
+            raise InputError("disparity and mask must be [B, 1, H, W] maps of the same shape")
+        self.disparity, self.valid = disparity, mask
 
-    def _pair(self, ctx: AttackContext, delta_r: torch.Tensor) -> torch.Tensor:
-        disparity, mask = ctx.target[-2:]
-        return (ctx.x + consistent_pair_perturbation(delta_r, disparity, mask)).clamp(*ctx.threat.bounds)
-
-    def init_state(self, ctx: AttackContext, restart: int) -> dict:
-        if ctx.x.shape[1] != 6:
+    def variable_like(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1] != 6:
             raise InputError("stereo pairs travel as [B, 6, H, W] (left then right)")
-        eps = ctx.threat.eps
-        delta_r = (2 * ctx.rand_full(ctx.x.shape[1:])[:, 3:] - 1) * eps if self.random_start else torch.zeros_like(ctx.x[:, 3:])
-        return {"delta_r": delta_r, "x_adv": self._pair(ctx, delta_r)}
+        return torch.zeros_like(x[:, 3:])
 
-    def step(self, ctx: AttackContext, s: dict, i: int) -> dict:
-        eps = ctx.threat.eps
-        alpha = self.step_size if self.step_size is not None else 2.5 * eps / self.steps
-        d = s["delta_r"].detach().requires_grad_(True)
-        with torch.enable_grad():
-            x_adv = self._pair(ctx, d)
-        _, grad_x, _, _ = ctx.loss_and_grad(x_adv.detach())
-        grad_d, = torch.autograd.grad(x_adv, d, grad_x)
-        delta_r = (s["delta_r"] + alpha * grad_d.sign()).clamp(-eps, eps)
-        return {"delta_r": delta_r, "x_adv": self._pair(ctx, delta_r).detach()}
+    def transform(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return x + consistent_pair_perturbation(v, self.disparity.to(x), self.valid.to(x.device))

@@ -169,7 +169,7 @@ def stereo_sanity_checks(model, data: StereoDataset, eps: float = 0.02, checks: 
                          f"PGD-50 x 2 restarts EPE {long:.2f} vs PGD-10 {pgd:.2f}"
                          + (": PGD-10 has not converged, report the stronger number" if long > 1.15 * pgd else ""),
                          {"pgd10_epe": pgd, "pgd50x2_epe": long}))
-        square = epe(Square(threat, objective, n_queries=300, early_stop=False)(model, x, target).x_adv)
+        square = epe(Square(threat, objective, max_queries=300, early_stop=False)(model, x, target).x_adv)
         out.append(Check("black_box_vs_white_box", "warn" if square > pgd else "pass",
                          f"Square-300 EPE {square:.2f} vs PGD-10 {pgd:.2f}"
                          + (": the black-box attack is stronger, gradients are uninformative" if square > pgd else ""),

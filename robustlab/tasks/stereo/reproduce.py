@@ -104,7 +104,7 @@ def transfer_table(model, data: StereoDataset, cells: Cells, eps_values=EPS, squ
     for eps in eps_values:
         def black_box(eps=eps):
             oracle = sgbm_oracle(data.max_disp)
-            res = Square(stereo_threat(eps, "both"), disparity_objective(UNREACHED), n_queries=square_queries,
+            res = Square(stereo_threat(eps, "both"), disparity_objective(UNREACHED), max_queries=square_queries,
                          early_stop=False)(oracle, data.x, (data.disparity, data.mask))
             out = on_sgbm(res.x_adv)
             out["queries_per_pair"] = square_queries
