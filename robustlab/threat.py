@@ -190,23 +190,27 @@ class ThreatModel:
         Linf: uniform in the cube. L2: uniform in the ball (direction ~ N(0, I), radius ~ eps*U^(1/d)),
         not on its surface. L1: uniform on the simplex-ball via Laplace direction and radius eps*U^(1/d).
         """
-        shape = x.shape
+        return self.project(x, x + self.random_delta(x.shape, generator, x.dtype, x.device))
+
+    def random_delta(self, shape, generator: torch.Generator | None = None, dtype=torch.float32,
+                     device=None) -> torch.Tensor:
+        """A perturbation uniform in the ball (ignoring the bounds), for a batch of `shape`: the one
+        random start every attack and training method draws from (``random_init`` adds the bounds)."""
+        shape = tuple(shape)
         if self.norm == "linf":
-            u = torch.rand(shape, generator=generator, device=x.device, dtype=x.dtype)
-            delta = (2 * u - 1) * self.eps
+            u = torch.rand(shape, generator=generator, device=device, dtype=dtype)
+            return (2 * u - 1) * self.eps
+        d = math.prod(shape[1:])
+        if self.norm == "l2":
+            direction = torch.randn(shape, generator=generator, device=device, dtype=dtype)
         else:
-            d = x[0].numel()
-            if self.norm == "l2":
-                direction = torch.randn(shape, generator=generator, device=x.device, dtype=x.dtype)
-            else:
-                e = torch.rand(shape, generator=generator, device=x.device, dtype=x.dtype)
-                direction = -torch.log(e.clamp_min(1e-12))
-                s = torch.rand(shape, generator=generator, device=x.device, dtype=x.dtype)
-                direction = direction * torch.where(s < 0.5, -1.0, 1.0)
-            direction = direction / _per_sample(lp_norm(direction, self.norm).clamp_min(1e-12), direction)
-            r = torch.rand(shape[0], generator=generator, device=x.device, dtype=x.dtype) ** (1.0 / d)
-            delta = direction * _per_sample(r * self.eps, direction)
-        return self.project(x, x + delta)
+            e = torch.rand(shape, generator=generator, device=device, dtype=dtype)
+            direction = -torch.log(e.clamp_min(1e-12))
+            s = torch.rand(shape, generator=generator, device=device, dtype=dtype)
+            direction = direction * torch.where(s < 0.5, -1.0, 1.0)
+        direction = direction / per_sample(lp_norm(direction, self.norm).clamp_min(1e-12), direction)
+        r = torch.rand(shape[0], generator=generator, device=device, dtype=dtype) ** (1.0 / d)
+        return direction * per_sample(r * self.eps, direction)
 
     def step(self, grad: torch.Tensor, step_size: torch.Tensor | float, l1_sparsity: float = 0.95) -> torch.Tensor:
         """Steepest-ascent direction of Lp size `step_size` for gradient `grad`.

@@ -119,7 +119,7 @@ def test_oracle_accounting_budget_memo_and_replay():
     oracle(x, ids=[0, 1, 2])
     assert calls == [2, 1]  # batched
     oracle(x[:1], ids=[0])  # memoised: free for the sample (one re-query checks determinism)
-    assert oracle.cache_hits == 1 and oracle.verificatiomax_queries == 1 and oracle.total_queries == 4
+    assert oracle.cache_hits == 1 and oracle.verification_queries == 1 and oracle.total_queries == 4
     assert oracle.queries_of([0, 1, 2]).tolist() == [1, 1, 1] and oracle.deterministic is not False
     oracle(x[:1] + 0.1, ids=[0])
     with pytest.raises(QueryBudgetExceeded, match=r"samples \[0\] exhausted their budget of 2"):

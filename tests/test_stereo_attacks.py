@@ -8,7 +8,7 @@ import robustlab as rl
 from helpers import run_cli, tiny_stereo_net
 from robustlab.objectives import RegressionError
 from robustlab.tasks.stereo import (evaluate_stereo, predict, region_target, shift_target, stereo_attack,
-                                    stereo_sanity_checks, synthetic_stereo, warp_to_left)
+                                    stereo_checks, synthetic_stereo, warp_to_left)
 from robustlab.tasks.stereo.physical import (PairJitter, PatchAtDisparity, RandomPairTransform, fit_universal_tile,
                                              jittered_metrics)
 
@@ -124,10 +124,10 @@ def test_eot_attack_uses_random_views_and_jitter_keeps_bounds(net):
     assert attacked["epe"] > 1.5 * clean["epe"], (clean, attacked)
 
 
-def test_stereo_sanity_checks_pass_on_a_real_net_and_flag_masked_gradients(net):
+def test_stereo_checks_pass_on_a_real_net_and_flag_masked_gradients(net):
     model, _, val = net
-    report = stereo_sanity_checks(model, val, eps=0.03, checks="cheap")
-    assert [c.name for c in report.checks] == ["randomness", "gradients", "one_step_vs_iterative"]
+    report = stereo_checks(model, val, eps=0.03, checks="cheap")
+    assert [c.name for c in report.checks] == ["randomness", "probabilities", "gradients", "one_step_vs_iterative"]
     assert report["gradients"].verdict == "pass" and report["one_step_vs_iterative"].verdict == "pass"
 
     class Quantised(torch.nn.Module):  # rounding the input: zero gradients almost everywhere
@@ -138,7 +138,7 @@ def test_stereo_sanity_checks_pass_on_a_real_net_and_flag_masked_gradients(net):
         def forward(self, x):
             return self.inner(torch.round(x * 8) / 8)
 
-    masked = stereo_sanity_checks(Quantised(model), val, eps=0.03, checks="cheap")
+    masked = stereo_checks(Quantised(model), val, eps=0.03, checks="cheap")
     assert masked["gradients"].verdict == "warn"
 
 

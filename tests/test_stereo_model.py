@@ -93,7 +93,7 @@ def test_sgbm_baseline_and_a_black_box_attack_on_it(trained):
                             early_stop=False)(oracle, val.x, (val.disparity, val.mask))
     attacked = stereo_metrics(sgbm(res.x_adv), val.disparity, val.mask)
     assert attacked["epe"] > 1.1 * clean["epe"], (clean, attacked)
-    assert oracle.total_queries <= 150 * len(val) + oracle.verificatiomax_queries
+    assert oracle.total_queries <= 150 * len(val) + oracle.verification_queries
 
 
 def test_defense_reduces_adaptive_attack_error_and_regularisers_are_sound(trained):

@@ -24,22 +24,12 @@ import torch
 from ..errors import InputError, ModelOutputError, check_batch, check_model_output, warn_if_probabilities
 from ..objectives import CrossEntropy, Objective, get_objective
 from ..oracles import Oracle
+from ..targets import index_target
 from ..threat import ThreatModel, lp_norm
 
+__all__ = ["Attack", "AttackContext", "AttackResult", "IterativeAttack", "finite_or_raise", "index_target"]
+
 log = logging.getLogger(__name__)
-
-
-def index_target(target: Any, idx: torch.Tensor) -> Any:
-    """Select samples `idx` of a target: a tensor, a tuple of tensors, or a list of objects."""
-    if target is None:
-        return None
-    if isinstance(target, torch.Tensor):
-        return target[idx]
-    if isinstance(target, tuple) and all(isinstance(t, torch.Tensor) for t in target):
-        return tuple(t[idx] for t in target)
-    if isinstance(target, (list, tuple)):
-        return [target[i] for i in idx.tolist()]
-    raise InputError(f"unsupported target type {type(target).__name__}")
 
 
 @dataclass

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import torch
 
 from ..errors import InputError, unknown_name
 from . import formats
+from ..targets import index_target
 from .shapes import SHAPE_CLASSES, generate_shapes
 
 SPLITS = ("train", "val", "test", "all")
@@ -24,10 +25,11 @@ SPLITS = ("train", "val", "test", "all")
 
 @dataclass
 class Dataset:
-    """Images in [0, 1] (float32, NCHW) and int64 labels."""
+    """Inputs in [0, 1] (float32, NCHW) and their targets: int64 labels for classification, or any
+    task's targets (a tuple of tensors such as (disparity, valid mask), a list of strings)."""
 
     x: torch.Tensor
-    y: torch.Tensor
+    y: Any
     name: str = "data"
     classes: list[str] = field(default_factory=list)
 
@@ -35,7 +37,9 @@ class Dataset:
         return int(self.x.shape[0])
 
     def __getitem__(self, i):
-        return self.x[i], self.y[i]
+        if isinstance(self.y, torch.Tensor):
+            return self.x[i], self.y[i]
+        return self.x[i], index_target(self.y, torch.as_tensor([i]))
 
     @property
     def num_classes(self) -> int:
@@ -48,14 +52,18 @@ class Dataset:
     def subset(self, n: int | None) -> "Dataset":
         if n is None or n >= len(self):
             return self
-        return Dataset(self.x[:n], self.y[:n], self.name, self.classes)
+        return Dataset(self.x[:n], index_target(self.y, torch.arange(n)), self.name, self.classes)
+
+    def take(self, idx: torch.Tensor) -> "Dataset":
+        """The samples `idx` (a shard of a rank, a shuffled subset)."""
+        return Dataset(self.x[idx], index_target(self.y, idx), self.name, self.classes)
 
     def batches(self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None
                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = torch.randperm(len(self), generator=generator) if shuffle else torch.arange(len(self))
         for i in range(0, len(self), batch_size):
             idx = order[i:i + batch_size]
-            yield self.x[idx], self.y[idx]
+            yield self.x[idx], index_target(self.y, idx)
 
 
 def _split_pool(n: int, seed: int, n_test: int, n_val: int) -> dict[str, np.ndarray]:

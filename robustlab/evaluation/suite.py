@@ -19,7 +19,7 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from ..attacks import APGD, APGDDLR, APGDT, FABT, Attack, Square, create_attack
-from ..attacks.base import index_target
+from ..targets import concat_targets, index_target, target_to
 from ..errors import InputError, check_batch, target_length
 from ..objectives import CrossEntropy, Objective
 from ..threat import ThreatModel
@@ -131,24 +131,6 @@ def materialize(data: Any, n: int | None = None, batch_size: int = 500) -> tuple
     return torch.cat(xs), concat_targets(ts)
 
 
-def concat_targets(parts: list) -> Any:
-    """Concatenate batch targets: tensors, tuples of tensors, or lists."""
-    first = parts[0]
-    if isinstance(first, torch.Tensor):
-        return torch.cat(parts)
-    if isinstance(first, tuple) and all(isinstance(t, torch.Tensor) for t in first):
-        return tuple(torch.cat([p[i] for p in parts]) for i in range(len(first)))
-    return [t for p in parts for t in p]
-
-
-def target_to(target: Any, device: torch.device) -> Any:
-    if isinstance(target, torch.Tensor):
-        return target.to(device)
-    if isinstance(target, tuple) and all(isinstance(t, torch.Tensor) for t in target):
-        return tuple(t.to(device) for t in target)
-    return target
-
-
 @contextmanager
 def eval_mode(model):
     was_training = getattr(model, "training", False)
@@ -195,6 +177,7 @@ class EvaluationReport:
     sanity: Any = None  # SanityReport of the gradient-masking checks, when run
     metrics: dict[str, float] = field(default_factory=dict)
     objective: str = "ce"
+    x_adv: torch.Tensor | None = field(default=None, repr=False)  # each point's worst case (keep_points=True)
 
     @property
     def n(self) -> int:
@@ -242,7 +225,7 @@ def evaluate(model, data, threat: ThreatModel, attacks: str | Sequence[Attack | 
              objective: Objective | None = None, metrics: Callable | None = None,
              batch_size: int = 500, n: int | None = None, seed: int = 0, n_examples: int = 8,
              sanity: str | None = "cheap", already_broken: torch.Tensor | None = None,
-             progress: bool = True) -> EvaluationReport:
+             progress: bool = True, keep_points: bool = False) -> EvaluationReport:
     """Robustness of `model` on `data` under `threat`, by a cascade of attacks, for any task.
 
     Args:
@@ -261,6 +244,7 @@ def evaluate(model, data, threat: ThreatModel, attacks: str | Sequence[Attack | 
             None runs none. Verdicts land in ``report.sanity``.
         already_broken: bool per point, in the order of `data`: points known to be broken (at a
             smaller eps of nested balls); they are not attacked again.
+        keep_points: keep every point's worst case in ``report.x_adv`` (on the CPU).
     """
     objective = objective if objective is not None else CrossEntropy()
     metrics = metrics if metrics is not None else (classification_metrics if _is_classification(objective) else None)
@@ -269,7 +253,7 @@ def evaluate(model, data, threat: ThreatModel, attacks: str | Sequence[Attack | 
     if len(set(names)) != len(names):
         names = [f"{nm}#{i}" for i, nm in enumerate(names)]
     device = device_of(model)
-    clean_all, robust_all, broken_by = [], [], []
+    clean_all, robust_all, broken_by, kept = [], [], [], []
     sums: dict[str, float] = {}
     attack_time = {nm: 0.0 for nm in names}
     examples: dict[str, list] = {"x": [], "x_adv": [], "y": [], "pred_adv": []}
@@ -327,6 +311,8 @@ def evaluate(model, data, threat: ThreatModel, attacks: str | Sequence[Attack | 
                     for k, v in metrics(out, yb).items():
                         key = f"{prefix}_{k}"
                         sums[key] = sums.get(key, 0.0) + float(torch.as_tensor(v, dtype=torch.float64).sum())
+            if keep_points:
+                kept.append(x_worst.cpu())
             clean_all.append(correct.cpu())
             robust_all.append(robust.cpu())
             broken_by.extend(batch_broken)
@@ -346,7 +332,8 @@ def evaluate(model, data, threat: ThreatModel, attacks: str | Sequence[Attack | 
         checks.checks.append(cascade_check(suite, names, broken_by))
     report = EvaluationReport(threat, torch.cat(clean_all), torch.cat(robust_all), broken_by, names,
                               attack_time, time.perf_counter() - start, ex, checks,
-                              {k: round(v / seen, 6) for k, v in sums.items()}, getattr(objective, "name", "objective"))
+                              {k: round(v / seen, 6) for k, v in sums.items()}, getattr(objective, "name", "objective"),
+                              torch.cat(kept) if kept else None)
     log.info("%s", report)
     return report
 

@@ -26,6 +26,8 @@ from tqdm.auto import tqdm
 from ..attacks import FGSM, PGD
 from ..data import Dataset
 from ..errors import InputError
+from ..objectives import CrossEntropy, Objective
+from ..targets import index_target
 from ..threat import ThreatModel
 from .checkpoints import _check_compatible, load_state, save_state, save_weights
 from .methods import BatchContext, get_method, local_linearity
@@ -144,42 +146,47 @@ def _all_sum(values: list[float]) -> list[float]:
 
 
 def measure(model: nn.Module, data: Dataset, threat: ThreatModel, steps: int, seed: int,
-            fgsm: bool = False, linearity: bool = False, batch_size: int = 500) -> dict:
-    """Clean accuracy and CE loss, PGD accuracy and loss, optionally FGSM accuracy, local linearity
-    gamma and the input-gradient cosine of GradAlign, on `data` (this rank's shard; sums are
-    all-reduced across ranks)."""
+            fgsm: bool = False, linearity: bool = False, batch_size: int = 500,
+            objective: Objective | None = None) -> dict:
+    """For any task's objective: clean accuracy (the share of points where the objective does not
+    succeed; for a classifier, correctly classified) and mean objective loss, the same under PGD,
+    optionally under FGSM, local linearity gamma and the input-gradient cosine of GradAlign, on
+    `data` (this rank's shard; sums are all-reduced across ranks)."""
+    objective = objective if objective is not None else CrossEntropy()
     was = model.training
     model.eval()
     rank, world = _world()
-    shard = Dataset(data.x[rank::world], data.y[rank::world], data.name, data.classes)
+    shard = data.take(torch.arange(rank, len(data), world))
     s = dict.fromkeys(("n", "correct", "loss", "robust", "robust_loss", "fgsm", "gamma", "cos"), 0.0)
     try:
         for i, (xb, yb) in enumerate(shard.batches(batch_size)):
             with torch.no_grad():
                 out = model(xb)
-            s["n"] += len(yb)
-            s["correct"] += float((out.argmax(1) == yb).sum())
-            s["loss"] += float(F.cross_entropy(out, yb, reduction="sum"))
+            nb = xb.shape[0]
+            s["n"] += nb
+            s["correct"] += float((~objective.success(out, yb)).sum())
+            s["loss"] += float(objective.loss(out, yb).sum())
             if threat.eps > 0:
-                res = PGD(threat, "ce", steps=steps, step_size=2.5 * threat.eps / steps, early_stop=False, seed=seed)(model, xb, yb)
+                res = PGD(threat, objective, steps=steps, step_size=2.5 * threat.eps / steps, early_stop=False,
+                          seed=seed)(model, xb, yb)
                 with torch.no_grad():
                     out_adv = model(res.x_adv)
-                s["robust"] += float((out_adv.argmax(1) == yb).sum())
-                s["robust_loss"] += float(F.cross_entropy(out_adv, yb, reduction="sum"))
+                s["robust"] += float((~objective.success(out_adv, yb)).sum())
+                s["robust_loss"] += float(objective.loss(out_adv, yb).sum())
                 if fgsm:
-                    s["fgsm"] += float((~FGSM(threat, "ce", seed=seed)(model, xb, yb).success).sum())
+                    s["fgsm"] += float((~FGSM(threat, objective, seed=seed)(model, xb, yb).success).sum())
                 if linearity:
-                    ctx = BatchContext(threat, seed + i)
+                    ctx = BatchContext(threat, seed + i, objective=objective)
                     with torch.enable_grad():
                         gamma, _, g1, _ = local_linearity(model, xb, yb, ctx)
                         x_noisy = ctx.random_start(xb).requires_grad_(True)
-                        g2, = torch.autograd.grad(F.cross_entropy(model(x_noisy), yb, reduction="sum"), x_noisy)
+                        g2, = torch.autograd.grad(objective.loss(model(x_noisy), yb).sum(), x_noisy)
                     s["gamma"] += float(gamma.detach().sum())
                     s["cos"] += float(F.cosine_similarity(g1.flatten(1), g2.flatten(1), dim=1, eps=1e-12).detach().sum())
             else:
-                s["robust"] += float((out.argmax(1) == yb).sum())
-                s["robust_loss"] += float(F.cross_entropy(out, yb, reduction="sum"))
-                s["fgsm"] += float((out.argmax(1) == yb).sum())
+                s["robust"] += float((~objective.success(out, yb)).sum())
+                s["robust_loss"] += float(objective.loss(out, yb).sum())
+                s["fgsm"] += float((~objective.success(out, yb)).sum())
     finally:
         model.train(was)
     keys = list(s)
@@ -212,14 +219,17 @@ def _unwrap(model: nn.Module) -> nn.Module:
 def train(model: nn.Module, train_data: Dataset, val_data: Dataset | None, cfg: TrainConfig,
           checkpoint_dir: str | Path | None = None, resume: bool = False,
           on_epoch: Callable[[dict], None] | None = None, progress: bool = True,
-          regularizer: Callable | None = None) -> TrainResult:
+          regularizer: Callable | None = None, objective: Objective | None = None) -> TrainResult:
     """Train `model` in place (on every rank when torch.distributed is initialised).
 
     With `checkpoint_dir`, rank 0 writes ``last.safetensors``, ``best.safetensors`` (best robust
     validation accuracy) and ``state.pt`` after every epoch; ``resume=True`` continues from
     ``state.pt`` on every rank. ``regularizer(model, x, y, logits, ctx) -> scalar`` adds a term
-    to the loss of any method.
+    to the loss of any method. ``objective``: the task's training loss (default cross-entropy);
+    training minimises its per-sample ``loss``, the inner attacks and the per-epoch measurements use
+    it too, and "accuracy" is the share of points where it does not succeed.
     """
+    objective = objective if objective is not None else CrossEntropy()
     method = get_method(cfg.method)
     rank, world = _world()
     if world > 1 and cfg.method == "llr":
@@ -273,7 +283,7 @@ def train(model: nn.Module, train_data: Dataset, val_data: Dataset | None, cfg: 
                 break
             lo, hi = _rank_slice(n_global, rank, world)
             idx = idx_global[lo:hi]
-            xb, yb = train_data.x[idx], train_data.y[idx]
+            xb, yb = train_data.x[idx], index_target(train_data.y, idx)
             global_step = epoch * steps_per_epoch + step
             lr = lr_at(cfg, global_step / total_steps, world, warmup_fraction)
             for g in optimizer.param_groups:
@@ -284,7 +294,7 @@ def train(model: nn.Module, train_data: Dataset, val_data: Dataset | None, cfg: 
             ctx = BatchContext(full_threat.with_eps(eps), _seed(cfg, epoch, step + 1), cfg.attack_steps,
                                cfg.attack_step_size, cfg.fgsm_alpha, cfg.grad_align, cfg.trades_beta,
                                cfg.llr_lambda, cfg.llr_mu, cfg.llr_steps, attack_model=base,
-                               global_size=n_global, offset=lo)
+                               global_size=n_global, offset=lo, objective=objective)
             loss, logits = method(net, xb, yb, ctx)
             if regularizer is not None:
                 loss = loss + regularizer(net, xb, yb, logits, ctx)
@@ -293,20 +303,21 @@ def train(model: nn.Module, train_data: Dataset, val_data: Dataset | None, cfg: 
                     f"training loss became {float(loss.detach())} at epoch {epoch + 1}, step {step}; lower the learning rate"
                 )
             # DDP averages gradients over ranks; weight each rank by its share of the global batch
-            scaled = loss * (len(yb) * world / n_global) if world > 1 else loss
+            scaled = loss * (xb.shape[0] * world / n_global) if world > 1 else loss
             optimizer.zero_grad(set_to_none=True)
             scaled.backward()
             optimizer.step()
             if averager is not None:
                 averager.average_parameters(base.parameters())
-            sums[0] += float(loss.detach()) * len(yb)
-            sums[1] += float((logits.detach().argmax(1) == yb).sum())
-            sums[2] += len(yb)
+            nb = xb.shape[0]
+            sums[0] += float(loss.detach()) * nb
+            sums[1] += float((~objective.success(logits.detach(), yb)).sum())
+            sums[2] += nb
             bar.set_postfix(loss=f"{sums[0] / max(sums[2], 1):.3f}", lr=f"{lr:.2g}")
         sums = _all_sum(sums)
         train_time = time.perf_counter() - t0
         seed = _seed(cfg, epoch, 10 ** 6)
-        tr = measure(base, train_eval, full_threat, cfg.eval_steps, seed, fgsm=True, linearity=True)
+        tr = measure(base, train_eval, full_threat, cfg.eval_steps, seed, fgsm=True, linearity=True, objective=objective)
         record = {
             "epoch": epoch + 1, "lr": lr, "eps": eps, "train_time_s": train_time, "world_size": world,
             "train_objective": sums[0] / max(sums[2], 1), "train_objective_acc": sums[1] / max(sums[2], 1),
@@ -318,7 +329,7 @@ def train(model: nn.Module, train_data: Dataset, val_data: Dataset | None, cfg: 
             if k in tr:
                 record[k] = tr[k]
         if val_eval is not None:
-            va = measure(base, val_eval, full_threat, cfg.eval_steps, seed)
+            va = measure(base, val_eval, full_threat, cfg.eval_steps, seed, objective=objective)
             record.update({"val_acc": va["acc"], "val_loss": va["loss"], "val_robust_acc": va["robust_acc"],
                            "val_robust_loss": va["robust_loss"],
                            "generalization_gap": tr["acc"] - va["acc"],
@@ -351,8 +362,10 @@ def train(model: nn.Module, train_data: Dataset, val_data: Dataset | None, cfg: 
         if on_epoch is not None and rank == 0:
             on_epoch(record)
         if rank == 0:
-            log.info("epoch %d: train acc %.3f robust %.3f | val acc %s robust %s", epoch + 1, tr["acc"],
-                     tr["robust_acc"], record.get("val_acc"), record.get("val_robust_acc"))
+            val = (f" | val acc {record['val_acc']:.3f} robust {record['val_robust_acc']:.3f}"
+                   if "val_acc" in record else "")
+            log.info("epoch %d/%d: train acc %.3f robust %.3f%s (%.1fs)", epoch + 1, cfg.epochs, tr["acc"],
+                     tr["robust_acc"], val, train_time)
         if co:
             result.catastrophic_overfitting_epoch = result.catastrophic_overfitting_epoch or epoch + 1
             if rank == 0:

@@ -224,7 +224,7 @@ def cmd_attack(args) -> int:
 
 
 def cmd_defend(args) -> int:
-    from .defense import DefenseConfig, defend_stereo, evaluate_defense, stereo_sanity_checks
+    from .defense import DefenseConfig, defend_stereo, evaluate_defense, stereo_checks
     from .pretrained import MODEL_FILE, load_stereo_model, save_stereo_model
     from .report import write_report
 
@@ -240,7 +240,7 @@ def cmd_defend(args) -> int:
     save_stereo_model(model, setup, run.checkpoints / MODEL_FILE, defense=str(asdict(cfg)))
     run.rewrite_metrics(history)
     after = evaluate_defense(model, val, eps=args.eps, seed=args.seed)
-    checks = stereo_sanity_checks(model, val, eps=args.eps, checks=args.checks)
+    checks = stereo_checks(model, val, eps=args.eps, checks=args.checks)
     run.write_summary({"before": before, "after": after, "checks": checks.to_dict(), "finetune_seconds": seconds})
     rows = _metric_rows({"before, clean": before["clean"], "before, adaptive PGD-10": before["adaptive"],
                          "after, clean": after["clean"], "after, adaptive PGD-10": after["adaptive"]})

@@ -29,7 +29,7 @@ from ...fileio import atomic_write_json, atomic_write_text
 from ...training.checkpoints import load_weights
 from .attacks import stereo_attack
 from .data import StereoDataset, motorcycle, synthetic_stereo
-from .defense import DefenseConfig, defend_stereo, stereo_sanity_checks
+from .defense import DefenseConfig, defend_stereo, stereo_checks
 from .metrics import stereo_metrics
 from .physical import PairJitter, RandomPairTransform, fit_stereo_patch, fit_universal_tile, jittered_metrics, patch_metrics
 from .pretrained import StereoSetup, pretrained_stereo, save_stereo_model
@@ -180,7 +180,7 @@ def defence_table(setup: StereoSetup, base, val: StereoDataset, out: Path, cells
                 if transferred is None:
                     transferred = stereo_attack(base, val.x, val.disparity, val.mask, eps=eps, views="both").x_adv
                 adaptive = stereo_attack(model, val.x, val.disparity, val.mask, eps=eps, views="both", seed=seed)
-                checks = stereo_sanity_checks(model, val, eps=eps, checks="all" if seed == 0 else "cheap")
+                checks = stereo_checks(model, val, eps=eps, checks="all" if seed == 0 else "cheap")
                 return {"clean": _metrics(model, val), "adaptive_pgd10": _metrics(model, val, adaptive.x_adv),
                         "transferred_from_undefended": _metrics(model, val, transferred),
                         "checks": checks.to_dict(), "finetune_seconds": round(train_s, 1)}
