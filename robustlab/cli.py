@@ -10,23 +10,8 @@ from pathlib import Path
 log = logging.getLogger("robustlab")
 
 
-def _floats(text: str) -> list[float]:
-    try:
-        return [float(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-
-
-def _model_kwargs(text: str | None) -> dict:
-    if not text:
-        return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise argparse.ArgumentTypeError(f"--model-kwargs must be JSON, e.g. '{{\"width\": 2}}': {e}") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError("--model-kwargs must be a JSON object")
-    return value
+from .argtypes import float_list as _floats  # noqa: E402
+from .argtypes import json_object as _model_kwargs  # noqa: E402
 
 
 def _add_train(sub) -> None:
@@ -94,7 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--restarts", type=int, default=None)
     p.add_argument("--queries", type=int, default=None, help="query budget per point (black-box attacks)")
     p.add_argument("--black-box", action="store_true", help="give the attack only a score/decision oracle of the model")
-    p.add_argument("--save", default=None, help="save x, x_adv, y, success to this .pt file")
+    p.add_argument("--save", default=None, help="also save x, x_adv, y, success to this .pt file")
+    p.add_argument("--runs", default="runs", help="root folder of run directories")
+    p.add_argument("--name", default=None, help="run name (default: attack-<attack>-<model run>)")
 
     p = sub.add_parser("evaluate", help="robust accuracy of a model run over eps with an attack cascade",
                        description="Cascade evaluation (per-point worst case) over a list of eps; writes evaluation.json.")
@@ -141,11 +128,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default="sweep-batch-size")
     p.add_argument("--resume", action="store_true")
 
-    sub.add_parser("list", help="list registered models, datasets, attacks and training methods")
-    from .tasks.stereo import cli as stereo_cli
-
-    stereo_cli.add_parser(sub)
+    sub.add_parser("list", help="list registered tasks, models, datasets, attacks, objectives and training methods")
+    for task in _cli_tasks():
+        task.add_cli(sub)
     return parser
+
+
+def _cli_tasks():
+    """The task plug-ins that declare CLI verbs (``robustlab <task> <verb>``)."""
+    from .taskspec import TASKS, get_task
+
+    out = []
+    for name in TASKS.names():
+        try:
+            task = get_task(name)
+        except ImportError as e:  # a task whose package is absent (optional plug-in)
+            log.debug("task %s unavailable: %s", name, e)
+            continue
+        if task.add_cli is not None:
+            out.append(task)
+    return out
 
 
 def cmd_train(args) -> int:
@@ -182,52 +184,58 @@ def cmd_train(args) -> int:
 
 
 def cmd_attack(args) -> int:
+    import time
+
     import torch
 
-    from .attacks import create_attack
+    from .attacks import ATTACKS, create_attack
     from .data import load_dataset
+    from .errors import InputError
+    from .oracles import DecisionOracle, ScoreOracle
+    from .runs import Run, write_page
     from .runs.job import _data_spec, load_model_from_run
     from .threat import ThreatModel
 
     model, config = load_model_from_run(args.run, args.weights)
     spec = _data_spec(config["data"])
     test = load_dataset(spec["name"], "test", seed=spec.get("seed", 0), data_dir=spec.get("data_dir")).subset(args.n)
-    import inspect
-
-    from .attacks import ATTACKS
-    from .errors import InputError, unknown_name
-    from .oracles import DecisionOracle, ScoreOracle
-
-    key = args.attack.lower().replace("_", "-")
-    if key not in ATTACKS:
-        raise unknown_name("attack", args.attack, ATTACKS)
-    accepted = inspect.signature(ATTACKS[key].__init__).parameters
-    wanted = {"steps": args.steps, "step_size": args.step_size, "restarts": args.restarts}
-    if args.queries is not None:
-        wanted["n_queries" if "n_queries" in accepted else "max_queries"] = args.queries
+    name = ATTACKS.canonical(args.attack)
+    wanted = {"steps": args.steps, "step_size": args.step_size, "restarts": args.restarts, "max_queries": args.queries}
     kwargs = {k: v for k, v in wanted.items() if v is not None}
-    bad = [k for k in kwargs if k not in accepted]
-    if bad:
-        raise InputError(f"attack {key!r} has no option {', '.join(bad)}; its options: "
-                         f"{', '.join(p for p in accepted if p not in ('self', 'threat', 'objective'))}")
-    attack = create_attack(key, ThreatModel(args.norm, args.eps), seed=args.seed, **kwargs)
+    try:
+        attack = create_attack(name, ThreatModel(args.norm, args.eps), seed=args.seed, **kwargs)
+    except TypeError:
+        raise InputError(f"attack {name!r} does not take {', '.join('--' + k.replace('_', '-') for k in kwargs)}; "
+                         f"see its documentation: {ATTACKS.metadata(name)['doc']}") from None
     with torch.no_grad():
         clean_ok = model(test.x).argmax(1) == test.y
     target = model
     if args.black_box:
         if attack.needs_gradients:
-            raise InputError(f"{key} is a white-box attack; --black-box needs a score- or decision-based attack")
+            raise InputError(f"{name} is a white-box attack; --black-box needs a score- or decision-based attack")
         oracle_cls = DecisionOracle if attack.oracle_kind == "decision" else ScoreOracle
         target = oracle_cls.from_model(model)
+    start = time.perf_counter()
     result = attack(target, test.x, test.y)
     robust = clean_ok & ~result.success
     out = {**result.summary(), "clean_accuracy": float(clean_ok.float().mean()),
-           "robust_accuracy": float(robust.float().mean())}
+           "robust_accuracy": float(robust.float().mean()), "seconds": round(time.perf_counter() - start, 2)}
     print(json.dumps(out, indent=2))
-    if args.save:
-        from .fileio import atomic_torch_save
+    run_name = args.name or f"attack-{name}-{Path(args.run).name}"
+    run = Run(Path(args.runs) / run_name)
+    run.write_config({"kind": "attack", "task": "classification", "model_run": str(args.run), "attack": name,
+                      "threat": ThreatModel(args.norm, args.eps).describe(), **{k: v for k, v in vars(args).items()
+                                                                                 if k not in ("func",)}})
+    run.write_summary(out)
+    rows = [[k, f"{v:.4g}" if isinstance(v, float) else v] for k, v in out.items()]
+    write_page(run.path / "report.html", f"{name} on {Path(args.run).name}",
+               [("attack", f"{attack!r} on {len(test)} test points of {spec['name']}")],
+               [("result", ["quantity", "value"], rows)], [], {"attack": name, "kwargs": kwargs, "model_run": str(args.run)})
+    from .fileio import atomic_torch_save
 
-        atomic_torch_save({"x": test.x, "x_adv": result.x_adv, "y": test.y, "success": result.success}, args.save)
+    atomic_torch_save({"x": test.x, "x_adv": result.x_adv, "y": test.y, "success": result.success},
+                      args.save or run.path / "adversarial.pt")
+    print(f"wrote {run.path}")
     return 0
 
 
@@ -265,15 +273,28 @@ def cmd_report(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from .attacks import list_attacks
+    from .attacks import ATTACKS
     from .data import list_datasets
     from .models import list_models
+    from .objectives import OBJECTIVES
+    from .taskspec import TASKS, get_task
     from .training import METHODS
 
-    print("models:   ", ", ".join(list_models()))
-    print("datasets: ", ", ".join(list_datasets()))
-    print("attacks:  ", ", ".join(list_attacks()))
-    print("methods:  ", ", ".join(sorted(METHODS)))
+    print("tasks:")
+    for name in TASKS.names():
+        try:
+            t = get_task(name)
+            print(f"  {name:<15} {t.description}")
+            print(f"  {'':<15} objectives: {', '.join(t.objectives)}; datasets: {', '.join(t.datasets)}")
+        except ImportError as e:
+            print(f"  {name:<15} (unavailable: {e})")
+    print("attacks:")
+    for name, meta in ATTACKS.items():
+        print(f"  {name:<15} {meta['access']:<10} norms {','.join(meta['norms']):<16} objective {meta['objective']}")
+    print("models:    ", ", ".join(list_models()))
+    print("datasets:  ", ", ".join(list_datasets()))
+    print("objectives:", ", ".join(OBJECTIVES.names()))
+    print("methods:   ", ", ".join(METHODS.names()))
     return 0
 
 
@@ -303,13 +324,7 @@ def cmd_launch(args) -> int:
                   extra=["--no-progress"] if args.no_progress else [])
 
 
-def cmd_stereo(args) -> int:
-    from .tasks.stereo import cli as stereo_cli
-
-    return stereo_cli.run(args)
-
-
-COMMANDS = {"stereo": cmd_stereo, "sweep": cmd_sweep, "launch": cmd_launch, "train": cmd_train, "attack": cmd_attack, "evaluate": cmd_evaluate, "run": cmd_run,
+COMMANDS = {"sweep": cmd_sweep, "launch": cmd_launch, "train": cmd_train, "attack": cmd_attack, "evaluate": cmd_evaluate, "run": cmd_run,
             "report": cmd_report, "list": cmd_list}
 
 
@@ -320,6 +335,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        if args.command not in COMMANDS:
+            from .taskspec import get_task
+
+            return get_task(args.command).run_cli(args)
         return COMMANDS[args.command](args)
     except RobustlabError as e:
         print(f"robustlab {args.command}: error: {e}", file=sys.stderr)

@@ -21,15 +21,18 @@ def test_train_attack_evaluate_report_through_the_cli(tmp_path):
     run_cli("train", *common, "--name", "std")
     run_cli("train", *common, "--name", "pgd", "--method", "pgd", "--eps", "0.1", "--attack-steps", "5")
     out = run_cli("attack", tmp_path / "std", "--attack", "pgd", "--eps", "0.1", "--steps", "10", "--n", "100",
-                  "--save", tmp_path / "adv.pt")
-    summary = json.loads(out.stdout[out.stdout.index("{"):])
+                  "--save", tmp_path / "adv.pt", "--runs", tmp_path)
+    summary = json.loads(out.stdout[out.stdout.index("{"):out.stdout.rindex("}") + 1])
+    attack_run = tmp_path / "attack-pgd-std"  # the attack leaves a run record and report like every command
+    assert json.loads((attack_run / "summary.json").read_text())["n"] == 100
+    assert "robust_accuracy" in (attack_run / "report.html").read_text()
     assert summary["n"] == 100 and 0 <= summary["robust_accuracy"] <= summary["clean_accuracy"] <= 1
     bb = run_cli("attack", tmp_path / "std", "--attack", "square", "--eps", "0.1", "--queries", "200", "--n", "50",
-                 "--black-box")
-    bb_summary = json.loads(bb.stdout[bb.stdout.index("{"):])
+                 "--black-box", "--runs", tmp_path)
+    bb_summary = json.loads(bb.stdout[bb.stdout.index("{"):bb.stdout.rindex("}") + 1])
     assert bb_summary["attack"] == "square" and bb_summary["forward_calls"] <= 50 * 200
-    wrong = run_cli("attack", tmp_path / "std", "--attack", "square", "--steps", "5", check=False)
-    assert wrong.returncode == 2 and "has no option steps" in wrong.stderr
+    wrong = run_cli("attack", tmp_path / "std", "--attack", "square", "--steps", "5", "--runs", tmp_path, check=False)
+    assert wrong.returncode == 2 and "does not take --steps" in wrong.stderr
     saved = torch.load(tmp_path / "adv.pt")
     assert (saved["x_adv"] - saved["x"]).abs().max() <= 0.1 + 1e-6
     for name in ("std", "pgd"):

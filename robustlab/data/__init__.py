@@ -17,6 +17,7 @@ import torch
 
 from ..errors import InputError, unknown_name
 from . import formats
+from ..registry import Registry
 from ..targets import index_target
 from .shapes import SHAPE_CLASSES, generate_shapes
 
@@ -112,8 +113,13 @@ BUILTIN = {
 }
 
 
+DATASETS = Registry("dataset")
+for _name, (_loader, _n_test, _n_val) in BUILTIN.items():
+    DATASETS.register(_name, _loader, task="classification", n_test=_n_test, n_val=_n_val)
+
+
 def list_datasets() -> list[str]:
-    return sorted(BUILTIN)
+    return DATASETS.names()
 
 
 _CACHE: dict[str, tuple] = {}

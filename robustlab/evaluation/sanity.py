@@ -18,7 +18,8 @@ from ..attacks.base import AttackResult
 from ..objectives import CrossEntropy, Objective
 from ..threat import ThreatModel
 from .checks import Check, SanityReport
-from .suite import device_of, eval_mode, materialize, target_to
+from ..targets import target_to
+from .data import device_of, eval_mode, materialize
 
 CHEAP = ("randomness", "probabilities", "gradients", "one_step_vs_iterative")
 ALL = CHEAP + ("black_box_vs_white_box", "large_eps", "convergence")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
@@ -20,6 +19,7 @@ from tqdm.auto import tqdm
 
 from ..attacks import APGD, APGDDLR, APGDT, FABT, Attack, Square, create_attack
 from ..targets import concat_targets, index_target, target_to
+from .data import device_of, eval_mode, iterate_batches, materialize
 from ..errors import InputError, check_batch, target_length
 from ..objectives import CrossEntropy, Objective
 from ..threat import ThreatModel
@@ -89,65 +89,6 @@ def build_suite(attacks: str | Sequence[Attack | str], threat: ThreatModel, seed
         raise InputError("the attack list is empty: name at least one attack, or a suite ('standard', 'rand', 'fast')")
     extra = {"objective": objective} if objective is not None and not _is_classification(objective) else {}
     return [a if isinstance(a, Attack) else create_attack(a, threat, seed=seed, **extra) for a in attacks]
-
-
-def iterate_batches(data: Any, batch_size: int) -> Iterable[tuple[torch.Tensor, Any]]:
-    """Batches (x, target) from an (x, target) pair, a robustlab Dataset, a DataLoader or any
-    iterable of (x, target) batches. Targets may be label tensors or tuples of tensors (a
-    disparity map and its valid mask) or lists (strings)."""
-    if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], torch.Tensor):
-        x, target = data
-        n = target_length(target)
-        if n is not None and x.shape[0] != n:
-            raise InputError(f"batch size mismatch: {x.shape[0]} inputs but {n} targets")
-        for i in range(0, x.shape[0], batch_size):
-            idx = torch.arange(i, min(i + batch_size, x.shape[0]))
-            yield x[idx], index_target(target, idx)
-        return
-    if hasattr(data, "batches"):
-        yield from data.batches(batch_size)
-        return
-    for batch in data:
-        if not (isinstance(batch, (tuple, list)) and len(batch) >= 2):
-            raise InputError("each batch must be an (inputs, targets) pair")
-        yield batch[0], batch[1]
-
-
-def materialize(data: Any, n: int | None = None, batch_size: int = 500) -> tuple[torch.Tensor, Any]:
-    """The first n points of `data` as one (x, target) pair, in a fixed order (a shuffled loader is
-    read once, so every later pass pairs each point with itself)."""
-    xs, ts, seen = [], [], 0
-    for xb, tb in iterate_batches(data, batch_size):
-        if n is not None and seen >= n:
-            break
-        if n is not None and xb.shape[0] > n - seen:
-            keep = torch.arange(n - seen)
-            xb, tb = xb[keep], index_target(tb, keep)
-        xs.append(xb)
-        ts.append(tb)
-        seen += xb.shape[0]
-    if not xs:
-        raise InputError("no data to evaluate")
-    return torch.cat(xs), concat_targets(ts)
-
-
-@contextmanager
-def eval_mode(model):
-    was_training = getattr(model, "training", False)
-    if isinstance(model, nn.Module):
-        model.eval()
-    try:
-        yield model
-    finally:
-        if isinstance(model, nn.Module) and was_training:
-            model.train()
-
-
-def device_of(model) -> torch.device:
-    if isinstance(model, nn.Module):
-        for p in model.parameters():
-            return p.device
-    return torch.device("cpu")
 
 
 def classification_metrics(output: torch.Tensor, target: Any) -> dict[str, torch.Tensor]:

@@ -9,21 +9,21 @@ from typing import Callable
 
 import torch.nn as nn
 
-from ..errors import InputError, unknown_name
+from ..errors import InputError
+from ..registry import Registry
 from .mnist import FastMNISTNet, MadryMNISTCNN, MLP
 from .normalize import Normalize
 from .resnet import PreActResNet18
 
-MODELS: dict[str, Callable[..., nn.Module]] = {
-    "madry_cnn": MadryMNISTCNN,
-    "fast_mnist": FastMNISTNet,
-    "mlp": MLP,
-    "preact_resnet18": PreActResNet18,
-}
+MODELS = Registry("model")
+MODELS.register("madry_cnn", MadryMNISTCNN, task="classification", input="1x28x28")
+MODELS.register("fast_mnist", FastMNISTNet, task="classification", input="1x28x28")
+MODELS.register("mlp", MLP, task="classification", input="any (flattened)")
+MODELS.register("preact_resnet18", PreActResNet18, task="classification", input="3xHxW")
 
 
 def list_models() -> list[str]:
-    return sorted(MODELS)
+    return MODELS.names()
 
 
 def create_model(name: str, **kwargs) -> nn.Module:
@@ -35,10 +35,7 @@ def create_model(name: str, **kwargs) -> nn.Module:
         except (ImportError, AttributeError) as e:
             raise InputError(f"cannot load model factory {name!r}: {e}") from None
         return factory(**kwargs)
-    key = name.lower().replace("-", "_")
-    if key not in MODELS:
-        raise unknown_name("model", name, MODELS)
-    return MODELS[key](**kwargs)
+    return MODELS.create(name, **kwargs)
 
 
 __all__ = ["FastMNISTNet", "MLP", "MadryMNISTCNN", "Normalize", "PreActResNet18", "create_model", "list_models", "MODELS"]

@@ -18,14 +18,58 @@ from ..fileio import atomic_write_text  # noqa: E402
 from .rundir import Run  # noqa: E402
 
 
+STYLE = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222;padding:0 1em}"
+         "table{border-collapse:collapse;margin:1em 0;font-size:14px}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
+         "th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}pre{background:#f7f7f7;padding:.6em;font-size:12px;"
+         "overflow:auto}.warn{color:#a40}.note{color:#555;font-size:13px}img{max-width:100%}figure{margin:1em 0}")
+
+
+def page_html(title: str, sections: list[tuple[str, str]], tables: list[tuple[str, list[str], list[list[str]]]],
+              figures: list[str], metadata: dict | None = None) -> str:
+    """One report page in the shared style: free-text sections, tables (caption, header, rows),
+    figures (paths relative to the page, shown at full width) and the run's metadata."""
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+             f"<style>{STYLE}</style></head><body>", f"<h1>robustlab report: {html.escape(title)}</h1>"]
+    for head, text in sections:
+        parts.append(f"<h2>{html.escape(head)}</h2><p>{html.escape(text)}</p>")
+    for caption, header, rows in tables:
+        parts.append(f"<h2>{html.escape(caption)}</h2><table><tr>" + "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+                     + "</tr>")
+        parts += ["<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows]
+        parts.append("</table>")
+    parts += [f"<figure><img src='{html.escape(f)}' alt='{html.escape(Path(f).stem)}'></figure>" for f in figures]
+    if metadata:
+        parts.append("<h2>Configuration</h2><pre>" + html.escape(yaml.safe_dump(metadata, sort_keys=False)) + "</pre>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write_page(path: str | Path, title: str, sections, tables, figures, metadata: dict | None = None) -> Path:
+    """Write ``page_html(...)`` atomically to `path`."""
+    atomic_write_text(Path(path), page_html(title, sections, tables, figures, metadata))
+    return Path(path)
+
+
+def _task_entry(run: Run, cfg: dict) -> dict:
+    """A run of any task plug-in: its tables come from the task's ``report_sections`` hook."""
+    from ..taskspec import get_task
+
+    task = get_task(cfg.get("task", "classification"))
+    sections, tables, figures = task.report_sections(run.path) if task.report_sections else ([], [], [])
+    return {"label": run.name, "task": task.name, "sections": sections, "tables": tables,
+            "figures": [str((run.path / f).resolve()) for f in figures], "config": cfg}
+
+
 def collect_model_runs(paths: list[str | Path]) -> list[dict]:
     """Every model run under the given run directories (a job contributes all its models)."""
     found = []
     for p in paths:
-        run = Run(p) if Path(p).exists() else None
-        if run is None:
+        if not Path(p).exists():
             raise InputError(f"no run directory at {p}")
+        run = Run(p)
         cfg = run.read_config()
+        if cfg.get("task") not in (None, "classification"):
+            continue
         if cfg.get("kind") == "job":
             subs = sorted((run.path / "models").glob("*")) if (run.path / "models").exists() else []
             found += [_model_entry(Run(s), f"{run.name}/{s.name}" if len(paths) > 1 else s.name) for s in subs if s.is_dir()]
@@ -118,9 +162,19 @@ def _fig_examples(entry: dict, path: Path) -> bool:
 
 
 def render_report(paths: list[str | Path], out: str | Path) -> Path:
-    """Render the runs in `paths` side by side into the HTML file `out` (figures next to it)."""
+    """Render the runs in `paths` side by side into the HTML file `out` (figures next to it).
+    Classification model runs and jobs share the full report; runs of other tasks (stereo, OCR)
+    are rendered by their task's report hook, in the same style, on the same page."""
     out = Path(out)
+    task_runs = []
+    for p in paths:
+        if Path(p).exists() and (Path(p) / "config.yaml").exists():
+            cfg = Run(p).read_config()
+            if cfg.get("task") not in (None, "classification"):
+                task_runs.append(_task_entry(Run(p), cfg))
     entries = collect_model_runs(paths)
+    if task_runs and not entries:
+        return _render_task_runs(task_runs, out)
     if not entries:
         raise InputError(f"no model runs found in {[str(p) for p in paths]}")
     fig_dir = out.parent / "figures"
@@ -141,3 +195,15 @@ def render_report(paths: list[str | Path], out: str | Path) -> Path:
                                                       title=", ".join(html.escape(str(Path(p).name)) for p in paths))
     atomic_write_text(out, page)
     return out
+
+
+def _render_task_runs(entries: list[dict], out: Path) -> Path:
+    import os
+
+    sections, tables, figures = [], [], []
+    for e in entries:
+        sections += [(f"{e['label']} ({e['task']}): {h}", t) for h, t in e["sections"]]
+        tables += [(f"{e['label']}: {c}", h, r) for c, h, r in e["tables"]]
+        figures += [os.path.relpath(f, out.parent.resolve()) for f in e["figures"]]
+    meta = {e["label"]: {k: v for k, v in e["config"].items() if k != "environment"} for e in entries}
+    return write_page(out, ", ".join(e["label"] for e in entries), sections, tables, figures, meta)

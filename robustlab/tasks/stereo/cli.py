@@ -13,10 +13,10 @@ from pathlib import Path
 
 import torch
 
-from ...cli import _floats
+from ...argtypes import float_list as _floats
 from ...errors import InputError
 from ...fileio import atomic_torch_save
-from ...runs.rundir import Run
+from ...runs import Run
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ def _dataset(name: str, setup, n: int | None):
 
 def _start(args, kind: str, extra: dict) -> Run:
     run = Run(Path(args.runs) / args.name)
-    run.write_config({"kind": kind, **vars(args), **extra})
+    run.write_config({"kind": kind, "task": "stereo", **vars(args), **extra})
     return run
 
 

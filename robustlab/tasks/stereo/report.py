@@ -2,7 +2,6 @@
 disparity maps on one colour scale, their error maps on one scale, and EPE / bad-3 vs eps curves."""
 from __future__ import annotations
 
-import html
 from pathlib import Path
 
 import matplotlib
@@ -11,14 +10,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from ...fileio import atomic_write_bytes, atomic_write_text  # noqa: E402
+from ...fileio import atomic_write_bytes, atomic_write_json  # noqa: E402
+from ...runs import Run, write_page  # noqa: E402
 
 
 def _save(fig, path: Path) -> None:
     import io
 
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
 
@@ -28,21 +28,21 @@ def disparity_figure(path: Path, left: torch.Tensor, gt: torch.Tensor, mask: tor
     """Row 1: left image, ground truth, then each prediction (shared disparity scale 0..max_disp).
     Row 2: error maps |pred - gt| on valid pixels (shared scale 0..max_error px; invalid = grey)."""
     n = 2 + len(preds)
-    fig, axes = plt.subplots(2, n, figsize=(2.6 * n, 3.6), squeeze=False)
+    fig, axes = plt.subplots(2, n, figsize=(4.4 * n, 5.6), squeeze=False)
     gt_show = torch.where(mask.bool(), torch.nan_to_num(gt, posinf=0.0), torch.full_like(gt, float("nan")))
     axes[0, 0].imshow(left.permute(1, 2, 0).clamp(0, 1).numpy())
-    axes[0, 0].set_title("left image", fontsize=8)
+    axes[0, 0].set_title("left image", fontsize=11)
     im = axes[0, 1].imshow(gt_show.numpy(), cmap="magma", vmin=0, vmax=max_disp)
-    axes[0, 1].set_title("ground truth", fontsize=8)
+    axes[0, 1].set_title("ground truth", fontsize=11)
     for k, (name, pred) in enumerate(preds.items()):
         axes[0, 2 + k].imshow(pred.numpy(), cmap="magma", vmin=0, vmax=max_disp)
-        axes[0, 2 + k].set_title(name, fontsize=8)
+        axes[0, 2 + k].set_title(name, fontsize=11)
         err = torch.where(mask.bool(), (pred - torch.nan_to_num(gt, posinf=0.0)).abs(), torch.full_like(pred, float("nan")))
         cmap = plt.get_cmap("inferno").copy()
         cmap.set_bad("0.6")
         em = axes[1, 2 + k].imshow(err.numpy(), cmap=cmap, vmin=0, vmax=max_error)
         epe = float(err[mask.bool()].mean()) if mask.any() else float("nan")
-        axes[1, 2 + k].set_title(f"|error| {name}: EPE {epe:.2f}", fontsize=8)
+        axes[1, 2 + k].set_title(f"|error| {name}: EPE {epe:.2f}", fontsize=11)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
@@ -52,7 +52,7 @@ def disparity_figure(path: Path, left: torch.Tensor, gt: torch.Tensor, mask: tor
     if preds:
         fig.colorbar(em, ax=axes[1, :].tolist(), shrink=0.8, label="error (px)")
     if title:
-        fig.suptitle(title, fontsize=9)
+        fig.suptitle(title, fontsize=12)
     _save(fig, path)
 
 
@@ -69,23 +69,26 @@ def curves_figure(path: Path, curves: dict[str, dict[float, dict]], title: str =
     b.set_ylabel("bad-3 (%)")
     a.legend(fontsize=7)
     if title:
-        fig.suptitle(title, fontsize=9)
+        fig.suptitle(title, fontsize=12)
     _save(fig, path)
 
 
 def write_report(path: Path, title: str, sections: list[tuple[str, str]], tables: list[tuple[str, list[str], list[list[str]]]],
                  figures: list[str]) -> None:
-    """A static page: free-text sections, tables (caption, header, rows) and figures (relative paths)."""
-    parts = [f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>",
-             "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse;margin:1em 0}"
-             "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}img{max-width:100%}</style>",
-             f"<h1>{html.escape(title)}</h1>"]
-    for head, text in sections:
-        parts.append(f"<h2>{html.escape(head)}</h2><p>{html.escape(text)}</p>")
-    for caption, header, rows in tables:
-        parts.append(f"<table><caption>{html.escape(caption)}</caption><tr>"
-                     + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>")
-        parts += ["<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows]
-        parts.append("</table>")
-    parts += [f"<p><img src='{html.escape(f)}'></p>" for f in figures]
-    atomic_write_text(path, "\n".join(parts))
+    """The run's page in the shared report style, plus ``report.json`` (its sections, tables and
+    figures), which ``robustlab report`` reads to put stereo runs side by side."""
+    path = Path(path)
+    atomic_write_json(path.parent / "report.json", {"title": title, "sections": sections, "tables": tables, "figures": figures})
+    config = Run(path.parent).read_config() if (path.parent / "config.yaml").exists() else None
+    write_page(path, title, sections, tables, figures, {k: v for k, v in (config or {}).items() if k != "environment"})
+
+
+def report_sections(run_path: Path) -> tuple[list, list, list]:
+    """(sections, tables, figures) of a stereo run, for the shared report writer."""
+    import json
+
+    f = Path(run_path) / "report.json"
+    if not f.exists():
+        return [], [], []
+    d = json.loads(f.read_text())
+    return [tuple(s) for s in d["sections"]], [tuple(t) for t in d["tables"]], d["figures"]

@@ -1,0 +1,43 @@
+"""Stereo disparity as a task plug-in: what is new about it (data, network, SGBM, the warp, disparity
+metrics, its CLI verbs), declared once; evaluation, checks, training and reports are the shared ones."""
+from __future__ import annotations
+
+import torch
+
+from ...objectives import RegressionError, RegressionTarget, SmoothL1Error
+from ...taskspec import Task
+from . import cli
+from .consistent import StereoConsistentThreat
+from .data import motorcycle, synthetic_stereo
+from .pretrained import pretrained_stereo
+from .report import report_sections
+from .sgbm import sgbm_oracle
+from .train import UNREACHED, stereo_threat
+
+
+def per_pair_metrics(output: torch.Tensor, target) -> dict[str, torch.Tensor]:
+    """Per pair: EPE and bad-3 over its valid pixels (``stereo_metrics`` pools pixels over pairs)."""
+    disparity, mask = target[0], target[1].bool()
+    err = (output - torch.nan_to_num(disparity, posinf=0.0)).abs()
+    m = mask.to(err.dtype).flatten(1)
+    count = m.sum(1).clamp_min(1)
+    return {"epe": (err.flatten(1) * m).sum(1) / count, "bad3": ((err.flatten(1) > 3).to(err.dtype) * m).sum(1) / count}
+
+
+TASK = Task(
+    name="stereo",
+    description="stereo disparity (procedural scenes, Middlebury motorcycle): EPE and bad-k under attack",
+    objectives={"disparity_error": lambda threshold=UNREACHED: RegressionError(threshold, "l1"),
+                "disparity_target": lambda threshold=1.0: RegressionTarget(threshold, "l1"),
+                "smooth_l1": lambda threshold=UNREACHED: SmoothL1Error(threshold)},
+    train_objective="smooth_l1",
+    metrics=per_pair_metrics,
+    datasets={"synthetic": synthetic_stereo, "middlebury-motorcycle": motorcycle},
+    models={"pretrained": pretrained_stereo},
+    threats={"left": lambda eps=0.02: stereo_threat(eps, "left"), "right": lambda eps=0.02: stereo_threat(eps, "right"),
+             "both": lambda eps=0.02: stereo_threat(eps, "both"), "consistent": StereoConsistentThreat},
+    oracles={"sgbm": sgbm_oracle},
+    report_sections=report_sections,
+    add_cli=cli.add_parser,
+    run_cli=cli.run,
+)
