@@ -129,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true")
 
     sub.add_parser("list", help="list registered tasks, models, datasets, attacks, objectives and training methods")
+    _add_geometry(sub)
     for task in _cli_tasks():
         task.add_cli(sub)
     return parser
@@ -324,8 +325,54 @@ def cmd_launch(args) -> int:
                   extra=["--no-progress"] if args.no_progress else [])
 
 
+# --- geometry (issue 11): `robustlab landscape RUN`, `robustlab compare-geometry RUN RUN ...` ---
+def _add_geometry(sub) -> None:
+    for verb, text in (("landscape", "loss-landscape geometry of a model run (Hessian, sharpness, surfaces, ...)"),
+                       ("compare-geometry", "geometry of several runs side by side, Kendall tau vs generalisation gap")):
+        p = sub.add_parser(verb, help=text, description=text + "; writes JSON and figures into the run(s).")
+        p.add_argument("runs" if verb == "compare-geometry" else "run", nargs="+" if verb == "compare-geometry" else None,
+                       help="model run directories")
+        p.add_argument("--measures", default="hessian,trace,sharpness,flatness,surface2d,trajectory"
+                       if verb == "landscape" else "hessian,trace,sharpness,flatness",
+                       help="comma-separated: hessian,trace,sharpness,flatness,surface2d,trajectory")
+        p.add_argument("--loss", default="clean", choices=["clean", "robust"])
+        p.add_argument("--n", type=int, default=512, help="training (and test) points the measures use")
+        p.add_argument("--eps", type=float, default=None, help="attack radius (default: the run's training eps)")
+        p.add_argument("--attack-steps", type=int, default=10)
+        p.add_argument("--grid", type=int, default=21, help="points per axis of the surfaces")
+        p.add_argument("--weights", default="best", choices=["best", "last"])
+        p.add_argument("--seed", type=int, default=0)
+        if verb == "compare-geometry":
+            p.add_argument("--out", default=None, help="folder for geometry_comparison.{json,md}")
+            p.add_argument("--recompute", action="store_true", help="measure again even where geometry.json exists")
+
+
+def _geometry_kwargs(args) -> dict:
+    return {"n": args.n, "eps": args.eps, "attack_steps": args.attack_steps, "grid": args.grid, "which": args.weights,
+            "seed": args.seed, "progress": not args.no_progress}
+
+
+def cmd_landscape(args) -> int:
+    from .runs.geometry import landscape
+
+    res = landscape(args.run, args.measures, args.loss, **_geometry_kwargs(args))
+    print(json.dumps({"scalars": res["scalars"], "acc_gap": res["gaps"]["acc_gap"],
+                      "robust_acc_gap": res["gaps"]["robust_acc_gap"], "figures": res["figures"]}, indent=1))
+    return 0
+
+
+def cmd_compare_geometry(args) -> int:
+    from .runs.geometry import compare_geometry, comparison_markdown
+
+    res = compare_geometry(args.runs, args.measures, args.loss, out=args.out, recompute=args.recompute,
+                           **_geometry_kwargs(args))
+    print(comparison_markdown(res))
+    return 0
+# --- end geometry ---
+
+
 COMMANDS = {"sweep": cmd_sweep, "launch": cmd_launch, "train": cmd_train, "attack": cmd_attack, "evaluate": cmd_evaluate, "run": cmd_run,
-            "report": cmd_report, "list": cmd_list}
+            "report": cmd_report, "list": cmd_list, "landscape": cmd_landscape, "compare-geometry": cmd_compare_geometry}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,208 @@
+"""Geometry of trained model runs: ``landscape`` writes measures and figures into a run,
+``compare_geometry`` puts runs side by side with their generalisation gaps and the rank
+correlation (Kendall tau) of each measure with the gap.
+
+Outputs: ``<run>/geometry.json``, ``<run>/figures/geometry_*.png`` (1-D curves, contour, 3-D
+surface, spectral density, trajectory contour) and ``geometry_trajectory.gif``; a comparison writes
+``geometry_comparison.json`` and ``geometry_comparison.md`` next to it.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from .. import geometry as G
+from ..attacks import PGD
+from ..data import load_dataset
+from ..errors import InputError
+from ..fileio import atomic_write_json, atomic_write_text
+from ..geometry import plots
+from ..threat import ThreatModel
+from ..training import measure
+from .job import load_model_from_run
+from .rundir import Run
+
+log = logging.getLogger(__name__)
+
+ALL_MEASURES = ("hessian", "trace", "sharpness", "flatness", "surface2d", "trajectory")
+SCALARS = ("top_eigenvalue", "trace", "keskar", "sam", "asam", "average", "average_relative", "pac_bayes",
+           "robust_flatness_avg", "robust_flatness_worst")
+
+
+def _parse(measures: str | Sequence[str]) -> list[str]:
+    items = [m.strip() for m in measures.split(",")] if isinstance(measures, str) else list(measures)
+    items = list(ALL_MEASURES) if items in (["all"], []) else items
+    bad = [m for m in items if m not in ALL_MEASURES]
+    if bad:
+        raise InputError(f"unknown geometry measure(s) {bad}; known: {', '.join(ALL_MEASURES)}")
+    return items
+
+
+def _threat(config: dict, eps: float | None) -> ThreatModel:
+    train = config.get("train", {})
+    return ThreatModel(train.get("norm", "linf"), float(eps if eps is not None else train.get("eps", 0.3)))
+
+
+def generalisation_gaps(model, train, test, threat: ThreatModel, steps: int = 10, seed: int = 0) -> dict:
+    """Train minus test: accuracy gap (train - test), loss gap (test - train), clean and robust."""
+    tr = measure(model, train, threat, steps, seed)
+    te = measure(model, test, threat, steps, seed)
+    return {"train": tr, "test": te, "acc_gap": tr["acc"] - te["acc"], "loss_gap": te["loss"] - tr["loss"],
+            "robust_acc_gap": tr["robust_acc"] - te["robust_acc"],
+            "robust_loss_gap": te["robust_loss"] - tr["robust_loss"]}
+
+
+def landscape(run_dir: str | Path, measures: str | Sequence[str] = ALL_MEASURES, loss: str = "clean", *,
+              n: int = 512, eps: float | None = None, attack_steps: int = 10, grid: int = 21, which: str = "best",
+              seed: int = 0, progress: bool = True, figures: bool = True) -> dict:
+    """Compute geometry measures of a model run on ``n`` training points (robust flatness and the
+    gaps also on ``n`` test points) and write ``geometry.json`` and figures into the run.
+
+    ``loss="robust"`` takes every measure on PGD adversarials (re-crafted at each evaluated weight
+    vector for surfaces and sharpness; crafted at the trained weights for the Hessian).
+    """
+    if loss not in ("clean", "robust"):
+        raise InputError(f"loss must be 'clean' or 'robust', got {loss!r}")
+    todo = _parse(measures)
+    run = Run(run_dir)
+    model, config = load_model_from_run(run_dir, which)
+    model.eval()
+    data_spec = config.get("data", {})
+    name = data_spec["name"] if isinstance(data_spec, dict) else data_spec
+    dseed = data_spec.get("seed", 0) if isinstance(data_spec, dict) else 0
+    train = load_dataset(name, "train", seed=dseed, data_dir=data_spec.get("data_dir") if isinstance(data_spec, dict) else None).subset(n)
+    test = load_dataset(name, "test", seed=dseed, data_dir=data_spec.get("data_dir") if isinstance(data_spec, dict) else None).subset(n)
+    threat = _threat(config, eps)
+    attack = PGD(threat, "ce", steps=attack_steps, early_stop=False, seed=seed) if threat.eps > 0 else None
+    if loss == "robust" and attack is None:
+        raise InputError("loss='robust' needs eps > 0 (pass eps=...)")
+    kw: dict[str, Any] = {"attack": attack} if loss == "robust" else {}
+    robust_kw = {"attack": attack, "robust": "fixed"} if loss == "robust" else {}
+    out: dict[str, Any] = {"run": str(run.path), "loss": loss, "n": len(train), "eps": threat.eps, "norm": threat.norm,
+                           "weights": which, "measures": {}, "scalars": {}, "timings_s": {}, "figures": []}
+    start = time.perf_counter()
+    out["gaps"] = generalisation_gaps(model, train, test, threat, attack_steps, seed)
+    from tqdm import tqdm
+
+    for m in tqdm(todo, desc="geometry", disable=not progress):
+        t0 = time.perf_counter()
+        if m == "hessian":
+            eig = G.hessian_eigenvalues(model, train, k=5, seed=seed, tol=1e-3, **robust_kw)
+            sd = G.spectral_density(model, train, runs=2, steps=30, seed=seed, **robust_kw)
+            out["measures"]["hessian"] = {**eig.to_dict(), "density": sd.to_dict()}
+            out["scalars"]["top_eigenvalue"] = float(eig.values[0])
+            if figures:
+                out["figures"].append(str(plots.plot_density({run.name: sd}, run.figures / "geometry_density.png")))
+        elif m == "trace":
+            tr = G.hessian_trace(model, train, samples=50, seed=seed, **robust_kw)
+            out["measures"]["trace"] = tr.to_dict()
+            out["scalars"]["trace"] = tr.value
+        elif m == "sharpness":
+            res = {
+                "keskar": G.eps_sharpness(model, train, eps=1e-3, steps=5, **kw),
+                "sam": G.worst_case_sharpness(model, train, rho=0.05, steps=1, **kw),
+                "asam": G.adaptive_sharpness(model, train, rho=0.5, steps=1, **kw),
+                "average": G.average_sharpness(model, train, sigma=0.01, samples=5, seed=seed, **kw),
+                "average_relative": G.average_sharpness(model, train, sigma=0.1, samples=5, relative=True,
+                                                        seed=seed, **kw),
+                "pac_bayes": G.pac_bayes_sigma(model, train, samples=3, iterations=8, seed=seed, **kw),
+            }
+            out["measures"]["sharpness"] = {k: v.to_dict() for k, v in res.items()}
+            out["scalars"].update({k: v.value for k, v in res.items()})
+        elif m == "flatness":
+            if attack is None:
+                log.warning("flatness needs eps > 0; skipped")
+                continue
+            avg = G.average_robust_flatness(model, test, attack, xi=0.5, samples=5, seed=seed)
+            worst = G.worst_robust_flatness(model, test, attack, xi=0.01, steps=3)
+            out["measures"]["flatness"] = {"average": avg.to_dict(), "worst": worst.to_dict()}
+            out["scalars"]["robust_flatness_avg"] = avg.value
+            out["scalars"]["robust_flatness_worst"] = worst.value
+        elif m == "surface2d":
+            xs = torch.linspace(-1, 1, grid)
+            curves = {"clean": G.surface_1d(model, train, alphas=xs, seed=seed)}
+            if attack is not None and loss == "robust":
+                curves["robust"] = G.surface_1d(model, train, alphas=torch.linspace(-1, 1, 11), seed=seed, attack=attack)
+            s2 = G.surface_2d(model, train, xs=xs, ys=xs, seed=seed, progress=progress, **kw)
+            out["measures"]["surface"] = {"curves": {k: v.to_dict() for k, v in curves.items()}, "plane": s2.to_dict()}
+            if figures:
+                out["figures"] += [str(plots.plot_curves(curves, run.figures / "geometry_1d.png")),
+                                   str(plots.plot_contour(s2, run.figures / "geometry_contour.png", title=f"{loss} loss")),
+                                   str(plots.plot_surface3d(s2, run.figures / "geometry_surface3d.png", title=f"{loss} loss"))]
+        elif m == "trajectory":
+            snaps = sorted((run.checkpoints / "snapshots").glob("epoch_*.safetensors"))
+            final = run.checkpoints / "last.safetensors"
+            paths = snaps + ([final] if final.exists() else [])
+            if len(paths) < 3:
+                log.warning("trajectory needs >= 3 snapshots (train with --snapshot-every 1); found %d", len(paths))
+                out["measures"]["trajectory"] = {"skipped": f"{len(paths)} snapshots"}
+                continue
+            labels = [p.stem for p in paths]
+            traj = G.trajectory_pca(G.load_snapshots(model, paths), model, labels=labels)
+            surf = G.trajectory_surface(model, train, traj, points=min(grid, 15), seed=seed, **kw)
+            out["measures"]["trajectory"] = {**traj.to_dict(), "surface": surf.to_dict()}
+            if figures:
+                out["figures"].append(str(plots.plot_contour(surf, run.figures / "geometry_trajectory.png", traj.coords,
+                                                             title="PCA plane of the training path")))
+                out["figures"].append(str(plots.animate_trajectory(surf, traj.coords, run.figures / "geometry_trajectory.gif",
+                                                                   labels=labels)))
+        out["timings_s"][m] = time.perf_counter() - t0
+    out["time_s"] = time.perf_counter() - start
+    atomic_write_json(run.path / ("geometry.json" if loss == "clean" else "geometry_robust.json"), out)
+    run.log_metrics({"kind": "geometry", "loss": loss, **{k: round(v, 6) for k, v in out["scalars"].items()}})
+    log.info("%s: geometry (%s) %s", run.name, loss, {k: round(v, 4) for k, v in out["scalars"].items()})
+    return out
+
+
+def compare_geometry(run_dirs: Sequence[str | Path], measures: str | Sequence[str] = ("hessian", "trace", "sharpness",
+                     "flatness"), loss: str = "clean", out: str | Path | None = None, recompute: bool = False,
+                     gap: str | None = None, **kwargs) -> dict:
+    """Measures of several runs side by side with their generalisation gaps and, per measure, the
+    Kendall rank correlation with the gap (``acc_gap`` for the clean loss, ``robust_acc_gap`` for
+    the robust one). Runs without ``geometry.json`` (or with ``recompute``) are measured first."""
+    from scipy.stats import kendalltau
+
+    if len(run_dirs) < 2:
+        raise InputError("compare-geometry needs at least two runs")
+    gap = gap or ("acc_gap" if loss == "clean" else "robust_acc_gap")
+    rows = []
+    for r in run_dirs:
+        path = Path(r) / ("geometry.json" if loss == "clean" else "geometry_robust.json")
+        res = json.loads(path.read_text()) if path.exists() and not recompute else None
+        if res is None or not set(_parse(measures)) <= set(res.get("measures", {})) | {"surface2d", "trajectory"}:
+            res = landscape(r, measures, loss, **kwargs)
+        rows.append({"run": str(r), "scalars": res["scalars"], "gaps": {k: v for k, v in res["gaps"].items()
+                                                                         if not isinstance(v, dict)}})
+    names = [s for s in SCALARS if all(s in row["scalars"] for row in rows)]
+    taus = {}
+    for s in names:
+        xs = [row["scalars"][s] for row in rows]
+        ys = [row["gaps"][gap] for row in rows]
+        tau = kendalltau(xs, ys).statistic if len(set(xs)) > 1 and len(set(ys)) > 1 else float("nan")
+        taus[s] = None if tau is None or math.isnan(tau) else float(tau)
+    result = {"loss": loss, "gap": gap, "runs": rows, "kendall_tau": taus}
+    out_dir = Path(out) if out is not None else Path(run_dirs[0]).parent
+    atomic_write_json(out_dir / "geometry_comparison.json", result)
+    atomic_write_text(out_dir / "geometry_comparison.md", comparison_markdown(result))
+    return result
+
+
+def comparison_markdown(result: dict) -> str:
+    """The comparison as a markdown table (one row per run, then Kendall tau per measure)."""
+    names = list(result["kendall_tau"])
+    gaps = ["acc_gap", "robust_acc_gap", "loss_gap", "robust_loss_gap"]
+    head = "| run | " + " | ".join(names + gaps) + " |"
+    sep = "|" + "---|" * (len(names) + len(gaps) + 1)
+    lines = [head, sep]
+    for row in result["runs"]:
+        vals = [f"{row['scalars'][s]:.4g}" for s in names] + [f"{row['gaps'][g]:.4g}" for g in gaps]
+        lines.append(f"| {Path(row['run']).name} | " + " | ".join(vals) + " |")
+    taus = ["n/a" if result["kendall_tau"][s] is None else f"{result['kendall_tau'][s]:+.2f}" for s in names]
+    lines.append(f"| Kendall tau vs {result['gap']} | " + " | ".join(taus + [""] * len(gaps)) + " |")
+    return "\n".join(lines) + "\n"

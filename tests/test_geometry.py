@@ -1,0 +1,277 @@
+"""Loss-landscape geometry: exact-Hessian checks on a float64 MLP, invariance under the ReLU
+rescaling, surfaces, sharpness, robust flatness, trajectories, models left untouched."""
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+from torch.func import functional_call
+
+from robustlab import geometry as G
+from robustlab.attacks import PGD
+from robustlab.errors import InputError
+from robustlab.threat import ThreatModel
+
+
+def _mlp(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(5, 7), nn.ReLU(), nn.Linear(7, 6), nn.ReLU(), nn.Linear(6, 3)).double()
+
+
+def _data(n=48, seed=1, d=5, classes=3):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, d, generator=g, dtype=torch.float64), torch.randint(0, classes, (n,), generator=g)
+
+
+def _exact_hessian(model, x, y, names=None):
+    named = dict(model.named_parameters())
+    names = names or list(named)
+    shapes = [named[n].shape for n in names]
+    w0 = torch.cat([named[n].detach().reshape(-1) for n in names])
+
+    def f(v):
+        ps, i = {}, 0
+        for n, s in zip(names, shapes):
+            ps[n] = v[i:i + s.numel()].view(s)
+            i += s.numel()
+        return nn.functional.cross_entropy(functional_call(model, ps, (x,)), y)
+
+    return torch.autograd.functional.hessian(f, w0)
+
+
+class ConvBN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
+                                  nn.Flatten(), nn.Linear(4 * 3 * 3, 8), nn.ReLU(), nn.Linear(8, 3))
+
+    def forward(self, x):
+        return self.body(x)
+
+
+def _convbn(seed=0):
+    torch.manual_seed(seed)
+    m = ConvBN().double()
+    m.train()
+    with torch.no_grad():  # non-trivial running statistics
+        for _ in range(3):
+            m(torch.rand(16, 1, 6, 6, dtype=torch.float64))
+    m.eval()
+    return m
+
+
+def test_top_and_smallest_eigenvalues_match_exact_hessian():
+    model, (x, y) = _mlp(), _data()
+    ev = torch.linalg.eigvalsh(_exact_hessian(model, x, y))
+    top = G.hessian_eigenvalues(model, (x, y), k=3, dtype=torch.float64)
+    assert torch.allclose(top.values, ev[-3:].flip(0), rtol=1e-4, atol=1e-10)
+    assert top.values[0] >= top.values[1] >= top.values[2]
+    low = G.hessian_eigenvalues(model, (x, y), k=2, which="smallest", dtype=torch.float64)
+    assert torch.allclose(low.values, ev[:2], rtol=1e-4, atol=1e-10)
+    assert low.values[0] < 0  # a trained-from-scratch MLP is not at a minimum: negative curvature exists
+    # eigenvectors: H v = lambda v
+    H = _exact_hessian(model, x, y)
+    v = top.vectors[0]
+    assert torch.allclose(H @ v, top.values[0] * v, atol=1e-6)
+    assert top.passes == top.iterations
+    # several batches give the Hessian of the mean over all of them
+    multi = G.hessian_eigenvalues(model, (x, y), k=1, dtype=torch.float64, batch_size=10)
+    assert math.isclose(float(multi.values[0]), float(ev[-1]), rel_tol=1e-4)
+
+
+def test_layer_blocks_are_diagonal_blocks():
+    model, (x, y) = _mlp(), _data()
+    res = G.hessian_eigenvalues(model, (x, y), k=1, blocks="layer", dtype=torch.float64)
+    assert list(res) == ["0", "2", "4"]
+    names = ["4.weight", "4.bias"]
+    Hb = _exact_hessian(model, x, y, names)
+    assert math.isclose(float(res["4"].values[0]), float(torch.linalg.eigvalsh(Hb)[-1]), rel_tol=1e-4)
+
+
+def test_trace_within_reported_uncertainty():
+    model, (x, y) = _mlp(), _data()
+    exact = float(_exact_hessian(model, x, y).trace())
+    t = G.hessian_trace(model, (x, y), samples=200, dtype=torch.float64)
+    assert t.passes == 200 and t.stderr > 0
+    assert abs(t.value - exact) < 4 * t.stderr
+    hpp = G.hessian_trace(model, (x, y), method="hutch++", samples=60, dtype=torch.float64)
+    assert abs(hpp.value - exact) < max(4 * hpp.stderr, 1e-6 * abs(exact))
+    assert hpp.stderr < t.stderr * math.sqrt(200 / 20)  # the sketch removes most of the variance
+
+
+def test_spectral_density_integrates_to_one_and_spans_extremes():
+    model, (x, y) = _mlp(), _data()
+    ev = torch.linalg.eigvalsh(_exact_hessian(model, x, y))
+    sd = G.spectral_density(model, (x, y), runs=2, steps=30, dtype=torch.float64)
+    dx = float(sd.grid[1] - sd.grid[0])
+    assert math.isclose(float(sd.density.sum()) * dx, 1.0, rel_tol=2e-2)
+    assert torch.allclose(sd.weights.sum(1), torch.ones(2, dtype=torch.float64))
+    assert math.isclose(float(sd.nodes.max()), float(ev[-1]), rel_tol=1e-3)
+
+
+def test_rescale_preserves_function_and_breaks_naive_measures():
+    model, (x, y) = _mlp(), _data()
+    new = G.rescale(model, 4.0, example=x)
+    assert (model(x) - new(x)).abs().max() < 1e-6
+    assert not torch.equal(new[0].weight, model[0].weight)
+    lam = lambda m: float(G.hessian_eigenvalues(m, (x, y), k=1, dtype=torch.float64).values[0])
+    kes = lambda m: G.eps_sharpness(m, (x, y), eps=1e-3, steps=3).value
+    assert abs(lam(new) / lam(model) - 1) > 0.5
+    assert abs(kes(new) / kes(model) - 1) > 0.2
+    # filter-normalised directions and adaptive measures do not see the reparametrisation
+    s0 = G.surface_1d(model, (x, y), alphas=[-0.5, 0.5], seed=3).losses
+    s1 = G.surface_1d(new, (x, y), alphas=[-0.5, 0.5], seed=3).losses
+    assert torch.allclose(s0, s1, rtol=1e-6)
+    a0 = G.adaptive_sharpness(model, (x, y), rho=0.2, steps=2).value
+    a1 = G.adaptive_sharpness(new, (x, y), rho=0.2, steps=2).value
+    assert math.isclose(a0, a1, rel_tol=1e-6)
+    r0 = G.average_sharpness(model, (x, y), sigma=0.1, samples=4, relative=True).value
+    r1 = G.average_sharpness(new, (x, y), sigma=0.1, samples=4, relative=True).value
+    assert math.isclose(r0, r1, rel_tol=1e-6)
+
+
+def test_rescale_with_batchnorm_and_invariance_report():
+    model = _convbn()
+    x = torch.rand(20, 1, 6, 6, dtype=torch.float64)
+    y = torch.randint(0, 3, (20,))
+    before = G.model_state(model)
+    new = G.rescale(model, 3.0, pairs="all", example=x)
+    assert (model(x) - new(x)).abs().max() < 1e-6
+    assert G.rescalable_pairs(model) == [("body.1", "body.5"), ("body.5", "body.7")]
+    rep = G.invariance_report(model, ["top_eigenvalue", "filter_1d", "asam"], alphas=[0.5, 2.0], data=(x, y))
+    assert rep.alphas == [0.5, 1.0, 2.0]
+    assert not rep.invariant["top_eigenvalue"] and rep.invariant["filter_1d"] and rep.invariant["asam"]
+    assert "| top_eigenvalue |" in rep.to_markdown()
+    for n, t in G.model_state(model).items():
+        assert torch.equal(t, before[n]), n
+    with pytest.raises(InputError):
+        G.rescale(model, -1.0)
+
+
+def test_filter_normalised_direction_has_filter_norms():
+    model = _convbn()
+    geo = G.ParameterGeometry(normalization="filter")
+    w = {n: p.detach() for n, p in model.named_parameters()}
+    d = geo.normalize({n: torch.randn_like(p) for n, p in w.items()}, w)
+    for n, t in w.items():
+        if t.dim() > 1:
+            assert torch.allclose(d[n].flatten(1).norm(dim=1), t.flatten(1).norm(dim=1))
+        else:
+            assert torch.count_nonzero(d[n]) == 0
+    lay = G.ParameterGeometry(normalization="layer").normalize({n: torch.randn_like(p) for n, p in w.items()}, w)
+    assert math.isclose(float(lay["body.5.weight"].norm()), float(w["body.5.weight"].norm()), rel_tol=1e-9)
+    assert G.ParameterGeometry(params="weights").select(model) == ["body.0.weight", "body.5.weight", "body.7.weight"]
+    assert "body.1.weight" not in G.ParameterGeometry(params="no_norm").select(model)
+
+
+def test_surfaces_match_model_losses_and_leave_model_untouched():
+    model = _convbn()
+    x = torch.rand(30, 1, 6, 6, dtype=torch.float64)
+    y = torch.randint(0, 3, (30,))
+    before = G.model_state(model)
+    with torch.no_grad():
+        base = float(nn.functional.cross_entropy(model(x), y))
+    s = G.surface_1d(model, (x, y), alphas=[-1, -0.5, 0, 0.5, 1])
+    assert math.isclose(float(s.losses[2]), base, rel_tol=1e-9)
+    assert s.passes < s.naive_passes  # vmapped over weight points
+    loop = G.surface_1d(model, (x, y), alphas=[-1, -0.5, 0, 0.5, 1], chunk=1)
+    assert torch.allclose(s.losses, loop.losses, rtol=1e-9) and loop.passes == 5
+    s2 = G.surface_2d(model, (x, y), xs=[-0.5, 0, 0.5], ys=[-0.5, 0, 0.5], batch_size=8)
+    assert s2.losses.shape == (3, 3) and math.isclose(float(s2.losses[1, 1]), base, rel_tol=1e-9)
+    other = _convbn(seed=5)
+    with torch.no_grad():
+        base_b = float(nn.functional.cross_entropy(other(x), y))
+    it = G.interpolate(model, other, (x, y), alphas=[0, 0.5, 1])
+    assert math.isclose(float(it.losses[0]), base, rel_tol=1e-9)
+    assert math.isclose(float(it.losses[2]), base_b, rel_tol=1e-9)
+    # batch statistics and recalibration run without writing into the model
+    G.surface_1d(model, (x, y), alphas=[0, 0.5], geometry=G.ParameterGeometry(bn="batch"))
+    G.surface_1d(model, (x, y), alphas=[0, 0.5], geometry=G.ParameterGeometry(bn="recalibrate"))
+    G.hessian_eigenvalues(model, (x, y), k=1, bn="batch")
+    for n, t in G.model_state(model).items():
+        assert torch.equal(t, before[n]), n
+    assert not model.training
+
+
+def test_sharpness_measures_are_consistent():
+    model, (x, y) = _mlp(), _data()
+    base = G.LossFunction(model, (x, y)).loss()
+    sam = G.worst_case_sharpness(model, (x, y), rho=0.05)
+    sam3 = G.worst_case_sharpness(model, (x, y), rho=0.05, steps=3)
+    assert sam.value > 0 and sam3.value >= sam.value - 1e-9 and math.isclose(sam.base_loss, base, rel_tol=1e-9)
+    msh = G.worst_case_sharpness(model, (x, y), rho=0.05, m=16)
+    assert msh.details["m"] == 16 and msh.value > 0
+    kes = G.eps_sharpness(model, (x, y), eps=1e-2, steps=3)
+    assert kes.value > 0
+    avg = G.average_sharpness(model, (x, y), sigma=0.05, samples=5)
+    assert avg.stderr > 0
+    pb = G.pac_bayes_sigma(model, (x, y), target=0.1, samples=2, iterations=6)
+    assert 0 < pb.details["sigma"] < 10 and math.isclose(pb.value, pb.details["sigma"] ** -2)
+
+
+def test_robust_flatness_and_robust_loss():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3))
+    x = torch.rand(24, 1, 4, 4)
+    y = torch.randint(0, 3, (24,))
+    attack = PGD(ThreatModel("linf", 0.1), steps=5, early_stop=False)
+    clean = G.LossFunction(model, (x, y)).loss()
+    robust = G.LossFunction(model, (x, y), attack=attack).loss()
+    assert robust > clean
+    before = G.model_state(model)
+    avg = G.average_robust_flatness(model, (x, y), attack, xi=0.3, samples=3)
+    assert math.isclose(avg.base_loss, robust, rel_tol=1e-5) and avg.passes >= 4
+    worst = G.worst_robust_flatness(model, (x, y), attack, xi=0.05, steps=2)
+    assert worst.value > 0
+    lam_fixed = G.hessian_eigenvalues(model, (x, y), k=1, attack=attack, robust="fixed")
+    assert lam_fixed.values[0] > 0
+    for n, t in G.model_state(model).items():
+        assert torch.equal(t, before[n])
+    with pytest.raises(InputError):
+        G.average_robust_flatness(model, (x, y), None)
+
+
+def test_trajectory_pca_recovers_a_plane(tmp_path):
+    torch.manual_seed(0)
+    model = _mlp()
+    w = {n: p.detach().clone() for n, p in model.named_parameters()}
+    a = {n: torch.randn_like(t) for n, t in w.items()}
+    b = {n: torch.randn_like(t) for n, t in w.items()}
+    snaps = [{n: w[n] + (1 - s) * a[n] + (1 - s) ** 2 * b[n] for n in w} for s in torch.linspace(0, 1, 6).tolist()]
+    tr = G.trajectory_pca(snaps, model)
+    assert tr.residuals.max() < 1e-8  # the path lies in a plane through the final point
+    assert math.isclose(float(tr.explained.sum()), 1.0, rel_tol=1e-9)
+    assert torch.allclose(tr.coords[-1], torch.zeros(2, dtype=tr.coords.dtype), atol=1e-9)
+    x, y = _data()
+    surf = G.trajectory_surface(model, (x, y), tr, points=5)
+    assert surf.losses.shape == (5, 5)
+    from robustlab.geometry.plots import animate_trajectory, plot_contour
+
+    assert plot_contour(surf, tmp_path / "c.png", tr.coords).exists()
+    assert animate_trajectory(surf, tr.coords, tmp_path / "t.gif").stat().st_size > 0
+
+
+def test_regression_targets_and_bad_input():
+    torch.manual_seed(0)
+
+    class MSE:
+        name = "mse"
+
+        def loss(self, output, target):
+            return ((output - target[0]) ** 2).mean(1)
+
+        def success(self, output, target):
+            raise NotImplementedError
+
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)).double()
+    x = torch.randn(10, 3, dtype=torch.float64)
+    t = (torch.randn(10, 2, dtype=torch.float64), torch.ones(10))
+    from robustlab.objectives import Objective
+
+    obj = type("MSEObj", (Objective,), {"loss": MSE.loss, "success": MSE.success})()
+    r = G.hessian_eigenvalues(model, (x, t), k=1, objective=obj)
+    assert r.values[0] > 0  # MSE of a net: Gauss-Newton part dominates at init
+    with pytest.raises(InputError):
+        G.hessian_eigenvalues(model, None)
+    with pytest.raises(InputError):
+        G.ParameterGeometry(normalization="bogus")
