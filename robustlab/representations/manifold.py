@@ -1,0 +1,193 @@
+"""On-manifold adversarial examples (Stutz et al. 2019, "Disentangling adversarial robustness and
+generalization").
+
+A small fully connected VAE (Kingma & Welling 2014) approximates the data manifold: images are
+``decode(z)`` for latent codes z. An on-manifold adversarial example perturbs the latent code of x,
+``x~ = decode(mu(x) + zeta)`` with ``||zeta||_inf <= eta``, so it always lies on the decoder's range
+(in [0, 1], since the decoder ends in a sigmoid). ``LatentThreat`` is a ``ParametricThreat`` whose
+parameters are the latent code, so the attack is the engine's ``ParametricPGD`` (sign steps of
+``rel_step * eta`` on zeta). Off-manifold (regular) examples are pixel-space PGD.
+
+Stutz et al. use class-specific VAE-GANs so that latent perturbations keep the class; this VAE is
+unconditional (trainable in a couple of CPU minutes), so keep eta small: a large latent step can
+change the true digit, and the "on-manifold robust accuracy" then undercounts.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..attacks import PGD, AttackResult, ParametricPGD, ParametricThreat
+from ..data import Dataset, load_dataset
+from ..errors import InputError
+from ..fileio import atomic_write_bytes
+from ..threat import ThreatModel
+
+log = logging.getLogger(__name__)
+
+
+class VAE(nn.Module):
+    """MLP VAE: x (C*H*W) -> hidden -> (mu, log var) in R^latent; z -> hidden -> sigmoid -> image."""
+
+    def __init__(self, input_shape: tuple[int, ...] = (1, 28, 28), latent_dim: int = 8, hidden: int = 400):
+        super().__init__()
+        self.input_shape = tuple(input_shape)
+        self.latent_dim = int(latent_dim)
+        d = 1
+        for s in self.input_shape:
+            d *= s
+        self.enc = nn.Sequential(nn.Flatten(), nn.Linear(d, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
+        self.mu = nn.Linear(hidden, latent_dim)
+        self.logvar = nn.Linear(hidden, latent_dim)
+        self.dec = nn.Sequential(nn.Linear(latent_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+                                 nn.Linear(hidden, d))
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.enc(x)
+        return self.mu(h), self.logvar(h).clamp(-10, 10)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.dec(z)).reshape(z.shape[0], *self.input_shape)
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None):
+        mu, logvar = self.encode(x)
+        eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype).to(mu.device)
+        z = mu + (0.5 * logvar).exp() * eps
+        return self.decode(z), mu, logvar
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x)[0])
+
+
+def vae_loss(recon: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, beta: float = 1.0):
+    """Negative ELBO per image: Bernoulli reconstruction (BCE summed over pixels) + beta * KL(q(z|x) || N(0, I))."""
+    bce = F.binary_cross_entropy(recon.flatten(1), x.flatten(1), reduction="none").sum(1)
+    kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(1)
+    return (bce + beta * kl).mean()
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    latent_dim: int = 8
+    hidden: int = 400
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 1e-3
+    beta: float = 1.0
+    seed: int = 0
+
+    def key(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def train_vae(data: Dataset, cfg: VAEConfig = VAEConfig(), progress: bool = True) -> VAE:
+    """Train a VAE on ``data`` (Adam, ``cfg.epochs`` passes); logs the negative ELBO per epoch."""
+    torch.manual_seed(cfg.seed)
+    vae = VAE(data.input_shape, cfg.latent_dim, cfg.hidden)
+    opt = torch.optim.Adam(vae.parameters(), lr=cfg.lr)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    for epoch in tqdm(range(cfg.epochs), desc="vae", disable=not progress or None, leave=False):
+        total = 0.0
+        for xb, _ in data.batches(cfg.batch_size, shuffle=True, generator=gen):
+            recon, mu, logvar = vae(xb, gen)
+            loss = vae_loss(recon, xb, mu, logvar, cfg.beta)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(xb)
+        log.debug("vae epoch %d: -ELBO %.2f", epoch + 1, total / len(data))
+    vae.eval()
+    return vae
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("ROBUSTLAB_DATA", "data-cache"))
+
+
+def pretrained_vae(cfg: VAEConfig = VAEConfig(), dataset: str = "mnist", progress: bool = True) -> VAE:
+    """The VAE of ``cfg`` trained on ``dataset``'s train split, cached as safetensors under
+    ``$ROBUSTLAB_DATA/representations`` (default ./data-cache); about 1-2 CPU minutes the first time."""
+    from safetensors.torch import load_file, save
+
+    path = data_dir() / "representations" / f"vae-{dataset}-{cfg.key()}.safetensors"
+    train = load_dataset(dataset, "train")
+    if path.exists():
+        vae = VAE(train.input_shape, cfg.latent_dim, cfg.hidden)
+        vae.load_state_dict(load_file(str(path)))
+        vae.eval()
+        return vae
+    log.info("training the %s VAE (latent %d, %d epochs) once; cached at %s", dataset, cfg.latent_dim, cfg.epochs, path)
+    vae = train_vae(train, cfg, progress)
+    atomic_write_bytes(path, save({k: v.contiguous() for k, v in vae.state_dict().items()}))
+    return vae
+
+
+class LatentThreat(ParametricThreat):
+    """The latent code of a VAE as the attacker's variable: theta_0 = mu(x), |theta - theta_0| <= eps
+    elementwise (eps = eta, Stutz et al.'s ||zeta||_inf bound), x~ = decode(theta)."""
+
+    names = ("z",)
+
+    def __init__(self, vae: VAE, eps: float = 0.5, bounds=(0.0, 1.0)):
+        self.vae = vae
+        super().__init__(eps, None, bounds)
+
+    def default_ranges(self):
+        return {"z": 1.0}
+
+    def param_names(self, x):
+        return ["z"] * self.vae.latent_dim
+
+    def identity(self, x):
+        with torch.no_grad():
+            return self.vae.encode(x)[0]
+
+    def transform(self, x, theta):
+        return self.vae.decode(theta).reshape(x.shape)
+
+
+def on_manifold_attack(model: nn.Module, vae: VAE, x: torch.Tensor, y: torch.Tensor, eta: float = 0.5,
+                       steps: int = 40, rel_step: float = 0.1, random_start: bool = False, seed: int = 0,
+                       early_stop: bool = True) -> AttackResult:
+    """Untargeted on-manifold attack: maximise CE(f(decode(mu(x) + zeta)), y) over ||zeta||_inf <= eta.
+
+    Every returned image is a decoder output (on the manifold and inside [0, 1])."""
+    if vae.input_shape != tuple(x.shape[1:]):
+        raise InputError(f"the VAE models inputs of shape {vae.input_shape}, got {tuple(x.shape[1:])}")
+    vae.eval()
+    attack = ParametricPGD(LatentThreat(vae, eta), "ce", steps=steps, rel_step=rel_step, random_start=random_start,
+                           early_stop=early_stop, seed=seed)
+    return attack(model, x, y)
+
+
+def on_off_manifold(model: nn.Module, vae: VAE, data: Dataset, eta: float = 0.5, eps: float = 0.1,
+                    norm: str = "linf", steps: int = 40, batch_size: int = 250, seed: int = 0) -> dict:
+    """On- vs off-manifold robustness of ``model`` on ``data``.
+
+    - ``clean_acc``: accuracy on x; ``recon_acc``: on the reconstructions decode(mu(x)) (on-manifold clean points);
+    - ``on_manifold_robust_acc``: fraction whose latent attack (radius eta) fails, among all points
+      (a point misclassified after reconstruction counts as broken);
+    - ``off_manifold_robust_acc``: pixel PGD accuracy at ``eps`` in ``norm``.
+    """
+    model.eval()
+    n = len(data)
+    s = dict.fromkeys(("clean", "recon", "on", "off"), 0.0)
+    for xb, yb in data.batches(batch_size):
+        with torch.no_grad():
+            s["clean"] += float((model(xb).argmax(1) == yb).sum())
+            s["recon"] += float((model(vae.reconstruct(xb)).argmax(1) == yb).sum())
+        s["on"] += float((~on_manifold_attack(model, vae, xb, yb, eta, steps, seed=seed).success).sum())
+        off = PGD(ThreatModel(norm, eps), "ce", steps=steps, seed=seed)(model, xb, yb)
+        s["off"] += float((~off.success).sum())
+    return {"n": n, "eta": eta, "eps": eps, "norm": norm, "clean_acc": s["clean"] / n, "recon_acc": s["recon"] / n,
+            "on_manifold_robust_acc": s["on"] / n, "off_manifold_robust_acc": s["off"] / n}

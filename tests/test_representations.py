@@ -1,0 +1,197 @@
+"""Robust representations: saliency, alignment, CKA, inversion, probes, the VAE and its latent attack."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+
+from robustlab.data import Dataset
+from robustlab.representations import (VAE, VAEConfig, activations, alignment, class_interpolation, invert,
+                                        linear_cka, linear_probe, mean_ci, on_manifold_attack, resize, saliency,
+                                        save_grid, split_classes, train_vae)
+
+
+def _linear(d=12, k=3, seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Flatten(), nn.Linear(d, k))
+
+
+@pytest.mark.parametrize("method", ["gradient", "smoothgrad", "integrated"])
+def test_saliency_of_linear_model_is_its_weight(method):
+    model = _linear(12, 3)
+    w = model[1].weight.detach()
+    x = torch.rand(5, 1, 3, 4)
+    y = torch.tensor([0, 1, 2, 1, 0])
+    att = saliency(model, x, y, method, nt_samples=4)
+    expected = w[y].reshape(5, 1, 3, 4)
+    if method == "integrated":  # IG of a linear score from a black baseline: (x - 0) * w
+        expected = x * expected
+    torch.testing.assert_close(att, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_saliency_rejects_unknown_method():
+    from robustlab.errors import InputError
+
+    with pytest.raises(InputError, match="unknown saliency method"):
+        saliency(_linear(), torch.rand(2, 12), torch.tensor([0, 1]), "lime")
+
+
+def test_alignment_is_one_when_gradient_is_the_image():
+    # score_y(x) = 0.5 * ||x||^2 for every class: gradient = x, so the alignment is exactly 1
+    class Quad(nn.Module):
+        def forward(self, x):
+            return 0.5 * x.flatten(1).pow(2).sum(1, keepdim=True).repeat(1, 2)
+
+    x = torch.rand(6, 1, 8, 8)
+    res = alignment(Quad(), x, torch.zeros(6, dtype=torch.long))
+    torch.testing.assert_close(res.alignment, torch.ones(6), atol=1e-5, rtol=0)
+    s = res.summary()
+    assert s["alignment"]["ci95"][0] <= s["alignment"]["mean"] <= s["alignment"]["ci95"][1]
+    # a linear model's gradient is a fixed pattern: alignment with random images is well below 1
+    lin = alignment(_linear(64, 2), x, torch.zeros(6, dtype=torch.long)).alignment
+    assert float(lin.mean()) < 0.5
+
+
+def test_mean_ci_t_interval():
+    out = mean_ci([1.0, 2.0, 3.0, 4.0])
+    assert out["mean"] == 2.5
+    half = 3.182446305284263 * math.sqrt(1.6666666666666667) / 2  # t_{0.975, 3} * s / sqrt(n)
+    assert out["ci95"] == pytest.approx([2.5 - half, 2.5 + half], rel=1e-6)
+
+
+def test_cka_identity_orthogonal_scaling_but_not_invertible_maps():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 10, generator=g) * torch.linspace(0.2, 3.0, 10)  # anisotropic
+    assert linear_cka(x, x) == pytest.approx(1.0, abs=1e-10)
+    q, _ = torch.linalg.qr(torch.randn(10, 10, generator=g))
+    assert linear_cka(x, x @ q) == pytest.approx(1.0, abs=1e-10)
+    assert linear_cka(x, 7.3 * x) == pytest.approx(1.0, abs=1e-10)
+    assert linear_cka(x @ q * 0.1, x) == pytest.approx(1.0, abs=1e-10)
+    a = torch.diag(torch.logspace(-1.5, 1.5, 10)) @ torch.randn(10, 10, generator=g)  # invertible, not orthogonal
+    assert torch.linalg.matrix_rank(a) == 10
+    assert linear_cka(x, x @ a) < 0.9
+    assert linear_cka(x, torch.randn(200, 10, generator=g)) < 0.2  # unrelated features
+
+
+def test_activations_penultimate_and_named_layer():
+    from robustlab.models import FastMNISTNet
+
+    m = FastMNISTNet().eval()
+    x = torch.rand(3, 1, 28, 28)
+    assert activations(m, x).shape == (3, 100)            # input of the last Linear
+    torch.testing.assert_close(activations(m, x), m.penultimate(m.features(x)))
+    assert activations(m, x, "features.1").shape == (3, 16 * 14 * 14)
+    from robustlab.errors import InputError
+
+    with pytest.raises(InputError, match="unknown layer"):
+        activations(m, x, "nope")
+
+
+def test_inversion_reaches_target_representation():
+    torch.manual_seed(0)
+    # tanh: no dead units at the seed (a ReLU unit off at the seed but on at the target has no gradient)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.Tanh(), nn.Linear(16, 3)).eval()
+    target = torch.rand(4, 1, 8, 8) * 0.6 + 0.2
+    res = invert(model, target, steps=300, step_size=0.05)
+    assert float(res.seed_distance.mean()) > 0.1
+    assert float(res.distance.max()) < 0.02           # relative penultimate distance reached
+    assert bool(res.same_class.all())
+    assert res.x.min() >= 0 and res.x.max() <= 1
+
+
+def test_class_interpolation_moves_towards_target():
+    torch.manual_seed(0)
+    model = _linear(64, 3).eval()
+    x = torch.rand(2, 1, 8, 8)
+    out = class_interpolation(model, x, 2, [0.0, 0.5, 2.0, 8.0], steps=20)
+    assert out["frames"].shape == (4, 2, 1, 8, 8)
+    torch.testing.assert_close(out["frames"][0], x)
+    p = out["prob"]
+    assert bool((p[1:] >= p[:-1] - 1e-4).all())       # target probability grows with eps
+    assert bool((out["distance"][1:] <= torch.tensor([0.5, 2.0, 8.0])[:, None] + 1e-4).all())
+
+
+def test_save_grid_writes_png(tmp_path):
+    path = save_grid(torch.rand(2, 3, 1, 8, 8), tmp_path / "g.png", ["a", "b"], ["1", "2", "3"], title="t")
+    assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_linear_probe_and_transfer_helpers():
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(120) % 3
+    x = torch.rand(120, 1, 8, 8, generator=g) * 0.2 + y[:, None, None, None].float() * 0.3  # class = brightness
+    data = Dataset(x.clamp(0, 1), y, "toy", ["a", "b", "c"])
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.ReLU(), nn.Linear(8, 3))
+    res = linear_probe(model, Dataset(data.x[:80], y[:80]), Dataset(data.x[80:], y[80:]))
+    assert res.n_features == 8 and res.accuracy > 0.9
+    big = resize(data, 28)
+    assert big.x.shape == (120, 1, 28, 28) and float(big.x.max()) <= 1
+    held = split_classes(data, [2, 0])
+    assert set(held.y.tolist()) == {0, 1} and len(held) == 80 and held.classes == ["c", "a"]
+
+
+@pytest.fixture(scope="module")
+def tiny_vae_setup():
+    """A VAE and a standard classifier on a toy two-class set of bright blobs (left vs right)."""
+    g = torch.Generator().manual_seed(0)
+    n = 256
+    y = torch.arange(n) % 2
+    cx = torch.where(y == 0, 4.0, 11.0) + torch.randn(n, generator=g)
+    cy = 7.5 + torch.randn(n, generator=g)
+    ii, jj = torch.meshgrid(torch.arange(16.0), torch.arange(16.0), indexing="ij")
+    x = torch.exp(-((jj[None] - cx[:, None, None]) ** 2 + (ii[None] - cy[:, None, None]) ** 2) / 6)[:, None]
+    data = Dataset(x, y, "blobs", ["left", "right"])
+    vae = train_vae(data, VAEConfig(latent_dim=2, hidden=64, epochs=25, batch_size=32, lr=3e-3), progress=False)
+    torch.manual_seed(0)
+    clf = nn.Sequential(nn.Flatten(), nn.Linear(256, 32), nn.ReLU(), nn.Linear(32, 2))
+    opt = torch.optim.Adam(clf.parameters(), 1e-2)
+    for _ in range(100):
+        loss = nn.functional.cross_entropy(clf(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return data, vae, clf.eval()
+
+
+def test_vae_decodes_into_unit_box(tiny_vae_setup):
+    data, vae, _ = tiny_vae_setup
+    z = torch.randn(64, 2) * 5
+    img = vae.decode(z)
+    assert img.shape == (64, 1, 16, 16)
+    assert float(img.min()) >= 0 and float(img.max()) <= 1
+    rec = vae.reconstruct(data.x[:64])
+    assert float((rec - data.x[:64]).pow(2).mean()) < 0.02   # the VAE actually models the data
+
+
+def test_latent_attack_changes_prediction_on_decoder_range(tiny_vae_setup):
+    data, vae, clf = tiny_vae_setup
+    x, y = data.x[:32], data.y[:32]
+    with torch.no_grad():
+        ok = clf(vae.reconstruct(x)).argmax(1) == y
+    assert float(ok.float().mean()) > 0.9
+    res = on_manifold_attack(clf, vae, x, y, eta=3.0, steps=30, rel_step=0.1)
+    assert float(res.success[ok].float().mean()) > 0.5            # the prediction changes
+    assert float(res.x_adv.min()) >= 0 and float(res.x_adv.max()) <= 1
+    # on the decoder's range: some latent code decodes to x_adv (fit z by gradient descent);
+    # a pixel-space PGD example of the same model is not
+    from robustlab import ThreatModel
+    from robustlab.attacks import PGD
+
+    off = PGD(ThreatModel("linf", 0.3), steps=20)(clf, x, y).x_adv
+
+    def range_residual(img):
+        z = vae.encode(img)[0].detach().requires_grad_(True)
+        opt = torch.optim.Adam([z], 0.05)
+        for _ in range(300):
+            loss = (vae.decode(z) - img).pow(2).flatten(1).mean(1).sum()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return (vae.decode(z) - img).pow(2).flatten(1).mean(1).detach()
+
+    broken = res.success & ok
+    assert float(range_residual(res.x_adv[broken]).max()) < 1e-4
+    assert float(range_residual(off).mean()) > 1e-3
