@@ -59,6 +59,9 @@ def build_suite(attacks: str | Sequence[Attack | str], threat: ThreatModel, seed
         if attacks == "fast":
             return [APGD(threat, "ce", steps=20, seed=seed), APGDT(threat, n_targets=3, steps=20, seed=seed)]
         attacks = [a.strip() for a in attacks.split(",") if a.strip()]
+    if not attacks:
+        raise InputError("the attack list is empty: robust accuracy would equal clean accuracy; name at least one "
+                         "attack (e.g. 'apgd-ce,square') or a suite: 'standard', 'rand', 'fast'")
     return [a if isinstance(a, Attack) else create_attack(a, threat, seed=seed) for a in attacks]
 
 
