@@ -330,6 +330,8 @@ def _exit_code_and_message(e: BaseException) -> tuple[int, str]:
         return 1, str(e)
     if isinstance(e, PermissionError):
         return 2, f"permission denied: {e.filename or e}; choose a folder you can write (e.g. --runs ./runs) or fix its permissions"
+    if isinstance(e, (NotADirectoryError, FileExistsError, IsADirectoryError)):
+        return 2, f"{e.strerror or e}: {e.filename}; a path given (e.g. --runs) runs into a file where a folder is needed, or the reverse"
     if isinstance(e, FileNotFoundError):
         return 2, f"no such file or directory: {e.filename or e}; check the path"
     if isinstance(e, OSError):
