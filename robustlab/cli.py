@@ -60,12 +60,15 @@ def _add_model_source(p) -> None:
     p.add_argument("--norm", default="linf", choices=["linf", "l2", "l1"])
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--trust-code", action="store_true",
+                   help="allow the run's config to name a model factory module:callable (imports and runs it)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="robustlab", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
 
@@ -95,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="YAML job file")
     p.add_argument("--runs", default="runs", help="root folder of run directories")
     p.add_argument("--resume", action="store_true", help="continue a killed job")
+    p.add_argument("--trust-code", action="store_true",
+                   help="allow the config to name model factories module:callable (imports and runs them)")
 
     p = sub.add_parser("report", help="render runs side by side as a static HTML page",
                        description="Render one or several runs into one HTML page.")
@@ -154,7 +159,7 @@ def _cli_tasks():
 def cmd_train(args) -> int:
     from .runs.job import train_model_run
 
-    name = args.name or f"{args.model.replace(':', '_').replace('.', '_')}-{args.method}"
+    name = args.name or f"{args.model.replace(':', '_').replace('.', '_').replace('/', '_')}-{args.method}"
     run_dir = Path(args.runs) / name
     cfg = {
         "method": args.method, "epochs": args.epochs, "batch_size": args.batch_size, "optimizer": args.optimizer,
@@ -172,7 +177,7 @@ def cmd_train(args) -> int:
     rank = init_from_env(args.dist_timeout)
     try:
         summary = train_model_run(run_dir, {"name": args.model, "kwargs": args.model_kwargs}, data, cfg,
-                                  resume=args.resume, progress=not args.no_progress)
+                                  resume=args.resume, progress=not args.no_progress, trust_code=True)
     finally:
         shutdown()
     if rank != 0:
@@ -197,7 +202,7 @@ def cmd_attack(args) -> int:
     from .runs.job import _data_spec, load_model_from_run
     from .threat import ThreatModel
 
-    model, config = load_model_from_run(args.run, args.weights)
+    model, config = load_model_from_run(args.run, args.weights, trust_code=args.trust_code)
     spec = _data_spec(config["data"])
     test = load_dataset(spec["name"], "test", seed=spec.get("seed", 0), data_dir=spec.get("data_dir")).subset(args.n)
     name = ATTACKS.canonical(args.attack)
@@ -244,7 +249,8 @@ def cmd_evaluate(args) -> int:
     from .runs.job import evaluate_model_run
 
     attacks = args.attacks if args.attacks in ("standard", "rand", "fast") else [a for a in args.attacks.split(",") if a]
-    out = evaluate_model_run(args.run, args.eps, args.norm, attacks, args.n, args.batch_size, args.seed, args.weights)
+    out = evaluate_model_run(args.run, args.eps, args.norm, attacks, args.n, args.batch_size, args.seed, args.weights,
+                             trust_code=args.trust_code)
     print(f"{'eps':>8} {'clean':>8} {'robust':>8} {'95% CI':>17}  broken by")
     for r in out["reports"]:
         lo, hi = r["robust_accuracy_ci95"]
@@ -260,7 +266,8 @@ def cmd_evaluate(args) -> int:
 def cmd_run(args) -> int:
     from .runs.job import run_config
 
-    job = run_config(args.config, args.runs, resume=args.resume, progress=not args.no_progress)
+    job = run_config(args.config, args.runs, resume=args.resume, progress=not args.no_progress,
+                     trust_code=args.trust_code)
     print(f"report: {job / 'report.html'}")
     return 0
 
@@ -375,21 +382,54 @@ COMMANDS = {"sweep": cmd_sweep, "launch": cmd_launch, "train": cmd_train, "attac
             "report": cmd_report, "list": cmd_list, "landscape": cmd_landscape, "compare-geometry": cmd_compare_geometry}
 
 
+def _exit_code_and_message(e: BaseException) -> tuple[int, str]:
+    """Exit code (2: bad input, 1: a failure) and a message saying what went wrong and how to fix it."""
+    from .errors import CheckpointError, InputError, RobustlabError, UnknownNameError
+
+    if isinstance(e, (InputError, UnknownNameError, CheckpointError)):
+        return 2, str(e)
+    if isinstance(e, RobustlabError):
+        return 1, str(e)
+    if isinstance(e, PermissionError):
+        return 2, f"permission denied: {e.filename or e}; choose a folder you can write (e.g. --runs ./runs) or fix its permissions"
+    if isinstance(e, (NotADirectoryError, FileExistsError, IsADirectoryError)):
+        return 2, f"{e.strerror or e}: {e.filename}; a path given (e.g. --runs) runs into a file where a folder is needed, or the reverse"
+    if isinstance(e, FileNotFoundError):
+        return 2, f"no such file or directory: {e.filename or e}; check the path"
+    if isinstance(e, OSError):
+        return 1, f"{e.strerror or e}{': ' + str(e.filename) if e.filename else ''}; check the disk and the paths"
+    if isinstance(e, MemoryError):
+        return 1, "out of memory; use a smaller --batch-size or --n"
+    return 1, (f"unexpected {type(e).__name__}: {e}. This may be a bug in robustlab or in a user model/oracle; "
+               "rerun with --debug for the traceback")
+
+
 def main(argv: list[str] | None = None) -> int:
-    from .errors import RobustlabError
+    import signal
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # SIGTERM (e.g. a job scheduler's kill) unwinds like Ctrl-C: temporaries are removed, locks released
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
+        from .runs.schema import check_cli_args
+
+        check_cli_args(args.command, vars(args))
         if args.command not in COMMANDS:
             from .taskspec import get_task
 
             return get_task(args.command).run_cli(args)
         return COMMANDS[args.command](args)
-    except RobustlabError as e:
-        print(f"robustlab {args.command}: error: {e}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print(f"robustlab {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if getattr(args, "debug", False):
+            raise
+        code, message = _exit_code_and_message(e)
+        print(f"robustlab {args.command}: error: {message}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

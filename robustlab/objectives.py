@@ -65,6 +65,9 @@ def _target_classes(output: torch.Tensor, target) -> tuple[torch.Tensor | None, 
 
 
 def _reached_target(output, target) -> torch.Tensor:
+    if isinstance(output, list):
+        t = target[1] if isinstance(target, tuple) else target
+        return _compare_decisions(output, t, equal=True)
     if isinstance(output, torch.Tensor) and output.dim() == 1:
         t = target[1] if isinstance(target, (tuple, list)) else target
         return output == t.to(output.device)
@@ -85,7 +88,25 @@ def decisions(output) -> torch.Tensor | list:
     return output
 
 
+def _compare_decisions(output: list, target, equal: bool) -> torch.Tensor:
+    """Decisions given as a list (e.g. strings from a DecisionOracle) against labels of the same kind."""
+    labels = target.tolist() if isinstance(target, torch.Tensor) else list(target)
+    if len(labels) != len(output):
+        raise InputError(f"{len(output)} decisions for {len(labels)} labels")
+    if isinstance(target, torch.Tensor) and not all(isinstance(o, (int, bool)) for o in output):
+        kinds = sorted({type(o).__name__ for o in output})
+        raise InputError(
+            f"the decision oracle returns {'/'.join(kinds)} decisions but the labels are an integer tensor; pass "
+            "the labels in the oracle's own terms (a list such as ['cat', 'dog', ...]) or make the oracle return "
+            "integer class indices"
+        )
+    return torch.tensor([(o == t) == equal for o, t in zip(output, labels)], dtype=torch.bool)
+
+
 def _misclassified(output, target) -> torch.Tensor:
+    if isinstance(output, list):
+        y = target[0] if isinstance(target, tuple) else target
+        return _compare_decisions(output, y, equal=False)
     if isinstance(output, torch.Tensor) and output.dim() == 1:
         y = target[0] if isinstance(target, (tuple, list)) else target
         return output != y.to(output.device)

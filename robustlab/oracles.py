@@ -6,7 +6,11 @@ An oracle wraps a function of a batch (float in [0, 1], or uint8 for real system
 - enforces a per-sample budget (``QueryBudgetExceeded`` names the samples);
 - memoises identical queries (a repeated input costs nothing) and checks, on the first repeats, that
   the target is deterministic (warns and stops memoising if it is not);
-- batches large queries, and optionally records every input and output so a result can be replayed.
+- batches large queries, and optionally records every input and output so a result can be replayed;
+- retries a flaky black box (``retries=3, backoff=0.1``: waits 0.1, 0.2, 0.4 s between tries) and
+  raises ``OracleError`` (with the black box's own error attached) when it still fails. Attacks
+  catch ``OracleError`` and ``QueryBudgetExceeded`` and return the best points found so far, with a
+  per-sample ``status`` saying why each stopped.
 
 A differentiable model converts to either kind: ``ScoreOracle.from_model(model)``,
 ``DecisionOracle.from_model(model)``.
@@ -14,6 +18,8 @@ A differentiable model converts to either kind: ``ScoreOracle.from_model(model)`
 from __future__ import annotations
 
 import hashlib
+import logging
+import time
 import warnings
 from typing import Any, Callable, Sequence
 
@@ -26,8 +32,15 @@ class QueryBudgetExceeded(RobustlabError, RuntimeError):
     """A sample asked for more queries than the oracle's per-sample budget."""
 
 
+class OracleError(RobustlabError, RuntimeError):
+    """The black box raised (after the oracle's retries); ``__cause__`` is its own exception."""
+
+
 class NonDeterministicOracleWarning(UserWarning):
     pass
+
+
+log = logging.getLogger(__name__)
 
 
 class Oracle:
@@ -37,9 +50,14 @@ class Oracle:
 
     def __init__(self, fn: Callable, *, budget: int | None = None, batch_size: int | None = 256,
                  memoize: bool = True, record: bool = False, input_dtype: str = "float",
-                 check_determinism: int = 8):
+                 check_determinism: int = 8, retries: int = 0, backoff: float = 0.0):
         if budget is not None and budget < 1:
             raise InputError(f"the query budget must be >= 1 per sample, got {budget}")
+        if retries < 0 or backoff < 0:
+            raise InputError(f"retries and backoff must be >= 0, got retries={retries}, backoff={backoff}")
+        self.retries = int(retries)
+        self.backoff = float(backoff)
+        self.failed_calls = 0  # calls of the black box that raised (retried or not)
         if input_dtype not in ("float", "uint8"):
             raise InputError("input_dtype must be 'float' (values in [0, 1]) or 'uint8' (0..255)")
         self.fn = fn
@@ -156,13 +174,34 @@ class Oracle:
         out: list = []
         for s in range(0, q.shape[0], step):
             chunk = q[s:s + step]
-            with torch.no_grad():
-                res = self.fn(chunk)
+            res = self._call_with_retries(chunk)
             rows = self._split(res, chunk.shape[0])
             if self.record:
                 self.log.append((chunk.cpu(), res.detach().cpu() if isinstance(res, torch.Tensor) else list(res)))
             out.extend(rows)
         return out
+
+    def _call_with_retries(self, chunk: torch.Tensor):
+        """fn(chunk), retried up to ``retries`` times with exponential backoff; OracleError if it still fails."""
+        for attempt in range(self.retries + 1):
+            try:
+                with torch.no_grad():
+                    return self.fn(chunk)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except Exception as e:
+                self.failed_calls += 1
+                if attempt == self.retries:
+                    raise OracleError(
+                        f"the black box raised {type(e).__name__}: {e} (on a batch of {chunk.shape[0]}, after "
+                        f"{self.retries} retries); if it is flaky, build the oracle with retries=3, backoff=0.5"
+                    ) from e
+                wait = self.backoff * 2 ** attempt
+                log.info("black box raised %s: %s; retry %d/%d in %.2g s", type(e).__name__, e, attempt + 1,
+                            self.retries, wait)
+                if wait > 0:
+                    time.sleep(wait)
+        raise AssertionError  # unreachable
 
     def _split(self, res, n: int) -> list:
         raise NotImplementedError

@@ -16,14 +16,16 @@ from __future__ import annotations
 import logging
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import torch
+import torch.nn as nn
 
 from ..errors import InputError, ModelOutputError, check_batch, check_model_output, warn_if_probabilities
 from ..objectives import CrossEntropy, Objective, get_objective
-from ..oracles import Oracle
+from ..oracles import Oracle, OracleError, QueryBudgetExceeded
 from ..targets import index_target
 from ..threat import ThreatModel, lp_norm
 
@@ -44,6 +46,9 @@ class AttackResult:
         forward_calls: int[B], forward-only passes spent on each sample.
         queries: int[B], model evaluations of any kind (grad_calls + forward_calls).
         time_s: wall time.
+        status: per sample, why the attack stopped, where the attack reports it (decision attacks, and
+            any attack whose black box failed or ran out of budget): "success", "max_queries",
+            "oracle_budget", "oracle_error", "no_start" or "done" (finished without success); else None.
     """
 
     x_adv: torch.Tensor
@@ -55,6 +60,7 @@ class AttackResult:
     attack: str
     threat: ThreatModel
     x: torch.Tensor | None = field(default=None, repr=False)
+    status: list[str] | None = None
 
     @property
     def eps(self) -> float:
@@ -84,6 +90,8 @@ class AttackResult:
             "forward_calls": int(self.forward_calls.sum()),
             "time_s": self.time_s,
         }
+        if self.status is not None:
+            out["status"] = {s: self.status.count(s) for s in sorted(set(self.status))}
         if self.success.any():
             q = self.queries[self.success].double()
             out["queries_per_success_mean"] = float(q.mean())
@@ -93,6 +101,30 @@ class AttackResult:
                 out["norm_of_successes_mean"] = float(norms.mean())
                 out["norm_of_successes_median"] = float(norms.median())
         return out
+
+
+def _check_dtype(model, x: torch.Tensor) -> None:
+    """A clear error for inputs whose float type differs from the model's (float64 data, float32 weights)."""
+    if isinstance(model, nn.Module):
+        p = next((p for p in model.parameters() if torch.is_floating_point(p)), None)
+        if p is not None and p.dtype != x.dtype:
+            raise InputError(f"the inputs are {x.dtype} but the model's parameters are {p.dtype}; convert one of them "
+                             f"(x.to({p.dtype}) or model.to({x.dtype}))")
+
+
+@contextmanager
+def _eval_mode(model):
+    """Put an nn.Module in eval mode (BatchNorm statistics frozen, dropout off); restore its modes after."""
+    if not isinstance(model, nn.Module):
+        yield
+        return
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, mode in modes:
+            m.training = mode
 
 
 class AttackContext:
@@ -333,6 +365,8 @@ class Attack:
     oracle_kind: str = "score"
     #: gradient draws averaged per step (Expectation over Transformation) for randomised models
     eot: int = 1
+    #: run an nn.Module model in eval mode during the attack (its mode is restored afterwards)
+    eval_mode: bool = True
 
     def __init__(self, threat: ThreatModel, objective: Objective | str | None = None, *,
                  early_stop: bool = True, seed: int = 0):
@@ -381,12 +415,17 @@ class Attack:
                     x_adv=prev.x_adv.clone(), success=prev.success.clone(), loss=prev.loss.clone(),
                     grad_calls=torch.zeros_like(prev.grad_calls), forward_calls=torch.zeros_like(prev.forward_calls),
                     time_s=0.0, attack=self.name, threat=threat, x=x,
+                    status=list(prev.status) if prev.status is not None else None,
                 )
                 if todo.numel():
                     sub_threat = threat.subset(todo) if threat.has_per_sample_state else threat
                     sub = self._call_one(model, x[todo], index_target(target, todo), sub_threat)
                     for name in ("x_adv", "success", "loss", "grad_calls", "forward_calls"):
                         getattr(res, name)[todo] = getattr(sub, name)
+                    if sub.status is not None:
+                        res.status = res.status or ["success" if s else "done" for s in res.success.tolist()]
+                        for j, i in enumerate(todo.tolist()):
+                            res.status[i] = sub.status[j]
                     res.time_s = sub.time_s
             results[i] = res
             prev = res
@@ -394,6 +433,7 @@ class Attack:
 
     def _call_one(self, model, x, target, threat: ThreatModel) -> AttackResult:
         check_batch(x, target, threat.bounds)
+        _check_dtype(model, x)
         if threat.has_per_sample_state and hasattr(threat, "check_batch"):
             threat.check_batch(x)
         elif threat.has_per_sample_state and threat.mask.shape[0] != x.shape[0]:
@@ -403,17 +443,29 @@ class Attack:
         ctx = AttackContext(model, x.detach(), target, threat, self.objective, gen)
         ctx.eot = max(1, int(self.eot))
         start = time.perf_counter()
-        if threat.eps > 0 or not self.needs_positive_eps:
-            self.run(ctx)
-        else:
-            ctx.evaluate(ctx.x)
-        if self.verify and not ctx.is_oracle and ctx.success_full.any():
-            self._verify(ctx)
+        with _eval_mode(model if self.eval_mode else None):
+            try:
+                if threat.eps > 0 or not self.needs_positive_eps:
+                    self.run(ctx)
+                else:
+                    ctx.evaluate(ctx.x)
+            except (OracleError, QueryBudgetExceeded) as e:  # keep what was found; say why the rest stopped
+                why = "oracle_budget" if isinstance(e, QueryBudgetExceeded) else "oracle_error"
+                log.warning("%s stopped early (%s): %s; returning the best points found so far", self.name, why, e)
+                old = getattr(ctx, "status", None) or ["done"] * ctx.x_full.shape[0]
+                ctx.status = [st if st in ("success", "no_start", "max_queries", "oracle_budget", "oracle_error")
+                              else why for st in old]
+            if self.verify and not ctx.is_oracle and ctx.success_full.any():
+                self._verify(ctx)
         elapsed = time.perf_counter() - start
+        status = getattr(ctx, "status", None)
+        if status is not None:  # success is the final word (verification may have withdrawn one)
+            status = ["success" if ok else ("done" if st == "success" else st)
+                      for ok, st in zip(ctx.success_full.tolist(), status)]
         return AttackResult(
             x_adv=ctx.best_x, success=ctx.success_full, loss=ctx.best_loss,
             grad_calls=ctx.grad_calls, forward_calls=ctx.forward_calls,
-            time_s=elapsed, attack=self.name, threat=threat, x=x.detach(),
+            time_s=elapsed, attack=self.name, threat=threat, x=x.detach(), status=status,
         )
 
     def _verify(self, ctx: AttackContext) -> None:

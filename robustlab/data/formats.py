@@ -109,8 +109,43 @@ def load_mnist_idx(root: str | Path, split: str = "train") -> tuple[np.ndarray, 
     return to_nchw_unit(x), y
 
 
+class _BatchUnpickler(pickle.Unpickler):
+    """Unpickles only plain containers and numpy arrays: a pickle that names any other callable (the
+    way a payload runs code) is refused before anything is called."""
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"), ("_codecs", "encode"), ("builtins", "bytearray"),
+    }
+
+    def find_class(self, module, name):
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+
+
+def load_pickled_batch(path: str | Path) -> dict:
+    """One CIFAR python batch: a dict of arrays, lists and bytes. Objects that could run code are refused."""
+    with open(path, "rb") as f:
+        try:
+            d = _BatchUnpickler(f, encoding="bytes").load()
+        except pickle.UnpicklingError as e:
+            raise InputError(
+                f"{path}: not a plain CIFAR python batch ({e}); a pickle naming other callables could run code "
+                "when loaded, so it is refused. Re-export the data as .npz (x, y) or get the original CIFAR files"
+            ) from None
+        except Exception as e:
+            raise InputError(f"{path}: cannot read this CIFAR python batch ({type(e).__name__}: {e})") from None
+    if not isinstance(d, dict):
+        raise InputError(f"{path}: a CIFAR python batch is a dict, got {type(d).__name__}")
+    return d
+
+
 def load_cifar_batches(root: str | Path, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
-    """CIFAR-10 (data_batch_1..5, test_batch) or CIFAR-100 (train, test) python pickles."""
+    """CIFAR-10 (data_batch_1..5, test_batch) or CIFAR-100 (train, test) python pickles.
+
+    Read with a restricted unpickler (``load_pickled_batch``): containers and numpy arrays only."""
     root = Path(root)
     if (root / "data_batch_1").exists() or (root / "test_batch").exists():
         names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
@@ -121,8 +156,7 @@ def load_cifar_batches(root: str | Path, split: str = "train") -> tuple[np.ndarr
         path = root / name
         if not path.exists():
             raise InputError(f"{root}: missing CIFAR batch file {name!r}")
-        with open(path, "rb") as f:
-            d = pickle.load(f, encoding="bytes")
+        d = load_pickled_batch(path)
         data = d.get(b"data", d.get("data"))
         labels = next((d[k] for k in (b"labels", "labels", b"fine_labels", "fine_labels") if k in d), None)
         if data is None or labels is None:

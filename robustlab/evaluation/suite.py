@@ -86,7 +86,8 @@ def build_suite(attacks: str | Sequence[Attack | str], threat: ThreatModel, seed
             return [APGD(threat, "ce", steps=20, seed=seed), APGDT(threat, n_targets=3, steps=20, seed=seed)]
         attacks = [a.strip() for a in attacks.split(",") if a.strip()]
     if not attacks:
-        raise InputError("the attack list is empty: name at least one attack, or a suite ('standard', 'rand', 'fast')")
+        raise InputError("the attack list is empty: robust accuracy would equal clean accuracy; name at least one "
+                         "attack (e.g. 'apgd-ce,square') or a suite: 'standard', 'rand', 'fast'")
     extra = {"objective": objective} if objective is not None and not _is_classification(objective) else {}
     return [a if isinstance(a, Attack) else create_attack(a, threat, seed=seed, **extra) for a in attacks]
 

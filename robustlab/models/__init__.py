@@ -1,6 +1,8 @@
 """Small reference architectures behind one registry: ``create_model("name", **kwargs)``.
 
-The CLI also accepts ``package.module:callable`` for a user's own model factory.
+The CLI also accepts ``package.module:callable`` for a user's own model factory. Importing one runs
+its code, so it is honoured only when the caller says so (``trust_code=True``; the CLI does for a
+``--model`` typed on its command line, and for a run's or job's config only with ``--trust-code``).
 """
 from __future__ import annotations
 
@@ -26,9 +28,20 @@ def list_models() -> list[str]:
     return MODELS.names()
 
 
-def create_model(name: str, **kwargs) -> nn.Module:
-    """A registered model (``list_models()``) or ``"package.module:callable"``."""
-    if ":" in name:
+def is_code_reference(name: str) -> bool:
+    """True for ``package.module:callable`` (a factory that must be imported, i.e. code to run)."""
+    return ":" in str(name)
+
+
+def create_model(name: str, *, trust_code: bool = False, **kwargs) -> nn.Module:
+    """A registered model (``list_models()``) or ``"package.module:callable"`` (needs ``trust_code=True``)."""
+    if is_code_reference(name):
+        if not trust_code:
+            raise InputError(
+                f"model {name!r} is a code reference (module:callable): building it imports and runs that code. "
+                "Refused because it came from a file, not from you; if you trust its source, pass --trust-code "
+                "(CLI) or trust_code=True (Python)"
+            )
         module_name, _, attr = name.partition(":")
         try:
             factory = getattr(importlib.import_module(module_name), attr)
@@ -38,4 +51,4 @@ def create_model(name: str, **kwargs) -> nn.Module:
     return MODELS.create(name, **kwargs)
 
 
-__all__ = ["FastMNISTNet", "MLP", "MadryMNISTCNN", "Normalize", "PreActResNet18", "create_model", "list_models", "MODELS"]
+__all__ = ["FastMNISTNet", "MLP", "MadryMNISTCNN", "Normalize", "PreActResNet18", "create_model", "is_code_reference", "list_models", "MODELS"]

@@ -20,19 +20,22 @@ import torch.nn as nn
 import yaml
 
 from ..data import Dataset, load_dataset
-from ..errors import InputError
+from ..errors import CheckpointError, InputError
 from ..evaluation import robustness_curve
 from ..fileio import atomic_torch_save, atomic_write_json
 from ..models import create_model
 from ..threat import ThreatModel
 from ..training import TrainConfig, load_state, load_weights, train
-from .rundir import Run
+from .rundir import Run, check_name
+from .schema import validate_job, validate_train_settings
 
 log = logging.getLogger(__name__)
 
 
-def model_for_data(spec: dict, data: Dataset) -> nn.Module:
-    """Build the model of `spec` ({name, kwargs}), filling in input channels, size and classes."""
+def model_for_data(spec: dict, data: Dataset, trust_code: bool = False) -> nn.Module:
+    """Build the model of `spec` ({name, kwargs}), filling in input channels, size and classes.
+
+    A ``module:callable`` name runs code, so it needs ``trust_code=True`` (see ``create_model``)."""
     name = spec["name"]
     kwargs = dict(spec.get("kwargs") or {})
     if ":" not in name:
@@ -46,7 +49,7 @@ def model_for_data(spec: dict, data: Dataset) -> nn.Module:
             for k, v in auto.items():
                 if k in params and k not in kwargs:
                     kwargs[k] = v
-    return create_model(name, **kwargs)
+    return create_model(name, trust_code=trust_code, **kwargs)
 
 
 def _data_spec(spec: dict | str) -> dict:
@@ -60,11 +63,54 @@ def _load(spec: dict, split: str) -> Dataset:
 
 
 def train_model_run(run_dir: str | Path, model_spec: dict, data_spec: dict | str, train_cfg: dict,
-                    resume: bool = False, progress: bool = True) -> dict:
-    """Train one model into `run_dir`; returns its summary."""
-    run = Run(run_dir)
+                    resume: bool = False, progress: bool = True, trust_code: bool = False) -> dict:
+    """Train one model into `run_dir`; returns its summary.
+
+    Holds the run's lock while it writes (a second writer gets RunLockedError). A resume must name the
+    same data, split (data seed), model and method as the stored config."""
+    check_name(Path(run_dir).name)
     data_spec = _data_spec(data_spec)
-    cfg = TrainConfig(**train_cfg)
+    train_cfg = {k: (list(v) if k == "step_milestones" else v) for k, v in train_cfg.items()}
+    validate_train_settings(train_cfg)
+    cfg = TrainConfig(**{k: (tuple(v) if k == "step_milestones" else v) for k, v in train_cfg.items()})
+    run = Run(run_dir)
+    with run.lock():
+        return _train_model_run(run, model_spec, data_spec, cfg, resume, progress, trust_code)
+
+
+def _resume_mismatch(stored: dict, model_spec: dict, data_spec: dict, cfg: TrainConfig) -> dict:
+    """The settings (model, data, split, method) where a stored run config differs from this one."""
+    def model_key(spec):
+        spec = {"name": spec} if isinstance(spec, str) else dict(spec or {})
+        return {"name": spec.get("name"), "kwargs": dict(spec.get("kwargs") or {})}
+
+    def data_key(spec):
+        spec = _data_spec(spec or {})
+        return {"name": spec.get("name"), "seed": spec.get("seed", 0), "data_dir": spec.get("data_dir")}
+
+    diff = {}
+    if model_key(stored.get("model")) != model_key(model_spec):
+        diff["model"] = (model_key(stored.get("model")), model_key(model_spec))
+    old_d, new_d = data_key(stored.get("data")), data_key(data_spec)
+    for k, label in (("name", "data"), ("data_dir", "data_dir"), ("seed", "data seed (split)")):
+        if old_d[k] != new_d[k]:
+            diff[label] = (old_d[k], new_d[k])
+    old_method = (stored.get("train") or {}).get("method")
+    if old_method != cfg.method:
+        diff["method"] = (old_method, cfg.method)
+    return diff
+
+
+def _train_model_run(run: Run, model_spec: dict, data_spec: dict, cfg: TrainConfig, resume: bool, progress: bool,
+                     trust_code: bool) -> dict:
+    if resume and (run.path / "config.yaml").exists():
+        diff = _resume_mismatch(run.read_config(), model_spec, data_spec, cfg)
+        if diff:
+            raise InputError(
+                f"cannot resume {run.path}: it was started with other settings (stored vs now: "
+                + "; ".join(f"{k}: {a!r} vs {b!r}" for k, (a, b) in diff.items())
+                + "); resume with the same --model/--data/--data-seed/--method, or start a new run with another --name"
+            )
     if not resume and (run.checkpoints / "state.pt").exists():
         raise InputError(
             f"{run.path} already holds a training run; pass --resume to continue it or choose a new run name"
@@ -75,7 +121,7 @@ def train_model_run(run_dir: str | Path, model_spec: dict, data_spec: dict | str
         return run.read_summary()
     torch.manual_seed(cfg.seed)
     train_data, val_data = _load(data_spec, "train"), _load(data_spec, "val")
-    model = model_for_data(model_spec, train_data)
+    model = model_for_data(model_spec, train_data, trust_code=trust_code)
     run.write_config({"kind": "model", "model": model_spec, "data": data_spec, "train": cfg.fingerprint()})
     if resume:
         run.rewrite_metrics([r for r in run.read_metrics() if r.get("kind") != "epoch"])
@@ -93,28 +139,50 @@ def train_model_run(run_dir: str | Path, model_spec: dict, data_spec: dict | str
     return summary
 
 
-def load_model_from_run(run_dir: str | Path, which: str = "best") -> tuple[nn.Module, dict]:
-    """The trained model of a model run (``best`` or ``last`` weights) and its config."""
-    run = Run(run_dir)
+def load_model_from_run(run_dir: str | Path, which: str = "best", trust_code: bool = False) -> tuple[nn.Module, dict]:
+    """The trained model of a model run (``best`` or ``last`` weights) and its config. Creates nothing.
+
+    A config naming a ``module:callable`` model is refused unless ``trust_code=True`` (``--trust-code``)."""
+    if which not in ("best", "last"):
+        raise InputError(f"weights must be 'best' or 'last', got {which!r}")
+    if not Path(run_dir).is_dir():
+        raise InputError(f"{run_dir} is not a model run (no such directory); train one with `robustlab train`")
+    run = Run(run_dir, create=False)
     config = run.read_config()
     if config.get("kind") != "model":
         raise InputError(f"{run_dir} is not a model run (no model config.yaml); train one with `robustlab train`")
-    data = _load(_data_spec(config["data"]), "test")
-    model = model_for_data(config["model"], data)
     path = run.checkpoints / f"{which}.safetensors"
     if not path.exists():
-        path = run.checkpoints / "last.safetensors"
+        other = "last" if which == "best" else "best"
+        hint = (f"; pass --weights {other} to use {other}.safetensors" if (run.checkpoints / f"{other}.safetensors").exists()
+                else "; train the model first (robustlab train ... --resume continues a killed run)")
+        raise CheckpointError(f"{run_dir} has no {which} weights ({path} is missing){hint}")
+    data = _load(_data_spec(config["data"]), "test")
+    model = model_for_data(config["model"], data, trust_code=trust_code)
     load_weights(model, path)
     model.eval()
     return model, config
 
 
 def evaluate_model_run(run_dir: str | Path, eps: list[float], norm: str = "linf", attacks: Any = "standard",
-                       n: int | None = 1000, batch_size: int = 500, seed: int = 0, which: str = "best") -> dict:
+                       n: int | None = 1000, batch_size: int = 500, seed: int = 0, which: str = "best",
+                       trust_code: bool = False) -> dict:
     """Evaluate a model run on its dataset's test split over `eps`; writes evaluation.json."""
-    run = Run(run_dir)
-    model, config = load_model_from_run(run_dir, which)
-    test = _load(_data_spec(config["data"]), "test").subset(n)
+    model, config = load_model_from_run(run_dir, which, trust_code=trust_code)
+    run = Run(run_dir, create=False)
+    with run.lock():
+        return _evaluate(run, model, config, eps, norm, attacks, n, batch_size, seed, which)
+
+
+def _evaluate(run, model, config, eps, norm, attacks, n, batch_size, seed, which) -> dict:
+    if n is not None and n < 1:
+        raise InputError(f"n must be >= 1 test points, got {n}")
+    if batch_size < 1:
+        raise InputError(f"batch_size must be >= 1, got {batch_size}")
+    test = _load(_data_spec(config["data"]), "test")
+    if n is not None and n > len(test):
+        log.warning("asked for %d test points but %s has only %d; evaluating all %d", n, run.path, len(test), len(test))
+    test = test.subset(n)
     start = time.perf_counter()
     curve = robustness_curve(model, test, ThreatModel(norm, max(eps)), eps, attacks, batch_size=batch_size, seed=seed)
     out = {
@@ -128,18 +196,48 @@ def evaluate_model_run(run_dir: str | Path, eps: list[float], norm: str = "linf"
     return out
 
 
-def run_config(path: str | Path, runs_root: str | Path = "runs", resume: bool = False,
-               progress: bool = True, overrides: dict | None = None) -> Path:
-    """Run a YAML job: train every model entry, evaluate it, render the report. Returns the job dir."""
-    from .report import render_report
-
-    config = yaml.safe_load(Path(path).read_text())
+def read_job_config(path: str | Path, overrides: dict | None = None) -> dict:
+    """Read and validate a YAML job file (see ``runs.schema``): a clear InputError for a missing file,
+    a YAML syntax error, unknown keys (with a did-you-mean), wrong types or out-of-range values."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"no job config at {path}; pass a YAML file such as configs/quickstart.yaml")
+    try:
+        config = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise InputError(f"{path} is not valid YAML: {str(e).strip()}") from None
     if overrides:
         config = _merge(config, overrides)
     if not isinstance(config, dict) or "models" not in config:
         raise InputError(f"{path}: a job config needs a 'models' list (see configs/quickstart.yaml)")
-    name = config.get("name") or Path(path).stem
+    validate_job(config, str(path))
+    return config
+
+
+def run_config(path: str | Path, runs_root: str | Path = "runs", resume: bool = False,
+               progress: bool = True, overrides: dict | None = None, trust_code: bool = False) -> Path:
+    """Run a YAML job: train every model entry, evaluate it, render the report. Returns the job dir.
+
+    The whole file is validated first; models named ``module:callable`` need ``trust_code=True``."""
+    from ..models import is_code_reference
+
+    config = read_job_config(path, overrides)
+    name = check_name(config.get("name") or Path(path).stem, "job name")
+    if not trust_code:
+        for entry in config["models"]:
+            spec = entry.get("model", "fast_mnist")
+            mname = spec if isinstance(spec, str) else (spec or {}).get("name", "")
+            if is_code_reference(mname):
+                raise InputError(f"{path}: model {entry['name']!r} is a code reference {mname!r}: running the job would "
+                                 "import and run that code. Pass --trust-code if you trust this file")
     job = Run(Path(runs_root) / name)
+    with job.lock():
+        return _run_job(job, config, resume, progress, trust_code)
+
+
+def _run_job(job: Run, config: dict, resume: bool, progress: bool, trust_code: bool) -> Path:
+    from .report import render_report
+
     job.write_config({"kind": "job", **config})
     data_spec = _data_spec(config.get("data", "mnist"))
     evaluation = config.get("evaluation", {})
@@ -155,10 +253,12 @@ def run_config(path: str | Path, runs_root: str | Path = "runs", resume: bool = 
         run_dir = job.path / "models" / label
         summary = Run(run_dir).read_summary()
         if not (resume and summary.get("evaluated")):
-            train_model_run(run_dir, model_spec, data_spec, train_cfg, resume=resume, progress=progress)
+            train_model_run(run_dir, model_spec, data_spec, train_cfg, resume=resume, progress=progress,
+                            trust_code=trust_code)
             evaluate_model_run(run_dir, [float(e) for e in evaluation.get("eps", [0.0, 0.1, 0.2, 0.3])],
                                evaluation.get("norm", "linf"), evaluation.get("attacks", "standard"),
-                               evaluation.get("n", 1000), seed=evaluation.get("seed", 0))
+                               evaluation.get("n", 1000), batch_size=evaluation.get("batch_size", 500),
+                               seed=evaluation.get("seed", 0), trust_code=trust_code)
             s = Run(run_dir).read_summary()
             s["evaluated"] = True
             Run(run_dir).write_summary(s)
@@ -185,6 +285,7 @@ def sweep_batch_size(root: str | Path, model_spec: dict, data_spec: dict | str, 
     2017); "sqrt" by sqrt(batch / base_batch). Writes ``sweep.json`` and one model run per cell.
     """
     root = Path(root)
+    check_name(root.name, "sweep name")
     sweep = Run(root)
     base_batch = base_batch or min(batch_sizes)
     rows = []

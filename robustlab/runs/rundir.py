@@ -2,17 +2,23 @@
 
 ``runs/<name>/``: ``config.yaml`` (resolved, with seed, versions and git hash), ``metrics.jsonl``
 (appended and flushed), ``summary.json``, ``checkpoints/``, ``figures/``, ``report.html``.
+
+Run names are single path components (``check_name``). A process that writes a run holds its lock
+(``with run.lock(): ...``, a ``.lock`` file via ``filelock``); a second writer gets ``RunLockedError``.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
+import re
 import subprocess
 from pathlib import Path
 
 import yaml
 
+from ..errors import InputError
 from ..fileio import _json_default, atomic_torch_save, atomic_write_bytes, atomic_write_json, atomic_write_text
 
 
@@ -38,13 +44,56 @@ def environment_info() -> dict:
     }
 
 
-class Run:
-    """A run directory. ``Run(path)`` creates it (and its subfolders) if needed."""
+_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+=@-]*")
 
-    def __init__(self, path: str | Path):
+
+def check_name(name, what: str = "run name") -> str:
+    """A run or model name: one path component of letters, digits and ``_ . + = @ -``; no separators,
+    no ``..``, not absolute, not hidden. Raises InputError otherwise."""
+    if not isinstance(name, str) or not name:
+        raise InputError(f"the {what} must be a non-empty string, got {name!r}")
+    if len(name) > 200 or not _NAME_RE.fullmatch(name) or ".." in name:
+        raise InputError(
+            f"invalid {what} {name!r}: use one folder name made of letters, digits and _ . + = @ - (no '/', "
+            "'\\', '..', spaces or leading dot), e.g. 'mnist-pgd'; runs are always written under --runs"
+        )
+    return name
+
+
+class RunLockedError(InputError):
+    """Another process is writing this run directory."""
+
+
+class Run:
+    """A run directory. ``Run(path)`` creates it (and its subfolders) if needed; ``Run(path, create=False)``
+    only reads (``InputError`` if there is no such directory)."""
+
+    def __init__(self, path: str | Path, create: bool = True):
         self.path = Path(path)
-        self.checkpoints.mkdir(parents=True, exist_ok=True)
-        self.figures.mkdir(parents=True, exist_ok=True)
+        if create:
+            self.checkpoints.mkdir(parents=True, exist_ok=True)
+            self.figures.mkdir(parents=True, exist_ok=True)
+        elif not self.path.is_dir():
+            raise InputError(f"no run directory at {self.path}; train one with `robustlab train` or check the path")
+
+    @contextlib.contextmanager
+    def lock(self):
+        """Hold the run's write lock; raises RunLockedError at once if another process holds it."""
+        from filelock import FileLock, Timeout
+
+        self.path.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(self.path / ".lock"), timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise RunLockedError(
+                f"{self.path} is being written by another robustlab process (lock {self.path / '.lock'} is held); "
+                "wait for it to finish, or use another --name / --runs"
+            ) from None
+        try:
+            yield self
+        finally:
+            lock.release()
 
     @property
     def name(self) -> str:
@@ -72,10 +121,12 @@ class Run:
         return yaml.safe_load(p.read_text()) if p.exists() else {}
 
     def log_metrics(self, record: dict) -> None:
-        """Append one JSON line and flush it to disk."""
+        """Append one JSON line and flush it to disk (a torn last line left by a kill is cut off first)."""
         line = json.dumps(record, sort_keys=True, default=_json_default) + "\n"
-        with open(self.metrics_path, "a", encoding="utf-8") as f:
-            f.write(line)
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.metrics_path, "a+b") as f:
+            _repair_torn_tail(f)
+            f.write(line.encode("utf-8"))
             f.flush()
             os.fsync(f.fileno())
 
@@ -101,6 +152,30 @@ class Run:
     def read_summary(self) -> dict:
         p = self.path / "summary.json"
         return json.loads(p.read_text()) if p.exists() else {}
+
+
+def _repair_torn_tail(f) -> None:
+    """Truncate an append-mode binary file after its last newline (drops a half-written record)."""
+    f.seek(0, os.SEEK_END)
+    size = f.tell()
+    if size == 0:
+        return
+    f.seek(size - 1)
+    if f.read(1) == b"\n":
+        return
+    pos, chunk = size, 4096
+    cut = 0
+    while pos > 0:
+        start = max(0, pos - chunk)
+        f.seek(start)
+        data = f.read(pos - start)
+        i = data.rfind(b"\n")
+        if i >= 0:
+            cut = start + i + 1
+            break
+        pos = start
+    f.truncate(cut)
+    f.seek(0, os.SEEK_END)
 
 
 def _plain(obj):

@@ -1,10 +1,18 @@
 """Checkpoints: weights as safetensors (for sharing and evaluation) and the full resumable state
-(model, optimizer, epoch, history, RNG-free schedule position) with torch.save. All writes atomic."""
+(model, optimizer, epoch, history, RNG-free schedule position) with torch.save. All writes atomic.
+
+The resumable state holds only tensors and plain types (dict, list, tuple, str, int, float, bool,
+None) and is read back with ``torch.load(weights_only=True)``: a state file cannot run code.
+"""
 from __future__ import annotations
 
+import dataclasses
+import pickle
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -56,9 +64,37 @@ def _check_compatible(expected: dict, found: dict, path) -> None:
         )
 
 
+def plain_state(obj: Any) -> Any:
+    """`obj` with only tensors and plain types (what ``torch.load(weights_only=True)`` accepts):
+    dataclasses become dicts, numpy arrays tensors, numpy scalars and Paths Python values."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach()
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    if isinstance(obj, dict):
+        return type(obj)((plain_state(k), plain_state(v)) for k, v in obj.items()) if isinstance(obj, OrderedDict) \
+            else {plain_state(k): plain_state(v) for k, v in obj.items()}
+    if isinstance(obj, tuple) and not hasattr(obj, "_fields"):
+        return tuple(plain_state(v) for v in obj)
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [plain_state(v) for v in obj]
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: plain_state(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(obj))
+    if isinstance(obj, np.generic):
+        return obj.item()
+    raise CheckpointError(
+        f"cannot store a {type(obj).__name__} in the training state: it holds only tensors and plain types "
+        "(dict, list, tuple, str, int, float, bool, None); convert it first"
+    )
+
+
 def save_state(directory: str | Path, state: dict[str, Any]) -> Path:
     path = Path(directory) / STATE_FILE
-    atomic_torch_save(state, path)
+    atomic_torch_save(plain_state(state), path)
     return path
 
 
@@ -72,7 +108,13 @@ def load_state(directory: str | Path, fingerprint: dict | None = None) -> dict[s
     if not path.exists():
         return None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f"refusing to load {path}: it holds objects other than tensors and plain types, so loading it "
+            f"could run code ({str(e).splitlines()[0][:200]}). If you wrote it yourself with an older robustlab, "
+            "delete it and train again; never resume from a state file you did not write"
+        ) from None
     except Exception as e:
         raise CheckpointError(
             f"cannot read {path} ({type(e).__name__}: {e}); the file is corrupt. Delete it to start "
