@@ -92,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eps", type=_floats, default=[0.0, 0.1, 0.2, 0.3], help="comma-separated eps values")
     p.add_argument("--attacks", default="standard", help="'standard', 'rand', 'fast' or comma-separated attack names")
     p.add_argument("--report", action="store_true", help="also render report.html in the run directory")
+    p.add_argument("--resume", action="store_true", help="continue a killed evaluation from its stored cells")
 
     p = sub.add_parser("run", help="run a YAML job (train + evaluate several models, write a report)",
                        description="Run a job config such as configs/quickstart.yaml.")
@@ -250,7 +251,7 @@ def cmd_evaluate(args) -> int:
 
     attacks = args.attacks if args.attacks in ("standard", "rand", "fast") else [a for a in args.attacks.split(",") if a]
     out = evaluate_model_run(args.run, args.eps, args.norm, attacks, args.n, args.batch_size, args.seed, args.weights,
-                             trust_code=args.trust_code)
+                             trust_code=args.trust_code, resume=args.resume, progress=not args.no_progress)
     print(f"{'eps':>8} {'clean':>8} {'robust':>8} {'95% CI':>17}  broken by")
     for r in out["reports"]:
         lo, hi = r["robust_accuracy_ci95"]

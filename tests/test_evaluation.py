@@ -109,3 +109,47 @@ def test_randomised_model_is_flagged_and_eot_is_stronger(digits_model, digits_te
     r_eot = eot(noisy, x, y)
     assert r_eot.grad_calls.max() <= 10 * 21
     assert r_eot.success_rate >= plain(noisy, x, y).success_rate - 0.05
+
+
+def test_a_killed_evaluation_resumes_from_its_cells_with_the_same_result(digits_model, digits_test, tmp_path):
+    """Cells are written after every (attack, batch); a rerun continues after the last one and reaches
+    the uninterrupted result without repeating finished work."""
+    import robustlab as rl
+
+    x, y = digits_test
+    threat = rl.ThreatModel("linf", 0.06)
+    attacks = ["fgsm", "pgd"]
+    full = rl.evaluate(digits_model, (x, y), threat, attacks, batch_size=50, sanity=None)
+
+    class Killed(Exception):
+        pass
+
+    calls = {"n": 0}
+
+    def dying(inp):  # the model dies during the third batch's second attack
+        calls["n"] += 1
+        if calls["n"] > 30:
+            raise Killed
+        return digits_model(inp)
+
+    with pytest.raises(Killed):
+        rl.evaluate(dying, (x, y), threat, attacks, batch_size=50, sanity=None, cells_dir=tmp_path)
+    cells = sorted(p.name for p in tmp_path.iterdir())
+    assert 1 <= len(cells) < 4
+    counted = {"n": 0}
+
+    def counting(inp):
+        counted["n"] += 1
+        return digits_model(inp)
+
+    resumed = rl.evaluate(counting, (x, y), threat, attacks, batch_size=50, sanity=None, cells_dir=tmp_path)
+    assert torch.equal(resumed.robust_correct, full.robust_correct)
+    assert resumed.broken_by == full.broken_by
+    fresh = {"n": 0}
+
+    def counting_fresh(inp):
+        fresh["n"] += 1
+        return digits_model(inp)
+
+    rl.evaluate(counting_fresh, (x, y), threat, attacks, batch_size=50, sanity=None)
+    assert counted["n"] < fresh["n"]  # finished cells were not recomputed

@@ -10,6 +10,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import torch
@@ -21,6 +22,7 @@ from ..attacks import APGD, APGDDLR, APGDT, FABT, Attack, Square, create_attack
 from ..targets import concat_targets, index_target, target_to
 from .data import device_of, eval_mode, iterate_batches, materialize
 from ..errors import InputError, check_batch, target_length
+from ..fileio import atomic_torch_save
 from ..objectives import CrossEntropy, Objective
 from ..threat import ThreatModel
 
@@ -167,7 +169,7 @@ def evaluate(model, data, threat: ThreatModel, attacks: str | Sequence[Attack | 
              objective: Objective | None = None, metrics: Callable | None = None,
              batch_size: int = 500, n: int | None = None, seed: int = 0, n_examples: int = 8,
              sanity: str | None = "cheap", already_broken: torch.Tensor | None = None,
-             progress: bool = True, keep_points: bool = False) -> EvaluationReport:
+             progress: bool = True, keep_points: bool = False, cells_dir: str | Path | None = None) -> EvaluationReport:
     """Robustness of `model` on `data` under `threat`, by a cascade of attacks, for any task.
 
     Args:
@@ -187,6 +189,9 @@ def evaluate(model, data, threat: ThreatModel, attacks: str | Sequence[Attack | 
         already_broken: bool per point, in the order of `data`: points known to be broken (at a
             smaller eps of nested balls); they are not attacked again.
         keep_points: keep every point's worst case in ``report.x_adv`` (on the CPU).
+        cells_dir: resumable evaluation: after every (attack, batch) cell the batch's state is written
+            there atomically; a rerun with the same settings continues after the last finished cell
+            (attacks are seeded per call, so the result equals an uninterrupted run).
     """
     objective = objective if objective is not None else CrossEntropy()
     metrics = metrics if metrics is not None else (classification_metrics if _is_classification(objective) else None)
@@ -227,8 +232,21 @@ def evaluate(model, data, threat: ThreatModel, attacks: str | Sequence[Attack | 
             x_worst = xb.clone()
             worst_loss = torch.full((nb,), float("-inf"), device=device)
             broken_here = torch.zeros_like(robust)
+            cell = _Cell(cells_dir, threat, names, seed, seen, nb, batch_size) if cells_dir is not None else None
+            done = 0
+            batch_times = {nm: 0.0 for nm in names}
+            if cell is not None and (state := cell.load()) is not None:
+                done = state["done"]
+                robust, broken_here = state["robust"].to(device), state["broken_here"].to(device)
+                x_worst, worst_loss = state["x_worst"].to(device), state["worst_loss"].to(device)
+                batch_broken = list(state["broken_by"])
+                batch_times = dict(state["attack_time"])
+                for k, v in batch_times.items():
+                    attack_time[k] += v
             if threat.eps > 0:
-                for attack, name in zip(suite, names):
+                for a_index, (attack, name) in enumerate(zip(suite, names)):
+                    if a_index < done:
+                        continue
                     todo = robust.nonzero().flatten()
                     if todo.numel() == 0:
                         break
@@ -236,6 +254,7 @@ def evaluate(model, data, threat: ThreatModel, attacks: str | Sequence[Attack | 
                     sub_threat = batch_threat.subset(todo) if batch_threat.has_per_sample_state else batch_threat
                     res = attack(model, xb[todo], index_target(yb, todo), threat=sub_threat.with_eps(threat.eps))
                     attack_time[name] += time.perf_counter() - t0
+                    batch_times[name] += time.perf_counter() - t0
                     hit = todo[res.success]
                     robust[hit] = False
                     broken_here[hit] = True
@@ -246,6 +265,8 @@ def evaluate(model, data, threat: ThreatModel, attacks: str | Sequence[Attack | 
                     for i in hit.tolist():
                         batch_broken[i] = name
                     log.debug("%s on %d points: broke %d (%.1fs)", name, todo.numel(), hit.numel(), time.perf_counter() - t0)
+                    if cell is not None:
+                        cell.save(a_index + 1, robust, broken_here, x_worst, worst_loss, batch_broken, batch_times)
             if metrics is not None:
                 with torch.no_grad():
                     out_adv = model(x_worst) if threat.eps > 0 else out_clean
@@ -278,6 +299,32 @@ def evaluate(model, data, threat: ThreatModel, attacks: str | Sequence[Attack | 
                               torch.cat(kept) if kept else None)
     log.info("%s", report)
     return report
+
+
+class _Cell:
+    """One (eps, batch) cell of a resumable evaluation: the batch's state after its last finished attack."""
+
+    def __init__(self, root, threat, names, seed, start, nb, batch_size):
+        self.path = Path(root) / f"eps{threat.eps:g}-{threat.norm}-points{start:06d}-{start + nb:06d}.pt"
+        self.fingerprint = [threat.describe(), list(names), int(seed), int(batch_size)]
+
+    def load(self) -> dict | None:
+        if not self.path.exists():
+            return None
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as e:  # a cell cut short by a kill before the atomic rename cannot exist; be safe anyway
+            log.warning("ignoring unreadable evaluation cell %s (%s)", self.path, e)
+            return None
+        if state.get("fingerprint") != self.fingerprint:
+            log.info("evaluation cell %s is from other settings; recomputing it", self.path.name)
+            return None
+        return state
+
+    def save(self, done, robust, broken_here, x_worst, worst_loss, broken_by, times) -> None:
+        atomic_torch_save({"fingerprint": self.fingerprint, "done": done, "robust": robust.cpu(),
+                           "broken_here": broken_here.cpu(), "x_worst": x_worst.cpu(), "worst_loss": worst_loss.cpu(),
+                           "broken_by": list(broken_by), "attack_time": times}, self.path)
 
 
 def _cat(parts: list):

@@ -11,6 +11,7 @@ import copy
 import math
 import inspect
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -166,15 +167,18 @@ def load_model_from_run(run_dir: str | Path, which: str = "best", trust_code: bo
 
 def evaluate_model_run(run_dir: str | Path, eps: list[float], norm: str = "linf", attacks: Any = "standard",
                        n: int | None = 1000, batch_size: int = 500, seed: int = 0, which: str = "best",
-                       trust_code: bool = False) -> dict:
-    """Evaluate a model run on its dataset's test split over `eps`; writes evaluation.json."""
+                       trust_code: bool = False, resume: bool = False, progress: bool = True) -> dict:
+    """Evaluate a model run on its dataset's test split over `eps`; writes evaluation.json.
+
+    Every finished (eps, attack, batch) cell is stored under ``evaluation-cells/`` as it completes;
+    ``resume=True`` continues a killed evaluation from there (without it, old cells are discarded)."""
     model, config = load_model_from_run(run_dir, which, trust_code=trust_code)
     run = Run(run_dir, create=False)
     with run.lock():
-        return _evaluate(run, model, config, eps, norm, attacks, n, batch_size, seed, which)
+        return _evaluate(run, model, config, eps, norm, attacks, n, batch_size, seed, which, resume, progress)
 
 
-def _evaluate(run, model, config, eps, norm, attacks, n, batch_size, seed, which) -> dict:
+def _evaluate(run, model, config, eps, norm, attacks, n, batch_size, seed, which, resume=False, progress=True) -> dict:
     if n is not None and n < 1:
         raise InputError(f"n must be >= 1 test points, got {n}")
     if batch_size < 1:
@@ -184,7 +188,11 @@ def _evaluate(run, model, config, eps, norm, attacks, n, batch_size, seed, which
         log.warning("asked for %d test points but %s has only %d; evaluating all %d", n, run.path, len(test), len(test))
     test = test.subset(n)
     start = time.perf_counter()
-    curve = robustness_curve(model, test, ThreatModel(norm, max(eps)), eps, attacks, batch_size=batch_size, seed=seed)
+    cells = run.path / "evaluation-cells"
+    if not resume and cells.exists():
+        shutil.rmtree(cells)
+    curve = robustness_curve(model, test, ThreatModel(norm, max(eps)), eps, attacks, batch_size=batch_size, seed=seed,
+                             cells_dir=cells, progress=progress)
     out = {
         "norm": norm, "attacks": attacks if isinstance(attacks, str) else [str(a) for a in attacks],
         "weights": which, "n": len(test), "time_s": time.perf_counter() - start, **curve.to_dict(),
@@ -193,6 +201,7 @@ def _evaluate(run, model, config, eps, norm, attacks, n, batch_size, seed, which
     last = curve.reports[-1]
     atomic_torch_save({"eps": last.threat.eps, **last.examples}, run.path / "examples.pt")
     run.log_metrics({"kind": "evaluation", "eps": curve.eps, "robust_acc": curve.robust_accuracy})
+    shutil.rmtree(cells, ignore_errors=True)  # the record is complete; the cells served only a resume
     return out
 
 
@@ -258,7 +267,7 @@ def _run_job(job: Run, config: dict, resume: bool, progress: bool, trust_code: b
             evaluate_model_run(run_dir, [float(e) for e in evaluation.get("eps", [0.0, 0.1, 0.2, 0.3])],
                                evaluation.get("norm", "linf"), evaluation.get("attacks", "standard"),
                                evaluation.get("n", 1000), batch_size=evaluation.get("batch_size", 500),
-                               seed=evaluation.get("seed", 0), trust_code=trust_code)
+                               seed=evaluation.get("seed", 0), trust_code=trust_code, resume=resume, progress=progress)
             s = Run(run_dir).read_summary()
             s["evaluated"] = True
             Run(run_dir).write_summary(s)
