@@ -153,3 +153,24 @@ def test_a_killed_evaluation_resumes_from_its_cells_with_the_same_result(digits_
 
     rl.evaluate(counting_fresh, (x, y), threat, attacks, batch_size=50, sanity=None)
     assert counted["n"] < fresh["n"]  # finished cells were not recomputed
+
+
+def test_the_signature_of_catastrophic_overfitting_is_named():
+    """The shape of a catastrophically overfitted net (Wong et al. 2020): the loss dips back at the
+    corner a single FGSM step of size eps lands on, but a ring inside the ball is misclassified, so
+    PGD's small steps find it. The check must name it."""
+    import robustlab as rl
+
+    class Overfitted(nn.Module):
+        def forward(self, x):
+            d = x[:, 0] - x[:, 1]          # clean points have d = 0; linf eps 0.1 reaches |d| <= 0.2
+            margin = 1 - 0.5 * d - 3 * torch.exp(-((d.abs() - 0.1) / 0.03) ** 2)
+            return torch.stack([margin + 1, torch.ones_like(margin)], 1)  # logits, not probabilities
+
+    torch.manual_seed(0)
+    c = 0.3 + 0.4 * torch.rand(100, 1)
+    x, y = torch.cat([c, c], 1), torch.zeros(100, dtype=torch.long)
+    report = rl.sanity_checks(Overfitted(), (x, y), rl.ThreatModel("linf", 0.1), ("one_step_vs_iterative",))
+    check = report["one_step_vs_iterative"]
+    assert check.evidence["fgsm_robust_accuracy"] == 1.0 and check.evidence["pgd_robust_accuracy"] < 0.2, check.evidence
+    assert check.verdict == "warn" and "catastrophic overfitting" in check.message

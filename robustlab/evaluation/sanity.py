@@ -93,15 +93,26 @@ def check_gradients(model, x, y, threat, objective) -> Check:
 
 
 def check_one_step_vs_iterative(model, x, y, threat, objective) -> Check:
+    """FGSM must not beat PGD-20; and when FGSM robust accuracy exceeds PGD's by more than 30 points
+    the model shows the signature of catastrophic overfitting (Wong et al. 2020): single-step
+    evaluations of it are worthless, and single-step training produced it."""
     fgsm = FGSM(threat, objective)(model, x, y)
     pgd = PGD(threat, objective, steps=20)(model, x, y)
     beats = int((fgsm.success & ~pgd.success).sum())
     (sf, lf), (sp, lp) = attack_strength(fgsm), attack_strength(pgd)
-    ev = {"fgsm_success": sf, "pgd_success": sp, "fgsm_mean_loss": lf, "pgd_mean_loss": lp, "points_fgsm_only": beats}
+    fgsm_acc = float(_robust(model, x, y, objective, fgsm).float().mean())
+    pgd_acc = float(_robust(model, x, y, objective, pgd).float().mean())
+    ev = {"fgsm_success": sf, "pgd_success": sp, "fgsm_mean_loss": lf, "pgd_mean_loss": lp, "points_fgsm_only": beats,
+          "fgsm_robust_accuracy": fgsm_acc, "pgd_robust_accuracy": pgd_acc}
     if beats > max(1, 0.02 * len(x)) or _stronger(fgsm, pgd, 0.02):
         return Check("one_step_vs_iterative", "warn",
                      f"FGSM is stronger than PGD-20 (success {sf:.1%} vs {sp:.1%}, mean loss {lf:.4g} vs {lp:.4g}, "
                      f"{beats} points FGSM-only): the loss surface is not smooth enough for iterative attacks", ev)
+    if fgsm_acc - pgd_acc > 0.3:
+        return Check("one_step_vs_iterative", "warn",
+                     f"catastrophic overfitting: FGSM robust accuracy {fgsm_acc:.1%} is {100 * (fgsm_acc - pgd_acc):.0f} "
+                     f"points above PGD-20's {pgd_acc:.1%}; single-step attacks are useless on this model (and "
+                     "single-step training made it so: retrain with PGD, GradAlign or a smaller FGSM step)", ev)
     return Check("one_step_vs_iterative", "pass", "PGD-20 is at least as strong as FGSM", ev)
 
 
