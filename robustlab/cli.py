@@ -250,8 +250,16 @@ def cmd_evaluate(args) -> int:
     from .runs.job import evaluate_model_run
 
     attacks = args.attacks if args.attacks in ("standard", "rand", "fast") else [a for a in args.attacks.split(",") if a]
-    out = evaluate_model_run(args.run, args.eps, args.norm, attacks, args.n, args.batch_size, args.seed, args.weights,
-                             trust_code=args.trust_code, resume=args.resume, progress=not args.no_progress)
+    from .distributed import init_from_env, shutdown
+
+    rank = init_from_env()
+    try:
+        out = evaluate_model_run(args.run, args.eps, args.norm, attacks, args.n, args.batch_size, args.seed, args.weights,
+                                 trust_code=args.trust_code, resume=args.resume, progress=not args.no_progress)
+    finally:
+        shutdown()
+    if rank != 0:
+        return 0
     print(f"{'eps':>8} {'clean':>8} {'robust':>8} {'95% CI':>17}  broken by")
     for r in out["reports"]:
         lo, hi = r["robust_accuracy_ci95"]
@@ -408,6 +416,9 @@ def _exit_code_and_message(e: BaseException) -> tuple[int, str]:
 def main(argv: list[str] | None = None) -> int:
     import signal
 
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["--"]:  # from `robustlab launch`: torchrun passes its separator on
+        argv = argv[1:]
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -46,7 +46,8 @@ def launch(command: list[str], nproc: int, nnodes: str = "1", rdzv_endpoint: str
         args += ["--rdzv-backend=c10d", f"--rdzv-endpoint={rdzv_endpoint}"]
     else:
         args += ["--standalone"]
-    args += ["-m", "robustlab.cli", *(extra or []), *command]
+    # "--": torchrun's parser must not read the command's options (it would take --n for --nnodes)
+    args += ["-m", "robustlab.cli", "--", *(extra or []), *command]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "ROBUSTLAB_THREADS": str(threads)}
     log.info("launching: %s", " ".join(args))
     proc = subprocess.run(args, env=env)

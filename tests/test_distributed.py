@@ -95,3 +95,22 @@ def test_post_local_sgd_trains_and_llr_under_ddp_is_refused(tmp_path):
     assert final["val_acc"] > 0.7 and final["world_size"] == 2
     refused = _launch(tmp_path, "llr", "--method", "llr", check=False)
     assert refused.returncode != 0 and "not supported under DDP" in refused.stderr
+
+
+@pytest.mark.slow
+def test_evaluation_sharded_over_two_ranks_equals_one_process(tmp_path):
+    """`launch --nproc 2 -- evaluate`: points dealt out in whole batches, per-point results gathered
+    into the record a single process writes (same robust accuracies, same attack that broke each)."""
+    import json
+
+    run_cli("train", *COMMON, "--batch-size", "64", "--runs", tmp_path, "--name", "model")
+    args = ["--eps", "0.05,0.1", "--attacks", "fgsm,pgd", "--n", "90", "--batch-size", "20"]
+    run_cli("evaluate", tmp_path / "model", *args)
+    single = json.loads((tmp_path / "model" / "evaluation.json").read_text())
+    run_cli("launch", "--nproc", "2", "--", "evaluate", tmp_path / "model", *args)
+    sharded = json.loads((tmp_path / "model" / "evaluation.json").read_text())
+    assert sharded["world_size"] == 2 and single["world_size"] == 1
+    for a, b in zip(single["reports"], sharded["reports"]):
+        assert a["n"] == b["n"] == 90
+        assert a["robust_accuracy"] == b["robust_accuracy"] and a["per_attack"] == b["per_attack"], (a, b)
+        assert a["clean_accuracy"] == b["clean_accuracy"]

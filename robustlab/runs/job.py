@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import yaml
 
 from ..data import Dataset, load_dataset
 from ..errors import CheckpointError, InputError
-from ..evaluation import robustness_curve
+from ..evaluation.sharded import sharded_robustness_curve, world
 from ..fileio import atomic_torch_save, atomic_write_json
 from ..models import create_model
 from ..threat import ThreatModel
@@ -172,8 +173,12 @@ def evaluate_model_run(run_dir: str | Path, eps: list[float], norm: str = "linf"
 
     Every finished (eps, attack, batch) cell is stored under ``evaluation-cells/`` as it completes;
     ``resume=True`` continues a killed evaluation from there (without it, old cells are discarded)."""
+    from ..evaluation.sharded import world
+
     model, config = load_model_from_run(run_dir, which, trust_code=trust_code)
     run = Run(run_dir, create=False)
+    if world()[0] != 0:  # under torchrun: rank 0 holds the run's lock and writes the record
+        return _evaluate(run, model, config, eps, norm, attacks, n, batch_size, seed, which, resume, progress)
     with run.lock():
         return _evaluate(run, model, config, eps, norm, attacks, n, batch_size, seed, which, resume, progress)
 
@@ -188,14 +193,19 @@ def _evaluate(run, model, config, eps, norm, attacks, n, batch_size, seed, which
         log.warning("asked for %d test points but %s has only %d; evaluating all %d", n, run.path, len(test), len(test))
     test = test.subset(n)
     start = time.perf_counter()
+    rank, size = world()
     cells = run.path / "evaluation-cells"
-    if not resume and cells.exists():
+    if not resume and cells.exists() and rank == 0:
         shutil.rmtree(cells)
-    curve = robustness_curve(model, test, ThreatModel(norm, max(eps)), eps, attacks, batch_size=batch_size, seed=seed,
-                             cells_dir=cells, progress=progress)
+    if size > 1:
+        dist.barrier()
+    curve = sharded_robustness_curve(model, test, ThreatModel(norm, max(eps)), eps, attacks, batch_size=batch_size,
+                                     seed=seed, cells_dir=cells, progress=progress)
+    if rank != 0:
+        return curve.to_dict()
     out = {
         "norm": norm, "attacks": attacks if isinstance(attacks, str) else [str(a) for a in attacks],
-        "weights": which, "n": len(test), "time_s": time.perf_counter() - start, **curve.to_dict(),
+        "weights": which, "n": len(test), "time_s": time.perf_counter() - start, "world_size": size, **curve.to_dict(),
     }
     atomic_write_json(run.path / "evaluation.json", out)
     last = curve.reports[-1]
