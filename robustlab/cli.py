@@ -200,11 +200,11 @@ def cmd_attack(args) -> int:
     from .errors import InputError
     from .oracles import DecisionOracle, ScoreOracle
     from .runs import Run, write_page
-    from .runs.job import _data_spec, load_model_from_run
+    from .runs.job import load_model_from_run, parse_data_spec
     from .threat import ThreatModel
 
     model, config = load_model_from_run(args.run, args.weights, trust_code=args.trust_code)
-    spec = _data_spec(config["data"])
+    spec = parse_data_spec(config["data"])
     test = load_dataset(spec["name"], "test", seed=spec.get("seed", 0), data_dir=spec.get("data_dir")).subset(args.n)
     name = ATTACKS.canonical(args.attack)
     wanted = {"steps": args.steps, "step_size": args.step_size, "restarts": args.restarts, "max_queries": args.queries}

@@ -40,7 +40,8 @@ class Objective:
         return f"{type(self).__name__}()"
 
 
-def _labels(output: torch.Tensor, target) -> torch.Tensor:
+def labels_of(output: torch.Tensor, target) -> torch.Tensor:
+    """The integer labels of a classification target ((labels, ...) tuples too), checked against the logits."""
     if isinstance(target, (tuple, list)):
         target = target[0]
     if not isinstance(target, torch.Tensor) or target.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
@@ -58,10 +59,10 @@ def _target_classes(output: torch.Tensor, target) -> tuple[torch.Tensor | None, 
     if isinstance(target, (tuple, list)):
         if len(target) != 2:
             raise InputError("targeted objectives take (labels, target_classes) or target_classes")
-        y = _labels(output, target[0])
-        t = _labels(output, target[1])
+        y = labels_of(output, target[0])
+        t = labels_of(output, target[1])
         return y, t
-    return None, _labels(output, target)
+    return None, labels_of(output, target)
 
 
 def _reached_target(output, target) -> torch.Tensor:
@@ -110,7 +111,7 @@ def _misclassified(output, target) -> torch.Tensor:
     if isinstance(output, torch.Tensor) and output.dim() == 1:
         y = target[0] if isinstance(target, (tuple, list)) else target
         return output != y.to(output.device)
-    return output.argmax(1) != _labels(output, target)
+    return output.argmax(1) != labels_of(output, target)
 
 
 def kl_divergence(output: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
@@ -125,7 +126,7 @@ class CrossEntropy(Objective):
     task = "classification"
 
     def loss(self, output, target):
-        return F.cross_entropy(output, _labels(output, target), reduction="none")
+        return F.cross_entropy(output, labels_of(output, target), reduction="none")
 
     def divergence(self, output, reference, target=None):
         return kl_divergence(output, reference)
@@ -142,7 +143,7 @@ class Margin(Objective):
     margin_like = True
 
     def loss(self, output, target):
-        y = _labels(output, target)
+        y = labels_of(output, target)
         return _other_max(output, y) - output.gather(1, y[:, None]).squeeze(1)
 
     def success(self, output, target):
@@ -159,7 +160,7 @@ class DLR(Objective):
     task = "classification"
 
     def loss(self, output, target):
-        y = _labels(output, target)
+        y = labels_of(output, target)
         if output.shape[1] < 3:
             raise InputError("DLR needs at least 3 classes; use Margin or CrossEntropy")
         srt = output.sort(1, descending=True).values
@@ -342,3 +343,6 @@ def get_objective(name_or_obj, **kwargs) -> Objective:
     if isinstance(name_or_obj, Objective):
         return name_or_obj
     return OBJECTIVES.create(str(name_or_obj), **kwargs)
+
+
+_labels = labels_of  # old private name, kept for modules not yet moved to the public one

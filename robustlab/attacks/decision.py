@@ -20,7 +20,7 @@ import torch
 
 from ..errors import InputError
 from ..objectives import CrossEntropy, Objective
-from ..threat import ThreatModel, _per_sample, lp_norm
+from ..threat import ThreatModel, per_sample, lp_norm
 from ..oracles import OracleError, QueryBudgetExceeded
 from .base import Attack, AttackContext
 
@@ -159,16 +159,16 @@ class DecisionAttack(Attack):
 
     def _between(self, ctx, x, x_adv, a):
         if ctx.threat.norm == "linf":
-            e = _per_sample(a, x)
+            e = per_sample(a, x)
             return torch.maximum(torch.minimum(x_adv, x + e), x - e)
-        return x + _per_sample(a, x) * (x_adv - x)
+        return x + per_sample(a, x) * (x_adv - x)
 
     def _finish(self, ctx: AttackContext, x_best: torch.Tensor, have: torch.Tensor) -> None:
         """Record the final points: inside eps -> success; outside -> the clean input (failure)."""
         d = self.dist(ctx, x_best)
         inside = have & (d <= ctx.threat.eps * (1 + 1e-6) + 1e-12)
         loss = torch.where(inside, -d, torch.full_like(d, float("-inf")))
-        ctx.record(torch.where(_per_sample(inside, x_best), x_best, ctx.x), loss, inside, ctx.index)
+        ctx.record(torch.where(per_sample(inside, x_best), x_best, ctx.x), loss, inside, ctx.index)
         spent = ctx.forward_calls[ctx.index] >= self.max_queries
         oracle_out = torch.zeros_like(spent)
         if ctx.is_oracle and getattr(ctx.model, "budget", None) is not None:
@@ -230,9 +230,9 @@ class HopSkipJump(DecisionAttack):
             delta = (math.sqrt(d) if ctx.threat.norm == "l2" else d) * theta * dist[ids]
             n_evals = min(int(self.init_evals * math.sqrt(t)), self.max_evals)
             grad = self._estimate_normal(ctx, x_b[ids], ids, delta, n_evals)
-            v = grad / _per_sample(lp_norm(grad, "l2").clamp_min(1e-12), grad) if ctx.threat.norm == "l2" else grad.sign()
+            v = grad / per_sample(lp_norm(grad, "l2").clamp_min(1e-12), grad) if ctx.threat.norm == "l2" else grad.sign()
             eps_step = dist[ids] / math.sqrt(t)
-            cand = (x_b[ids] + _per_sample(eps_step, v) * v).clamp(*ctx.threat.bounds)
+            cand = (x_b[ids] + per_sample(eps_step, v) * v).clamp(*ctx.threat.bounds)
             ok = self._probe(ctx, cand, ids)
             for _ in range(30):
                 bad = (~ok).nonzero().flatten()
@@ -240,7 +240,7 @@ class HopSkipJump(DecisionAttack):
                 if bad.numel() == 0:
                     break
                 eps_step[bad] = eps_step[bad] / 2
-                cand[bad] = (x_b[ids[bad]] + _per_sample(eps_step[bad], v[bad]) * v[bad]).clamp(*ctx.threat.bounds)
+                cand[bad] = (x_b[ids[bad]] + per_sample(eps_step[bad], v[bad]) * v[bad]).clamp(*ctx.threat.bounds)
                 ok[bad] = self._probe(ctx, cand[bad], ids[bad])
             good = ids[ok]
             if good.numel():
@@ -316,7 +316,7 @@ class RayS(DecisionAttack):
         lo, hi = ctx.threat.bounds
         far = (hi - lo) * math.sqrt(unit[0].numel()) * 2  # beyond this every coordinate is clipped
         d = torch.nan_to_num(d, posinf=far).clamp(max=far)
-        return (x + _per_sample(d, unit) * unit).clamp(lo, hi)
+        return (x + per_sample(d, unit) * unit).clamp(lo, hi)
 
     def _search(self, ctx, x, sgn, ids, d_best, x_best, s_best):
         """Try direction sgn for samples ids: one check at d_best, then binary search if better."""
@@ -368,7 +368,7 @@ class RayS(DecisionAttack):
             if block == 2 ** level or hi_i == dims:
                 level, block = level + 1, 0
         have = torch.isfinite(d_best)
-        self._finish(ctx, torch.where(_per_sample(have, x), x_best, x), have)
+        self._finish(ctx, torch.where(per_sample(have, x), x_best, x), have)
 
 
 class BoundaryAttack(DecisionAttack):
@@ -415,13 +415,13 @@ class BoundaryAttack(DecisionAttack):
             diff = xb - xi
             dist = lp_norm(diff, "l2").clamp_min(1e-12)
             eta = ctx.rand_full(x.shape[1:], kind="randn")[ids]
-            unit = diff / _per_sample(dist, diff)
-            eta = eta - _per_sample((eta * unit).flatten(1).sum(1), eta) * unit          # orthogonal to x_b - x
-            eta = eta / _per_sample(lp_norm(eta, "l2").clamp_min(1e-12), eta) * _per_sample(sph[ids] * dist, eta)
-            on_sphere = xi + (diff + eta) * _per_sample(dist / lp_norm(diff + eta, "l2").clamp_min(1e-12), eta)
+            unit = diff / per_sample(dist, diff)
+            eta = eta - per_sample((eta * unit).flatten(1).sum(1), eta) * unit          # orthogonal to x_b - x
+            eta = eta / per_sample(lp_norm(eta, "l2").clamp_min(1e-12), eta) * per_sample(sph[ids] * dist, eta)
+            on_sphere = xi + (diff + eta) * per_sample(dist / lp_norm(diff + eta, "l2").clamp_min(1e-12), eta)
             on_sphere = on_sphere.clamp(*ctx.threat.bounds)
             ok_sph = self._probe(ctx, on_sphere, ids)
-            cand = (xi + (on_sphere - xi) * _per_sample(1 - src[ids], xi)).clamp(*ctx.threat.bounds)
+            cand = (xi + (on_sphere - xi) * per_sample(1 - src[ids], xi)).clamp(*ctx.threat.bounds)
             ok = torch.zeros_like(ok_sph)
             if ok_sph.any():
                 ok[ok_sph] = self._probe(ctx, cand[ok_sph], ids[ok_sph])

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from ..objectives import CrossEntropy, Objective
-from ..threat import ThreatModel, _per_sample, lp_norm
+from ..threat import ThreatModel, per_sample, lp_norm
 from .base import AttackContext, IterativeAttack
 
 
@@ -91,13 +91,13 @@ class BanditsTD(IterativeAttack):
         u = ctx.rand_full(prior.shape[1:], kind="randn") * self.exploration / math.sqrt(d)
         q1, q2 = self._up(prior + u, x_adv), self._up(prior - u, x_adv)
         norm = "l2"
-        q1 = q1 / _per_sample(lp_norm(q1, norm).clamp_min(1e-12), q1)
-        q2 = q2 / _per_sample(lp_norm(q2, norm).clamp_min(1e-12), q2)
+        q1 = q1 / per_sample(lp_norm(q1, norm).clamp_min(1e-12), q1)
+        q2 = q2 / per_sample(lp_norm(q2, norm).clamp_min(1e-12), q2)
         probes = torch.cat([x_adv + self.fd_eta * q1, x_adv + self.fd_eta * q2])
         owners = torch.arange(b, device=x_adv.device).repeat(2)
         l = ctx.probe(probes, owners)
         deriv = (l[:b] - l[b:]) / (self.fd_eta * self.exploration)
-        g = _per_sample(deriv, u) * u
+        g = per_sample(deriv, u) * u
         if ctx.threat.norm == "linf":  # exponentiated-gradient step on the prior in (-1, 1)
             p = (prior + 1) / 2
             pos, neg = p * torch.exp(self.online_lr * g), (1 - p) * torch.exp(-self.online_lr * g)

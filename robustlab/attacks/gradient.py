@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from ..objectives import Objective
-from ..threat import ThreatModel, _per_sample, lp_norm
+from ..threat import ThreatModel, per_sample, lp_norm
 from .base import AttackContext, IterativeAttack, finite_or_raise
 
 
@@ -108,7 +108,7 @@ class MIFGSM(IterativeAttack):
     def step(self, ctx: AttackContext, state: dict, i: int) -> dict:
         _, grad, _, _ = ctx.loss_and_grad(state["x_adv"])
         l1 = lp_norm(grad, "l1").clamp_min(1e-12)
-        momentum = self.decay * state["momentum"] + grad / _per_sample(l1, grad)
+        momentum = self.decay * state["momentum"] + grad / per_sample(l1, grad)
         alpha = self.step_size if self.step_size is not None else ctx.threat.eps / self.steps
         x_new = ctx.threat.project(ctx.x, state["x_adv"] + ctx.threat.step(momentum, alpha))
         return {"x_adv": x_new, "momentum": momentum}

@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 
 from ..errors import InputError
-from ..objectives import Margin, Objective, _labels
-from ..threat import ThreatModel, _per_sample, lp_norm
+from ..objectives import Margin, Objective, labels_of
+from ..threat import ThreatModel, per_sample, lp_norm
 from .base import Attack, AttackContext
 
 
@@ -119,7 +119,7 @@ class DeepFool(Attack):
             clean = ctx._forward(ctx.x)
         ctx.forward_calls[ctx.index] += 1
         _record_min_norm(ctx, ctx.x, clean)
-        labels = _labels(clean, ctx.target)
+        labels = labels_of(clean, ctx.target)
         k = min(self.candidates, clean.shape[1])
         classes = clean.argsort(1, descending=True)[:, :k]
         others = torch.where(classes[:, :1] == labels[:, None], classes[:, 1:], classes[:, :-1])
@@ -152,9 +152,9 @@ class DeepFool(Attack):
             w_best = w[torch.arange(w.shape[0]), best]
             d_best = dist[torch.arange(w.shape[0]), best]
             if ctx.threat.norm == "l2":
-                r = _per_sample(d_best / wn[torch.arange(w.shape[0]), best], w_best) * w_best
+                r = per_sample(d_best / wn[torch.arange(w.shape[0]), best], w_best) * w_best
             else:
-                r = _per_sample(d_best, w_best) * w_best.sign()
+                r = per_sample(d_best, w_best) * w_best.sign()
             r_total = r_total + r
             x_adv = (ctx.x + (1 + self.overshoot) * r_total).clamp(lo, hi).detach()
             if not keep.all():

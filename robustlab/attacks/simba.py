@@ -7,7 +7,7 @@ import torch
 
 from ..errors import InputError
 from ..objectives import CrossEntropy, Objective
-from ..threat import ThreatModel, _per_sample
+from ..threat import ThreatModel, per_sample
 from .base import AttackContext, IterativeAttack
 
 
@@ -80,7 +80,7 @@ class SimBA(IterativeAttack):
         minus = ctx.threat.project(ctx.x, x_adv - self.step_size * q)
         loss_m, _, _ = ctx.evaluate(minus)
         better_m = loss_m > s["loss"]
-        x_next = torch.where(_per_sample(better_m, minus), minus, x_adv)
+        x_next = torch.where(per_sample(better_m, minus), minus, x_adv)
         loss = torch.where(better_m, loss_m, s["loss"])
         todo = (~better_m).nonzero().flatten()
         if todo.numel():

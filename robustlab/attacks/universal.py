@@ -107,7 +107,7 @@ class UniversalPerturbation:
                    d.get("tiled", False))
 
 
-def _place_patch(x: torch.Tensor, patch: torch.Tensor, top: torch.Tensor, left: torch.Tensor) -> torch.Tensor:
+def place_patch(x: torch.Tensor, patch: torch.Tensor, top: torch.Tensor, left: torch.Tensor) -> torch.Tensor:
     """Paste `patch` [C, s, s] into each image at (top[i], left[i]) (differentiable in the patch)."""
     b, c, h, w = x.shape
     s = patch.shape[-1]
@@ -138,7 +138,7 @@ class RandomLocation:
         if top is None or left is None:
             top = torch.randint(0, h - s + 1, (x.shape[0],), generator=gen)
             left = torch.randint(0, w - s + 1, (x.shape[0],), generator=gen)
-        return _place_patch(x, patch, top, left), target
+        return place_patch(x, patch, top, left), target
 
 
 @dataclass

@@ -11,17 +11,16 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
-import torch.nn as nn
 
 from tqdm.auto import tqdm
 
 from ..attacks import APGD, APGDDLR, APGDT, FABT, Attack, Square, create_attack
 from ..targets import concat_targets, index_target, target_to
 from .data import device_of, eval_mode, iterate_batches, materialize
-from ..errors import InputError, check_batch, target_length
+from ..errors import InputError, check_batch
 from ..fileio import atomic_torch_save
 from ..objectives import CrossEntropy, Objective
 from ..threat import ThreatModel

@@ -7,7 +7,6 @@ its code, so it is honoured only when the caller says so (``trust_code=True``; t
 from __future__ import annotations
 
 import importlib
-from typing import Callable
 
 import torch.nn as nn
 

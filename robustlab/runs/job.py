@@ -54,7 +54,7 @@ def model_for_data(spec: dict, data: Dataset, trust_code: bool = False) -> nn.Mo
     return create_model(name, trust_code=trust_code, **kwargs)
 
 
-def _data_spec(spec: dict | str) -> dict:
+def parse_data_spec(spec: dict | str) -> dict:
     if isinstance(spec, str):
         return {"name": spec, "seed": 0}
     return {"seed": 0, **spec}
@@ -71,7 +71,7 @@ def train_model_run(run_dir: str | Path, model_spec: dict, data_spec: dict | str
     Holds the run's lock while it writes (a second writer gets RunLockedError). A resume must name the
     same data, split (data seed), model and method as the stored config."""
     check_name(Path(run_dir).name)
-    data_spec = _data_spec(data_spec)
+    data_spec = parse_data_spec(data_spec)
     train_cfg = {k: (list(v) if k == "step_milestones" else v) for k, v in train_cfg.items()}
     validate_train_settings(train_cfg)
     cfg = TrainConfig(**{k: (tuple(v) if k == "step_milestones" else v) for k, v in train_cfg.items()})
@@ -87,7 +87,7 @@ def _resume_mismatch(stored: dict, model_spec: dict, data_spec: dict, cfg: Train
         return {"name": spec.get("name"), "kwargs": dict(spec.get("kwargs") or {})}
 
     def data_key(spec):
-        spec = _data_spec(spec or {})
+        spec = parse_data_spec(spec or {})
         return {"name": spec.get("name"), "seed": spec.get("seed", 0), "data_dir": spec.get("data_dir")}
 
     diff = {}
@@ -159,7 +159,7 @@ def load_model_from_run(run_dir: str | Path, which: str = "best", trust_code: bo
         hint = (f"; pass --weights {other} to use {other}.safetensors" if (run.checkpoints / f"{other}.safetensors").exists()
                 else "; train the model first (robustlab train ... --resume continues a killed run)")
         raise CheckpointError(f"{run_dir} has no {which} weights ({path} is missing){hint}")
-    data = _load(_data_spec(config["data"]), "test")
+    data = _load(parse_data_spec(config["data"]), "test")
     model = model_for_data(config["model"], data, trust_code=trust_code)
     load_weights(model, path)
     model.eval()
@@ -188,7 +188,7 @@ def _evaluate(run, model, config, eps, norm, attacks, n, batch_size, seed, which
         raise InputError(f"n must be >= 1 test points, got {n}")
     if batch_size < 1:
         raise InputError(f"batch_size must be >= 1, got {batch_size}")
-    test = _load(_data_spec(config["data"]), "test")
+    test = _load(parse_data_spec(config["data"]), "test")
     if n is not None and n > len(test):
         log.warning("asked for %d test points but %s has only %d; evaluating all %d", n, run.path, len(test), len(test))
     test = test.subset(n)
@@ -258,7 +258,7 @@ def _run_job(job: Run, config: dict, resume: bool, progress: bool, trust_code: b
     from .report import render_report
 
     job.write_config({"kind": "job", **config})
-    data_spec = _data_spec(config.get("data", "mnist"))
+    data = parse_data_spec(config.get("data", "mnist"))
     evaluation = config.get("evaluation", {})
     defaults = config.get("train", {})
     model_runs = []
@@ -272,7 +272,7 @@ def _run_job(job: Run, config: dict, resume: bool, progress: bool, trust_code: b
         run_dir = job.path / "models" / label
         summary = Run(run_dir).read_summary()
         if not (resume and summary.get("evaluated")):
-            train_model_run(run_dir, model_spec, data_spec, train_cfg, resume=resume, progress=progress,
+            train_model_run(run_dir, model_spec, data, train_cfg, resume=resume, progress=progress,
                             trust_code=trust_code)
             evaluate_model_run(run_dir, [float(e) for e in evaluation.get("eps", [0.0, 0.1, 0.2, 0.3])],
                                evaluation.get("norm", "linf"), evaluation.get("attacks", "standard"),

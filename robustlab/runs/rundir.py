@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from ..errors import InputError
-from ..fileio import _json_default, atomic_torch_save, atomic_write_bytes, atomic_write_json, atomic_write_text
+from ..fileio import json_default, atomic_torch_save, atomic_write_bytes, atomic_write_json, atomic_write_text
 
 
 def git_hash() -> str | None:
@@ -122,7 +122,7 @@ class Run:
 
     def log_metrics(self, record: dict) -> None:
         """Append one JSON line and flush it to disk (a torn last line left by a kill is cut off first)."""
-        line = json.dumps(record, sort_keys=True, default=_json_default) + "\n"
+        line = json.dumps(record, sort_keys=True, default=json_default) + "\n"
         self.path.mkdir(parents=True, exist_ok=True)
         with open(self.metrics_path, "a+b") as f:
             _repair_torn_tail(f)
@@ -131,7 +131,7 @@ class Run:
             os.fsync(f.fileno())
 
     def rewrite_metrics(self, records: list[dict]) -> None:
-        text = "".join(json.dumps(r, sort_keys=True, default=_json_default) + "\n" for r in records)
+        text = "".join(json.dumps(r, sort_keys=True, default=json_default) + "\n" for r in records)
         atomic_write_text(self.metrics_path, text)
 
     def read_metrics(self) -> list[dict]:
@@ -190,4 +190,4 @@ def _plain(obj):
         return str(obj)
     if isinstance(obj, (int, float, bool)) or obj is None:
         return obj
-    return json.loads(json.dumps(obj, default=_json_default))
+    return json.loads(json.dumps(obj, default=json_default))

@@ -40,12 +40,12 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
         tensors = load_file(str(path))
     except Exception as e:  # safetensors raises its own error types for corrupt files
         raise CheckpointError(f"{path} is not a readable safetensors file ({e}); it may be corrupt") from None
-    _check_compatible(model.state_dict(), tensors, path)
+    check_compatible(model.state_dict(), tensors, path)
     model.load_state_dict(tensors)
     return model
 
 
-def _check_compatible(expected: dict, found: dict, path) -> None:
+def check_compatible(expected: dict, found: dict, path) -> None:
     missing = sorted(set(expected) - set(found))
     unexpected = sorted(set(found) - set(expected))
     shapes = [k for k in set(expected) & set(found) if tuple(expected[k].shape) != tuple(found[k].shape)]

@@ -29,7 +29,7 @@ from ..errors import InputError
 from ..objectives import CrossEntropy, Objective
 from ..targets import index_target
 from ..threat import ThreatModel
-from .checkpoints import _check_compatible, load_state, save_state, save_weights
+from .checkpoints import check_compatible, load_state, save_state, save_weights
 from .methods import BatchContext, get_method, local_linearity
 
 log = logging.getLogger(__name__)
@@ -251,7 +251,7 @@ def train(model: nn.Module, train_data: Dataset, val_data: Dataset | None, cfg: 
             raise InputError("resume=True needs a checkpoint directory")
         state = load_state(ckpt, cfg.fingerprint())
         if state is not None:
-            _check_compatible(base.state_dict(), state["model"], ckpt / "state.pt")
+            check_compatible(base.state_dict(), state["model"], ckpt / "state.pt")
             base.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             start_epoch = state["epoch"] + 1

@@ -259,7 +259,7 @@ def cmd_evaluate(args) -> int:
     from .attacks import stereo_attack
     from .pretrained import load_stereo_model
     from .report import curves_figure, write_report
-    from .reproduce import Cells
+    from ...runs import Cells
     from .train import evaluate_stereo, predict
 
     specs = args.model or ["pretrained"]

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from ...attacks.universal import AdversarialPatch, UniversalPerturbation, _place_patch
+from ...attacks.universal import AdversarialPatch, UniversalPerturbation, place_patch
 from ...errors import InputError
 from .data import StereoDataset
 from .metrics import stereo_metrics
@@ -123,7 +123,7 @@ class PatchAtDisparity:
         """(pair, (disparity, mask), on_patch [B, 1, H, W]) for placements where = (top, left, d)."""
         size = patch.shape[-1]
         top, left, d = where
-        out = torch.cat([_place_patch(x[:, :3], patch, top, left), _place_patch(x[:, 3:], patch, top, left - d)], 1)
+        out = torch.cat([place_patch(x[:, :3], patch, top, left), place_patch(x[:, 3:], patch, top, left - d)], 1)
         disparity, mask = target
         h, w = x.shape[-2:]
         rows = torch.arange(h)[None, :, None]

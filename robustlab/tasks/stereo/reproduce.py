@@ -15,17 +15,16 @@ Every cell is stored as JSON in ``<out>/cells`` as soon as it is measured (defen
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import time
 from pathlib import Path
-from typing import Callable
 
 import torch
 
 from ...attacks import PGD, Square
 from ...attacks.universal import UniversalPerturbation
 from ...fileio import atomic_write_json, atomic_write_text
+from ...runs import Cells
 from ...training.checkpoints import load_weights
 from .attacks import stereo_attack
 from .data import StereoDataset, motorcycle, synthetic_stereo
@@ -46,25 +45,6 @@ VARIANTS = {
     "+ LLR": {"llr": 1.0},
     "+ both": {"lr_consistency": 0.1, "llr": 1.0},
 }
-
-
-class Cells:
-    """A JSON file per measured cell; `get(name, fn)` measures once."""
-
-    def __init__(self, folder: Path):
-        self.folder = folder
-        folder.mkdir(parents=True, exist_ok=True)
-
-    def get(self, name: str, fn: Callable[[], dict]) -> dict:
-        path = self.folder / (name.replace("/", "_").replace(" ", "_").replace("+", "plus") + ".json")
-        if path.exists():
-            return json.loads(path.read_text())
-        start = time.perf_counter()
-        value = fn()
-        value["seconds"] = round(time.perf_counter() - start, 2)
-        atomic_write_json(path, value)
-        log.info("%s: %s", name, {k: v for k, v in value.items() if k in ("epe", "bad3", "seconds")})
-        return value
 
 
 def _metrics(model, data: StereoDataset, x: torch.Tensor | None = None) -> dict:
