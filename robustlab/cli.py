@@ -249,7 +249,7 @@ def cmd_attack(args) -> int:
 def cmd_evaluate(args) -> int:
     from .runs.job import evaluate_model_run
 
-    attacks = args.attacks if args.attacks in ("standard", "rand", "fast") else [a for a in args.attacks.split(",") if a]
+    attacks = args.attacks if args.attacks in ("standard", "rand", "rand-draw", "fast") else [a for a in args.attacks.split(",") if a]
     from .distributed import init_from_env, shutdown
 
     rank = init_from_env()

@@ -174,3 +174,30 @@ def test_the_signature_of_catastrophic_overfitting_is_named():
     check = report["one_step_vs_iterative"]
     assert check.evidence["fgsm_robust_accuracy"] == 1.0 and check.evidence["pgd_robust_accuracy"] < 0.2, check.evidence
     assert check.verdict == "warn" and "catastrophic overfitting" in check.message
+
+
+def test_rand_suites_judge_on_the_mean_or_on_one_fresh_draw():
+    """'rand' judges a randomised model on the mean of 20 draws, 'rand-draw' on one fresh draw (AutoAttack):
+    a model that is right on average but wrong on 20% of draws is robust under the first, not the second."""
+    import robustlab as rl
+
+    class Noisy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.gen = torch.Generator().manual_seed(0)
+
+        def forward(self, x):
+            flip = (torch.rand(x.shape[0], generator=self.gen) < 0.2).float()[:, None]
+            base = torch.stack([x.sum(1) * 0 + 1.0, x.sum(1) * 0], 1)  # class 0, margin 1
+            return base * (1 - flip) + base.flip(1) * flip * 1.5
+
+    x, y = torch.full((60, 4), 0.5), torch.zeros(60, dtype=torch.long)
+    t = rl.ThreatModel("linf", 0.01)
+    mean = build_suite("rand", t)[0]
+    draw = build_suite("rand-draw", t)[0]
+    for a in (mean, draw):
+        a.steps = 2
+    r_mean, r_draw = mean(Noisy(), x, y), draw(Noisy(), x, y)
+    assert mean.eot_judge == "mean" and draw.eot_judge == "draw"
+    assert float(r_mean.success.float().mean()) < 0.05  # the mean of 20 draws is (almost) never wrong
+    assert 0.08 < float(r_draw.success.float().mean()) < 0.4  # about 20% of fresh draws are

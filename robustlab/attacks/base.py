@@ -365,6 +365,9 @@ class Attack:
     oracle_kind: str = "score"
     #: gradient draws averaged per step (Expectation over Transformation) for randomised models
     eot: int = 1
+    #: how a randomised model's final verdict is judged: "mean" (on the mean output of ``eot`` draws)
+    #: or "draw" (on one fresh draw, as AutoAttack's rand version does: a success must survive it)
+    eot_judge: str = "mean"
     #: run an nn.Module model in eval mode during the attack (its mode is restored afterwards)
     eval_mode: bool = True
 
@@ -455,7 +458,7 @@ class Attack:
                 old = getattr(ctx, "status", None) or ["done"] * ctx.x_full.shape[0]
                 ctx.status = [st if st in ("success", "no_start", "max_queries", "oracle_budget", "oracle_error")
                               else why for st in old]
-            if self.verify and not ctx.is_oracle and ctx.success_full.any():
+            if self.verify and not ctx.is_oracle and (ctx.success_full.any() or self.eot_judge == "draw"):
                 self._verify(ctx)
         elapsed = time.perf_counter() - start
         status = getattr(ctx, "status", None)
@@ -471,6 +474,12 @@ class Attack:
     def _verify(self, ctx: AttackContext) -> None:
         """Re-judge successful points in one pass: points found exactly on a decision boundary can
         flip with the batch composition (float summation order); success must hold at x_adv as returned."""
+        if self.eot_judge == "draw":  # every point is judged on one fresh draw, successful or not
+            idx = torch.arange(ctx.success_full.numel(), device=ctx.success_full.device)
+            with torch.no_grad():
+                out = ctx.model(ctx.best_x)
+            ctx.success_full[idx] = ctx.objective.success(out, ctx.target_full).to(idx.device)
+            return
         idx = ctx.success_full.nonzero().flatten()
         with torch.no_grad():
             out = sum(ctx.model(ctx.best_x[idx]) for _ in range(ctx.eot)) / ctx.eot

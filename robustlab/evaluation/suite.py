@@ -27,7 +27,7 @@ from ..threat import ThreatModel
 
 log = logging.getLogger(__name__)
 
-SUITES = ("standard", "rand", "fast")
+SUITES = ("standard", "rand", "rand-draw", "fast")
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
@@ -52,7 +52,10 @@ def build_suite(attacks: str | Sequence[Attack | str], threat: ThreatModel, seed
     For classification objectives (the default):
     - "standard": the AutoAttack protocol: APGD-CE, APGD-T (9 targets), FAB-T (9 targets), each
       100 iterations, then Square (5,000 queries, p_init 0.8).
-    - "rand": for randomised defences: APGD-CE and APGD-DLR with EOT over 20 draws per step.
+    - "rand": for randomised defences: APGD-CE and APGD-DLR with EOT over 20 draws per step; a point
+      counts as broken when the mean output of 20 draws is wrong at it. "rand-draw" judges each
+      success on one fresh draw instead, as AutoAttack does (per point the two can differ; the mean
+      judgement is the more stable, the fresh draw the one a deployed randomised model faces).
     - "fast": APGD-CE and APGD-T (3 targets), 20 iterations: a quick look, not a trustworthy number.
     For any other task's objective (regression, sequences) the suites attack that objective:
     "standard" = APGD (100 steps) then Square (5,000 queries; linf/l2 pixel threats), "rand" = APGD
@@ -66,9 +69,9 @@ def build_suite(attacks: str | Sequence[Attack | str], threat: ThreatModel, seed
             if pixel:
                 suite.append(Square(threat, objective, max_queries=5000, p_init=0.8, seed=seed))
             return suite
-        if attacks == "rand":
+        if attacks in ("rand", "rand-draw"):
             a = APGD(threat, objective, steps=100, seed=seed)
-            a.eot = 20
+            a.eot, a.eot_judge = 20, "draw" if attacks == "rand-draw" else "mean"
             return [a]
         return [APGD(threat, objective, steps=20, seed=seed)]
     if isinstance(attacks, str):
@@ -78,10 +81,10 @@ def build_suite(attacks: str | Sequence[Attack | str], threat: ThreatModel, seed
             if pixel:
                 suite.append(Square(threat, max_queries=5000, p_init=0.8, seed=seed))
             return suite
-        if attacks == "rand":
+        if attacks in ("rand", "rand-draw"):
             suite = [APGD(threat, "ce", steps=100, seed=seed), APGDDLR(threat, steps=100, seed=seed)]
             for a in suite:
-                a.eot = 20
+                a.eot, a.eot_judge = 20, "draw" if attacks == "rand-draw" else "mean"
             return suite
         if attacks == "fast":
             return [APGD(threat, "ce", steps=20, seed=seed), APGDT(threat, n_targets=3, steps=20, seed=seed)]
