@@ -2,7 +2,8 @@
 the bundled MNIST, their generalisation gaps, the rank correlation of each measure with the gap,
 the Dinh et al. (2017) rescaling demonstration and a trajectory figure.
 
-    OMP_NUM_THREADS=1 python benchmarks/geometry_reproduce.py [--root runs/geometry-repro] [--epochs 3]
+    OMP_NUM_THREADS=1 python benchmarks/geometry_reproduce.py [--root runs/geometry-repro] [--epochs 3] \
+        [--batch-sizes 16,64,256,1024] [--out benchmarks/geometry_reproduce_results.md]
 
 The same as the CLI sequence
 
@@ -39,7 +40,17 @@ def main(argv=None) -> int:
     ap.add_argument("--n", type=int, default=500, help="points the measures use")
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--out", default=None, help="also write the tables to this markdown file")
+    ap.add_argument("--batch-sizes", default="", help="e.g. 16,64,256,1024: also a standard-training batch-size "
+                    "sweep (same epochs, Adam, same lr) with sharpness and the gap (Keskar et al. 2017)")
+    ap.add_argument("--skip-methods", action="store_true", help="only the batch-size sweep")
     args = ap.parse_args(argv)
+    if args.batch_sizes:
+        text = batch_size_table(Path(args.root), [int(b) for b in args.batch_sizes.split(",")], args)
+        print(text)
+        if args.out:
+            Path(args.out).write_text(text + "\n\n")
+        if args.skip_methods:
+            return 0
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     root = Path(args.root)
@@ -104,8 +115,32 @@ def main(argv=None) -> int:
     text = "\n".join(lines)
     print(text)
     if args.out:
-        Path(args.out).write_text(text + "\n")
+        with open(args.out, "a" if args.batch_sizes else "w") as f:
+            f.write(text + "\n")
     return 0
+
+
+def batch_size_table(root: Path, sizes: list[int], args) -> str:
+    """Standard training at several batch sizes: sharpness against the generalisation gap."""
+    from robustlab.runs.geometry import landscape
+
+    lines = [f"Batch-size sweep (standard training, FastMNISTNet, {args.epochs} epochs, Adam lr 2e-3, 1 process):", "",
+             "| batch | steps | train acc | test acc | acc gap | loss gap | top eigenvalue | trace | SAM | ASAM | "
+             "avg. relative |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for b in sizes:
+        run = root / f"bs{b}"
+        if not (run / "summary.json").exists():
+            train_model_run(run, {"name": "fast_mnist"}, {"name": "mnist", "seed": 0},
+                            {"method": "standard", "epochs": args.epochs, "batch_size": b, "lr": 2e-3,
+                             "eps": args.eps, "eval_n": 200, "seed": 0}, progress=False)
+        res = landscape(run, ["hessian", "trace", "sharpness"], "clean", n=args.n, eps=args.eps, progress=False,
+                        figures=False)
+        sc, g = res["scalars"], res["gaps"]
+        steps = args.epochs * -(-3500 // b)
+        lines.append(f"| {b} | {steps} | {g['train']['acc']:.3f} | {g['test']['acc']:.3f} | {g['acc_gap']:+.3f} | "
+                     f"{g['loss_gap']:+.3f} | {sc['top_eigenvalue']:.3g} | {sc['trace']:.3g} | {sc['sam']:.3g} | "
+                     f"{sc['asam']:.3g} | {sc['average_relative']:.3g} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

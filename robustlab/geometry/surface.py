@@ -11,10 +11,9 @@ equal for an MLP) the default is one point at a time.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 from torch.func import functional_call, vmap
