@@ -30,7 +30,7 @@ test-all: $(STAMP)
 # or old pins; what they import is already installed (plus six for ART).
 $(BENCH_STAMP): $(STAMP)
 	$(BIN)/pip install --quiet six
-	$(BIN)/pip install --quiet --no-deps torchattacks==3.5.1 adversarial-robustness-toolbox==1.20.1 pyautoattack==0.2.0
+	$(BIN)/pip install --quiet --no-deps torchattacks==3.5.1 adversarial-robustness-toolbox==1.20.1 pyautoattack==0.2.0 pyhessian==0.1
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)

@@ -171,7 +171,7 @@ def test_surfaces_match_model_losses_and_leave_model_untouched():
     before = G.model_state(model)
     with torch.no_grad():
         base = float(nn.functional.cross_entropy(model(x), y))
-    s = G.surface_1d(model, (x, y), alphas=[-1, -0.5, 0, 0.5, 1])
+    s = G.surface_1d(model, (x, y), alphas=[-1, -0.5, 0, 0.5, 1], chunk=5)
     assert math.isclose(float(s.losses[2]), base, rel_tol=1e-9)
     assert s.passes < s.naive_passes  # vmapped over weight points
     loop = G.surface_1d(model, (x, y), alphas=[-1, -0.5, 0, 0.5, 1], chunk=1)
@@ -275,3 +275,28 @@ def test_regression_targets_and_bad_input():
         G.hessian_eigenvalues(model, None)
     with pytest.raises(InputError):
         G.ParameterGeometry(normalization="bogus")
+
+
+@pytest.mark.slow
+def test_cli_landscape_and_compare_geometry(tmp_path):
+    import json
+
+    from robustlab.cli import main
+
+    common = ["--no-progress", "train", "--model", "mlp", "--model-kwargs", '{"hidden": [16]}', "--data", "digits",
+              "--epochs", "3", "--eps", "0.1", "--attack-steps", "2", "--eval-n", "50", "--runs", str(tmp_path)]
+    assert main(common + ["--name", "std", "--snapshot-every", "1"]) == 0
+    assert main(common + ["--name", "pgd", "--method", "pgd"]) == 0
+    assert main(["--no-progress", "landscape", str(tmp_path / "std"), "--n", "64", "--grid", "5",
+                 "--attack-steps", "2"]) == 0
+    res = json.loads((tmp_path / "std" / "geometry.json").read_text())
+    assert {"top_eigenvalue", "trace", "sam", "robust_flatness_avg"} <= set(res["scalars"])
+    assert len(res["measures"]["trajectory"]["coords"]) == 3  # epochs 1, 2 and the final weights
+    for fig in ("geometry_density.png", "geometry_contour.png", "geometry_surface3d.png", "geometry_1d.png",
+                "geometry_trajectory.png", "geometry_trajectory.gif"):
+        assert (tmp_path / "std" / "figures" / fig).stat().st_size > 0
+    assert main(["--no-progress", "compare-geometry", str(tmp_path / "std"), str(tmp_path / "pgd"), "--n", "64",
+                 "--measures", "hessian,sharpness", "--attack-steps", "2", "--out", str(tmp_path)]) == 0
+    cmp = json.loads((tmp_path / "geometry_comparison.json").read_text())
+    assert len(cmp["runs"]) == 2 and set(cmp["kendall_tau"]) >= {"top_eigenvalue", "sam"}
+    assert main(["--no-progress", "landscape", str(tmp_path / "std"), "--measures", "bogus"]) == 2

@@ -15,7 +15,6 @@ first misclassification.
 from __future__ import annotations
 
 import logging
-import math
 
 import torch
 

@@ -7,6 +7,7 @@ matrix is ever formed.
 """
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,19 +42,15 @@ class Trajectory:
 
 
 def load_snapshots(model: nn.Module, paths: Sequence[str | Path]) -> list[dict[str, torch.Tensor]]:
-    """Parameter dicts of safetensors snapshots (e.g. ``checkpoints/snapshots/epoch_XXXX``), read-only."""
-    from safetensors.torch import load_file
+    """Parameter dicts of safetensors snapshots (e.g. ``checkpoints/snapshots/epoch_XXXX``), loaded
+    with :func:`robustlab.training.load_weights` into a copy of ``model`` (the model is untouched)."""
+    from ..training import load_weights
 
-    names = {n for n, _ in model.named_parameters()}
+    scratch = copy.deepcopy(model)
     out = []
     for p in paths:
-        if not Path(p).exists():
-            raise InputError(f"no snapshot at {p}")
-        tensors = load_file(str(p))
-        missing = names - set(tensors)
-        if missing:
-            raise InputError(f"snapshot {p} lacks parameters {sorted(missing)[:3]}; was it written for this model?")
-        out.append({n: tensors[n] for n in names})
+        load_weights(scratch, p)  # checks keys and shapes against the architecture
+        out.append({n: t.detach().clone() for n, t in scratch.named_parameters()})
     return out
 
 

@@ -139,12 +139,16 @@ def landscape(run_dir: str | Path, measures: str | Sequence[str] = ALL_MEASURES,
             snaps = sorted((run.checkpoints / "snapshots").glob("epoch_*.safetensors"))
             final = run.checkpoints / "last.safetensors"
             paths = snaps + ([final] if final.exists() else [])
+            snapshots = G.load_snapshots(model, paths) if paths else []
+            if len(paths) > 1 and final.exists() and all(torch.equal(snapshots[-2][k], snapshots[-1][k])
+                                                          for k in snapshots[-1]):
+                paths.pop(-2), snapshots.pop(-2)  # the last snapshot is the final weights
             if len(paths) < 3:
                 log.warning("trajectory needs >= 3 snapshots (train with --snapshot-every 1); found %d", len(paths))
                 out["measures"]["trajectory"] = {"skipped": f"{len(paths)} snapshots"}
                 continue
             labels = [p.stem for p in paths]
-            traj = G.trajectory_pca(G.load_snapshots(model, paths), model, labels=labels)
+            traj = G.trajectory_pca(snapshots, model, labels=labels)
             surf = G.trajectory_surface(model, train, traj, points=min(grid, 15), seed=seed, **kw)
             out["measures"]["trajectory"] = {**traj.to_dict(), "surface": surf.to_dict()}
             if figures:

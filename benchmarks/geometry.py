@@ -1,0 +1,146 @@
+"""Geometry benchmark: top Hessian eigenvalue and trace next to PyHessian 0.1 on the same model and
+data, and the passes and time of a 21 x 21 loss surface (vmapped over weight points vs one point at
+a time). Prints a markdown table.
+
+    OMP_NUM_THREADS=1 python benchmarks/geometry.py [--n 512] [--out benchmarks/geometry_results.md]
+
+PyHessian is a benchmark-only install (``pip install --no-deps pyhessian==0.1``, the Makefile's bench
+stamp). Model: FastMNISTNet (Wong et al. 2020), trained 1 epoch on the bundled MNIST so the Hessian
+is not that of a random net. Both libraries get the same model (eval mode) and the same data, in
+two settings: one batch (both reuse one gradient graph) and a loader of 4 batches (PyHessian
+recomputes the forward and backward pass for every product; robustlab keeps the graphs). "err" is
+the relative error against a converged Lanczos reference (tol 1e-10). The trace row gives robustlab
+as many products as PyHessian's stopping rule used, with an independent seed (z = difference in
+combined standard errors).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import robustlab as rl
+from robustlab import geometry as G
+from robustlab.training import TrainConfig, train
+
+
+def trained_model(n_train: int = 2000):
+    torch.manual_seed(0)
+    data = rl.load_dataset("mnist", "train").subset(n_train)
+    model = rl.create_model("fast_mnist")
+    train(model, data, None, TrainConfig(method="standard", epochs=1, batch_size=64, lr=2e-3, eval_n=32),
+          progress=False)
+    return model.eval()
+
+
+def timed(fn, repeat: int = 1):
+    best, out = float("inf"), None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t0)
+    return out, best
+
+
+def bench_hessian(model, x, y, batches: int):
+    from pyhessian import hessian as PyHessian
+
+    loader = [(x[i::batches], y[i::batches]) for i in range(batches)] if batches > 1 else None
+    data = loader if loader is not None else (x, y)
+    rows = []
+    crit = torch.nn.CrossEntropyLoss()
+
+    def ph():
+        torch.manual_seed(0)
+        m = copy.deepcopy(model)  # PyHessian switches the model to eval mode in place
+        h = PyHessian(m, crit, data=None if loader else (x, y), dataloader=loader, cuda=False)
+        return h.eigenvalues(maxIter=100, tol=1e-3, top_n=1)[0][0]
+
+    ph_mod = sys.modules["pyhessian.hessian"]  # the package attribute of that name is the class
+
+    counter = {"n": 0}
+    hvp, dl_hvp = ph_mod.hessian_vector_product, PyHessian.dataloader_hv_product
+
+    def counted(*a, **k):
+        counter["n"] += 1
+        return hvp(*a, **k)
+
+    def counted_dl(self, v):
+        counter["n"] += 1
+        return dl_hvp(self, v)
+
+    ph_mod.hessian_vector_product, PyHessian.dataloader_hv_product = counted, counted_dl
+    try:
+        (lam_ph, t_ph) = timed(ph)
+    finally:
+        ph_mod.hessian_vector_product, PyHessian.dataloader_hv_product = hvp, dl_hvp
+    ref = float(G.hessian_eigenvalues(model, (x, y), k=1, tol=1e-10, max_iter=80).values[0])
+    for tol in (1e-3, 1e-2):
+        ours, t_ours = timed(lambda: G.hessian_eigenvalues(model, data, k=1, tol=tol))
+        lam = float(ours.values[0])
+        rows.append((f"top eigenvalue (tol {tol:g})", f"{lam_ph:.4f} (err {abs(lam_ph - ref) / ref:.0e})",
+                     f"{lam:.4f} (err {abs(lam - ref) / ref:.0e})", f"{abs(lam - lam_ph) / abs(lam_ph):.1e}",
+                     t_ph, t_ours, f"{counter['n']} power-iteration vs {ours.passes} Lanczos products; "
+                                   f"reference {ref:.4f}"))
+
+    def ph_trace():
+        torch.manual_seed(0)
+        m = copy.deepcopy(model)
+        h = PyHessian(m, crit, data=None if loader else (x, y), dataloader=loader, cuda=False)
+        return h.trace(maxIter=100, tol=1e-3)
+
+    vhv, t_pt = timed(ph_trace)
+    k = max(len(vhv), 3)
+    tr, t_tr = timed(lambda: G.hessian_trace(model, data, samples=k, seed=1))
+    hpp = G.hessian_trace(model, data, samples=k, seed=1, method="hutch++")
+    se_ph = float(torch.tensor(vhv).std() / math.sqrt(len(vhv))) if len(vhv) > 1 else float("nan")
+    z = abs(tr.value - float(torch.tensor(vhv).mean())) / math.sqrt(tr.stderr ** 2 + se_ph ** 2)
+    rows.append(("trace (Hutchinson)", f"{sum(vhv) / len(vhv):.2f} ± {se_ph:.2f}", f"{tr.value:.2f} ± {tr.stderr:.2f}",
+                 f"{z:.1f} σ", t_pt, t_tr, f"{len(vhv)} products each; Hutch++ with as many: {hpp.value:.2f} ± {hpp.stderr:.2f}"))
+    return rows
+
+
+def bench_surface(model, x, y):
+    data = (x, y)
+    fast, t_fast = timed(lambda: G.surface_2d(model, data, chunk=21))
+    slow, t_slow = timed(lambda: G.surface_2d(model, data, chunk=1))
+    diff = float((fast.losses - slow.losses).abs().max())
+    return fast, slow, t_fast, t_slow, diff
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--n", type=int, default=512, help="points the Hessian is taken over")
+    ap.add_argument("--out", default=None, help="also write the table to this markdown file")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    model = trained_model()
+    test = rl.load_dataset("mnist", "test").subset(args.n)
+    x, y = test.x, test.y
+    lines = [f"Model: FastMNISTNet ({sum(p.numel() for p in model.parameters())} parameters), {args.n} MNIST points, "
+             f"float32, {torch.get_num_threads()} thread.", "",
+             "| quantity | data | PyHessian 0.1 | robustlab | rel. diff / z | PyHessian s | robustlab s | ratio | note |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for batches in (1, 4):
+        for name, a, b, d, ta, tb, note in bench_hessian(model, x, y, batches):
+            lines.append(f"| {name} | {'1 batch' if batches == 1 else f'{batches} batches'} | {a} | {b} | {d} | "
+                         f"{ta:.2f} | {tb:.2f} | {tb / ta:.2f} | {note} |")
+    fast, slow, t_fast, t_slow, diff = bench_surface(model, x, y)
+    lines += ["", "| 21 x 21 surface | data passes | model calls | time s |", "|---|---|---|---|",
+              f"| naive (one point at a time) | {slow.passes} | {slow.passes} | {t_slow:.2f} |",
+              f"| vmapped over 21 weight points | {fast.passes} | {fast.passes} | {t_fast:.2f} |",
+              "", f"max |difference| of the two surfaces: {diff:.1e}"]
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
