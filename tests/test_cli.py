@@ -6,7 +6,7 @@ import torch
 from helpers import run_cli
 
 COMMANDS = ["train", "attack", "evaluate", "run", "report", "list", "launch", "sweep", "stereo", "stereo train",
-            "stereo attack", "stereo defend", "stereo evaluate", "stereo reproduce"]
+            "stereo attack", "stereo defend", "stereo evaluate", "stereo reproduce", "landscape", "compare-geometry"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
