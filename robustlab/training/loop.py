@@ -219,7 +219,8 @@ def _unwrap(model: nn.Module) -> nn.Module:
 def train(model: nn.Module, train_data: Dataset, val_data: Dataset | None, cfg: TrainConfig,
           checkpoint_dir: str | Path | None = None, resume: bool = False,
           on_epoch: Callable[[dict], None] | None = None, progress: bool = True,
-          regularizer: Callable | None = None, objective: Objective | None = None) -> TrainResult:
+          regularizer: Callable | None = None, objective: Objective | None = None,
+          threat: ThreatModel | None = None) -> TrainResult:
     """Train `model` in place (on every rank when torch.distributed is initialised).
 
     With `checkpoint_dir`, rank 0 writes ``last.safetensors``, ``best.safetensors`` (best robust
@@ -227,7 +228,9 @@ def train(model: nn.Module, train_data: Dataset, val_data: Dataset | None, cfg: 
     ``state.pt`` on every rank. ``regularizer(model, x, y, logits, ctx) -> scalar`` adds a term
     to the loss of any method. ``objective``: the task's training loss (default cross-entropy);
     training minimises its per-sample ``loss``, the inner attacks and the per-epoch measurements use
-    it too, and "accuracy" is the share of points where it does not succeed.
+    it too, and "accuracy" is the share of points where it does not succeed. ``threat``: the
+    threat model of the inner attacks (default: ``ThreatModel(cfg.norm, cfg.eps)``), e.g. one with
+    a mask (the left view only); its eps is set from ``cfg.eps``.
     """
     objective = objective if objective is not None else CrossEntropy()
     method = get_method(cfg.method)
@@ -240,7 +243,10 @@ def train(model: nn.Module, train_data: Dataset, val_data: Dataset | None, cfg: 
     base = _unwrap(net)
     optimizer = _make_optimizer(cfg, base)
     averager = _local_sgd(cfg, net, world)
-    full_threat = ThreatModel(cfg.norm, cfg.eps)
+    full_threat = ThreatModel(cfg.norm, cfg.eps) if threat is None else threat.with_eps(cfg.eps)
+    if full_threat.has_per_sample_state:
+        raise InputError("training draws random batches: give a threat model without per-sample state "
+                         "(a shared mask, e.g. the views of a stereo pair)")
     result = TrainResult()
     start_epoch = 0
     ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
