@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 from robustlab.data import Dataset
-from robustlab.representations import (VAE, VAEConfig, activations, alignment, class_interpolation, invert,
+from robustlab.representations import (VAEConfig, activations, alignment, class_interpolation, invert,
                                         linear_cka, linear_probe, mean_ci, on_manifold_attack, resize, saliency,
                                         save_grid, split_classes, train_vae)
 
