@@ -104,6 +104,7 @@ def main() -> int:
     loaded = {k: load_model_from_run(p)[0] for k, p in models.items()}
     fig_dir = root / "figures"
     vae = pretrained_vae()
+    judges = {"std": loaded["pgd-eps0"], "pgd0.3": loaded["pgd-eps0.3"]}  # who recognises the synthesised digits
     results = {}
     for name, model in loaded.items():
         cache = root / "analyses" / f"{name}.json"
@@ -112,9 +113,9 @@ def main() -> int:
             continue
         t0 = time.perf_counter()
         key = name in ("pgd-eps0", "pgd-eps0.3")
-        analyses = ["alignment", "inversion", "probe"] + (["saliency", "interpolation"] if key else [])
+        analyses = ["alignment", "inversion", "probe", "interpolation"] + (["saliency"] if key else [])
         out = analyse(model, test, train_data, analyses, fig_dir, args.n, tag=f"-{name}",
-                      settings={"inversion_steps": 300})
+                      settings={"inversion_steps": 300, "judges": judges})
         out["manifold"] = on_off_manifold(model, vae, test.subset(300), eta=args.eta, eps=0.1)
         out["pgd_acc_0.1"] = pgd_acc(model, test, 0.1)
         out["time_s"] = time.perf_counter() - t0
@@ -168,11 +169,14 @@ def render(s: dict) -> str:
              f"3,500 training images; test numbers on {s['settings']['n']} test images. Robust accuracy: APGD-CE + APGD-T "
              "('fast' suite, 20 iterations) at Linf 0.3, and PGD-20 at Linf 0.1. Alignment: |<x, g>|/(||x|| ||g||) of the "
              "true-class logit gradient (Etmann et al. 2019), mean [95% t-interval]. Inversion: relative penultimate "
-             "distance reached from noise (300 L2 steps) and whether the result is classified as the target's class. "
+             "distance reached from noise (300 L2 steps), the pixel distance ||x_inv - x_t|| / ||x_t|| to the target image, and "
+             "whether the result is classified as the target's class. Synthesis: Gaussian class seeds + targeted L2 PGD "
+             "(eps 8, 60 steps) per model, success on that model, and the accuracy of the standard and the PGD-AT-0.3 "
+             "model on those images (judges). Interpolation: targeted L2 PGD-40 to class y+1 at eps 8, 4 images. "
              f"Manifold: VAE latent Linf eta={s['settings']['eta']} (on) vs pixel PGD Linf 0.1 (off), 300 points. "
              f"Total time {s['time_s'] / 60:.1f} min on one thread (shared machine, under load).", "",
-             "| model | clean | robust@0.3 [CI] | PGD@0.1 | align grad | align SmoothGrad | edge corr | inv dist (noise) | inv same class | interp success eps=8 | synth success | probe digits | on-manifold rob | off-manifold rob | recon acc |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| model | clean | robust@0.3 [CI] | PGD@0.1 | align grad | align SmoothGrad | edge corr | inv dist (noise) | inv pixel dist | inv same class | synth success | synth acc (std judge / PGD-0.3 judge) | interp success eps=8 | probe digits | on-manifold rob | off-manifold rob | recon acc |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in s["results"].items():
         row = rows.get(name, {})
         al = r["alignment"]
@@ -183,8 +187,10 @@ def render(s: dict) -> str:
         lines.append(
             f"| {name} | {row.get('clean_acc', m['clean_acc']):.3f} | {rob} | {r['pgd_acc_0.1']:.3f} | {_ci(al['gradient']['alignment'])} | "
             f"{_ci(al['smoothgrad']['alignment'])} | {_ci(al['gradient']['edge_correlation'])} | "
-            f"{inv['from_noise']['distance_mean']:.3f} | {inv['from_noise']['classified_as_target']:.2f} | "
-            f"{'-' if interp is None else f'{interp:.2f}'} | {inv['synthesis']['success_rate']:.2f} | "
+            f"{inv['from_noise']['distance_mean']:.3f} | {inv['from_noise'].get('image_distance_mean', float('nan')):.3f} | "
+            f"{inv['from_noise']['classified_as_target']:.2f} | {inv['synthesis']['success_rate']:.2f} | "
+            f"{inv['judges']['std']['synthesis_acc']:.2f} / {inv['judges']['pgd0.3']['synthesis_acc']:.2f} | "
+            f"{'-' if interp is None else f'{interp:.2f}'} | "
             f"{r['probe']['accuracy']:.3f} | {m['on_manifold_robust_acc']:.3f} | {m['off_manifold_robust_acc']:.3f} | {m['recon_acc']:.3f} |")
     lines += ["", "Pareto front (clean vs robust@0.3): " + ", ".join(r["name"] for r in s["rows"] if r.get("pareto")), "",
               "## Linear CKA between penultimate layers (test set)", "",

@@ -80,7 +80,11 @@ def do_interpolation(model, test: Dataset, fig_dir: Path, eps: Sequence[float] =
 
 
 def do_inversion(model, test: Dataset, train: Dataset, fig_dir: Path, n: int = 10, steps: int = 300,
-                 step_size: float = 0.1, synth_eps: float = 8.0, tag: str = "") -> dict:
+                 step_size: float = 0.1, synth_eps: float = 8.0, tag: str = "",
+                 judges: dict[str, nn.Module] | None = None) -> dict:
+    """Inversion, feature visualisation and synthesis. ``judges``: other models whose accuracy on the
+    synthesised images (w.r.t. the intended class) and on the inversions (w.r.t. the target's label)
+    measures whether the images carry the class for someone else than the model that made them."""
     idx = _by_class(test, n)
     x = test.x[idx]
     from_noise = invert(model, x, None, steps=steps, step_size=step_size)
@@ -99,7 +103,14 @@ def do_inversion(model, test: Dataset, train: Dataset, fig_dir: Path, n: int = 1
                       ["Gaussian seed", "synthesised"], [str(int(c)) for c in classes], f"class-conditional synthesis, L2 eps={synth_eps:g}")
     path3 = save_grid(vis[None], fig_dir / f"repr-features{tag}.png", None, [f"unit {int(u)}" for u in units],
                       "feature visualisation (maximise one penultimate unit)")
-    return {"figures": [path.name, path2.name, path3.name],
+    judged = {}
+    for jname, judge in (judges or {}).items():
+        judge.eval()
+        with torch.no_grad():
+            judged[jname] = {
+                "synthesis_acc": float((judge(syn["x"]).argmax(1) == classes).float().mean()),
+                "inversion_acc": float((judge(from_noise.x).argmax(1) == test.y[idx]).float().mean())}
+    return {"figures": [path.name, path2.name, path3.name], "judges": judged,
             "from_noise": from_noise.summary(), "from_image": from_image.summary(),
             "feature_visualisation": {"units": units.tolist(), "activation_mean": float(act.mean()), "steps": steps // 2},
             "synthesis": {"success_rate": float(syn["success"].float().mean()), "prob_mean": float(syn["prob"].mean()),
@@ -167,7 +178,8 @@ def analyse(model: nn.Module, test: Dataset, train: Dataset, analyses: Sequence[
         elif a == "interpolation":
             out[a] = do_interpolation(model, test, fig_dir, s.get("interpolation_eps", (0, 1, 2, 3, 4, 6, 8)), tag=tag)
         elif a == "inversion":
-            out[a] = do_inversion(model, test, train, fig_dir, steps=s.get("inversion_steps", 300), tag=tag)
+            out[a] = do_inversion(model, test, train, fig_dir, steps=s.get("inversion_steps", 300), tag=tag,
+                                  judges=s.get("judges"))
         elif a == "cka":
             out[a] = do_cka(model, test, n, others)
         elif a == "probe":
