@@ -241,6 +241,15 @@ def test_cli_sweep_eps_and_represent(tmp_path):
 
     from robustlab.cli import main
 
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small batches: a second thread only adds contention
+    try:
+        _cli_sweep_eps_and_represent(tmp_path, main, json)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _cli_sweep_eps_and_represent(tmp_path, main, json):
     args = ["--no-progress", "sweep", "eps", "--runs", str(tmp_path), "--name", "sw", "--train-eps", "0,0.1",
             "--trades-betas", "", "--epochs", "1", "--eval-n", "50", "--attack-steps", "3", "--attacks", "apgd-ce"]
     assert main(args) == 0
@@ -249,10 +258,14 @@ def test_cli_sweep_eps_and_represent(tmp_path):
     assert (tmp_path / "sw" / "figures" / "pareto.png").exists()
     assert main(args + ["--resume"]) == 0           # every cell done: nothing retrained
     run = tmp_path / "sw" / "runs" / "pgd-eps0.1"
-    assert main(["represent", str(run), "--analyses", "alignment,cka,probe,saliency", "--n", "40",
-                 "--compare", str(tmp_path / "sw" / "runs" / "pgd-eps0")]) == 0
+    assert main(["represent", str(run), "--analyses", "alignment,cka,probe,saliency,interpolation,inversion", "--n", "40",
+                 "--inversion-steps", "20", "--compare", str(tmp_path / "sw" / "runs" / "pgd-eps0")]) == 0
     out = json.loads((run / "representations.json").read_text())["analyses"]
     assert 0 <= out["alignment"]["gradient"]["alignment"]["mean"] <= 1
     assert 0 < out["cka"]["vs_runs"]["pgd-eps0"] <= 1 + 1e-9
     assert 0 <= out["probe"]["accuracy"] <= 1
-    assert (run / "figures" / "repr-saliency.png").exists() and (run / "representations.html").exists()
+    assert out["inversion"]["from_noise"]["distance_mean"] < out["inversion"]["from_noise"]["seed_distance_mean"]
+    assert len(out["interpolation"]["success_rate"]) == 7
+    for f in ("saliency", "interpolation", "inversion", "synthesis", "features"):
+        assert (run / "figures" / f"repr-{f}.png").exists()
+    assert (run / "representations.html").exists()
