@@ -348,13 +348,14 @@ def cmd_sweep_eps(args) -> int:
     return 0
 
 
-def _add_represent(sub) -> None:
-    from .runs.represent import ANALYSES, DEFAULT_ANALYSES
+_ANALYSES = ("saliency", "alignment", "interpolation", "inversion", "cka", "probe", "manifold")  # runs.represent.ANALYSES
 
+
+def _add_represent(sub) -> None:
     p = sub.add_parser("represent", help="representation analyses of a model run (saliency, CKA, inversion, ...)",
                        description="Writes representations.json, figures/repr-*.png and representations.html into RUN.")
     p.add_argument("run", help="a model run directory")
-    p.add_argument("--analyses", default=",".join(DEFAULT_ANALYSES), help=f"comma-separated, from: {', '.join(ANALYSES)}")
+    p.add_argument("--analyses", default=",".join(_ANALYSES[:6]), help=f"comma-separated, from: {', '.join(_ANALYSES)}")
     p.add_argument("--compare", nargs="*", default=[], help="other model runs for CKA (e.g. standard vs robust)")
     p.add_argument("--n", type=int, default=500, help="test points for alignment and CKA")
     p.add_argument("--weights", default="best", choices=["best", "last"])
