@@ -222,7 +222,7 @@ def test_on_manifold_training_method(tiny_vae_setup):
     loss, logits = method(clf, x, y, ctx)
     assert logits.shape == (16, 2) and torch.isfinite(loss)
     clean = nn.functional.cross_entropy(clf(x), y)
-    assert float(loss) >= 0.5 * float(clean) - 1e-6   # the adversarial half only adds loss
+    assert float(loss.detach()) >= 0.5 * float(clean.detach()) - 1e-6   # the adversarial half only adds loss
     loss.backward()
     assert all(p.grad is not None for p in clf.parameters())
     assert all(p.grad is None for p in vae.parameters())  # the VAE stays frozen
