@@ -117,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sweep", help="parameter sweeps: `robustlab sweep batch-size ...`",
                        description="The large-batch generalisation experiment: several global batch sizes x LR rules.")
-    p.add_argument("kind", choices=["batch-size"])
+    p.add_argument("kind", choices=["batch-size", "eps"])
     p.add_argument("--batch-sizes", default="32,128,512", help="comma-separated global batch sizes")
     p.add_argument("--lr-rules", default="constant,linear", help="comma-separated: constant, linear, sqrt")
     p.add_argument("--model", default="fast_mnist")
@@ -131,11 +131,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-n", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--runs", default="runs")
-    p.add_argument("--name", default="sweep-batch-size")
+    p.add_argument("--name", default=None, help="sweep folder name (default: sweep-<kind>)")
     p.add_argument("--resume", action="store_true")
+    _add_eps_sweep_args(p)
 
     sub.add_parser("list", help="list registered tasks, models, datasets, attacks, objectives and training methods")
     _add_geometry(sub)
+    _add_represent(sub)
     for task in _cli_tasks():
         task.add_cli(sub)
     return parser
@@ -316,7 +318,11 @@ def cmd_list(args) -> int:
 
 
 def cmd_sweep(args) -> int:
+    if args.kind == "eps":
+        return cmd_sweep_eps(args)
     from .runs.job import sweep_batch_size
+
+    args.name = args.name or "sweep-batch-size"
 
     cfg = {"method": args.method, "epochs": args.epochs, "lr": args.lr, "optimizer": args.optimizer, "eps": args.eps,
            "attack_steps": args.attack_steps, "eval_n": args.eval_n, "seed": args.seed}
@@ -411,6 +417,78 @@ def _exit_code_and_message(e: BaseException) -> tuple[int, str]:
         return 1, "out of memory; use a smaller --batch-size or --n"
     return 1, (f"unexpected {type(e).__name__}: {e}. This may be a bug in robustlab or in a user model/oracle; "
                "rerun with --debug for the traceback")
+
+
+# ---- representations and the eps sweep (issue 12) -------------------------------------------------
+def _add_eps_sweep_args(p) -> None:
+    g = p.add_argument_group("eps sweep (`robustlab sweep eps`)")
+    g.add_argument("--train-eps", type=_floats, default=[0.0, 0.05, 0.1, 0.2, 0.3],
+                   help="PGD-AT training eps values (0 = standard training)")
+    g.add_argument("--trades-betas", type=_floats, default=[1.0, 6.0], help="TRADES betas (at --trades-eps)")
+    g.add_argument("--trades-eps", type=float, default=None, help="TRADES training eps (default: the largest --train-eps)")
+    g.add_argument("--eval-eps", type=float, default=None, help="robust accuracy eps (default: the largest training eps)")
+    g.add_argument("--attacks", default="fast", help="evaluation suite: fast, standard or attack names")
+    g.add_argument("--norm", default="linf", choices=["linf", "l2", "l1"])
+
+
+def cmd_sweep_eps(args) -> int:
+    from .runs.sweeps import sweep_eps
+
+    cfg = {"epochs": args.epochs, "lr": args.lr, "optimizer": args.optimizer, "norm": args.norm,
+           "attack_steps": args.attack_steps, "eval_n": args.eval_n, "seed": args.seed}
+    root = sweep_eps(Path(args.runs) / (args.name or "sweep-eps"), {"name": args.model}, {"name": args.data, "seed": 0},
+                     cfg, args.train_eps, args.trades_betas, args.trades_eps, args.eval_eps, args.attacks,
+                     eval_n=args.eval_n, resume=args.resume, progress=not args.no_progress)
+    rows = json.loads((root / "sweep.json").read_text())["rows"]
+    print(f"{'cell':>16} {'clean':>7} {'robust':>7} {'95% CI':>17} pareto")
+    for r in rows:
+        lo, hi = r["robust_acc_ci95"]
+        print(f"{r['name']:>16} {r['clean_acc']:>7.3f} {r['robust_acc']:>7.3f} [{lo:>6.3f}, {hi:>6.3f}] {'*' if r['pareto'] else ''}")
+    print(f"figure: {root / 'figures' / 'pareto.png'}")
+    return 0
+
+
+_ANALYSES = ("saliency", "alignment", "interpolation", "inversion", "cka", "probe", "manifold")  # runs.represent.ANALYSES
+
+
+def _add_represent(sub) -> None:
+    p = sub.add_parser("represent", help="representation analyses of a model run (saliency, CKA, inversion, ...)",
+                       description="Writes representations.json, figures/repr-*.png and representations.html into RUN.")
+    p.add_argument("run", help="a model run directory")
+    p.add_argument("--analyses", default=",".join(_ANALYSES[:6]), help=f"comma-separated, from: {', '.join(_ANALYSES)}")
+    p.add_argument("--compare", nargs="*", default=[], help="other model runs for CKA (e.g. standard vs robust)")
+    p.add_argument("--n", type=int, default=500, help="test points for alignment and CKA")
+    p.add_argument("--weights", default="best", choices=["best", "last"])
+    p.add_argument("--inversion-steps", type=int, default=300)
+    p.add_argument("--eta", type=float, default=0.5, help="latent Linf radius of the on-manifold attack")
+
+
+def cmd_represent(args) -> int:
+    from .runs.represent import represent_run
+
+    analyses = [a.strip() for a in args.analyses.split(",") if a.strip()]
+    out = represent_run(args.run, analyses, args.n, args.compare, args.weights,
+                        {"inversion_steps": args.inversion_steps, "eta": args.eta})
+    res = out["analyses"]
+    for m, v in res.get("alignment", {}).items():
+        if isinstance(v, dict) and "alignment" in v:
+            a, e = v["alignment"], v["edge_correlation"]
+            print(f"alignment ({m}): {a['mean']:.3f} [{a['ci95'][0]:.3f}, {a['ci95'][1]:.3f}]  "
+                  f"edge corr: {e['mean']:.3f} [{e['ci95'][0]:.3f}, {e['ci95'][1]:.3f}]")
+    if "inversion" in res:
+        inv = res["inversion"]
+        print(f"inversion: distance from noise {inv['from_noise']['distance_mean']:.3f}, from an image "
+              f"{inv['from_image']['distance_mean']:.3f}; synthesis success {inv['synthesis']['success_rate']:.2f}")
+    if "probe" in res:
+        print(f"linear probe ({res['probe']['task']}): {res['probe']['accuracy']:.3f}")
+    if "cka" in res and "vs_runs" in res["cka"]:
+        print("CKA (penultimate) vs " + ", ".join(f"{k}: {v:.3f}" for k, v in res["cka"]["vs_runs"].items()))
+    print(f"wrote {Path(args.run) / 'representations.json'} and {Path(args.run) / 'representations.html'}")
+    return 0
+
+
+COMMANDS["represent"] = cmd_represent
+# ---- end of representations block ------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> int:

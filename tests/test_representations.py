@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 from robustlab.data import Dataset
-from robustlab.representations import (VAE, VAEConfig, activations, alignment, class_interpolation, invert,
+from robustlab.representations import (VAEConfig, activations, alignment, class_interpolation, invert,
                                         linear_cka, linear_probe, mean_ci, on_manifold_attack, resize, saliency,
                                         save_grid, split_classes, train_vae)
 
@@ -136,6 +136,15 @@ def test_linear_probe_and_transfer_helpers():
 @pytest.fixture(scope="module")
 def tiny_vae_setup():
     """A VAE and a standard classifier on a toy two-class set of bright blobs (left vs right)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny MLPs: a second thread only adds contention
+    try:
+        yield _tiny_vae_setup()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _tiny_vae_setup():
     g = torch.Generator().manual_seed(0)
     n = 256
     y = torch.arange(n) % 2
@@ -159,7 +168,8 @@ def tiny_vae_setup():
 def test_vae_decodes_into_unit_box(tiny_vae_setup):
     data, vae, _ = tiny_vae_setup
     z = torch.randn(64, 2) * 5
-    img = vae.decode(z)
+    with torch.no_grad():
+        img = vae.decode(z)
     assert img.shape == (64, 1, 16, 16)
     assert float(img.min()) >= 0 and float(img.max()) <= 1
     rec = vae.reconstruct(data.x[:64])
@@ -195,3 +205,67 @@ def test_latent_attack_changes_prediction_on_decoder_range(tiny_vae_setup):
     broken = res.success & ok
     assert float(range_residual(res.x_adv[broken]).max()) < 1e-4
     assert float(range_residual(off).mean()) > 1e-3
+
+
+def test_on_manifold_training_method(tiny_vae_setup):
+    from robustlab.threat import ThreatModel
+    from robustlab.training.manifold import make_on_manifold_method
+    from robustlab.training.methods import BatchContext
+
+    data, vae, _ = tiny_vae_setup
+    vae.zero_grad(set_to_none=True)  # earlier tests backpropagated through the decoder
+    torch.manual_seed(0)
+    clf = nn.Sequential(nn.Flatten(), nn.Linear(256, 16), nn.ReLU(), nn.Linear(16, 2))
+    method = make_on_manifold_method(vae, eta=1.0, steps=3)
+    ctx = BatchContext(ThreatModel("linf", 0.1), seed=1)
+    x, y = data.x[:16], data.y[:16]
+    loss, logits = method(clf, x, y, ctx)
+    assert logits.shape == (16, 2) and torch.isfinite(loss)
+    clean = nn.functional.cross_entropy(clf(x), y)
+    assert float(loss.detach()) >= 0.5 * float(clean.detach()) - 1e-6   # the adversarial half only adds loss
+    loss.backward()
+    assert all(p.grad is not None for p in clf.parameters())
+    assert all(p.grad is None for p in vae.parameters())  # the VAE stays frozen
+
+
+def test_pareto_front():
+    from robustlab.runs.sweeps import pareto_front
+
+    pts = [(0.99, 0.0), (0.95, 0.5), (0.9, 0.4), (0.8, 0.7), (0.7, 0.7)]
+    assert pareto_front(pts) == [3, 1, 0]
+
+
+@pytest.mark.slow
+def test_cli_sweep_eps_and_represent(tmp_path):
+    import json
+
+    from robustlab.cli import main
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small batches: a second thread only adds contention
+    try:
+        _cli_sweep_eps_and_represent(tmp_path, main, json)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _cli_sweep_eps_and_represent(tmp_path, main, json):
+    args = ["--no-progress", "sweep", "eps", "--runs", str(tmp_path), "--name", "sw", "--train-eps", "0,0.1",
+            "--trades-betas", "", "--epochs", "1", "--eval-n", "50", "--attack-steps", "3", "--attacks", "apgd-ce"]
+    assert main(args) == 0
+    rows = json.loads((tmp_path / "sw" / "sweep.json").read_text())["rows"]
+    assert [r["name"] for r in rows] == ["pgd-eps0", "pgd-eps0.1"]
+    assert (tmp_path / "sw" / "figures" / "pareto.png").exists()
+    assert main(args + ["--resume"]) == 0           # every cell done: nothing retrained
+    run = tmp_path / "sw" / "runs" / "pgd-eps0.1"
+    assert main(["represent", str(run), "--analyses", "alignment,cka,probe,saliency,interpolation,inversion", "--n", "40",
+                 "--inversion-steps", "20", "--compare", str(tmp_path / "sw" / "runs" / "pgd-eps0")]) == 0
+    out = json.loads((run / "representations.json").read_text())["analyses"]
+    assert 0 <= out["alignment"]["gradient"]["alignment"]["mean"] <= 1
+    assert 0 < out["cka"]["vs_runs"]["pgd-eps0"] <= 1 + 1e-9
+    assert 0 <= out["probe"]["accuracy"] <= 1
+    assert out["inversion"]["from_noise"]["distance_mean"] < out["inversion"]["from_noise"]["seed_distance_mean"]
+    assert len(out["interpolation"]["success_rate"]) == 7
+    for f in ("saliency", "interpolation", "inversion", "synthesis", "features"):
+        assert (run / "figures" / f"repr-{f}.png").exists()
+    assert (run / "representations.html").exists()

@@ -84,6 +84,8 @@ class InversionResult:
     predicted: torch.Tensor        # the model's class of x
     target_class: torch.Tensor     # the model's class of the target images
     settings: dict
+    image_distance: torch.Tensor | None = None     # ||x - x_t|| / ||x_t|| in pixel space
+    image_correlation: torch.Tensor | None = None  # Pearson correlation of x and x_t's pixels (offset/contrast-free)
 
     @property
     def same_class(self) -> torch.Tensor:
@@ -92,6 +94,9 @@ class InversionResult:
     def summary(self) -> dict:
         return {"distance_mean": float(self.distance.mean()), "seed_distance_mean": float(self.seed_distance.mean()),
                 "classified_as_target": float(self.same_class.float().mean()), "n": int(self.x.shape[0]),
+                **({"image_distance_mean": float(self.image_distance.mean())} if self.image_distance is not None else {}),
+                **({"image_correlation_mean": float(self.image_correlation.mean())}
+                   if self.image_correlation is not None else {}),
                 **self.settings}
 
 
@@ -131,7 +136,11 @@ def invert(model: nn.Module, target_x: torch.Tensor, seed_x: torch.Tensor | None
         pred = model(x_cur).argmax(1)
         tcls = model(target_x).argmax(1)
     settings = {"layer": layer, "steps": steps, "step_size": step_size, "eps": eps, "anneal": anneal}
-    return InversionResult(x_cur, dist.cpu(), d0.cpu(), pred.cpu(), tcls.cpu(), settings)
+    img = ((x_cur - target_x).flatten(1).norm(dim=1) / target_x.flatten(1).norm(dim=1).clamp_min(1e-12)).cpu()
+    a = (x_cur - x_cur.mean(dim=(1, 2, 3), keepdim=True)).flatten(1)
+    b = (target_x - target_x.mean(dim=(1, 2, 3), keepdim=True)).flatten(1)
+    corr = ((a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp_min(1e-12)).cpu()
+    return InversionResult(x_cur, dist.cpu(), d0.cpu(), pred.cpu(), tcls.cpu(), settings, img, corr)
 
 
 def _phases(steps: int, step_size: float, anneal: bool) -> list[tuple[int, float]]:

@@ -106,6 +106,7 @@ def train_vae(data: Dataset, cfg: VAEConfig = VAEConfig(), progress: bool = True
             opt.step()
             total += float(loss.detach()) * len(xb)
         log.debug("vae epoch %d: -ELBO %.2f", epoch + 1, total / len(data))
+    opt.zero_grad(set_to_none=True)
     vae.eval()
     return vae
 

@@ -215,12 +215,22 @@ def llr(model: nn.Module, x, y, ctx: BatchContext):
     return loss, logits
 
 
+def on_manifold(model: nn.Module, x, y, ctx: BatchContext):
+    """On-manifold adversarial training (Stutz et al. 2019): train on adversarial examples found in
+    the latent space of a VAE of the data (``training/manifold.py``; the MNIST VAE is trained and
+    cached on first use). The latent radius is fixed there; ``ctx.threat.eps`` is not used."""
+    from .manifold import on_manifold as run
+
+    return run(model, x, y, ctx)
+
+
 METHODS = Registry("training method")
 METHODS.register("standard", standard, adversarial=False, objectives="any")
 METHODS.register("pgd", pgd_at, aliases=("pgd_at",), adversarial=True, objectives="any")
 METHODS.register("fgsm_rs", fgsm_rs, adversarial=True, objectives="any")
 METHODS.register("trades", trades, adversarial=True, objectives="with a divergence (classification, regression)")
 METHODS.register("llr", llr, adversarial=True, objectives="any")
+METHODS.register("on_manifold", on_manifold, adversarial=True, objectives="classification (1x28x28 inputs: the MNIST VAE)")
 
 
 def get_method(name: str) -> Callable:
