@@ -420,3 +420,35 @@ def test_cli_numeric_arguments_give_a_clear_error_or_a_valid_run(trained_run, tm
         assert code == 2, err
         assert "Traceback" not in err and "error" in err
         assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_two_processes_writing_one_run_and_a_sigterm(tmp_path):
+    """Two `train --name same` at once: the second gets a clear error and the first's record is intact;
+    a SIGTERM then unwinds the first cleanly (exit 143, lock released, no temporaries left)."""
+    import signal
+    import time
+
+    from helpers import popen_cli, run_cli
+
+    args = ["train", "--data", "digits", "--model", "mlp", "--epochs", "200", "--eval-n", "20", "--lr", "0.01",
+            "--runs", tmp_path, "--name", "same"]
+    first = popen_cli(*args)
+    try:
+        metrics = tmp_path / "same" / "metrics.jsonl"
+        deadline = time.time() + 120
+        while not metrics.exists() and time.time() < deadline and first.poll() is None:
+            time.sleep(0.01)
+        assert metrics.exists(), first.stderr.read()
+        second = run_cli(*args, check=False)
+        assert second.returncode == 2 and "being written by another robustlab process" in second.stderr
+        assert "Traceback" not in second.stderr
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.wait(60)
+    assert first.returncode == 128 + signal.SIGTERM
+    epochs = [r["epoch"] for r in Run(tmp_path / "same").read_metrics() if r.get("kind") == "epoch"]
+    assert epochs == list(range(1, len(epochs) + 1))
+    assert not list((tmp_path / "same").rglob("*.tmp"))
+    with Run(tmp_path / "same").lock():  # released
+        pass

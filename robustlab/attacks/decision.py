@@ -7,6 +7,13 @@ adversarial point found lies within the threat model's eps; ``result.x_adv`` is 
 (the clean input where nothing within eps was found). ``starting_points`` supplies adversarial
 starts; otherwise uniform noise is searched for one, and samples without a start are reported.
 
+Budgets are per sample and exact: before every batch of probes each sample's remaining budget
+(``max_queries``, and the oracle's own budget if it has one) is checked and only the probes that fit
+are sent, so no sample ever exceeds ``max_queries``. An exhausted oracle or a black box that raises
+(after the oracle's retries) stops the samples concerned, never the whole attack, and every sample
+keeps its best point; ``AttackResult.status`` says per sample why it stopped ("success",
+"max_queries", "oracle_budget", "oracle_error", "no_start" or "done").
+
 RayS is the chosen Sign-OPT/RayS family member: it needs no step-size or gradient-estimation
 hyperparameters, its queries go to a hierarchical search over sign directions (Linf-natural), and it
 is the stronger of the two in its paper's Linf comparisons.
@@ -20,8 +27,8 @@ import torch
 
 from ..errors import InputError
 from ..objectives import CrossEntropy, Objective
-from ..threat import ThreatModel, per_sample, lp_norm
 from ..oracles import OracleError, QueryBudgetExceeded
+from ..threat import ThreatModel, lp_norm, per_sample
 from .base import Attack, AttackContext
 
 log = logging.getLogger(__name__)
@@ -59,6 +66,8 @@ class DecisionAttack(Attack):
     # ----- budgets and failures -------------------------------------------------------------
     def _remaining(self, ctx: AttackContext, pos: torch.Tensor | None = None) -> torch.Tensor:
         """Queries each active sample (or positions `pos`) may still spend; 0 once it was stopped."""
+        if getattr(ctx, "status", None) is None:
+            self._init_status(ctx)
         idx = ctx.index if pos is None else ctx.index[pos]
         left = self.max_queries - ctx.forward_calls[idx]
         if ctx.is_oracle and getattr(ctx.model, "budget", None) is not None:
@@ -71,6 +80,8 @@ class DecisionAttack(Attack):
         return self._remaining(ctx) > 0
 
     def _stop(self, ctx: AttackContext, pos: torch.Tensor, why: str) -> None:
+        if getattr(ctx, "status", None) is None:
+            self._init_status(ctx)
         for i in ctx.index[pos].unique().tolist():
             if ctx.status[i] not in _STOPPED:
                 ctx.status[i] = why
@@ -165,6 +176,8 @@ class DecisionAttack(Attack):
 
     def _finish(self, ctx: AttackContext, x_best: torch.Tensor, have: torch.Tensor) -> None:
         """Record the final points: inside eps -> success; outside -> the clean input (failure)."""
+        if getattr(ctx, "status", None) is None:
+            self._init_status(ctx)
         d = self.dist(ctx, x_best)
         inside = have & (d <= ctx.threat.eps * (1 + 1e-6) + 1e-12)
         loss = torch.where(inside, -d, torch.full_like(d, float("-inf")))

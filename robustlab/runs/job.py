@@ -7,6 +7,7 @@ one model run per entry under ``models/`` and a combined ``report.html``.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import inspect
@@ -76,7 +77,9 @@ def train_model_run(run_dir: str | Path, model_spec: dict, data_spec: dict | str
     validate_train_settings(train_cfg)
     cfg = TrainConfig(**{k: (tuple(v) if k == "step_milestones" else v) for k, v in train_cfg.items()})
     run = Run(run_dir)
-    with run.lock():
+    # under DDP every rank runs this; rank 0 writes the run and holds its lock
+    ddp_worker = torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank() != 0
+    with contextlib.nullcontext() if ddp_worker else run.lock():
         return _train_model_run(run, model_spec, data_spec, cfg, resume, progress, trust_code)
 
 
