@@ -137,30 +137,50 @@ def test_masks():
 
 
 # ----- attacks on a CRNN through the engine --------------------------------------------------
-def test_white_box_targeted_ctc_attack_on_crnn():
-    """PGD on the CTC log-likelihood makes a (random) CRNN read a chosen string."""
+WORDS = ["cat", "dog", "sun", "map", "red", "box", "hi", "ok", "ten", "one"]
+
+
+@pytest.fixture(scope="module")
+def tiny_crnn():
+    """A ~28k-parameter CRNN trained for 250 steps on ten short words (a few seconds)."""
+    import random
+
     torch.manual_seed(0)
-    m = CRNN().eval()
-    x = render_lines(["abc", "hello"], width=64)
-    res, met = attack_lines(m, x, ["abc", "hello"], attack="pgd", eps=0.3, steps=60, wanted=["hi", "ok"])
-    assert res.success.all(), res.texts
-    assert res.texts["adversarial"] == ["hi", "ok"]
-    assert met["linf"] <= 0.3 + 1e-5 and met["success_rate"] == 1.0
+    m = CRNN(hidden=24, channels=(8, 16, 24, 32))
+    opt = torch.optim.Adam(m.parameters(), 1e-2)
+    rng = random.Random(0)
+    for i in range(250):
+        texts = [rng.choice(WORDS) for _ in range(16)]
+        loss = -ctc_log_likelihood(m(render_lines(texts, width=64, jitter=1, seed=i)), texts).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return m.eval()
 
 
-def test_square_with_stroke_mask_keeps_perturbation_inside():
-    torch.manual_seed(1)
-    m = CRNN().eval()
-    x = render_lines(["cab", "dog"], width=64)
-    truth = [t for t in greedy_decode(m(x))]                 # attack the net's own reading
-    res, met = attack_lines(m, x, truth, attack="square", eps=0.3, mask="strokes", budget=60, k=1)
+def test_white_box_ctc_attacks_on_crnn(tiny_crnn):
+    """PGD on the CTC loss: untargeted changes the reading; targeted makes line i read line j's text."""
+    x = render_lines(WORDS[:4], width=64)
+    own = greedy_decode(tiny_crnn(x))                     # attack the net's own readings
+    res, met = attack_lines(tiny_crnn, x, own, attack="pgd", eps=0.1, steps=20)
+    assert res.success.all() and all(a != o for a, o in zip(res.texts["adversarial"], own))
+    assert met["linf"] <= 0.1 + 1e-5 and met["success_rate"] == 1.0 and met["cer_adv"] > 0
+    wanted = own[1:] + own[:1]
+    res, met = attack_lines(tiny_crnn, x, own, attack="pgd", eps=0.3, steps=60, wanted=wanted)
+    assert res.success.float().mean() >= 0.75, res.texts
+    assert [a == w for a, w in zip(res.texts["adversarial"], wanted)] == res.success.tolist()
+
+
+def test_square_with_stroke_mask_keeps_perturbation_inside(tiny_crnn):
+    x = render_lines(WORDS[4:7], width=64)
+    own = greedy_decode(tiny_crnn(x))
+    res, met = attack_lines(tiny_crnn, x, own, attack="square", eps=0.3, mask="strokes", budget=100, k=1)
     mask = stroke_mask(x)
     assert float(((res.x_adv - x).abs() * (1 - mask)).max()) == 0.0
-    assert met["in_mask"] == pytest.approx(1.0) or met["l0"] == 0
-    assert met["linf"] <= 0.3 + 1e-6
-    assert (res.queries <= 60).all()
+    assert met["in_mask"] == pytest.approx(1.0) and met["linf"] <= 0.3 + 1e-6
+    assert (res.queries <= 100).all() and res.success.any()
     # the reported success is the objective at x_adv
-    assert TextUntargeted().success(greedy_decode(m(res.x_adv)), truth).tolist() == res.success.tolist()
+    assert TextUntargeted().success(greedy_decode(tiny_crnn(res.x_adv)), own).tolist() == res.success.tolist()
 
 
 # ----- Tesseract -----------------------------------------------------------------------------
@@ -215,9 +235,9 @@ def test_square_untargeted_against_tesseract(tesseract):
     assert met["cer_adv"] > met["cer_clean"]
     assert (res.queries <= 150).all() and met["in_mask"] == pytest.approx(1.0)
     # success is judged on what Tesseract reads at x_adv (quantised; memoised, so no new query)
-    n = tesseract.total_queries
+    n = tesseract.total_queries - tesseract.verification_queries   # (re-queries that check determinism aside)
     assert [a != t for a, t in zip(tesseract.read(res.x_adv), d.texts)] == res.success.tolist()
-    assert tesseract.total_queries == n
+    assert tesseract.total_queries - tesseract.verification_queries == n
 
 
 @needs_tesseract
