@@ -145,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     from .tasks.stereo import cli as stereo_cli
 
     stereo_cli.add_parser(sub)
+    from .taskspec import get_task
+    get_task("ocr").add_cli(sub)
     return parser
 
 
@@ -309,7 +311,7 @@ def cmd_stereo(args) -> int:
     return stereo_cli.run(args)
 
 
-COMMANDS = {"stereo": cmd_stereo, "sweep": cmd_sweep, "launch": cmd_launch, "train": cmd_train, "attack": cmd_attack, "evaluate": cmd_evaluate, "run": cmd_run,
+COMMANDS = {"ocr": lambda args: __import__("robustlab.taskspec").taskspec.get_task("ocr").run_cli(args), "stereo": cmd_stereo, "sweep": cmd_sweep, "launch": cmd_launch, "train": cmd_train, "attack": cmd_attack, "evaluate": cmd_evaluate, "run": cmd_run,
             "report": cmd_report, "list": cmd_list}
 
 
