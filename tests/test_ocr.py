@@ -129,7 +129,8 @@ def test_masks():
     assert torch.equal(wm[0], wm[1]) and 0.05 < float(wm.mean()) < 0.7
     assert per_line(s) and not per_line(wm)
     th = text_threat("linf", 0.1, "strokes", x)
-    assert th.mask is not None and th.eps == 0.1
+    assert th.mask is not None and th.mask.shape == x.shape and th.eps == 0.1
+    assert text_threat("linf", 0.1, "watermark", x).mask.shape == (1, 1, 32, 128)
     with pytest.raises(InputError):
         text_threat("linf", 0.1, "strokes")
     with pytest.raises(InputError, match="unknown text mask"):
@@ -181,6 +182,9 @@ def test_square_with_stroke_mask_keeps_perturbation_inside(tiny_crnn):
     assert (res.queries <= 100).all() and res.success.any()
     # the reported success is the objective at x_adv
     assert TextUntargeted().success(greedy_decode(tiny_crnn(res.x_adv)), own).tolist() == res.success.tolist()
+    # a mask shared by the lines (watermark) runs batched while the engine's active set shrinks
+    res, met = attack_lines(tiny_crnn, x, own, attack="square", eps=0.3, mask="watermark", budget=30)
+    assert met["in_mask"] == pytest.approx(1.0) and res.success.any()
 
 
 # ----- Tesseract -----------------------------------------------------------------------------

@@ -72,7 +72,7 @@ def add_cli(sub) -> None:
     p.add_argument("--out", default="runs/ocr-reproduce")
     p.add_argument("--n", type=int, default=20, help="rendered lines (the issue's full setting: 50)")
     p.add_argument("--budget", type=int, default=500, help="queries per line")
-    p.add_argument("--eps", type=_floats, default=[0.1, 0.3], help="two perturbation sizes (Linf)")
+    p.add_argument("--eps", type=_floats, default=[0.05, 0.2], help="two perturbation sizes (Linf)")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
 

@@ -91,6 +91,8 @@ def text_threat(norm: str = "linf", eps: float = 0.2, mask: str = "whole", x: to
     if mask != "whole" and x is None:
         raise InputError(f"the {mask!r} mask is computed from the lines: pass x=")
     m = text_mask(mask, x, **kwargs) if mask != "whole" else None
+    if m is not None and not per_line(m):
+        m = m[:1]   # one mask for every line: it then broadcasts to any subset of the batch
     return ThreatModel(norm, eps, mask=m)
 
 
