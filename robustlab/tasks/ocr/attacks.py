@@ -60,7 +60,10 @@ def attack_lines(model, x: torch.Tensor, truth: Sequence[str], *, attack: str = 
                  eps: float = 0.2, mask: str = "whole", budget: int = 1000, steps: int = 50,
                  wanted: Sequence[str] | None = None, k: int = 1, seed: int = 0) -> tuple[AttackResult, dict]:
     """Attack lines ``x`` (untargeted: edit distance >= k; targeted when ``wanted`` is given) against a
-    CRNN or a ``TesseractOracle``. Returns the engine result and ``attack_metrics``."""
+    CRNN or a ``TesseractOracle``. Returns the engine result and ``attack_metrics``; ``res.texts`` holds
+    the truth, clean and adversarial readings. ``budget`` bounds each line's queries (the attack's
+    own limit); with a per-line mask the engine is called once per line (sample id 0 each time), so
+    give such an oracle no per-sample ``budget`` of its own."""
     truth = list(truth)
     if len(truth) != x.shape[0]:
         raise InputError(f"{x.shape[0]} lines for {len(truth)} transcriptions")
