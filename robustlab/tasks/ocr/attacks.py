@@ -30,8 +30,10 @@ WHITE_BOX = ("pgd", "apgd")
 ATTACK_NAMES = BLACK_BOX + WHITE_BOX
 
 
-def build_attack(name: str, threat: ThreatModel, objective, budget: int = 1000, steps: int = 50, seed: int = 0):
-    """An engine attack for text: ``budget`` is the per-line query limit of black-box attacks."""
+def build_attack(name: str, threat: ThreatModel, objective, budget: int = 1000, steps: int = 50, seed: int = 0,
+                 starting_points: torch.Tensor | None = None):
+    """An engine attack for text: ``budget`` is the per-line query limit of black-box attacks;
+    ``starting_points`` (HopSkipJump) are lines already read as wanted, e.g. the wanted text rendered."""
     if name == "square":
         return Square(threat, objective, n_queries=budget, p_init=0.1, seed=seed)
     if name in ("simba-pixel", "simba-dct"):
@@ -41,7 +43,7 @@ def build_attack(name: str, threat: ThreatModel, objective, budget: int = 1000, 
     if name == "hopskipjump":
         if threat.mask is not None:
             raise InputError("HopSkipJump does not honour threat masks; use --mask whole or a score attack")
-        return HopSkipJump(threat, objective, max_queries=budget, seed=seed)
+        return HopSkipJump(threat, objective, max_queries=budget, starting_points=starting_points, seed=seed)
     if name == "pgd":
         return PGD(threat, objective, steps=steps, step_size=threat.eps / 8, seed=seed)
     if name == "apgd":
@@ -58,7 +60,8 @@ def reader(model) -> Callable[[torch.Tensor], list[str]]:
 
 def attack_lines(model, x: torch.Tensor, truth: Sequence[str], *, attack: str = "square", norm: str = "linf",
                  eps: float = 0.2, mask: str = "whole", budget: int = 1000, steps: int = 50,
-                 wanted: Sequence[str] | None = None, k: int = 1, seed: int = 0) -> tuple[AttackResult, dict]:
+                 wanted: Sequence[str] | None = None, k: int = 1, seed: int = 0,
+                 starting_points: torch.Tensor | None = None) -> tuple[AttackResult, dict]:
     """Attack lines ``x`` (untargeted: edit distance >= k; targeted when ``wanted`` is given) against a
     CRNN or a ``TesseractOracle``. Returns the engine result and ``attack_metrics``; ``res.texts`` holds
     the truth, clean and adversarial readings. ``budget`` bounds each line's queries (the attack's
@@ -85,7 +88,7 @@ def attack_lines(model, x: torch.Tensor, truth: Sequence[str], *, attack: str = 
             forward_calls=torch.cat([p.forward_calls for p in parts]), time_s=sum(p.time_s for p in parts),
             attack=parts[0].attack, threat=threat, x=x)
     else:
-        res = build_attack(attack, threat, objective, budget, steps, seed)(model, x, target)
+        res = build_attack(attack, threat, objective, budget, steps, seed, starting_points)(model, x, target)
     adv = read(res.x_adv)
     metrics = attack_metrics(x, res.x_adv, res.success, res.queries, truth, clean, adv,
                              mask=threat.mask, marks=(100, 500, 1000, 5000, 10000))
