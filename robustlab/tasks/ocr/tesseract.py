@@ -83,25 +83,18 @@ def tesseract_cli_available() -> bool:
     return shutil.which("tesseract") is not None
 
 
-# ----- one engine (in this process or in a worker) ----------------------------------------------
-_API = None
+# ----- engines kept open (in this process or in a worker), one per (tessdata, lang, psm) ----------
+_ENGINES: dict = {}
 
 
 def _open_engine(tessdata: str, lang: str, psm: int):
-    global _API
     os.environ["OMP_THREAD_LIMIT"] = "1"
     import tesserocr
 
-    if _API is None:
-        _API = tesserocr.PyTessBaseAPI(path=tessdata, lang=lang, psm=psm)
-    return _API
-
-
-def _close_engine() -> None:
-    global _API
-    if _API is not None:
-        _API.End()
-        _API = None
+    key = (tessdata, lang, int(psm))
+    if key not in _ENGINES:
+        _ENGINES[key] = tesserocr.PyTessBaseAPI(path=tessdata, lang=lang, psm=int(psm))
+    return _ENGINES[key]
 
 
 def read_uint8(images: np.ndarray, tessdata: str, lang: str = "eng", psm: int = 7) -> list[tuple[str, tuple]]:
