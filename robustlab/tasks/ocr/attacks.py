@@ -1,0 +1,112 @@
+"""Attacks on text recognisers through the shared engine, unchanged: Square, SimBA (pixel, DCT) and
+HopSkipJump against Tesseract or the CRNN; PGD / APGD on the CRNN's CTC loss (white-box upper bound);
+MI-FGSM transfer from CRNNs to Tesseract.
+
+``attack_lines`` runs one attack and returns the engine's ``AttackResult`` plus the OCR metrics. A
+per-line mask (strokes, edges) is indexed per line by attacking the lines one at a time (the engine's
+threat mask is one tensor for the whole, shrinking, active set).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Callable, Sequence
+
+import torch
+
+from ...attacks import APGD, PGD, MIFGSM, HopSkipJump, SimBA, Square, transfer_attack
+from ...attacks.base import AttackResult
+from ...errors import InputError
+from ...oracles import Oracle
+from ...threat import ThreatModel
+from .masks import per_line, text_threat
+from .metrics import attack_metrics
+from .objectives import TextTargeted, TextUntargeted, targeted_pairs
+from .train import read as crnn_read
+
+log = logging.getLogger(__name__)
+
+BLACK_BOX = ("square", "simba-pixel", "simba-dct", "hopskipjump")
+WHITE_BOX = ("pgd", "apgd")
+ATTACK_NAMES = BLACK_BOX + WHITE_BOX
+
+
+def build_attack(name: str, threat: ThreatModel, objective, budget: int = 1000, steps: int = 50, seed: int = 0,
+                 starting_points: torch.Tensor | None = None):
+    """An engine attack for text: ``budget`` is the per-line query limit of black-box attacks;
+    ``starting_points`` (HopSkipJump) are lines already read as wanted, e.g. the wanted text rendered."""
+    if name == "square":
+        return Square(threat, objective, n_queries=budget, p_init=0.1, seed=seed)
+    if name in ("simba-pixel", "simba-dct"):
+        basis = name.split("-")[1]
+        step = threat.eps if basis == "pixel" else threat.eps * 8
+        return SimBA(threat, objective, step_size=step, basis=basis, max_iters=max(budget // 2, 1), seed=seed)
+    if name == "hopskipjump":
+        if threat.mask is not None:
+            raise InputError("HopSkipJump does not honour threat masks; use --mask whole or a score attack")
+        return HopSkipJump(threat, objective, max_queries=budget, starting_points=starting_points, seed=seed)
+    if name == "pgd":
+        return PGD(threat, objective, steps=steps, step_size=threat.eps / 8, seed=seed)
+    if name == "apgd":
+        return APGD(threat, objective, steps=steps, seed=seed)
+    raise InputError(f"unknown OCR attack {name!r}; known: {', '.join(ATTACK_NAMES)}")
+
+
+def reader(model) -> Callable[[torch.Tensor], list[str]]:
+    """Text of lines for a CRNN or an oracle (oracle reads of already-queried points are memoised)."""
+    if isinstance(model, Oracle):
+        return lambda x: [r if isinstance(r, str) else r.text for r in model(x)]
+    return lambda x: crnn_read(model, x)
+
+
+def attack_lines(model, x: torch.Tensor, truth: Sequence[str], *, attack: str = "square", norm: str = "linf",
+                 eps: float = 0.2, mask: str = "whole", budget: int = 1000, steps: int = 50,
+                 wanted: Sequence[str] | None = None, k: int = 1, seed: int = 0,
+                 starting_points: torch.Tensor | None = None) -> tuple[AttackResult, dict]:
+    """Attack lines ``x`` (untargeted: edit distance >= k; targeted when ``wanted`` is given) against a
+    CRNN or a ``TesseractOracle``. Returns the engine result and ``attack_metrics``; ``res.texts`` holds
+    the truth, clean and adversarial readings. ``budget`` bounds each line's queries (the attack's
+    own limit); with a per-line mask the engine is called once per line (sample id 0 each time), so
+    give such an oracle no per-sample ``budget`` of its own."""
+    truth = list(truth)
+    if len(truth) != x.shape[0]:
+        raise InputError(f"{x.shape[0]} lines for {len(truth)} transcriptions")
+    if attack in WHITE_BOX and isinstance(model, Oracle):
+        raise InputError(f"{attack} needs the CRNN's gradients; against Tesseract use {', '.join(BLACK_BOX)} or transfer")
+    threat = text_threat(norm, eps, mask, x)
+    objective = TextUntargeted(k) if wanted is None else TextTargeted()
+    target = truth if wanted is None else targeted_pairs(truth, wanted)
+    read = reader(model)
+    clean = read(x)
+    if per_line(threat.mask):
+        parts = []
+        for i in range(x.shape[0]):
+            t_i = ThreatModel(threat.norm, threat.eps, threat.bounds, threat.mask[i:i + 1])
+            parts.append(build_attack(attack, t_i, objective, budget, steps, seed + i)(model, x[i:i + 1], target[i:i + 1]))
+        res = AttackResult(
+            x_adv=torch.cat([p.x_adv for p in parts]), success=torch.cat([p.success for p in parts]),
+            loss=torch.cat([p.loss for p in parts]), grad_calls=torch.cat([p.grad_calls for p in parts]),
+            forward_calls=torch.cat([p.forward_calls for p in parts]), time_s=sum(p.time_s for p in parts),
+            attack=parts[0].attack, threat=threat, x=x)
+    else:
+        res = build_attack(attack, threat, objective, budget, steps, seed, starting_points)(model, x, target)
+    adv = read(res.x_adv)
+    metrics = attack_metrics(x, res.x_adv, res.success, res.queries, truth, clean, adv,
+                             mask=threat.mask, marks=(100, 500, 1000, 5000, 10000))
+    metrics.update(attack=attack, norm=norm, eps=eps, mask=mask, budget=budget,
+                   goal="untargeted" if wanted is None else "targeted", time_s=res.time_s)
+    res.texts = {"truth": truth, "clean": clean, "adversarial": adv}  # type: ignore[attr-defined]
+    return res, metrics
+
+
+def transfer_to(sources, target_reader: Callable[[torch.Tensor], list[str]], x: torch.Tensor, truth: Sequence[str],
+                *, eps: float = 0.2, norm: str = "linf", steps: int = 20, seed: int = 0) -> dict:
+    """Craft untargeted MI-FGSM lines on CRNN(s) (a list is their averaged log-probabilities) and read
+    them with the target (e.g. ``tesseract.read``): 2 target queries per line."""
+    threat = ThreatModel(norm, eps)
+    att = MIFGSM(threat, TextUntargeted(), steps=steps, step_size=eps / 4, early_stop=False, seed=seed)
+    att.keep_last = True
+    res = transfer_attack(sources, target_reader, x, list(truth), threat, attack=att, seed=seed)
+    correct = res.target_correct_clean
+    return {"source_success_rate": float(res.source_success.float().mean()),
+            "target_correct_clean": int(correct.sum()), "transfer_rate": res.transfer_rate,
+            "linf": float(res.norms.mean()) if norm == "linf" else None, "n": int(x.shape[0]), "x_adv": res.x_adv}

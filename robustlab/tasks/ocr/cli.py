@@ -1,0 +1,154 @@
+"""`robustlab ocr train | attack | reproduce`.
+
+Each command writes a run directory (``runs/<name>/``: config.yaml, summary.json, figures/, report.html;
+the CRNN's weights under checkpoints/ for train). ``--model`` names a CRNN: ``pretrained`` (the cached
+reference net), a run directory or a .safetensors file.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from ...errors import InputError
+from ...runs.rundir import Run
+
+log = logging.getLogger(__name__)
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _common(p, default_name: str) -> None:
+    p.add_argument("--runs", default="runs", help="parent folder of run directories")
+    p.add_argument("--name", default=default_name, help="run directory name")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def add_cli(sub) -> None:
+    from .attacks import ATTACK_NAMES
+    from .masks import MASKS
+
+    ocr = sub.add_parser("ocr", help="OCR: train the CRNN, attack Tesseract or the CRNN, reproduce",
+                         description="Adversarial text lines against Tesseract 5 and a CRNN+CTC recogniser.")
+    s = ocr.add_subparsers(dest="ocr_command", required=True)
+
+    p = s.add_parser("train", help="train the CRNN on rendered lines (cached)")
+    _common(p, "ocr-train")
+    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--retrain", action="store_true", help="ignore cached weights")
+
+    p = s.add_parser("attack", help="attack Tesseract or the CRNN on rendered or scanned lines")
+    _common(p, "ocr-attack")
+    p.add_argument("--target", default="tesseract", choices=["tesseract", "crnn"], help="the recogniser attacked")
+    p.add_argument("--model", default="pretrained", help="the CRNN (with --target crnn)")
+    p.add_argument("--data", default="synthetic", choices=["synthetic", "clean", "scanned"])
+    p.add_argument("--n", type=int, default=10, help="rendered lines")
+    p.add_argument("--attack", default="square", choices=ATTACK_NAMES)
+    p.add_argument("--budget", type=int, default=1000, help="queries per line (black-box attacks)")
+    p.add_argument("--steps", type=int, default=50, help="steps of white-box attacks")
+    p.add_argument("--norm", default="linf", choices=["linf", "l2"])
+    p.add_argument("--eps", type=float, default=0.2)
+    p.add_argument("--mask", default="whole", choices=MASKS)
+    p.add_argument("--goal", default="untargeted", choices=["untargeted", "targeted"],
+                   help="targeted: one letter of each line's longest word changed")
+    p.add_argument("--workers", type=int, default=1, help="Tesseract worker processes")
+
+    p = s.add_parser("reproduce", help="the issue's tables: success vs queries, masks, transfer")
+    p.add_argument("--out", default="runs/ocr-reproduce")
+    p.add_argument("--n", type=int, default=20, help="rendered lines (the issue's full setting: 50)")
+    p.add_argument("--budget", type=int, default=500, help="queries per line")
+    p.add_argument("--eps", type=_floats, default=[0.05, 0.2], help="two perturbation sizes (Linf)")
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _start(args, kind: str, extra: dict | None = None) -> Run:
+    run = Run(Path(args.runs) / args.name)
+    run.write_config({"kind": kind, **vars(args), **(extra or {})})
+    return run
+
+
+def cmd_train(args) -> int:
+    from .pretrained import MODEL_FILE, CRNNSetup, pretrained_crnn, save_crnn
+    from .render import scanned_lines, synthetic_lines
+    from .train import evaluate_crnn
+
+    setup = CRNNSetup(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    run = _start(args, "ocr-model", {"setup": asdict(setup)})
+    start = time.perf_counter()
+    model = pretrained_crnn(setup, retrain=args.retrain)
+    save_crnn(model, setup, run.checkpoints / MODEL_FILE)
+    results = {"rendered (200 styled lines)": evaluate_crnn(model, synthetic_lines(200, 999)),
+               "rendered (200 plain lines)": evaluate_crnn(model, synthetic_lines(200, 999, styles=False)),
+               "scanned page lines": evaluate_crnn(model, scanned_lines())}
+    run.write_summary({"setup": asdict(setup), "metrics": results, "seconds": time.perf_counter() - start})
+    for k, m in results.items():
+        log.info("%s: CER %.2f%%, WER %.2f%%", k, 100 * m["cer"], 100 * m["wer"])
+    log.info("wrote %s", run.path)
+    return 0
+
+
+def _lines(name: str, n: int):
+    from .render import dataset
+
+    return dataset(name, n=n)
+
+
+def cmd_attack(args) -> int:
+    from .attacks import attack_lines
+    from .objectives import change_one_word
+    from .report import lines_figure, write_html
+
+    data = _lines(args.data, args.n)
+    if args.target == "tesseract":
+        from .tesseract import TesseractOracle
+
+        model = TesseractOracle(workers=args.workers)
+    else:
+        from .pretrained import load_crnn
+
+        model, _ = load_crnn(args.model)
+    wanted = [change_one_word(t, i) for i, t in enumerate(data.texts)] if args.goal == "targeted" else None
+    run = _start(args, "ocr-attack")
+    res, metrics = attack_lines(model, data.x, data.texts, attack=args.attack, norm=args.norm, eps=args.eps,
+                                mask=args.mask, budget=args.budget, steps=args.steps, wanted=wanted, seed=args.seed)
+    texts = res.texts
+    run.write_summary({"metrics": metrics, "texts": texts, "wanted": wanted})
+    lines_figure(run.figures / "lines.png", data.x, res.x_adv, texts["clean"], texts["adversarial"],
+                 title=f"{args.attack} on {args.target}, {args.norm} eps={args.eps}, mask {args.mask}")
+    rows = [[k, f"{v:.4g}" if isinstance(v, float) else str(v)] for k, v in metrics.items()]
+    write_html(run.path / "report.html", f"OCR attack {run.name}", [("metrics", ["", "value"], rows)],
+               ["figures/lines.png"])
+    log.info("%s on %s: success %.0f%% (of lines read right when clean: %.0f%%), CER %.1f%% -> %.1f%%",
+             args.attack, args.target, 100 * metrics["success_rate"], 100 * metrics["success_rate_of_correct"],
+             100 * metrics["cer_clean"], 100 * metrics["cer_adv"])
+    if hasattr(model, "close"):
+        model.close()
+    log.info("wrote %s", run.path)
+    return 0
+
+
+def cmd_reproduce(args) -> int:
+    from .reproduce import reproduce
+
+    reproduce(Path(args.out), n=args.n, budget=args.budget, eps=tuple(args.eps), workers=args.workers, seed=args.seed)
+    return 0
+
+
+def run_cli(args) -> int:
+    return {"train": cmd_train, "attack": cmd_attack, "reproduce": cmd_reproduce}[args.ocr_command](args)

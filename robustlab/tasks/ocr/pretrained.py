@@ -1,0 +1,94 @@
+"""The reference CRNN, trained once and cached as safetensors under ``$ROBUSTLAB_DATA/ocr`` (default
+``./data-cache/ocr``), keyed by every setting that changes the weights."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from ...errors import CheckpointError
+from ...fileio import atomic_write_json
+from ...training.checkpoints import load_weights, save_weights
+from .model import CRNN
+from .render import synthetic_lines
+from .train import evaluate_crnn, train_crnn
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "crnn.safetensors"
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("ROBUSTLAB_DATA", "data-cache"))
+
+
+@dataclass(frozen=True)
+class CRNNSetup:
+    """Architecture and schedule of the reference recogniser (training seed ``seed``)."""
+
+    hidden: int = 48
+    channels: tuple[int, int, int, int] = (16, 32, 64, 96)
+    steps: int = 1500
+    batch_size: int = 32
+    lr: float = 3e-3
+    width: int = 256
+    seed: int = 0
+
+    def key(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+
+    def new_model(self) -> CRNN:
+        return CRNN(self.hidden, self.channels)
+
+
+def pretrained_crnn(setup: CRNNSetup = CRNNSetup(), cache: str | Path | None = None, retrain: bool = False) -> CRNN:
+    """The trained reference CRNN for `setup` (about 1500 steps; trained and cached on first use)."""
+    folder = Path(cache) if cache is not None else data_dir() / "ocr"
+    path = folder / f"crnn-{setup.key()}.safetensors"
+    model = setup.new_model()
+    if path.exists() and not retrain:
+        load_weights(model, path)
+        return model.eval()
+    log.info("training the reference CRNN (%d steps); cached at %s", setup.steps, path)
+    start = time.perf_counter()
+    losses = train_crnn(model, setup.steps, setup.batch_size, setup.lr, setup.seed, setup.width)
+    seconds = time.perf_counter() - start
+    folder.mkdir(parents=True, exist_ok=True)
+    save_crnn(model, setup, path)
+    val = evaluate_crnn(model, synthetic_lines(200, 999))
+    atomic_write_json(path.with_suffix(".json"), {"setup": asdict(setup), "final_loss": losses[-1],
+                                                  "train_seconds": seconds, "validation": val})
+    log.info("CRNN validation (200 styled lines): CER %.2f%%, WER %.2f%%", 100 * val["cer"], 100 * val["wer"])
+    return model.eval()
+
+
+def save_crnn(model: CRNN, setup: CRNNSetup, path: str | Path, **metadata: str) -> None:
+    save_weights(model, path, {"setup": json.dumps(asdict(setup)), **metadata})
+
+
+def load_crnn(spec: str | Path = "pretrained") -> tuple[CRNN, CRNNSetup]:
+    """``"pretrained"``, a run directory written by ``robustlab ocr train`` or a .safetensors file."""
+    from safetensors import safe_open
+
+    if str(spec) == "pretrained":
+        return pretrained_crnn(), CRNNSetup()
+    path = Path(spec)
+    if path.is_dir():
+        path = path / "checkpoints" / MODEL_FILE
+    if not path.exists():
+        raise CheckpointError(f"no CRNN at {spec}: pass 'pretrained', a run directory written by `robustlab ocr train`, "
+                              "or a .safetensors file")
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata() or {}
+    if "setup" not in meta:
+        raise CheckpointError(f"{path} has no CRNN setup in its metadata; was it written by `robustlab ocr train`?")
+    raw = json.loads(meta["setup"])
+    raw["channels"] = tuple(raw["channels"])
+    setup = CRNNSetup(**raw)
+    return load_weights(setup.new_model(), path).eval(), setup

@@ -1,0 +1,83 @@
+"""Figures and a small HTML page for OCR runs: clean and adversarial lines with both transcriptions,
+and success-vs-queries curves."""
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from ...fileio import atomic_write_text
+
+
+def lines_figure(path: str | Path, x: torch.Tensor, x_adv: torch.Tensor, clean: Sequence[str], adv: Sequence[str],
+                 n: int = 6, title: str = "") -> None:
+    """Clean line over adversarial line, each titled with what the recogniser read."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = min(n, x.shape[0])
+    aspect = x.shape[-1] / x.shape[-2]
+    fig, axes = plt.subplots(2 * n, 1, figsize=(min(2 + 0.5 * aspect, 14), 1.1 * 2 * n), squeeze=False)
+    for i in range(n):
+        for j, (img, txt, tag) in enumerate(((x[i], clean[i], "clean"), (x_adv[i], adv[i], "adversarial"))):
+            ax = axes[2 * i + j, 0]
+            ax.imshow(img[0].detach().cpu().numpy(), cmap="gray", vmin=0, vmax=1)
+            ax.set_title(f"{tag}: {txt!r}", fontsize=8, loc="left")
+            ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def curves_figure(path: str | Path, curves: dict[str, tuple[Sequence[int], Sequence[float]]], title: str = "") -> None:
+    """Success rate vs queries, one line per configuration."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, (q, s) in curves.items():
+        ax.plot(q, s, marker="o", label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel("queries per line")
+    ax.set_ylabel("success rate")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def success_curve(success: torch.Tensor, queries: torch.Tensor, marks: Sequence[int]) -> list[float]:
+    n = max(success.numel(), 1)
+    return [float((success & (queries <= m)).sum()) / n for m in marks]
+
+
+def write_html(path: str | Path, title: str, tables: list[tuple[str, list[str], list[list[str]]]],
+               figures: Sequence[str], notes: Sequence[str] = ()) -> None:
+    """One static page: notes, tables (caption, header, rows) and figures (paths relative to the page)."""
+    parts = [f"<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+             "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}"
+             "td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px}</style></head><body>",
+             f"<h1>{html.escape(title)}</h1>"]
+    parts += [f"<p>{html.escape(n)}</p>" for n in notes]
+    for caption, header, rows in tables:
+        parts.append(f"<h3>{html.escape(caption)}</h3><table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header)
+                     + "</tr>")
+        parts += ["<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows]
+        parts.append("</table>")
+    parts += [f"<p><img src='{html.escape(f)}' style='max-width:100%'></p>" for f in figures]
+    parts.append("</body></html>")
+    atomic_write_text(path, "\n".join(parts))
