@@ -87,8 +87,9 @@ def check_batch(x: torch.Tensor, target=None, bounds: tuple[float, float] = (0.0
 def target_length(target) -> int | None:
     if isinstance(target, torch.Tensor):
         return target.shape[0] if target.dim() > 0 else 1
-    if isinstance(target, (tuple, list)) and target and isinstance(target[0], torch.Tensor):
-        lengths = {t.shape[0] for t in target}
+    if isinstance(target, tuple) and target and all(isinstance(t, (torch.Tensor, list)) for t in target) and \
+            not all(isinstance(t, torch.Tensor) and t.dim() == 0 for t in target):
+        lengths = {t.shape[0] if isinstance(t, torch.Tensor) else len(t) for t in target}
         if len(lengths) != 1:
             raise InputError(f"target tensors have different lengths: {sorted(lengths)}")
         return lengths.pop()

@@ -18,6 +18,8 @@ def index_target(target: Any, idx: torch.Tensor) -> Any:
         return target[idx.to(target.device)]
     if isinstance(target, tuple) and all(isinstance(t, torch.Tensor) for t in target):
         return tuple(t[idx.to(t.device)] for t in target)
+    if isinstance(target, tuple) and target and all(isinstance(t, (list, torch.Tensor)) for t in target):
+        return tuple(index_target(t, idx) for t in target)  # e.g. (truth strings, wanted strings)
     if isinstance(target, (list, tuple)):
         return [target[i] for i in idx.tolist()]
     raise InputError(f"unsupported target type {type(target).__name__}")

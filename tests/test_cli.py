@@ -6,7 +6,8 @@ import torch
 from helpers import run_cli
 
 COMMANDS = ["train", "attack", "evaluate", "run", "report", "list", "launch", "sweep", "stereo", "stereo train",
-            "stereo attack", "stereo defend", "stereo evaluate", "stereo reproduce", "landscape", "compare-geometry"]
+            "stereo attack", "stereo defend", "stereo evaluate", "stereo reproduce", "landscape", "compare-geometry", "represent", "ocr", "ocr train", "ocr attack",
+            "ocr reproduce"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

@@ -263,7 +263,7 @@ def test_oracle_budget_and_failing_black_box_keep_what_was_found(digits_model, d
         assert (digits_model(res.x_adv[res.success]).argmax(1) != y[res.success]).all()
 
     calls[0] = 0
-    res = A.Square(threat, n_queries=500)(ScoreOracle(lambda b: (dies(b), digits_model(b))[1]), x, y)
+    res = A.Square(threat, max_queries=500)(ScoreOracle(lambda b: (dies(b), digits_model(b))[1]), x, y)
     assert res.success.any() and "oracle_error" in res.status  # any attack: best points so far, not a raise
 
 
@@ -325,7 +325,7 @@ def test_rays_breaks_every_breakable_point_of_a_linear_model():
 
 
 # ----- 5. attacks run the model in eval mode -----------------------------------------------------
-@pytest.mark.parametrize("make", [lambda t: A.PGD(t, steps=5), lambda t: A.Square(t, n_queries=50)])
+@pytest.mark.parametrize("make", [lambda t: A.PGD(t, steps=5), lambda t: A.Square(t, max_queries=50)])
 def test_attacks_leave_batchnorm_statistics_and_mode_alone(make):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Dropout(0.5), nn.Flatten(),

@@ -66,13 +66,13 @@ def collect_model_runs(paths: list[str | Path]) -> list[dict]:
     for p in paths:
         if not Path(p).exists():
             raise InputError(f"no run directory at {p}")
-        run = Run(p)
+        run = Run(p, create=False)
         cfg = run.read_config()
         if cfg.get("task") not in (None, "classification"):
             continue
         if cfg.get("kind") == "job":
             subs = sorted((run.path / "models").glob("*")) if (run.path / "models").exists() else []
-            found += [_model_entry(Run(s), f"{run.name}/{s.name}" if len(paths) > 1 else s.name) for s in subs if s.is_dir()]
+            found += [_model_entry(Run(s, create=False), f"{run.name}/{s.name}" if len(paths) > 1 else s.name) for s in subs if s.is_dir()]
         elif cfg.get("kind") == "model":
             found.append(_model_entry(run, run.name))
         else:
@@ -169,9 +169,9 @@ def render_report(paths: list[str | Path], out: str | Path) -> Path:
     task_runs = []
     for p in paths:
         if Path(p).exists() and (Path(p) / "config.yaml").exists():
-            cfg = Run(p).read_config()
+            cfg = Run(p, create=False).read_config()
             if cfg.get("task") not in (None, "classification"):
-                task_runs.append(_task_entry(Run(p), cfg))
+                task_runs.append(_task_entry(Run(p, create=False), cfg))
     entries = collect_model_runs(paths)
     if task_runs and not entries:
         return _render_task_runs(task_runs, out)

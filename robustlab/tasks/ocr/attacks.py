@@ -35,7 +35,7 @@ def build_attack(name: str, threat: ThreatModel, objective, budget: int = 1000, 
     """An engine attack for text: ``budget`` is the per-line query limit of black-box attacks;
     ``starting_points`` (HopSkipJump) are lines already read as wanted, e.g. the wanted text rendered."""
     if name == "square":
-        return Square(threat, objective, n_queries=budget, p_init=0.1, seed=seed)
+        return Square(threat, objective, max_queries=budget, p_init=0.1, seed=seed)
     if name in ("simba-pixel", "simba-dct"):
         basis = name.split("-")[1]
         step = threat.eps if basis == "pixel" else threat.eps * 8

@@ -17,6 +17,7 @@ from ...argtypes import float_list as _floats
 from ...errors import InputError
 from ...fileio import atomic_torch_save
 from ...runs import Run
+from ...runs.rundir import check_name
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ def _dataset(name: str, setup, n: int | None):
 
 
 def _start(args, kind: str, extra: dict) -> Run:
-    run = Run(Path(args.runs) / args.name)
+    run = Run(Path(args.runs) / check_name(args.name))
     run.write_config({"kind": kind, "task": "stereo", **vars(args), **extra})
     return run
 
@@ -312,4 +313,9 @@ COMMANDS = {"train": cmd_train, "attack": cmd_attack, "defend": cmd_defend, "eva
 
 
 def run(args) -> int:
-    return COMMANDS[args.stereo_command](args)
+    """Run one stereo verb while holding its run directory's lock (a second writer gets a clear error)."""
+    path = Path(getattr(args, "runs", "runs")) / check_name(getattr(args, "name", None) or "stereo")
+    if args.stereo_command == "reproduce":
+        return COMMANDS[args.stereo_command](args)
+    with Run(path).lock():
+        return COMMANDS[args.stereo_command](args)
