@@ -229,7 +229,9 @@ class ScoreOracle(Oracle):
 
     @classmethod
     def from_model(cls, model: Callable, **kwargs) -> "ScoreOracle":
-        return cls(model, **kwargs)
+        oracle = cls(model, **kwargs)
+        oracle.module = model  # attacks put a wrapped nn.Module in eval mode (and restore it)
+        return oracle
 
     def _split(self, res, n):
         if not isinstance(res, torch.Tensor):
@@ -256,7 +258,9 @@ class DecisionOracle(Oracle):
     def from_model(cls, model: Callable, **kwargs) -> "DecisionOracle":
         def decide(x):
             return model(x).argmax(1)
-        return cls(decide, **kwargs)
+        oracle = cls(decide, **kwargs)
+        oracle.module = model  # attacks put a wrapped nn.Module in eval mode (and restore it)
+        return oracle
 
     def _split(self, res, n):
         if isinstance(res, torch.Tensor):

@@ -452,3 +452,20 @@ def test_two_processes_writing_one_run_and_a_sigterm(tmp_path):
     assert not list((tmp_path / "same").rglob("*.tmp"))
     with Run(tmp_path / "same").lock():  # released
         pass
+
+
+def test_attacks_on_an_oracle_leave_the_wrapped_model_in_its_mode(digits_model):
+    """An oracle made from a model (ScoreOracle/DecisionOracle.from_model) is queried in eval mode too:
+    a train-mode BatchNorm model keeps its statistics and its mode."""
+    import torch.nn as nn
+
+    from robustlab.oracles import DecisionOracle, ScoreOracle
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 10)).train()
+    x = torch.rand(20, 1, 8, 8)
+    y = torch.zeros(20, dtype=torch.long)
+    before = net[2].running_mean.clone()
+    A.Square(rl.ThreatModel("linf", 0.1), max_queries=30)(ScoreOracle.from_model(net), x, y)
+    A.RayS(rl.ThreatModel("linf", 0.1), max_queries=30)(DecisionOracle.from_model(net), x, y)
+    assert torch.equal(net[2].running_mean, before) and net.training

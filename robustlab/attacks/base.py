@@ -446,7 +446,7 @@ class Attack:
         ctx = AttackContext(model, x.detach(), target, threat, self.objective, gen)
         ctx.eot = max(1, int(self.eot))
         start = time.perf_counter()
-        with _eval_mode(model if self.eval_mode else None):
+        with _eval_mode(getattr(model, "module", model) if self.eval_mode else None):
             try:
                 if threat.eps > 0 or not self.needs_positive_eps:
                     self.run(ctx)
@@ -455,9 +455,12 @@ class Attack:
             except (OracleError, QueryBudgetExceeded) as e:  # keep what was found; say why the rest stopped
                 why = "oracle_budget" if isinstance(e, QueryBudgetExceeded) else "oracle_error"
                 log.warning("%s stopped early (%s): %s; returning the best points found so far", self.name, why, e)
-                old = getattr(ctx, "status", None) or ["done"] * ctx.x_full.shape[0]
-                ctx.status = [st if st in ("success", "no_start", "max_queries", "oracle_budget", "oracle_error")
-                              else why for st in old]
+                status = list(getattr(ctx, "status", None) or ["done"] * ctx.x_full.shape[0])
+                active = set(ctx.index.tolist())  # the samples the black box failed on; finished ones keep theirs
+                for i, st in enumerate(status):
+                    if i in active and not bool(ctx.success_full[i]) and st not in ("no_start", "max_queries"):
+                        status[i] = why
+                ctx.status = status
             if self.verify and not ctx.is_oracle and (ctx.success_full.any() or self.eot_judge == "draw"):
                 self._verify(ctx)
         elapsed = time.perf_counter() - start

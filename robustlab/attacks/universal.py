@@ -100,7 +100,7 @@ class UniversalPerturbation:
 
     @classmethod
     def load(cls, path: str | Path) -> "UniversalPerturbation":
-        d = torch.load(path, map_location="cpu")
+        d = torch.load(path, map_location="cpu", weights_only=True)
         if d.get("kind") != "universal":
             raise InputError(f"{path} does not hold a universal perturbation")
         return cls(d["delta"], ThreatModel(d["norm"], d["eps"], tuple(d["bounds"]), mask=d.get("mask")), d["history"],
@@ -197,7 +197,7 @@ class AdversarialPatch:
 
     @classmethod
     def load(cls, path: str | Path, placement: Any = None) -> "AdversarialPatch":
-        d = torch.load(path, map_location="cpu")
+        d = torch.load(path, map_location="cpu", weights_only=True)
         if d.get("kind") != "patch":
             raise InputError(f"{path} does not hold an adversarial patch")
         return cls(d["patch"], tuple(d["bounds"]), d["history"], placement if placement is not None else RandomLocation())

@@ -87,7 +87,7 @@ def _model_entry(run: Run, label: str) -> dict:
         "label": label, "run": run, "config": run.read_config(), "summary": run.read_summary(),
         "epochs": [m for m in run.read_metrics() if m.get("kind") == "epoch"],
         "evaluation": json.loads(ev_path.read_text()) if ev_path.exists() else None,
-        "examples": torch.load(ex_path, map_location="cpu") if ex_path.exists() else None,
+        "examples": torch.load(ex_path, map_location="cpu", weights_only=True) if ex_path.exists() else None,
     }
 
 
