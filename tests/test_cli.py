@@ -42,10 +42,14 @@ def test_train_attack_evaluate_report_through_the_cli(tmp_path):
         accs = [r["robust_accuracy"] for r in ev["reports"]]
         assert accs == sorted(accs, reverse=True) and ev["n"] == 100
         assert "broken by" in out.stdout
+    # analyses a run holds (robustlab landscape / represent) show up in the shared report
+    (tmp_path / "pgd" / "geometry.json").write_text(json.dumps({"loss": "clean", "n": 64, "scalars": {"top_eigenvalue": 12.5},
+                                                                "gaps": {"acc_gap": 0.01}}))
     run_cli("report", tmp_path / "std", tmp_path / "pgd", "-o", tmp_path / "both.html")
     page = (tmp_path / "both.html").read_text()
     assert "std" in page and "pgd" in page and "robustness_curve.png" in page
     assert "Gradient-masking checks at eps=0.1" in page and "one_step_vs_iterative" in page
+    assert "loss-landscape geometry" in page and "top_eigenvalue" in page and "12.5" in page
     assert (tmp_path / "figures" / "robustness_curve.png").stat().st_size > 1000
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 from pathlib import Path
 
 import matplotlib
@@ -80,6 +81,46 @@ def collect_model_runs(paths: list[str | Path]) -> list[dict]:
     return found
 
 
+def _analysis_tables(run: Run) -> list[tuple[str, list[str], list[list[str]]]]:
+    """Tables of the analyses a run holds (``robustlab landscape`` and ``robustlab represent``)."""
+    tables = []
+    for name in ("geometry.json", "geometry_robust.json"):
+        f = run.path / name
+        if f.exists():
+            d = json.loads(f.read_text())
+            rows = [[k, f"{v:.4g}" if isinstance(v, (int, float)) else str(v)] for k, v in sorted(d.get("scalars", {}).items())]
+            rows += [[k, f"{v:.4g}"] for k, v in sorted(d.get("gaps", {}).items()) if isinstance(v, (int, float))]
+            tables.append((f"loss-landscape geometry ({d.get('loss', 'clean')} loss, {d.get('n', '?')} points)",
+                           ["measure", "value"], rows))
+    f = run.path / "representations.json"
+    if f.exists():
+        a = json.loads(f.read_text()).get("analyses", {})
+        rows = []
+        for method, v in a.get("alignment", {}).items():
+            if isinstance(v, dict) and "alignment" in v:
+                al, ed = v["alignment"], v.get("edge_correlation", {})
+                rows.append([f"alignment ({method})", f"{al['mean']:.3f} [{al['ci95'][0]:.3f}, {al['ci95'][1]:.3f}]"])
+                if ed:
+                    rows.append([f"edge correlation ({method})", f"{ed['mean']:.3f} [{ed['ci95'][0]:.3f}, {ed['ci95'][1]:.3f}]"])
+        if "probe" in a:
+            rows.append([f"linear probe ({a['probe'].get('task', '')})", f"{a['probe']['accuracy']:.3f}"])
+        for other, v in a.get("cka", {}).get("vs_runs", {}).items():
+            rows.append([f"CKA vs {other}", f"{v:.3f}"])
+        inv = a.get("inversion", {})
+        if "from_noise" in inv:
+            rows.append(["inversion distance (from noise)", f"{inv['from_noise'].get('distance_mean', float('nan')):.3f}"])
+        if rows:
+            tables.append(("representations", ["analysis", "value"], rows))
+    return tables
+
+
+def _analysis_figures(run: Run) -> list[Path]:
+    figs = run.path / "figures"
+    if not figs.is_dir():
+        return []
+    return sorted([*figs.glob("geometry_*.png"), *figs.glob("repr-*.png")])
+
+
 def _model_entry(run: Run, label: str) -> dict:
     ev_path = run.path / "evaluation.json"
     ex_path = run.path / "examples.pt"
@@ -88,6 +129,7 @@ def _model_entry(run: Run, label: str) -> dict:
         "epochs": [m for m in run.read_metrics() if m.get("kind") == "epoch"],
         "evaluation": json.loads(ev_path.read_text()) if ev_path.exists() else None,
         "examples": torch.load(ex_path, map_location="cpu", weights_only=True) if ex_path.exists() else None,
+        "analysis_tables": _analysis_tables(run), "analysis_figures": _analysis_figures(run),
     }
 
 
@@ -187,6 +229,7 @@ def render_report(paths: list[str | Path], out: str | Path) -> Path:
     for e in entries:
         name = f"examples_{e['label'].replace('/', '_')}.png"
         e["examples_fig"] = f"figures/{name}" if _fig_examples(e, fig_dir / name) else None
+        e["analysis_figs"] = [os.path.relpath(f.resolve(), out.parent.resolve()) for f in e["analysis_figures"]]
         e["config_yaml"] = yaml.safe_dump({k: v for k, v in e["config"].items() if k != "environment"}, sort_keys=False)
         e["environment"] = e["config"].get("environment", {})
     eps_all = sorted({r["eps"] for e in entries if e["evaluation"] for r in e["evaluation"]["reports"]})
