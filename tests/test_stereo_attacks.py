@@ -173,6 +173,11 @@ def test_stereo_cli_train_attack_defend_evaluate(tmp_path):
         first = (tmp_path / "ev" / "cells" / "0-eps0.03.json").read_text()
         run_cli(*args)  # resumes from the stored cells
         assert (tmp_path / "ev" / "cells" / "0-eps0.03.json").read_text() == first
+        # the shared report writer puts stereo runs side by side, in the style of every report
+        run_cli("report", tmp_path / "att", tmp_path / "ev", "-o", tmp_path / "stereo.html")
+        page = (tmp_path / "stereo.html").read_text()
+        assert "robustlab report" in page and "disparity error vs ground truth" in page and "EPE (px)" in page
+        assert "att/figures/maps.png" in page and "ev/figures/curves.png" in page
     finally:
         os.environ.pop("ROBUSTLAB_DATA", None)
 
