@@ -12,7 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ...errors import InputError
-from ...runs.rundir import Run
+from ...runs.rundir import Run, check_name
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +78,8 @@ def add_cli(sub) -> None:
 
 
 def _start(args, kind: str, extra: dict | None = None) -> Run:
-    run = Run(Path(args.runs) / args.name)
-    run.write_config({"kind": kind, **vars(args), **(extra or {})})
+    run = Run(Path(args.runs) / check_name(args.name))
+    run.write_config({"kind": kind, "task": "ocr", **vars(args), **(extra or {})})
     return run
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from ...taskspec import Task
 from . import cli
+from .report import report_sections
 from .masks import text_threat
 from .metrics import ocr_metrics
 from .objectives import TextTargeted, TextUntargeted, texts_of
@@ -49,12 +50,13 @@ TASK = Task(
     name="ocr",
     description="text-line recognition: Tesseract 5 (black-box oracle) and a CRNN+CTC (white-box)",
     objectives={"untargeted": TextUntargeted, "targeted": TextTargeted},
-    train_objective="ctc",
+    train_objective="untargeted",  # on CRNN log-probs its loss is the CTC negative log-likelihood of the truth
     metrics=_metrics,
     datasets={"synthetic": _dataset("synthetic"), "clean": _dataset("clean"), "scanned": _dataset("scanned")},
     models={"pretrained": _pretrained, "crnn": _crnn},
     threats={m: _threat(m) for m in ("whole", "strokes", "edges", "watermark")},
     oracles={"tesseract": _tesseract},
+    report_sections=report_sections,
     add_cli=cli.add_cli,
     run_cli=cli.run_cli,
 )

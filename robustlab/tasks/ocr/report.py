@@ -2,13 +2,13 @@
 and success-vs-queries curves."""
 from __future__ import annotations
 
-import html
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
-from ...fileio import atomic_write_text
+from ...fileio import atomic_write_json
+from ...runs import Run, write_page
 
 
 def lines_figure(path: str | Path, x: torch.Tensor, x_adv: torch.Tensor, clean: Sequence[str], adv: Sequence[str],
@@ -67,17 +67,22 @@ def success_curve(success: torch.Tensor, queries: torch.Tensor, marks: Sequence[
 
 def write_html(path: str | Path, title: str, tables: list[tuple[str, list[str], list[list[str]]]],
                figures: Sequence[str], notes: Sequence[str] = ()) -> None:
-    """One static page: notes, tables (caption, header, rows) and figures (paths relative to the page)."""
-    parts = [f"<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-             "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}"
-             "td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px}</style></head><body>",
-             f"<h1>{html.escape(title)}</h1>"]
-    parts += [f"<p>{html.escape(n)}</p>" for n in notes]
-    for caption, header, rows in tables:
-        parts.append(f"<h3>{html.escape(caption)}</h3><table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header)
-                     + "</tr>")
-        parts += ["<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows]
-        parts.append("</table>")
-    parts += [f"<p><img src='{html.escape(f)}' style='max-width:100%'></p>" for f in figures]
-    parts.append("</body></html>")
-    atomic_write_text(path, "\n".join(parts))
+    """The page in the shared report style (``runs.write_page``), plus ``report.json`` (its notes,
+    tables and figures), which ``robustlab report`` reads to put OCR runs beside other runs."""
+    path = Path(path)
+    sections = [("notes", n) for n in notes]
+    atomic_write_json(path.parent / "report.json", {"title": title, "sections": sections, "tables": tables,
+                                                    "figures": list(figures)})
+    config = Run(path.parent, create=False).read_config() if (path.parent / "config.yaml").exists() else {}
+    write_page(path, title, sections, tables, list(figures), {k: v for k, v in config.items() if k != "environment"})
+
+
+def report_sections(run_path: str | Path) -> tuple[list, list, list]:
+    """(sections, tables, figures) of an OCR run, for the shared report writer."""
+    import json
+
+    f = Path(run_path) / "report.json"
+    if not f.exists():
+        return [], [], []
+    d = json.loads(f.read_text())
+    return [tuple(s) for s in d["sections"]], [tuple(t) for t in d["tables"]], d["figures"]
