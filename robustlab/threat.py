@@ -154,6 +154,11 @@ class ThreatModel:
                 f"of shape {tuple(x.shape)}"
             ) from None
 
+    def masked(self, t: torch.Tensor) -> torch.Tensor:
+        """t (a perturbation or a gradient) with the mask applied; t itself without a mask."""
+        m = self._mask_like(t)
+        return t if m is None else t * m
+
     def apply(self, x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
         """The perturbed input: clamp(x + mask * delta) to the bounds."""
         m = self._mask_like(x)

@@ -182,9 +182,10 @@ class AttackContext:
             loss, succ = self._judge(x_adv, out, sub)
         return loss, succ, out
 
-    def loss_and_grad(self, x_adv: torch.Tensor, sub: torch.Tensor | None = None
+    def loss_and_grad(self, x_adv: torch.Tensor, sub: torch.Tensor | None = None, record: bool = True
                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Loss, input gradient of the summed loss, success and output at x_adv; records the points."""
+        """Loss, input gradient of the summed loss, success and output at x_adv; records the points
+        (``record=False``: for iterates outside the threat model, e.g. APGD-L1's larger-eps phases)."""
         if self.is_oracle:
             raise InputError(
                 "this attack needs input gradients, but the model is a black-box oracle; use a score- or "
@@ -209,6 +210,8 @@ class AttackContext:
         idx = self.index if sub is None else self.index[sub]
         self.grad_calls[idx] += self.eot
         out = out.detach()
+        if not record:
+            return loss.detach(), grad, self.objective.success(out, self._target(sub)), out
         loss, succ = self._judge(x_adv.detach(), out, sub, loss.detach())
         return loss, grad, succ, out
 

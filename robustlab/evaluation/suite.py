@@ -40,13 +40,16 @@ def build_suite(attacks: str | Sequence[Attack | str], threat: ThreatModel, seed
     """The cascade for a suite name, or a list of attacks / attack names.
 
     - "standard": the AutoAttack protocol: APGD-CE, APGD-T (9 targets), FAB-T (9 targets), each
-      100 iterations, then Square (5,000 queries, p_init 0.8).
+      100 iterations, then Square (5,000 queries, p_init 0.8). L1 (AutoAttack-L1, Croce & Hein 2021):
+      l1-APGD-CE with 5 restarts and APGD-T with 5 targets, both with the 3-2-1 x eps schedule, then FAB-T.
     - "rand": for randomised defences: APGD-CE and APGD-DLR with EOT over 20 draws per step.
     - "fast": APGD-CE and APGD-T (3 targets), 20 iterations: a quick look, not a trustworthy number.
     """
     if isinstance(attacks, str):
         if attacks == "standard":
-            suite = [APGD(threat, "ce", steps=100, seed=seed), APGDT(threat, n_targets=9, steps=100, seed=seed),
+            l1 = threat.norm == "l1"  # AutoAttack-L1: 5 restarts of l1-APGD (3-2-1 eps schedule), 5 targets
+            suite = [APGD(threat, "ce", steps=100, restarts=5 if l1 else 1, seed=seed),
+                     APGDT(threat, n_targets=5 if l1 else 9, steps=100, seed=seed),
                      FABT(threat, n_targets=9, steps=100, seed=seed)]
             if threat.norm in ("linf", "l2"):
                 suite.append(Square(threat, n_queries=5000, p_init=0.8, seed=seed))
