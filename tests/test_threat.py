@@ -174,3 +174,22 @@ def test_l1_box_projection_respects_the_mask_and_the_threat_model_uses_it():
     flat = v.flatten(1)
     assert torch.allclose(project_l1_box(torch.zeros_like(flat), flat, 1.5, (-float("inf"), float("inf"))),
                           project_l1_ball(flat, 1.5), atol=1e-6)
+
+
+@pytest.mark.parametrize("bounds", [(0.0, 1.0), (-0.5, 2.0)])
+def test_apply_keeps_the_input_in_bounds_and_applies_the_mask(bounds):
+    """apply(x, delta) = clamp(x + mask * delta): a shared (universal) perturbation can push x out of
+    the box; apply must bring it back, coordinate by coordinate, and leave masked coordinates alone."""
+    g = torch.Generator().manual_seed(0)
+    lo, hi = bounds
+    x = lo + (hi - lo) * torch.rand(6, 1, 4, 4, generator=g)
+    delta = 0.8 * (hi - lo) * torch.randn(1, 1, 4, 4, generator=g).expand_as(x)
+    threat = rl.ThreatModel("linf", 0.25, bounds=bounds)
+    out = threat.apply(x, delta)
+    assert float(out.min()) >= lo and float(out.max()) <= hi
+    assert torch.equal(out, torch.clamp(x + delta, lo, hi))
+    mask = torch.zeros(1, 4, 4)
+    mask[:, :2] = 1
+    masked = rl.ThreatModel("linf", 0.25, bounds=bounds, mask=mask).apply(x, delta)
+    assert torch.equal(masked[:, :, 2:], x[:, :, 2:])
+    assert torch.equal(masked[:, :, :2], torch.clamp(x + delta, lo, hi)[:, :, :2])
