@@ -99,3 +99,97 @@ def test_invalid_threat_arguments():
         rl.ThreatModel("linf", float("nan"))
     with pytest.raises(rl.InputError, match="known norms: linf, l2, l1"):
         rl.ThreatModel("l7", 0.1)
+
+
+# ----- L1 ball intersected with the box (Croce & Hein 2021) ---------------------------------------
+
+def test_l1_box_projection_beats_projecting_then_clipping():
+    """x=(0, 0.5), v=(-2, 1), eps 1, box [0, 1]: the exact answer is (0, 0.5) at distance 2.062; the
+    ball-then-clip projection gives (0, 0) at 2.236 (it spends the budget on the saturated pixel)."""
+    from robustlab.threat import project_l1_box
+
+    x, v = torch.tensor([[0.0, 0.5]]), torch.tensor([[-2.0, 1.0]])
+    d = project_l1_box(x, v, 1.0, (0.0, 1.0))
+    assert torch.allclose(d, torch.tensor([[0.0, 0.5]]))
+    assert abs(float((d - v).norm()) - 2.0616) < 1e-3
+    clip_after_ball = (x + project_l1_ball(v, 1.0)).clamp(0, 1) - x
+    assert abs(float((clip_after_ball - v).norm()) - 2.2361) < 1e-3
+    threat = rl.ThreatModel("l1", 1.0)
+    assert torch.allclose(threat.project(x, x + v), torch.tensor([[0.0, 1.0]]))
+
+
+def _l1_box_by_solver(x, v, eps, lo, hi):
+    """Reference: the QP min ||z - v||^2, ||z||_1 <= eps, lo <= x + z <= hi, solved by SLSQP over
+    z = p - q with p, q >= 0 (independent of the sorting algorithm)."""
+    import numpy as np
+    from scipy.optimize import minimize
+
+    n = v.size
+    fun = lambda w: 0.5 * np.sum((w[:n] - w[n:] - v) ** 2)
+    jac = lambda w: np.concatenate([w[:n] - w[n:] - v, -(w[:n] - w[n:] - v)])
+    cons = [{"type": "ineq", "fun": lambda w: eps - w.sum(), "jac": lambda w: -np.ones(2 * n)},
+            {"type": "ineq", "fun": lambda w: (hi - x) - (w[:n] - w[n:]),
+             "jac": lambda w: np.concatenate([-np.eye(n), np.eye(n)], 1)},
+            {"type": "ineq", "fun": lambda w: (w[:n] - w[n:]) - (lo - x),
+             "jac": lambda w: np.concatenate([np.eye(n), -np.eye(n)], 1)}]
+    res = minimize(fun, np.zeros(2 * n), jac=jac, bounds=[(0, None)] * (2 * n), constraints=cons,
+                   method="SLSQP", options={"ftol": 1e-12, "maxiter": 500})
+    return res.x[:n] - res.x[n:]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_l1_box_projection_matches_a_convex_solver(seed):
+    from robustlab.threat import project_l1_box
+
+    g = torch.Generator().manual_seed(seed)
+    lo, hi = (-1.0, 2.0) if seed % 2 else (0.0, 1.0)
+    x = lo + (hi - lo) * torch.rand(6, 7, generator=g, dtype=torch.float64)
+    x[:, :2] = torch.tensor([lo, hi], dtype=torch.float64)          # saturated pixels
+    v = torch.randn(6, 7, generator=g, dtype=torch.float64) * 1.5
+    eps = torch.tensor([0.3, 1.0, 2.0, 3.0, 6.0, 20.0], dtype=torch.float64)
+    d = project_l1_box(x, v, eps, (lo, hi))
+    for i in range(6):
+        ref = torch.from_numpy(_l1_box_by_solver(x[i].numpy(), v[i].numpy(), float(eps[i]), lo, hi))
+        assert float(d[i].abs().sum()) <= float(eps[i]) + 1e-9
+        assert float((x[i] + d[i]).min()) >= lo - 1e-12 and float((x[i] + d[i]).max()) <= hi + 1e-12
+        assert (d[i] - v[i]).norm() <= (ref - v[i]).norm() + 1e-7
+        assert torch.allclose(d[i], ref, atol=1e-5)
+
+
+def test_l1_box_projection_respects_the_mask_and_the_threat_model_uses_it():
+    from robustlab.threat import project_l1_box
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(4, 1, 5, 5, generator=g)
+    v = torch.randn(4, 1, 5, 5, generator=g)
+    mask = torch.zeros(1, 5, 5)
+    mask[:, 1:4, 1:4] = 1
+    d = project_l1_box(x, v * mask, 1.5, (0.0, 1.0), mask)
+    assert (d * (1 - mask)).abs().max() == 0
+    threat = rl.ThreatModel("l1", 1.5, mask=mask)
+    p = threat.project(x, x + v)
+    assert torch.allclose(p - x, d, atol=1e-6)
+    assert threat.contains(x, p).all()
+    # an unbounded box reduces it to the plain ball projection
+    flat = v.flatten(1)
+    assert torch.allclose(project_l1_box(torch.zeros_like(flat), flat, 1.5, (-float("inf"), float("inf"))),
+                          project_l1_ball(flat, 1.5), atol=1e-6)
+
+
+@pytest.mark.parametrize("bounds", [(0.0, 1.0), (-0.5, 2.0)])
+def test_apply_keeps_the_input_in_bounds_and_applies_the_mask(bounds):
+    """apply(x, delta) = clamp(x + mask * delta): a shared (universal) perturbation can push x out of
+    the box; apply must bring it back, coordinate by coordinate, and leave masked coordinates alone."""
+    g = torch.Generator().manual_seed(0)
+    lo, hi = bounds
+    x = lo + (hi - lo) * torch.rand(6, 1, 4, 4, generator=g)
+    delta = 0.8 * (hi - lo) * torch.randn(1, 1, 4, 4, generator=g).expand_as(x)
+    threat = rl.ThreatModel("linf", 0.25, bounds=bounds)
+    out = threat.apply(x, delta)
+    assert float(out.min()) >= lo and float(out.max()) <= hi
+    assert torch.equal(out, torch.clamp(x + delta, lo, hi))
+    mask = torch.zeros(1, 4, 4)
+    mask[:, :2] = 1
+    masked = rl.ThreatModel("linf", 0.25, bounds=bounds, mask=mask).apply(x, delta)
+    assert torch.equal(masked[:, :, 2:], x[:, :, 2:])
+    assert torch.equal(masked[:, :, :2], torch.clamp(x + delta, lo, hi)[:, :, :2])

@@ -6,9 +6,10 @@ from ..registry import Registry
 from ..threat import ThreatModel
 from .apgd import APGD, APGDDLR, APGDT, apgd_checkpoints
 from .base import Attack, AttackContext, AttackResult, IterativeAttack
+from .bpda import BPDA
 from .gradient import BIM, FGSM, MIFGSM, PGD
 from .minnorm import CarliniWagnerL2, DeepFool
-from .fab import FABT
+from .fab import FABT, project_hyperplane_box
 from .square import Square
 from .parametric import (BlurLightingThreat, ColorThreat, GeometricThreat, ParametricPGD, ParametricThreat,
                          RandomTransform, survival_rate)
@@ -67,8 +68,8 @@ __all__ = [
     "AdversarialPatch", "BlurLightingThreat", "ColorThreat", "Ensemble", "GeometricThreat", "InputDiversity",
     "ParametricPGD", "ParametricThreat", "RandomTransform", "TransferMatrix", "TransferResult", "UniversalPerturbation",
     "survival_rate", "transfer_attack", "transfer_matrix",
-    "APGD", "APGDDLR", "APGDT", "ATTACKS", "Attack", "AttackContext", "AttackResult", "BIM",
+    "APGD", "APGDDLR", "APGDT", "ATTACKS", "Attack", "AttackContext", "AttackResult", "BIM", "BPDA",
     "BanditsTD", "BoundaryAttack", "CarliniWagnerL2", "DecisionAttack", "DeepFool", "FABT", "HopSkipJump", "NES", "RayS",
     "SimBA", "Square", "FGSM", "IterativeAttack", "MIFGSM", "PGD", "apgd_checkpoints",
-    "create_attack", "list_attacks",
+    "create_attack", "list_attacks", "project_hyperplane_box",
 ]

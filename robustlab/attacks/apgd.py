@@ -1,11 +1,16 @@
 """Auto-PGD (Croce & Hein 2020, "Reliable evaluation of adversarial robustness with an ensemble
-of diverse parameter-free attacks"), untargeted (CE or DLR) and targeted over the top-k classes."""
+of diverse parameter-free attacks"), untargeted (CE or DLR) and targeted over the top-k classes;
+for L1 the APGD of Croce & Hein 2021 ("Mind the box: l1-APGD for sparse adversarial attacks on
+image classifiers"): adaptive sparsity, exact L1-ball-and-box projection, eps schedule 3, 2, 1 x eps."""
 from __future__ import annotations
+
+import math
 
 import torch
 
-from ..objectives import DLR, CrossEntropy, Objective, TargetedDLR
-from ..threat import ThreatModel, _per_sample, lp_norm
+from ..errors import InputError
+from ..objectives import DLR, Objective, TargetedDLR
+from ..threat import ThreatModel, per_sample, lp_norm
 from .base import AttackContext, IterativeAttack
 
 
@@ -36,8 +41,17 @@ class APGD(IterativeAttack):
     (1) the loss increased in at most 75% of the steps since w_{j-1}, or
     (2) eta was not halved at w_{j-1} and the best loss did not improve since w_{j-1}
     (condition 2 is not applied at the first checkpoint).
-    ``objective`` picks the loss: "ce" or "dlr" (or any Objective). For L1 the step is the sparse
-    steepest-ascent step of the threat model, not the adaptive-sparsity APGD-L1 of Croce & Hein 2021.
+    ``objective`` picks the loss: "ce" or "dlr" (or any Objective).
+
+    L1 (Croce & Hein 2021, l1-APGD): no momentum; the step moves the top-k coordinates of |g| by
+    eta / k each along sign(g) and projects exactly onto the L1 ball intersected with the box. The
+    sparsity k is adapted: every max(floor(0.04 N), 1) iterations, k becomes ||x_best - x||_0 / 1.5;
+    if that sparsity fell by more than 5% since the last check, eta resets to eps and the iterate
+    restarts from the best point, else eta /= 1.5 (eta stays in [eps / 10, eps]). With
+    ``eps_schedule`` (default for L1, as in AutoAttack-L1) each restart runs 30% of the steps at
+    3 eps, 30% at 2 eps and the rest at eps, each phase starting from the previous phase's best point
+    projected onto the smaller ball; only points inside the real eps ball count as results. The random
+    start is x + N(0, I) projected onto the first phase's ball and the box.
     """
 
     name = "apgd"
@@ -45,14 +59,21 @@ class APGD(IterativeAttack):
     momentum = 0.75
     rho = 0.75
 
+    #: L1: initial share of coordinates in the sparse step without the eps schedule
+    l1_topk_init = 0.2
+
     def __init__(self, threat: ThreatModel, objective: Objective | str | None = "ce", *, steps: int = 100,
-                 restarts: int = 1, early_stop: bool = True, seed: int = 0):
+                 restarts: int = 1, early_stop: bool = True, seed: int = 0, eps_schedule: bool | None = None):
         super().__init__(threat, objective, early_stop=early_stop, seed=seed)
         self.steps = int(steps)
         self.restarts = int(restarts)
         if self.steps < 1 or self.restarts < 1:
             raise ValueError("steps and restarts must be >= 1")
         self._checkpoints = set(apgd_checkpoints(self.steps)[1:])
+        self.eps_schedule = (threat.norm == "l1") if eps_schedule is None else bool(eps_schedule)
+        if self.eps_schedule and threat.norm != "l1":
+            raise InputError("eps_schedule (3, 2, 1 x eps) is the L1 APGD's; use it with an l1 threat model")
+        self._phases = l1_phases(self.steps, self.eps_schedule)
         if type(self) is APGD:
             self.name = f"apgd-{self.objective.name}"
 
@@ -66,10 +87,12 @@ class APGD(IterativeAttack):
             t = ctx.rand_full(ctx.x.shape[1:], kind="randn")
         else:
             return ctx.random_init()
-        t = t / _per_sample(lp_norm(t, threat.norm).clamp_min(1e-12), t)
+        t = t / per_sample(lp_norm(t, threat.norm).clamp_min(1e-12), t)
         return threat.project(ctx.x, ctx.x + threat.eps * t)
 
     def init_state(self, ctx: AttackContext, restart: int) -> dict:
+        if ctx.threat.norm == "l1":
+            return self._l1_init(ctx)
         x0 = self._random_start(ctx)
         loss, grad, _, _ = ctx.loss_and_grad(x0)
         n = x0.shape[0]
@@ -85,6 +108,8 @@ class APGD(IterativeAttack):
         }
 
     def step(self, ctx: AttackContext, s: dict, i: int) -> dict:
+        if ctx.threat.norm == "l1":
+            return self._l1_step(ctx, s, i)
         threat = ctx.threat
         x_k = s["x_adv"]
         a = 1.0 if i == 0 else self.momentum
@@ -95,8 +120,8 @@ class APGD(IterativeAttack):
         s = dict(s)
         s["increases"] = s["increases"] + (loss > s["loss"]).long()
         improved = loss > s["loss_best"]
-        s["x_best"] = torch.where(_per_sample(improved, x_next), x_next, s["x_best"])
-        s["grad_best"] = torch.where(_per_sample(improved, grad), grad, s["grad_best"])
+        s["x_best"] = torch.where(per_sample(improved, x_next), x_next, s["x_best"])
+        s["grad_best"] = torch.where(per_sample(improved, grad), grad, s["grad_best"])
         s["loss_best"] = torch.where(improved, loss, s["loss_best"])
         s["x_prev"], s["x_adv"], s["grad"], s["loss"] = x_k, x_next, grad, loss
         s["since_check"] += 1
@@ -107,13 +132,104 @@ class APGD(IterativeAttack):
             stalled = ~s["halved_at_check"] & (s["loss_best_at_check"] >= s["loss_best"])
             halve = oscillating | stalled
             s["eta"] = torch.where(halve, s["eta"] / 2, s["eta"])
-            s["x_adv"] = torch.where(_per_sample(halve, x_next), s["x_best"], s["x_adv"])
-            s["grad"] = torch.where(_per_sample(halve, grad), s["grad_best"], s["grad"])
+            s["x_adv"] = torch.where(per_sample(halve, x_next), s["x_best"], s["x_adv"])
+            s["grad"] = torch.where(per_sample(halve, grad), s["grad_best"], s["grad"])
             s["halved_at_check"] = halve
             s["loss_best_at_check"] = s["loss_best"].clone()
             s["increases"] = torch.zeros_like(s["increases"])
             s["since_check"] = 0
         return s
+
+
+    # ----- L1 (Croce & Hein 2021) -------------------------------------------------------------
+    def _l1_eval(self, ctx: AttackContext, x_adv: torch.Tensor, factor: float):
+        """Loss and gradient; iterates of a larger-eps phase are recorded only when inside eps."""
+        if factor == 1:
+            loss, grad, _, _ = ctx.loss_and_grad(x_adv)
+        else:
+            loss, grad, succ, _ = ctx.loss_and_grad(x_adv, record=False)
+            inside = lp_norm(x_adv - ctx.x, "l1") <= ctx.threat.eps
+            if inside.any():
+                ctx.record(x_adv[inside], loss[inside], succ[inside], ctx.index[inside])
+        return loss, grad
+
+    def _l1_phase_start(self, ctx: AttackContext, x_init: torch.Tensor, phase: int, fresh: bool) -> dict:
+        """State at the start of one phase (a fresh run of l1-APGD at radius factor * eps from x_init)."""
+        factor, n_iter = self._phases[phase]
+        eps = factor * ctx.threat.eps
+        x_adv = ctx.threat.project(ctx.x, x_init, eps)
+        loss, grad = self._l1_eval(ctx, x_adv, factor)
+        n = x_adv.shape[0]
+        n_fts = x_adv[0].numel()
+        if fresh:  # no starting point given: fixed initial sparsity
+            topk = torch.full((n,), self.l1_topk_init, dtype=x_adv.dtype, device=x_adv.device)
+            sp_old = torch.full((n,), float(n_fts), dtype=x_adv.dtype, device=x_adv.device)
+        else:
+            sp_old = _l0(x_adv - ctx.x)
+            topk = sp_old / n_fts / 1.5
+        return {
+            "x_adv": x_adv, "grad": grad, "loss": loss,
+            "x_best": x_adv.clone(), "grad_best": grad.clone(), "loss_best": loss.clone(),
+            "eta": torch.full((n,), eps, dtype=x_adv.dtype, device=x_adv.device),
+            "topk": topk, "sp_old": sp_old,
+            "phase": phase, "since_check": 0, "check_every": max(int(0.04 * n_iter), 1),
+        }
+
+    def _l1_init(self, ctx: AttackContext) -> dict:
+        t = ctx.rand_full(ctx.x.shape[1:], kind="randn")
+        return self._l1_phase_start(ctx, ctx.x + t, 0, fresh=not self.eps_schedule)
+
+    def _l1_step(self, ctx: AttackContext, s: dict, i: int) -> dict:
+        phase = s["phase"]
+        if phase + 1 < len(self._phases) and i == sum(n for _, n in self._phases[:phase + 1]):
+            s = self._l1_phase_start(ctx, s["x_best"], phase + 1, fresh=False)
+            phase = s["phase"]
+        factor = self._phases[phase][0]
+        eps = factor * ctx.threat.eps
+        x, x_k, grad = ctx.x, s["x_adv"], s["grad"]
+        grad = ctx.threat.masked(grad)
+        flat = grad.abs().flatten(1)
+        n_fts = flat.shape[1]
+        kth = ((1 - s["topk"]) * n_fts).clamp(0, n_fts - 1).long()
+        thresh = flat.sort(1).values.gather(1, kth[:, None])
+        direction = (grad.sign() * (flat >= thresh).reshape(grad.shape))
+        direction = direction / per_sample(lp_norm(direction, "l1") + 1e-10, direction)
+        x_step = x_k + per_sample(s["eta"], x_k) * direction
+        x_next = ctx.threat.project(x, x_step, eps)
+        loss, grad = self._l1_eval(ctx, x_next, factor)
+
+        s = dict(s)
+        improved = loss > s["loss_best"]
+        s["x_best"] = torch.where(per_sample(improved, x_next), x_next, s["x_best"])
+        s["grad_best"] = torch.where(per_sample(improved, grad), grad, s["grad_best"])
+        s["loss_best"] = torch.where(improved, loss, s["loss_best"])
+        s["x_adv"], s["grad"], s["loss"] = x_next, grad, loss
+        s["since_check"] += 1
+        if s["since_check"] == s["check_every"]:
+            sp = _l0(s["x_best"] - x)
+            sparser = sp / s["sp_old"].clamp_min(1) < 0.95
+            s["topk"] = sp / n_fts / 1.5
+            s["eta"] = torch.where(sparser, torch.full_like(s["eta"], eps), s["eta"] / 1.5).clamp(eps / 10, eps)
+            s["sp_old"] = sp
+            s["x_adv"] = torch.where(per_sample(sparser, x_next), s["x_best"], s["x_adv"])
+            s["grad"] = torch.where(per_sample(sparser, grad), s["grad_best"], s["grad"])
+            s["since_check"] = 0
+        return s
+
+
+def l1_phases(steps: int, eps_schedule: bool) -> list[tuple[float, int]]:
+    """(eps factor, iterations) of each phase of an l1-APGD run: with the schedule
+    3 eps for ceil(0.3 N), 2 eps for ceil(0.3 N), eps for the rest (at least one iteration)."""
+    if not eps_schedule:
+        return [(1.0, steps)]
+    first = math.ceil(0.3 * steps)
+    if steps - 2 * first < 1:
+        return [(1.0, steps)]
+    return [(3.0, first), (2.0, first), (1.0, steps - 2 * first)]
+
+
+def _l0(t: torch.Tensor) -> torch.Tensor:
+    return (t != 0).flatten(1).sum(1).to(t.dtype)
 
 
 class APGDDLR(APGD):
@@ -122,8 +238,9 @@ class APGDDLR(APGD):
     name = "apgd-dlr"
 
     def __init__(self, threat: ThreatModel, *, steps: int = 100, restarts: int = 1,
-                 early_stop: bool = True, seed: int = 0):
-        super().__init__(threat, DLR(), steps=steps, restarts=restarts, early_stop=early_stop, seed=seed)
+                 early_stop: bool = True, seed: int = 0, eps_schedule: bool | None = None):
+        super().__init__(threat, DLR(), steps=steps, restarts=restarts, early_stop=early_stop, seed=seed,
+                         eps_schedule=eps_schedule)
 
 
 class APGDT(APGD):
@@ -137,9 +254,9 @@ class APGDT(APGD):
     name = "apgd-t"
 
     def __init__(self, threat: ThreatModel, *, n_targets: int = 9, steps: int = 100, restarts: int = 1,
-                 early_stop: bool = True, seed: int = 0):
+                 early_stop: bool = True, seed: int = 0, eps_schedule: bool | None = None):
         super().__init__(threat, TargetedDLR(untargeted_success=True), steps=steps, restarts=restarts,
-                         early_stop=early_stop, seed=seed)
+                         early_stop=early_stop, seed=seed, eps_schedule=eps_schedule)
         self.n_targets = int(n_targets)
 
     def run(self, ctx: AttackContext) -> None:

@@ -227,10 +227,11 @@ class AttackContext:
             loss, succ = self._judge(x_adv, out, sub)
         return loss, succ, out
 
-    def loss_and_grad(self, x_adv: torch.Tensor, sub: torch.Tensor | None = None
+    def loss_and_grad(self, x_adv: torch.Tensor, sub: torch.Tensor | None = None, record: bool = True
                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Loss, gradient of the summed loss with respect to the threat variable `x_adv` (the input
-        itself for pixel threats), success and output; records the points."""
+        itself for pixel threats), success and output; records the points (``record=False``: for
+        iterates outside the threat model, e.g. APGD-L1's larger-eps phases)."""
         if self.is_oracle:
             raise InputError(
                 "this attack needs input gradients, but the model is a black-box oracle; use a score- or "
@@ -257,10 +258,12 @@ class AttackContext:
         idx = self.index if sub is None else self.index[sub]
         self.grad_calls[idx] += self.eot
         out = out.detach()
-        loss, succ = self._judge(x_adv.detach(), out, sub, loss.detach())
         if not self.threat.variable_is_point:
             threat = self.threat if sub is None or not self.threat.has_per_sample_state else self.threat.subset(sub)
             grad = threat.pullback(self.x if sub is None else self.x[sub], v, grad)
+        if not record:
+            return loss.detach(), grad, self.objective.success(out, self._target(sub)), out
+        loss, succ = self._judge(x_adv.detach(), out, sub, loss.detach())
         return loss, grad, succ, out
 
     def probe(self, x_many: torch.Tensor, owners: torch.Tensor) -> torch.Tensor:

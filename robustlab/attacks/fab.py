@@ -5,41 +5,83 @@ from __future__ import annotations
 import torch
 
 from ..errors import InputError
-from ..objectives import CrossEntropy, _labels
-from ..threat import ThreatModel, _per_sample, lp_norm
+from ..objectives import CrossEntropy, labels_of
+from ..threat import ThreatModel, per_sample, lp_norm
 from .base import Attack, AttackContext
 
 
-def _hyperplane_step(g: torch.Tensor, w: torch.Tensor, norm: str) -> torch.Tensor:
-    """Minimal-norm step delta with g + <w, delta> = 0 (linearised boundary)."""
-    wf = w.flatten(1)
-    if norm == "l2":
-        step = -g / wf.pow(2).sum(1).clamp_min(1e-12)
-        return _per_sample(step, w) * w
-    if norm == "linf":
-        step = -g / wf.abs().sum(1).clamp_min(1e-12)
-        return _per_sample(step, w) * w.sign()
-    idx = wf.abs().argmax(1)  # l1: move the single most sensitive coordinate
-    out = torch.zeros_like(wf)
-    wi = wf.gather(1, idx[:, None]).squeeze(1)
-    wi = torch.where(wi.abs() < 1e-12, torch.full_like(wi, 1e-12), wi)
-    val = -g / wi
-    out.scatter_(1, idx[:, None], val[:, None])
-    return out.reshape(w.shape)
+def project_hyperplane_box(t: torch.Tensor, w: torch.Tensor, c: torch.Tensor, norm: str,
+                           bounds: tuple[float, float] = (0.0, 1.0), movable: torch.Tensor | None = None
+                           ) -> torch.Tensor:
+    """Minimal-norm step d with <w, d> = c and lo <= t + d <= hi, exactly (per sample, flattened rows).
+
+    FAB's projection onto the linearised boundary intersected with the box (Croce & Hein 2020). With
+    s = sign(c), each coordinate moves by m_i in [0, cap_i] along s * sign(w_i), where cap_i is the
+    room the box leaves in that direction, and sum_i |w_i| m_i = |c|:
+      L2:   m_i = min(lambda |w_i|, cap_i);   Linf: m_i = min(lambda, cap_i);
+      L1:   fill the coordinates in order of decreasing |w_i| up to their caps (a linear programme),
+    with lambda >= 0 the root of a nondecreasing piecewise-linear function, found by sorting the
+    breakpoints and a binary search over them. When the hyperplane is out of reach inside the box,
+    every coordinate moves to its cap (the box corner closest to the hyperplane).
+    ``movable``: bool or 0/1 rows, False where a coordinate may not change (a threat mask).
+    """
+    lo, hi = bounds
+    sgn = torch.where(c >= 0, 1.0, -1.0).to(w.dtype)
+    wp = w * sgn[:, None]                                   # now <wp, d> = |c| >= 0 is wanted
+    target = c.abs()
+    aw = wp.abs()
+    cap = torch.where(wp > 0, hi - t, t - lo).clamp_min(0) * (wp != 0)
+    if movable is not None:
+        cap = cap * (movable != 0)
+    gain = aw * cap                                         # progress of a saturated coordinate
+    if norm == "l1":
+        key, slope = -aw, None                             # decreasing |w_i|
+    elif norm == "l2":
+        key, slope = torch.where(aw > 0, cap / aw.clamp_min(1e-30), torch.zeros_like(aw)), aw * aw
+    elif norm == "linf":
+        key, slope = cap, aw
+    else:
+        raise InputError(f"unknown norm {norm!r}")
+    key, order = key.sort(1)
+    gain_s = gain.gather(1, order)
+    cum_gain = gain_s.cumsum(1)
+    feasible = cum_gain[:, -1] >= target
+    if norm == "l1":
+        # first k with cumulative gain >= target: coordinates before it saturate, k moves partially
+        k = (cum_gain < target[:, None]).sum(1).clamp(max=w.shape[1] - 1)
+        before = torch.cat([torch.zeros_like(cum_gain[:, :1]), cum_gain[:, :-1]], 1).gather(1, k[:, None]).squeeze(1)
+        idx = order.gather(1, k[:, None]).squeeze(1)
+        a_k = aw.gather(1, idx[:, None]).squeeze(1).clamp_min(1e-30)
+        rank = torch.empty_like(order).scatter_(1, order, torch.arange(w.shape[1], device=w.device).expand_as(order))
+        m = torch.where(rank < k[:, None], cap, torch.zeros_like(cap))
+        m.scatter_(1, idx[:, None], ((target - before) / a_k).clamp_min(0)[:, None])
+        m = torch.minimum(m, cap)
+    else:
+        slope_s = slope.gather(1, order)
+        rest = slope_s.flip(1).cumsum(1).flip(1)            # sum of slopes of coordinates not yet saturated
+        rest_after = torch.cat([rest[:, 1:], torch.zeros_like(rest[:, :1])], 1)
+        value = cum_gain + key * rest_after                 # phi at each breakpoint
+        k = (value < target[:, None]).sum(1).clamp(max=w.shape[1] - 1)
+        before = torch.cat([torch.zeros_like(cum_gain[:, :1]), cum_gain[:, :-1]], 1).gather(1, k[:, None]).squeeze(1)
+        denom = rest.gather(1, k[:, None]).squeeze(1).clamp_min(1e-30)
+        lam = ((target - before) / denom).clamp_min(0)[:, None]
+        m = torch.minimum(lam * (aw if norm == "l2" else (aw > 0).to(aw.dtype)), cap)
+    m = torch.where(feasible[:, None], m, cap)
+    return m * torch.sign(wp)
 
 
 class FABT(Attack):
     """FAB-T: for each of the top-k target classes t, iterate
 
-        delta_k = minimal step onto the linearised boundary {f_t = f_y} at x_k,
-        delta_0 = minimal step from the clean x onto the same hyperplane,
+        delta_k = minimal step onto the linearised boundary {f_t = f_y} at x_k, inside the box,
+        delta_0 = minimal step from the clean x onto the same hyperplane, inside the box,
         alpha = min(||delta_k|| / (||delta_k|| + ||delta_0||), alpha_max),
         x_{k+1} = clip((1 - alpha)(x_k + eta delta_k) + alpha (x + eta delta_0)),
 
     and on reaching the target side step back towards x: x_{k+1} <- (1 - beta) x + beta x_{k+1}.
     The smallest successful perturbation is kept; a point is broken when it lies within eps.
-    The exact projection onto hyperplane-and-box of the paper is approximated here by the
-    hyperplane projection followed by clipping to the box.
+    delta_k and delta_0 are the exact projections onto the hyperplane intersected with the box
+    (:func:`project_hyperplane_box`), and alpha is computed from their norms, as in the paper's code.
     """
 
     name = "fab-t"
@@ -55,11 +97,14 @@ class FABT(Attack):
             clean = ctx._forward(ctx.x)
         ctx.forward_calls[ctx.index] += 1
         ctx._judge(ctx.x, clean, None)
-        labels_full = _labels(clean, ctx.target)
+        labels_full = labels_of(clean, ctx.target)
         ranked = clean.argsort(1, descending=True)
         n_targets = min(self.n_targets, clean.shape[1] - 1)
         all_idx = ctx.index.clone()
         lo, hi = ctx.threat.bounds
+        movable = None
+        if ctx.threat.mask is not None:
+            movable = ctx.threat.masked(torch.ones_like(ctx.x[:1])).flatten(1)
         for k in range(n_targets):
             keep = ~ctx.success_full[all_idx] if self.early_stop else torch.ones_like(all_idx, dtype=torch.bool)
             pos = keep.nonzero().flatten()
@@ -78,18 +123,23 @@ class FABT(Attack):
                 ctx.grad_calls[ctx.index] += 1
                 out, g = out.detach(), g.detach()
                 self._record(ctx, x_k, out)
-                d_k = _hyperplane_step(g, w, ctx.threat.norm)
-                g0 = g + (w * (x0 - x_k)).flatten(1).sum(1)
-                d_0 = _hyperplane_step(g0, w, ctx.threat.norm)
-                n_k, n_0 = lp_norm(d_k, ctx.threat.norm), lp_norm(d_0, ctx.threat.norm)
-                alpha = (n_k / (n_k + n_0).clamp_min(1e-12)).clamp(max=self.alpha_max)
-                a = _per_sample(alpha, x_k)
+                # both projections at once: rows [x_k; x0] onto {z : g + <w, z - x_k> = 0} and the box
+                wf = w.flatten(1)
+                g0 = g + (wf * (x0 - x_k).flatten(1)).sum(1)
+                both = project_hyperplane_box(torch.cat([x_k.flatten(1), x0.flatten(1)]), torch.cat([wf, wf]),
+                                              -torch.cat([g, g0]), ctx.threat.norm, (lo, hi),
+                                              None if movable is None else movable.expand(2 * len(g), -1))
+                d_k, d_0 = both[:len(g)].reshape(x_k.shape), both[len(g):].reshape(x_k.shape)
+                n_k = lp_norm(d_k, ctx.threat.norm).clamp_min(1e-8)
+                n_0 = lp_norm(d_0, ctx.threat.norm).clamp_min(1e-8)
+                alpha = (n_k / (n_k + n_0)).clamp(0, self.alpha_max)
+                a = per_sample(alpha, x_k)
                 x_next = ((1 - a) * (x_k + self.eta * d_k) + a * (x0 + self.eta * d_0)).clamp(lo, hi)
                 with torch.no_grad():
                     out_next = ctx._forward(x_next)
                 ctx.forward_calls[ctx.index] += 1
                 adv = self._record(ctx, x_next, out_next)
-                x_k = torch.where(_per_sample(adv, x_next), (1 - self.beta) * x0 + self.beta * x_next, x_next).detach()
+                x_k = torch.where(per_sample(adv, x_next), (1 - self.beta) * x0 + self.beta * x_next, x_next).detach()
                 if self.early_stop:
                     live = ~ctx.success_full[ctx.index]
                     if not live.all():

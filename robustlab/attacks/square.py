@@ -7,7 +7,7 @@ import torch
 
 from ..errors import InputError
 from ..objectives import Margin, Objective
-from ..threat import ThreatModel, _per_sample, lp_norm
+from ..threat import ThreatModel, per_sample, lp_norm
 from .base import AttackContext, IterativeAttack
 
 
@@ -85,9 +85,9 @@ class Square(IterativeAttack):
                 if top + s > h or left + s > w:
                     continue
                 bump = _meta_bump(s, ctx.x)
-                bumps = torch.where(_per_sample(flips[:, i, j] < 0.5, bump[None]), bump.T[None], bump[None])
+                bumps = torch.where(per_sample(flips[:, i, j] < 0.5, bump[None]), bump.T[None], bump[None])
                 delta[:, :, top:top + s, left:left + s] += bumps[:, None] * signs[:, i, j, :, None, None]
-        delta = delta / _per_sample(lp_norm(delta, "l2").clamp_min(1e-12), delta)
+        delta = delta / per_sample(lp_norm(delta, "l2").clamp_min(1e-12), delta)
         return delta * ctx.threat.eps
 
     def step(self, ctx: AttackContext, s: dict, i: int) -> dict:
@@ -103,13 +103,13 @@ class Square(IterativeAttack):
             x_new = self._apply(threat, x, new)
             unchanged = (x_new - s["x_adv"]).abs().flatten(1).amax(1) <= 1e-7
             if unchanged.any():  # the window already had these signs: flip them so the query is not wasted
-                new = torch.where(window & _per_sample(unchanged, window), -signs, new)
+                new = torch.where(window & per_sample(unchanged, window), -signs, new)
                 x_new = self._apply(threat, x, new)
         else:
             x_new = threat.project(x, x + self._l2_update(ctx, delta, p, b, c, h, w))
         loss, _, _ = ctx.evaluate(x_new)
         better = loss > s["loss"]
-        return {"x_adv": torch.where(_per_sample(better, x_new), x_new, s["x_adv"]),
+        return {"x_adv": torch.where(per_sample(better, x_new), x_new, s["x_adv"]),
                 "loss": torch.where(better, loss, s["loss"])}
 
     @staticmethod
@@ -142,7 +142,7 @@ class Square(IterativeAttack):
         new_w1 = new_w1 / new_w1.flatten(2).norm(dim=2).clamp_min(1e-12)[:, :, None, None] * target[:, :, None, None]
         new = delta.masked_fill(w2, 0.0)
         new[w1] = new_w1.flatten()
-        return new / _per_sample(lp_norm(new, "l2").clamp_min(1e-12), new) * eps
+        return new / per_sample(lp_norm(new, "l2").clamp_min(1e-12), new) * eps
 
 
 def _pyramid(rows: int, cols: int, like: torch.Tensor) -> torch.Tensor:

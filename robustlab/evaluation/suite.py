@@ -51,7 +51,8 @@ def build_suite(attacks: str | Sequence[Attack | str], threat: ThreatModel, seed
 
     For classification objectives (the default):
     - "standard": the AutoAttack protocol: APGD-CE, APGD-T (9 targets), FAB-T (9 targets), each
-      100 iterations, then Square (5,000 queries, p_init 0.8).
+      100 iterations, then Square (5,000 queries, p_init 0.8). L1 (AutoAttack-L1, Croce & Hein 2021):
+      l1-APGD-CE with 5 restarts and APGD-T with 5 targets, both with the 3-2-1 x eps schedule, then FAB-T.
     - "rand": for randomised defences: APGD-CE and APGD-DLR with EOT over 20 draws per step; a point
       counts as broken when the mean output of 20 draws is wrong at it. "rand-draw" judges each
       success on one fresh draw instead, as AutoAttack does (per point the two can differ; the mean
@@ -76,7 +77,9 @@ def build_suite(attacks: str | Sequence[Attack | str], threat: ThreatModel, seed
         return [APGD(threat, objective, steps=20, seed=seed)]
     if isinstance(attacks, str):
         if attacks == "standard":
-            suite = [APGD(threat, "ce", steps=100, seed=seed), APGDT(threat, n_targets=9, steps=100, seed=seed),
+            l1 = threat.norm == "l1"  # AutoAttack-L1: 5 restarts of l1-APGD (3-2-1 eps schedule), 5 targets
+            suite = [APGD(threat, "ce", steps=100, restarts=5 if l1 else 1, seed=seed),
+                     APGDT(threat, n_targets=5 if l1 else 9, steps=100, seed=seed),
                      FABT(threat, n_targets=9, steps=100, seed=seed)]
             if pixel:
                 suite.append(Square(threat, max_queries=5000, p_init=0.8, seed=seed))
