@@ -269,3 +269,67 @@ def _cli_sweep_eps_and_represent(tmp_path, main, json):
     for f in ("saliency", "interpolation", "inversion", "synthesis", "features"):
         assert (run / "figures" / f"repr-{f}.png").exists()
     assert (run / "representations.html").exists()
+
+
+# ---- the caller's model state is left alone ---------------------------------------------------------
+def _bn_net(seed=0):
+    """A tiny conv net with BatchNorm and dropout on 1x8x8 inputs, 3 classes."""
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
+                         nn.Dropout(0.5), nn.Linear(256, 8), nn.ReLU(), nn.Linear(8, 3))
+
+
+def _every_analysis(model, vae, x, y):
+    """Call each public analysis once (tiny budgets); returns their names."""
+    from robustlab.representations import (ClassGaussian, features, model_cka, on_off_manifold, synthesize,
+                                            visualize_feature)
+
+    data = Dataset(x, y, "toy", ["a", "b", "c"])
+    calls = {
+        "saliency": lambda: [saliency(model, x, y, m, nt_samples=2, n_steps=4) for m in
+                             ("gradient", "smoothgrad", "integrated")],
+        "alignment": lambda: alignment(model, x, y),
+        "interpolation": lambda: class_interpolation(model, x, 1, [0.0, 1.0], steps=2),
+        "invert": lambda: invert(model, x, steps=4),
+        "visualize_feature": lambda: visualize_feature(model, 0, x, steps=2),
+        "synthesize": lambda: synthesize(model, ClassGaussian.fit(data, size=4), [0, 1], steps=2),
+        "features": lambda: features(model, x),
+        "model_cka": lambda: model_cka([model, model], x),
+        "linear_probe": lambda: linear_probe(model, data, data, max_iter=50),
+        "on_manifold_attack": lambda: on_manifold_attack(model, vae, x, y, eta=0.5, steps=2),
+        "on_off_manifold": lambda: on_off_manifold(model, vae, data, steps=2),
+    }
+    for fn in calls.values():
+        fn()
+    return list(calls)
+
+
+def _toy_batch(device="cpu"):
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(12) % 3
+    x = (torch.rand(12, 1, 8, 8, generator=g) * 0.3 + 0.3 * y[:, None, None, None]).clamp(0, 1)
+    return x.to(device), y.to(device)
+
+
+def test_analyses_leave_mixed_module_modes_and_bn_buffers_unchanged():
+    from robustlab.attacks import eval_mode
+    from robustlab.representations import VAE
+
+    model = _bn_net()
+    x, y = _toy_batch()
+    model.train()
+    model(x)                    # BN statistics that are not the initial ones
+    model[1].eval()             # BatchNorm in eval, dropout (and the rest) in train: mixed modes
+    modes = {n: m.training for n, m in model.named_modules()}
+    buffers = {k: v.clone() for k, v in model.state_dict().items()}
+    torch.manual_seed(0)
+    vae = VAE((1, 8, 8), latent_dim=2, hidden=8).train()
+    names = _every_analysis(model, vae, x, y)
+    assert len(names) == 11
+    assert {n: m.training for n, m in model.named_modules()} == modes
+    assert vae.training
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, buffers[k]), k   # BN running statistics (and weights) untouched
+    with eval_mode(model):
+        assert not any(m.training for m in model.modules())
+    assert {n: m.training for n, m in model.named_modules()} == modes

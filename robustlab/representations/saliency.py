@@ -22,22 +22,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..attacks import eval_mode
 from ..errors import InputError
 
 METHODS = ("gradient", "smoothgrad", "integrated")
-
-
-def _eval(model):
-    class _Ctx:
-        def __enter__(self):
-            self.was = model.training if isinstance(model, nn.Module) else None
-            if isinstance(model, nn.Module):
-                model.eval()
-
-        def __exit__(self, *exc):
-            if self.was is not None:
-                model.train(self.was)
-    return _Ctx()
 
 
 def saliency(model: nn.Module, x: torch.Tensor, y: torch.Tensor, method: str = "gradient", *,
@@ -59,7 +47,7 @@ def saliency(model: nn.Module, x: torch.Tensor, y: torch.Tensor, method: str = "
     if y.shape != x.shape[:1]:
         raise InputError(f"y must have shape ({x.shape[0]},), got {tuple(y.shape)}")
     x = x.detach().clone().requires_grad_(True)  # Captum warns on inputs without requires_grad
-    with _eval(model), torch.enable_grad():
+    with eval_mode(model), torch.enable_grad():
         if method == "gradient":
             return Saliency(model).attribute(x, target=y, abs=False).detach()
         if method == "smoothgrad":

@@ -23,6 +23,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
+from ..attacks import eval_mode
 from ..data import Dataset, load_dataset
 from ..errors import InputError
 from ..fileio import atomic_write_json, atomic_write_text
@@ -105,8 +106,7 @@ def do_inversion(model, test: Dataset, train: Dataset, fig_dir: Path, n: int = 1
                       "feature visualisation (maximise one penultimate unit)")
     judged = {}
     for jname, judge in (judges or {}).items():
-        judge.eval()
-        with torch.no_grad():
+        with eval_mode(judge), torch.no_grad():
             judged[jname] = {
                 "synthesis_acc": float((judge(syn["x"]).argmax(1) == classes).float().mean()),
                 "inversion_acc": float((judge(from_noise.x).argmax(1) == test.y[idx]).float().mean())}
@@ -166,28 +166,29 @@ def analyse(model: nn.Module, test: Dataset, train: Dataset, analyses: Sequence[
     if bad:
         raise InputError(f"unknown analyses {', '.join(bad)}; known: {', '.join(ANALYSES)}")
     s = settings or {}
-    model.eval()
     fig_dir.mkdir(parents=True, exist_ok=True)
     out: dict = {}
-    for a in analyses:
-        t0 = time.perf_counter()
-        if a == "saliency":
-            out[a] = do_saliency(model, test, fig_dir, tag=tag)
-        elif a == "alignment":
-            out[a] = do_alignment(model, test, n)
-        elif a == "interpolation":
-            out[a] = do_interpolation(model, test, fig_dir, s.get("interpolation_eps", (0, 1, 2, 3, 4, 6, 8)), tag=tag)
-        elif a == "inversion":
-            out[a] = do_inversion(model, test, train, fig_dir, steps=s.get("inversion_steps", 300), tag=tag,
-                                  judges=s.get("judges"))
-        elif a == "cka":
-            out[a] = do_cka(model, test, n, others)
-        elif a == "probe":
-            out[a] = do_probe(model, test.input_shape)
-        elif a == "manifold":
-            out[a] = do_manifold(model, test, min(n, 500), s.get("eta", 0.5), s.get("manifold_eps", 0.1))
-        out[a]["time_s"] = time.perf_counter() - t0
-        log.info("%s: %s done in %.1fs", tag or "model", a, out[a]["time_s"])
+    with eval_mode(model):
+        for a in analyses:
+            t0 = time.perf_counter()
+            if a == "saliency":
+                out[a] = do_saliency(model, test, fig_dir, tag=tag)
+            elif a == "alignment":
+                out[a] = do_alignment(model, test, n)
+            elif a == "interpolation":
+                out[a] = do_interpolation(model, test, fig_dir, s.get("interpolation_eps", (0, 1, 2, 3, 4, 6, 8)),
+                                          tag=tag)
+            elif a == "inversion":
+                out[a] = do_inversion(model, test, train, fig_dir, steps=s.get("inversion_steps", 300), tag=tag,
+                                      judges=s.get("judges"))
+            elif a == "cka":
+                out[a] = do_cka(model, test, n, others)
+            elif a == "probe":
+                out[a] = do_probe(model, test.input_shape)
+            elif a == "manifold":
+                out[a] = do_manifold(model, test, min(n, 500), s.get("eta", 0.5), s.get("manifold_eps", 0.1))
+            out[a]["time_s"] = time.perf_counter() - t0
+            log.info("%s: %s done in %.1fs", tag or "model", a, out[a]["time_s"])
     return out
 
 
