@@ -333,3 +333,20 @@ def test_analyses_leave_mixed_module_modes_and_bn_buffers_unchanged():
     with eval_mode(model):
         assert not any(m.training for m in model.modules())
     assert {n: m.training for n, m in model.named_modules()} == modes
+
+
+_DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
+
+
+@pytest.mark.parametrize("device", _DEVICES)
+def test_every_public_analysis_runs_on_the_models_device(device):
+    from robustlab.representations import VAEConfig, split_classes
+
+    model = _bn_net().to(device).eval()
+    x, y = _toy_batch(device)
+    data = Dataset(x, y, "toy", ["a", "b", "c"])
+    vae = train_vae(data, VAEConfig(latent_dim=2, hidden=8, epochs=1, batch_size=12), progress=False)
+    assert next(vae.parameters()).device.type == device
+    assert len(_every_analysis(model, vae, x, y)) == 11
+    assert split_classes(data, [2, 0]).y.device.type == device
+    assert resize(data, 16).x.device.type == device

@@ -70,6 +70,14 @@ class _Layer(nn.Module):
         return activations(self.model, x, self.layer)
 
 
+def _device(model) -> torch.device:
+    """Where a model's parameters (or buffers) live; CPU for a plain callable or a model without any."""
+    if isinstance(model, nn.Module):
+        for t in (*model.parameters(), *model.buffers()):
+            return t.device
+    return torch.device("cpu")
+
+
 def noise_seed(like: torch.Tensor, seed: int = 0) -> torch.Tensor:
     """0.5 + N(0, 1)/20, clamped to [0, 1] (Engstrom et al.'s inversion seed)."""
     g = torch.Generator().manual_seed(seed)
@@ -150,7 +158,7 @@ def visualize_feature(model: nn.Module, unit: int | torch.Tensor, seed_x: torch.
     """Maximise unit(s) R_unit(x) from ``seed_x``; returns (images, activation reached, per sample)."""
     with eval_mode(model):
         rep = _Layer(model, layer)
-        units = torch.as_tensor(unit, dtype=torch.long).expand(seed_x.shape[0]).clone()
+        units = torch.as_tensor(unit, dtype=torch.long, device=seed_x.device).expand(seed_x.shape[0]).clone()
         res = PGD(ThreatModel("l2", eps), UnitActivation(), steps=steps, step_size=step_size,
                   random_start=False)(rep, seed_x.detach(), units)
         with torch.no_grad():
@@ -179,14 +187,18 @@ class ClassGaussian:
                 raise InputError(f"class {k} has fewer than 2 samples; cannot fit its Gaussian")
             mu = xk.mean(0)
             cov = torch.cov(xk.t())
-            cov = (1 - shrinkage) * cov + shrinkage * torch.diag(torch.diag(cov)) + 1e-4 * torch.eye(cov.shape[0], dtype=cov.dtype)
+            eye = torch.eye(cov.shape[0], dtype=cov.dtype, device=cov.device)
+            cov = (1 - shrinkage) * cov + shrinkage * torch.diag(torch.diag(cov)) + 1e-4 * eye
             means.append(mu)
             chols.append(torch.linalg.cholesky(cov))
         return cls(torch.stack(means).float(), torch.stack(chols).float(), (size, size), tuple(data.x.shape[1:]))
 
     def sample(self, classes: torch.Tensor, seed: int = 0) -> torch.Tensor:
+        """Images of ``classes`` (on the Gaussian's device); the noise comes from a CPU generator seeded
+        with ``seed``, so a seed gives the same images on every device."""
+        classes = torch.as_tensor(classes, dtype=torch.long, device=self.mean.device)
         g = torch.Generator().manual_seed(seed)
-        z = torch.randn(classes.shape[0], self.mean.shape[1], generator=g)
+        z = torch.randn(classes.shape[0], self.mean.shape[1], generator=g).to(self.mean.device)
         flat = self.mean[classes] + torch.einsum("bij,bj->bi", self.chol[classes], z)
         c = self.shape[0]
         small = flat.reshape(-1, c, *self.size)
@@ -200,8 +212,9 @@ def synthesize(model: nn.Module, gaussian: ClassGaussian, classes, eps: float = 
     Returns seeds, images, success (classified as the class) and the class probability reached.
     """
     with eval_mode(model):
-        classes = torch.as_tensor(classes, dtype=torch.long)
-        seeds = gaussian.sample(classes, seed)
+        device = _device(model)
+        classes = torch.as_tensor(classes, dtype=torch.long, device=device)
+        seeds = gaussian.sample(classes, seed).to(device)
         attack = PGD(ThreatModel("l2", eps), TargetedCE(), steps=steps,
                      step_size=step_size if step_size is not None else 2.5 * eps / steps, random_start=False,
                      early_stop=False, seed=seed)

@@ -93,7 +93,7 @@ class VAEConfig:
 def train_vae(data: Dataset, cfg: VAEConfig = VAEConfig(), progress: bool = True) -> VAE:
     """Train a VAE on ``data`` (Adam, ``cfg.epochs`` passes); logs the negative ELBO per epoch."""
     torch.manual_seed(cfg.seed)
-    vae = VAE(data.input_shape, cfg.latent_dim, cfg.hidden)
+    vae = VAE(data.input_shape, cfg.latent_dim, cfg.hidden).to(data.x.device)
     opt = torch.optim.Adam(vae.parameters(), lr=cfg.lr)
     gen = torch.Generator().manual_seed(cfg.seed)
     for epoch in tqdm(range(cfg.epochs), desc="vae", disable=not progress or None, leave=False):
