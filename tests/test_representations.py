@@ -350,3 +350,17 @@ def test_every_public_analysis_runs_on_the_models_device(device):
     assert len(_every_analysis(model, vae, x, y)) == 11
     assert split_classes(data, [2, 0]).y.device.type == device
     assert resize(data, 16).x.device.type == device
+
+
+def test_smoothgrad_leaves_the_global_rng_alone_and_is_seeded():
+    torch.manual_seed(0)
+    nonlin = nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.Tanh(), nn.Linear(8, 3))
+    x = torch.rand(4, 1, 8, 8)
+    y = torch.tensor([0, 1, 2, 0])
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    a = saliency(nonlin, x, y, "smoothgrad", nt_samples=3, seed=5)
+    assert torch.equal(torch.get_rng_state(), state)
+    torch.rand(10)  # moving the global RNG does not change a seeded SmoothGrad
+    torch.testing.assert_close(saliency(nonlin, x, y, "smoothgrad", nt_samples=3, seed=5), a)
+    assert not torch.allclose(saliency(nonlin, x, y, "smoothgrad", nt_samples=3, seed=6), a)

@@ -51,10 +51,15 @@ def saliency(model: nn.Module, x: torch.Tensor, y: torch.Tensor, method: str = "
         if method == "gradient":
             return Saliency(model).attribute(x, target=y, abs=False).detach()
         if method == "smoothgrad":
-            torch.manual_seed(seed)  # NoiseTunnel draws its noise from the global generator
-            nt = NoiseTunnel(Saliency(model))
-            return nt.attribute(x, nt_type="smoothgrad", nt_samples=int(nt_samples), stdevs=float(stdev),
-                                target=y, abs=False).detach()
+            # NoiseTunnel draws its noise from the global generator: seed it inside a fork, so the
+            # caller's global RNG state is the same afterwards
+            devices = [x.device.index if x.device.index is not None else torch.cuda.current_device()] \
+                if x.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(seed)
+                nt = NoiseTunnel(Saliency(model))
+                return nt.attribute(x, nt_type="smoothgrad", nt_samples=int(nt_samples), stdevs=float(stdev),
+                                    target=y, abs=False).detach()
         base = baseline if isinstance(baseline, torch.Tensor) else torch.full_like(x, float(baseline))
         return IntegratedGradients(model).attribute(x, baselines=base, target=y, n_steps=int(n_steps)).detach()
 
