@@ -364,3 +364,47 @@ def test_smoothgrad_leaves_the_global_rng_alone_and_is_seeded():
     torch.rand(10)  # moving the global RNG does not change a seeded SmoothGrad
     torch.testing.assert_close(saliency(nonlin, x, y, "smoothgrad", nt_samples=3, seed=5), a)
     assert not torch.allclose(saliency(nonlin, x, y, "smoothgrad", nt_samples=3, seed=6), a)
+
+
+def test_alignment_differentiates_the_predicted_class_by_default():
+    # logit_0 = <p, x> + 10 (always predicted), logit_1 = <q, x> with q orthogonal to p; inputs x = p
+    p = torch.zeros(1, 4, 4)
+    p[0, :2] = 1.0
+    q = torch.zeros(1, 4, 4)
+    q[0, 2:] = 1.0
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 2))
+    with torch.no_grad():
+        model[1].weight.copy_(torch.stack([p.flatten(), q.flatten()]))
+        model[1].bias.copy_(torch.tensor([10.0, 0.0]))
+    x = p.expand(3, 1, 4, 4).clone()
+    y = torch.ones(3, dtype=torch.long)             # "true" class 1 is never predicted
+    pred = alignment(model, x, y)
+    assert pred.label == "predicted" and pred.summary()["label"] == "predicted"
+    torch.testing.assert_close(pred.alignment, torch.ones(3))
+    torch.testing.assert_close(alignment(model, x).alignment, torch.ones(3))   # y not needed
+    true = alignment(model, x, y, label="true")
+    torch.testing.assert_close(true.alignment, torch.zeros(3))
+    from robustlab.errors import InputError
+
+    with pytest.raises(InputError, match="label"):
+        alignment(model, x, y, label="oracle")
+    with pytest.raises(InputError, match="needs the true labels"):
+        alignment(model, x, label="true")
+
+
+def test_non_image_inputs_alignment_errors_clearly_and_invert_works():
+    from robustlab.errors import InputError
+    from robustlab.representations import sobel_edges
+
+    model = _linear(12, 3)
+    x = torch.rand(4, 12)
+    with pytest.raises(InputError, match=r"alignment needs images \[B, C, H, W\]"):
+        alignment(model, x, torch.zeros(4, dtype=torch.long))
+    with pytest.raises(InputError, match=r"needs images \[B, C, H, W\]"):
+        sobel_edges(x)
+    torch.manual_seed(0)
+    mlp = nn.Sequential(nn.Linear(12, 6), nn.Tanh(), nn.Linear(6, 3))
+    res = invert(mlp, x * 0.6 + 0.2, steps=40, step_size=0.05)
+    assert res.x.shape == (4, 12)
+    assert float(res.distance.mean()) < float(res.seed_distance.mean())
+    assert bool(torch.isfinite(res.image_correlation).all())

@@ -140,8 +140,8 @@ def invert(model: nn.Module, target_x: torch.Tensor, seed_x: torch.Tensor | None
             tcls = model(target_x).argmax(1)
         settings = {"layer": layer, "steps": steps, "step_size": step_size, "eps": eps, "anneal": anneal}
         img = ((x_cur - target_x).flatten(1).norm(dim=1) / target_x.flatten(1).norm(dim=1).clamp_min(1e-12)).cpu()
-        a = (x_cur - x_cur.mean(dim=(1, 2, 3), keepdim=True)).flatten(1)
-        b = (target_x - target_x.mean(dim=(1, 2, 3), keepdim=True)).flatten(1)
+        a = x_cur.flatten(1) - x_cur.flatten(1).mean(1, keepdim=True)
+        b = target_x.flatten(1) - target_x.flatten(1).mean(1, keepdim=True)
         corr = ((a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp_min(1e-12)).cpu()
         return InversionResult(x_cur, dist.cpu(), d0.cpu(), pred.cpu(), tcls.cpu(), settings, img, corr)
 
