@@ -461,6 +461,8 @@ def _add_represent(sub) -> None:
     p.add_argument("--weights", default="best", choices=["best", "last"])
     p.add_argument("--inversion-steps", type=int, default=300)
     p.add_argument("--eta", type=float, default=0.5, help="latent Linf radius of the on-manifold attack")
+    p.add_argument("--trust-code", action="store_true",
+                   help="allow run configs (this run and --compare runs) that name a module:callable model")
 
 
 def cmd_represent(args) -> int:
@@ -468,7 +470,7 @@ def cmd_represent(args) -> int:
 
     analyses = [a.strip() for a in args.analyses.split(",") if a.strip()]
     out = represent_run(args.run, analyses, args.n, args.compare, args.weights,
-                        {"inversion_steps": args.inversion_steps, "eta": args.eta})
+                        {"inversion_steps": args.inversion_steps, "eta": args.eta}, trust_code=args.trust_code)
     res = out["analyses"]
     for m, v in res.get("alignment", {}).items():
         if isinstance(v, dict) and "alignment" in v:

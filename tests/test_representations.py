@@ -408,3 +408,17 @@ def test_non_image_inputs_alignment_errors_clearly_and_invert_works():
     assert res.x.shape == (4, 12)
     assert float(res.distance.mean()) < float(res.seed_distance.mean())
     assert bool(torch.isfinite(res.image_correlation).all())
+
+
+def test_represent_on_a_missing_run_creates_nothing(tmp_path, capsys):
+    from robustlab.cli import main
+    from robustlab.errors import InputError
+    from robustlab.runs.represent import represent_run
+
+    missing = tmp_path / "runs" / "nope"
+    with pytest.raises(InputError, match="not a model run"):
+        represent_run(missing, ["cka"])
+    code = main(["represent", str(missing), "--analyses", "cka", "--trust-code"])
+    assert code != 0
+    assert "not a model run" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()

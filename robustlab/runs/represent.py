@@ -31,7 +31,7 @@ from ..representations import (ClassGaussian, alignment, class_interpolation, in
                                noise_seed, on_off_manifold, pretrained_vae, resize, saliency, save_grid, signed_map,
                                synthesize, visualize_feature)
 from ..representations.layers import features, last_linear
-from .job import _data_spec, _load, load_model_from_run
+from .job import load_model_from_run, load_split, parse_data_spec
 from .rundir import Run
 
 log = logging.getLogger(__name__)
@@ -193,18 +193,24 @@ def analyse(model: nn.Module, test: Dataset, train: Dataset, analyses: Sequence[
 
 
 def represent_run(run_dir: str | Path, analyses: Sequence[str] = DEFAULT_ANALYSES, n: int = 500,
-                  compare: Sequence[str | Path] = (), which: str = "best", settings: dict | None = None) -> dict:
-    """Run the analyses on a model run; writes representations.json, figures and representations.html."""
-    run = Run(run_dir)
-    model, config = load_model_from_run(run_dir, which)
-    spec = _data_spec(config["data"])
-    test, train = _load(spec, "test"), _load(spec, "train")
-    others = {Path(c).name: load_model_from_run(c, which)[0] for c in compare}
-    result = analyse(model, test, train, list(analyses), run.figures, n, others, settings=settings)
-    out = {"run": str(run.path), "weights": which, "data": spec, "n": min(n, len(test)), "analyses": result}
-    atomic_write_json(run.path / "representations.json", out)
-    run.log_metrics({"kind": "representations", "analyses": list(analyses)})
-    atomic_write_text(run.path / "representations.html", _html(out))
+                  compare: Sequence[str | Path] = (), which: str = "best", settings: dict | None = None,
+                  trust_code: bool = False) -> dict:
+    """Run the analyses on a model run; writes representations.json, figures and representations.html.
+
+    Creates nothing unless the run (and every ``compare`` run) loads; holds the run's lock while writing.
+    ``trust_code`` allows configs naming a ``module:callable`` model (``--trust-code``)."""
+    model, config = load_model_from_run(run_dir, which, trust_code=trust_code)
+    others = {Path(c).name: load_model_from_run(c, which, trust_code=trust_code)[0] for c in compare}
+    run = Run(run_dir, create=False)
+    spec = parse_data_spec(config["data"])
+    test, train = load_split(spec, "test"), load_split(spec, "train")
+    with run.lock():
+        run.figures.mkdir(exist_ok=True)
+        result = analyse(model, test, train, list(analyses), run.figures, n, others, settings=settings)
+        out = {"run": str(run.path), "weights": which, "data": spec, "n": min(n, len(test)), "analyses": result}
+        atomic_write_json(run.path / "representations.json", out)
+        run.log_metrics({"kind": "representations", "analyses": list(analyses)})
+        atomic_write_text(run.path / "representations.html", _html(out))
     return out
 
 
