@@ -48,7 +48,7 @@ def test_alignment_is_one_when_gradient_is_the_image():
     res = alignment(Quad(), x, torch.zeros(6, dtype=torch.long))
     torch.testing.assert_close(res.alignment, torch.ones(6), atol=1e-5, rtol=0)
     s = res.summary()
-    assert s["alignment"]["ci95"][0] <= s["alignment"]["mean"] <= s["alignment"]["ci95"][1]
+    assert s["alignment"]["n"] == 6 and s["alignment"]["ci95"] == pytest.approx([1.0, 1.0], abs=1e-5)
     # a linear model's gradient is a fixed pattern: alignment with random images is well below 1
     lin = alignment(_linear(64, 2), x, torch.zeros(6, dtype=torch.long)).alignment
     assert float(lin.mean()) < 0.5
@@ -107,9 +107,11 @@ def test_class_interpolation_moves_towards_target():
     x = torch.rand(2, 1, 8, 8)
     out = class_interpolation(model, x, 2, [0.0, 0.5, 2.0, 8.0], steps=20)
     assert out["frames"].shape == (4, 2, 1, 8, 8)
-    torch.testing.assert_close(out["frames"][0], x)
+    assert float(out["distance"][0].max()) == 0.0
     p = out["prob"]
     assert bool((p[1:] >= p[:-1] - 1e-4).all())       # target probability grows with eps
+    assert bool((p[-1] > p[0] + 0.2).all()) and bool(out["success"][-1].all())
+    assert bool((out["distance"][-1] > 1.0).all())    # the large radius is used, not just a nudge
     assert bool((out["distance"][1:] <= torch.tensor([0.5, 2.0, 8.0])[:, None] + 1e-4).all())
 
 
@@ -171,7 +173,11 @@ def test_vae_decodes_into_unit_box(tiny_vae_setup):
     with torch.no_grad():
         img = vae.decode(z)
     assert img.shape == (64, 1, 16, 16)
-    assert float(img.min()) >= 0 and float(img.max()) <= 1
+    assert float(img.std(0).mean()) > 0.05             # the decoder's output depends on z (not constant)
+    # the latent code carries the blob's position: the two classes decode to different images
+    rec = vae.reconstruct(data.x[:64])
+    left, right = rec[data.y[:64] == 0].mean(0), rec[data.y[:64] == 1].mean(0)
+    assert float((left - right).abs().max()) > 0.3
     rec = vae.reconstruct(data.x[:64])
     assert float((rec - data.x[:64]).pow(2).mean()) < 0.02   # the VAE actually models the data
 
@@ -184,7 +190,8 @@ def test_latent_attack_changes_prediction_on_decoder_range(tiny_vae_setup):
     assert float(ok.float().mean()) > 0.9
     res = on_manifold_attack(clf, vae, x, y, eta=3.0, steps=30, rel_step=0.1)
     assert float(res.success[ok].float().mean()) > 0.5            # the prediction changes
-    assert float(res.x_adv.min()) >= 0 and float(res.x_adv.max()) <= 1
+    moved = (res.x_adv - vae.reconstruct(x)).flatten(1).norm(dim=1)
+    assert float(moved[res.success & ok].min()) > 0.1     # a broken point is a different decoded image
     # on the decoder's range: some latent code decodes to x_adv (fit z by gradient descent);
     # a pixel-space PGD example of the same model is not
     from robustlab import ThreatModel
@@ -261,9 +268,11 @@ def _cli_sweep_eps_and_represent(tmp_path, main, json):
     assert main(["represent", str(run), "--analyses", "alignment,cka,probe,saliency,interpolation,inversion", "--n", "40",
                  "--inversion-steps", "20", "--compare", str(tmp_path / "sw" / "runs" / "pgd-eps0")]) == 0
     out = json.loads((run / "representations.json").read_text())["analyses"]
-    assert 0 <= out["alignment"]["gradient"]["alignment"]["mean"] <= 1
+    al = out["alignment"]["gradient"]
+    assert al["label"] == "predicted" and al["alignment"]["n"] == 40
+    assert al["alignment"]["ci95"][1] - al["alignment"]["ci95"][0] > 0   # per-sample values, not one constant
     assert 0 < out["cka"]["vs_runs"]["pgd-eps0"] <= 1 + 1e-9
-    assert 0 <= out["probe"]["accuracy"] <= 1
+    assert out["probe"]["accuracy"] > 0.5               # digits: chance is 0.1
     assert out["inversion"]["from_noise"]["distance_mean"] < out["inversion"]["from_noise"]["seed_distance_mean"]
     assert len(out["interpolation"]["success_rate"]) == 7
     for f in ("saliency", "interpolation", "inversion", "synthesis", "features"):
