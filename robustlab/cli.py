@@ -420,11 +420,17 @@ def _exit_code_and_message(e: BaseException) -> tuple[int, str]:
 
 
 # ---- representations and the eps sweep (issue 12) -------------------------------------------------
+def _floats_or_none(text: str) -> list[float]:
+    """Like ``float_list`` but an empty string is the empty list."""
+    return _floats(text) if text.strip() else []
+
+
 def _add_eps_sweep_args(p) -> None:
     g = p.add_argument_group("eps sweep (`robustlab sweep eps`)")
     g.add_argument("--train-eps", type=_floats, default=[0.0, 0.05, 0.1, 0.2, 0.3],
                    help="PGD-AT training eps values (0 = standard training)")
-    g.add_argument("--trades-betas", type=_floats, default=[1.0, 6.0], help="TRADES betas (at --trades-eps)")
+    g.add_argument("--trades-betas", type=_floats_or_none, default=[1.0, 6.0],
+                   help="TRADES betas (at --trades-eps); an empty string trains no TRADES cells")
     g.add_argument("--trades-eps", type=float, default=None, help="TRADES training eps (default: the largest --train-eps)")
     g.add_argument("--eval-eps", type=float, default=None, help="robust accuracy eps (default: the largest training eps)")
     g.add_argument("--attacks", default="fast", help="evaluation suite: fast, standard or attack names")
@@ -461,6 +467,8 @@ def _add_represent(sub) -> None:
     p.add_argument("--weights", default="best", choices=["best", "last"])
     p.add_argument("--inversion-steps", type=int, default=300)
     p.add_argument("--eta", type=float, default=0.5, help="latent Linf radius of the on-manifold attack")
+    p.add_argument("--trust-code", action="store_true",
+                   help="allow run configs (this run and --compare runs) that name a module:callable model")
 
 
 def cmd_represent(args) -> int:
@@ -468,7 +476,7 @@ def cmd_represent(args) -> int:
 
     analyses = [a.strip() for a in args.analyses.split(",") if a.strip()]
     out = represent_run(args.run, analyses, args.n, args.compare, args.weights,
-                        {"inversion_steps": args.inversion_steps, "eta": args.eta})
+                        {"inversion_steps": args.inversion_steps, "eta": args.eta}, trust_code=args.trust_code)
     res = out["analyses"]
     for m, v in res.get("alignment", {}).items():
         if isinstance(v, dict) and "alignment" in v:

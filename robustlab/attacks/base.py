@@ -113,8 +113,10 @@ def _check_dtype(model, x: torch.Tensor) -> None:
 
 
 @contextmanager
-def _eval_mode(model):
-    """Put an nn.Module in eval mode (BatchNorm statistics frozen, dropout off); restore its modes after."""
+def eval_mode(model):
+    """Put an nn.Module in eval mode (BatchNorm statistics frozen, dropout off) for the ``with`` block;
+    afterwards every submodule gets its own ``training`` flag back (mixed modes survive). Anything
+    that is not an nn.Module passes through unchanged."""
     if not isinstance(model, nn.Module):
         yield
         return
@@ -125,6 +127,9 @@ def _eval_mode(model):
     finally:
         for m, mode in modes:
             m.training = mode
+
+
+_eval_mode = eval_mode  # the former private name
 
 
 class AttackContext:
@@ -449,7 +454,7 @@ class Attack:
         ctx = AttackContext(model, x.detach(), target, threat, self.objective, gen)
         ctx.eot = max(1, int(self.eot))
         start = time.perf_counter()
-        with _eval_mode(getattr(model, "module", model) if self.eval_mode else None):
+        with eval_mode(getattr(model, "module", model) if self.eval_mode else None):
             try:
                 if threat.eps > 0 or not self.needs_positive_eps:
                     self.run(ctx)

@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..attacks import PGD
+from ..attacks import PGD, eval_mode
 from ..errors import InputError
 from ..fileio import atomic_write_bytes
 from ..objectives import TargetedCE
@@ -31,25 +31,24 @@ def class_interpolation(model: nn.Module, x: torch.Tensor, target_class, eps: Se
     [len(eps), B, C, H, W] (the first is x itself when eps[0] == 0), ``prob`` [len(eps), B] (softmax
     of the target class), ``success`` [len(eps), B] and ``distance`` (L2 from x).
     """
-    if isinstance(model, nn.Module):
-        model.eval()
-    t = torch.as_tensor(target_class, dtype=torch.long)
+    t = torch.as_tensor(target_class, dtype=torch.long, device=x.device)
     t = t.expand(x.shape[0]).clone() if t.dim() == 0 else t
     if t.shape != x.shape[:1]:
         raise InputError(f"target_class must be an int or a tensor of shape ({x.shape[0]},)")
     frames, probs, succ = [], [], []
-    for e in eps:
-        if e <= 0:
-            xa = x.detach().clone()
-        else:
-            attack = PGD(ThreatModel("l2", e), TargetedCE(), steps=steps, step_size=rel_step_size * e / steps,
-                         random_start=False, early_stop=False, seed=seed)
-            xa = attack(model, x, t).x_adv
-        with torch.no_grad():
-            out = model(xa)
-        frames.append(xa)
-        probs.append(F.softmax(out, 1).gather(1, t[:, None]).squeeze(1))
-        succ.append(out.argmax(1) == t)
+    with eval_mode(model):
+        for e in eps:
+            if e <= 0:
+                xa = x.detach().clone()
+            else:
+                attack = PGD(ThreatModel("l2", e), TargetedCE(), steps=steps, step_size=rel_step_size * e / steps,
+                             random_start=False, early_stop=False, seed=seed)
+                xa = attack(model, x, t).x_adv
+            with torch.no_grad():
+                out = model(xa)
+            frames.append(xa)
+            probs.append(F.softmax(out, 1).gather(1, t[:, None]).squeeze(1))
+            succ.append(out.argmax(1) == t)
     frames_t = torch.stack(frames)
     return {"eps": [float(e) for e in eps], "frames": frames_t, "prob": torch.stack(probs), "success": torch.stack(succ),
             "distance": (frames_t - x[None]).flatten(2).norm(dim=2), "target_class": t}

@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..attacks import PGD
+from ..attacks import PGD, eval_mode
 from ..data import Dataset
 from ..errors import InputError
 from ..objectives import Objective, TargetedCE
@@ -70,6 +70,14 @@ class _Layer(nn.Module):
         return activations(self.model, x, self.layer)
 
 
+def _device(model) -> torch.device:
+    """Where a model's parameters (or buffers) live; CPU for a plain callable or a model without any."""
+    if isinstance(model, nn.Module):
+        for t in (*model.parameters(), *model.buffers()):
+            return t.device
+    return torch.device("cpu")
+
+
 def noise_seed(like: torch.Tensor, seed: int = 0) -> torch.Tensor:
     """0.5 + N(0, 1)/20, clamped to [0, 1] (Engstrom et al.'s inversion seed)."""
     g = torch.Generator().manual_seed(seed)
@@ -100,11 +108,6 @@ class InversionResult:
                 **self.settings}
 
 
-def _eval_model(model):
-    if isinstance(model, nn.Module):
-        model.eval()
-
-
 def invert(model: nn.Module, target_x: torch.Tensor, seed_x: torch.Tensor | None = None, layer: str = "penultimate",
            steps: int = 500, step_size: float = 0.1, eps: float = 1000.0, tol: float = 0.0,
            anneal: bool = True) -> InversionResult:
@@ -116,31 +119,31 @@ def invert(model: nn.Module, target_x: torch.Tensor, seed_x: torch.Tensor | None
     With ``anneal`` the steps run in three phases (1/2 at ``step_size``, 1/4 at /5, 1/4 at /25): a
     fixed normalised step cannot get closer than about its own size to the optimum.
     """
-    _eval_model(model)
     if seed_x is None:
         seed_x = noise_seed(target_x)
     if seed_x.shape != target_x.shape:
         raise InputError(f"seed_x {tuple(seed_x.shape)} and target_x {tuple(target_x.shape)} must have the same shape")
-    rep = _Layer(model, layer)
-    objective = RepresentationDistance(tol)
-    with torch.no_grad():
-        target = rep(target_x)
-        d0 = objective.distance(rep(seed_x), target)
-    x_cur = seed_x.detach()
-    for n_steps, size in _phases(steps, step_size, anneal):
-        attack = PGD(ThreatModel("l2", eps), objective, steps=n_steps, step_size=size, random_start=False,
-                     starting_points=x_cur)
-        x_cur = attack(rep, seed_x.detach(), target).x_adv
-    with torch.no_grad():
-        dist = objective.distance(rep(x_cur), target)
-        pred = model(x_cur).argmax(1)
-        tcls = model(target_x).argmax(1)
-    settings = {"layer": layer, "steps": steps, "step_size": step_size, "eps": eps, "anneal": anneal}
-    img = ((x_cur - target_x).flatten(1).norm(dim=1) / target_x.flatten(1).norm(dim=1).clamp_min(1e-12)).cpu()
-    a = (x_cur - x_cur.mean(dim=(1, 2, 3), keepdim=True)).flatten(1)
-    b = (target_x - target_x.mean(dim=(1, 2, 3), keepdim=True)).flatten(1)
-    corr = ((a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp_min(1e-12)).cpu()
-    return InversionResult(x_cur, dist.cpu(), d0.cpu(), pred.cpu(), tcls.cpu(), settings, img, corr)
+    with eval_mode(model):
+        rep = _Layer(model, layer)
+        objective = RepresentationDistance(tol)
+        with torch.no_grad():
+            target = rep(target_x)
+            d0 = objective.distance(rep(seed_x), target)
+        x_cur = seed_x.detach()
+        for n_steps, size in _phases(steps, step_size, anneal):
+            attack = PGD(ThreatModel("l2", eps), objective, steps=n_steps, step_size=size, random_start=False,
+                         starting_points=x_cur)
+            x_cur = attack(rep, seed_x.detach(), target).x_adv
+        with torch.no_grad():
+            dist = objective.distance(rep(x_cur), target)
+            pred = model(x_cur).argmax(1)
+            tcls = model(target_x).argmax(1)
+        settings = {"layer": layer, "steps": steps, "step_size": step_size, "eps": eps, "anneal": anneal}
+        img = ((x_cur - target_x).flatten(1).norm(dim=1) / target_x.flatten(1).norm(dim=1).clamp_min(1e-12)).cpu()
+        a = x_cur.flatten(1) - x_cur.flatten(1).mean(1, keepdim=True)
+        b = target_x.flatten(1) - target_x.flatten(1).mean(1, keepdim=True)
+        corr = ((a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp_min(1e-12)).cpu()
+        return InversionResult(x_cur, dist.cpu(), d0.cpu(), pred.cpu(), tcls.cpu(), settings, img, corr)
 
 
 def _phases(steps: int, step_size: float, anneal: bool) -> list[tuple[int, float]]:
@@ -153,14 +156,14 @@ def _phases(steps: int, step_size: float, anneal: bool) -> list[tuple[int, float
 def visualize_feature(model: nn.Module, unit: int | torch.Tensor, seed_x: torch.Tensor, layer: str = "penultimate",
                       steps: int = 200, step_size: float = 0.1, eps: float = 1000.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Maximise unit(s) R_unit(x) from ``seed_x``; returns (images, activation reached, per sample)."""
-    _eval_model(model)
-    rep = _Layer(model, layer)
-    units = torch.as_tensor(unit, dtype=torch.long).expand(seed_x.shape[0]).clone()
-    res = PGD(ThreatModel("l2", eps), UnitActivation(), steps=steps, step_size=step_size,
-              random_start=False)(rep, seed_x.detach(), units)
-    with torch.no_grad():
-        act = rep(res.x_adv).gather(1, units[:, None]).squeeze(1)
-    return res.x_adv, act.cpu()
+    with eval_mode(model):
+        rep = _Layer(model, layer)
+        units = torch.as_tensor(unit, dtype=torch.long, device=seed_x.device).expand(seed_x.shape[0]).clone()
+        res = PGD(ThreatModel("l2", eps), UnitActivation(), steps=steps, step_size=step_size,
+                  random_start=False)(rep, seed_x.detach(), units)
+        with torch.no_grad():
+            act = rep(res.x_adv).gather(1, units[:, None]).squeeze(1)
+        return res.x_adv, act.cpu()
 
 
 @dataclass
@@ -184,14 +187,18 @@ class ClassGaussian:
                 raise InputError(f"class {k} has fewer than 2 samples; cannot fit its Gaussian")
             mu = xk.mean(0)
             cov = torch.cov(xk.t())
-            cov = (1 - shrinkage) * cov + shrinkage * torch.diag(torch.diag(cov)) + 1e-4 * torch.eye(cov.shape[0], dtype=cov.dtype)
+            eye = torch.eye(cov.shape[0], dtype=cov.dtype, device=cov.device)
+            cov = (1 - shrinkage) * cov + shrinkage * torch.diag(torch.diag(cov)) + 1e-4 * eye
             means.append(mu)
             chols.append(torch.linalg.cholesky(cov))
         return cls(torch.stack(means).float(), torch.stack(chols).float(), (size, size), tuple(data.x.shape[1:]))
 
     def sample(self, classes: torch.Tensor, seed: int = 0) -> torch.Tensor:
+        """Images of ``classes`` (on the Gaussian's device); the noise comes from a CPU generator seeded
+        with ``seed``, so a seed gives the same images on every device."""
+        classes = torch.as_tensor(classes, dtype=torch.long, device=self.mean.device)
         g = torch.Generator().manual_seed(seed)
-        z = torch.randn(classes.shape[0], self.mean.shape[1], generator=g)
+        z = torch.randn(classes.shape[0], self.mean.shape[1], generator=g).to(self.mean.device)
         flat = self.mean[classes] + torch.einsum("bij,bj->bi", self.chol[classes], z)
         c = self.shape[0]
         small = flat.reshape(-1, c, *self.size)
@@ -204,15 +211,16 @@ def synthesize(model: nn.Module, gaussian: ClassGaussian, classes, eps: float = 
 
     Returns seeds, images, success (classified as the class) and the class probability reached.
     """
-    _eval_model(model)
-    classes = torch.as_tensor(classes, dtype=torch.long)
-    seeds = gaussian.sample(classes, seed)
-    attack = PGD(ThreatModel("l2", eps), TargetedCE(), steps=steps,
-                 step_size=step_size if step_size is not None else 2.5 * eps / steps, random_start=False,
-                 early_stop=False, seed=seed)
-    res = attack(model, seeds, classes)
-    with torch.no_grad():
-        p = F.softmax(model(res.x_adv), 1).gather(1, classes[:, None]).squeeze(1)
-        p0 = F.softmax(model(seeds), 1).gather(1, classes[:, None]).squeeze(1)
-    return {"seeds": seeds, "x": res.x_adv, "success": res.success.cpu(), "prob": p.cpu(), "seed_prob": p0.cpu(),
-            "settings": {"eps": eps, "steps": steps, "seed_size": list(gaussian.size)}}
+    with eval_mode(model):
+        device = _device(model)
+        classes = torch.as_tensor(classes, dtype=torch.long, device=device)
+        seeds = gaussian.sample(classes, seed).to(device)
+        attack = PGD(ThreatModel("l2", eps), TargetedCE(), steps=steps,
+                     step_size=step_size if step_size is not None else 2.5 * eps / steps, random_start=False,
+                     early_stop=False, seed=seed)
+        res = attack(model, seeds, classes)
+        with torch.no_grad():
+            p = F.softmax(model(res.x_adv), 1).gather(1, classes[:, None]).squeeze(1)
+            p0 = F.softmax(model(seeds), 1).gather(1, classes[:, None]).squeeze(1)
+        return {"seeds": seeds, "x": res.x_adv, "success": res.success.cpu(), "prob": p.cpu(), "seed_prob": p0.cpu(),
+                "settings": {"eps": eps, "steps": steps, "seed_size": list(gaussian.size)}}

@@ -11,6 +11,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
+from ..attacks import eval_mode
 from ..errors import InputError
 
 
@@ -63,9 +64,5 @@ def activations(model: Callable, x: torch.Tensor, layer: str = "penultimate", fl
 @torch.no_grad()
 def features(model: nn.Module, x: torch.Tensor, layer: str = "penultimate", batch_size: int = 500) -> torch.Tensor:
     """Activations of `layer` over a large batch, in chunks and without gradients, shape [N, D]."""
-    was = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         return torch.cat([activations(model, x[i:i + batch_size], layer) for i in range(0, x.shape[0], batch_size)])
-    finally:
-        model.train(was)

@@ -26,7 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..attacks import PGD, AttackResult, ParametricPGD, ParametricThreat
+from ..attacks import PGD, AttackResult, ParametricPGD, ParametricThreat, eval_mode
 from ..data import Dataset, load_dataset
 from ..errors import InputError
 from ..fileio import atomic_write_bytes
@@ -93,7 +93,7 @@ class VAEConfig:
 def train_vae(data: Dataset, cfg: VAEConfig = VAEConfig(), progress: bool = True) -> VAE:
     """Train a VAE on ``data`` (Adam, ``cfg.epochs`` passes); logs the negative ELBO per epoch."""
     torch.manual_seed(cfg.seed)
-    vae = VAE(data.input_shape, cfg.latent_dim, cfg.hidden)
+    vae = VAE(data.input_shape, cfg.latent_dim, cfg.hidden).to(data.x.device)
     opt = torch.optim.Adam(vae.parameters(), lr=cfg.lr)
     gen = torch.Generator().manual_seed(cfg.seed)
     for epoch in tqdm(range(cfg.epochs), desc="vae", disable=not progress or None, leave=False):
@@ -165,10 +165,10 @@ def on_manifold_attack(model: nn.Module, vae: VAE, x: torch.Tensor, y: torch.Ten
     Every returned image is a decoder output (on the manifold and inside [0, 1])."""
     if vae.input_shape != tuple(x.shape[1:]):
         raise InputError(f"the VAE models inputs of shape {vae.input_shape}, got {tuple(x.shape[1:])}")
-    vae.eval()
     attack = ParametricPGD(LatentThreat(vae, eta), "ce", steps=steps, rel_step=rel_step, random_start=random_start,
                            early_stop=early_stop, seed=seed)
-    return attack(model, x, y)
+    with eval_mode(vae), eval_mode(model):
+        return attack(model, x, y)
 
 
 def on_off_manifold(model: nn.Module, vae: VAE, data: Dataset, eta: float = 0.5, eps: float = 0.1,
@@ -180,15 +180,15 @@ def on_off_manifold(model: nn.Module, vae: VAE, data: Dataset, eta: float = 0.5,
       (a point misclassified after reconstruction counts as broken);
     - ``off_manifold_robust_acc``: pixel PGD accuracy at ``eps`` in ``norm``.
     """
-    model.eval()
     n = len(data)
     s = dict.fromkeys(("clean", "recon", "on", "off"), 0.0)
-    for xb, yb in data.batches(batch_size):
-        with torch.no_grad():
-            s["clean"] += float((model(xb).argmax(1) == yb).sum())
-            s["recon"] += float((model(vae.reconstruct(xb)).argmax(1) == yb).sum())
-        s["on"] += float((~on_manifold_attack(model, vae, xb, yb, eta, steps, seed=seed).success).sum())
-        off = PGD(ThreatModel(norm, eps), "ce", steps=steps, seed=seed)(model, xb, yb)
-        s["off"] += float((~off.success).sum())
+    with eval_mode(vae), eval_mode(model):
+        for xb, yb in data.batches(batch_size):
+            with torch.no_grad():
+                s["clean"] += float((model(xb).argmax(1) == yb).sum())
+                s["recon"] += float((model(vae.reconstruct(xb)).argmax(1) == yb).sum())
+            s["on"] += float((~on_manifold_attack(model, vae, xb, yb, eta, steps, seed=seed).success).sum())
+            off = PGD(ThreatModel(norm, eps), "ce", steps=steps, seed=seed)(model, xb, yb)
+            s["off"] += float((~off.success).sum())
     return {"n": n, "eta": eta, "eps": eps, "norm": norm, "clean_acc": s["clean"] / n, "recon_acc": s["recon"] / n,
             "on_manifold_robust_acc": s["on"] / n, "off_manifold_robust_acc": s["off"] / n}

@@ -40,9 +40,9 @@ def resize(data: Dataset, size: int | tuple[int, int], channels: int | None = No
 def split_classes(data: Dataset, classes) -> Dataset:
     """The samples of `classes`, relabelled 0..len(classes)-1 (held-out-class transfer)."""
     classes = list(classes)
-    keep = torch.isin(data.y, torch.tensor(classes))
+    keep = torch.isin(data.y, torch.tensor(classes, device=data.y.device))
     remap = {c: i for i, c in enumerate(classes)}
-    y = torch.tensor([remap[int(v)] for v in data.y[keep]], dtype=torch.long)
+    y = torch.tensor([remap[int(v)] for v in data.y[keep]], dtype=torch.long, device=data.y.device)
     names = [data.classes[c] for c in classes] if data.classes else [str(c) for c in classes]
     return Dataset(data.x[keep], y, f"{data.name}{classes}", names)
 
@@ -71,11 +71,12 @@ def linear_probe(model: nn.Module, train, test, layer: str = "penultimate", C: f
 
     xtr, ytr = _xy(train)
     xte, yte = _xy(test)
+    ytr, yte = ytr.cpu().numpy(), yte.cpu().numpy()
     ftr = features(model, xtr, layer).cpu().numpy().astype(np.float64)
     fte = features(model, xte, layer).cpu().numpy().astype(np.float64)
     scaler = StandardScaler().fit(ftr)
     clf = LogisticRegression(C=C, max_iter=max_iter, random_state=seed)
-    clf.fit(scaler.transform(ftr), ytr.numpy())
-    acc = float((clf.predict(scaler.transform(fte)) == yte.numpy()).mean())
-    tr_acc = float((clf.predict(scaler.transform(ftr)) == ytr.numpy()).mean())
+    clf.fit(scaler.transform(ftr), ytr)
+    acc = float((clf.predict(scaler.transform(fte)) == yte).mean())
+    tr_acc = float((clf.predict(scaler.transform(ftr)) == ytr).mean())
     return ProbeResult(acc, tr_acc, layer, int(ftr.shape[1]), int(len(ytr)), int(len(yte)))

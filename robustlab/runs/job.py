@@ -61,8 +61,12 @@ def parse_data_spec(spec: dict | str) -> dict:
     return {"seed": 0, **spec}
 
 
-def _load(spec: dict, split: str) -> Dataset:
+def load_split(spec: dict, split: str) -> Dataset:
+    """One split ("train", "val", "test") of the dataset a parsed data spec names (see ``parse_data_spec``)."""
     return load_dataset(spec["name"], split, seed=spec.get("seed", 0), data_dir=spec.get("data_dir"))
+
+
+_load = load_split  # the former private name
 
 
 def train_model_run(run_dir: str | Path, model_spec: dict, data_spec: dict | str, train_cfg: dict,

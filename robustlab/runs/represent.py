@@ -23,6 +23,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
+from ..attacks import eval_mode
 from ..data import Dataset, load_dataset
 from ..errors import InputError
 from ..fileio import atomic_write_json, atomic_write_text
@@ -30,7 +31,7 @@ from ..representations import (ClassGaussian, alignment, class_interpolation, in
                                noise_seed, on_off_manifold, pretrained_vae, resize, saliency, save_grid, signed_map,
                                synthesize, visualize_feature)
 from ..representations.layers import features, last_linear
-from .job import _data_spec, _load, load_model_from_run
+from .job import load_model_from_run, load_split, parse_data_spec
 from .rundir import Run
 
 log = logging.getLogger(__name__)
@@ -105,8 +106,7 @@ def do_inversion(model, test: Dataset, train: Dataset, fig_dir: Path, n: int = 1
                       "feature visualisation (maximise one penultimate unit)")
     judged = {}
     for jname, judge in (judges or {}).items():
-        judge.eval()
-        with torch.no_grad():
+        with eval_mode(judge), torch.no_grad():
             judged[jname] = {
                 "synthesis_acc": float((judge(syn["x"]).argmax(1) == classes).float().mean()),
                 "inversion_acc": float((judge(from_noise.x).argmax(1) == test.y[idx]).float().mean())}
@@ -166,44 +166,51 @@ def analyse(model: nn.Module, test: Dataset, train: Dataset, analyses: Sequence[
     if bad:
         raise InputError(f"unknown analyses {', '.join(bad)}; known: {', '.join(ANALYSES)}")
     s = settings or {}
-    model.eval()
     fig_dir.mkdir(parents=True, exist_ok=True)
     out: dict = {}
-    for a in analyses:
-        t0 = time.perf_counter()
-        if a == "saliency":
-            out[a] = do_saliency(model, test, fig_dir, tag=tag)
-        elif a == "alignment":
-            out[a] = do_alignment(model, test, n)
-        elif a == "interpolation":
-            out[a] = do_interpolation(model, test, fig_dir, s.get("interpolation_eps", (0, 1, 2, 3, 4, 6, 8)), tag=tag)
-        elif a == "inversion":
-            out[a] = do_inversion(model, test, train, fig_dir, steps=s.get("inversion_steps", 300), tag=tag,
-                                  judges=s.get("judges"))
-        elif a == "cka":
-            out[a] = do_cka(model, test, n, others)
-        elif a == "probe":
-            out[a] = do_probe(model, test.input_shape)
-        elif a == "manifold":
-            out[a] = do_manifold(model, test, min(n, 500), s.get("eta", 0.5), s.get("manifold_eps", 0.1))
-        out[a]["time_s"] = time.perf_counter() - t0
-        log.info("%s: %s done in %.1fs", tag or "model", a, out[a]["time_s"])
+    with eval_mode(model):
+        for a in analyses:
+            t0 = time.perf_counter()
+            if a == "saliency":
+                out[a] = do_saliency(model, test, fig_dir, tag=tag)
+            elif a == "alignment":
+                out[a] = do_alignment(model, test, n)
+            elif a == "interpolation":
+                out[a] = do_interpolation(model, test, fig_dir, s.get("interpolation_eps", (0, 1, 2, 3, 4, 6, 8)),
+                                          tag=tag)
+            elif a == "inversion":
+                out[a] = do_inversion(model, test, train, fig_dir, steps=s.get("inversion_steps", 300), tag=tag,
+                                      judges=s.get("judges"))
+            elif a == "cka":
+                out[a] = do_cka(model, test, n, others)
+            elif a == "probe":
+                out[a] = do_probe(model, test.input_shape)
+            elif a == "manifold":
+                out[a] = do_manifold(model, test, min(n, 500), s.get("eta", 0.5), s.get("manifold_eps", 0.1))
+            out[a]["time_s"] = time.perf_counter() - t0
+            log.info("%s: %s done in %.1fs", tag or "model", a, out[a]["time_s"])
     return out
 
 
 def represent_run(run_dir: str | Path, analyses: Sequence[str] = DEFAULT_ANALYSES, n: int = 500,
-                  compare: Sequence[str | Path] = (), which: str = "best", settings: dict | None = None) -> dict:
-    """Run the analyses on a model run; writes representations.json, figures and representations.html."""
-    run = Run(run_dir)
-    model, config = load_model_from_run(run_dir, which)
-    spec = _data_spec(config["data"])
-    test, train = _load(spec, "test"), _load(spec, "train")
-    others = {Path(c).name: load_model_from_run(c, which)[0] for c in compare}
-    result = analyse(model, test, train, list(analyses), run.figures, n, others, settings=settings)
-    out = {"run": str(run.path), "weights": which, "data": spec, "n": min(n, len(test)), "analyses": result}
-    atomic_write_json(run.path / "representations.json", out)
-    run.log_metrics({"kind": "representations", "analyses": list(analyses)})
-    atomic_write_text(run.path / "representations.html", _html(out))
+                  compare: Sequence[str | Path] = (), which: str = "best", settings: dict | None = None,
+                  trust_code: bool = False) -> dict:
+    """Run the analyses on a model run; writes representations.json, figures and representations.html.
+
+    Creates nothing unless the run (and every ``compare`` run) loads; holds the run's lock while writing.
+    ``trust_code`` allows configs naming a ``module:callable`` model (``--trust-code``)."""
+    model, config = load_model_from_run(run_dir, which, trust_code=trust_code)
+    others = {Path(c).name: load_model_from_run(c, which, trust_code=trust_code)[0] for c in compare}
+    run = Run(run_dir, create=False)
+    spec = parse_data_spec(config["data"])
+    test, train = load_split(spec, "test"), load_split(spec, "train")
+    with run.lock():
+        run.figures.mkdir(exist_ok=True)
+        result = analyse(model, test, train, list(analyses), run.figures, n, others, settings=settings)
+        out = {"run": str(run.path), "weights": which, "data": spec, "n": min(n, len(test)), "analyses": result}
+        atomic_write_json(run.path / "representations.json", out)
+        run.log_metrics({"kind": "representations", "analyses": list(analyses)})
+        atomic_write_text(run.path / "representations.html", _html(out))
     return out
 
 

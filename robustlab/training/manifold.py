@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..attacks import ParametricPGD
+from ..attacks import ParametricPGD, eval_mode
 from ..representations.manifold import VAE, LatentThreat, pretrained_vae
 from .methods import BatchContext, standard
 
@@ -38,12 +38,8 @@ def make_on_manifold_method(vae: VAE, eta: float = DEFAULT_ETA, steps: int = 10,
                                early_stop=False, seed=ctx.seed)
         attack.keep_last, attack.judge_final, attack.verify = True, False, False
         inner = ctx.attack_model or model
-        was = inner.training
-        inner.eval()
-        try:
+        with eval_mode(inner):
             x_adv = attack(inner, x, y).x_adv.detach()
-        finally:
-            inner.train(was)
         both = model(torch.cat([x, x_adv]))
         logits, logits_adv = both[: x.shape[0]], both[x.shape[0]:]
         loss = clean_weight * F.cross_entropy(logits, y) + (1 - clean_weight) * F.cross_entropy(logits_adv, y)
