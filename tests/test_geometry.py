@@ -300,3 +300,61 @@ def test_cli_landscape_and_compare_geometry(tmp_path):
     cmp = json.loads((tmp_path / "geometry_comparison.json").read_text())
     assert len(cmp["runs"]) == 2 and set(cmp["kendall_tau"]) >= {"top_eigenvalue", "sam"}
     assert main(["--no-progress", "landscape", str(tmp_path / "std"), "--measures", "bogus"]) == 2
+
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
+
+
+def _every_measure(device):
+    """Every public measure once on a tiny conv+BN model on ``device``; values as floats."""
+    model, other = _convbn().to(device), _convbn(seed=5).to(device)
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(12, 1, 6, 6, dtype=torch.float64, generator=g).to(device)
+    y = torch.randint(0, 3, (12,), generator=g).to(device)
+    data = (x, y)
+    attack = PGD(ThreatModel("linf", 0.05), steps=2, early_stop=False)
+    eig = G.hessian_eigenvalues(model, data, k=2, max_iter=8)
+    assert eig.vectors.device.type == device
+    w = {n: p.detach() for n, p in model.named_parameters()}
+    snaps = [{n: t + s * torch.ones_like(t) + s * s * torch.full_like(t, 0.5) for n, t in w.items()}
+             for s in (1.0, 0.5, 0.0)]
+    traj = G.trajectory_pca(snaps, model)
+    out = {
+        "top": float(eig.values[0]),
+        "low": float(G.hessian_eigenvalues(model, data, k=1, which="smallest", max_iter=8).values[0]),
+        "layer": float(G.hessian_eigenvalues(model, data, k=1, blocks="layer", max_iter=6)["body.7"].values[0]),
+        "trace": G.hessian_trace(model, data, samples=3).value,
+        "hutch++": G.hessian_trace(model, data, samples=6, method="hutch++", vectors_per_call=2).value,
+        "density": float(G.spectral_density(model, data, runs=1, steps=6).nodes.max()),
+        "surface_1d": float(G.surface_1d(model, data, alphas=[-0.5, 0, 0.5], chunk=3).losses.sum()),  # vmapped
+        "surface_2d": float(G.surface_2d(model, data, xs=[-0.5, 0.5], ys=[0.0, 0.5], chunk=1).losses.sum()),
+        "recalibrated": float(G.surface_1d(model, data, alphas=[0.5], geometry=G.ParameterGeometry(bn="recalibrate"))
+                              .losses[0]),
+        "interpolate": float(G.interpolate(model, other, data, alphas=[0.5]).losses[0]),
+        "keskar": G.eps_sharpness(model, data, steps=2).value,
+        "sam": G.worst_case_sharpness(model, data, m=6).value,
+        "asam": G.adaptive_sharpness(model, data).value,
+        "average": G.average_sharpness(model, data, sigma=0.05, samples=2).value,
+        "average_relative": G.average_sharpness(model, data, sigma=0.05, samples=2, relative=True).value,
+        "pac_bayes": G.pac_bayes_sigma(model, data, samples=1, iterations=3).value,
+        "trajectory": float(G.trajectory_surface(model, data, traj, points=2).losses.sum()),
+        "invariance": G.invariance_report(model, ["filter_1d"], alphas=[2.0], data=data,
+                                          example=x).values["filter_1d"][0],
+    }
+    robust = {  # PGD's random start may differ between devices: checked for finiteness only
+        "robust_top": float(G.hessian_eigenvalues(model, data, k=1, attack=attack, robust="fixed", max_iter=6).values[0]),
+        "flat_avg": G.average_robust_flatness(model, data, attack, samples=2).value,
+        "flat_worst": G.worst_robust_flatness(model, data, attack, steps=1).value,
+    }
+    return out, robust
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_every_measure_runs_on_the_models_device(device):
+    out, robust = _every_measure(device)
+    for k, v in {**out, **robust}.items():
+        assert math.isfinite(v), k
+    if device != "cpu":  # the same numbers as on the CPU (random draws come from CPU generators)
+        ref, _ = _every_measure("cpu")
+        for k, v in out.items():
+            assert math.isclose(v, ref[k], rel_tol=1e-6, abs_tol=1e-9), (k, v, ref[k])

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from ..errors import InputError
-from .core import LossFunction, as_batches, as_geometry, make_generator, stderr
+from .core import LossFunction, as_batches, as_geometry, make_generator, random_direction, stderr
 
 log = logging.getLogger(__name__)
 
@@ -126,8 +126,8 @@ def average_sharpness(model, data, sigma: float = 0.01, samples: int = 10, *, re
     f0 = L.loss()
     vals = []
     for _ in range(samples):
-        p = {n: w[n] + sigma * (w[n].abs() if relative else 1.0) * torch.randn(w[n].shape, generator=gen,
-                                                                                 dtype=w[n].dtype) for n in w}
+        z = random_direction(w, gen)  # drawn on the CPU generator, moved to the weights' device
+        p = {n: w[n] + sigma * (w[n].abs() if relative else 1.0) * z[n] for n in w}
         vals.append(L.loss(p) - f0)
     mean = sum(vals) / len(vals)
     return SharpnessResult(mean, f0, f0 + mean, L.passes, stderr(vals), {"sigma": sigma, "relative": relative})
@@ -153,7 +153,8 @@ def pac_bayes_sigma(model, data, target: float = 0.1, samples: int = 5, *, magni
         accs = []
         for _ in range(samples):
             std = {n: (sigma ** 2 * w[n] ** 2 + eps ** 2).sqrt() if magnitude_aware else sigma for n in w}
-            p = {n: w[n] + std[n] * torch.randn(w[n].shape, generator=gen, dtype=w[n].dtype) for n in w}
+            z = random_direction(w, gen)
+            p = {n: w[n] + std[n] * z[n] for n in w}
             accs.append(1 - float(L.per_sample(p)[1].float().mean()))
         return acc0 - sum(accs) / len(accs)
 
