@@ -358,3 +358,12 @@ def test_every_measure_runs_on_the_models_device(device):
         ref, _ = _every_measure("cpu")
         for k, v in out.items():
             assert math.isclose(v, ref[k], rel_tol=1e-6, abs_tol=1e-9), (k, v, ref[k])
+
+
+def test_rescale_check_restores_mixed_module_modes():
+    model, (x, _) = _mlp(), _data()
+    model.train()
+    model[2].eval()  # mixed: the container trains, one layer is frozen in eval
+    new = G.rescale(model, 2.0, example=x)
+    assert model.training and model[0].training and not model[2].training
+    assert new.training and not new[2].training  # the copy keeps the same per-module modes
