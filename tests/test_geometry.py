@@ -92,8 +92,11 @@ def test_trace_within_reported_uncertainty():
     model, (x, y) = _mlp(), _data()
     exact = float(_exact_hessian(model, x, y).trace())
     t = G.hessian_trace(model, (x, y), samples=200, dtype=torch.float64)
-    assert t.passes == 200 and t.stderr > 0
     assert abs(t.value - exact) < 4 * t.stderr
+    # batched double backward gives the same products as one at a time (same probes), counted alike
+    one = G.hessian_trace(model, (x, y), samples=12, dtype=torch.float64, seed=4)
+    bat = G.hessian_trace(model, (x, y), samples=12, dtype=torch.float64, seed=4, vectors_per_call=5)
+    assert torch.allclose(torch.tensor(bat.samples), torch.tensor(one.samples), rtol=1e-9) and bat.passes == 12
     hpp = G.hessian_trace(model, (x, y), method="hutch++", samples=60, dtype=torch.float64)
     assert abs(hpp.value - exact) < max(4 * hpp.stderr, 1e-6 * abs(exact))
     assert hpp.stderr < t.stderr * math.sqrt(200 / 20)  # the sketch removes most of the variance
@@ -102,11 +105,27 @@ def test_trace_within_reported_uncertainty():
 def test_spectral_density_integrates_to_one_and_spans_extremes():
     model, (x, y) = _mlp(), _data()
     ev = torch.linalg.eigvalsh(_exact_hessian(model, x, y))
-    sd = G.spectral_density(model, (x, y), runs=2, steps=30, dtype=torch.float64)
+    H = _exact_hessian(model, x, y)
+    runs, D = 4, H.shape[0]
+    sd = G.spectral_density(model, (x, y), runs=runs, steps=30, dtype=torch.float64)
     dx = float(sd.grid[1] - sd.grid[0])
     assert math.isclose(float(sd.density.sum()) * dx, 1.0, rel_tol=2e-2)
-    assert torch.allclose(sd.weights.sum(1), torch.ones(2, dtype=torch.float64))
-    assert math.isclose(float(sd.nodes.max()), float(ev[-1]), rel_tol=1e-3)
+    # the quadrature's first moment sum_i w_i theta_i is q^T H q of each run's unit probe: its mean over
+    # runs estimates tr(H) / D; Rademacher probes have variance 2 sum_{i != j} H_ij^2 / D^2 per run
+    first = (sd.weights * sd.nodes).sum(1)
+    sd_first = math.sqrt(2 * float((H ** 2).sum() - (H.diagonal() ** 2).sum())) / D / math.sqrt(runs)
+    assert abs(float(first.mean()) - float(H.trace()) / D) < 4 * sd_first
+    # exactly: Gauss quadrature with m nodes integrates theta^k, k < 2m, so sum_i w_i theta_i^k = q^T H^k q
+    # for each run's probe q (Rademacher / sqrt(D), drawn in order from the seed's generator)
+    gen = torch.Generator().manual_seed(0)
+    for r in range(runs):
+        q = (torch.randint(0, 2, (D,), generator=gen) * 2 - 1).double() / math.sqrt(D)
+        for k in (1, 2, 3):
+            exact_k = float(q @ torch.linalg.matrix_power(H, k) @ q)
+            assert math.isclose(float((sd.weights[r] * sd.nodes[r] ** k).sum()), exact_k, rel_tol=1e-6, abs_tol=1e-12)
+    span = float(ev[-1] - ev[0])
+    assert abs(float(sd.nodes.max()) - float(ev[-1])) < 1e-3 * span
+    assert abs(float(sd.nodes.min()) - float(ev[0])) < 1e-2 * span  # extremes converge first in Lanczos
 
 
 def test_rescale_preserves_function_and_breaks_naive_measures():
@@ -199,14 +218,53 @@ def test_sharpness_measures_are_consistent():
     sam = G.worst_case_sharpness(model, (x, y), rho=0.05)
     sam3 = G.worst_case_sharpness(model, (x, y), rho=0.05, steps=3)
     assert sam.value > 0 and sam3.value >= sam.value - 1e-9 and math.isclose(sam.base_loss, base, rel_tol=1e-9)
-    msh = G.worst_case_sharpness(model, (x, y), rho=0.05, m=16)
-    assert msh.details["m"] == 16 and msh.value > 0
+    msh = G.worst_case_sharpness(model, (x, y), rho=0.05, m=16)  # 48 points: three chunks of 16
+    chunks = [G.worst_case_sharpness(model, (x[i:i + 16], y[i:i + 16]), rho=0.05).value for i in (0, 16, 32)]
+    assert math.isclose(msh.value, sum(chunks) / 3, rel_tol=1e-9)
+    assert msh.value > sam.value  # per-chunk ascent directions fit each chunk: m-sharpness is larger
     kes = G.eps_sharpness(model, (x, y), eps=1e-2, steps=3)
     assert kes.value > 0
     avg = G.average_sharpness(model, (x, y), sigma=0.05, samples=5)
     assert avg.stderr > 0
+    model, (x, y) = _trained_mlp()  # accuracy near 1, so weight noise can lower it
     pb = G.pac_bayes_sigma(model, (x, y), target=0.1, samples=2, iterations=6)
-    assert 0 < pb.details["sigma"] < 10 and math.isclose(pb.value, pb.details["sigma"] ** -2)
+    sigma = pb.details["sigma"]
+    assert pb.details["bracketed"]
+    assert _accuracy_drop(model, (x, y), sigma, samples=2) <= 0.1 < _accuracy_drop(model, (x, y), 2 * sigma, samples=2)
+
+
+def _trained_mlp():
+    """The MLP fitted (Adam, 150 full-batch steps) to labels of a random linear map: accuracy ~1."""
+    model, (x, _) = _mlp(), _data()
+    y = (x @ torch.randn(5, 3, generator=torch.Generator().manual_seed(2), dtype=x.dtype)).argmax(1)
+    opt = torch.optim.Adam(model.parameters(), lr=0.03)
+    for _ in range(150):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    return model, (x, y)
+
+
+def _accuracy_drop(model, data, sigma, samples, seed=0):
+    """Mean accuracy drop under w + sigma z, z ~ N(0, I), drawn as pac_bayes_sigma draws them."""
+    L = G.LossFunction(model, data)
+    gen = torch.Generator().manual_seed(seed)
+    acc = lambda p=None: 1 - float(L.per_sample(p)[1].float().mean())
+    noisy = [acc({n: w + sigma * torch.randn(w.shape, generator=gen, dtype=w.dtype) for n, w in L.params.items()})
+             for _ in range(samples)]
+    return acc() - sum(noisy) / samples
+
+
+def test_pac_bayes_reports_an_unbracketed_search(caplog):
+    model, (x, y) = _trained_mlp()
+    with caplog.at_level("WARNING", logger="robustlab.geometry.sharpness"):
+        small = G.pac_bayes_sigma(model, (x, y), target=0.1, samples=2, iterations=3, low=1e-6, high=1e-4)
+    assert not small.details["bracketed"] and small.details["sigma"] == 1e-4 and small.details["drop_high"] <= 0.1
+    assert "raise `high`" in caplog.text
+    big = G.pac_bayes_sigma(model, (x, y), target=0.05, samples=2, iterations=3, low=5.0, high=10.0)
+    assert not big.details["bracketed"] and big.details["sigma"] == 5.0 and big.details["drop_low"] > 0.05
+    with pytest.raises(InputError):
+        G.pac_bayes_sigma(model, (x, y), low=1.0, high=0.5)
 
 
 def test_robust_flatness_and_robust_loss():
@@ -241,7 +299,9 @@ def test_trajectory_pca_recovers_a_plane(tmp_path):
     tr = G.trajectory_pca(snaps, model)
     assert tr.residuals.max() < 1e-8  # the path lies in a plane through the final point
     assert math.isclose(float(tr.explained.sum()), 1.0, rel_tol=1e-9)
-    assert torch.allclose(tr.coords[-1], torch.zeros(2, dtype=tr.coords.dtype), atol=1e-9)
+    # in-plane coordinates are an isometry: pairwise distances of the snapshots are kept
+    F = torch.stack([torch.cat([s[n].reshape(-1) for n in w]) for s in snaps])
+    assert torch.allclose(torch.cdist(tr.coords, tr.coords), torch.cdist(F, F), rtol=1e-9, atol=1e-9)
     x, y = _data()
     surf = G.trajectory_surface(model, (x, y), tr, points=5)
     assert surf.losses.shape == (5, 5)
