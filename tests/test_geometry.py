@@ -338,15 +338,17 @@ def test_regression_targets_and_bad_input():
 
 
 @pytest.mark.slow
-def test_cli_landscape_and_compare_geometry(tmp_path):
+def test_cli_landscape_and_compare_geometry(tmp_path, monkeypatch):
     import json
+
+    from robustlab.taskspec import get_task
 
     from robustlab.cli import main
 
     common = ["--no-progress", "train", "--model", "mlp", "--model-kwargs", '{"hidden": [16]}', "--data", "digits",
-              "--epochs", "3", "--eps", "0.1", "--attack-steps", "2", "--eval-n", "50", "--runs", str(tmp_path)]
-    assert main(common + ["--name", "std", "--snapshot-every", "1"]) == 0
-    assert main(common + ["--name", "pgd", "--method", "pgd"]) == 0
+              "--epochs", "3", "--attack-steps", "2", "--eval-n", "50", "--runs", str(tmp_path)]
+    assert main(common + ["--name", "std", "--eps", "0.1", "--snapshot-every", "1"]) == 0
+    assert main(common + ["--name", "pgd", "--eps", "0.2", "--method", "pgd"]) == 0
     assert main(["--no-progress", "landscape", str(tmp_path / "std"), "--n", "64", "--grid", "5",
                  "--attack-steps", "2"]) == 0
     res = json.loads((tmp_path / "std" / "geometry.json").read_text())
@@ -359,7 +361,54 @@ def test_cli_landscape_and_compare_geometry(tmp_path):
                  "--measures", "hessian,sharpness", "--attack-steps", "2", "--out", str(tmp_path)]) == 0
     cmp = json.loads((tmp_path / "geometry_comparison.json").read_text())
     assert len(cmp["runs"]) == 2 and set(cmp["kendall_tau"]) >= {"top_eigenvalue", "sam"}
+    # one radius for all runs: the largest training eps; std's eps=0.1 geometry was measured again at 0.2
+    assert cmp["eps"] == 0.2 and json.loads((tmp_path / "std" / "geometry.json").read_text())["eps"] == 0.2
     assert main(["--no-progress", "landscape", str(tmp_path / "std"), "--measures", "bogus"]) == 2
+    # the run's task objective drives every measure: a task whose training loss is 2 x CE doubles the trace
+    import yaml
+
+    from robustlab.objectives import CrossEntropy
+    from robustlab.runs import geometry as RG
+    from robustlab.taskspec import Task
+
+    class DoubleCE(CrossEntropy):
+        name = "double_ce"
+
+        def loss(self, output, target):
+            return 2 * super().loss(output, target)
+
+    double = Task("double", "CE x 2", objectives={"ce": CrossEntropy, "double_ce": DoubleCE}, train_objective="double_ce")
+    monkeypatch.setattr(RG, "get_task", lambda name: double if name == "double" else get_task(name))
+    run = tmp_path / "std"
+    kw = dict(n=64, eps=0.1, attack_steps=2, progress=False, figures=False)
+    base = RG.landscape(run, "trace", **kw)
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    (run / "config.yaml").write_text(yaml.safe_dump({**cfg, "task": "double"}))
+    res = RG.landscape(run, "trace", **kw)
+    assert res["objective"] == "double_ce" and base["objective"] == "ce"
+    assert math.isclose(res["scalars"]["trace"], 2 * base["scalars"]["trace"], rel_tol=1e-5)
+    assert math.isclose(res["gaps"]["train"]["loss"], 2 * base["gaps"]["train"]["loss"], rel_tol=1e-5)
+
+
+def test_landscape_on_a_missing_run_creates_nothing(tmp_path, capsys):
+    from robustlab.cli import main
+    from robustlab.runs.geometry import landscape
+
+    missing = tmp_path / "nope"
+    assert main(["--no-progress", "landscape", str(missing), "--trust-code"]) == 2
+    assert "no such directory" in capsys.readouterr().err
+    with pytest.raises(InputError, match="not a model run"):
+        landscape(missing)
+    assert main(["--no-progress", "compare-geometry", str(missing), str(tmp_path / "other")]) == 2
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_task_objective_of_a_run():
+    from robustlab.objectives import CrossEntropy
+    from robustlab.runs.geometry import task_objective
+
+    assert type(task_objective({})) is CrossEntropy and type(task_objective({"task": "classification"})) is CrossEntropy
+    assert type(task_objective({"task": "stereo"})).__name__ == "SmoothL1Error"
 
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
