@@ -359,11 +359,14 @@ def _add_geometry(sub) -> None:
                        help="comma-separated: hessian,trace,sharpness,flatness,surface2d,trajectory")
         p.add_argument("--loss", default="clean", choices=["clean", "robust"])
         p.add_argument("--n", type=int, default=512, help="training (and test) points the measures use")
-        p.add_argument("--eps", type=float, default=None, help="attack radius (default: the run's training eps)")
+        p.add_argument("--eps", type=float, default=None,
+                       help="attack radius (default: the run's training eps; compare-geometry: the largest among the runs)")
         p.add_argument("--attack-steps", type=int, default=10)
         p.add_argument("--grid", type=int, default=21, help="points per axis of the surfaces")
         p.add_argument("--weights", default="best", choices=["best", "last"])
         p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--trust-code", action="store_true",
+                       help="allow runs whose model is a 'module:callable' (imports and runs that code)")
         if verb == "compare-geometry":
             p.add_argument("--out", default=None, help="folder for geometry_comparison.{json,md}")
             p.add_argument("--recompute", action="store_true", help="measure again even where geometry.json exists")
@@ -371,7 +374,7 @@ def _add_geometry(sub) -> None:
 
 def _geometry_kwargs(args) -> dict:
     return {"n": args.n, "eps": args.eps, "attack_steps": args.attack_steps, "grid": args.grid, "which": args.weights,
-            "seed": args.seed, "progress": not args.no_progress}
+            "seed": args.seed, "progress": not args.no_progress, "trust_code": args.trust_code}
 
 
 def cmd_landscape(args) -> int:

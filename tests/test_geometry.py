@@ -92,8 +92,11 @@ def test_trace_within_reported_uncertainty():
     model, (x, y) = _mlp(), _data()
     exact = float(_exact_hessian(model, x, y).trace())
     t = G.hessian_trace(model, (x, y), samples=200, dtype=torch.float64)
-    assert t.passes == 200 and t.stderr > 0
     assert abs(t.value - exact) < 4 * t.stderr
+    # batched double backward gives the same products as one at a time (same probes), counted alike
+    one = G.hessian_trace(model, (x, y), samples=12, dtype=torch.float64, seed=4)
+    bat = G.hessian_trace(model, (x, y), samples=12, dtype=torch.float64, seed=4, vectors_per_call=5)
+    assert torch.allclose(torch.tensor(bat.samples), torch.tensor(one.samples), rtol=1e-9) and bat.passes == 12
     hpp = G.hessian_trace(model, (x, y), method="hutch++", samples=60, dtype=torch.float64)
     assert abs(hpp.value - exact) < max(4 * hpp.stderr, 1e-6 * abs(exact))
     assert hpp.stderr < t.stderr * math.sqrt(200 / 20)  # the sketch removes most of the variance
@@ -102,11 +105,27 @@ def test_trace_within_reported_uncertainty():
 def test_spectral_density_integrates_to_one_and_spans_extremes():
     model, (x, y) = _mlp(), _data()
     ev = torch.linalg.eigvalsh(_exact_hessian(model, x, y))
-    sd = G.spectral_density(model, (x, y), runs=2, steps=30, dtype=torch.float64)
+    H = _exact_hessian(model, x, y)
+    runs, D = 4, H.shape[0]
+    sd = G.spectral_density(model, (x, y), runs=runs, steps=30, dtype=torch.float64)
     dx = float(sd.grid[1] - sd.grid[0])
     assert math.isclose(float(sd.density.sum()) * dx, 1.0, rel_tol=2e-2)
-    assert torch.allclose(sd.weights.sum(1), torch.ones(2, dtype=torch.float64))
-    assert math.isclose(float(sd.nodes.max()), float(ev[-1]), rel_tol=1e-3)
+    # the quadrature's first moment sum_i w_i theta_i is q^T H q of each run's unit probe: its mean over
+    # runs estimates tr(H) / D; Rademacher probes have variance 2 sum_{i != j} H_ij^2 / D^2 per run
+    first = (sd.weights * sd.nodes).sum(1)
+    sd_first = math.sqrt(2 * float((H ** 2).sum() - (H.diagonal() ** 2).sum())) / D / math.sqrt(runs)
+    assert abs(float(first.mean()) - float(H.trace()) / D) < 4 * sd_first
+    # exactly: Gauss quadrature with m nodes integrates theta^k, k < 2m, so sum_i w_i theta_i^k = q^T H^k q
+    # for each run's probe q (Rademacher / sqrt(D), drawn in order from the seed's generator)
+    gen = torch.Generator().manual_seed(0)
+    for r in range(runs):
+        q = (torch.randint(0, 2, (D,), generator=gen) * 2 - 1).double() / math.sqrt(D)
+        for k in (1, 2, 3):
+            exact_k = float(q @ torch.linalg.matrix_power(H, k) @ q)
+            assert math.isclose(float((sd.weights[r] * sd.nodes[r] ** k).sum()), exact_k, rel_tol=1e-6, abs_tol=1e-12)
+    span = float(ev[-1] - ev[0])
+    assert abs(float(sd.nodes.max()) - float(ev[-1])) < 1e-3 * span
+    assert abs(float(sd.nodes.min()) - float(ev[0])) < 1e-2 * span  # extremes converge first in Lanczos
 
 
 def test_rescale_preserves_function_and_breaks_naive_measures():
@@ -199,14 +218,53 @@ def test_sharpness_measures_are_consistent():
     sam = G.worst_case_sharpness(model, (x, y), rho=0.05)
     sam3 = G.worst_case_sharpness(model, (x, y), rho=0.05, steps=3)
     assert sam.value > 0 and sam3.value >= sam.value - 1e-9 and math.isclose(sam.base_loss, base, rel_tol=1e-9)
-    msh = G.worst_case_sharpness(model, (x, y), rho=0.05, m=16)
-    assert msh.details["m"] == 16 and msh.value > 0
+    msh = G.worst_case_sharpness(model, (x, y), rho=0.05, m=16)  # 48 points: three chunks of 16
+    chunks = [G.worst_case_sharpness(model, (x[i:i + 16], y[i:i + 16]), rho=0.05).value for i in (0, 16, 32)]
+    assert math.isclose(msh.value, sum(chunks) / 3, rel_tol=1e-9)
+    assert msh.value > sam.value  # per-chunk ascent directions fit each chunk: m-sharpness is larger
     kes = G.eps_sharpness(model, (x, y), eps=1e-2, steps=3)
     assert kes.value > 0
     avg = G.average_sharpness(model, (x, y), sigma=0.05, samples=5)
     assert avg.stderr > 0
+    model, (x, y) = _trained_mlp()  # accuracy near 1, so weight noise can lower it
     pb = G.pac_bayes_sigma(model, (x, y), target=0.1, samples=2, iterations=6)
-    assert 0 < pb.details["sigma"] < 10 and math.isclose(pb.value, pb.details["sigma"] ** -2)
+    sigma = pb.details["sigma"]
+    assert pb.details["bracketed"]
+    assert _accuracy_drop(model, (x, y), sigma, samples=2) <= 0.1 < _accuracy_drop(model, (x, y), 2 * sigma, samples=2)
+
+
+def _trained_mlp():
+    """The MLP fitted (Adam, 150 full-batch steps) to labels of a random linear map: accuracy ~1."""
+    model, (x, _) = _mlp(), _data()
+    y = (x @ torch.randn(5, 3, generator=torch.Generator().manual_seed(2), dtype=x.dtype)).argmax(1)
+    opt = torch.optim.Adam(model.parameters(), lr=0.03)
+    for _ in range(150):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    return model, (x, y)
+
+
+def _accuracy_drop(model, data, sigma, samples, seed=0):
+    """Mean accuracy drop under w + sigma z, z ~ N(0, I), drawn as pac_bayes_sigma draws them."""
+    L = G.LossFunction(model, data)
+    gen = torch.Generator().manual_seed(seed)
+    acc = lambda p=None: 1 - float(L.per_sample(p)[1].float().mean())
+    noisy = [acc({n: w + sigma * torch.randn(w.shape, generator=gen, dtype=w.dtype) for n, w in L.params.items()})
+             for _ in range(samples)]
+    return acc() - sum(noisy) / samples
+
+
+def test_pac_bayes_reports_an_unbracketed_search(caplog):
+    model, (x, y) = _trained_mlp()
+    with caplog.at_level("WARNING", logger="robustlab.geometry.sharpness"):
+        small = G.pac_bayes_sigma(model, (x, y), target=0.1, samples=2, iterations=3, low=1e-6, high=1e-4)
+    assert not small.details["bracketed"] and small.details["sigma"] == 1e-4 and small.details["drop_high"] <= 0.1
+    assert "raise `high`" in caplog.text
+    big = G.pac_bayes_sigma(model, (x, y), target=0.05, samples=2, iterations=3, low=5.0, high=10.0)
+    assert not big.details["bracketed"] and big.details["sigma"] == 5.0 and big.details["drop_low"] > 0.05
+    with pytest.raises(InputError):
+        G.pac_bayes_sigma(model, (x, y), low=1.0, high=0.5)
 
 
 def test_robust_flatness_and_robust_loss():
@@ -241,7 +299,9 @@ def test_trajectory_pca_recovers_a_plane(tmp_path):
     tr = G.trajectory_pca(snaps, model)
     assert tr.residuals.max() < 1e-8  # the path lies in a plane through the final point
     assert math.isclose(float(tr.explained.sum()), 1.0, rel_tol=1e-9)
-    assert torch.allclose(tr.coords[-1], torch.zeros(2, dtype=tr.coords.dtype), atol=1e-9)
+    # in-plane coordinates are an isometry: pairwise distances of the snapshots are kept
+    F = torch.stack([torch.cat([s[n].reshape(-1) for n in w]) for s in snaps])
+    assert torch.allclose(torch.cdist(tr.coords, tr.coords), torch.cdist(F, F), rtol=1e-9, atol=1e-9)
     x, y = _data()
     surf = G.trajectory_surface(model, (x, y), tr, points=5)
     assert surf.losses.shape == (5, 5)
@@ -278,15 +338,17 @@ def test_regression_targets_and_bad_input():
 
 
 @pytest.mark.slow
-def test_cli_landscape_and_compare_geometry(tmp_path):
+def test_cli_landscape_and_compare_geometry(tmp_path, monkeypatch):
     import json
+
+    from robustlab.taskspec import get_task
 
     from robustlab.cli import main
 
     common = ["--no-progress", "train", "--model", "mlp", "--model-kwargs", '{"hidden": [16]}', "--data", "digits",
-              "--epochs", "3", "--eps", "0.1", "--attack-steps", "2", "--eval-n", "50", "--runs", str(tmp_path)]
-    assert main(common + ["--name", "std", "--snapshot-every", "1"]) == 0
-    assert main(common + ["--name", "pgd", "--method", "pgd"]) == 0
+              "--epochs", "3", "--attack-steps", "2", "--eval-n", "50", "--runs", str(tmp_path)]
+    assert main(common + ["--name", "std", "--eps", "0.1", "--snapshot-every", "1"]) == 0
+    assert main(common + ["--name", "pgd", "--eps", "0.2", "--method", "pgd"]) == 0
     assert main(["--no-progress", "landscape", str(tmp_path / "std"), "--n", "64", "--grid", "5",
                  "--attack-steps", "2"]) == 0
     res = json.loads((tmp_path / "std" / "geometry.json").read_text())
@@ -299,4 +361,118 @@ def test_cli_landscape_and_compare_geometry(tmp_path):
                  "--measures", "hessian,sharpness", "--attack-steps", "2", "--out", str(tmp_path)]) == 0
     cmp = json.loads((tmp_path / "geometry_comparison.json").read_text())
     assert len(cmp["runs"]) == 2 and set(cmp["kendall_tau"]) >= {"top_eigenvalue", "sam"}
+    # one radius for all runs: the largest training eps; std's eps=0.1 geometry was measured again at 0.2
+    assert cmp["eps"] == 0.2 and json.loads((tmp_path / "std" / "geometry.json").read_text())["eps"] == 0.2
     assert main(["--no-progress", "landscape", str(tmp_path / "std"), "--measures", "bogus"]) == 2
+    # the run's task objective drives every measure: a task whose training loss is 2 x CE doubles the trace
+    import yaml
+
+    from robustlab.objectives import CrossEntropy
+    from robustlab.runs import geometry as RG
+    from robustlab.taskspec import Task
+
+    class DoubleCE(CrossEntropy):
+        name = "double_ce"
+
+        def loss(self, output, target):
+            return 2 * super().loss(output, target)
+
+    double = Task("double", "CE x 2", objectives={"ce": CrossEntropy, "double_ce": DoubleCE}, train_objective="double_ce")
+    monkeypatch.setattr(RG, "get_task", lambda name: double if name == "double" else get_task(name))
+    run = tmp_path / "std"
+    kw = dict(n=64, eps=0.1, attack_steps=2, progress=False, figures=False)
+    base = RG.landscape(run, "trace", **kw)
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    (run / "config.yaml").write_text(yaml.safe_dump({**cfg, "task": "double"}))
+    res = RG.landscape(run, "trace", **kw)
+    assert res["objective"] == "double_ce" and base["objective"] == "ce"
+    assert math.isclose(res["scalars"]["trace"], 2 * base["scalars"]["trace"], rel_tol=1e-5)
+    assert math.isclose(res["gaps"]["train"]["loss"], 2 * base["gaps"]["train"]["loss"], rel_tol=1e-5)
+
+
+def test_landscape_on_a_missing_run_creates_nothing(tmp_path, capsys):
+    from robustlab.cli import main
+    from robustlab.runs.geometry import landscape
+
+    missing = tmp_path / "nope"
+    assert main(["--no-progress", "landscape", str(missing), "--trust-code"]) == 2
+    assert "no such directory" in capsys.readouterr().err
+    with pytest.raises(InputError, match="not a model run"):
+        landscape(missing)
+    assert main(["--no-progress", "compare-geometry", str(missing), str(tmp_path / "other")]) == 2
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_task_objective_of_a_run():
+    from robustlab.objectives import CrossEntropy
+    from robustlab.runs.geometry import task_objective
+
+    assert type(task_objective({})) is CrossEntropy and type(task_objective({"task": "classification"})) is CrossEntropy
+    assert type(task_objective({"task": "stereo"})).__name__ == "SmoothL1Error"
+
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
+
+
+def _every_measure(device):
+    """Every public measure once on a tiny conv+BN model on ``device``; values as floats."""
+    model, other = _convbn().to(device), _convbn(seed=5).to(device)
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(12, 1, 6, 6, dtype=torch.float64, generator=g).to(device)
+    y = torch.randint(0, 3, (12,), generator=g).to(device)
+    data = (x, y)
+    attack = PGD(ThreatModel("linf", 0.05), steps=2, early_stop=False)
+    eig = G.hessian_eigenvalues(model, data, k=2, max_iter=8)
+    assert eig.vectors.device.type == device
+    w = {n: p.detach() for n, p in model.named_parameters()}
+    snaps = [{n: t + s * torch.ones_like(t) + s * s * torch.full_like(t, 0.5) for n, t in w.items()}
+             for s in (1.0, 0.5, 0.0)]
+    traj = G.trajectory_pca(snaps, model)
+    out = {
+        "top": float(eig.values[0]),
+        "low": float(G.hessian_eigenvalues(model, data, k=1, which="smallest", max_iter=8).values[0]),
+        "layer": float(G.hessian_eigenvalues(model, data, k=1, blocks="layer", max_iter=6)["body.7"].values[0]),
+        "trace": G.hessian_trace(model, data, samples=3).value,
+        "hutch++": G.hessian_trace(model, data, samples=6, method="hutch++", vectors_per_call=2).value,
+        "density": float(G.spectral_density(model, data, runs=1, steps=6).nodes.max()),
+        "surface_1d": float(G.surface_1d(model, data, alphas=[-0.5, 0, 0.5], chunk=3).losses.sum()),  # vmapped
+        "surface_2d": float(G.surface_2d(model, data, xs=[-0.5, 0.5], ys=[0.0, 0.5], chunk=1).losses.sum()),
+        "recalibrated": float(G.surface_1d(model, data, alphas=[0.5], geometry=G.ParameterGeometry(bn="recalibrate"))
+                              .losses[0]),
+        "interpolate": float(G.interpolate(model, other, data, alphas=[0.5]).losses[0]),
+        "keskar": G.eps_sharpness(model, data, steps=2).value,
+        "sam": G.worst_case_sharpness(model, data, m=6).value,
+        "asam": G.adaptive_sharpness(model, data).value,
+        "average": G.average_sharpness(model, data, sigma=0.05, samples=2).value,
+        "average_relative": G.average_sharpness(model, data, sigma=0.05, samples=2, relative=True).value,
+        "pac_bayes": G.pac_bayes_sigma(model, data, samples=1, iterations=3).value,
+        "trajectory": float(G.trajectory_surface(model, data, traj, points=2).losses.sum()),
+        "invariance": G.invariance_report(model, ["filter_1d"], alphas=[2.0], data=data,
+                                          example=x).values["filter_1d"][0],
+    }
+    robust = {  # PGD's random start may differ between devices: checked for finiteness only
+        "robust_top": float(G.hessian_eigenvalues(model, data, k=1, attack=attack, robust="fixed", max_iter=6).values[0]),
+        "flat_avg": G.average_robust_flatness(model, data, attack, samples=2).value,
+        "flat_worst": G.worst_robust_flatness(model, data, attack, steps=1).value,
+    }
+    return out, robust
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_every_measure_runs_on_the_models_device(device):
+    out, robust = _every_measure(device)
+    for k, v in {**out, **robust}.items():
+        assert math.isfinite(v), k
+    if device != "cpu":  # the same numbers as on the CPU (random draws come from CPU generators)
+        ref, _ = _every_measure("cpu")
+        for k, v in out.items():
+            assert math.isclose(v, ref[k], rel_tol=1e-6, abs_tol=1e-9), (k, v, ref[k])
+
+
+def test_rescale_check_restores_mixed_module_modes():
+    model, (x, _) = _mlp(), _data()
+    model.train()
+    model[2].eval()  # mixed: the container trains, one layer is frozen in eval
+    new = G.rescale(model, 2.0, example=x)
+    assert model.training and model[0].training and not model[2].training
+    assert new.training and not new[2].training  # the copy keeps the same per-module modes

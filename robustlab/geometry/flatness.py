@@ -20,7 +20,7 @@ import torch
 
 from ..attacks import PGD
 from ..errors import InputError
-from .core import LossFunction, as_geometry, make_generator, stderr
+from .core import LossFunction, as_geometry, make_generator, random_direction, stderr
 from .sharpness import SharpnessResult
 
 log = logging.getLogger(__name__)
@@ -42,10 +42,8 @@ def average_robust_flatness(model, data, attack, xi: float = 0.5, samples: int =
     f0 = L.loss()
     vals = []
     for _ in range(samples):
-        p = {}
-        for n, t in w.items():
-            d = torch.randn(t.shape, generator=gen, dtype=t.dtype)
-            p[n] = t + xi * t.norm() * d / d.norm().clamp_min(1e-12)
+        z = random_direction(w, gen)  # CPU generator, moved to the weights' device
+        p = {n: t + xi * t.norm() * z[n] / z[n].norm().clamp_min(1e-12) for n, t in w.items()}
         vals.append(L.loss(p) - f0)
     mean = sum(vals) / len(vals)
     return SharpnessResult(mean, f0, f0 + mean, L.passes, stderr(vals), {"xi": xi, "samples": samples})

@@ -169,7 +169,7 @@ def hessian_eigenvalues(model, data, k: int = 5, which: str = "largest", objecti
     theta, s, Q, m, beta = lanczos(L.hvp, dim, steps, v0, k=k, which=which, tol=tol)
     idx = _wanted(theta, k, which)
     values = theta[idx]
-    vectors = (s[:, idx].T.to(Q.dtype) @ Q)
+    vectors = s[:, idx].T.to(Q) @ Q  # T's eigenvectors are on the CPU, Q on the model's device
     vectors = vectors / vectors.norm(dim=1, keepdim=True)
     beta_res = (beta * s[-1, idx]).abs()
     log.debug("lanczos: %d steps, top values %s", m, [round(float(v), 4) for v in values])

@@ -79,11 +79,15 @@ def rescale(model: nn.Module, alpha: float, pairs: str | Sequence[int] = "altern
             b.weight.div_(alpha)
     if example is not None:
         with torch.no_grad():
-            model_was = model.training
+            modes = {m: m.training for m in model.modules()}  # per module: mixed modes come back as they were
+            new_modes = {m: m.training for m in new.modules()}
             model.eval(), new.eval()
-            ref = model(example)
-            diff = float((ref - new(example)).abs().max())
-            model.train(model_was), new.train(model_was)
+            try:
+                ref = model(example)
+                diff = float((ref - new(example)).abs().max())
+            finally:
+                for m, t in [*modes.items(), *new_modes.items()]:
+                    m.training = t
         if diff > 1e-4 * max(1.0, float(ref.abs().max())):
             raise InputError(f"rescale changed the model's outputs by {diff:.3g}: it is not a ReLU chain in "
                              "registration order (skip connections?); choose `pairs` explicitly")

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from ..errors import InputError
-from .core import LossFunction, as_batches, as_geometry, make_generator, stderr
+from .core import LossFunction, as_batches, as_geometry, make_generator, random_direction, stderr
 
 log = logging.getLogger(__name__)
 
@@ -126,8 +126,8 @@ def average_sharpness(model, data, sigma: float = 0.01, samples: int = 10, *, re
     f0 = L.loss()
     vals = []
     for _ in range(samples):
-        p = {n: w[n] + sigma * (w[n].abs() if relative else 1.0) * torch.randn(w[n].shape, generator=gen,
-                                                                                 dtype=w[n].dtype) for n in w}
+        z = random_direction(w, gen)  # drawn on the CPU generator, moved to the weights' device
+        p = {n: w[n] + sigma * (w[n].abs() if relative else 1.0) * z[n] for n in w}
         vals.append(L.loss(p) - f0)
     mean = sum(vals) / len(vals)
     return SharpnessResult(mean, f0, f0 + mean, L.passes, stderr(vals), {"sigma": sigma, "relative": relative})
@@ -140,7 +140,12 @@ def pac_bayes_sigma(model, data, target: float = 0.1, samples: int = 5, *, magni
     """Jiang et al. (2020) PAC-Bayes flatness: bisection (in log sigma) for the largest sigma whose
     Gaussian weight noise lowers accuracy (1 - objective success rate) by at most ``target``,
     averaged over ``samples`` draws. ``magnitude_aware``: noise variance sigma^2 w^2 + eps^2.
-    ``value`` = 1 / sigma^2 (larger = sharper)."""
+    ``value`` = 1 / sigma^2 (larger = sharper). Both ends of ``[low, high]`` are checked first; if
+    they do not bracket the answer, ``details["bracketed"]`` is False, a warning is logged and the
+    violated end is returned (a bound, not the answer)."""
+    if not 0 < low < high or not 0 <= target < 1 or samples < 1:
+        raise InputError(f"pac_bayes_sigma needs 0 < low < high, 0 <= target < 1 and samples >= 1; got low={low}, "
+                         f"high={high}, target={target}, samples={samples}")
     L = _L(model, data, objective, params, dtype, attack, robust, batch_size)
     w = L.params
     _, succ = L.per_sample()
@@ -153,18 +158,30 @@ def pac_bayes_sigma(model, data, target: float = 0.1, samples: int = 5, *, magni
         accs = []
         for _ in range(samples):
             std = {n: (sigma ** 2 * w[n] ** 2 + eps ** 2).sqrt() if magnitude_aware else sigma for n in w}
-            p = {n: w[n] + std[n] * torch.randn(w[n].shape, generator=gen, dtype=w[n].dtype) for n in w}
+            z = random_direction(w, gen)
+            p = {n: w[n] + std[n] * z[n] for n in w}
             accs.append(1 - float(L.per_sample(p)[1].float().mean()))
         return acc0 - sum(accs) / len(accs)
 
-    lo, hi = math.log(low), math.log(high)
-    for _ in range(iterations):
-        mid = 0.5 * (lo + hi)
-        if drop(math.exp(mid)) <= target:
-            lo = mid
-        else:
-            hi = mid
-    sigma = math.exp(lo)
+    # the bracket must hold the answer: drop(low) <= target < drop(high); otherwise say so
+    drop_low, drop_high = drop(low), drop(high)
+    bracketed = drop_low <= target < drop_high
+    if bracketed:
+        lo, hi = math.log(low), math.log(high)
+        for _ in range(iterations):
+            mid = 0.5 * (lo + hi)
+            if drop(math.exp(mid)) <= target:
+                lo = mid
+            else:
+                hi = mid
+        sigma = math.exp(lo)
+    else:
+        sigma = low if drop_low > target else high
+        log.warning("pac_bayes_sigma: [low=%.3g, high=%.3g] does not bracket the answer (accuracy drop %.3f at low, "
+                    "%.3f at high, target %.3g); reporting sigma=%.3g, a bound only: %s", low, high, drop_low,
+                    drop_high, target, sigma, "lower `low`" if drop_low > target else
+                    "raise `high` (or the model's accuracy is below the target drop)")
     return SharpnessResult(1 / sigma ** 2, 1 - acc0, float("nan"), L.passes,
                            details={"sigma": sigma, "target": target, "accuracy": acc0,
-                                    "magnitude_aware": magnitude_aware})
+                                    "magnitude_aware": magnitude_aware, "bracketed": bracketed,
+                                    "drop_low": drop_low, "drop_high": drop_high})

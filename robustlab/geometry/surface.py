@@ -83,7 +83,7 @@ def _batched(L: LossFunction, points: list[dict[str, torch.Tensor]]) -> list[flo
         out = functional_call(L.model, ({**L.frozen, **p}, buffers), (x,))
         return L.objective.loss(out, t).sum()
 
-    total = torch.zeros(len(points), dtype=torch.float64)
+    total = torch.zeros(len(points), dtype=torch.float64, device=L.device)
     with torch.no_grad(), L.mode(train_bn=False):
         for x, t in L.batches:
             total += vmap(one, in_dims=(0, None, None))(stacked, x, t).double()

@@ -23,6 +23,7 @@ from ..data import load_dataset
 from ..errors import InputError
 from ..fileio import atomic_write_json, atomic_write_text
 from ..geometry import plots
+from ..taskspec import get_task
 from ..threat import ThreatModel
 from ..training import measure
 from .job import load_model_from_run
@@ -49,10 +50,29 @@ def _threat(config: dict, eps: float | None) -> ThreatModel:
     return ThreatModel(train.get("norm", "linf"), float(eps if eps is not None else train.get("eps", 0.3)))
 
 
-def generalisation_gaps(model, train, test, threat: ThreatModel, steps: int = 10, seed: int = 0) -> dict:
+def task_objective(config: dict):
+    """The training objective of a run's task (``task`` in config.yaml, default classification:
+    cross-entropy); every geometry measure and attack of the run uses it."""
+    task = get_task(config.get("task") or "classification")
+    name = task.train_objective
+    if name is not None and name not in task.objectives:  # a plug-in whose training loss is no Objective
+        log.warning("task %s: train_objective %r is not among its objectives %s; geometry uses its default "
+                    "objective %r", task.name, name, sorted(task.objectives), next(iter(task.objectives)))
+        name = None
+    return task.objective(name)
+
+
+def training_eps(config: dict) -> float | None:
+    """The attack radius a run was trained with (None if its config names none)."""
+    eps = (config.get("train") or {}).get("eps")
+    return None if eps is None else float(eps)
+
+
+def generalisation_gaps(model, train, test, threat: ThreatModel, steps: int = 10, seed: int = 0,
+                        objective=None) -> dict:
     """Train minus test: accuracy gap (train - test), loss gap (test - train), clean and robust."""
-    tr = measure(model, train, threat, steps, seed)
-    te = measure(model, test, threat, steps, seed)
+    tr = measure(model, train, threat, steps, seed, objective=objective)
+    te = measure(model, test, threat, steps, seed, objective=objective)
     return {"train": tr, "test": te, "acc_gap": tr["acc"] - te["acc"], "loss_gap": te["loss"] - tr["loss"],
             "robust_acc_gap": tr["robust_acc"] - te["robust_acc"],
             "robust_loss_gap": te["robust_loss"] - tr["robust_loss"]}
@@ -60,34 +80,46 @@ def generalisation_gaps(model, train, test, threat: ThreatModel, steps: int = 10
 
 def landscape(run_dir: str | Path, measures: str | Sequence[str] = ALL_MEASURES, loss: str = "clean", *,
               n: int = 512, eps: float | None = None, attack_steps: int = 10, grid: int = 21, which: str = "best",
-              seed: int = 0, progress: bool = True, figures: bool = True) -> dict:
+              seed: int = 0, progress: bool = True, figures: bool = True, trust_code: bool = False) -> dict:
     """Compute geometry measures of a model run on ``n`` training points (robust flatness and the
     gaps also on ``n`` test points) and write ``geometry.json`` and figures into the run.
 
     ``loss="robust"`` takes every measure on PGD adversarials (re-crafted at each evaluated weight
-    vector for surfaces and sharpness; crafted at the trained weights for the Hessian).
+    vector for surfaces and sharpness; crafted at the trained weights for the Hessian). The loss is
+    the run's task objective (:func:`task_objective`). Creates nothing unless the run exists; holds
+    the run's lock while it writes.
     """
     if loss not in ("clean", "robust"):
         raise InputError(f"loss must be 'clean' or 'robust', got {loss!r}")
     todo = _parse(measures)
-    run = Run(run_dir)
-    model, config = load_model_from_run(run_dir, which)
+    model, config = load_model_from_run(run_dir, which, trust_code=trust_code)  # InputError if no such run
+    run = Run(run_dir, create=False)
     model.eval()
+    with run.lock():
+        return _landscape(run, model, config, todo, loss, n, eps, attack_steps, grid, which, seed, progress, figures)
+
+
+def _landscape(run: Run, model, config: dict, todo: list[str], loss: str, n: int, eps: float | None,
+               attack_steps: int, grid: int, which: str, seed: int, progress: bool, figures: bool) -> dict:
+    if figures:
+        run.figures.mkdir(exist_ok=True)
+    objective = task_objective(config)
     data_spec = config.get("data", {})
     name = data_spec["name"] if isinstance(data_spec, dict) else data_spec
     dseed = data_spec.get("seed", 0) if isinstance(data_spec, dict) else 0
     train = load_dataset(name, "train", seed=dseed, data_dir=data_spec.get("data_dir") if isinstance(data_spec, dict) else None).subset(n)
     test = load_dataset(name, "test", seed=dseed, data_dir=data_spec.get("data_dir") if isinstance(data_spec, dict) else None).subset(n)
     threat = _threat(config, eps)
-    attack = PGD(threat, "ce", steps=attack_steps, early_stop=False, seed=seed) if threat.eps > 0 else None
+    attack = PGD(threat, objective, steps=attack_steps, early_stop=False, seed=seed) if threat.eps > 0 else None
     if loss == "robust" and attack is None:
         raise InputError("loss='robust' needs eps > 0 (pass eps=...)")
-    kw: dict[str, Any] = {"attack": attack} if loss == "robust" else {}
-    robust_kw = {"attack": attack, "robust": "fixed"} if loss == "robust" else {}
+    kw: dict[str, Any] = {"objective": objective, **({"attack": attack} if loss == "robust" else {})}
+    robust_kw = {"objective": objective, **({"attack": attack, "robust": "fixed"} if loss == "robust" else {})}
     out: dict[str, Any] = {"run": str(run.path), "loss": loss, "n": len(train), "eps": threat.eps, "norm": threat.norm,
-                           "weights": which, "measures": {}, "scalars": {}, "timings_s": {}, "figures": []}
+                           "objective": getattr(objective, "name", type(objective).__name__), "weights": which,
+                           "measures": {}, "scalars": {}, "timings_s": {}, "figures": []}
     start = time.perf_counter()
-    out["gaps"] = generalisation_gaps(model, train, test, threat, attack_steps, seed)
+    out["gaps"] = generalisation_gaps(model, train, test, threat, attack_steps, seed, objective=objective)
     from tqdm import tqdm
 
     for m in tqdm(todo, desc="geometry", disable=not progress):
@@ -119,16 +151,17 @@ def landscape(run_dir: str | Path, measures: str | Sequence[str] = ALL_MEASURES,
             if attack is None:
                 log.warning("flatness needs eps > 0; skipped")
                 continue
-            avg = G.average_robust_flatness(model, test, attack, xi=0.5, samples=5, seed=seed)
-            worst = G.worst_robust_flatness(model, test, attack, xi=0.01, steps=3)
+            avg = G.average_robust_flatness(model, test, attack, xi=0.5, samples=5, seed=seed, objective=objective)
+            worst = G.worst_robust_flatness(model, test, attack, xi=0.01, steps=3, objective=objective)
             out["measures"]["flatness"] = {"average": avg.to_dict(), "worst": worst.to_dict()}
             out["scalars"]["robust_flatness_avg"] = avg.value
             out["scalars"]["robust_flatness_worst"] = worst.value
         elif m == "surface2d":
             xs = torch.linspace(-1, 1, grid)
-            curves = {"clean": G.surface_1d(model, train, alphas=xs, seed=seed)}
+            curves = {"clean": G.surface_1d(model, train, alphas=xs, seed=seed, objective=objective)}
             if attack is not None and loss == "robust":
-                curves["robust"] = G.surface_1d(model, train, alphas=torch.linspace(-1, 1, 11), seed=seed, attack=attack)
+                curves["robust"] = G.surface_1d(model, train, alphas=torch.linspace(-1, 1, 11), seed=seed, attack=attack,
+                                                objective=objective)
             s2 = G.surface_2d(model, train, xs=xs, ys=xs, seed=seed, progress=progress, **kw)
             out["measures"]["surface"] = {"curves": {k: v.to_dict() for k, v in curves.items()}, "plane": s2.to_dict()}
             if figures:
@@ -166,21 +199,34 @@ def landscape(run_dir: str | Path, measures: str | Sequence[str] = ALL_MEASURES,
 
 def compare_geometry(run_dirs: Sequence[str | Path], measures: str | Sequence[str] = ("hessian", "trace", "sharpness",
                      "flatness"), loss: str = "clean", out: str | Path | None = None, recompute: bool = False,
-                     gap: str | None = None, **kwargs) -> dict:
+                     gap: str | None = None, eps: float | None = None, **kwargs) -> dict:
     """Measures of several runs side by side with their generalisation gaps and, per measure, the
     Kendall rank correlation with the gap (``acc_gap`` for the clean loss, ``robust_acc_gap`` for
-    the robust one). Runs without ``geometry.json`` (or with ``recompute``) are measured first."""
+    the robust one). Runs without ``geometry.json`` (or with ``recompute``) are measured first.
+
+    Every run is measured at ONE attack radius (robust gaps, robust losses and flatness are
+    comparable only then): ``eps``, else the largest training eps among the runs; a stored
+    ``geometry.json`` taken at another eps is measured again. The radius is recorded as ``eps``."""
     from scipy.stats import kendalltau
 
     if len(run_dirs) < 2:
         raise InputError("compare-geometry needs at least two runs")
     gap = gap or ("acc_gap" if loss == "clean" else "robust_acc_gap")
+    todo = _parse(measures)
+    if eps is None:
+        train_eps = [training_eps(Run(r, create=False).read_config()) for r in run_dirs]
+        known = [e for e in train_eps if e is not None]
+        eps = max(known) if known else None
+        if eps is None:
+            raise InputError("none of the runs records a training eps; pass --eps for the common attack radius")
+    eps = float(eps)
     rows = []
     for r in run_dirs:
         path = Path(r) / ("geometry.json" if loss == "clean" else "geometry_robust.json")
         res = json.loads(path.read_text()) if path.exists() and not recompute else None
-        if res is None or not set(_parse(measures)) <= set(res.get("measures", {})) | {"surface2d", "trajectory"}:
-            res = landscape(r, measures, loss, **kwargs)
+        if res is None or not set(todo) <= set(res.get("measures", {})) | {"surface2d", "trajectory"} \
+                or not math.isclose(float(res.get("eps", float("nan"))), eps, rel_tol=1e-9):
+            res = landscape(r, todo, loss, eps=eps, **kwargs)
         rows.append({"run": str(r), "scalars": res["scalars"], "gaps": {k: v for k, v in res["gaps"].items()
                                                                          if not isinstance(v, dict)}})
     names = [s for s in SCALARS if all(s in row["scalars"] for row in rows)]
@@ -190,7 +236,7 @@ def compare_geometry(run_dirs: Sequence[str | Path], measures: str | Sequence[st
         ys = [row["gaps"][gap] for row in rows]
         tau = kendalltau(xs, ys).statistic if len(set(xs)) > 1 and len(set(ys)) > 1 else float("nan")
         taus[s] = None if tau is None or math.isnan(tau) else float(tau)
-    result = {"loss": loss, "gap": gap, "runs": rows, "kendall_tau": taus}
+    result = {"loss": loss, "gap": gap, "eps": eps, "runs": rows, "kendall_tau": taus}
     out_dir = Path(out) if out is not None else Path(run_dirs[0]).parent
     atomic_write_json(out_dir / "geometry_comparison.json", result)
     atomic_write_text(out_dir / "geometry_comparison.md", comparison_markdown(result))
@@ -209,4 +255,5 @@ def comparison_markdown(result: dict) -> str:
         lines.append(f"| {Path(row['run']).name} | " + " | ".join(vals) + " |")
     taus = ["n/a" if result["kendall_tau"][s] is None else f"{result['kendall_tau'][s]:+.2f}" for s in names]
     lines.append(f"| Kendall tau vs {result['gap']} | " + " | ".join(taus + [""] * len(gaps)) + " |")
-    return "\n".join(lines) + "\n"
+    eps = f" at eps={result['eps']:g} for every run" if result.get("eps") is not None else ""
+    return "\n".join(lines) + f"\n\nRobust quantities{eps}.\n"
