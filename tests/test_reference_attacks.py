@@ -13,6 +13,7 @@ import torch
 
 import robustlab as rl
 from robustlab.attacks import APGD, APGDT, BPDA, FABT, Square
+from robustlab.threat import lp_norm
 from robustlab.training import load_weights
 
 DATA = Path(__file__).parent / "data"
@@ -129,3 +130,18 @@ def test_bpda_gradient_goes_through_the_approximation():
     assert torch.allclose(x.grad, 2 * net.weight.sum(0).expand(4, 3))
     with pytest.raises(rl.InputError, match="shape"):
         BPDA(net, lambda t: t[:, :2])(x)
+
+
+def test_square_l1_stays_in_ball_and_box_and_breaks_points(model_and_points):
+    """Square-L1 (reference: 11 and 19 of these 137 points at eps 5 and 8 with 1,000 queries; robustlab 10
+    and 16 on its seed): every point inside the L1 ball and the box, success true at the point."""
+    model, x, y = model_and_points
+    clean = torch.tensor(REFERENCE["clean_correct"], dtype=torch.bool)
+    x, y = x[clean][:60], y[clean][:60]
+    threat = rl.ThreatModel("l1", 8.0)
+    res = Square(threat, n_queries=300, seed=0)(model, x, y)
+    assert threat.contains(x, res.x_adv).all() and float(res.x_adv.min()) >= 0 and float(res.x_adv.max()) <= 1
+    with torch.no_grad():
+        assert torch.equal(res.success, model(res.x_adv).argmax(1) != y)
+    assert int(res.success.sum()) >= 3
+    assert float(lp_norm(res.x_adv - x, "l1").max()) > 7.0, "the budget is used"

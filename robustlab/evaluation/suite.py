@@ -41,7 +41,7 @@ def build_suite(attacks: str | Sequence[Attack | str], threat: ThreatModel, seed
 
     - "standard": the AutoAttack protocol: APGD-CE, APGD-T (9 targets), FAB-T (9 targets), each
       100 iterations, then Square (5,000 queries, p_init 0.8). L1 (AutoAttack-L1, Croce & Hein 2021):
-      l1-APGD-CE with 5 restarts and APGD-T with 5 targets, both with the 3-2-1 x eps schedule, then FAB-T.
+      l1-APGD-CE with 5 restarts and APGD-T with 5 targets, both with the 3-2-1 x eps schedule, FAB-T, Square-L1.
     - "rand": for randomised defences: APGD-CE and APGD-DLR with EOT over 20 draws per step.
     - "fast": APGD-CE and APGD-T (3 targets), 20 iterations: a quick look, not a trustworthy number.
     """
@@ -51,8 +51,7 @@ def build_suite(attacks: str | Sequence[Attack | str], threat: ThreatModel, seed
             suite = [APGD(threat, "ce", steps=100, restarts=5 if l1 else 1, seed=seed),
                      APGDT(threat, n_targets=5 if l1 else 9, steps=100, seed=seed),
                      FABT(threat, n_targets=9, steps=100, seed=seed)]
-            if threat.norm in ("linf", "l2"):
-                suite.append(Square(threat, n_queries=5000, p_init=0.8, seed=seed))
+            suite.append(Square(threat, n_queries=5000, p_init=0.8, seed=seed))
             return suite
         if attacks == "rand":
             suite = [APGD(threat, "ce", steps=100, seed=seed), APGDDLR(threat, steps=100, seed=seed)]
