@@ -10,7 +10,7 @@ BENCH_STAMP := $(VENV)/.installed-bench
 TORCH_PIN := torch==2.13.0
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: install demo test test-all bench clean ocr-system
+.PHONY: install demo test test-all bench mutation clean ocr-system
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -57,5 +57,12 @@ $(BENCH_STAMP): $(STAMP)
 bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/run.py --out benchmarks/results.md
 
+# Mutation testing over threat.py, objectives.py and attacks/ (settings in pyproject's [tool.mutmut]); not in
+# CI: hours on two cores. MUTANTS narrows it, e.g. make mutation MUTANTS='robustlab.threat*'
+MUTANTS ?=
+mutation: $(STAMP)
+	$(BIN)/pip install --quiet mutmut
+	$(BIN)/mutmut run $(MUTANTS); $(BIN)/mutmut results
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache mutants

@@ -13,6 +13,7 @@ import torch
 
 import robustlab as rl
 from robustlab.attacks import APGD, APGDT, BPDA, FABT, Square
+from robustlab.threat import lp_norm
 from robustlab.training import load_weights
 
 DATA = Path(__file__).parent / "data"
@@ -129,3 +130,70 @@ def test_bpda_gradient_goes_through_the_approximation():
     assert torch.allclose(x.grad, 2 * net.weight.sum(0).expand(4, 3))
     with pytest.raises(rl.InputError, match="shape"):
         BPDA(net, lambda t: t[:, :2])(x)
+
+
+def test_square_l1_stays_in_ball_and_box_and_breaks_points(model_and_points):
+    """Square-L1 (reference: 11 and 19 of these 137 points at eps 5 and 8 with 1,000 queries; robustlab 10
+    and 16 on its seed): every point inside the L1 ball and the box, success true at the point."""
+    model, x, y = model_and_points
+    clean = torch.tensor(REFERENCE["clean_correct"], dtype=torch.bool)
+    x, y = x[clean][:60], y[clean][:60]
+    threat = rl.ThreatModel("l1", 8.0)
+    res = Square(threat, max_queries=300, seed=0)(model, x, y)
+    assert threat.contains(x, res.x_adv).all() and float(res.x_adv.min()) >= 0 and float(res.x_adv.max()) <= 1
+    with torch.no_grad():
+        assert torch.equal(res.success, model(res.x_adv).argmax(1) != y)
+    assert int(res.success.sum()) >= 3
+    assert float(lp_norm(res.x_adv - x, "l1").max()) > 7.0, "the budget is used"
+
+
+def _min_norm_by_solver(t, w, c, norm, start):
+    """Reference: min ||d||_p s.t. <w, d> = c, 0 <= t + d <= 1, by scipy (an LP for L1 / Linf; SLSQP for L2,
+    started from `start`, so it can only report a better point); None when infeasible."""
+    import numpy as np
+    from scipy.optimize import linprog, minimize
+
+    n = t.size
+    if norm == "l2":
+        if np.sum(np.abs(w) * np.where(w * np.sign(c) > 0, 1 - t, t)) < abs(c):
+            return None
+        res = minimize(lambda d: 0.5 * d @ d, start, jac=lambda d: d, method="SLSQP",
+                       bounds=list(zip(-t, 1 - t)), constraints=[{"type": "eq", "fun": lambda d: w @ d - c}],
+                       options={"ftol": 1e-14, "maxiter": 1000})
+        ok = abs(w @ res.x - c) < 1e-9 and np.all(t + res.x >= -1e-12) and np.all(t + res.x <= 1 + 1e-12)
+        return float(np.linalg.norm(res.x)) if ok else float(np.linalg.norm(start))
+    if norm == "l1":  # d = p - q, p, q >= 0
+        res = linprog(np.ones(2 * n), A_eq=np.concatenate([w, -w])[None], b_eq=[c],
+                      A_ub=np.block([[np.eye(n), -np.eye(n)], [-np.eye(n), np.eye(n)]]),
+                      b_ub=np.concatenate([1 - t, t]), bounds=[(0, None)] * (2 * n))
+        return float(res.fun) if res.status == 0 else None
+    # linf: variables (d, s), min s, -s <= d_i <= s
+    res = linprog(np.r_[np.zeros(n), 1.0], A_eq=np.r_[w, 0.0][None], b_eq=[c],
+                  A_ub=np.block([[np.eye(n), -np.ones((n, 1))], [-np.eye(n), -np.ones((n, 1))]]),
+                  b_ub=np.zeros(2 * n), bounds=list(zip(-t, 1 - t)) + [(0, None)])
+    return float(res.fun) if res.status == 0 else None
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2", "l1"])
+def test_fab_projection_onto_hyperplane_and_box_is_exact(norm):
+    from robustlab.attacks import project_hyperplane_box
+
+    g = torch.Generator().manual_seed(1)
+    t = torch.rand(12, 8, generator=g, dtype=torch.float64)
+    t[:, :2] = torch.tensor([0.0, 1.0], dtype=torch.float64)    # saturated coordinates
+    w = torch.randn(12, 8, generator=g, dtype=torch.float64)
+    w[:, 2] = 0
+    c = torch.randn(12, generator=g, dtype=torch.float64) * torch.linspace(0.1, 3, 12, dtype=torch.float64)
+    d = project_hyperplane_box(t, w, c, norm)
+    assert float((t + d).min()) >= -1e-12 and float((t + d).max()) <= 1 + 1e-12
+    p = {"linf": float("inf"), "l2": 2, "l1": 1}[norm]
+    n_feasible = 0
+    for i in range(12):
+        best = _min_norm_by_solver(t[i].numpy(), w[i].numpy(), float(c[i]), norm, d[i].numpy())
+        if best is None:  # hyperplane out of reach: the box corner closest to it
+            assert float(w[i] @ d[i]) * float(c[i]) > 0 and abs(float(w[i] @ d[i])) < abs(float(c[i]))
+            continue
+        n_feasible += 1
+        assert abs(float(w[i] @ d[i]) - float(c[i])) < 1e-9
+        assert float(d[i].norm(p=p)) <= best + 1e-6
+    assert n_feasible >= 6

@@ -35,7 +35,7 @@ for _name, _cls, _meta in (
     ("deepfool", DeepFool, dict(access="white-box", norms=("linf", "l2"), objective="classification")),
     ("fab-t", FABT, dict(access="white-box", norms=_PIXEL, objective="classification")),
     ("parametric-pgd", ParametricPGD, dict(access="white-box", norms=("param",), objective="any")),
-    ("square", Square, dict(access="score", norms=("linf", "l2"), objective="any")),
+    ("square", Square, dict(access="score", norms=("linf", "l2", "l1"), objective="any")),
     ("simba", SimBA, dict(access="score", norms=("l2",), objective="any")),
     ("nes", NES, dict(access="score", norms=("linf", "l2"), objective="any")),
     ("bandits", BanditsTD, dict(access="score", norms=("linf", "l2"), objective="any")),

@@ -32,12 +32,14 @@ def _window_masks(ctx: AttackContext, side: int, h: int, w: int) -> torch.Tensor
 
 
 class Square(IterativeAttack):
-    """Square attack, Linf and L2, on any score objective (default: the margin loss).
+    """Square attack, Linf, L2 and L1, on any score objective (default: the margin loss).
 
     Linf: start from vertical stripes of +-eps; each iteration resamples a random square of side
     round(sqrt(p * H * W)) to +-eps per channel and keeps it if the loss improves.
     L2: start from a grid of centred "meta-square" bumps; each iteration moves perturbation mass from
     one square to another, keeping ||delta||_2 = eps (the paper's L2 update).
+    L1 (the L1 version of the reference AutoAttack code, Croce et al. 2022): the same moves with bumps
+    of weight 1 / (k + 1)^4 normalised in L1, and the exact projection onto the L1 ball and the box.
     Uses one query per iteration after the first; ``max_queries`` is the per-sample budget.
     """
 
@@ -49,8 +51,8 @@ class Square(IterativeAttack):
     def __init__(self, threat: ThreatModel, objective: Objective | str | None = None, *, max_queries: int = 5000,
                  p_init: float = 0.8, restarts: int = 1, early_stop: bool = True, seed: int = 0):
         super().__init__(threat, objective, early_stop=early_stop, seed=seed)
-        if threat.norm not in ("linf", "l2"):
-            raise InputError("Square supports the linf and l2 norms")
+        if threat.norm not in ("linf", "l2", "l1"):
+            raise InputError("Square supports the linf, l2 and l1 norms")
         if max_queries < 1:
             raise InputError(f"max_queries must be >= 1, got {max_queries}")
         self.max_queries = int(max_queries)
@@ -66,13 +68,20 @@ class Square(IterativeAttack):
             delta = eps * signs.expand(b, c, h, w)
         else:
             delta = self._l2_init(ctx, b, c, h, w)
-        x0 = ctx.threat.project(x, x + delta)
+        x0 = ctx.threat.project(x, x + delta, self._budget(ctx.threat))
         loss, _, _ = ctx.evaluate(x0)
         return {"x_adv": x0, "loss": loss}
 
+    @staticmethod
+    def _budget(threat: ThreatModel) -> float:
+        """L1 aims just inside the ball (the reference's eps (1 - 1e-6)), so float sums stay within eps."""
+        return threat.eps * (1 - 1e-6) if threat.norm == "l1" else threat.eps
+
     def _l2_init(self, ctx, b, c, h, w) -> torch.Tensor:
         """A grid of (h // 5)-sized meta-square bumps with a random sign per square and channel,
-        rescaled to ||delta||_2 = eps."""
+        rescaled to ||delta||_2 = eps (L2); for L1 the bumps have unit L1 norm and the sum is left to
+        the projection onto the L1 ball."""
+        norm = ctx.threat.norm
         s = max(h // 5, 1)
         delta = torch.zeros(b, c, h, w, dtype=ctx.x.dtype, device=ctx.x.device)
         start = (h - 5 * s) // 2 if h >= 5 * s else 0
@@ -84,9 +93,11 @@ class Square(IterativeAttack):
                 top, left = start + i * s, start + j * s
                 if top + s > h or left + s > w:
                     continue
-                bump = _meta_bump(s, ctx.x)
+                bump = _meta_bump(s, ctx.x, norm)
                 bumps = torch.where(per_sample(flips[:, i, j] < 0.5, bump[None]), bump.T[None], bump[None])
                 delta[:, :, top:top + s, left:left + s] += bumps[:, None] * signs[:, i, j, :, None, None]
+        if norm == "l1":
+            return delta
         delta = delta / per_sample(lp_norm(delta, "l2").clamp_min(1e-12), delta)
         return delta * ctx.threat.eps
 
@@ -105,8 +116,10 @@ class Square(IterativeAttack):
             if unchanged.any():  # the window already had these signs: flip them so the query is not wasted
                 new = torch.where(window & per_sample(unchanged, window), -signs, new)
                 x_new = self._apply(threat, x, new)
-        else:
+        elif threat.norm == "l2":
             x_new = threat.project(x, x + self._l2_update(ctx, delta, p, b, c, h, w))
+        else:
+            x_new = threat.project(x, x + self._l1_update(ctx, delta, p, b, c, h, w), self._budget(threat))
         loss, _, _ = ctx.evaluate(x_new)
         better = loss > s["loss"]
         return {"x_adv": torch.where(per_sample(better, x_new), x_new, s["x_adv"]),
@@ -118,6 +131,9 @@ class Square(IterativeAttack):
         if threat.mask is not None:
             return threat.project(x, x + delta)
         return (x + delta).clamp(*threat.bounds)
+
+    def _l1_update(self, ctx, delta, p, b, c, h, w) -> torch.Tensor:
+        return _l1_window_update(ctx, delta, p, b, c, h, w)
 
     def _l2_update(self, ctx, delta, p, b, c, h, w) -> torch.Tensor:
         """The paper's L2 step: window 1 gets a fresh meta-square bump (random sign per channel) plus its
@@ -145,24 +161,51 @@ class Square(IterativeAttack):
         return new / per_sample(lp_norm(new, "l2").clamp_min(1e-12), new) * eps
 
 
-def _pyramid(rows: int, cols: int, like: torch.Tensor) -> torch.Tensor:
-    """Centred bump: sum over nested squares around the centre of 1 / (k + 1)^2, unit L2 norm."""
+def _l1_window_update(ctx, delta, p, b, c, h, w) -> torch.Tensor:
+    """The L1 move: window 1 gets a fresh L1 meta-square bump (random sign per channel) plus its old
+    direction (unit L1 per channel), rescaled per channel to L1 mass c * (free / c + the mass of windows 1
+    and 2 in that channel), free = max(eps - ||delta||_1, 0); window 2 is zeroed. The caller projects."""
+    eps = ctx.threat.eps
+    side = max(int(round(math.sqrt(p * h * w))), 3)
+    side = min(side + (side % 2 == 0), h, w)
+    w1 = _window_masks(ctx, side, h, w).expand(b, c, h, w)
+    w2 = _window_masks(ctx, side, h, w).expand(b, c, h, w)
+    old_w1 = delta[w1].reshape(b, c, side, side)
+    mass_old_w1 = old_w1.abs().flatten(2).sum(2)                                   # [B, C]
+    mass_image = lp_norm(delta, "l1")                                              # [B]
+    mass_windows = (delta * (w1 | w2)).abs().flatten(2).sum(2)                     # [B, C]
+    bump = _meta_bump(side, delta, "l1")
+    flips = ctx.rand_full(()) < 0.5
+    bumps = torch.where(flips[:, None, None], bump.T[None], bump[None])            # [B, s, s]
+    signs = torch.where(ctx.rand_full((c,)) < 0.5, -1.0, 1.0).to(delta.dtype)     # [B, C]
+    new_w1 = bumps[:, None] * signs[:, :, None, None] + old_w1 / (mass_old_w1[:, :, None, None] + 1e-12)
+    target = ((eps - mass_image).clamp_min(0)[:, None] / c + mass_windows) * c
+    new_w1 = new_w1 / (new_w1.abs().flatten(2).sum(2)[:, :, None, None] + 1e-12) * target[:, :, None, None]
+    new = delta.masked_fill(w2, 0.0)
+    new[w1] = new_w1.flatten()
+    return new
+
+
+def _pyramid(rows: int, cols: int, like: torch.Tensor, norm: str = "l2") -> torch.Tensor:
+    """Centred bump: sum over nested squares around the centre of 1 / (k + 1)^2, unit L2 norm
+    (L1: 1 / (k + 1)^4, unit L1 norm)."""
     ci, cj = rows // 2, cols // 2
     n_rings = max(ci, cj) + 1
     ii = torch.arange(rows, device=like.device)[:, None]
     jj = torch.arange(cols, device=like.device)[None, :]
     r = torch.maximum((ii - ci).abs(), (jj - cj).abs())
-    weights = 1.0 / torch.arange(1, n_rings + 1, dtype=like.dtype, device=like.device) ** 2
+    weights = 1.0 / torch.arange(1, n_rings + 1, dtype=like.dtype, device=like.device) ** (4 if norm == "l1" else 2)
     tail = weights.flip(0).cumsum(0).flip(0)      # tail[k] = sum_{j >= k} 1 / (j + 1)^2
     bump = tail[r.clamp(max=n_rings - 1)]
-    return bump / bump.norm()
+    return bump / (bump.abs().sum() if norm == "l1" else bump.norm())
 
 
-def _meta_bump(s: int, like: torch.Tensor) -> torch.Tensor:
-    """The meta-square: a positive bump on the top half and a negative one on the bottom half."""
+def _meta_bump(s: int, like: torch.Tensor, norm: str = "l2") -> torch.Tensor:
+    """The meta-square: a positive bump on the top half and a negative one on the bottom half
+    (unit L2 norm; unit L1 norm for L1)."""
     top = s // 2
     bump = torch.zeros(s, s, dtype=like.dtype, device=like.device)
     if top > 0:
-        bump[:top] = _pyramid(top, s, like)
-    bump[top:] = -_pyramid(s - top, s, like)
-    return bump / bump.norm()
+        bump[:top] = _pyramid(top, s, like, norm)
+    bump[top:] = -_pyramid(s - top, s, like, norm)
+    return bump / (bump.abs().sum() if norm == "l1" else bump.norm())

@@ -52,7 +52,7 @@ def build_suite(attacks: str | Sequence[Attack | str], threat: ThreatModel, seed
     For classification objectives (the default):
     - "standard": the AutoAttack protocol: APGD-CE, APGD-T (9 targets), FAB-T (9 targets), each
       100 iterations, then Square (5,000 queries, p_init 0.8). L1 (AutoAttack-L1, Croce & Hein 2021):
-      l1-APGD-CE with 5 restarts and APGD-T with 5 targets, both with the 3-2-1 x eps schedule, then FAB-T.
+      l1-APGD-CE with 5 restarts and APGD-T with 5 targets, both with the 3-2-1 x eps schedule, FAB-T, Square-L1.
     - "rand": for randomised defences: APGD-CE and APGD-DLR with EOT over 20 draws per step; a point
       counts as broken when the mean output of 20 draws is wrong at it. "rand-draw" judges each
       success on one fresh draw instead, as AutoAttack does (per point the two can differ; the mean
@@ -63,7 +63,7 @@ def build_suite(attacks: str | Sequence[Attack | str], threat: ThreatModel, seed
     with EOT over 20 draws, "fast" = APGD with 20 steps. Named attacks get the task's objective.
     """
     generic = objective is not None and not _is_classification(objective)
-    pixel = threat.variable_is_point and threat.norm in ("linf", "l2")
+    pixel = threat.variable_is_point and threat.norm in ("linf", "l2", "l1")
     if isinstance(attacks, str) and attacks in SUITES and generic:
         if attacks == "standard":
             suite = [APGD(threat, objective, steps=100, seed=seed)]
@@ -81,7 +81,7 @@ def build_suite(attacks: str | Sequence[Attack | str], threat: ThreatModel, seed
             suite = [APGD(threat, "ce", steps=100, restarts=5 if l1 else 1, seed=seed),
                      APGDT(threat, n_targets=5 if l1 else 9, steps=100, seed=seed),
                      FABT(threat, n_targets=9, steps=100, seed=seed)]
-            if pixel:
+            if threat.variable_is_point:
                 suite.append(Square(threat, max_queries=5000, p_init=0.8, seed=seed))
             return suite
         if attacks in ("rand", "rand-draw"):
