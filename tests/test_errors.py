@@ -83,5 +83,5 @@ def test_unknown_names_list_the_known_ones():
         rl.create_model("resnet9000")
     from robustlab.training import get_method
 
-    with pytest.raises(rl.UnknownNameError, match="known training methods: fgsm_rs, llr, pgd, standard, trades"):
+    with pytest.raises(rl.UnknownNameError, match="known training methods: fgsm_rs, llr, on_manifold, pgd, standard, trades"):
         get_method("trades++")
