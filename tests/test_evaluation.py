@@ -201,3 +201,16 @@ def test_rand_suites_judge_on_the_mean_or_on_one_fresh_draw():
     assert mean.eot_judge == "mean" and draw.eot_judge == "draw"
     assert float(r_mean.success.float().mean()) < 0.05  # the mean of 20 draws is (almost) never wrong
     assert 0.08 < float(r_draw.success.float().mean()) < 0.4  # about 20% of fresh draws are
+
+
+def test_task_metrics_at_the_worst_case_match_robust_accuracy_along_a_curve(digits_model, digits_test):
+    """The adversarial metrics are measured at each point's worst case, also for points broken at a
+    smaller eps (carried forward, not re-measured at the clean point): for a classifier the
+    adversarial accuracy is exactly the robust accuracy at every eps."""
+    x, y = digits_test
+    curve = rl.robustness_curve(digits_model, (x, y), rl.ThreatModel("linf", 0.0), [0.02, 0.05, 0.1], "fast",
+                                sanity=None)
+    for rep in curve.reports:
+        assert rep.metrics["adversarial_accuracy"] == pytest.approx(rep.robust_accuracy, abs=1e-6), rep.metrics
+        assert rep.x_adv is None  # points are kept only on request
+    assert curve.reports[-1].robust_accuracy < curve.reports[0].robust_accuracy

@@ -174,7 +174,8 @@ def evaluate(model, data, threat: ThreatModel, attacks: str | Sequence[Attack | 
              objective: Objective | None = None, metrics: Callable | None = None,
              batch_size: int = 500, n: int | None = None, seed: int = 0, n_examples: int = 8,
              sanity: str | None = "cheap", already_broken: torch.Tensor | None = None,
-             progress: bool = True, keep_points: bool = False, cells_dir: str | Path | None = None) -> EvaluationReport:
+             progress: bool = True, keep_points: bool = False, cells_dir: str | Path | None = None,
+             start_points: torch.Tensor | None = None) -> EvaluationReport:
     """Robustness of `model` on `data` under `threat`, by a cascade of attacks, for any task.
 
     Args:
@@ -194,6 +195,8 @@ def evaluate(model, data, threat: ThreatModel, attacks: str | Sequence[Attack | 
         already_broken: bool per point, in the order of `data`: points known to be broken (at a
             smaller eps of nested balls); they are not attacked again.
         keep_points: keep every point's worst case in ``report.x_adv`` (on the CPU).
+        start_points: per point, in the order of `data`, the adversarial points already found for the
+            ``already_broken`` ones (the task metrics are then measured there, not at the clean point).
         cells_dir: resumable evaluation: after every (attack, batch) cell the batch's state is written
             there atomically; a rerun with the same settings continues after the last finished cell
             (attacks are seeded per call, so the result equals an uninterrupted run).
@@ -228,13 +231,15 @@ def evaluate(model, data, threat: ThreatModel, attacks: str | Sequence[Attack | 
             correct = ~objective.success(out_clean, yb).to(device)
             robust = correct.clone()
             batch_broken: list[str | None] = ["clean" if not c else None for c in correct.tolist()]
+            x_worst = xb.clone()
             if already_broken is not None:
                 skip = already_broken[seen:seen + nb].to(device)
                 robust &= ~skip
                 for i, sk in enumerate(skip.tolist()):
                     if sk and batch_broken[i] is None:
                         batch_broken[i] = "smaller-eps"
-            x_worst = xb.clone()
+                if start_points is not None:
+                    x_worst[skip] = start_points[seen:seen + nb].to(device=device, dtype=xb.dtype)[skip]
             worst_loss = torch.full((nb,), float("-inf"), device=device)
             broken_here = torch.zeros_like(robust)
             cell = _Cell(cells_dir, threat, names, seed, seen, nb, batch_size) if cells_dir is not None else None
@@ -391,10 +396,14 @@ def robustness_curve(model, data, threat: ThreatModel, eps: Sequence[float],
     x, target = materialize(data, n, batch_size)
     eps_sorted = sorted(float(e) for e in eps)
     reports: list[EvaluationReport] = []
-    broken = None
+    broken, points = None, None
+    keep = kwargs.pop("keep_points", False)
     for e in eps_sorted:
-        rep = evaluate(model, (x, target), threat.with_eps(e), attacks, already_broken=broken,
-                       batch_size=batch_size, **kwargs)
+        rep = evaluate(model, (x, target), threat.with_eps(e), attacks, already_broken=broken, start_points=points,
+                       batch_size=batch_size, keep_points=True, **kwargs)
         reports.append(rep)
-        broken = ~rep.robust_correct
+        broken, points = ~rep.robust_correct, rep.x_adv  # a point broken here stays broken, at its adversarial point
+    if not keep:
+        for rep in reports:
+            rep.x_adv = None
     return RobustnessCurve(eps_sorted, reports)
