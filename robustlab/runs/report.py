@@ -15,7 +15,7 @@ import yaml  # noqa: E402
 from jinja2 import Environment, PackageLoader, select_autoescape  # noqa: E402
 
 from ..errors import InputError  # noqa: E402
-from ..fileio import atomic_write_text  # noqa: E402
+from ..fileio import atomic_write_json, atomic_write_text  # noqa: E402
 from .rundir import Run  # noqa: E402
 
 
@@ -49,6 +49,25 @@ def write_page(path: str | Path, title: str, sections, tables, figures, metadata
     """Write ``page_html(...)`` atomically to `path`."""
     atomic_write_text(Path(path), page_html(title, sections, tables, figures, metadata))
     return Path(path)
+
+
+def write_run_page(path: str | Path, title: str, sections, tables, figures) -> Path:
+    """A task run's page in the shared style, plus ``report.json`` (its sections, tables and figures),
+    which ``robustlab report`` reads back (``run_page_sections``) to put the run beside others."""
+    path = Path(path)
+    atomic_write_json(path.parent / "report.json", {"title": title, "sections": list(sections), "tables": list(tables),
+                                                    "figures": list(figures)})
+    config = Run(path.parent, create=False).read_config() if (path.parent / "config.yaml").exists() else {}
+    return write_page(path, title, sections, tables, list(figures), {k: v for k, v in config.items() if k != "environment"})
+
+
+def run_page_sections(run_path: str | Path) -> tuple[list, list, list]:
+    """(sections, tables, figures) a task run stored with ``write_run_page``; empty if it stored none."""
+    f = Path(run_path) / "report.json"
+    if not f.exists():
+        return [], [], []
+    d = json.loads(f.read_text())
+    return [tuple(x) for x in d["sections"]], [tuple(t) for t in d["tables"]], d["figures"]
 
 
 def _task_entry(run: Run, cfg: dict) -> dict:

@@ -7,8 +7,7 @@ from typing import Sequence
 
 import torch
 
-from ...fileio import atomic_write_json
-from ...runs import Run, write_page
+from ...runs import run_page_sections, write_run_page
 
 
 def lines_figure(path: str | Path, x: torch.Tensor, x_adv: torch.Tensor, clean: Sequence[str], adv: Sequence[str],
@@ -67,22 +66,8 @@ def success_curve(success: torch.Tensor, queries: torch.Tensor, marks: Sequence[
 
 def write_html(path: str | Path, title: str, tables: list[tuple[str, list[str], list[list[str]]]],
                figures: Sequence[str], notes: Sequence[str] = ()) -> None:
-    """The page in the shared report style (``runs.write_page``), plus ``report.json`` (its notes,
-    tables and figures), which ``robustlab report`` reads to put OCR runs beside other runs."""
-    path = Path(path)
-    sections = [("notes", n) for n in notes]
-    atomic_write_json(path.parent / "report.json", {"title": title, "sections": sections, "tables": tables,
-                                                    "figures": list(figures)})
-    config = Run(path.parent, create=False).read_config() if (path.parent / "config.yaml").exists() else {}
-    write_page(path, title, sections, tables, list(figures), {k: v for k, v in config.items() if k != "environment"})
+    """The page in the shared report style (``runs.write_run_page``); notes become sections."""
+    write_run_page(path, title, [("notes", n) for n in notes], tables, figures)
 
 
-def report_sections(run_path: str | Path) -> tuple[list, list, list]:
-    """(sections, tables, figures) of an OCR run, for the shared report writer."""
-    import json
-
-    f = Path(run_path) / "report.json"
-    if not f.exists():
-        return [], [], []
-    d = json.loads(f.read_text())
-    return [tuple(s) for s in d["sections"]], [tuple(t) for t in d["tables"]], d["figures"]
+report_sections = run_page_sections  # what ``robustlab report`` shows of an OCR run

@@ -10,8 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from ...fileio import atomic_write_bytes, atomic_write_json  # noqa: E402
-from ...runs import Run, write_page  # noqa: E402
+from ...fileio import atomic_write_bytes  # noqa: E402
+from ...runs import run_page_sections, write_run_page  # noqa: E402
 
 
 def _save(fig, path: Path) -> None:
@@ -75,20 +75,8 @@ def curves_figure(path: Path, curves: dict[str, dict[float, dict]], title: str =
 
 def write_report(path: Path, title: str, sections: list[tuple[str, str]], tables: list[tuple[str, list[str], list[list[str]]]],
                  figures: list[str]) -> None:
-    """The run's page in the shared report style, plus ``report.json`` (its sections, tables and
-    figures), which ``robustlab report`` reads to put stereo runs side by side."""
-    path = Path(path)
-    atomic_write_json(path.parent / "report.json", {"title": title, "sections": sections, "tables": tables, "figures": figures})
-    config = Run(path.parent).read_config() if (path.parent / "config.yaml").exists() else None
-    write_page(path, title, sections, tables, figures, {k: v for k, v in (config or {}).items() if k != "environment"})
+    """The run's page in the shared report style (``runs.write_run_page``)."""
+    write_run_page(path, title, sections, tables, figures)
 
 
-def report_sections(run_path: Path) -> tuple[list, list, list]:
-    """(sections, tables, figures) of a stereo run, for the shared report writer."""
-    import json
-
-    f = Path(run_path) / "report.json"
-    if not f.exists():
-        return [], [], []
-    d = json.loads(f.read_text())
-    return [tuple(s) for s in d["sections"]], [tuple(t) for t in d["tables"]], d["figures"]
+report_sections = run_page_sections  # what ``robustlab report`` shows of a stereo run
