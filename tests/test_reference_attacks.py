@@ -197,3 +197,24 @@ def test_fab_projection_onto_hyperplane_and_box_is_exact(norm):
         assert abs(float(w[i] @ d[i]) - float(c[i])) < 1e-9
         assert float(d[i].norm(p=p)) <= best + 1e-6
     assert n_feasible >= 6
+
+
+@pytest.mark.parametrize("cls,norm,eps", [(APGDT, "linf", 0.2), (FABT, "l2", 1.5)])
+def test_targets_in_one_batch_break_the_points_one_at_a_time_breaks(model_and_points, cls, norm, eps):
+    """All targets at once (the default) gives every point the result of the reference order, one
+    target after another on the points still unbroken: the (point, target) trajectories are the same
+    (APGD-T draws its random starts block by block in the sequential order; FAB-T is deterministic)."""
+    model, x, y = model_and_points
+    idx = torch.tensor(REFERENCE["clean_correct"], dtype=torch.bool).nonzero().flatten()[:60]
+    threat = rl.ThreatModel(norm, eps)
+    batched = cls(threat, steps=30)(model, x[idx], y[idx])
+    pairs = cls(threat, steps=30, targets_at_once=2)(model, x[idx], y[idx])
+    sequential = cls(threat, steps=30, targets_at_once=1)(model, x[idx], y[idx])
+    assert int(sequential.success.sum()) >= 10
+    assert torch.equal(batched.success, sequential.success)
+    assert torch.equal(pairs.success, sequential.success)
+    assert threat.contains(x[idx], batched.x_adv).all()
+    with torch.no_grad():
+        assert torch.equal(batched.success, model(batched.x_adv).argmax(1) != y[idx])
+    with pytest.raises(rl.errors.InputError, match="targets_at_once"):
+        cls(threat, targets_at_once=0)

@@ -29,7 +29,7 @@ from ..oracles import Oracle, OracleError, QueryBudgetExceeded
 from ..targets import index_target
 from ..threat import ThreatModel, lp_norm
 
-__all__ = ["Attack", "AttackContext", "AttackResult", "IterativeAttack", "finite_or_raise", "index_target"]
+__all__ = ["Attack", "AttackContext", "AttackResult", "IterativeAttack", "TargetRows", "finite_or_raise", "target_groups", "index_target"]
 
 log = logging.getLogger(__name__)
 
@@ -340,6 +340,85 @@ class AttackContext:
         fn = torch.rand if kind == "rand" else torch.randn
         full = fn(shape, generator=self.generator, device=self.x_full.device, dtype=self.x_full.dtype)
         return full[self.index]
+
+
+class TargetRows(AttackContext):
+    """A working context whose rows are (sample, target) pairs of a parent context, for attacks run
+    once per target class (APGD-T, FAB-T): all targets of a sample are attacked in one batch, and a
+    sample's rows stop together as soon as one of them succeeds.
+
+    Row ``j * N + i`` pairs sample ``i`` of the parent's whole batch (N samples) with its ``j``-th
+    target, so random numbers drawn for the rows (``rand_full``) are, block by block, exactly the
+    draws that running the targets one after the other would make (one restart). A sample's result
+    is therefore the same as the sequential run's: it succeeds iff one target's trajectory succeeds.
+    ``merge`` hands the best point of each sample over all its rows back to the parent, with the
+    passes spent.
+    """
+
+    def __init__(self, parent: AttackContext, targets: torch.Tensor, target_of: Callable[[torch.Tensor], Any]):
+        n, k = parent.x_full.shape[0], targets.shape[1]
+        self.parent, self.n_targets, self._n = parent, k, n
+        self.owner_full = torch.arange(n, device=parent.x_full.device).repeat(k)
+        x_rows = parent.x_full.repeat(k, *([1] * (parent.x_full.dim() - 1)))
+        threat = parent.threat_full.subset(self.owner_full) if parent.threat_full.has_per_sample_state else parent.threat_full
+        super().__init__(parent.model, x_rows, target_of(targets.T.reshape(-1)), threat, parent.objective,
+                         parent.generator)
+        self.eot = parent.eot
+        self._checked_probabilities = parent._checked_probabilities
+        rows = (parent.index[None, :] + n * torch.arange(k, device=parent.index.device)[:, None]).reshape(-1)
+        self.set_active(rows)
+
+    def unbroken(self) -> torch.Tensor:
+        """Bool over the active rows: no row of the same sample has succeeded (nor had the sample before)."""
+        broken = self.parent.success_full.clone()
+        broken[self.owner_full[self.success_full]] = True
+        return ~broken[self.owner_full[self.index]]
+
+    def merge(self) -> None:
+        """Record each sample's best row in the parent (successful first, then highest loss) and add the passes."""
+        for j in range(self.n_targets):
+            block = slice(j * self._n, (j + 1) * self._n)
+            seen = torch.isfinite(self.best_loss[block]) | self.success_full[block]
+            if seen.any():
+                idx = seen.nonzero().flatten()
+                self.parent.record(self.best_x[block][idx], self.best_loss[block][idx],
+                                   self.success_full[block][idx], idx)
+        self.parent.grad_calls += self.grad_calls.view(self.n_targets, self._n).sum(0)
+        self.parent.forward_calls += self.forward_calls.view(self.n_targets, self._n).sum(0)
+
+
+#: the largest row batch (in input numbers: rows x numbers per input) that ``target_groups`` builds by default
+ROWS_BUDGET = 1 << 22
+
+
+def target_groups(ctx: AttackContext, clean_out: torch.Tensor, n_targets: int, targets_at_once: int | None,
+                  early_stop: bool, target_of: Callable[[torch.Tensor, int], Any]):
+    """Yield ``(rows, targets)``: a :class:`TargetRows` context per group of ``targets_at_once`` target
+    classes (None: as many as keep the rows' inputs within ``ROWS_BUDGET`` numbers, e.g. all 9 for 500
+    MNIST points, 2 for 500 CIFAR points, 1 for ImageNet-sized inputs), the 2nd to (n_targets + 1)-th most likely classes
+    of ``clean_out`` (the active samples' clean outputs), and the target class of each row of the
+    whole row batch. With ``early_stop`` a group runs only on the samples still unbroken. Each
+    group's results are merged into ``ctx`` after the caller has attacked it.
+    ``target_of(classes, k)`` builds the rows' objective target from their target classes."""
+    n_targets = min(int(n_targets), clean_out.shape[1] - 1)
+    ranked = torch.zeros(ctx.x_full.shape[0], n_targets, dtype=torch.long, device=ctx.index.device)
+    ranked[ctx.index] = clean_out.argsort(1, descending=True)[:, 1:n_targets + 1].to(ranked.device)
+    if targets_at_once is None:  # as many targets as keep the row batch's inputs within ROWS_BUDGET numbers
+        row = max(ctx.x_full[0].numel(), 1) * max(ctx.n_active, 1)
+        per = max(1, min(n_targets, ROWS_BUDGET // row))
+    else:
+        per = int(targets_at_once)
+    if per < 1:
+        raise InputError(f"targets_at_once must be >= 1 (or None for all), got {targets_at_once}")
+    for first in range(0, n_targets, per):
+        if early_stop:
+            ctx.set_active(ctx.index[ctx.unbroken()])
+        if ctx.n_active == 0:
+            return
+        cols = ranked[:, first:first + per]
+        rows = TargetRows(ctx, cols, lambda t, k=cols.shape[1]: target_of(t, k))
+        yield rows, cols.T.reshape(-1)
+        rows.merge()
 
 
 def _subset_state(state: dict, keep: torch.Tensor, n: int) -> dict:

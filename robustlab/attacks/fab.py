@@ -7,7 +7,7 @@ import torch
 from ..errors import InputError
 from ..objectives import CrossEntropy, labels_of
 from ..threat import ThreatModel, per_sample, lp_norm
-from .base import Attack, AttackContext
+from .base import Attack, AttackContext, target_groups
 
 
 def project_hyperplane_box(t: torch.Tensor, w: torch.Tensor, c: torch.Tensor, norm: str,
@@ -82,14 +82,20 @@ class FABT(Attack):
     The smallest successful perturbation is kept; a point is broken when it lies within eps.
     delta_k and delta_0 are the exact projections onto the hyperplane intersected with the box
     (:func:`project_hyperplane_box`), and alpha is computed from their norms, as in the paper's code.
+    ``targets_at_once`` targets are attacked in one batch of (point, target) rows (default: as many as
+    ``base.ROWS_BUDGET`` allows); the
+    iterations are deterministic, so every point's result equals the one-target-at-a-time run's.
     """
 
     name = "fab-t"
 
     def __init__(self, threat: ThreatModel, *, n_targets: int = 9, steps: int = 100, alpha_max: float = 0.1,
-                 eta: float = 1.05, beta: float = 0.9, early_stop: bool = True, seed: int = 0):
+                 eta: float = 1.05, beta: float = 0.9, early_stop: bool = True, seed: int = 0,
+                 targets_at_once: int | None = None):
         super().__init__(threat, CrossEntropy(), early_stop=early_stop, seed=seed)
-        self.n_targets, self.steps = int(n_targets), int(steps)
+        self.n_targets, self.steps, self.targets_at_once = int(n_targets), int(steps), targets_at_once
+        if targets_at_once is not None and int(targets_at_once) < 1:
+            raise InputError(f"targets_at_once must be >= 1 (or None: all targets at once), got {targets_at_once}")
         self.alpha_max, self.eta, self.beta = float(alpha_max), float(eta), float(beta)
 
     def run(self, ctx: AttackContext) -> None:
@@ -97,56 +103,55 @@ class FABT(Attack):
             clean = ctx._forward(ctx.x)
         ctx.forward_calls[ctx.index] += 1
         ctx._judge(ctx.x, clean, None)
-        labels_full = labels_of(clean, ctx.target)
-        ranked = clean.argsort(1, descending=True)
-        n_targets = min(self.n_targets, clean.shape[1] - 1)
-        all_idx = ctx.index.clone()
+        labels = torch.zeros(ctx.x_full.shape[0], dtype=torch.long, device=ctx.index.device)
+        labels[ctx.index] = labels_of(clean, ctx.target).to(labels.device)
+        groups = target_groups(ctx, clean, self.n_targets, self.targets_at_once, self.early_stop,
+                               lambda t, k: labels.repeat(k))
+        for rows, classes in groups:
+            self._descend(rows, labels.repeat(rows.n_targets), classes)
+
+    def _descend(self, ctx: AttackContext, labels_full: torch.Tensor, targets_full: torch.Tensor) -> None:
+        """``steps`` FAB iterations on the active rows, towards each row's target class."""
         lo, hi = ctx.threat.bounds
         movable = None
         if ctx.threat.mask is not None:
             movable = ctx.threat.masked(torch.ones_like(ctx.x[:1])).flatten(1)
-        for k in range(n_targets):
-            keep = ~ctx.success_full[all_idx] if self.early_stop else torch.ones_like(all_idx, dtype=torch.bool)
-            pos = keep.nonzero().flatten()
-            if pos.numel() == 0:
-                return
-            ctx.set_active(all_idx[pos])
-            x0 = ctx.x
-            y, t = labels_full[pos], ranked[pos, k + 1]
-            x_k = x0.clone()
-            for _ in range(self.steps):
-                x_req = x_k.detach().requires_grad_(True)
-                with torch.enable_grad():
-                    out = ctx._forward(x_req)
-                    g = out.gather(1, y[:, None]).squeeze(1) - out.gather(1, t[:, None]).squeeze(1)
-                    w, = torch.autograd.grad(g.sum(), x_req)
-                ctx.grad_calls[ctx.index] += 1
-                out, g = out.detach(), g.detach()
-                self._record(ctx, x_k, out)
-                # both projections at once: rows [x_k; x0] onto {z : g + <w, z - x_k> = 0} and the box
-                wf = w.flatten(1)
-                g0 = g + (wf * (x0 - x_k).flatten(1)).sum(1)
-                both = project_hyperplane_box(torch.cat([x_k.flatten(1), x0.flatten(1)]), torch.cat([wf, wf]),
-                                              -torch.cat([g, g0]), ctx.threat.norm, (lo, hi),
-                                              None if movable is None else movable.expand(2 * len(g), -1))
-                d_k, d_0 = both[:len(g)].reshape(x_k.shape), both[len(g):].reshape(x_k.shape)
-                n_k = lp_norm(d_k, ctx.threat.norm).clamp_min(1e-8)
-                n_0 = lp_norm(d_0, ctx.threat.norm).clamp_min(1e-8)
-                alpha = (n_k / (n_k + n_0)).clamp(0, self.alpha_max)
-                a = per_sample(alpha, x_k)
-                x_next = ((1 - a) * (x_k + self.eta * d_k) + a * (x0 + self.eta * d_0)).clamp(lo, hi)
-                with torch.no_grad():
-                    out_next = ctx._forward(x_next)
-                ctx.forward_calls[ctx.index] += 1
-                adv = self._record(ctx, x_next, out_next)
-                x_k = torch.where(per_sample(adv, x_next), (1 - self.beta) * x0 + self.beta * x_next, x_next).detach()
-                if self.early_stop:
-                    live = ~ctx.success_full[ctx.index]
-                    if not live.all():
-                        ctx.shrink(live)
-                        x0, x_k, y, t = ctx.x, x_k[live], y[live], t[live]
-                        if ctx.n_active == 0:
-                            break
+        x0 = ctx.x
+        y, t = labels_full[ctx.index], targets_full[ctx.index]
+        x_k = x0.clone()
+        for _ in range(self.steps):
+            x_req = x_k.detach().requires_grad_(True)
+            with torch.enable_grad():
+                out = ctx._forward(x_req)
+                g = out.gather(1, y[:, None]).squeeze(1) - out.gather(1, t[:, None]).squeeze(1)
+                w, = torch.autograd.grad(g.sum(), x_req)
+            ctx.grad_calls[ctx.index] += 1
+            out, g = out.detach(), g.detach()
+            self._record(ctx, x_k, out)
+            # both projections at once: rows [x_k; x0] onto {z : g + <w, z - x_k> = 0} and the box
+            wf = w.flatten(1)
+            g0 = g + (wf * (x0 - x_k).flatten(1)).sum(1)
+            both = project_hyperplane_box(torch.cat([x_k.flatten(1), x0.flatten(1)]), torch.cat([wf, wf]),
+                                          -torch.cat([g, g0]), ctx.threat.norm, (lo, hi),
+                                          None if movable is None else movable.expand(2 * len(g), -1))
+            d_k, d_0 = both[:len(g)].reshape(x_k.shape), both[len(g):].reshape(x_k.shape)
+            n_k = lp_norm(d_k, ctx.threat.norm).clamp_min(1e-8)
+            n_0 = lp_norm(d_0, ctx.threat.norm).clamp_min(1e-8)
+            alpha = (n_k / (n_k + n_0)).clamp(0, self.alpha_max)
+            a = per_sample(alpha, x_k)
+            x_next = ((1 - a) * (x_k + self.eta * d_k) + a * (x0 + self.eta * d_0)).clamp(lo, hi)
+            with torch.no_grad():
+                out_next = ctx._forward(x_next)
+            ctx.forward_calls[ctx.index] += 1
+            adv = self._record(ctx, x_next, out_next)
+            x_k = torch.where(per_sample(adv, x_next), (1 - self.beta) * x0 + self.beta * x_next, x_next).detach()
+            if self.early_stop:
+                live = ctx.unbroken()
+                if not live.all():
+                    ctx.shrink(live)
+                    x0, x_k, y, t = ctx.x, x_k[live], y[live], t[live]
+                    if ctx.n_active == 0:
+                        break
 
     def _record(self, ctx: AttackContext, x_adv, out) -> torch.Tensor:
         """Record misclassified points inside eps with loss -norm (the engine keeps the smallest);
