@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from ..attacks import APGD, APGDDLR, APGDT, FABT, Attack, Square, create_attack
 from ..targets import concat_targets, index_target, target_to
-from .data import device_of, eval_mode, iterate_batches, materialize
+from .data import device_of, eval_mode, first_batches, iterate_batches, materialize
 from ..errors import InputError, check_batch
 from ..fileio import atomic_torch_save
 from ..objectives import CrossEntropy, Objective
@@ -216,12 +216,7 @@ def evaluate(model, data, threat: ThreatModel, attacks: str | Sequence[Attack | 
     start = time.perf_counter()
     bar = tqdm(total=n, desc=f"evaluate {threat.describe()}", unit="pt", leave=False, disable=(not progress) or None)
     with eval_mode(model):
-        for xb, yb in iterate_batches(data, batch_size):
-            if n is not None and seen >= n:
-                break
-            if n is not None and xb.shape[0] > n - seen:
-                keep = torch.arange(n - seen)
-                xb, yb = xb[keep], index_target(yb, keep)
+        for xb, yb in first_batches(data, n, batch_size):
             xb, yb = xb.to(device), target_to(yb, device)
             check_batch(xb, yb, threat.bounds)
             nb = xb.shape[0]
