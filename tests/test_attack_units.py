@@ -1,0 +1,151 @@
+"""Fast exact tests of the attack recurrences (milliseconds each, no trained model), written for
+`make mutation`: each attack runs on an identity model with a concave objective -||x - c||^2 whose
+maximiser c lies inside the ball and the box, and its result is compared with the recurrence of the
+paper computed here step by step."""
+import pytest
+import torch
+import torch.nn as nn
+
+import robustlab as rl
+from robustlab.attacks import APGD, APGDT, BIM, FGSM, MIFGSM, PGD, apgd_checkpoints
+from robustlab.attacks.apgd import l1_phases
+from robustlab.objectives import Objective
+
+
+class Towards(Objective):
+    """loss = -||output - c||^2 (maximised at c); never a success, so no early stop."""
+
+    name = "towards"
+    task = "test"
+
+    def __init__(self, c):
+        self.c = c
+
+    def loss(self, output, target):
+        return -((output - self.c.flatten(1)) ** 2).sum(1)
+
+    def success(self, output, target):
+        return torch.zeros(output.shape[0], dtype=torch.bool)
+
+
+def _problem(norm, n=3, d=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = 0.4 + 0.2 * torch.rand(n, 1, 1, d, generator=g)
+    u = torch.randn(n, 1, 1, d, generator=g)
+    u = u / (u.flatten(1).norm(dim=1) if norm == "l2" else u.flatten(1).abs().amax(1)).view(-1, 1, 1, 1)
+    c = x + 0.657 * 0.1 * u  # inside the ball of radius 0.1, away from the box
+    return nn.Flatten(), x, c, torch.zeros(n, dtype=torch.long)
+
+
+def _step(g, alpha, norm):
+    if norm == "linf":
+        return alpha * g.sign()
+    return alpha * g / g.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+
+
+def _project(x, v, eps, norm):
+    d = v - x
+    if norm == "linf":
+        d = d.clamp(-eps, eps)
+    else:
+        d = d * (eps / d.flatten(1).norm(dim=1).clamp_min(1e-12)).clamp(max=1).view(-1, 1, 1, 1)
+    return (x + d).clamp(0, 1)
+
+
+def _loss(v, c):
+    return -((v - c) ** 2).flatten(1).sum(1)
+
+
+def _best(points, c):
+    """The engine's answer: per sample, the first point of highest loss."""
+    losses = torch.stack([_loss(p, c) for p in points])  # [T, B]
+    idx = losses.argmax(0)
+    return torch.stack([points[t][b] for b, t in enumerate(idx.tolist())]), losses.amax(0)
+
+
+def _reference_pgd(x, c, x0, eps, alpha, steps, norm):
+    points, v = [x0], x0
+    for _ in range(steps):
+        v = _project(x, v + _step(-2 * (v - c), alpha, norm), eps, norm)
+        points.append(v)
+    return _best(points, c)
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_pgd_bim_fgsm_follow_their_recurrence(norm):
+    model, x, c, y = _problem(norm)
+    threat = rl.ThreatModel(norm, 0.1)
+    obj = Towards(c)
+    start = _project(x, x - 0.05, 0.1, norm)
+    cases = [
+        (BIM(threat, obj, steps=10), x, 0.1 / 10, 10),
+        (BIM(threat, obj, steps=7, step_size=0.013), x, 0.013, 7),
+        (FGSM(threat, obj), x, 0.1, 1),
+        (FGSM(threat, obj, step_size=0.03), x, 0.03, 1),
+        (PGD(threat, obj, steps=8, starting_points=x - 0.05), start, 2.5 * 0.1 / 8, 8),
+        (PGD(threat, obj, steps=8, rel_step_size=0.15, starting_points=x - 0.05), start, 0.15 * 0.1, 8),
+        (PGD(threat, obj, steps=5, step_size=0.02, starting_points=x - 0.05), start, 0.02, 5),
+    ]
+    for attack, x0, alpha, steps in cases:
+        res = attack(model, x, y)
+        ref_x, ref_loss = _reference_pgd(x, c, x0, 0.1, alpha, steps, norm)
+        assert torch.allclose(res.x_adv, ref_x, atol=1e-6), (attack, alpha)
+        assert torch.allclose(res.loss, ref_loss, atol=1e-7), (attack, alpha)
+        assert res.grad_calls.tolist() == [steps] * 3 and not res.success.any()
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_mifgsm_follows_its_recurrence(norm):
+    model, x, c, y = _problem(norm, seed=1)
+    threat = rl.ThreatModel(norm, 0.1)
+    for decay, step_size, steps in ((1.0, None, 10), (0.5, 0.03, 6)):
+        res = MIFGSM(threat, Towards(c), steps=steps, decay=decay, step_size=step_size)(model, x, y)
+        alpha = 0.1 / steps if step_size is None else step_size
+        m, v, points = torch.zeros_like(x), x, [x]
+        for _ in range(steps):
+            g = -2 * (v - c)
+            m = decay * m + g / g.flatten(1).abs().sum(1).clamp_min(1e-12).view(-1, 1, 1, 1)
+            v = _project(x, v + _step(m, alpha, norm), 0.1, norm)
+            points.append(v)
+        ref_x, ref_loss = _best(points, c)
+        assert torch.allclose(res.x_adv, ref_x, atol=1e-6) and torch.allclose(res.loss, ref_loss, atol=1e-7)
+
+
+def test_step_sizes_and_counts_are_validated():
+    threat = rl.ThreatModel("linf", 0.1)
+    for bad in (dict(steps=0), dict(restarts=0)):
+        with pytest.raises(ValueError, match="steps and restarts must be >= 1"):
+            PGD(threat, **bad)
+        with pytest.raises(ValueError, match="steps and restarts must be >= 1"):
+            APGD(threat, **bad)
+    with pytest.raises(rl.InputError, match="step_size must be a positive finite number"):
+        PGD(threat, step_size=0.0)
+    with pytest.raises(rl.InputError, match="eps_schedule"):
+        APGD(threat, eps_schedule=True)
+    assert APGD(rl.ThreatModel("l1", 5.0)).eps_schedule and not APGD(rl.ThreatModel("l1", 5.0), eps_schedule=False).eps_schedule
+    assert [APGD(threat).name, APGD(threat, "dlr").name, APGDT(threat).name] == ["apgd-ce", "apgd-dlr", "apgd-t"]
+    assert APGDT(threat).n_targets == 9 and APGD(threat).steps == 100 and APGD(threat).restarts == 1
+
+
+def test_apgd_checkpoints_and_l1_phases():
+    # p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06) (Croce & Hein 2020)
+    assert apgd_checkpoints(100) == [0, 22, 41, 57, 70, 80, 87, 93, 99]
+    assert apgd_checkpoints(1000) == [0, 220, 410, 570, 700, 800, 870, 930, 990]
+    assert apgd_checkpoints(10) == [0, 2, 3, 4, 5, 6, 7, 8, 9]
+    assert apgd_checkpoints(1) == [0]
+    assert apgd_checkpoints(5) == [0, 1, 2, 3, 4]
+    # AutoAttack-L1: 30% of the steps at 3 eps, 30% at 2 eps, the rest at eps
+    assert l1_phases(10, True) == [(3.0, 3), (2.0, 3), (1.0, 4)]
+    assert l1_phases(100, True) == [(3.0, 30), (2.0, 30), (1.0, 40)]
+    assert l1_phases(3, True) == [(3.0, 1), (2.0, 1), (1.0, 1)]
+    assert l1_phases(2, True) == [(1.0, 2)] and l1_phases(7, False) == [(1.0, 7)]
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_apgd_converges_to_an_interior_maximum(norm):
+    """With a step halved at the checkpoints APGD ends within a small fraction of eps of the maximiser
+    (a fixed step of 2 eps would oscillate at that scale)."""
+    model, x, c, y = _problem(norm, seed=2)
+    res = APGD(rl.ThreatModel(norm, 0.1), Towards(c), steps=100)(model, x, y)
+    assert (res.loss > -1e-5).all(), res.loss
+    assert res.grad_calls.tolist() == [101] * 3  # the start and one gradient per step
