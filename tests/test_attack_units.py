@@ -149,3 +149,61 @@ def test_apgd_converges_to_an_interior_maximum(norm):
     res = APGD(rl.ThreatModel(norm, 0.1), Towards(c), steps=100)(model, x, y)
     assert (res.loss > -1e-5).all(), res.loss
     assert res.grad_calls.tolist() == [101] * 3  # the start and one gradient per step
+
+
+def _reference_fab(model, x, y, eps, norm, n_targets, steps, alpha_max=0.1, eta=1.05, beta=0.9):
+    """FAB-T (Croce & Hein 2020) step by step: the smallest misclassified point within eps per sample."""
+    from robustlab.attacks import project_hyperplane_box
+
+    lp = {"linf": lambda d: d.flatten(1).abs().amax(1), "l2": lambda d: d.flatten(1).norm(dim=1),
+          "l1": lambda d: d.flatten(1).abs().sum(1)}[norm]
+    best_x, best_norm = x.clone(), torch.full((x.shape[0],), float("inf"))
+    found = torch.zeros(x.shape[0], dtype=torch.bool)
+
+    def record(v, out):
+        mis = out.argmax(1) != y
+        nrm = lp(v - x)
+        good = mis & (nrm <= eps * (1 + 1e-6)) & (nrm < best_norm)
+        best_x[good], best_norm[good] = v[good], nrm[good]
+        found[good] = True
+        return mis
+
+    with torch.no_grad():
+        ranked = model(x).argsort(1, descending=True)
+    for k in range(n_targets):
+        t, v = ranked[:, k + 1], x.clone()
+        for _ in range(steps):
+            v_req = v.clone().requires_grad_(True)
+            out = model(v_req)
+            g = out.gather(1, y[:, None]).squeeze(1) - out.gather(1, t[:, None]).squeeze(1)
+            w, = torch.autograd.grad(g.sum(), v_req)
+            g, out, wf = g.detach(), out.detach(), w.flatten(1)
+            record(v, out)
+            g0 = g + (wf * (x - v).flatten(1)).sum(1)
+            d_k = project_hyperplane_box(v.flatten(1), wf, -g, norm).view_as(x)
+            d_0 = project_hyperplane_box(x.flatten(1), wf, -g0, norm).view_as(x)
+            n_k, n_0 = lp(d_k).clamp_min(1e-8), lp(d_0).clamp_min(1e-8)
+            a = (n_k / (n_k + n_0)).clamp(0, alpha_max).view(-1, *[1] * (x.dim() - 1))
+            nxt = ((1 - a) * (v + eta * d_k) + a * (x + eta * d_0)).clamp(0, 1)
+            with torch.no_grad():
+                adv = record(nxt, model(nxt))
+            v = torch.where(adv.view(-1, *[1] * (x.dim() - 1)), (1 - beta) * x + beta * nxt, nxt)
+    return best_x, best_norm, found
+
+
+@pytest.mark.parametrize("norm,eps", [("linf", 0.15), ("l2", 0.3), ("l1", 0.45)])
+def test_fab_t_follows_its_recurrence(norm, eps):
+    from robustlab.attacks import FABT
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 4))
+    x = 0.3 + 0.4 * torch.rand(12, 1, 1, 6)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    for n_targets, steps in ((1, 6), (2, 4)):
+        res = FABT(rl.ThreatModel(norm, eps), n_targets=n_targets, steps=steps, early_stop=False)(model, x, y)
+        ref_x, ref_norm, found = _reference_fab(model, x, y, eps, norm, n_targets, steps)
+        assert 0 < int(found.sum()) < len(x)  # some points are broken within eps, some are not
+        assert torch.equal(res.success, found)
+        assert torch.allclose(res.x_adv[found], ref_x[found], atol=1e-6)
+        assert torch.allclose(-res.loss[found], ref_norm[found], atol=1e-6)
