@@ -55,7 +55,7 @@ def test_dlr_needs_three_classes_and_keeps_its_sign_on_ties():
     z3 = torch.tensor([[3.0, 1.0, 0.0]])
     # three classes are enough: -(3 - 1) / (3 - 0)
     assert torch.allclose(ob.DLR().loss(z3, torch.tensor([0])), torch.tensor([-2 / 3]))
-    with pytest.raises(rl.InputError, match="DLR needs at least 3 classes; use Margin or CrossEntropy"):
+    with pytest.raises(rl.InputError, match="^DLR needs at least 3 classes; use Margin or CrossEntropy$"):
         ob.DLR().loss(torch.zeros(1, 2), torch.tensor([0]))
     # the top three logits tie and y is not among them: the +1e-12 keeps the loss large and positive
     tie = ob.DLR().loss(torch.tensor([[1.0, 1.0, 1.0, 0.0]]), torch.tensor([3]))
@@ -100,6 +100,10 @@ def test_success_on_decisions_given_as_labels_or_lists():
         ob.CrossEntropy().success(["cat", "dog"], ["cat", "dog", "cow"])
     with pytest.raises(rl.InputError, match="returns str decisions but the labels are an integer tensor"):
         ob.CrossEntropy().success(["cat", "dog"], torch.tensor([0, 1]))
+    with pytest.raises(rl.InputError, match=r"returns int/str decisions .*; pass the labels in the oracle's own "
+                                            r"terms \(a list such as \['cat', 'dog', ...\]\) or make the oracle "
+                                            r"return integer class indices$"):
+        ob.CrossEntropy().success([1, "dog"], torch.tensor([0, 1]))
     assert torch.equal(ob.decisions(torch.tensor([[0.0, 1.0], [2.0, 1.0]])), torch.tensor([1, 0]))
     assert ob.decisions(["a"]) == ["a"]
     assert torch.equal(ob.decisions(torch.tensor([3, 4])), torch.tensor([3, 4]))
@@ -162,5 +166,7 @@ def test_smooth_l1_error_by_hand():
     assert torch.equal(s.success(out, (target, mask)), torch.tensor([True, False]))
     assert torch.allclose(ob.SmoothL1Error(0.0, mask=mask[0]).loss(out, torch.zeros(2, 3)), torch.tensor([2.625 / 2, 1.5 / 2]))
     assert torch.allclose(ob.SmoothL1Error(0.0).loss(out, torch.zeros(2, 3)), torch.tensor([(0.125 + 2.5 + 6.5) / 3, 0.5]))
+    one = torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])  # a single valid element: its error, not half of it
+    assert torch.allclose(ob.SmoothL1Error(0.0).loss(out, (torch.zeros(2, 3), one)), torch.tensor([2.5, 0.0]))
     with pytest.raises(rl.InputError, match=r"output's shape \(2, 3\)"):
         s.loss(out, torch.zeros(3))
