@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 
 import robustlab as rl
-from robustlab.attacks import APGD, APGDT, BIM, FGSM, MIFGSM, PGD, apgd_checkpoints
+from robustlab.attacks import APGD, APGDDLR, APGDT, BIM, FGSM, MIFGSM, PGD, apgd_checkpoints
 from robustlab.attacks.apgd import l1_phases
 from robustlab.objectives import Objective
 
@@ -114,9 +114,9 @@ def test_mifgsm_follows_its_recurrence(norm):
 def test_step_sizes_and_counts_are_validated():
     threat = rl.ThreatModel("linf", 0.1)
     for bad in (dict(steps=0), dict(restarts=0)):
-        with pytest.raises(ValueError, match="steps and restarts must be >= 1"):
+        with pytest.raises(ValueError, match="^steps and restarts must be >= 1$"):
             PGD(threat, **bad)
-        with pytest.raises(ValueError, match="steps and restarts must be >= 1"):
+        with pytest.raises(ValueError, match="^steps and restarts must be >= 1$"):
             APGD(threat, **bad)
     with pytest.raises(rl.InputError, match="step_size must be a positive finite number"):
         PGD(threat, step_size=0.0)
@@ -125,6 +125,11 @@ def test_step_sizes_and_counts_are_validated():
     assert APGD(rl.ThreatModel("l1", 5.0)).eps_schedule and not APGD(rl.ThreatModel("l1", 5.0), eps_schedule=False).eps_schedule
     assert [APGD(threat).name, APGD(threat, "dlr").name, APGDT(threat).name] == ["apgd-ce", "apgd-dlr", "apgd-t"]
     assert APGDT(threat).n_targets == 9 and APGD(threat).steps == 100 and APGD(threat).restarts == 1
+    dlr = APGDDLR(threat)
+    assert (dlr.name, dlr.objective.name, dlr.steps, dlr.restarts, dlr.early_stop) == ("apgd-dlr", "dlr", 100, 1, True)
+    for cls in (PGD, BIM, FGSM, MIFGSM, APGD, APGDDLR, APGDT):
+        assert cls(threat).early_stop is True and cls(threat, early_stop=False).early_stop is False, cls
+        assert cls(threat, seed=7).seed == 7
 
 
 def test_apgd_checkpoints_and_l1_phases():

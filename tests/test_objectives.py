@@ -94,6 +94,8 @@ def test_success_on_decisions_given_as_labels_or_lists():
         assert torch.equal(objective.success(["cat", "dog", "cat"], (["dog", "dog", "dog"], ["cat", "cat", "dog"])),
                            torch.tensor([True, False, False]))
         assert torch.equal(objective.success(["cat", "dog"], ["cat", "cat"]), torch.tensor([True, False]))
+        assert torch.equal(objective.success(torch.tensor([1, 1, 2]), torch.tensor([1, 2, 0])),
+                           torch.tensor([True, False, False]))
     assert torch.equal(ob.CrossEntropy().success(["cat", "dog"], (["cat", "cat"], None)), torch.tensor([False, True]))
     assert torch.equal(ob.CrossEntropy().success([0, 1], torch.tensor([0, 0])), torch.tensor([False, True]))
     with pytest.raises(rl.InputError, match="2 decisions for 3 labels"):
