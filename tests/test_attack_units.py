@@ -212,3 +212,48 @@ def test_fab_t_follows_its_recurrence(norm, eps):
         assert torch.equal(res.success, found)
         assert torch.allclose(res.x_adv[found], ref_x[found], atol=1e-6)
         assert torch.allclose(-res.loss[found], ref_norm[found], atol=1e-6)
+
+
+def _reference_apgd(x, c, eps, steps, norm, seed=0):
+    """APGD (Croce & Hein 2020, Linf/L2) step by step from its seeded random start: momentum 0.75,
+    eta = 2 eps halved at the checkpoints when the loss rose in at most 75% of the steps or stalled."""
+    gen = torch.Generator().manual_seed(seed)
+    t = 2 * torch.rand(x.shape, generator=gen) - 1 if norm == "linf" else torch.randn(x.shape, generator=gen)
+    scale = t.flatten(1).abs().amax(1) if norm == "linf" else t.flatten(1).norm(dim=1)
+    v = _project(x, x + eps * t / scale.clamp_min(1e-12).view(-1, 1, 1, 1), eps, norm)
+    ps = lambda b: b.view(-1, 1, 1, 1)  # noqa: E731
+    grad, loss = -2 * (v - c), _loss(v, c)
+    points, prev = [v], v
+    eta = torch.full((x.shape[0],), 2 * eps)
+    best, grad_best, loss_best = v, grad, loss
+    increases, since, at_check, halved = torch.zeros(x.shape[0]), 0, loss, torch.ones(x.shape[0], dtype=torch.bool)
+    checks = set(apgd_checkpoints(steps)[1:])
+    for i in range(steps):
+        a = 1.0 if i == 0 else 0.75
+        z = _project(x, v + _step(grad, 1.0, norm) * ps(eta), eps, norm)
+        nxt = _project(x, v + a * (z - v) + (1 - a) * (v - prev), eps, norm)
+        new_grad, new_loss = -2 * (nxt - c), _loss(nxt, c)
+        points.append(nxt)
+        increases = increases + (new_loss > loss).float()
+        up = new_loss > loss_best
+        best, grad_best = torch.where(ps(up), nxt, best), torch.where(ps(up), new_grad, grad_best)
+        loss_best = torch.where(up, new_loss, loss_best)
+        prev, v, grad, loss = v, nxt, new_grad, new_loss
+        since += 1
+        if i + 1 in checks:
+            halve = (increases <= 0.75 * since) | (~halved & (at_check >= loss_best))
+            eta = torch.where(halve, eta / 2, eta)
+            v, grad = torch.where(ps(halve), best, v), torch.where(ps(halve), grad_best, grad)
+            halved, at_check, increases, since = halve, loss_best.clone(), torch.zeros_like(increases), 0
+    return _best(points, c)
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_apgd_follows_its_recurrence(norm):
+    """Momentum, step-size halving, restarts from the best point: the iterates of the paper."""
+    model, x, c, y = _problem(norm, n=4, seed=3)
+    for steps, seed in ((10, 0), (25, 5)):
+        res = APGD(rl.ThreatModel(norm, 0.1), Towards(c), steps=steps, seed=seed)(model, x, y)
+        ref_x, ref_loss = _reference_apgd(x, c, 0.1, steps, norm, seed)
+        assert torch.allclose(res.x_adv, ref_x, atol=1e-6), steps
+        assert torch.allclose(res.loss, ref_loss, atol=1e-7), steps
