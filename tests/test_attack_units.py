@@ -132,6 +132,13 @@ def test_step_sizes_and_counts_are_validated():
         assert cls(threat, seed=7).seed == 7
 
 
+def test_fab_projection_names_an_unknown_norm():
+    from robustlab.attacks import project_hyperplane_box
+
+    with pytest.raises(rl.InputError, match="^unknown norm 'l3'$"):
+        project_hyperplane_box(torch.zeros(1, 2), torch.ones(1, 2), torch.ones(1), "l3")
+
+
 def test_apgd_checkpoints_and_l1_phases():
     # p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06) (Croce & Hein 2020)
     assert apgd_checkpoints(100) == [0, 22, 41, 57, 70, 80, 87, 93, 99]

@@ -76,6 +76,8 @@ def test_targeted_ce_and_margin_by_hand():
                           torch.tensor([-2.0, -3.0]))
     with pytest.raises(rl.InputError, match=r"\(labels, target_classes\) or target_classes"):
         ob.TargetedMargin().loss(z, (t, t, t))
+    with pytest.raises(rl.InputError, match="^targeted DLR needs at least 4 classes$"):
+        ob.TargetedDLR().loss(z, (torch.tensor([0, 0]), t))
     dlr = ob.TargetedDLR(untargeted_success=False)
     z4 = torch.tensor([[3.0, 2.0, 1.0, 0.0]] * 2)
     y, t4 = torch.tensor([1, 0]), torch.tensor([0, 2])
