@@ -264,3 +264,74 @@ def test_apgd_follows_its_recurrence(norm):
         ref_x, ref_loss = _reference_apgd(x, c, 0.1, steps, norm, seed)
         assert torch.allclose(res.x_adv, ref_x, atol=1e-6), steps
         assert torch.allclose(res.loss, ref_loss, atol=1e-7), steps
+
+
+def _reference_l1_apgd(threat, x, c, steps, schedule, seed=0):
+    """l1-APGD (Croce & Hein 2021) step by step: sparse steps along the top-k of |g|, the sparsity k and
+    eta adapted every max(0.04 N, 1) steps, phases at 3, 2, 1 x eps; only points inside eps count."""
+    eps, n_fts = threat.eps, x[0].numel()
+    l0 = lambda t: (t != 0).flatten(1).sum(1).to(t.dtype)  # noqa: E731
+    l1 = lambda t: t.flatten(1).abs().sum(1)  # noqa: E731
+    ps = lambda b: b.view(-1, *[1] * (x.dim() - 1))  # noqa: E731
+    phases = l1_phases(steps, schedule)
+    points, allowed = [], []
+
+    def evaluate(v, factor):
+        points.append(v)
+        allowed.append(torch.ones(len(v), dtype=torch.bool) if factor == 1 else l1(v - x) <= eps)
+        return _loss(v, c), -2 * (v - c)
+
+    def start(x_init, phase, fresh):
+        factor, n_iter = phases[phase]
+        v = threat.project(x, x_init, factor * eps)
+        loss, grad = evaluate(v, factor)
+        n = len(x)
+        return {"v": v, "grad": grad, "loss": loss, "best": v, "grad_best": grad, "loss_best": loss,
+                "eta": torch.full((n,), factor * eps), "phase": phase, "since": 0,
+                "topk": torch.full((n,), 0.2) if fresh else l0(v - x) / n_fts / 1.5,
+                "sp_old": torch.full((n,), float(n_fts)) if fresh else l0(v - x),
+                "every": max(int(0.04 * n_iter), 1)}
+
+    gen = torch.Generator().manual_seed(seed)
+    s = start(x + torch.randn(x.shape, generator=gen), 0, fresh=not schedule)
+    for i in range(steps):
+        if s["phase"] + 1 < len(phases) and i == sum(n for _, n in phases[:s["phase"] + 1]):
+            s = start(s["best"], s["phase"] + 1, fresh=False)
+        factor = phases[s["phase"]][0]
+        e = factor * eps
+        flat = s["grad"].abs().flatten(1)
+        kth = ((1 - s["topk"]) * n_fts).clamp(0, n_fts - 1).long()
+        thresh = flat.sort(1).values.gather(1, kth[:, None])
+        d = s["grad"].sign() * (flat >= thresh).view_as(x)
+        d = d / ps(l1(d) + 1e-10)
+        nxt = threat.project(x, s["v"] + ps(s["eta"]) * d, e)
+        loss, grad = evaluate(nxt, factor)
+        up = loss > s["loss_best"]
+        s["best"] = torch.where(ps(up), nxt, s["best"])
+        s["grad_best"] = torch.where(ps(up), grad, s["grad_best"])
+        s["loss_best"] = torch.where(up, loss, s["loss_best"])
+        s["v"], s["grad"], s["loss"], s["since"] = nxt, grad, loss, s["since"] + 1
+        if s["since"] == s["every"]:
+            sp = l0(s["best"] - x)
+            sparser = sp / s["sp_old"].clamp_min(1) < 0.95
+            s["topk"], s["sp_old"] = sp / n_fts / 1.5, sp
+            s["eta"] = torch.where(sparser, torch.full_like(s["eta"], e), s["eta"] / 1.5).clamp(e / 10, e)
+            s["v"] = torch.where(ps(sparser), s["best"], s["v"])
+            s["grad"] = torch.where(ps(sparser), s["grad_best"], s["grad"])
+            s["since"] = 0
+    losses = torch.stack([torch.where(a, _loss(p, c), torch.full_like(a, float("-inf"), dtype=x.dtype))
+                          for p, a in zip(points, allowed)])
+    idx = losses.argmax(0)
+    return torch.stack([points[t][b] for b, t in enumerate(idx.tolist())]), losses.amax(0)
+
+
+@pytest.mark.parametrize("schedule,steps", [(True, 20), (False, 60)])
+def test_l1_apgd_follows_its_recurrence(schedule, steps):
+    g = torch.Generator().manual_seed(4)
+    x = 0.3 + 0.4 * torch.rand(4, 1, 1, 8, generator=g)
+    u = torch.randn(4, 1, 1, 8, generator=g)
+    c = x + 0.657 * 0.5 * u / u.flatten(1).abs().sum(1).view(-1, 1, 1, 1)
+    threat = rl.ThreatModel("l1", 0.5)
+    res = APGD(threat, Towards(c), steps=steps, eps_schedule=schedule)(nn.Flatten(), x, torch.zeros(4, dtype=torch.long))
+    ref_x, ref_loss = _reference_l1_apgd(threat, x, c, steps, schedule)
+    assert torch.allclose(res.x_adv, ref_x, atol=1e-6) and torch.allclose(res.loss, ref_loss, atol=1e-7)
