@@ -119,7 +119,8 @@ def test_divergences_by_hand():
     kl = (p * (p.log() - q.log())).sum(1)  # KL(softmax(reference) || softmax(output))
     assert torch.allclose(ob.kl_divergence(out, ref), kl, atol=1e-6) and kl[1].abs() < 1e-6 and kl[0] > 0.4
     assert torch.allclose(ob.CrossEntropy().divergence(out, ref), kl, atol=1e-6)
-    with pytest.raises(NotImplementedError, match="TRADES is not defined"):
+    with pytest.raises(NotImplementedError, match="^Margin defines no output divergence, so TRADES is not defined "
+                                                  "for it; train with pgd or llr instead$"):
         ob.Margin().divergence(out, ref)
     reg = ob.RegressionError(threshold=1.0)
     a, b = torch.tensor([[1.0, 3.0, 0.0], [0.0, 0.0, 0.0]]), torch.zeros(2, 3)
