@@ -58,11 +58,13 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/run.py --out benchmarks/results.md
 
 # Mutation testing over threat.py, objectives.py and attacks/ (settings in pyproject's [tool.mutmut]); not in
-# CI: hours on two cores. MUTANTS narrows it, e.g. make mutation MUTANTS='robustlab.threat*'
+# CI: hours on two cores. MUTANTS narrows it, e.g. make mutation MUTANTS='robustlab.attacks.apgd*';
+# MUTATION_JOBS mutants run at once (one thread each, at low priority).
 MUTANTS ?=
+MUTATION_JOBS ?= 1
 mutation: $(STAMP)
 	$(BIN)/pip install --quiet mutmut
-	$(BIN)/mutmut run $(MUTANTS); $(BIN)/mutmut results
+	OMP_NUM_THREADS=1 ROBUSTLAB_TEST_THREADS=1 nice -n 19 $(BIN)/mutmut run --max-children $(MUTATION_JOBS) $(MUTANTS); $(BIN)/mutmut results
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache mutants

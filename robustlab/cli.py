@@ -229,7 +229,7 @@ def cmd_attack(args) -> int:
     robust = clean_ok & ~result.success
     out = {**result.summary(), "clean_accuracy": float(clean_ok.float().mean()),
            "robust_accuracy": float(robust.float().mean()), "seconds": round(time.perf_counter() - start, 2)}
-    print(json.dumps(out, indent=2))
+    print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in out.items()}, indent=2))
     run_name = args.name or f"attack-{name}-{Path(args.run).name}"
     run = Run(Path(args.runs) / run_name)
     run.write_config({"kind": "attack", "task": "classification", "model_run": str(args.run), "attack": name,

@@ -20,6 +20,15 @@ from typing import Any
 
 
 def _umask() -> int:
+    """The process's umask: read from /proc where it can be (setting it to read it back is not
+    thread-safe: another thread's file created in between would get the placeholder mask)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
     mask = os.umask(0o022)
     os.umask(mask)
     return mask

@@ -97,3 +97,21 @@ def test_cifar_batches(tmp_path):
     assert np.isclose(float(d.x[0, 0, 0, 1]), test_data[0, 1] / 255)
     assert np.isclose(float(d.x[0, 1, 0, 0]), test_data[0, 1024] / 255)
     assert len(rl.load_dataset("cifar10", "train", data_dir=tmp_path)) == 18
+
+
+def test_first_batches_cut_at_n_and_read_no_further():
+    from robustlab.evaluation.data import first_batches, materialize
+
+    read = []
+
+    def loader():
+        for i in range(0, 12, 3):
+            read.append(i)
+            yield torch.arange(i, i + 3).float()[:, None], torch.arange(i, i + 3)
+
+    got = list(first_batches(loader(), 7, 3))
+    assert [b[1].tolist() for b in got] == [[0, 1, 2], [3, 4, 5], [6]] and read == [0, 3, 6]
+    assert [b[1].numel() for b in first_batches(loader(), None, 3)] == [3, 3, 3, 3]
+    assert list(first_batches(loader(), 0, 3)) == []
+    x, y = materialize((torch.arange(10).float()[:, None], torch.arange(10)), 4, batch_size=3)
+    assert y.tolist() == [0, 1, 2, 3] and x.shape == (4, 1)

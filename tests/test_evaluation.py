@@ -214,3 +214,21 @@ def test_task_metrics_at_the_worst_case_match_robust_accuracy_along_a_curve(digi
         assert rep.metrics["adversarial_accuracy"] == pytest.approx(rep.robust_accuracy, abs=1e-6), rep.metrics
         assert rep.x_adv is None  # points are kept only on request
     assert curve.reports[-1].robust_accuracy < curve.reports[0].robust_accuracy
+
+
+def test_black_box_vs_white_box_runs_for_l1_and_flags_masked_gradients(digits_model, digits_correct):
+    """Square-L1 vs l1-APGD: the check runs for L1 and flags input quantisation."""
+    from robustlab.evaluation import sanity
+    from robustlab.objectives import CrossEntropy
+
+    x, y = digits_correct[0][:60], digits_correct[1][:60]
+    threat = rl.ThreatModel("l1", 2.0)
+    masked = Quantized(digits_model).eval()
+    warn = sanity.check_black_box_vs_white_box(masked, x, y, threat, CrossEntropy(), max_queries=300)
+    assert warn.verdict == "warn", warn.message
+    ev = warn.evidence
+    assert ev["apgd_success"] < 0.1 and ev["points_square_only"] >= 20  # Square-L1 breaks what APGD-L1 cannot
+    ok = sanity.check_black_box_vs_white_box(digits_model, x, y, threat, CrossEntropy(), max_queries=300)
+    assert ok.verdict == "pass" and ok.evidence["apgd_success"] > ok.evidence["square_success"] > 0.2
+    flat = sanity.check_black_box_vs_white_box(digits_model, x.flatten(1), y, threat, CrossEntropy())
+    assert flat.verdict == "pass" and "image inputs" in flat.message

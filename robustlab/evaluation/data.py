@@ -11,7 +11,7 @@ import torch.nn as nn
 from ..errors import InputError, target_length
 from ..targets import concat_targets, index_target
 
-__all__ = ["device_of", "eval_mode", "iterate_batches", "materialize"]
+__all__ = ["device_of", "eval_mode", "first_batches", "iterate_batches", "materialize"]
 
 
 def iterate_batches(data: Any, batch_size: int) -> Iterable[tuple[torch.Tensor, Any]]:
@@ -36,19 +36,29 @@ def iterate_batches(data: Any, batch_size: int) -> Iterable[tuple[torch.Tensor, 
         yield batch[0], batch[1]
 
 
-def materialize(data: Any, n: int | None = None, batch_size: int = 500) -> tuple[torch.Tensor, Any]:
-    """The first n points of `data` as one (x, target) pair, in a fixed order (a shuffled loader is
-    read once, so every later pass pairs each point with itself)."""
-    xs, ts, seen = [], [], 0
+def first_batches(data: Any, n: int | None, batch_size: int) -> Iterable[tuple[torch.Tensor, Any]]:
+    """The batches of ``iterate_batches`` up to the first n points (all with n=None); the batch
+    that crosses n is cut there, and no batch is read after it."""
+    seen = 0
+    if n is not None and n <= 0:
+        return
     for xb, tb in iterate_batches(data, batch_size):
-        if n is not None and seen >= n:
-            break
         if n is not None and xb.shape[0] > n - seen:
             keep = torch.arange(n - seen)
             xb, tb = xb[keep], index_target(tb, keep)
+        seen += xb.shape[0]
+        yield xb, tb
+        if n is not None and seen >= n:
+            return
+
+
+def materialize(data: Any, n: int | None = None, batch_size: int = 500) -> tuple[torch.Tensor, Any]:
+    """The first n points of `data` as one (x, target) pair, in a fixed order (a shuffled loader is
+    read once, so every later pass pairs each point with itself)."""
+    xs, ts = [], []
+    for xb, tb in first_batches(data, n, batch_size):
         xs.append(xb)
         ts.append(tb)
-        seen += xb.shape[0]
     if not xs:
         raise InputError("no data to evaluate")
     return torch.cat(xs), concat_targets(ts)

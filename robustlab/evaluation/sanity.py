@@ -117,8 +117,10 @@ def check_one_step_vs_iterative(model, x, y, threat, objective) -> Check:
 
 
 def check_black_box_vs_white_box(model, x, y, threat, objective, max_queries: int = 1000) -> Check:
-    if not (threat.variable_is_point and threat.norm in ("linf", "l2")):
-        return Check("black_box_vs_white_box", "pass", "skipped: Square supports linf and l2 pixel threats only", {})
+    if not (threat.variable_is_point and threat.norm in ("linf", "l2", "l1")):
+        return Check("black_box_vs_white_box", "pass", "skipped: Square supports linf, l2 and l1 pixel threats only", {})
+    if x.dim() != 4:
+        return Check("black_box_vs_white_box", "pass", "skipped: Square needs image inputs [B, C, H, W]", {})
     white = APGD(threat, objective, steps=50)(model, x, y)
     black = Square(threat, objective, max_queries=max_queries)(model, x, y)
     beats = int((black.success & ~white.success).sum())

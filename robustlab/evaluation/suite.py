@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from ..attacks import APGD, APGDDLR, APGDT, FABT, Attack, Square, create_attack
 from ..targets import concat_targets, index_target, target_to
-from .data import device_of, eval_mode, iterate_batches, materialize
+from .data import device_of, eval_mode, first_batches, iterate_batches, materialize
 from ..errors import InputError, check_batch
 from ..fileio import atomic_torch_save
 from ..objectives import CrossEntropy, Objective
@@ -216,12 +216,7 @@ def evaluate(model, data, threat: ThreatModel, attacks: str | Sequence[Attack | 
     start = time.perf_counter()
     bar = tqdm(total=n, desc=f"evaluate {threat.describe()}", unit="pt", leave=False, disable=(not progress) or None)
     with eval_mode(model):
-        for xb, yb in iterate_batches(data, batch_size):
-            if n is not None and seen >= n:
-                break
-            if n is not None and xb.shape[0] > n - seen:
-                keep = torch.arange(n - seen)
-                xb, yb = xb[keep], index_target(yb, keep)
+        for xb, yb in first_batches(data, n, batch_size):
             xb, yb = xb.to(device), target_to(yb, device)
             check_batch(xb, yb, threat.bounds)
             nb = xb.shape[0]
@@ -254,12 +249,15 @@ def evaluate(model, data, threat: ThreatModel, attacks: str | Sequence[Attack | 
                 for k, v in batch_times.items():
                     attack_time[k] += v
             if threat.eps > 0:
+                cascade = tqdm(total=len(suite), initial=done, desc=f"cascade on points {seen}-{seen + nb}", unit="attack",
+                               leave=False, disable=(not progress) or None)
                 for a_index, (attack, name) in enumerate(zip(suite, names)):
                     if a_index < done:
                         continue
                     todo = robust.nonzero().flatten()
                     if todo.numel() == 0:
                         break
+                    cascade.set_postfix_str(f"{name} on {todo.numel()} points")
                     t0 = time.perf_counter()
                     sub_threat = batch_threat.subset(todo) if batch_threat.has_per_sample_state else batch_threat
                     res = attack(model, xb[todo], index_target(yb, todo), threat=sub_threat.with_eps(threat.eps))
@@ -274,9 +272,14 @@ def evaluate(model, data, threat: ThreatModel, attacks: str | Sequence[Attack | 
                     worst_loss[todo[sel]] = res.loss[sel].to(worst_loss)
                     for i in hit.tolist():
                         batch_broken[i] = name
-                    log.debug("%s on %d points: broke %d (%.1fs)", name, todo.numel(), hit.numel(), time.perf_counter() - t0)
+                    cascade.update(1)
+                    if progress:
+                        log.info("%s, points %d-%d: %s on %d points broke %d, robust %.4f (%.1fs)", threat.describe(),
+                                 seen, seen + nb, name, todo.numel(), hit.numel(), float(robust.float().mean()),
+                                 time.perf_counter() - t0)
                     if cell is not None:
                         cell.save(a_index + 1, robust, broken_here, x_worst, worst_loss, batch_broken, batch_times)
+                cascade.close()
             if metrics is not None:
                 with torch.no_grad():
                     out_adv = model(x_worst) if threat.eps > 0 else out_clean
@@ -398,7 +401,11 @@ def robustness_curve(model, data, threat: ThreatModel, eps: Sequence[float],
     reports: list[EvaluationReport] = []
     broken, points = None, None
     keep = kwargs.pop("keep_points", False)
-    for e in eps_sorted:
+    progress = kwargs.get("progress", True)
+    for i, e in enumerate(tqdm(eps_sorted, desc="robustness curve", unit="eps", leave=False,
+                               disable=(not progress) or None)):
+        if progress:
+            log.info("robustness curve: eps %g (%d of %d)", e, i + 1, len(eps_sorted))
         rep = evaluate(model, (x, target), threat.with_eps(e), attacks, already_broken=broken, start_points=points,
                        batch_size=batch_size, keep_points=True, **kwargs)
         reports.append(rep)

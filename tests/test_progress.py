@@ -1,0 +1,64 @@
+"""Progress of the long evaluation loops: one rounded log line per attack of the cascade and per eps
+when the stream is not a terminal (under pytest it is not, so tqdm's bars are off)."""
+import logging
+import re
+
+import torch
+import torch.nn as nn
+
+import robustlab as rl
+from robustlab.attacks import APGD, Square
+from robustlab.evaluation import evaluate, robustness_curve
+
+LONG_FLOAT = re.compile(r"\d\.\d{5,}")  # e.g. 0.9733333333333334
+
+
+def _linear_problem(n=24):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+    x = torch.rand(n, 1, 4, 4)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    y[:4] = (y[:4] + 1) % 3  # four points misclassified: they are never attacked
+    return model, x, y
+
+
+def _suite(threat):
+    return [APGD(threat, "ce", steps=5, seed=0), Square(threat, max_queries=30, seed=0)]
+
+
+def _lines(caplog, word):
+    return [r.getMessage() for r in caplog.records if r.name.startswith("robustlab") and word in r.getMessage()]
+
+
+def test_one_rounded_log_line_per_attack_of_the_cascade(caplog):
+    model, x, y = _linear_problem()
+    threat = rl.ThreatModel("linf", 0.1)
+    with caplog.at_level(logging.INFO, logger="robustlab"):
+        rep = evaluate(model, (x, y), threat, _suite(threat), sanity=None, batch_size=500)
+    per_attack = _lines(caplog, "points broke")
+    assert len(per_attack) == 2
+    assert " apgd-ce on 20 points broke " in per_attack[0] and " square on " in per_attack[1]
+    # the last line's running robust accuracy is the report's, rounded to 4 decimals
+    assert per_attack[-1].split("robust ")[1].split(" ")[0] == f"{rep.robust_accuracy:.4f}"
+    broke = [int(re.search(r"broke (\d+)", m).group(1)) for m in per_attack]
+    assert broke == [rep.per_attack["apgd-ce"], rep.per_attack["square"]]
+    messages = [r.getMessage() for r in caplog.records if r.name.startswith("robustlab")]
+    assert messages and not [m for m in messages if LONG_FLOAT.search(m)]
+
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="robustlab"):
+        evaluate(model, (x, y), threat, _suite(threat), sanity=None, progress=False)
+    assert _lines(caplog, "points broke") == []  # progress off (ranks other than 0): no progress lines
+
+
+def test_one_log_line_per_eps_of_a_robustness_curve(caplog):
+    model, x, y = _linear_problem()
+    threat = rl.ThreatModel("linf", 0.1)
+    with caplog.at_level(logging.INFO, logger="robustlab"):
+        curve = robustness_curve(model, (x, y), threat, [0.2, 0.05], _suite(threat), sanity=None)
+    assert _lines(caplog, "robustness curve: eps") == ["robustness curve: eps 0.05 (1 of 2)",
+                                                        "robustness curve: eps 0.2 (2 of 2)"]
+    # the cascade at each eps attacks only the points still unbroken at the smaller one
+    first = _lines(caplog, "points broke")[0]
+    assert "apgd-ce on 20 points" in first and len(curve.reports) == 2
