@@ -26,6 +26,7 @@ from torch.func import functional_call
 from ..attacks.base import index_target
 from ..errors import InputError
 from ..objectives import CrossEntropy, Objective, get_objective
+from .convgrad import hvp_convolutions
 
 log = logging.getLogger(__name__)
 
@@ -346,7 +347,7 @@ class LossFunction:
 
     def _graph(self, x, t):
         p = {n: v.detach().requires_grad_(True) for n, v in self.params.items()}
-        with torch.enable_grad():
+        with torch.enable_grad(), hvp_convolutions():
             lsum = self.objective.loss(self.forward(p, x, self._hvp_buffers), t).sum()
             g = torch.autograd.grad(lsum, list(p.values()), create_graph=True)
         return p, g
