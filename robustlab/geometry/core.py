@@ -120,11 +120,14 @@ def as_geometry(spec: Any = None, **overrides) -> ParameterGeometry:
 
 
 def as_batches(data: Any, batch_size: int = 512) -> list[tuple[torch.Tensor, Any]]:
-    """A list of ``(x, target)`` batches from a pair, a Dataset (``.x``, ``.y``) or an iterable."""
+    """A list of ``(x, target)`` batches from a pair, a Dataset (``.x``, ``.y``), any data set with
+    ``batches(batch_size)`` (a task's, e.g. stereo pairs) or an iterable."""
     if data is None:
         raise InputError("data is required: an (x, y) pair, a robustlab Dataset or an iterable of (x, target) batches")
     if hasattr(data, "x") and hasattr(data, "y") and isinstance(data.x, torch.Tensor):
         data = (data.x, data.y)
+    elif callable(getattr(data, "batches", None)):
+        data = list(data.batches(batch_size))
     if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], torch.Tensor):
         x, t = data
         n = x.shape[0]
