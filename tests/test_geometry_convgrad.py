@@ -1,4 +1,4 @@
-"""The H v convolution (robustlab.geometry.convgrad) gives the same first and second derivatives."""
+"""The H v convolutions and ReLU (robustlab.geometry.convgrad) give the same first and second derivatives."""
 import pytest
 import torch
 import torch.nn as nn
@@ -19,11 +19,11 @@ def _second_derivatives(model, x, fast):
     return [g.detach() for g in grads], hv
 
 
-@pytest.mark.parametrize("dim", [1, 2, 3])
-def test_hvp_convolutions_match_autograd(dim):
+@pytest.mark.parametrize("dim,act", [(1, nn.Tanh), (2, nn.ReLU), (3, nn.Tanh)])
+def test_hvp_convolutions_match_autograd(dim, act):
     conv = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}[dim]
     torch.manual_seed(0)
-    model = nn.Sequential(conv(4, 6, 3, stride=2, padding=1, bias=True), nn.Tanh(),
+    model = nn.Sequential(conv(4, 6, 3, stride=2, padding=1, bias=True), act(),
                           conv(6, 4, 2, dilation=2, groups=2, bias=False), nn.Flatten()).double()
     x = torch.randn(3, 4, *([7] * dim), dtype=torch.float64)
     g0, h0 = _second_derivatives(model, x, fast=False)

@@ -36,7 +36,10 @@ def _backward(gO, x, w, cfg, mask):
 
 def _forward(x, w, cfg):
     stride, padding, dilation, groups = cfg
-    return torch.ops.aten.convolution(x, w, None, stride, padding, dilation, False, [0] * len(stride), groups)
+    out = torch.ops.aten.convolution(x, w, None, stride, padding, dilation, False, [0] * len(stride), groups)
+    # a 1-channel input also reads as channels-last, and so does the output then: make it contiguous
+    # once here, or every backward kernel that gets it copies it again
+    return out.contiguous() if x.is_contiguous() else out
 
 
 class _ConvGrad(torch.autograd.Function):
@@ -98,11 +101,36 @@ class _Conv(torch.autograd.Function):
         return gx, gw, gb, None
 
 
+class _ReLU(torch.autograd.Function):
+    """max(x, 0) whose backward multiplies by a constant mask: the second derivative of ReLU is 0
+    almost everywhere, so its double backward has nothing to do (autograd's generic rule builds
+    and adds a zero tensor for it)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x):
+        return x.clamp_min(0)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward((output > 0).to(output.dtype))
+
+    @staticmethod
+    def backward(ctx, gO):
+        mask, = ctx.saved_tensors
+        return gO * mask
+
+
 class hvp_convolutions(TorchFunctionMode):
-    """While active, ``F.conv1d/2d/3d`` use the convolution above (same values, cheaper H v)."""
+    """While active, ``F.conv1d/2d/3d`` and ``F.relu`` use the functions above (same values,
+    cheaper H v)."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if func in (F.relu, torch.relu) and not kwargs.get("inplace", args[1] if len(args) > 1 else False) \
+                and isinstance(args[0], torch.Tensor) and args[0].requires_grad:
+            return _ReLU.apply(args[0])
         n = _CONVS.get(func)
         if n is not None:
             names = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
