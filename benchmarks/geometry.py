@@ -2,7 +2,7 @@
 data, and the passes and time of a 21 x 21 loss surface (vmapped over weight points vs one point at
 a time). Prints a markdown table.
 
-    OMP_NUM_THREADS=1 PYTHONPATH=$PWD python benchmarks/geometry.py [--n 512] [--repeats 3] [--no-surface]
+    OMP_NUM_THREADS=1 PYTHONPATH=$PWD python benchmarks/geometry.py [--n 512] [--repeats 3] [--batches 1,4] [--no-surface]
         [--out benchmarks/geometry_results.md]
 
 PyHessian is a benchmark-only install (``pip install --no-deps pyhessian==0.1``, the Makefile's bench
@@ -142,6 +142,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--n", type=int, default=512, help="points the Hessian is taken over")
     ap.add_argument("--repeats", type=int, default=3, help="interleaved rounds; times are medians")
+    ap.add_argument("--batches", default="1,4", help="data settings: the points as 1 batch, as 4 batches")
     ap.add_argument("--no-surface", action="store_true", help="skip the 21 x 21 surface timing")
     ap.add_argument("--out", default=None, help="also write the table to this markdown file")
     args = ap.parse_args(argv)
@@ -155,7 +156,7 @@ def main(argv=None):
              f"(load average {load:.1f} on {os.cpu_count()} cores at the start).", "",
              "| quantity | data | PyHessian 0.1 | robustlab | rel. diff / z | PyHessian s | robustlab s | ratio | note |",
              "|---|---|---|---|---|---|---|---|---|"]
-    for batches in (1, 4):
+    for batches in [int(b) for b in args.batches.split(",")]:
         for name, a, b, d, ta, tb, note in bench_hessian(model, x, y, batches, args.repeats):
             lines.append(f"| {name} | {'1 batch' if batches == 1 else f'{batches} batches'} | {a} | {b} | {d} | "
                          f"{ta:.2f} | {tb:.2f} | {tb / ta:.2f} | {note} |")
