@@ -32,3 +32,16 @@ def test_hvp_convolutions_match_autograd(dim, act):
         assert a.shape == b.shape
         assert torch.allclose(a, b, rtol=1e-10, atol=1e-12)
     assert float(h0[0].abs().max()) > 1e-3  # a non-trivial check
+
+
+def test_batched_products_through_the_custom_functions():
+    """Products of several vectors at once (vmap over the backward, the GPU default) equal single ones."""
+    from robustlab.geometry.core import LossFunction
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 3, 3, stride=2), nn.ReLU(), nn.Flatten(), nn.Linear(27, 4)).double()
+    L = LossFunction(model, (torch.randn(5, 1, 7, 7), torch.randint(0, 4, (5,))), dtype=torch.float64)
+    V = torch.randn(3, sum(p.numel() for p in L.params.values()), dtype=torch.float64)
+    single = torch.stack([L.hvp(v) for v in V])
+    assert torch.allclose(L.hvp(V, batched=True), single, rtol=1e-10, atol=1e-12)
+    assert float(single.abs().max()) > 1e-3
