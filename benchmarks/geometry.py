@@ -2,22 +2,27 @@
 data, and the passes and time of a 21 x 21 loss surface (vmapped over weight points vs one point at
 a time). Prints a markdown table.
 
-    OMP_NUM_THREADS=1 python benchmarks/geometry.py [--n 512] [--out benchmarks/geometry_results.md]
+    OMP_NUM_THREADS=1 PYTHONPATH=$PWD python benchmarks/geometry.py [--n 512] [--repeats 3] [--batches 1,4] [--no-surface]
+        [--out benchmarks/geometry_results.md]
 
 PyHessian is a benchmark-only install (``pip install --no-deps pyhessian==0.1``, the Makefile's bench
 stamp). Model: FastMNISTNet (Wong et al. 2020), trained 1 epoch on the bundled MNIST so the Hessian
 is not that of a random net. Both libraries get the same model (eval mode) and the same data, in
 two settings: one batch (both reuse one gradient graph) and a loader of 4 batches (PyHessian
 recomputes the forward and backward pass for every product; robustlab keeps the graphs). "err" is
-the relative error against a converged Lanczos reference (tol 1e-10). The trace row gives robustlab
-as many products as PyHessian's stopping rule used, with an independent seed (z = difference in
-combined standard errors).
+the relative error against a converged Lanczos reference (tol 1e-10). The trace rows give robustlab
+as many products as PyHessian's stopping rule used (Hutchinson, independent seed) and half as many
+(Hutch++; its standard error is that of its Hutchinson part given the sketch); z = difference in
+combined standard errors. Every job runs once per round, rounds interleaved; times are medians, so
+the ratios hold on a loaded machine even where the absolute times do not.
 """
 from __future__ import annotations
 
 import argparse
 import copy
 import math
+import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -47,22 +52,24 @@ def timed(fn, repeat: int = 1):
     return out, best
 
 
-def bench_hessian(model, x, y, batches: int):
+def interleaved(jobs: dict, repeats: int) -> tuple[dict, dict]:
+    """Run every job once per round, round after round (so a load change hits all alike); the
+    last result and the median time of each."""
+    results, times = {}, {k: [] for k in jobs}
+    for _ in range(repeats):
+        for k, fn in jobs.items():
+            results[k], t = timed(fn)
+            times[k].append(t)
+    return results, {k: statistics.median(v) for k, v in times.items()}
+
+
+def bench_hessian(model, x, y, batches: int, repeats: int = 3):
     from pyhessian import hessian as PyHessian
 
     loader = [(x[i::batches], y[i::batches]) for i in range(batches)] if batches > 1 else None
     data = loader if loader is not None else (x, y)
-    rows = []
     crit = torch.nn.CrossEntropyLoss()
-
-    def ph():
-        torch.manual_seed(0)
-        m = copy.deepcopy(model)  # PyHessian switches the model to eval mode in place
-        h = PyHessian(m, crit, data=None if loader else (x, y), dataloader=loader, cuda=False)
-        return h.eigenvalues(maxIter=100, tol=1e-3, top_n=1)[0][0]
-
     ph_mod = sys.modules["pyhessian.hessian"]  # the package attribute of that name is the class
-
     counter = {"n": 0}
     hvp, dl_hvp = ph_mod.hessian_vector_product, PyHessian.dataloader_hv_product
 
@@ -74,34 +81,52 @@ def bench_hessian(model, x, y, batches: int):
         counter["n"] += 1
         return dl_hvp(self, v)
 
+    def pyhessian(method):
+        def run():
+            torch.manual_seed(0)
+            m = copy.deepcopy(model)  # PyHessian switches the model to eval mode in place
+            h = PyHessian(m, crit, data=None if loader else (x, y), dataloader=loader, cuda=False)
+            counter["n"] = 0
+            if method == "eig":
+                out = h.eigenvalues(maxIter=100, tol=1e-3, top_n=1)[0][0]
+            else:
+                out = h.trace(maxIter=100, tol=1e-3)
+            return out, counter["n"]
+        return run
+
     ph_mod.hessian_vector_product, PyHessian.dataloader_hv_product = counted, counted_dl
     try:
-        (lam_ph, t_ph) = timed(ph)
+        (vhv, _), _ = timed(pyhessian("trace"))  # PyHessian's stopping rule fixes the product count
+        k = max(len(vhv), 3)
+        jobs = {
+            "ph_eig": pyhessian("eig"),
+            "eig_1e-2": lambda: G.hessian_eigenvalues(model, data, k=1, tol=1e-2),
+            "eig_1e-3": lambda: G.hessian_eigenvalues(model, data, k=1, tol=1e-3),
+            "ph_trace": pyhessian("trace"),
+            "trace": lambda: G.hessian_trace(model, data, samples=k, seed=1),
+            "hutch++": lambda: G.hessian_trace(model, data, samples=max(3, k // 2), seed=1, method="hutch++"),
+        }
+        res, t = interleaved(jobs, repeats)
     finally:
         ph_mod.hessian_vector_product, PyHessian.dataloader_hv_product = hvp, dl_hvp
     ref = float(G.hessian_eigenvalues(model, (x, y), k=1, tol=1e-10, max_iter=80).values[0])
-    for tol in (1e-3, 1e-2):
-        ours, t_ours = timed(lambda: G.hessian_eigenvalues(model, data, k=1, tol=tol))
+    lam_ph, n_ph = res["ph_eig"]
+    rows = []
+    for tol in ("1e-2", "1e-3"):
+        ours = res[f"eig_{tol}"]
         lam = float(ours.values[0])
-        rows.append((f"top eigenvalue (tol {tol:g})", f"{lam_ph:.4f} (err {abs(lam_ph - ref) / ref:.0e})",
+        rows.append((f"top eigenvalue (tol {tol})", f"{lam_ph:.4f} (err {abs(lam_ph - ref) / ref:.0e})",
                      f"{lam:.4f} (err {abs(lam - ref) / ref:.0e})", f"{abs(lam - lam_ph) / abs(lam_ph):.1e}",
-                     t_ph, t_ours, f"{counter['n']} power-iteration vs {ours.passes} Lanczos products; "
-                                   f"reference {ref:.4f}"))
-
-    def ph_trace():
-        torch.manual_seed(0)
-        m = copy.deepcopy(model)
-        h = PyHessian(m, crit, data=None if loader else (x, y), dataloader=loader, cuda=False)
-        return h.trace(maxIter=100, tol=1e-3)
-
-    vhv, t_pt = timed(ph_trace)
-    k = max(len(vhv), 3)
-    tr, t_tr = timed(lambda: G.hessian_trace(model, data, samples=k, seed=1))
-    hpp = G.hessian_trace(model, data, samples=k, seed=1, method="hutch++")
+                     t["ph_eig"], t[f"eig_{tol}"], f"{n_ph} power-iteration vs {ours.passes} Lanczos products; "
+                                                     f"reference {ref:.4f}"))
+    vhv, n_tr = res["ph_trace"]
+    mean_ph = sum(vhv) / len(vhv)
     se_ph = float(torch.tensor(vhv).std() / math.sqrt(len(vhv))) if len(vhv) > 1 else float("nan")
-    z = abs(tr.value - float(torch.tensor(vhv).mean())) / math.sqrt(tr.stderr ** 2 + se_ph ** 2)
-    rows.append(("trace (Hutchinson)", f"{sum(vhv) / len(vhv):.2f} ± {se_ph:.2f}", f"{tr.value:.2f} ± {tr.stderr:.2f}",
-                 f"{z:.1f} σ", t_pt, t_tr, f"{len(vhv)} products each; Hutch++ with as many: {hpp.value:.2f} ± {hpp.stderr:.2f}"))
+    for key, label in (("trace", "trace (Hutchinson, as many products)"), ("hutch++", "trace (Hutch++, half the products)")):
+        tr = res[key]
+        z = abs(tr.value - mean_ph) / math.sqrt(tr.stderr ** 2 + se_ph ** 2)
+        rows.append((label, f"{mean_ph:.2f} ± {se_ph:.2f}", f"{tr.value:.2f} ± {tr.stderr:.2f}", f"{z:.1f} σ",
+                     t["ph_trace"], t[key], f"{n_tr} vs {tr.passes} products"))
     return rows
 
 
@@ -116,25 +141,32 @@ def bench_surface(model, x, y):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--n", type=int, default=512, help="points the Hessian is taken over")
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved rounds; times are medians")
+    ap.add_argument("--batches", default="1,4", help="data settings: the points as 1 batch, as 4 batches")
+    ap.add_argument("--no-surface", action="store_true", help="skip the 21 x 21 surface timing")
     ap.add_argument("--out", default=None, help="also write the table to this markdown file")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     model = trained_model()
     test = rl.load_dataset("mnist", "test").subset(args.n)
     x, y = test.x, test.y
+    load = os.getloadavg()[0]
     lines = [f"Model: FastMNISTNet ({sum(p.numel() for p in model.parameters())} parameters), {args.n} MNIST points, "
-             f"float32, {torch.get_num_threads()} thread.", "",
+             f"float32, {torch.get_num_threads()} thread; times are medians of {args.repeats} interleaved rounds "
+             f"(load average {load:.1f} on {os.cpu_count()} cores at the start).", "",
              "| quantity | data | PyHessian 0.1 | robustlab | rel. diff / z | PyHessian s | robustlab s | ratio | note |",
              "|---|---|---|---|---|---|---|---|---|"]
-    for batches in (1, 4):
-        for name, a, b, d, ta, tb, note in bench_hessian(model, x, y, batches):
+    for batches in [int(b) for b in args.batches.split(",")]:
+        for name, a, b, d, ta, tb, note in bench_hessian(model, x, y, batches, args.repeats):
             lines.append(f"| {name} | {'1 batch' if batches == 1 else f'{batches} batches'} | {a} | {b} | {d} | "
                          f"{ta:.2f} | {tb:.2f} | {tb / ta:.2f} | {note} |")
-    fast, slow, t_fast, t_slow, diff = bench_surface(model, x, y)
-    lines += ["", "| 21 x 21 surface | data passes | model calls | time s |", "|---|---|---|---|",
-              f"| naive (one point at a time) | {slow.passes} | {slow.passes} | {t_slow:.2f} |",
-              f"| vmapped over 21 weight points | {fast.passes} | {fast.passes} | {t_fast:.2f} |",
-              "", f"max |difference| of the two surfaces: {diff:.1e}"]
+            print(lines[-1], flush=True)
+    if not args.no_surface:
+        fast, slow, t_fast, t_slow, diff = bench_surface(model, x, y)
+        lines += ["", "| 21 x 21 surface | data passes | model calls | time s |", "|---|---|---|---|",
+                  f"| naive (one point at a time) | {slow.passes} | {slow.passes} | {t_slow:.2f} |",
+                  f"| vmapped over 21 weight points | {fast.passes} | {fast.passes} | {t_fast:.2f} |",
+                  "", f"max |difference| of the two surfaces: {diff:.1e}"]
     text = "\n".join(lines)
     print(text)
     if args.out:

@@ -3,7 +3,8 @@ the bundled MNIST, their generalisation gaps, the rank correlation of each measu
 the Dinh et al. (2017) rescaling demonstration and a trajectory figure.
 
     OMP_NUM_THREADS=1 python benchmarks/geometry_reproduce.py [--root runs/geometry-repro] [--epochs 3] \
-        [--batch-sizes 16,64,256,1024] [--out benchmarks/geometry_reproduce_results.md]
+        [--batch-sizes 16,64,256,1024] [--processes 1,2] [--local-sgd 4] [--skip-methods] \
+        [--out benchmarks/geometry_reproduce_results.md]
 
 The same as the CLI sequence
 
@@ -42,6 +43,10 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None, help="also write the tables to this markdown file")
     ap.add_argument("--batch-sizes", default="", help="e.g. 16,64,256,1024: also a standard-training batch-size "
                     "sweep (same epochs, Adam, same lr) with sharpness and the gap (Keskar et al. 2017)")
+    ap.add_argument("--processes", default="1", help="e.g. 1,2: also train each batch size on 2 processes (DDP, "
+                    "gloo, same global batch, 1 thread each)")
+    ap.add_argument("--local-sgd", type=int, default=0, help="also a post-local SGD row on the most processes, "
+                    "averaging every this many steps")
     ap.add_argument("--skip-methods", action="store_true", help="only the batch-size sweep")
     args = ap.parse_args(argv)
     if args.batch_sizes:
@@ -120,26 +125,67 @@ def main(argv=None) -> int:
     return 0
 
 
-def batch_size_table(root: Path, sizes: list[int], args) -> str:
-    """Standard training at several batch sizes: sharpness against the generalisation gap."""
+def _train_processes(run: Path, b: int, procs: int, local_sgd: int, args) -> None:
+    """Train a standard run at global batch ``b`` on ``procs`` processes (torchrun via `robustlab
+    launch`, gloo, 1 thread each; ``b / procs`` per process), post-local SGD with period ``local_sgd``."""
+    import subprocess
+
+    if b % procs:
+        raise SystemExit(f"global batch {b} is not divisible by {procs} processes")
+    cmd = [sys.executable, "-m", "robustlab.cli", "--no-progress", "launch", "--nproc", str(procs), "--threads", "1",
+           "--", "train", "--model", "fast_mnist", "--data", "mnist", "--method", "standard", "--epochs",
+           str(args.epochs), "--batch-size", str(b // procs), "--optimizer", "adam", "--lr", "2e-3", "--eps",
+           str(args.eps), "--eval-n", "200", "--seed", "0", "--local-sgd-period", str(local_sgd),
+           "--runs", str(run.parent), "--name", run.name]
+    subprocess.run(cmd, check=True)
+
+
+def _row_geometry(run: Path, args) -> dict:
+    """landscape(hessian, trace, sharpness) of a run, reusing its geometry.json when taken alike."""
+    import json
+
     from robustlab.runs.geometry import landscape
 
-    lines = [f"Batch-size sweep (standard training, FastMNISTNet, {args.epochs} epochs, Adam lr 2e-3, 1 process):", "",
-             "| batch | steps | train acc | test acc | acc gap | loss gap | top eigenvalue | trace | SAM | ASAM | "
-             "avg. relative |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    path = run / "geometry.json"
+    if path.exists():
+        res = json.loads(path.read_text())
+        if res.get("n") == args.n and res.get("eps") == args.eps and {"hessian", "trace", "sharpness"} <= set(res["measures"]):
+            return res
+    return landscape(run, ["hessian", "trace", "sharpness"], "clean", n=args.n, eps=args.eps, progress=False,
+                     figures=False)
+
+
+def batch_size_table(root: Path, sizes: list[int], args) -> str:
+    """Standard training at several global batch sizes, on 1 process and (``--processes``) on more
+    (plain DDP, and post-local SGD with ``--local-sgd``): sharpness against the generalisation gap."""
+    procs = [int(p) for p in str(getattr(args, "processes", "1")).split(",")]
+    local = int(getattr(args, "local_sgd", 0) or 0)
+    lines = [f"Batch-size sweep (standard training, FastMNISTNet, {args.epochs} epochs, Adam lr 2e-3; global batch = "
+             "processes x per-process batch; several processes: DDP over gloo, 1 thread each):", "",
+             "| batch | processes | steps | train acc | test acc | acc gap | loss gap | top eigenvalue | trace | SAM | "
+             "ASAM | avg. relative | train s |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for b in sizes:
-        run = root / f"bs{b}"
-        if not (run / "summary.json").exists():
-            train_model_run(run, {"name": "fast_mnist"}, {"name": "mnist", "seed": 0},
-                            {"method": "standard", "epochs": args.epochs, "batch_size": b, "lr": 2e-3,
-                             "eps": args.eps, "eval_n": 200, "seed": 0}, progress=False)
-        res = landscape(run, ["hessian", "trace", "sharpness"], "clean", n=args.n, eps=args.eps, progress=False,
-                        figures=False)
-        sc, g = res["scalars"], res["gaps"]
-        steps = args.epochs * -(-3500 // b)
-        lines.append(f"| {b} | {steps} | {g['train']['acc']:.3f} | {g['test']['acc']:.3f} | {g['acc_gap']:+.3f} | "
-                     f"{g['loss_gap']:+.3f} | {sc['top_eigenvalue']:.3g} | {sc['trace']:.3g} | {sc['sam']:.3g} | "
-                     f"{sc['asam']:.3g} | {sc['average_relative']:.3g} |")
+        variants = [(p, 0) for p in procs] + ([(max(procs), local)] if local and max(procs) > 1 else [])
+        for p, period in variants:
+            run = root / (f"bs{b}" if p == 1 else f"bs{b}-p{p}" + (f"-local{period}" if period else ""))
+            if not (run / "summary.json").exists():
+                if p == 1:
+                    train_model_run(run, {"name": "fast_mnist"}, {"name": "mnist", "seed": 0},
+                                    {"method": "standard", "epochs": args.epochs, "batch_size": b, "lr": 2e-3,
+                                     "eps": args.eps, "eval_n": 200, "seed": 0}, progress=False)
+                else:
+                    _train_processes(run, b, p, period, args)
+            import json
+
+            train_s = json.loads((run / "summary.json").read_text()).get("train_time_s", float("nan"))
+            res = _row_geometry(run, args)
+            sc, g = res["scalars"], res["gaps"]
+            steps = args.epochs * -(-3500 // b)
+            label = f"{p}" + (f" (local SGD, period {period})" if period else "")
+            lines.append(f"| {b} | {label} | {steps} | {g['train']['acc']:.3f} | {g['test']['acc']:.3f} | "
+                         f"{g['acc_gap']:+.3f} | {g['loss_gap']:+.3f} | {sc['top_eigenvalue']:.3g} | {sc['trace']:.3g} | "
+                         f"{sc['sam']:.3g} | {sc['asam']:.3g} | {sc['average_relative']:.3g} | {train_s:.0f} |")
+            print(lines[-1], flush=True)
     return "\n".join(lines)
 
 

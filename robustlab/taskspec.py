@@ -19,6 +19,20 @@ from .registry import Registry
 
 
 @dataclass
+class RunInputs:
+    """What run-level measures (``robustlab landscape``, ``compare-geometry``) need of a task's run:
+    its trained model (eval mode), ``n`` training and ``n`` held-out points (objects with
+    ``batches(batch_size)``, ``take(indices)`` and ``len``, e.g. a robustlab Dataset), the task
+    objective every measure and attack uses, and the threat model of the robust quantities."""
+
+    model: Any
+    train: Any
+    test: Any
+    objective: Any
+    threat: Any
+
+
+@dataclass
 class Task:
     """One task plug-in.
 
@@ -35,6 +49,9 @@ class Task:
         oracles: name -> factory of an oracle for a real engine (SGBM, Tesseract).
         report_sections: ``fn(run_path) -> list[Section]``: what the shared report writer adds for a
             run of this task (figures, tables).
+        run_inputs: ``fn(run_path, config, *, n, eps, which, trust_code) -> RunInputs`` for a run of
+            this task (its model, data, objective and threat); None: a classification model run
+            (``robustlab train``), read by the shared loader.
         add_cli / run_cli: the task's CLI verbs (``robustlab <task> <verb>``); registered by the CLI,
             never imported by the task from it.
     """
@@ -49,6 +66,7 @@ class Task:
     threats: dict[str, Callable[..., Any]] = field(default_factory=dict)
     oracles: dict[str, Callable[..., Any]] = field(default_factory=dict)
     report_sections: Callable[..., list] | None = None
+    run_inputs: Callable[..., RunInputs] | None = None
     add_cli: Callable[[Any], None] | None = None
     run_cli: Callable[[Any], int] | None = None
 

@@ -65,10 +65,22 @@ class SpectralDensity:
                 "density": self.density.tolist(), "passes": self.passes}
 
 
-def _loss_fn(model, data, objective, params, dtype, attack, robust, batch_size, bn=None) -> LossFunction:
-    geometry = as_geometry(params) if bn is None else as_geometry(params, bn=bn)
-    return LossFunction(model, data, objective, geometry, dtype=dtype, attack=attack, robust=robust,
-                        batch_size=batch_size)
+def _operator(model, params, kw: dict) -> tuple[LossFunction, int, torch.Tensor]:
+    """The loss whose Hessian is wanted, from a measure's keyword arguments: (L, dimension, a
+    parameter tensor giving dtype and device)."""
+    geometry = as_geometry(params) if kw.get("bn") is None else as_geometry(params, bn=kw["bn"])
+    L = LossFunction(model, kw["data"], kw["objective"], geometry, dtype=kw["dtype"], attack=kw["attack"],
+                     robust=kw["robust"], batch_size=kw["batch_size"])
+    return L, sum(p.numel() for p in L.params.values()), next(iter(L.params.values()))
+
+
+def _blocks(fn, model, params, blocks, kwargs) -> dict | None:
+    """``{layer: fn(... that layer's parameters)}`` when ``blocks="layer"``, None when ``blocks`` is None."""
+    if blocks is None:
+        return None
+    if blocks not in ("layer",):
+        raise InputError(f"blocks must be None or 'layer', got {blocks!r}")
+    return _per_block(fn, model, params, kwargs)
 
 
 def _per_block(fn, model, params, kwargs):
@@ -157,13 +169,11 @@ def hessian_eigenvalues(model, data, k: int = 5, which: str = "largest", objecti
         raise InputError("k must be >= 1")
     kwargs = dict(data=data, k=k, which=which, objective=objective, dtype=dtype, attack=attack, robust=robust,
                   max_iter=max_iter, tol=tol, seed=seed, batch_size=batch_size, bn=bn)
-    if blocks is not None:
-        _check_blocks(blocks)
-        return _per_block(hessian_eigenvalues, model, params, kwargs)
-    L = _loss_fn(model, data, objective, params, dtype, attack, robust, batch_size, bn)
-    dim = sum(p.numel() for p in L.params.values())
+    per_block = _blocks(hessian_eigenvalues, model, params, blocks, kwargs)
+    if per_block is not None:
+        return per_block
+    L, dim, like = _operator(model, params, kwargs)
     k = min(k, dim)
-    like = next(iter(L.params.values()))
     v0 = torch.randn(dim, generator=make_generator(seed), dtype=like.dtype).to(like.device)
     steps = max_iter or min(dim, max(3 * k + 30, 60))
     theta, s, Q, m, beta = lanczos(L.hvp, dim, steps, v0, k=k, which=which, tol=tol)
@@ -175,11 +185,6 @@ def hessian_eigenvalues(model, data, k: int = 5, which: str = "largest", objecti
     log.debug("lanczos: %d steps, top values %s", m, [round(float(v), 4) for v in values])
     return EigenResult(values=values, vectors=vectors, passes=L.passes, names=list(L.params), residuals=beta_res,
                        iterations=m)
-
-
-def _check_blocks(blocks):
-    if blocks not in ("layer",):
-        raise InputError(f"blocks must be None or 'layer', got {blocks!r}")
 
 
 def hessian_trace(model, data, objective=None, params=None, dtype: torch.dtype | None = None, *,
@@ -200,12 +205,10 @@ def hessian_trace(model, data, objective=None, params=None, dtype: torch.dtype |
         raise InputError("samples must be >= 2 (>= 3 for hutch++)")
     kwargs = dict(data=data, objective=objective, dtype=dtype, method=method, samples=samples, attack=attack,
                   robust=robust, seed=seed, batch_size=batch_size, vectors_per_call=vectors_per_call, bn=bn)
-    if blocks is not None:
-        _check_blocks(blocks)
-        return _per_block(hessian_trace, model, params, kwargs)
-    L = _loss_fn(model, data, objective, params, dtype, attack, robust, batch_size, bn)
-    dim = sum(p.numel() for p in L.params.values())
-    like = next(iter(L.params.values()))
+    per_block = _blocks(hessian_trace, model, params, blocks, kwargs)
+    if per_block is not None:
+        return per_block
+    L, dim, like = _operator(model, params, kwargs)
     gen = make_generator(seed)
 
     def rademacher(n):
@@ -254,9 +257,8 @@ def spectral_density(model, data, objective=None, params=None, dtype: torch.dtyp
     al. 2019): per run, ``steps`` Lanczos steps from a random unit vector; the nodes are the Ritz
     values and the weights the squared first components of T's eigenvectors; the density is the
     average of Gaussians of width ``sigma`` (default 1% of the spectral range) at the nodes."""
-    L = _loss_fn(model, data, objective, params, dtype, attack, robust, batch_size, bn)
-    dim = sum(p.numel() for p in L.params.values())
-    like = next(iter(L.params.values()))
+    L, dim, like = _operator(model, params, dict(data=data, objective=objective, dtype=dtype, attack=attack,
+                                                 robust=robust, batch_size=batch_size, bn=bn))
     gen = make_generator(seed)
     nodes, weights = [], []
     m = min(steps, dim)

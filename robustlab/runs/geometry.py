@@ -23,7 +23,7 @@ from ..data import load_dataset
 from ..errors import InputError
 from ..fileio import atomic_write_json, atomic_write_text
 from ..geometry import plots
-from ..taskspec import get_task
+from ..taskspec import RunInputs, get_task
 from ..threat import ThreatModel
 from ..training import measure
 from .job import load_model_from_run
@@ -78,38 +78,53 @@ def generalisation_gaps(model, train, test, threat: ThreatModel, steps: int = 10
             "robust_loss_gap": te["robust_loss"] - tr["robust_loss"]}
 
 
+def run_inputs(run_dir: str | Path, n: int = 512, eps: float | None = None, which: str = "best",
+               trust_code: bool = False) -> RunInputs:
+    """The model, ``n`` train and ``n`` test points, objective and threat of any task's run.
+
+    A task plug-in with a ``run_inputs`` hook (stereo) reads its own runs; otherwise the run is a
+    classification model run (``robustlab train``): its best/last weights, its dataset's splits,
+    the task objective (:func:`task_objective`) and an ``eps`` ball of its training norm.
+    Creates nothing; InputError if ``run_dir`` is not a run."""
+    if not Path(run_dir).is_dir():
+        raise InputError(f"{run_dir} is not a model run (no such directory); train one with `robustlab train`")
+    config = Run(run_dir, create=False).read_config()
+    task = get_task(config.get("task") or "classification")
+    if task.run_inputs is not None:
+        return task.run_inputs(Path(run_dir), config, n=n, eps=eps, which=which, trust_code=trust_code)
+    model, config = load_model_from_run(run_dir, which, trust_code=trust_code)
+    data_spec = config.get("data", {})
+    spec = data_spec if isinstance(data_spec, dict) else {"name": data_spec}
+    splits = [load_dataset(spec["name"], split, seed=spec.get("seed", 0), data_dir=spec.get("data_dir")).subset(n)
+              for split in ("train", "test")]
+    return RunInputs(model.eval(), splits[0], splits[1], task_objective(config), _threat(config, eps))
+
+
 def landscape(run_dir: str | Path, measures: str | Sequence[str] = ALL_MEASURES, loss: str = "clean", *,
               n: int = 512, eps: float | None = None, attack_steps: int = 10, grid: int = 21, which: str = "best",
               seed: int = 0, progress: bool = True, figures: bool = True, trust_code: bool = False) -> dict:
     """Compute geometry measures of a model run on ``n`` training points (robust flatness and the
     gaps also on ``n`` test points) and write ``geometry.json`` and figures into the run.
 
+    Any task's run (:func:`run_inputs`): the loss is the task objective, the data the run's own.
     ``loss="robust"`` takes every measure on PGD adversarials (re-crafted at each evaluated weight
-    vector for surfaces and sharpness; crafted at the trained weights for the Hessian). The loss is
-    the run's task objective (:func:`task_objective`). Creates nothing unless the run exists; holds
-    the run's lock while it writes.
+    vector for surfaces and sharpness; crafted at the trained weights for the Hessian). Creates
+    nothing unless the run exists; holds the run's lock while it writes.
     """
     if loss not in ("clean", "robust"):
         raise InputError(f"loss must be 'clean' or 'robust', got {loss!r}")
     todo = _parse(measures)
-    model, config = load_model_from_run(run_dir, which, trust_code=trust_code)  # InputError if no such run
+    inputs = run_inputs(run_dir, n, eps, which, trust_code)  # InputError if no such run
     run = Run(run_dir, create=False)
-    model.eval()
     with run.lock():
-        return _landscape(run, model, config, todo, loss, n, eps, attack_steps, grid, which, seed, progress, figures)
+        return _landscape(run, inputs, todo, loss, attack_steps, grid, which, seed, progress, figures)
 
 
-def _landscape(run: Run, model, config: dict, todo: list[str], loss: str, n: int, eps: float | None,
-               attack_steps: int, grid: int, which: str, seed: int, progress: bool, figures: bool) -> dict:
+def _landscape(run: Run, inputs: RunInputs, todo: list[str], loss: str, attack_steps: int, grid: int, which: str,
+               seed: int, progress: bool, figures: bool) -> dict:
     if figures:
         run.figures.mkdir(exist_ok=True)
-    objective = task_objective(config)
-    data_spec = config.get("data", {})
-    name = data_spec["name"] if isinstance(data_spec, dict) else data_spec
-    dseed = data_spec.get("seed", 0) if isinstance(data_spec, dict) else 0
-    train = load_dataset(name, "train", seed=dseed, data_dir=data_spec.get("data_dir") if isinstance(data_spec, dict) else None).subset(n)
-    test = load_dataset(name, "test", seed=dseed, data_dir=data_spec.get("data_dir") if isinstance(data_spec, dict) else None).subset(n)
-    threat = _threat(config, eps)
+    model, train, test, objective, threat = inputs.model, inputs.train, inputs.test, inputs.objective, inputs.threat
     attack = PGD(threat, objective, steps=attack_steps, early_stop=False, seed=seed) if threat.eps > 0 else None
     if loss == "robust" and attack is None:
         raise InputError("loss='robust' needs eps > 0 (pass eps=...)")

@@ -144,6 +144,10 @@ class StereoDataset:
     def right(self) -> torch.Tensor:
         return self.x[:, 3:]
 
+    def take(self, idx: torch.Tensor) -> "StereoDataset":
+        """The pairs at ``idx`` (a new dataset)."""
+        return StereoDataset(self.x[idx], self.disparity[idx], self.mask[idx], self.max_disp, self.name)
+
     def batches(self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None):
         order = torch.randperm(len(self), generator=generator) if shuffle else torch.arange(len(self))
         for i in range(0, len(self), batch_size):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ...objectives import RegressionError, RegressionTarget, SmoothL1Error
-from ...taskspec import Task
+from ...taskspec import RunInputs, Task
 from . import cli
 from .consistent import StereoConsistentThreat
 from .data import motorcycle, synthetic_stereo
@@ -24,6 +24,25 @@ def per_pair_metrics(output: torch.Tensor, target) -> dict[str, torch.Tensor]:
     return {"epe": (err.flatten(1) * m).sum(1) / count, "bad3": ((err.flatten(1) > 3).to(err.dtype) * m).sum(1) / count}
 
 
+def run_inputs(run_path, config: dict, *, n: int = 512, eps: float | None = None, which: str = "best",
+               trust_code: bool = False) -> RunInputs:
+    """A stereo run's network (``robustlab stereo train/defend``), the first ``n`` training scenes of
+    its setup, ``n`` validation scenes, the smooth-L1 training loss and an ``eps`` ball on both views
+    (default: the run's ``--eps``, else 0.02). One weights file per run: ``which`` is ignored.
+
+    The objective's threshold is 0, so its loss is the smooth-L1 error itself (>= 0, as Keskar's
+    relative sharpness assumes; an offset of 1000 would also cost float32 precision in loss
+    differences); "accuracy" (error <= threshold) is then 0 throughout: read the loss gaps."""
+    from .pretrained import load_stereo_model
+
+    model, setup = load_stereo_model(run_path)
+    if eps is None:
+        eps = float(config["eps"]) if isinstance(config.get("eps"), (int, float)) else 0.02
+    train = synthetic_stereo(n, setup.h, setup.w, setup.max_disp, seed=1 + 1000 * setup.seed)  # = train_data()[:n]
+    test = synthetic_stereo(n, setup.h, setup.w, setup.max_disp, seed=999_999)  # the validation seed
+    return RunInputs(model.eval(), train, test, TASK.objective(TASK.train_objective, threshold=0.0), stereo_threat(eps, "both"))
+
+
 TASK = Task(
     name="stereo",
     description="stereo disparity (procedural scenes, Middlebury motorcycle): EPE and bad-k under attack",
@@ -38,6 +57,7 @@ TASK = Task(
              "both": lambda eps=0.02: stereo_threat(eps, "both"), "consistent": StereoConsistentThreat},
     oracles={"sgbm": sgbm_oracle},
     report_sections=report_sections,
+    run_inputs=run_inputs,
     add_cli=cli.add_parser,
     run_cli=cli.run,
 )
