@@ -217,8 +217,9 @@ def llr(model: nn.Module, x, y, ctx: BatchContext):
 
 def on_manifold(model: nn.Module, x, y, ctx: BatchContext):
     """On-manifold adversarial training (Stutz et al. 2019): train on adversarial examples found in
-    the latent space of a VAE of the data (``training/manifold.py``; the MNIST VAE is trained and
-    cached on first use). The latent radius is fixed there; ``ctx.threat.eps`` is not used."""
+    the latent space of a class-conditional VAE of the data, decoded with the sample's own label
+    (``training/manifold.py``; the MNIST VAE is trained and cached on first use). The latent radius is
+    fixed there; ``ctx.threat.eps`` is not used."""
     from .manifold import on_manifold as run
 
     return run(model, x, y, ctx)
