@@ -128,3 +128,16 @@ def test_vae_config_key_and_unconditional_names_unchanged():
     names = set(VAE((1, 4, 4), 2, 8).state_dict())
     assert {"enc.1.weight", "enc.3.weight", "dec.0.weight", "mu.weight", "logvar.weight"} <= names
     assert VAE((1, 4, 4), 2, 8, num_classes=5).enc[1].in_features == 16 + 5
+
+
+def test_on_manifold_checkpoints_are_selected_on_clean_accuracy():
+    """Its adversary is not the pixel threat: pixel robust accuracy (~0 every epoch) must not pick epoch 1."""
+    from robustlab.training import TrainConfig
+    from robustlab.training.loop import _selection_score
+
+    early = {"val_acc": 0.75, "val_robust_acc": 0.03}
+    late = {"val_acc": 0.95, "val_robust_acc": 0.0}
+    om = TrainConfig(method="on_manifold")
+    assert _selection_score(om, late) > _selection_score(om, early)
+    pgd = TrainConfig(method="pgd")
+    assert _selection_score(pgd, early) > _selection_score(pgd, late)   # pixel AT keeps robust-first selection

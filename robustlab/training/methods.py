@@ -231,7 +231,8 @@ METHODS.register("pgd", pgd_at, aliases=("pgd_at",), adversarial=True, objective
 METHODS.register("fgsm_rs", fgsm_rs, adversarial=True, objectives="any")
 METHODS.register("trades", trades, adversarial=True, objectives="with a divergence (classification, regression)")
 METHODS.register("llr", llr, adversarial=True, objectives="any")
-METHODS.register("on_manifold", on_manifold, adversarial=True, objectives="classification (1x28x28 inputs: the MNIST VAE)")
+METHODS.register("on_manifold", on_manifold, adversarial=True, select_on="clean",
+                 objectives="classification (1x28x28 inputs: the MNIST VAE)")
 
 
 def get_method(name: str) -> Callable:
