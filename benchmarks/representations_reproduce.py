@@ -148,17 +148,19 @@ def main() -> int:
     results = {}
     for name, model in loaded.items():
         cache = root / "analyses" / f"{name}.json"
-        if cache.exists():
-            results[name] = json.loads(cache.read_text())
+        out = json.loads(cache.read_text()) if cache.exists() else {}
+        key = name in ("pgd-eps0", "pgd-eps0.3")
+        analyses = [a for a in wanted + (["saliency"] if key and "alignment" in wanted else []) if a not in out]
+        if not analyses and "manifold" in out:  # a finished analysis is reused; missing ones are added
+            results[name] = out
             continue
         t0 = time.perf_counter()
-        key = name in ("pgd-eps0", "pgd-eps0.3")
-        analyses = wanted + (["saliency"] if key and "alignment" in wanted else [])
-        out = analyse(model, test, train_data, analyses, fig_dir, args.n, tag=f"-{name}",
-                      settings={"inversion_steps": 300, "judges": judges, "finetune": True})
-        out["manifold"] = on_off_manifold(model, cvae, test.subset(300), eta=args.eta, eps=0.1)
-        out["pgd_acc_0.1"] = pgd_acc(model, test, 0.1)
-        out["time_s"] = time.perf_counter() - t0
+        out.update(analyse(model, test, train_data, analyses, fig_dir, args.n, tag=f"-{name}",
+                           settings={"inversion_steps": 300, "judges": judges, "finetune": True}))
+        if "manifold" not in out:
+            out["manifold"] = on_off_manifold(model, cvae, test.subset(300), eta=args.eta, eps=0.1)
+            out["pgd_acc_0.1"] = pgd_acc(model, test, 0.1)
+        out["time_s"] = out.get("time_s", 0.0) + time.perf_counter() - t0
         atomic_write_json(cache, out)
         results[name] = out
         log.info("%s analysed in %.0fs", name, out["time_s"])
