@@ -470,6 +470,11 @@ def _add_represent(sub) -> None:
     p.add_argument("--weights", default="best", choices=["best", "last"])
     p.add_argument("--inversion-steps", type=int, default=300)
     p.add_argument("--eta", type=float, default=0.5, help="latent Linf radius of the on-manifold attack")
+    p.add_argument("--unconditional-vae", action="store_true",
+                   help="manifold: use the unconditional VAE (default: the class-conditional one, Stutz et al.)")
+    p.add_argument("--no-finetune", action="store_true", help="probe: only the linear probe, no fine-tuning")
+    p.add_argument("--finetune-epochs", type=int, default=3, help="probe: epochs of fine-tuning (Adam)")
+    p.add_argument("--finetune-lr", type=float, default=1e-4, help="probe: learning rate of fine-tuning")
     p.add_argument("--trust-code", action="store_true",
                    help="allow run configs (this run and --compare runs) that name a module:callable model")
 
@@ -479,7 +484,10 @@ def cmd_represent(args) -> int:
 
     analyses = [a.strip() for a in args.analyses.split(",") if a.strip()]
     out = represent_run(args.run, analyses, args.n, args.compare, args.weights,
-                        {"inversion_steps": args.inversion_steps, "eta": args.eta}, trust_code=args.trust_code)
+                        {"inversion_steps": args.inversion_steps, "eta": args.eta,
+                         "conditional_vae": not args.unconditional_vae, "finetune": not args.no_finetune,
+                         "finetune_epochs": args.finetune_epochs, "finetune_lr": args.finetune_lr},
+                        trust_code=args.trust_code)
     res = out["analyses"]
     for m, v in res.get("alignment", {}).items():
         if isinstance(v, dict) and "alignment" in v:
@@ -491,7 +499,14 @@ def cmd_represent(args) -> int:
         print(f"inversion: distance from noise {inv['from_noise']['distance_mean']:.3f}, from an image "
               f"{inv['from_image']['distance_mean']:.3f}; synthesis success {inv['synthesis']['success_rate']:.2f}")
     if "probe" in res:
-        print(f"linear probe ({res['probe']['task']}): {res['probe']['accuracy']:.3f}")
+        ft = res["probe"].get("finetune_accuracy")
+        print(f"linear probe ({res['probe']['task']}): {res['probe']['accuracy']:.3f}"
+              + (f", fine-tuned: {ft:.3f}" if ft is not None else ""))
+    if "manifold" in res:
+        m = res["manifold"]
+        print(f"on-manifold robust acc {m['on_manifold_robust_acc']:.3f} (eta {m['eta']:g}, "
+              f"{'class-conditional' if m['conditional_vae'] else 'unconditional'} VAE), "
+              f"off-manifold {m['off_manifold_robust_acc']:.3f} ({m['norm']} {m['eps']:g})")
     if "cka" in res and "vs_runs" in res["cka"]:
         print("CKA (penultimate) vs " + ", ".join(f"{k}: {v:.3f}" for k, v in res["cka"]["vs_runs"].items()))
     print(f"wrote {Path(args.run) / 'representations.json'} and {Path(args.run) / 'representations.html'}")

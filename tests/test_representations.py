@@ -135,6 +135,30 @@ def test_linear_probe_and_transfer_helpers():
     assert set(held.y.tolist()) == {0, 1} and len(held) == 80 and held.classes == ["c", "a"]
 
 
+def test_linear_probe_finetune_changes_a_copy_and_beats_the_probe():
+    """A 3-unit bottleneck of a random network: the frozen probe is weak, fine-tuning the network with
+    the probe's head fixes it; the passed model is unchanged, the copy's backbone moved."""
+    g = torch.Generator().manual_seed(0)
+    n = 300
+    y = torch.arange(n) % 3
+    x = torch.rand(n, 1, 8, 8, generator=g) * 0.5
+    x[:, 0, :4, :4] += (y == 1).float()[:, None, None] * 0.5     # class 1: bright top-left quadrant
+    x[:, 0, 4:, 4:] += (y == 2).float()[:, None, None] * 0.5     # class 2: bright bottom-right quadrant
+    tr, te = Dataset(x[:200].clamp(0, 1), y[:200]), Dataset(x[200:].clamp(0, 1), y[200:])
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 3), nn.ReLU(), nn.Linear(3, 3))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    res = linear_probe(model, tr, te, finetune=True, finetune_epochs=15, finetune_lr=1e-2, finetune_batch_size=32)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())   # the passed model is unchanged
+    net, head = res.finetuned
+    assert float((net[1].weight - model[1].weight).abs().max()) > 1e-2             # the copy's backbone trained
+    assert res.accuracy < 0.9                                                      # the frozen probe is weak here
+    assert res.finetune_accuracy >= max(res.accuracy, 0.95)
+    d = res.to_dict()
+    assert "finetuned" not in d and d["finetune_settings"]["head_init"] == "probe"
+    assert linear_probe(model, tr, te).finetune_accuracy is None
+
+
 @pytest.fixture(scope="module")
 def tiny_vae_setup():
     """A VAE and a standard classifier on a toy two-class set of bright blobs (left vs right)."""
@@ -278,6 +302,17 @@ def _cli_sweep_eps_and_represent(tmp_path, main, json):
     for f in ("saliency", "interpolation", "inversion", "synthesis", "features"):
         assert (run / "figures" / f"repr-{f}.png").exists()
     assert (run / "representations.html").exists()
+    assert out["probe"]["finetune_accuracy"] > 0.5 and out["probe"]["finetune_settings"]["epochs"] == 3
+    # standard vs robust side by side in `robustlab report RUN RUN`
+    std = tmp_path / "sw" / "runs" / "pgd-eps0"
+    assert main(["represent", str(std), "--analyses", "alignment,probe,saliency", "--n", "40",
+                 "--finetune-epochs", "1"]) == 0
+    assert main(["report", str(std), str(run), "-o", str(tmp_path / "rep" / "report.html")]) == 0
+    page = (tmp_path / "rep" / "report.html").read_text()
+    side = page[page.index("Representations side by side"):page.index("Analyses:")]
+    assert "<th>pgd-eps0</th><th>pgd-eps0.1</th>" in side
+    assert "fine-tuned (digits resized to 28x28)" in side and "repr-saliency.png" in side
+    assert side.count("<img") == 2 + 4                  # saliency for both runs; the other four kinds only for one
 
 
 # ---- the caller's model state is left alone ---------------------------------------------------------

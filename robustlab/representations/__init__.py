@@ -10,14 +10,15 @@ from .inversion import (ClassGaussian, InversionResult, RepresentationDistance, 
 from .layers import activations, features, last_linear, layer_names
 from .manifold import (VAE, LatentThreat, VAEConfig, on_manifold_attack, on_off_manifold, pretrained_vae, train_vae,
                        vae_loss)
-from .probe import ProbeResult, linear_probe, resize, split_classes
+from .probe import ProbeResult, finetune_network, linear_probe, resize, split_classes
 from .saliency import AlignmentResult, alignment, mean_ci, saliency, sobel_edges
 from .similarity import cka_matrix, linear_cka, model_cka
 
 __all__ = [
     "AlignmentResult", "ClassGaussian", "InversionResult", "LatentThreat", "ProbeResult", "RepresentationDistance",
-    "UnitActivation", "VAE", "VAEConfig", "activations", "alignment", "cka_matrix", "class_interpolation", "features",
-    "invert", "last_linear", "layer_names", "linear_cka", "linear_probe", "mean_ci", "model_cka", "noise_seed",
-    "on_manifold_attack", "on_off_manifold", "pretrained_vae", "resize", "saliency", "save_grid", "signed_map",
-    "sobel_edges", "split_classes", "synthesize", "train_vae", "vae_loss", "visualize_feature",
+    "UnitActivation", "VAE", "VAEConfig", "activations", "alignment", "cka_matrix", "class_interpolation",
+    "features", "finetune_network", "invert", "last_linear", "layer_names", "linear_cka", "linear_probe", "mean_ci",
+    "model_cka", "noise_seed", "on_manifold_attack", "on_off_manifold", "pretrained_vae", "resize", "saliency",
+    "save_grid", "signed_map", "sobel_edges", "split_classes", "synthesize", "train_vae", "vae_loss",
+    "visualize_feature",
 ]

@@ -8,9 +8,13 @@ A small fully connected VAE (Kingma & Welling 2014) approximates the data manifo
 parameters are the latent code, so the attack is the engine's ``ParametricPGD`` (sign steps of
 ``rel_step * eta`` on zeta). Off-manifold (regular) examples are pixel-space PGD.
 
-Stutz et al. use class-specific VAE-GANs so that latent perturbations keep the class; this VAE is
-unconditional (trainable in a couple of CPU minutes), so keep eta small: a large latent step can
-change the true digit, and the "on-manifold robust accuracy" then undercounts.
+Stutz et al. use class-specific VAE-GANs so that a latent perturbation keeps the class. The VAE here
+is optionally class-conditional (Sohn et al. 2015, CVAE): with ``num_classes > 0`` the encoder sees
+(x, onehot(y)) and the decoder (z, onehot(y)), so the class is carried by the label and z only by
+the style; the on-manifold attack perturbs z and decodes with the sample's own label y, which plays
+the role of Stutz et al.'s class-y model. The unconditional VAE (``num_classes = 0``) stays available;
+with it a large latent step can change the true digit (then the "on-manifold robust accuracy"
+undercounts and on-manifold training sees label noise). Both train on CPU in a minute or two.
 """
 from __future__ import annotations
 
@@ -36,37 +40,67 @@ log = logging.getLogger(__name__)
 
 
 class VAE(nn.Module):
-    """MLP VAE: x (C*H*W) -> hidden -> (mu, log var) in R^latent; z -> hidden -> sigmoid -> image."""
+    """MLP VAE: x (C*H*W) -> hidden -> (mu, log var) in R^latent; z -> hidden -> sigmoid -> image.
 
-    def __init__(self, input_shape: tuple[int, ...] = (1, 28, 28), latent_dim: int = 8, hidden: int = 400):
+    ``num_classes > 0`` makes it class-conditional (CVAE): encoder and decoder also take onehot(y), and
+    ``encode``/``decode``/``forward``/``reconstruct`` then need the labels ``y``."""
+
+    def __init__(self, input_shape: tuple[int, ...] = (1, 28, 28), latent_dim: int = 8, hidden: int = 400,
+                 num_classes: int = 0):
         super().__init__()
         self.input_shape = tuple(input_shape)
         self.latent_dim = int(latent_dim)
+        self.num_classes = int(num_classes)
         d = 1
         for s in self.input_shape:
             d *= s
-        self.enc = nn.Sequential(nn.Flatten(), nn.Linear(d, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
+        k = self.num_classes
+        # (Flatten kept first so the unconditional VAE's parameter names, and its cached files, are unchanged)
+        self.enc = nn.Sequential(nn.Flatten(), nn.Linear(d + k, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
         self.mu = nn.Linear(hidden, latent_dim)
         self.logvar = nn.Linear(hidden, latent_dim)
-        self.dec = nn.Sequential(nn.Linear(latent_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+        self.dec = nn.Sequential(nn.Linear(latent_dim + k, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
                                  nn.Linear(hidden, d))
 
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.enc(x)
+    @property
+    def conditional(self) -> bool:
+        return self.num_classes > 0
+
+    def _with_label(self, h: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        if not self.conditional:
+            return h
+        if y is None:
+            raise InputError("this VAE is class-conditional: pass the labels y (the class whose model decodes)")
+        y = torch.as_tensor(y, device=h.device).long().reshape(-1)
+        if y.shape[0] != h.shape[0] or int(y.min()) < 0 or int(y.max()) >= self.num_classes:
+            raise InputError(f"labels must be {h.shape[0]} class indices in [0, {self.num_classes}), got shape "
+                             f"{tuple(y.shape)} with range [{int(y.min())}, {int(y.max())}]")
+        return torch.cat([h, F.one_hot(y, self.num_classes).to(h.dtype)], 1)
+
+    def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.enc(self._with_label(x.flatten(1), y))
         return self.mu(h), self.logvar(h).clamp(-10, 10)
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.dec(z)).reshape(z.shape[0], *self.input_shape)
+    def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.sigmoid(self.dec(self._with_label(z, y))).reshape(z.shape[0], *self.input_shape)
 
-    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None):
-        mu, logvar = self.encode(x)
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None, y: torch.Tensor | None = None):
+        mu, logvar = self.encode(x, y)
         eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype).to(mu.device)
         z = mu + (0.5 * logvar).exp() * eps
-        return self.decode(z), mu, logvar
+        return self.decode(z, y), mu, logvar
 
     @torch.no_grad()
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.encode(x)[0])
+    def reconstruct(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return self.decode(self.encode(x, y)[0], y)
+
+    @torch.no_grad()
+    def sample(self, y: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Decodings of z ~ N(0, I), one per label in ``y`` (class-conditional VAE; ignored otherwise)."""
+        y = torch.as_tensor(y).long().reshape(-1)
+        p = next(self.parameters())
+        z = torch.randn(y.shape[0], self.latent_dim, generator=generator, dtype=p.dtype).to(p.device)
+        return self.decode(z, y.to(p.device) if self.conditional else None)
 
 
 def vae_loss(recon: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, beta: float = 1.0):
@@ -85,21 +119,26 @@ class VAEConfig:
     lr: float = 1e-3
     beta: float = 1.0
     seed: int = 0
+    conditional: bool = False  # class-conditional (CVAE on the dataset's classes)
 
     def key(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+        d = asdict(self)
+        if not d["conditional"]:  # the unconditional VAE keeps the cache key it had before the option
+            d.pop("conditional")
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def train_vae(data: Dataset, cfg: VAEConfig = VAEConfig(), progress: bool = True) -> VAE:
-    """Train a VAE on ``data`` (Adam, ``cfg.epochs`` passes); logs the negative ELBO per epoch."""
+    """Train a VAE on ``data`` (Adam, ``cfg.epochs`` passes; class-conditional on ``data.y`` if
+    ``cfg.conditional``); logs the negative ELBO per epoch."""
     torch.manual_seed(cfg.seed)
-    vae = VAE(data.input_shape, cfg.latent_dim, cfg.hidden).to(data.x.device)
+    vae = VAE(data.input_shape, cfg.latent_dim, cfg.hidden, data.num_classes if cfg.conditional else 0).to(data.x.device)
     opt = torch.optim.Adam(vae.parameters(), lr=cfg.lr)
     gen = torch.Generator().manual_seed(cfg.seed)
     for epoch in tqdm(range(cfg.epochs), desc="vae", disable=not progress or None, leave=False):
         total = 0.0
-        for xb, _ in data.batches(cfg.batch_size, shuffle=True, generator=gen):
-            recon, mu, logvar = vae(xb, gen)
+        for xb, yb in data.batches(cfg.batch_size, shuffle=True, generator=gen):
+            recon, mu, logvar = vae(xb, gen, yb if cfg.conditional else None)
             loss = vae_loss(recon, xb, mu, logvar, cfg.beta)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -117,17 +156,19 @@ def data_dir() -> Path:
 
 def pretrained_vae(cfg: VAEConfig = VAEConfig(), dataset: str = "mnist", progress: bool = True) -> VAE:
     """The VAE of ``cfg`` trained on ``dataset``'s train split, cached as safetensors under
-    ``$ROBUSTLAB_DATA/representations`` (default ./data-cache); about 1-2 CPU minutes the first time."""
+    ``$ROBUSTLAB_DATA/representations`` (default ./data-cache); about 1-2 CPU minutes the first time.
+    ``VAEConfig(conditional=True)`` is the class-conditional VAE (file ``cvae-...``)."""
     from safetensors.torch import load_file, save
 
-    path = data_dir() / "representations" / f"vae-{dataset}-{cfg.key()}.safetensors"
+    path = data_dir() / "representations" / f"{'cvae' if cfg.conditional else 'vae'}-{dataset}-{cfg.key()}.safetensors"
     train = load_dataset(dataset, "train")
     if path.exists():
-        vae = VAE(train.input_shape, cfg.latent_dim, cfg.hidden)
+        vae = VAE(train.input_shape, cfg.latent_dim, cfg.hidden, train.num_classes if cfg.conditional else 0)
         vae.load_state_dict(load_file(str(path)))
         vae.eval()
         return vae
-    log.info("training the %s VAE (latent %d, %d epochs) once; cached at %s", dataset, cfg.latent_dim, cfg.epochs, path)
+    log.info("training the %s%s VAE (latent %d, %d epochs) once; cached at %s", dataset,
+             " class-conditional" if cfg.conditional else "", cfg.latent_dim, cfg.epochs, path)
     vae = train_vae(train, cfg, progress)
     atomic_write_bytes(path, save({k: v.contiguous() for k, v in vae.state_dict().items()}))
     return vae
@@ -135,12 +176,22 @@ def pretrained_vae(cfg: VAEConfig = VAEConfig(), dataset: str = "mnist", progres
 
 class LatentThreat(ParametricThreat):
     """The latent code of a VAE as the attacker's variable: theta_0 = mu(x), |theta - theta_0| <= eps
-    elementwise (eps = eta, Stutz et al.'s ||zeta||_inf bound), x~ = decode(theta)."""
+    elementwise (eps = eta, Stutz et al.'s ||zeta||_inf bound), x~ = decode(theta).
+
+    For a class-conditional VAE the threat holds the batch's ``labels`` (per-sample state, subset with
+    the samples): theta_0 = mu(x, y) and x~ = decode(theta, y), the sample's own class model."""
 
     names = ("z",)
 
-    def __init__(self, vae: VAE, eps: float = 0.5, bounds=(0.0, 1.0)):
+    def __init__(self, vae: VAE, eps: float = 0.5, bounds=(0.0, 1.0), labels: torch.Tensor | None = None):
         self.vae = vae
+        if vae.conditional:
+            if labels is None:
+                raise InputError("a class-conditional VAE's latent threat needs the labels of the batch (labels=y)")
+            self.labels = torch.as_tensor(labels).long().reshape(-1)
+            self.per_sample_fields = ("labels",)
+        else:
+            self.labels = None
         super().__init__(eps, None, bounds)
 
     def default_ranges(self):
@@ -149,23 +200,31 @@ class LatentThreat(ParametricThreat):
     def param_names(self, x):
         return ["z"] * self.vae.latent_dim
 
+    def _labels(self, x):
+        if self.labels is None:
+            return None
+        self.check_batch(x)
+        return self.labels.to(x.device)
+
     def identity(self, x):
         with torch.no_grad():
-            return self.vae.encode(x)[0]
+            return self.vae.encode(x, self._labels(x))[0]
 
     def transform(self, x, theta):
-        return self.vae.decode(theta).reshape(x.shape)
+        return self.vae.decode(theta, self._labels(x)).reshape(x.shape)
 
 
 def on_manifold_attack(model: nn.Module, vae: VAE, x: torch.Tensor, y: torch.Tensor, eta: float = 0.5,
                        steps: int = 40, rel_step: float = 0.1, random_start: bool = False, seed: int = 0,
                        early_stop: bool = True) -> AttackResult:
-    """Untargeted on-manifold attack: maximise CE(f(decode(mu(x) + zeta)), y) over ||zeta||_inf <= eta.
+    """Untargeted on-manifold attack: maximise CE(f(decode(mu(x) + zeta)), y) over ||zeta||_inf <= eta
+    (a class-conditional VAE encodes and decodes with the true label y: the class-y model).
 
     Every returned image is a decoder output (on the manifold and inside [0, 1])."""
     if vae.input_shape != tuple(x.shape[1:]):
         raise InputError(f"the VAE models inputs of shape {vae.input_shape}, got {tuple(x.shape[1:])}")
-    attack = ParametricPGD(LatentThreat(vae, eta), "ce", steps=steps, rel_step=rel_step, random_start=random_start,
+    threat = LatentThreat(vae, eta, labels=y if vae.conditional else None)
+    attack = ParametricPGD(threat, "ce", steps=steps, rel_step=rel_step, random_start=random_start,
                            early_stop=early_stop, seed=seed)
     with eval_mode(vae), eval_mode(model):
         return attack(model, x, y)
@@ -186,9 +245,11 @@ def on_off_manifold(model: nn.Module, vae: VAE, data: Dataset, eta: float = 0.5,
         for xb, yb in data.batches(batch_size):
             with torch.no_grad():
                 s["clean"] += float((model(xb).argmax(1) == yb).sum())
-                s["recon"] += float((model(vae.reconstruct(xb)).argmax(1) == yb).sum())
+                rec = vae.reconstruct(xb, yb if vae.conditional else None)
+                s["recon"] += float((model(rec).argmax(1) == yb).sum())
             s["on"] += float((~on_manifold_attack(model, vae, xb, yb, eta, steps, seed=seed).success).sum())
             off = PGD(ThreatModel(norm, eps), "ce", steps=steps, seed=seed)(model, xb, yb)
             s["off"] += float((~off.success).sum())
-    return {"n": n, "eta": eta, "eps": eps, "norm": norm, "clean_acc": s["clean"] / n, "recon_acc": s["recon"] / n,
+    return {"n": n, "eta": eta, "eps": eps, "norm": norm, "conditional_vae": vae.conditional,
+            "clean_acc": s["clean"] / n, "recon_acc": s["recon"] / n,
             "on_manifold_robust_acc": s["on"] / n, "off_manifold_robust_acc": s["off"] / n}

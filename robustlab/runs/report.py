@@ -100,6 +100,65 @@ def collect_model_runs(paths: list[str | Path]) -> list[dict]:
     return found
 
 
+def _ci(d: dict) -> str:
+    return f"{d['mean']:.3f} [{d['ci95'][0]:.3f}, {d['ci95'][1]:.3f}]"
+
+
+def _representation_rows(run_path: Path) -> list[tuple[str, str]]:
+    """(analysis, value) pairs of a run's ``representations.json`` (``robustlab represent``), in a fixed order."""
+    f = Path(run_path) / "representations.json"
+    if not f.exists():
+        return []
+    a = json.loads(f.read_text()).get("analyses", {})
+    rows = []
+    for method, v in a.get("alignment", {}).items():
+        if isinstance(v, dict) and "alignment" in v:
+            rows.append((f"alignment ({method})", _ci(v["alignment"])))
+            if v.get("edge_correlation"):
+                rows.append((f"edge correlation ({method})", _ci(v["edge_correlation"])))
+    if "probe" in a:
+        p = a["probe"]
+        rows.append((f"linear probe ({p.get('task', '')})", f"{p['accuracy']:.3f}"))
+        if p.get("finetune_accuracy") is not None:
+            rows.append((f"fine-tuned ({p.get('task', '')})", f"{p['finetune_accuracy']:.3f}"))
+    for other, v in a.get("cka", {}).get("vs_runs", {}).items():
+        rows.append((f"CKA vs {other}", f"{v:.3f}"))
+    inv = a.get("inversion", {})
+    if "from_noise" in inv:
+        rows.append(("inversion distance (from noise)", f"{inv['from_noise'].get('distance_mean', float('nan')):.3f}"))
+        rows.append(("inversion classified as target", f"{inv['from_noise'].get('classified_as_target', float('nan')):.2f}"))
+    if "synthesis" in inv:
+        rows.append(("synthesis success", f"{inv['synthesis'].get('success_rate', float('nan')):.2f}"))
+    interp = a.get("interpolation", {})
+    if interp.get("success_rate"):
+        rows.append((f"interpolation success (L2 eps={interp['eps'][-1]:g})", f"{interp['success_rate'][-1]:.2f}"))
+    m = a.get("manifold", {})
+    if "on_manifold_robust_acc" in m:
+        vae = "class-conditional" if m.get("conditional_vae") else "unconditional"
+        rows.append((f"on-manifold robust acc ({vae} VAE, eta={m['eta']:g})", f"{m['on_manifold_robust_acc']:.3f}"))
+        rows.append((f"off-manifold robust acc ({m['norm']} {m['eps']:g})", f"{m['off_manifold_robust_acc']:.3f}"))
+    return rows
+
+
+def representation_comparison(entries: list[dict], out_dir: Path) -> dict | None:
+    """Standard vs robust side by side: one table (analysis x run) of every run's ``represent``
+    numbers, and per figure kind (repr-saliency.png, ...) one row of the runs' images; None when
+    fewer than two runs hold representation analyses."""
+    runs = [(e["label"], Path(e["run"].path)) for e in entries]
+    per_run = [(label, dict(_representation_rows(path)), path) for label, path in runs]
+    per_run = [r for r in per_run if r[1]]
+    if len(per_run) < 2:
+        return None
+    names: list[str] = []
+    for _, rows, _ in per_run:
+        names += [k for k in rows if k not in names]
+    table = [[n, *(rows.get(n, "-") for _, rows, _ in per_run)] for n in names]
+    kinds = sorted({f.name for _, _, path in per_run for f in (path / "figures").glob("repr-*.png")})
+    figures = [[k, [os.path.relpath((path / "figures" / k).resolve(), out_dir.resolve())
+                    if (path / "figures" / k).exists() else None for _, _, path in per_run]] for k in kinds]
+    return {"labels": [label for label, _, _ in per_run], "rows": table, "figures": figures}
+
+
 def _analysis_tables(run: Run) -> list[tuple[str, list[str], list[list[str]]]]:
     """Tables of the analyses a run holds (``robustlab landscape`` and ``robustlab represent``)."""
     tables = []
@@ -111,25 +170,9 @@ def _analysis_tables(run: Run) -> list[tuple[str, list[str], list[list[str]]]]:
             rows += [[k, f"{v:.4g}"] for k, v in sorted(d.get("gaps", {}).items()) if isinstance(v, (int, float))]
             tables.append((f"loss-landscape geometry ({d.get('loss', 'clean')} loss, {d.get('n', '?')} points)",
                            ["measure", "value"], rows))
-    f = run.path / "representations.json"
-    if f.exists():
-        a = json.loads(f.read_text()).get("analyses", {})
-        rows = []
-        for method, v in a.get("alignment", {}).items():
-            if isinstance(v, dict) and "alignment" in v:
-                al, ed = v["alignment"], v.get("edge_correlation", {})
-                rows.append([f"alignment ({method})", f"{al['mean']:.3f} [{al['ci95'][0]:.3f}, {al['ci95'][1]:.3f}]"])
-                if ed:
-                    rows.append([f"edge correlation ({method})", f"{ed['mean']:.3f} [{ed['ci95'][0]:.3f}, {ed['ci95'][1]:.3f}]"])
-        if "probe" in a:
-            rows.append([f"linear probe ({a['probe'].get('task', '')})", f"{a['probe']['accuracy']:.3f}"])
-        for other, v in a.get("cka", {}).get("vs_runs", {}).items():
-            rows.append([f"CKA vs {other}", f"{v:.3f}"])
-        inv = a.get("inversion", {})
-        if "from_noise" in inv:
-            rows.append(["inversion distance (from noise)", f"{inv['from_noise'].get('distance_mean', float('nan')):.3f}"])
-        if rows:
-            tables.append(("representations", ["analysis", "value"], rows))
+    rows = [list(r) for r in _representation_rows(run.path)]
+    if rows:
+        tables.append(("representations", ["analysis", "value"], rows))
     return tables
 
 
@@ -254,6 +297,7 @@ def render_report(paths: list[str | Path], out: str | Path) -> Path:
     eps_all = sorted({r["eps"] for e in entries if e["evaluation"] for r in e["evaluation"]["reports"]})
     env = Environment(loader=PackageLoader("robustlab.runs", "templates"), autoescape=select_autoescape(["html", "j2"]))
     page = env.get_template("report.html.j2").render(entries=entries, figures=figures, eps_all=eps_all,
+                                                      representations=representation_comparison(entries, out.parent),
                                                       title=", ".join(html.escape(str(Path(p).name)) for p in paths))
     atomic_write_text(out, page)
     return out

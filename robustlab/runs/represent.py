@@ -9,8 +9,10 @@ Analyses: ``saliency`` (grid of gradient / SmoothGrad / integrated-gradient maps
 (Etmann et al. alignment and edge correlation, means with 95% CIs), ``interpolation`` (targeted L2
 attacks over eps, a strip per image), ``inversion`` (inversion from noise and from another image,
 feature visualisation, class-conditional synthesis), ``cka`` (layer x layer, and across runs),
-``probe`` (linear probe on `digits` resized to the run's input size), ``manifold`` (on- vs
-off-manifold robustness with the cached VAE; mnist-shaped data only).
+``probe`` (linear probe on `digits` resized to the run's input size, and the network fine-tuned
+with that head: both accuracies), ``manifold`` (on- vs off-manifold robustness with the cached
+class-conditional VAE, or the unconditional one with ``settings["conditional_vae"] = False``;
+mnist-shaped data only).
 """
 from __future__ import annotations
 
@@ -27,9 +29,9 @@ from ..attacks import eval_mode
 from ..data import Dataset, load_dataset
 from ..errors import InputError
 from ..fileio import atomic_write_json, atomic_write_text
-from ..representations import (ClassGaussian, alignment, class_interpolation, invert, linear_cka, linear_probe,
-                               noise_seed, on_off_manifold, pretrained_vae, resize, saliency, save_grid, signed_map,
-                               synthesize, visualize_feature)
+from ..representations import (ClassGaussian, VAEConfig, alignment, class_interpolation, invert, linear_cka,
+                               linear_probe, noise_seed, on_off_manifold, pretrained_vae, resize, saliency, save_grid,
+                               signed_map, synthesize, visualize_feature)
 from ..representations.layers import features, last_linear
 from .job import load_model_from_run, load_split, parse_data_spec
 from .rundir import Run
@@ -145,18 +147,22 @@ def do_cka(model, test: Dataset, n: int, others: dict[str, nn.Module] | None = N
     return out
 
 
-def do_probe(model, test_shape: tuple[int, ...], seed: int = 0) -> dict:
+def do_probe(model, test_shape: tuple[int, ...], seed: int = 0, finetune: bool = True, epochs: int = 3,
+             lr: float = 1e-4) -> dict:
+    """Linear probe of the penultimate layer on `digits` resized to the run's input size and, with
+    ``finetune``, the network + probe head fine-tuned on it (a copy; the run's model is unchanged)."""
     c, h, w = test_shape
     tr = resize(load_dataset("digits", "train", seed=seed), (h, w), c)
     te = resize(load_dataset("digits", "test", seed=seed), (h, w), c)
-    res = linear_probe(model, tr, te)
+    res = linear_probe(model, tr, te, seed=seed, finetune=finetune, finetune_epochs=epochs, finetune_lr=lr)
     return {"task": f"digits resized to {h}x{w}", **res.to_dict()}
 
 
-def do_manifold(model, test: Dataset, n: int, eta: float = 0.5, eps: float = 0.1) -> dict:
+def do_manifold(model, test: Dataset, n: int, eta: float = 0.5, eps: float = 0.1, conditional: bool = True) -> dict:
     if tuple(test.input_shape) != (1, 28, 28):
         raise InputError("the manifold analysis uses the cached MNIST VAE: it needs 1x28x28 inputs")
-    return on_off_manifold(model, pretrained_vae(), test.subset(n), eta=eta, eps=eps)
+    vae = pretrained_vae(VAEConfig(conditional=conditional))
+    return on_off_manifold(model, vae, test.subset(n), eta=eta, eps=eps)
 
 
 def analyse(model: nn.Module, test: Dataset, train: Dataset, analyses: Sequence[str], fig_dir: Path, n: int = 500,
@@ -184,9 +190,11 @@ def analyse(model: nn.Module, test: Dataset, train: Dataset, analyses: Sequence[
             elif a == "cka":
                 out[a] = do_cka(model, test, n, others)
             elif a == "probe":
-                out[a] = do_probe(model, test.input_shape)
+                out[a] = do_probe(model, test.input_shape, finetune=s.get("finetune", True),
+                                  epochs=s.get("finetune_epochs", 3), lr=s.get("finetune_lr", 1e-4))
             elif a == "manifold":
-                out[a] = do_manifold(model, test, min(n, 500), s.get("eta", 0.5), s.get("manifold_eps", 0.1))
+                out[a] = do_manifold(model, test, min(n, 500), s.get("eta", 0.5), s.get("manifold_eps", 0.1),
+                                     s.get("conditional_vae", True))
             out[a]["time_s"] = time.perf_counter() - t0
             log.info("%s: %s done in %.1fs", tag or "model", a, out[a]["time_s"])
     return out

@@ -30,7 +30,7 @@ from ..objectives import CrossEntropy, Objective
 from ..targets import index_target
 from ..threat import ThreatModel
 from .checkpoints import check_compatible, load_state, save_state, save_weights
-from .methods import BatchContext, get_method, local_linearity
+from .methods import METHODS, BatchContext, get_method, local_linearity
 
 log = logging.getLogger(__name__)
 
@@ -123,9 +123,10 @@ def is_catastrophic_overfitting(best_pgd_acc: float, pgd_acc: float, fgsm_acc: f
 
 def _selection_score(cfg: TrainConfig, record: dict) -> tuple:
     """Checkpoint selection on held-out validation data (never test data): robust accuracy first
-    (clean accuracy breaks ties) for adversarial methods, clean accuracy for standard training."""
+    (clean accuracy breaks ties) for adversarial methods, clean accuracy for standard training and for
+    methods registered with ``select_on="clean"`` (their adversary is not the pixel threat, e.g. on_manifold)."""
     split = "val" if "val_acc" in record else "train"
-    if cfg.method == "standard":
+    if cfg.method == "standard" or METHODS.metadata(cfg.method).get("select_on") == "clean":
         return (record[f"{split}_acc"],)
     return (record[f"{split}_robust_acc"], record[f"{split}_acc"])
 

@@ -217,8 +217,9 @@ def llr(model: nn.Module, x, y, ctx: BatchContext):
 
 def on_manifold(model: nn.Module, x, y, ctx: BatchContext):
     """On-manifold adversarial training (Stutz et al. 2019): train on adversarial examples found in
-    the latent space of a VAE of the data (``training/manifold.py``; the MNIST VAE is trained and
-    cached on first use). The latent radius is fixed there; ``ctx.threat.eps`` is not used."""
+    the latent space of a class-conditional VAE of the data, decoded with the sample's own label
+    (``training/manifold.py``; the MNIST VAE is trained and cached on first use). The latent radius is
+    fixed there; ``ctx.threat.eps`` is not used."""
     from .manifold import on_manifold as run
 
     return run(model, x, y, ctx)
@@ -230,7 +231,8 @@ METHODS.register("pgd", pgd_at, aliases=("pgd_at",), adversarial=True, objective
 METHODS.register("fgsm_rs", fgsm_rs, adversarial=True, objectives="any")
 METHODS.register("trades", trades, adversarial=True, objectives="with a divergence (classification, regression)")
 METHODS.register("llr", llr, adversarial=True, objectives="any")
-METHODS.register("on_manifold", on_manifold, adversarial=True, objectives="classification (1x28x28 inputs: the MNIST VAE)")
+METHODS.register("on_manifold", on_manifold, adversarial=True, select_on="clean",
+                 objectives="classification (1x28x28 inputs: the MNIST VAE)")
 
 
 def get_method(name: str) -> Callable:
