@@ -7,12 +7,12 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
 
-from ...errors import CheckpointError
+from ...errors import CheckpointError, InputError
 from ...fileio import atomic_write_json
 from ...training.checkpoints import load_weights, save_weights
 from .model import CRNN
@@ -55,7 +55,7 @@ def pretrained_crnn(setup: CRNNSetup = CRNNSetup(), cache: str | Path | None = N
     if path.exists() and not retrain:
         load_weights(model, path)
         return model.eval()
-    log.info("training the reference CRNN (%d steps); cached at %s", setup.steps, path)
+    log.info("training the CRNN (seed %d, %d steps); cached at %s", setup.seed, setup.steps, path)
     start = time.perf_counter()
     losses = train_crnn(model, setup.steps, setup.batch_size, setup.lr, setup.seed, setup.width)
     seconds = time.perf_counter() - start
@@ -66,6 +66,21 @@ def pretrained_crnn(setup: CRNNSetup = CRNNSetup(), cache: str | Path | None = N
                                                   "train_seconds": seconds, "validation": val})
     log.info("CRNN validation (200 styled lines): CER %.2f%%, WER %.2f%%", 100 * val["cer"], 100 * val["wer"])
     return model.eval()
+
+
+#: training steps of the extra ensemble members (shorter than the reference net's 1500)
+ENSEMBLE_STEPS = 600
+
+
+def pretrained_ensemble(n: int = 3, steps: int = ENSEMBLE_STEPS, cache: str | Path | None = None,
+                        base: CRNNSetup = CRNNSetup()) -> list[CRNN]:
+    """``n`` CRNNs for transfer attacks: the reference net (``base``) and ``n - 1`` more trained from
+    seeds 1, 2, ... for ``steps`` steps each (cached like the reference; their validation CER is in
+    the JSON file written next to each)."""
+    if n < 1:
+        raise InputError(f"an ensemble needs n >= 1 CRNNs, got {n}")
+    members = [replace(base, seed=base.seed + i, steps=steps) for i in range(1, n)]
+    return [pretrained_crnn(base, cache)] + [pretrained_crnn(s, cache) for s in members]
 
 
 def save_crnn(model: CRNN, setup: CRNNSetup, path: str | Path, **metadata: str) -> None:
