@@ -219,9 +219,25 @@ def test_per_line_masks_run_batched(tiny_crnn, attack):
     assert not torch.equal(masks[0], masks[1])
     res, met = attack_lines(tiny_crnn, x, own, attack=attack, eps=0.3, mask="strokes", budget=150)
     assert float(((res.x_adv - x).abs() * (1 - masks)).max()) == 0.0
-    assert met["linf"] <= 0.3 + 1e-6 and (res.queries <= 150).all()
+    assert met["linf"] <= 0.3 + 1e-6 and (res.queries <= 150).all() and met["in_mask"] == pytest.approx(1.0)
     assert TextUntargeted().success(greedy_decode(tiny_crnn(res.x_adv)), own).tolist() == res.success.tolist()
     assert int(res.success.sum()) >= (1 if attack == "simba-pixel" else 2), res.texts   # pixel SimBA: slowest
+
+
+def test_in_mask_share_ignores_unchanged_lines():
+    from robustlab.tasks.ocr import attack_metrics
+
+    x = torch.ones(2, 1, 4, 4)
+    mask = torch.zeros_like(x)
+    mask[..., :2] = 1
+    x_adv = x.clone()
+    x_adv[0, 0, 0, 0] = 0.5                      # line 0 moved inside its mask, line 1 not at all
+    m = attack_metrics(x, x_adv, torch.tensor([True, False]), torch.tensor([3, 9]), ["a", "b"], ["a", "b"],
+                       ["c", "b"], mask=mask)
+    assert m["in_mask"] == 1.0
+    x_adv[1, 0, 0, 3] = 0.5                      # line 1 moved outside: half the lines' share
+    assert attack_metrics(x, x_adv, torch.tensor([True, False]), torch.tensor([3, 9]), ["a", "b"], ["a", "b"],
+                          ["c", "b"], mask=mask)["in_mask"] == 0.5
 
 
 def test_ensemble_is_cached_and_transfers(tmp_path, monkeypatch):
