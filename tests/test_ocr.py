@@ -187,6 +187,105 @@ def test_square_with_stroke_mask_keeps_perturbation_inside(tiny_crnn):
     assert met["in_mask"] == pytest.approx(1.0) and res.success.any()
 
 
+def test_cw_on_the_ctc_loss(tiny_crnn):
+    """The registered CW-L2 runs on the CRNN with the text objectives unchanged (hinge at success). Grey
+    lines: CW's tanh box freezes pixels sitting exactly at 0 or 1 (white page, black ink)."""
+    x = render_lines(WORDS[:4], width=64, ink=0.05, background=0.95)
+    own = greedy_decode(tiny_crnn(x))
+    res, met = attack_lines(tiny_crnn, x, own, attack="cw", norm="l2", eps=1.5, steps=30)
+    adv = greedy_decode(tiny_crnn(res.x_adv))
+    assert res.success.all() and all(a != o for a, o in zip(adv, own)), adv
+    assert met["l2"] <= 1.5 and float(res.perturbation_norms.max()) <= 1.5 * (1 + 1e-5)
+    # targeted, and a per-line stroke mask is honoured
+    wanted = own[1:] + own[:1]
+    res, met = attack_lines(tiny_crnn, x, own, attack="cw", norm="l2", eps=6.0, steps=40, wanted=wanted,
+                            mask="strokes")
+    assert float(((res.x_adv - x).abs() * (1 - stroke_mask(x))).max()) == 0.0
+    assert [a == w for a, w in zip(greedy_decode(tiny_crnn(res.x_adv)), wanted)] == res.success.tolist()
+    assert res.success.any()
+    with pytest.raises(InputError, match="--norm l2"):
+        attack_lines(tiny_crnn, x, own, attack="cw", norm="linf", eps=0.1)
+
+
+@pytest.mark.parametrize("attack", ["square", "simba-dct", "simba-pixel", "hopskipjump"])
+def test_per_line_masks_run_batched(tiny_crnn, attack):
+    """One engine call for the whole batch with a per-sample mask: each line's perturbation stays inside its
+    own mask while the active set shrinks; the reported successes are the readings of x_adv."""
+    x = render_lines(WORDS[:6], width=64)
+    own = greedy_decode(tiny_crnn(x))
+    threat = text_threat("linf", 0.3, "strokes", x)
+    assert threat.mask_per_sample and threat.has_per_sample_state
+    masks = threat.mask
+    assert not torch.equal(masks[0], masks[1])
+    res, met = attack_lines(tiny_crnn, x, own, attack=attack, eps=0.3, mask="strokes", budget=150)
+    assert float(((res.x_adv - x).abs() * (1 - masks)).max()) == 0.0
+    assert met["linf"] <= 0.3 + 1e-6 and (res.queries <= 150).all() and met["in_mask"] == pytest.approx(1.0)
+    assert TextUntargeted().success(greedy_decode(tiny_crnn(res.x_adv)), own).tolist() == res.success.tolist()
+    assert int(res.success.sum()) >= (1 if attack == "simba-pixel" else 2), res.texts   # pixel SimBA: slowest
+
+
+def test_in_mask_share_ignores_unchanged_lines():
+    from robustlab.tasks.ocr import attack_metrics
+
+    x = torch.ones(2, 1, 4, 4)
+    mask = torch.zeros_like(x)
+    mask[..., :2] = 1
+    x_adv = x.clone()
+    x_adv[0, 0, 0, 0] = 0.5                      # line 0 moved inside its mask, line 1 not at all
+    m = attack_metrics(x, x_adv, torch.tensor([True, False]), torch.tensor([3, 9]), ["a", "b"], ["a", "b"],
+                       ["c", "b"], mask=mask)
+    assert m["in_mask"] == 1.0
+    x_adv[1, 0, 0, 3] = 0.5                      # line 1 moved outside: half the lines' share
+    assert attack_metrics(x, x_adv, torch.tensor([True, False]), torch.tensor([3, 9]), ["a", "b"], ["a", "b"],
+                          ["c", "b"], mask=mask)["in_mask"] == 0.5
+
+
+def test_ensemble_is_cached_and_transfers(tmp_path, monkeypatch):
+    """pretrained_ensemble trains its members once (tiny, untrained-quality nets here), reloads them from the
+    cache, and transfer_to crafts on their average and reports the documented keys."""
+    import robustlab.tasks.ocr.pretrained as pre
+    from robustlab.tasks.ocr import pretrained_ensemble, transfer_to
+
+    real_lines = pre.synthetic_lines
+    monkeypatch.setattr(pre, "synthetic_lines", lambda n, seed, **kw: real_lines(4, seed, **kw))  # a short validation
+    base = pre.CRNNSetup(hidden=8, channels=(4, 4, 8, 8), steps=2, batch_size=4)
+    models = pretrained_ensemble(3, steps=2, cache=tmp_path, base=base)
+    assert len(models) == 3 and len(list(tmp_path.glob("crnn-*.safetensors"))) == 3
+    assert not torch.equal(models[1].head.weight, models[2].head.weight)   # different seeds
+
+    def no_training(*a, **k):
+        raise AssertionError("the cached ensemble was retrained")
+
+    monkeypatch.setattr(pre, "train_crnn", no_training)
+    again = pretrained_ensemble(3, steps=2, cache=tmp_path, base=base)
+    assert all(torch.equal(a.head.weight, b.head.weight) for a, b in zip(models, again))
+    data = synthetic_lines(3, 7)
+
+    def target(z):   # a stand-in recogniser: reads a line right exactly when it is unchanged
+        return [t if torch.equal(zi, xi) else "?" for zi, xi, t in zip(z, data.x, data.texts)]
+
+    r = transfer_to(models, target, data.x, data.texts, eps=0.1, steps=3)
+    assert set(r) == {"source_success_rate", "target_correct_clean", "transfer_rate", "linf", "n", "x_adv"}
+    assert r["n"] == 3 and r["target_correct_clean"] == 3 and r["transfer_rate"] == 1.0
+    assert r["linf"] <= 0.1 + 1e-6 and 0 <= r["source_success_rate"] <= 1
+    with pytest.raises(InputError):
+        pretrained_ensemble(0, cache=tmp_path, base=base)
+
+
+def test_reproduce_defaults_to_fifty_lines():
+    import argparse
+    import inspect
+
+    from robustlab.taskspec import get_task
+    from robustlab.tasks.ocr.reproduce import reproduce
+
+    assert inspect.signature(reproduce).parameters["n"].default == 50
+    parser = argparse.ArgumentParser()
+    get_task("ocr").add_cli(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["ocr", "reproduce"])
+    assert args.n == 50 and args.ensemble == 3 and args.cw_eps == 1.0
+
+
 # ----- Tesseract -----------------------------------------------------------------------------
 def test_missing_tesseract_message(monkeypatch):
     import robustlab.tasks.ocr.tesseract as tess

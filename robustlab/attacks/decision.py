@@ -123,6 +123,8 @@ class DecisionAttack(Attack):
             if sp.shape != ctx.x_full.shape:
                 raise InputError(f"starting_points must have the inputs' shape {tuple(ctx.x_full.shape)}, got {tuple(sp.shape)}")
             start = sp[ctx.index]
+            if ctx.threat.mask is not None:
+                start = ctx.x + ctx.threat.masked(start - ctx.x)
             found = self._probe(ctx, start, all_pos)
             if not found.all():
                 log.warning("%d starting points are not adversarial; searching noise for them", int((~found).sum()))
@@ -134,6 +136,8 @@ class DecisionAttack(Attack):
             if todo.numel() == 0:
                 break
             noise = lo + (hi - lo) * ctx.rand_full(ctx.x.shape[1:])[todo]
+            if ctx.threat.mask is not None:   # noise only where the threat lets the input change
+                noise = ctx.x[todo] + ctx.threat.subset(todo).masked(noise - ctx.x[todo])
             ok = self._probe(ctx, noise, todo)
             start[todo[ok]] = noise[ok]
             found[todo[ok]] = True
@@ -202,7 +206,9 @@ _STOPPED = ("oracle_budget", "oracle_error")
 class HopSkipJump(DecisionAttack):
     """HopSkipJump: boundary binary search, Monte-Carlo estimate of the boundary normal from
     min(init_evals * sqrt(t), max_evals) baseline-subtracted +-1 decisions, geometric step search
-    from ||x_t - x|| / sqrt(t), binary search back to the boundary. L2 and Linf."""
+    from ||x_t - x|| / sqrt(t), binary search back to the boundary. L2 and Linf. A threat mask is
+    honoured: starts and random probe directions are masked, so every step and every point of the
+    binary search (between masked points) stays inside the mask."""
 
     name = "hopskipjump"
 
@@ -284,6 +290,8 @@ class HopSkipJump(DecisionAttack):
                 u = torch.randn((m, n_evals, *xb.shape[1:]), generator=ctx.generator, dtype=xb.dtype, device=xb.device)
             else:
                 u = 2 * torch.rand((m, n_evals, *xb.shape[1:]), generator=ctx.generator, dtype=xb.dtype, device=xb.device) - 1
+            if ctx.threat.mask is not None:
+                u = u * ctx.threat.subset(idb).masked(torch.ones_like(xb))[:, None]
             u = u / lp_norm(u.flatten(0, 1), "l2").reshape(m, n_evals, *([1] * (xb.dim() - 1))).clamp_min(1e-12)
             probes = (xb[:, None] + de.reshape(m, 1, *([1] * (xb.dim() - 1))) * u).clamp(*ctx.threat.bounds)
             u = (probes - xb[:, None]) / de.reshape(m, 1, *([1] * (xb.dim() - 1))).clamp_min(1e-12)

@@ -36,7 +36,10 @@ class CarliniWagnerL2(Attack):
     """CW-L2 (Carlini & Wagner 2017): minimise ||x' - x||_2^2 + c * max(kappa - m(x'), 0) over
     x' = lo + (hi - lo) * (tanh(w) + 1) / 2 with Adam, and binary-search c per sample.
 
-    m is a margin-like objective (> 0 exactly on success; default the CW margin).
+    m is the objective's loss: with a margin-like objective (> 0 exactly on success; default the CW
+    margin) the hinge above; with any other objective (a CTC log-likelihood, a regression error) the
+    hinge is taken at the objective's own success: penalty ``-c * m(x')`` while x' fails, 0 once it
+    succeeds (``confidence`` then plays no role). A threat mask is honoured: x' = x + mask * (x_w - x).
     """
 
     name = "cw-l2"
@@ -48,11 +51,6 @@ class CarliniWagnerL2(Attack):
         super().__init__(threat, objective, early_stop=early_stop, seed=seed)
         if threat.norm != "l2":
             raise InputError("CarliniWagnerL2 measures L2 distortion: use ThreatModel('l2', eps)")
-        if not self.objective.margin_like:
-            raise InputError(
-                f"CW needs a margin-like objective (loss > 0 exactly on success), got {self.objective!r}; "
-                "use robustlab.objectives.Margin or TargetedMargin"
-            )
         self.steps, self.binary_search_steps = int(steps), int(binary_search_steps)
         self.initial_const, self.confidence, self.lr = float(initial_const), float(confidence), float(lr)
 
@@ -77,14 +75,21 @@ class CarliniWagnerL2(Attack):
                 w_req = w.detach().requires_grad_(True)
                 with torch.enable_grad():
                     x_adv = lo + (hi - lo) * (torch.tanh(w_req) + 1) / 2
+                    if ctx.threat.mask is not None:
+                        x_adv = ctx.threat.apply(x, x_adv - x)
                     out = ctx._forward(x_adv)
                     margin = ctx.objective.loss(out, ctx.target)
                     dist = (x_adv - x).reshape(x.shape[0], -1).pow(2).sum(1)
-                    total = dist + c * (self.confidence - margin).clamp_min(0)
+                    if self.objective.margin_like:
+                        hinge = (self.confidence - margin).clamp_min(0)
+                    else:   # the hinge at the objective's own success
+                        done = ctx.objective.success(out.detach(), ctx.target)
+                        hinge = torch.where(done, torch.zeros_like(margin), -margin)
+                    total = dist + c * hinge
                     grad, = torch.autograd.grad(total.sum(), w_req)
                 ctx.grad_calls[ctx.index] += 1
                 succ, _, _ = _record_min_norm(ctx, x_adv.detach(), out.detach())
-                found |= succ & (margin.detach() >= self.confidence)
+                found |= succ & (margin.detach() >= self.confidence) if self.objective.margin_like else succ
                 m1 = 0.9 * m1 + 0.1 * grad
                 m2 = 0.999 * m2 + 0.001 * grad * grad
                 w = w - self.lr * (m1 / (1 - 0.9 ** t)) / ((m2 / (1 - 0.999 ** t)).sqrt() + 1e-8)

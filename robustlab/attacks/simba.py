@@ -84,7 +84,7 @@ class SimBA(IterativeAttack):
         loss = torch.where(better_m, loss_m, s["loss"])
         todo = (~better_m).nonzero().flatten()
         if todo.numel():
-            plus = ctx.threat.project(ctx.x[todo], x_adv[todo] + self.step_size * q[todo])
+            plus = ctx.threat.subset(todo).project(ctx.x[todo], x_adv[todo] + self.step_size * q[todo])
             loss_p, _, _ = ctx.evaluate(plus, sub=todo)
             better_p = loss_p > s["loss"][todo]
             upd = todo[better_p]

@@ -7,17 +7,22 @@ None) and is read back with ``torch.load(weights_only=True)``: a state file cann
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
 import pickle
+import time
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 import torch.nn as nn
 
 from ..errors import CheckpointError
-from ..fileio import atomic_torch_save, atomic_write_bytes
+from ..fileio import atomic_torch_save, atomic_write_bytes, atomic_write_json
+
+log = logging.getLogger(__name__)
 
 STATE_FILE = "state.pt"
 
@@ -43,6 +48,43 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     check_compatible(model.state_dict(), tensors, path)
     model.load_state_dict(tensors)
     return model
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The string metadata of a safetensors file (CheckpointError when it cannot be read)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            return dict(f.metadata() or {})
+    except Exception as e:  # safetensors raises its own error types for corrupt files
+        raise CheckpointError(f"{path} is not a readable safetensors file ({e}); it may be corrupt") from None
+
+
+def cached_weights(model: nn.Module, path: str | Path, train: Callable[[nn.Module], dict], setup: dict,
+                   retrain: bool = False) -> nn.Module:
+    """Train once and reuse: load ``path`` into ``model`` when it holds weights written for ``setup``
+    (a JSON-able dict kept in the file's metadata under "setup"); otherwise (no file, ``retrain``, a
+    corrupt or mismatched file, another setup) call ``train(model)``, save the weights with the setup
+    atomically, and write ``{"setup", "train_seconds", **train's dict}`` next to them as JSON.
+    Returns the model in eval mode."""
+    path = Path(path)
+    wanted = json.loads(json.dumps(setup))
+    if path.exists() and not retrain:
+        try:
+            found = read_metadata(path).get("setup")
+            if found is not None and json.loads(found) == wanted:
+                return load_weights(model, path).eval()
+            log.warning("%s was written for another setup; retraining", path)
+        except CheckpointError as e:
+            log.warning("%s; retraining", e)
+    start = time.perf_counter()
+    info = train(model) or {}
+    seconds = time.perf_counter() - start
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_weights(model, path, {"setup": json.dumps(wanted)})
+    atomic_write_json(path.with_suffix(".json"), {"setup": wanted, "train_seconds": seconds, **info})
+    return model.eval()
 
 
 def check_compatible(expected: dict, found: dict, path) -> None:

@@ -1,10 +1,11 @@
 """Attacks on text recognisers through the shared engine, unchanged: Square, SimBA (pixel, DCT) and
-HopSkipJump against Tesseract or the CRNN; PGD / APGD on the CRNN's CTC loss (white-box upper bound);
+HopSkipJump against Tesseract or the CRNN; PGD / APGD / Carlini-Wagner L2 on the CRNN's CTC loss
+(white-box upper bound);
 MI-FGSM transfer from CRNNs to Tesseract.
 
-``attack_lines`` runs one attack and returns the engine's ``AttackResult`` plus the OCR metrics. A
-per-line mask (strokes, edges) is indexed per line by attacking the lines one at a time (the engine's
-threat mask is one tensor for the whole, shrinking, active set).
+``attack_lines`` runs one attack on the whole batch and returns the engine's ``AttackResult`` plus the
+OCR metrics; a per-line mask (strokes, edges) is a per-sample threat mask, which the engine subsets with
+the lines still attacked.
 """
 from __future__ import annotations
 
@@ -13,12 +14,12 @@ from typing import Callable, Sequence
 
 import torch
 
-from ...attacks import APGD, PGD, MIFGSM, HopSkipJump, SimBA, Square, transfer_attack
+from ...attacks import APGD, PGD, MIFGSM, CarliniWagnerL2, HopSkipJump, SimBA, Square, transfer_attack
 from ...attacks.base import AttackResult
 from ...errors import InputError
 from ...oracles import Oracle
 from ...threat import ThreatModel
-from .masks import per_line, text_threat
+from .masks import text_threat
 from .metrics import attack_metrics
 from .objectives import TextTargeted, TextUntargeted, targeted_pairs
 from .train import read as crnn_read
@@ -26,7 +27,7 @@ from .train import read as crnn_read
 log = logging.getLogger(__name__)
 
 BLACK_BOX = ("square", "simba-pixel", "simba-dct", "hopskipjump")
-WHITE_BOX = ("pgd", "apgd")
+WHITE_BOX = ("pgd", "apgd", "cw")
 ATTACK_NAMES = BLACK_BOX + WHITE_BOX
 
 
@@ -39,15 +40,19 @@ def build_attack(name: str, threat: ThreatModel, objective, budget: int = 1000, 
     if name in ("simba-pixel", "simba-dct"):
         basis = name.split("-")[1]
         step = threat.eps if basis == "pixel" else threat.eps * 8
-        return SimBA(threat, objective, step_size=step, basis=basis, max_iters=max(budget // 2, 1), seed=seed)
+        return SimBA(threat, objective, step_size=step, basis=basis, steps=max(budget // 2, 1), seed=seed)
     if name == "hopskipjump":
-        if threat.mask is not None:
-            raise InputError("HopSkipJump does not honour threat masks; use --mask whole or a score attack")
         return HopSkipJump(threat, objective, max_queries=budget, starting_points=starting_points, seed=seed)
     if name == "pgd":
         return PGD(threat, objective, steps=steps, step_size=threat.eps / 8, seed=seed)
     if name == "apgd":
         return APGD(threat, objective, steps=steps, seed=seed)
+    if name == "cw":
+        if threat.norm != "l2":
+            raise InputError(f"cw (Carlini-Wagner L2) is an L2 attack: use --norm l2 (got {threat.norm})")
+        # the smallest L2 change found within `steps` Adam steps x 5 binary-search steps on the constant
+        return CarliniWagnerL2(threat, objective, steps=steps, binary_search_steps=5, initial_const=0.1, lr=0.01,
+                               seed=seed)
     raise InputError(f"unknown OCR attack {name!r}; known: {', '.join(ATTACK_NAMES)}")
 
 
@@ -65,8 +70,7 @@ def attack_lines(model, x: torch.Tensor, truth: Sequence[str], *, attack: str = 
     """Attack lines ``x`` (untargeted: edit distance >= k; targeted when ``wanted`` is given) against a
     CRNN or a ``TesseractOracle``. Returns the engine result and ``attack_metrics``; ``res.texts`` holds
     the truth, clean and adversarial readings. ``budget`` bounds each line's queries (the attack's
-    own limit); with a per-line mask the engine is called once per line (sample id 0 each time), so
-    give such an oracle no per-sample ``budget`` of its own."""
+    own limit)."""
     truth = list(truth)
     if len(truth) != x.shape[0]:
         raise InputError(f"{x.shape[0]} lines for {len(truth)} transcriptions")
@@ -77,18 +81,7 @@ def attack_lines(model, x: torch.Tensor, truth: Sequence[str], *, attack: str = 
     target = truth if wanted is None else targeted_pairs(truth, wanted)
     read = reader(model)
     clean = read(x)
-    if per_line(threat.mask):
-        parts = []
-        for i in range(x.shape[0]):
-            t_i = ThreatModel(threat.norm, threat.eps, threat.bounds, threat.mask[i:i + 1])
-            parts.append(build_attack(attack, t_i, objective, budget, steps, seed + i)(model, x[i:i + 1], target[i:i + 1]))
-        res = AttackResult(
-            x_adv=torch.cat([p.x_adv for p in parts]), success=torch.cat([p.success for p in parts]),
-            loss=torch.cat([p.loss for p in parts]), grad_calls=torch.cat([p.grad_calls for p in parts]),
-            forward_calls=torch.cat([p.forward_calls for p in parts]), time_s=sum(p.time_s for p in parts),
-            attack=parts[0].attack, threat=threat, x=x)
-    else:
-        res = build_attack(attack, threat, objective, budget, steps, seed, starting_points)(model, x, target)
+    res = build_attack(attack, threat, objective, budget, steps, seed, starting_points)(model, x, target)
     adv = read(res.x_adv)
     metrics = attack_metrics(x, res.x_adv, res.success, res.queries, truth, clean, adv,
                              mask=threat.mask, marks=(100, 500, 1000, 5000, 10000))

@@ -70,9 +70,11 @@ def add_cli(sub) -> None:
 
     p = s.add_parser("reproduce", help="the issue's tables: success vs queries, masks, transfer")
     p.add_argument("--out", default="runs/ocr-reproduce")
-    p.add_argument("--n", type=int, default=20, help="rendered lines (the issue's full setting: 50)")
+    p.add_argument("--n", type=int, default=50, help="rendered lines")
     p.add_argument("--budget", type=int, default=500, help="queries per line")
     p.add_argument("--eps", type=_floats, default=[0.05, 0.2], help="two perturbation sizes (Linf)")
+    p.add_argument("--cw-eps", type=float, default=1.0, help="L2 size of Carlini-Wagner on the CRNN")
+    p.add_argument("--ensemble", type=int, default=3, help="CRNNs in the transfer ensemble (< 2: no ensemble row)")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
 
@@ -146,7 +148,8 @@ def cmd_attack(args) -> int:
 def cmd_reproduce(args) -> int:
     from .reproduce import reproduce
 
-    reproduce(Path(args.out), n=args.n, budget=args.budget, eps=tuple(args.eps), workers=args.workers, seed=args.seed)
+    reproduce(Path(args.out), n=args.n, budget=args.budget, eps=tuple(args.eps), workers=args.workers, seed=args.seed,
+              cw_l2_eps=args.cw_eps, ensemble=args.ensemble)
     return 0
 
 

@@ -86,14 +86,13 @@ def text_mask(name: str, x: torch.Tensor, **kwargs) -> torch.Tensor | None:
 def text_threat(norm: str = "linf", eps: float = 0.2, mask: str = "whole", x: torch.Tensor | None = None,
                 **kwargs) -> ThreatModel:
     """A ThreatModel for lines ``x`` with one of the text masks. A per-line mask (strokes, edges) has
-    the batch's shape: attack such lines one at a time (``attack_lines`` does), since the engine's
-    active set shrinks as lines break."""
+    the batch's shape and ``mask_per_sample=True``: the engine subsets it with the lines still attacked."""
     if mask != "whole" and x is None:
         raise InputError(f"the {mask!r} mask is computed from the lines: pass x=")
     m = text_mask(mask, x, **kwargs) if mask != "whole" else None
     if m is not None and not per_line(m):
         m = m[:1]   # one mask for every line: it then broadcasts to any subset of the batch
-    return ThreatModel(norm, eps, mask=m)
+    return ThreatModel(norm, eps, mask=m, mask_per_sample=per_line(m))
 
 
 def per_line(mask: torch.Tensor | None) -> bool:

@@ -81,6 +81,8 @@ def attack_metrics(x: torch.Tensor, x_adv: torch.Tensor, success: torch.Tensor, 
         out["queries_median"] = float(q.median())
     if mask is not None:
         m = torch.broadcast_to(mask.to(x_adv), x_adv.shape).flatten(1)
-        total = delta.abs().sum(1).clamp_min(1e-12)
-        out["in_mask"] = float(((delta.abs() * m).sum(1) / total).mean())
+        total = delta.abs().sum(1)
+        moved = total > 0   # lines left unchanged (failures of a decision attack) have no share to count
+        share = (delta.abs() * m).sum(1)[moved] / total[moved]
+        out["in_mask"] = float(share.mean()) if bool(moved.any()) else 1.0
     return out

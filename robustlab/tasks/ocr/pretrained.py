@@ -6,15 +6,12 @@ import hashlib
 import json
 import logging
 import os
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-import torch
 
-from ...errors import CheckpointError
-from ...fileio import atomic_write_json
-from ...training.checkpoints import load_weights, save_weights
+from ...errors import CheckpointError, InputError
+from ...training.checkpoints import cached_weights, load_weights, read_metadata, save_weights
 from .model import CRNN
 from .render import synthetic_lines
 from .train import evaluate_crnn, train_crnn
@@ -51,21 +48,30 @@ def pretrained_crnn(setup: CRNNSetup = CRNNSetup(), cache: str | Path | None = N
     """The trained reference CRNN for `setup` (about 1500 steps; trained and cached on first use)."""
     folder = Path(cache) if cache is not None else data_dir() / "ocr"
     path = folder / f"crnn-{setup.key()}.safetensors"
-    model = setup.new_model()
-    if path.exists() and not retrain:
-        load_weights(model, path)
-        return model.eval()
-    log.info("training the reference CRNN (%d steps); cached at %s", setup.steps, path)
-    start = time.perf_counter()
-    losses = train_crnn(model, setup.steps, setup.batch_size, setup.lr, setup.seed, setup.width)
-    seconds = time.perf_counter() - start
-    folder.mkdir(parents=True, exist_ok=True)
-    save_crnn(model, setup, path)
-    val = evaluate_crnn(model, synthetic_lines(200, 999))
-    atomic_write_json(path.with_suffix(".json"), {"setup": asdict(setup), "final_loss": losses[-1],
-                                                  "train_seconds": seconds, "validation": val})
-    log.info("CRNN validation (200 styled lines): CER %.2f%%, WER %.2f%%", 100 * val["cer"], 100 * val["wer"])
-    return model.eval()
+
+    def train(model: CRNN) -> dict:
+        log.info("training the CRNN (seed %d, %d steps); cached at %s", setup.seed, setup.steps, path)
+        losses = train_crnn(model, setup.steps, setup.batch_size, setup.lr, setup.seed, setup.width)
+        val = evaluate_crnn(model, synthetic_lines(200, 999))
+        log.info("CRNN validation (200 styled lines): CER %.2f%%, WER %.2f%%", 100 * val["cer"], 100 * val["wer"])
+        return {"final_loss": losses[-1], "validation": val}
+
+    return cached_weights(setup.new_model(), path, train, asdict(setup), retrain)
+
+
+#: training steps of the extra ensemble members (shorter than the reference net's 1500)
+ENSEMBLE_STEPS = 600
+
+
+def pretrained_ensemble(n: int = 3, steps: int = ENSEMBLE_STEPS, cache: str | Path | None = None,
+                        base: CRNNSetup = CRNNSetup()) -> list[CRNN]:
+    """``n`` CRNNs for transfer attacks: the reference net (``base``) and ``n - 1`` more trained from
+    seeds 1, 2, ... for ``steps`` steps each (cached like the reference; their validation CER is in
+    the JSON file written next to each)."""
+    if n < 1:
+        raise InputError(f"an ensemble needs n >= 1 CRNNs, got {n}")
+    members = [replace(base, seed=base.seed + i, steps=steps) for i in range(1, n)]
+    return [pretrained_crnn(base, cache)] + [pretrained_crnn(s, cache) for s in members]
 
 
 def save_crnn(model: CRNN, setup: CRNNSetup, path: str | Path, **metadata: str) -> None:
@@ -74,8 +80,6 @@ def save_crnn(model: CRNN, setup: CRNNSetup, path: str | Path, **metadata: str) 
 
 def load_crnn(spec: str | Path = "pretrained") -> tuple[CRNN, CRNNSetup]:
     """``"pretrained"``, a run directory written by ``robustlab ocr train`` or a .safetensors file."""
-    from safetensors import safe_open
-
     if str(spec) == "pretrained":
         return pretrained_crnn(), CRNNSetup()
     path = Path(spec)
@@ -84,8 +88,7 @@ def load_crnn(spec: str | Path = "pretrained") -> tuple[CRNN, CRNNSetup]:
     if not path.exists():
         raise CheckpointError(f"no CRNN at {spec}: pass 'pretrained', a run directory written by `robustlab ocr train`, "
                               "or a .safetensors file")
-    with safe_open(str(path), "pt") as f:
-        meta = f.metadata() or {}
+    meta = read_metadata(path)
     if "setup" not in meta:
         raise CheckpointError(f"{path} has no CRNN setup in its metadata; was it written by `robustlab ocr train`?")
     raw = json.loads(meta["setup"])

@@ -16,8 +16,7 @@ from pathlib import Path
 
 import torch
 
-from ...fileio import atomic_write_json
-from ...training.checkpoints import load_weights, save_weights
+from ...training.checkpoints import cached_weights, load_weights, read_metadata, save_weights
 from .data import StereoDataset, synthetic_stereo
 from .model import StereoNet
 from .train import train_stereo
@@ -63,20 +62,15 @@ def pretrained_stereo(setup: StereoSetup = StereoSetup(), cache: str | Path | No
     """The trained reference network for `setup` (trained and cached on first use)."""
     folder = Path(cache) if cache is not None else data_dir() / "stereo"
     path = folder / f"stereonet-{setup.key()}.safetensors"
-    model = setup.new_model()
-    if path.exists() and not retrain:
-        load_weights(model, path)
-        model.eval()
-        return model
-    log.info("training the reference stereo network (%d steps); cached at %s", setup.steps, path)
-    torch.manual_seed(setup.seed)
-    losses = train_stereo(model, setup.train_data(), steps=setup.steps, batch_size=setup.batch_size, lr=setup.lr,
-                          seed=setup.seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    save_stereo_model(model, setup, path)
-    atomic_write_json(path.with_suffix(".json"), {"setup": asdict(setup), "final_loss": losses[-1]})
-    model.eval()
-    return model
+
+    def train(model: StereoNet) -> dict:
+        log.info("training the reference stereo network (%d steps); cached at %s", setup.steps, path)
+        torch.manual_seed(setup.seed)
+        losses = train_stereo(model, setup.train_data(), steps=setup.steps, batch_size=setup.batch_size, lr=setup.lr,
+                              seed=setup.seed)
+        return {"final_loss": losses[-1]}
+
+    return cached_weights(setup.new_model(), path, train, asdict(setup), retrain)
 
 
 MODEL_FILE = "stereonet.safetensors"
@@ -89,8 +83,6 @@ def save_stereo_model(model: StereoNet, setup: StereoSetup, path: str | Path, **
 
 def load_stereo_model(spec: str | Path) -> tuple[StereoNet, StereoSetup]:
     """``"pretrained"`` (the cached reference net), a run directory, or a .safetensors file."""
-    from safetensors import safe_open
-
     from ...errors import CheckpointError
 
     if str(spec) == "pretrained":
@@ -102,8 +94,7 @@ def load_stereo_model(spec: str | Path) -> tuple[StereoNet, StereoSetup]:
     if not path.exists():
         raise CheckpointError(f"no stereo model at {spec}: pass 'pretrained', a run directory written by "
                               f"`robustlab stereo train/defend`, or a .safetensors file")
-    with safe_open(str(path), "pt") as f:
-        meta = f.metadata() or {}
+    meta = read_metadata(path)
     if "setup" not in meta:
         raise CheckpointError(f"{path} has no stereo setup in its metadata; was it written by robustlab's stereo commands?")
     setup = StereoSetup(**json.loads(meta["setup"]))
