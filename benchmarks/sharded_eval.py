@@ -62,7 +62,7 @@ def main() -> int:
                     "--worker", str(result)], check=True, env=env)
     two = json.loads(result.read_text())
     same = one["robust"] == two["robust"]
-    print(f"| processes | seconds | points/s | robust accuracy |\n|---|---|---|---|")
+    print("| processes | seconds | points/s | robust accuracy |\n|---|---|---|---|")
     for r in (one, two):
         print(f"| {r['processes']} | {r['seconds']:.1f} | {r['points_per_s']:.2f} | {r['robust_accuracy']:.2%} |")
     print(f"\n2 processes / 1 process: {two['points_per_s'] / one['points_per_s']:.2f}x points/s; "

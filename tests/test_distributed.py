@@ -93,6 +93,10 @@ def test_post_local_sgd_trains_and_llr_under_ddp_is_refused(tmp_path):
     _launch(tmp_path, "lsgd", "--method", "standard", "--local-sgd-period", "4", "--optimizer", "adam")
     final = [__import__("json").loads(l) for l in (tmp_path / "lsgd" / "metrics.jsonl").read_text().splitlines()][-1]
     assert final["val_acc"] > 0.7 and final["world_size"] == 2
+    # local steps really happen: the same run without post-local SGD (every step all-reduced) ends elsewhere
+    _launch(tmp_path, "plain", "--method", "standard", "--optimizer", "adam")
+    a, b = _weights(tmp_path / "lsgd"), _weights(tmp_path / "plain")
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) > 1e-4
     refused = _launch(tmp_path, "llr", "--method", "llr", check=False)
     assert refused.returncode != 0 and "not supported under DDP" in refused.stderr
 

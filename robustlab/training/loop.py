@@ -394,15 +394,18 @@ def _rank_slice(n: int, rank: int, world: int) -> tuple[int, int]:
 
 
 def _local_sgd(cfg: TrainConfig, net: nn.Module, world: int):
-    """Post-local SGD (Lin et al. 2020) with PyTorch's own hook and PeriodicModelAverager: plain DDP
-    for the first epoch, then local steps with model averaging every ``local_sgd_period`` steps."""
+    """Post-local SGD (Lin et al. 2020) with PyTorch's own hook and PeriodicModelAverager: global
+    all-reduce for the first step, then each rank takes local steps (its gradients are all-reduced
+    only within a subgroup of itself) and the models are averaged over all ranks every
+    ``local_sgd_period`` steps."""
     if cfg.local_sgd_period <= 0 or world == 1:
         return None
     from torch.distributed.algorithms.ddp_comm_hooks.post_localSGD_hook import PostLocalSGDState, post_localSGD_hook
     from torch.distributed.algorithms.model_averaging.averagers import PeriodicModelAverager
 
     warmup = 1  # steps of global all-reduce before local SGD starts
-    group = dist.new_group(list(range(world)))
-    state = PostLocalSGDState(process_group=None, subgroup=group, start_localSGD_iter=warmup)
+    local, _ = dist.new_subgroups(group_size=1)  # one rank per subgroup: no gradient exchange after warm-up
+    state = PostLocalSGDState(process_group=None, subgroup=local, start_localSGD_iter=warmup)
     net.register_comm_hook(state, post_localSGD_hook)
+    group = dist.new_group(list(range(world)))
     return PeriodicModelAverager(period=cfg.local_sgd_period, warmup_steps=warmup, process_group=group)
