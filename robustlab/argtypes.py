@@ -26,3 +26,10 @@ def json_object(text: str | None) -> dict:
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError("expected a JSON object")
     return value
+
+
+def add_run_args(parser: argparse.ArgumentParser, default_name: str) -> None:
+    """The arguments every run-writing verb shares: ``--runs`` (parent folder), ``--name``, ``--seed``."""
+    parser.add_argument("--runs", default="runs", help="parent folder of run directories")
+    parser.add_argument("--name", default=default_name, help="run directory name")
+    parser.add_argument("--seed", type=int, default=0)

@@ -11,6 +11,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from ...argtypes import add_run_args
 from ...errors import InputError
 from ...runs.rundir import Run, check_name
 
@@ -31,12 +32,6 @@ def _floats(text: str) -> list[float]:
         raise InputError(f"expected comma-separated numbers, got {text!r}") from None
 
 
-def _common(p, default_name: str) -> None:
-    p.add_argument("--runs", default="runs", help="parent folder of run directories")
-    p.add_argument("--name", default=default_name, help="run directory name")
-    p.add_argument("--seed", type=int, default=0)
-
-
 def add_cli(sub) -> None:
     from .attacks import ATTACK_NAMES
     from .masks import MASKS
@@ -46,14 +41,14 @@ def add_cli(sub) -> None:
     s = ocr.add_subparsers(dest="ocr_command", required=True)
 
     p = s.add_parser("train", help="train the CRNN on rendered lines (cached)")
-    _common(p, "ocr-train")
+    add_run_args(p, "ocr-train")
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--retrain", action="store_true", help="ignore cached weights")
 
     p = s.add_parser("attack", help="attack Tesseract or the CRNN on rendered or scanned lines")
-    _common(p, "ocr-attack")
+    add_run_args(p, "ocr-attack")
     p.add_argument("--target", default="tesseract", choices=["tesseract", "crnn"], help="the recogniser attacked")
     p.add_argument("--model", default="pretrained", help="the CRNN (with --target crnn)")
     p.add_argument("--data", default="synthetic", choices=["synthetic", "clean", "scanned"])

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from ...argtypes import float_list as _floats
+from ...argtypes import float_list as _floats, add_run_args
 from ...errors import InputError
 from ...fileio import atomic_torch_save
 from ...runs import Run
@@ -22,12 +22,6 @@ from ...runs.rundir import check_name
 log = logging.getLogger(__name__)
 
 DATASETS = ("synthetic", "middlebury-motorcycle", "middlebury-motorcycle-full")
-
-
-def _common(p, default_name: str) -> None:
-    p.add_argument("--runs", default="runs", help="parent folder of run directories")
-    p.add_argument("--name", default=default_name, help="run directory name")
-    p.add_argument("--seed", type=int, default=0)
 
 
 def _data_args(p) -> None:
@@ -44,7 +38,7 @@ def add_parser(sub) -> None:
     s = stereo.add_subparsers(dest="stereo_command", required=True)
 
     p = s.add_parser("train", help="train the stereo network on procedural scenes (cached)")
-    _common(p, "stereo-train")
+    add_run_args(p, "stereo-train")
     p.add_argument("--steps", type=int, default=1600)
     p.add_argument("--scenes", type=int, default=800, help="training scenes")
     p.add_argument("--height", type=int, default=64)
@@ -54,7 +48,7 @@ def add_parser(sub) -> None:
     p.add_argument("--retrain", action="store_true", help="ignore cached weights")
 
     p = s.add_parser("attack", help="attack a stereo model (untargeted or targeted) and show the maps")
-    _common(p, "stereo-attack")
+    add_run_args(p, "stereo-attack")
     p.add_argument("--model", default="pretrained")
     _data_args(p)
     p.add_argument("--views", default="both", choices=["left", "right", "both", "consistent"])
@@ -68,7 +62,7 @@ def add_parser(sub) -> None:
                         "pixels take the background's disparity; the error to the target is measured there)")
 
     p = s.add_parser("defend", help="adversarial fine-tuning with LR consistency and local linearity")
-    _common(p, "stereo-defend")
+    add_run_args(p, "stereo-defend")
     p.add_argument("--model", default="pretrained")
     p.add_argument("--steps", type=int, default=150, help="fine-tuning steps")
     p.add_argument("--eps", type=float, default=0.02)
@@ -79,7 +73,7 @@ def add_parser(sub) -> None:
     p.add_argument("--checks", default="cheap", choices=["cheap", "all"], help="gradient-masking checks to run")
 
     p = s.add_parser("evaluate", help="EPE / bad-k vs eps curves of one or more models")
-    _common(p, "stereo-evaluate")
+    add_run_args(p, "stereo-evaluate")
     p.add_argument("--model", action="append", default=None, help="repeat for several models (default: pretrained)")
     _data_args(p)
     p.add_argument("--eps", type=_floats, default=[0.005, 0.01, 0.02])
