@@ -199,6 +199,38 @@ def test_fab_projection_onto_hyperplane_and_box_is_exact(norm):
     assert n_feasible >= 6
 
 
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_fab_projection_lambda_equals_the_breakpoint_search_in_high_dimension(norm):
+    """Image-sized rows (784 coordinates, most at a bound as on MNIST): the Newton root of the
+    projection equals the root found by sorting the breakpoints and solving on the right segment."""
+    import numpy as np
+    from robustlab.attacks import project_hyperplane_box
+
+    g = torch.Generator().manual_seed(3)
+    t = torch.rand(16, 784, generator=g, dtype=torch.float64)
+    t[torch.rand(16, 784, generator=g, dtype=torch.float64) < 0.7] = 0.0
+    w = torch.randn(16, 784, generator=g, dtype=torch.float64)
+    c = torch.randn(16, generator=g, dtype=torch.float64) * torch.logspace(-2, 1.5, 16, dtype=torch.float64)
+    d = project_hyperplane_box(t, w, c, norm)
+    for i in range(16):
+        wp, target = w[i].numpy() * np.sign(float(c[i])), abs(float(c[i]))
+        aw = np.abs(wp)
+        cap = np.where(wp > 0, 1 - t[i].numpy(), t[i].numpy())
+        slope, key = (aw, cap) if norm == "linf" else (aw ** 2, cap / aw)
+        order = np.argsort(key)
+        k_s, s_s = key[order], slope[order]
+        if np.sum(aw * cap) < target:
+            assert torch.allclose(d[i].abs(), torch.as_tensor(cap)), "out of reach: every coordinate at its cap"
+            continue
+        for j in range(784):  # phi on the segment [k_s[j-1], k_s[j]]: saturated before j, linear after
+            lam = (target - np.sum(s_s[:j] * k_s[:j])) / np.sum(s_s[j:])
+            if lam <= k_s[j] + 1e-15:
+                break
+        m = np.minimum(lam * (aw if norm == "l2" else 1.0), cap)
+        assert np.allclose(np.abs(d[i].numpy()), m, rtol=1e-9, atol=1e-12)
+        assert abs(float(w[i] @ d[i]) - float(c[i])) < 1e-9 * max(1.0, abs(float(c[i])))
+
+
 @pytest.mark.parametrize("cls,norm,eps", [(APGDT, "linf", 0.2), (FABT, "l2", 1.5)])
 def test_targets_in_one_batch_break_the_points_one_at_a_time_breaks(model_and_points, cls, norm, eps):
     """All targets at once (the default) gives every point the result of the reference order, one
