@@ -248,8 +248,8 @@ class APGDT(APGD):
 
     Targets are the 2nd to (k+1)-th most likely classes on the clean input. A point counts as broken
     when misclassified (the AutoAttack use of APGD-T). ``targets_at_once`` targets are attacked in
-    one batch of (point, target) rows (default: as many as
-    ``base.ROWS_BUDGET`` allows, all of them on MNIST); a point's rows stop as soon as one succeeds,
+    one batch of (point, target) rows (default: one at a time on a CPU, where that is fastest; on an
+    accelerator as many as ``base.ROWS_BUDGET`` allows, all of them on MNIST); a point's rows stop as soon as one succeeds,
     and the next group of targets runs only on the points still unbroken. Every (point, target)
     trajectory, and so every success, is the one the one-target-at-a-time run gives
     (``targets_at_once=1``, the reference's order) with one restart; batching only removes
@@ -265,7 +265,7 @@ class APGDT(APGD):
                          early_stop=early_stop, seed=seed, eps_schedule=eps_schedule)
         self.n_targets, self.targets_at_once = int(n_targets), targets_at_once
         if targets_at_once is not None and int(targets_at_once) < 1:
-            raise InputError(f"targets_at_once must be >= 1 (or None: all targets at once), got {targets_at_once}")
+            raise InputError(f"targets_at_once must be >= 1 (or None: the device's default), got {targets_at_once}")
 
     def run(self, ctx: AttackContext) -> None:
         labels = ctx.target_full

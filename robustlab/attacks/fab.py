@@ -97,8 +97,8 @@ class FABT(Attack):
     The smallest successful perturbation is kept; a point is broken when it lies within eps.
     delta_k and delta_0 are the exact projections onto the hyperplane intersected with the box
     (:func:`project_hyperplane_box`), and alpha is computed from their norms, as in the paper's code.
-    ``targets_at_once`` targets are attacked in one batch of (point, target) rows (default: as many as
-    ``base.ROWS_BUDGET`` allows); the
+    ``targets_at_once`` targets are attacked in one batch of (point, target) rows (default: one at a
+    time on a CPU, where that is fastest; on an accelerator as many as ``base.ROWS_BUDGET`` allows); the
     iterations are deterministic, so every point's result equals the one-target-at-a-time run's.
     """
 
@@ -110,7 +110,7 @@ class FABT(Attack):
         super().__init__(threat, CrossEntropy(), early_stop=early_stop, seed=seed)
         self.n_targets, self.steps, self.targets_at_once = int(n_targets), int(steps), targets_at_once
         if targets_at_once is not None and int(targets_at_once) < 1:
-            raise InputError(f"targets_at_once must be >= 1 (or None: all targets at once), got {targets_at_once}")
+            raise InputError(f"targets_at_once must be >= 1 (or None: the device's default), got {targets_at_once}")
         self.alpha_max, self.eta, self.beta = float(alpha_max), float(eta), float(beta)
 
     def run(self, ctx: AttackContext) -> None:
