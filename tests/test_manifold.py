@@ -143,3 +143,31 @@ def test_on_manifold_checkpoints_are_selected_on_clean_accuracy():
     assert _selection_score(om, late) > _selection_score(om, early)
     pgd = TrainConfig(method="pgd")
     assert _selection_score(pgd, early) > _selection_score(pgd, late)   # pixel AT keeps robust-first selection
+
+
+def test_pretrained_vae_is_trained_once_and_a_corrupt_cache_is_retrained(tmp_path, monkeypatch, caplog):
+    """The VAE cache goes through ``weights.cached_weights``: trained on the first call, loaded on the
+    second (same weights, no training), retrained with a warning when the file is corrupt."""
+    import robustlab.representations.manifold as manifold
+
+    monkeypatch.setenv("ROBUSTLAB_DATA", str(tmp_path))
+    monkeypatch.setattr(manifold, "load_dataset", lambda name, split: _blobs(30))
+    calls = []
+
+    def fake_train(data, cfg, progress):
+        calls.append(cfg)
+        torch.manual_seed(len(calls))
+        return VAE(data.input_shape, cfg.latent_dim, cfg.hidden, 0)
+
+    monkeypatch.setattr(manifold, "train_vae", fake_train)
+    cfg = VAEConfig(latent_dim=2, hidden=16, epochs=1)
+    first = manifold.pretrained_vae(cfg, "blobs3", progress=False)
+    second = manifold.pretrained_vae(cfg, "blobs3", progress=False)
+    assert len(calls) == 1 and not second.training
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values()))
+    path, = (tmp_path / "representations").glob("vae-blobs3-*.safetensors")
+    path.write_bytes(b"not a safetensors file")
+    with caplog.at_level("WARNING"):
+        third = manifold.pretrained_vae(cfg, "blobs3", progress=False)
+    assert len(calls) == 2 and "corrupt" in caplog.text
+    assert not torch.equal(next(iter(third.state_dict().values())), next(iter(first.state_dict().values())))

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from ..attacks import PGD, AttackResult, ParametricPGD, ParametricThreat, eval_mode
 from ..data import Dataset, load_dataset
 from ..errors import InputError
-from ..fileio import atomic_write_bytes
+from ..weights import cached_weights
 from ..threat import ThreatModel
 
 log = logging.getLogger(__name__)
@@ -158,20 +158,18 @@ def pretrained_vae(cfg: VAEConfig = VAEConfig(), dataset: str = "mnist", progres
     """The VAE of ``cfg`` trained on ``dataset``'s train split, cached as safetensors under
     ``$ROBUSTLAB_DATA/representations`` (default ./data-cache); about 1-2 CPU minutes the first time.
     ``VAEConfig(conditional=True)`` is the class-conditional VAE (file ``cvae-...``)."""
-    from safetensors.torch import load_file, save
-
     path = data_dir() / "representations" / f"{'cvae' if cfg.conditional else 'vae'}-{dataset}-{cfg.key()}.safetensors"
     train = load_dataset(dataset, "train")
-    if path.exists():
-        vae = VAE(train.input_shape, cfg.latent_dim, cfg.hidden, train.num_classes if cfg.conditional else 0)
-        vae.load_state_dict(load_file(str(path)))
-        vae.eval()
-        return vae
-    log.info("training the %s%s VAE (latent %d, %d epochs) once; cached at %s", dataset,
-             " class-conditional" if cfg.conditional else "", cfg.latent_dim, cfg.epochs, path)
-    vae = train_vae(train, cfg, progress)
-    atomic_write_bytes(path, save({k: v.contiguous() for k, v in vae.state_dict().items()}))
-    return vae
+    vae = VAE(train.input_shape, cfg.latent_dim, cfg.hidden, train.num_classes if cfg.conditional else 0)
+
+    def fit(model: VAE) -> dict:
+        log.info("training the %s%s VAE (latent %d, %d epochs) once; cached at %s", dataset,
+                 " class-conditional" if cfg.conditional else "", cfg.latent_dim, cfg.epochs, path)
+        model.load_state_dict(train_vae(train, cfg, progress).state_dict())
+        return {}
+
+    # a file from before the setup metadata, a corrupt one or another setup's: retrained (with a warning)
+    return cached_weights(vae, path, fit, {"kind": "vae", "dataset": dataset, **asdict(cfg)})
 
 
 class LatentThreat(ParametricThreat):

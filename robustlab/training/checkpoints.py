@@ -1,5 +1,5 @@
-"""Checkpoints: weights as safetensors (for sharing and evaluation) and the full resumable state
-(model, optimizer, epoch, history, RNG-free schedule position) with torch.save. All writes atomic.
+"""Checkpoints: the full resumable state (model, optimizer, epoch, history, RNG-free schedule position)
+with torch.save, and (re-exported from :mod:`robustlab.weights`) weights as safetensors. All writes atomic.
 
 The resumable state holds only tensors and plain types (dict, list, tuple, str, int, float, bool,
 None) and is read back with ``torch.load(weights_only=True)``: a state file cannot run code.
@@ -7,103 +7,25 @@ None) and is read back with ``torch.load(weights_only=True)``: a state file cann
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import pickle
-import time
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
-import torch.nn as nn
 
 from ..errors import CheckpointError
-from ..fileio import atomic_torch_save, atomic_write_bytes, atomic_write_json
+from ..fileio import atomic_torch_save
+from ..weights import cached_weights, check_compatible, load_weights, read_metadata, save_weights
+
+__all__ = ["STATE_FILE", "cached_weights", "check_compatible", "load_state", "load_weights", "plain_state",
+           "read_metadata", "save_state", "save_weights"]
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "state.pt"
-
-
-def save_weights(model: nn.Module, path: str | Path, metadata: dict[str, str] | None = None) -> None:
-    from safetensors.torch import save
-
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    atomic_write_bytes(path, save(tensors, metadata=metadata or {}))
-
-
-def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
-    """Load safetensors weights into `model`; a mismatch says which keys/shapes differ."""
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"no weights at {path}")
-    try:
-        tensors = load_file(str(path))
-    except Exception as e:  # safetensors raises its own error types for corrupt files
-        raise CheckpointError(f"{path} is not a readable safetensors file ({e}); it may be corrupt") from None
-    check_compatible(model.state_dict(), tensors, path)
-    model.load_state_dict(tensors)
-    return model
-
-
-def read_metadata(path: str | Path) -> dict[str, str]:
-    """The string metadata of a safetensors file (CheckpointError when it cannot be read)."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), "pt") as f:
-            return dict(f.metadata() or {})
-    except Exception as e:  # safetensors raises its own error types for corrupt files
-        raise CheckpointError(f"{path} is not a readable safetensors file ({e}); it may be corrupt") from None
-
-
-def cached_weights(model: nn.Module, path: str | Path, train: Callable[[nn.Module], dict], setup: dict,
-                   retrain: bool = False) -> nn.Module:
-    """Train once and reuse: load ``path`` into ``model`` when it holds weights written for ``setup``
-    (a JSON-able dict kept in the file's metadata under "setup"); otherwise (no file, ``retrain``, a
-    corrupt or mismatched file, another setup) call ``train(model)``, save the weights with the setup
-    atomically, and write ``{"setup", "train_seconds", **train's dict}`` next to them as JSON.
-    Returns the model in eval mode."""
-    path = Path(path)
-    wanted = json.loads(json.dumps(setup))
-    if path.exists() and not retrain:
-        try:
-            found = read_metadata(path).get("setup")
-            if found is not None and json.loads(found) == wanted:
-                return load_weights(model, path).eval()
-            log.warning("%s was written for another setup; retraining", path)
-        except CheckpointError as e:
-            log.warning("%s; retraining", e)
-    start = time.perf_counter()
-    info = train(model) or {}
-    seconds = time.perf_counter() - start
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_weights(model, path, {"setup": json.dumps(wanted)})
-    atomic_write_json(path.with_suffix(".json"), {"setup": wanted, "train_seconds": seconds, **info})
-    return model.eval()
-
-
-def check_compatible(expected: dict, found: dict, path) -> None:
-    missing = sorted(set(expected) - set(found))
-    unexpected = sorted(set(found) - set(expected))
-    shapes = [k for k in set(expected) & set(found) if tuple(expected[k].shape) != tuple(found[k].shape)]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"missing {missing[:5]}")
-        if unexpected:
-            parts.append(f"unexpected {unexpected[:5]}")
-        if shapes:
-            k = shapes[0]
-            parts.append(f"shape of {k}: checkpoint {tuple(found[k].shape)} vs model {tuple(expected[k].shape)}")
-        raise CheckpointError(
-            f"checkpoint {path} does not match the model ({'; '.join(parts)}); "
-            "was it written for another architecture or width?"
-        )
 
 
 def plain_state(obj: Any) -> Any:
