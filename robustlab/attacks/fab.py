@@ -82,7 +82,9 @@ def _newton_root(key: torch.Tensor, slope: torch.Tensor, gain: torch.Tensor, tar
         if not bool(moved.any()):
             break
         rows, k_, g_, s_, t_, l_ = rows[moved], k_[moved], g_[moved], s_[moved], t_[moved], new[moved]
-    return lam
+    # past the largest breakpoint every coordinate is saturated: a larger lambda changes nothing (and a
+    # row that is feasible only up to rounding would otherwise get lambda ~ 1e30 and inf * 0 = NaN steps)
+    return torch.minimum(lam, key.amax(1))
 
 
 class FABT(Attack):
