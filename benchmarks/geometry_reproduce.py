@@ -33,6 +33,18 @@ from robustlab.runs.job import load_model_from_run, train_model_run
 METHODS = ("standard", "pgd", "trades", "llr")
 
 
+def copy_trajectory_figures(runs, folder: Path) -> None:
+    """Each run's trajectory figure (PCA plane of the SGD path on the loss contour) as
+    ``folder/trajectory-<run>.png``, so the README can show it."""
+    import shutil
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for run in runs:
+        fig = Path(run) / "figures" / "geometry_trajectory.png"
+        if fig.exists():
+            shutil.copyfile(fig, folder / f"trajectory-{Path(run).name}.png")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", default="runs/geometry-repro")
@@ -41,6 +53,7 @@ def main(argv=None) -> int:
     ap.add_argument("--n", type=int, default=500, help="points the measures use")
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--out", default=None, help="also write the tables to this markdown file")
+    ap.add_argument("--figures", default="benchmarks/figures/geometry", help="where the trajectory figures are copied")
     ap.add_argument("--batch-sizes", default="", help="e.g. 16,64,256,1024: also a standard-training batch-size "
                     "sweep (same epochs, Adam, same lr) with sharpness and the gap (Keskar et al. 2017)")
     ap.add_argument("--processes", default="1", help="e.g. 1,2: also train each batch size on 2 processes (DDP, "
@@ -64,7 +77,7 @@ def main(argv=None) -> int:
     for method in args.methods.split(","):
         run = root / method
         cfg = {"method": method, "epochs": args.epochs, "batch_size": 64, "lr": 2e-3, "eps": args.eps,
-               "attack_steps": 7, "llr_steps": 3, "eval_n": 200, "snapshot_every": 1, "seed": 0}
+               "attack_steps": 7, "llr_steps": 3, "eval_n": 200, "snapshot_every": 1, "snapshot_steps": 10, "seed": 0}
         if not (run / "summary.json").exists():
             train_model_run(run, {"name": "fast_mnist"}, {"name": "mnist", "seed": 0}, cfg, progress=False)
         runs.append(run)
@@ -72,6 +85,7 @@ def main(argv=None) -> int:
     res = compare_geometry(runs, ["hessian", "trace", "sharpness", "flatness", "surface2d", "trajectory"], "clean",
                            out=root, n=args.n, eps=args.eps, attack_steps=10, grid=11, progress=False)
     t_geo = time.perf_counter() - t0 - t_train
+    copy_trajectory_figures(runs, Path(args.figures))
     robust_gap = dict(res)
     from scipy.stats import kendalltau
 
@@ -115,7 +129,8 @@ def main(argv=None) -> int:
     out_rescaled = (model(x) - G.rescale(model, 5.0)(x)).abs().max()
     lines += [f"Dinh et al. rescaling of the standard net (max |output change| at alpha=5: {out_rescaled:.1e}):", "",
               rep.to_markdown(), "",
-              f"Trajectory figures: {root}/standard/figures/geometry_trajectory.png (+ .gif).",
+              f"Trajectory figures: {root}/<method>/figures/geometry_trajectory.png (+ .gif); copied to "
+              f"{args.figures}/trajectory-<method>.png.",
               f"Time: training {t_train:.0f} s, geometry {t_geo:.0f} s (1 thread)."]
     text = "\n".join(lines)
     print(text)

@@ -46,6 +46,8 @@ def _add_train(sub) -> None:
     p.add_argument("--warmup-epochs", type=float, default=0.0, help="linear LR warm-up")
     p.add_argument("--local-sgd-period", type=int, default=0, help="post-local SGD model averaging period")
     p.add_argument("--snapshot-every", type=int, default=0, help="save parameters every k epochs")
+    p.add_argument("--snapshot-steps", type=int, default=0,
+                   help="also save parameters every k optimizer steps and at the start (finer trajectories)")
     p.add_argument("--dist-timeout", type=float, default=300.0, help="seconds before a collective gives up")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--runs", default="runs", help="root folder of run directories")
@@ -173,6 +175,7 @@ def cmd_train(args) -> int:
         "trades_beta": args.trades_beta, "llr_lambda": args.llr_lambda, "llr_mu": args.llr_mu,
         "llr_steps": args.llr_steps, "lr_scaling": args.lr_scaling, "warmup_epochs": args.warmup_epochs,
         "local_sgd_period": args.local_sgd_period, "snapshot_every": args.snapshot_every,
+        "snapshot_steps": args.snapshot_steps,
     }
     data = {"name": args.data, "seed": args.data_seed, "data_dir": args.data_dir}
     from .distributed import init_from_env, shutdown

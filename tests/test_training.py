@@ -200,3 +200,27 @@ def test_trades_says_when_an_objective_has_no_divergence(tiny_regressor):
     ctx = BatchContext(rl.ThreatModel("linf", 0.1), seed=0, attack_steps=1, objective=NoDivergence())
     with pytest.raises(NotImplementedError, match="TRADES is not defined"):
         trades(tiny_regressor, torch.rand(4, 16), torch.randn(4, 4), ctx)
+
+
+def test_step_snapshots_follow_the_optimiser_and_feed_the_trajectory(tmp_path):
+    """``snapshot_steps=k`` saves the initial weights and the weights after every k-th optimizer step;
+    the last one equals the final weights, the first the untrained model, and landscape's trajectory
+    uses them (one point per snapshot) in place of the per-epoch ones."""
+    from robustlab.geometry import load_snapshots, trajectory_pca
+
+    torch.manual_seed(0)
+    data = rl.load_dataset("digits", "train").subset(256)
+    model = rl.create_model("mlp", in_features=64, hidden=(16,))
+    init = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = TrainConfig(method="standard", epochs=2, batch_size=64, lr=1e-2, eval_n=32, snapshot_steps=2,
+                      snapshot_every=1)
+    train(model, data, None, cfg, checkpoint_dir=tmp_path, progress=False)
+    steps = sorted((tmp_path / "snapshots").glob("step_*.safetensors"))
+    assert [p.stem for p in steps] == ["step_0000000", "step_0000002", "step_0000004", "step_0000006", "step_0000008"]
+    first, last = load_file(str(steps[0])), load_file(str(steps[-1]))
+    assert all(torch.equal(first[k], init[k]) for k in init)
+    final = model.state_dict()
+    assert all(torch.equal(last[k], final[k]) for k in final)
+    assert not torch.equal(load_file(str(steps[1]))["classifier.weight"], first["classifier.weight"])
+    traj = trajectory_pca(load_snapshots(model, steps), model)
+    assert traj.coords.shape[0] == 5

@@ -184,7 +184,8 @@ def _landscape(run: Run, inputs: RunInputs, todo: list[str], loss: str, attack_s
                                    str(plots.plot_contour(s2, run.figures / "geometry_contour.png", title=f"{loss} loss")),
                                    str(plots.plot_surface3d(s2, run.figures / "geometry_surface3d.png", title=f"{loss} loss"))]
         elif m == "trajectory":
-            snaps = sorted((run.checkpoints / "snapshots").glob("epoch_*.safetensors"))
+            folder = run.checkpoints / "snapshots"  # per-step snapshots when the run has them, else per epoch
+            snaps = sorted(folder.glob("step_*.safetensors")) or sorted(folder.glob("epoch_*.safetensors"))
             final = run.checkpoints / "last.safetensors"
             paths = snaps + ([final] if final.exists() else [])
             snapshots = G.load_snapshots(model, paths) if paths else []
@@ -192,7 +193,8 @@ def _landscape(run: Run, inputs: RunInputs, todo: list[str], loss: str, attack_s
                                                           for k in snapshots[-1]):
                 paths.pop(-2), snapshots.pop(-2)  # the last snapshot is the final weights
             if len(paths) < 3:
-                log.warning("trajectory needs >= 3 snapshots (train with --snapshot-every 1); found %d", len(paths))
+                log.warning("trajectory needs >= 3 snapshots (train with --snapshot-every 1 or --snapshot-steps K); found %d",
+                            len(paths))
                 out["measures"]["trajectory"] = {"skipped": f"{len(paths)} snapshots"}
                 continue
             labels = [p.stem for p in paths]

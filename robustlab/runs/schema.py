@@ -51,6 +51,7 @@ class TrainSettings(_Strict):
     eval_steps: int = Field(10, ge=1)
     co_action: Literal["warn", "stop"] = "warn"
     snapshot_every: int = Field(0, ge=0)
+    snapshot_steps: int = Field(0, ge=0)
     local_sgd_period: int = Field(0, ge=0)
     seed: int = 0
 

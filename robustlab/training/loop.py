@@ -65,6 +65,7 @@ class TrainConfig:
     eval_steps: int = 10              # PGD steps of the per-epoch robust accuracy
     co_action: str = "warn"           # catastrophic overfitting: warn | stop
     snapshot_every: int = 0           # save parameters every k epochs for trajectory analysis (0: off)
+    snapshot_steps: int = 0           # also every k optimizer steps, and the initial weights (finer trajectories)
     local_sgd_period: int = 0         # post-local SGD: average models every k steps after warm-up (0: off)
     seed: int = 0
 
@@ -274,6 +275,8 @@ def train(model: nn.Module, train_data: Dataset, val_data: Dataset | None, cfg: 
     total_steps = steps_per_epoch * cfg.epochs
     warmup_fraction = cfg.warmup_epochs / cfg.epochs
     best_train_pgd = max((h.get("train_robust_acc", 0.0) for h in result.history), default=0.0)
+    if cfg.snapshot_steps and ckpt is not None and rank == 0 and start_epoch == 0:
+        save_weights(base, ckpt / "snapshots" / "step_0000000.safetensors", {"step": "0"})
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
         net.train()
@@ -316,6 +319,8 @@ def train(model: nn.Module, train_data: Dataset, val_data: Dataset | None, cfg: 
             optimizer.step()
             if averager is not None:
                 averager.average_parameters(base.parameters())
+            if cfg.snapshot_steps and ckpt is not None and rank == 0 and (global_step + 1) % cfg.snapshot_steps == 0:
+                save_weights(base, ckpt / "snapshots" / f"step_{global_step + 1:07d}.safetensors", {"step": str(global_step + 1)})
             nb = xb.shape[0]
             sums[0] += float(loss.detach()) * nb
             sums[1] += float((~objective.success(logits.detach(), yb)).sum())
