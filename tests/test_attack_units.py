@@ -335,3 +335,396 @@ def test_l1_apgd_follows_its_recurrence(schedule, steps):
     res = APGD(threat, Towards(c), steps=steps, eps_schedule=schedule)(nn.Flatten(), x, torch.zeros(4, dtype=torch.long))
     ref_x, ref_loss = _reference_l1_apgd(threat, x, c, steps, schedule)
     assert torch.allclose(res.x_adv, ref_x, atol=1e-6) and torch.allclose(res.loss, ref_loss, atol=1e-7)
+
+
+# ----- Square (Andriushchenko et al. 2020) ------------------------------------------------------------
+
+def _square_p(p_init, it, n_iters):
+    """The paper's schedule: p_init halved at 10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000 of 10,000."""
+    it = int(it / n_iters * 10000)
+    return p_init / 2 ** sum(it > b for b in (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000))
+
+
+def _reference_square_linf(x, c, eps, max_queries, p_init, seed, mask=None):
+    """Square-Linf step by step with the attack's draws (one generator, batch-wide draws in this order):
+    vertical +-eps stripes per channel and column; then per query a random window of side
+    round(sqrt(p h w)) (at most h - 1 and w) set to +-eps per channel (flipped if that changes
+    nothing), kept if the loss rises. `mask` (0: frozen) multiplies every perturbation."""
+    b, ch, h, w = x.shape
+    m = torch.ones_like(x) if mask is None else mask.expand_as(x)
+    gen = torch.Generator().manual_seed(seed)
+    stripes = torch.where(torch.rand(b, ch, 1, w, generator=gen) < 0.5, -1.0, 1.0)
+    v = (x + m * eps * stripes.expand_as(x)).clamp(0, 1)
+    loss = _loss(v, c)
+    flips, accepted = 0, torch.zeros(b, dtype=torch.long)
+    for i in range(max_queries - 1):
+        p = _square_p(p_init, i + 1, max_queries)
+        side = int(min(max(round((p * h * w) ** 0.5), 1), h - 1 if h > 1 else 1, w))
+        u = torch.rand(b, 2, generator=gen)
+        signs = torch.where(torch.rand(b, ch, generator=gen) < 0.5, -eps, eps)
+        nxt = v.clone()
+        for k in range(b):
+            top, left = min(int(u[k, 0] * (h - side + 1)), h - side), min(int(u[k, 1] * (w - side + 1)), w - side)
+            win = (k, slice(None), slice(top, top + side), slice(left, left + side))
+            new = (x[win] + m[win] * signs[k, :, None, None]).clamp(0, 1)
+            if torch.equal(new, v[win]):
+                new = (x[win] - m[win] * signs[k, :, None, None]).clamp(0, 1)
+                flips += 1
+            nxt[win] = new
+        new_loss = _loss(nxt, c)
+        better = new_loss > loss
+        accepted += better
+        v = torch.where(better.view(-1, 1, 1, 1), nxt, v)
+        loss = torch.where(better, new_loss, loss)
+    return v, loss, flips, accepted
+
+
+@pytest.mark.parametrize("shape,masked", [((3, 2, 6, 6), None), ((3, 2, 6, 6), "ones"), ((3, 2, 6, 6), "half"),
+                                          ((2, 1, 30, 3), None)])
+def test_square_linf_follows_its_recurrence(shape, masked):
+    """The window step (no mask) and the full-image step (a mask) give the paper's iterates; an all-ones
+    mask the same points as none. Some pixels sit at the bounds, so clamped windows and flips occur. On the
+    tall narrow image (30 x 3) the window's side is capped by the width (round(sqrt(0.2 * 90)) = 4 > 3)."""
+    from robustlab.attacks import Square
+
+    g = torch.Generator().manual_seed(5)
+    x = torch.rand(shape, generator=g)
+    x[..., 0, :] = 0.0
+    x[..., 1, :] = 1.0
+    c = (x + 0.1 * torch.randn(shape, generator=g)).clamp(0, 1)
+    mask = None if masked is None else torch.ones(shape[1:]) if masked == "ones" else (torch.rand(shape[1:], generator=g) < 0.5).float()
+    eps, queries = 0.1, 60
+    res = Square(rl.ThreatModel("linf", eps, mask=mask), Towards(c), max_queries=queries, p_init=0.8, seed=3)(
+        nn.Flatten(), x, torch.zeros(shape[0], dtype=torch.long))
+    ref_x, ref_loss, flips, accepted = _reference_square_linf(x, c, eps, queries, 0.8, 3, mask)
+    assert torch.allclose(res.x_adv, ref_x, atol=1e-7) and torch.allclose(res.loss, ref_loss, atol=1e-7)
+    assert res.forward_calls.tolist() == [queries] * shape[0] and res.grad_calls.sum() == 0
+    assert flips > 0 and ((accepted > 0) & (accepted < queries - 1)).all()  # every branch is taken
+    if mask is not None:
+        assert torch.equal(res.x_adv * (1 - mask), x * (1 - mask))
+
+
+def _pyramid_ref(rows, cols, q):
+    """sum_{k >= r} 1 / (k + 1)^q at ring distance r from the centre (rows // 2, cols // 2), unnormalised."""
+    ci, cj, n = rows // 2, cols // 2, max(rows // 2, cols // 2) + 1
+    out = torch.zeros(rows, cols, dtype=torch.float64)
+    for i in range(rows):
+        for j in range(cols):
+            r = max(abs(i - ci), abs(j - cj))
+            out[i, j] = sum(1.0 / (k + 1) ** q for k in range(r, n))
+    return out
+
+
+def _meta_bump_ref(s, norm):
+    q, size = (4, lambda t: t.abs().sum()) if norm == "l1" else (2, lambda t: t.norm())
+    top = s // 2
+    bump = torch.zeros(s, s, dtype=torch.float64)
+    if top:
+        bump[:top] = _pyramid_ref(top, s, q) / size(_pyramid_ref(top, s, q))
+    bump[top:] = -_pyramid_ref(s - top, s, q) / size(_pyramid_ref(s - top, s, q))
+    return bump / size(bump)
+
+
+def test_square_meta_bump_by_hand():
+    from robustlab.attacks.square import _meta_bump
+
+    for s in (1, 2, 3, 4, 5, 7):
+        for norm in ("l2", "l1"):
+            assert torch.allclose(_meta_bump(s, torch.zeros(1, dtype=torch.float64), norm), _meta_bump_ref(s, norm),
+                                  atol=1e-12), (s, norm)
+    # s = 3, L2: top row = pyramid(1, 3) = (1/4, 1 + 1/4, 1/4) ... normalised; bottom rows negative
+    b = _meta_bump(3, torch.zeros(1, dtype=torch.float64))
+    assert (b[0] > 0).all() and (b[1:] < 0).all() and abs(float(b.norm()) - 1) < 1e-12
+
+
+def _reference_square_init(x, eps, norm, seed):
+    """The start of Square-L2/L1: a grid of (h // 5)-sized meta-squares from the image's centred offset, a
+    random sign per square and channel and a random transposition per square; L2: rescaled to eps."""
+    b, ch, h, w = x.shape
+    s = max(h // 5, 1)
+    start = (h - 5 * s) // 2 if h >= 5 * s else 0
+    n_h, n_w = h // s, w // s
+    gen = torch.Generator().manual_seed(seed)
+    signs = torch.where(torch.rand(b, n_h, n_w, ch, generator=gen, dtype=x.dtype) < 0.5, -1.0, 1.0)
+    flips = torch.rand(b, n_h, n_w, generator=gen, dtype=x.dtype)
+    bump = _meta_bump_ref(s, norm).to(x.dtype)
+    delta = torch.zeros_like(x)
+    for k in range(b):
+        for i in range(n_h):
+            for j in range(n_w):
+                top, left = start + i * s, start + j * s
+                if top + s <= h and left + s <= w:
+                    bm = bump.T if flips[k, i, j] < 0.5 else bump
+                    delta[k, :, top:top + s, left:left + s] += bm[None] * signs[k, i, j, :, None, None]
+    if norm == "l2":
+        delta = delta / delta.flatten(1).norm(dim=1).view(-1, 1, 1, 1) * eps
+    return delta
+
+
+def lp_norm_of(d, norm):
+    f = d.flatten(1)
+    return f.norm(dim=1) if norm == "l2" else f.abs().sum(1)
+
+
+@pytest.mark.parametrize("norm,eps,shape", [("l2", 0.5, (3, 2, 10, 10)), ("l2", 0.5, (2, 1, 12, 12)),
+                                            ("l1", 2.0, (3, 2, 10, 10)),
+                                            ("l1", 20.0, (2, 2, 15, 15))])
+def test_square_l2_and_l1_start_from_the_meta_square_grid(norm, eps, shape):
+    from robustlab.attacks import Square
+
+    g = torch.Generator().manual_seed(6)
+    x = 0.2 + 0.6 * torch.rand(shape, generator=g, dtype=torch.float64)
+    threat = rl.ThreatModel(norm, eps)
+    res = Square(threat, Towards(x), max_queries=1, seed=4)(nn.Flatten(), x, torch.zeros(shape[0], dtype=torch.long))
+    delta = _reference_square_init(x, eps, norm, 4)
+    assert Square(threat, early_stop=False).early_stop is False and Square(threat).early_stop is True
+    if norm == "l1":  # the unit-L1 bumps sum past eps: projected onto the ball (just inside: eps (1 - 1e-6)) and box
+        assert (delta.flatten(1).abs().sum(1) > eps).all()
+        delta = threat.project(x, x + delta, eps * (1 - 1e-6)) - x
+    assert torch.allclose(res.x_adv - x, delta, atol=1e-12)
+    assert torch.allclose(lp_norm_of(res.x_adv - x, norm), torch.full((shape[0],), eps * (1 - 1e-6 if norm == "l1" else 1),
+                                                                       dtype=x.dtype), atol=1e-9)
+
+
+def test_square_l2_update_moves_mass_between_two_windows():
+    """The paper's L2 move on given draws: window 1 = fresh meta-square (sign per channel, transposed on
+    a coin flip) + its old direction, rescaled per channel to the mass of both windows plus the free
+    budget; window 2 zeroed (before window 1 is written); the whole rescaled to ||delta||_2 = eps."""
+    from robustlab.attacks import Square
+    from robustlab.attacks.base import AttackContext
+
+    b, ch, h, w, eps = 4, 2, 8, 8, 0.7
+    g = torch.Generator().manual_seed(7)
+    x = torch.rand(b, ch, h, w, generator=g, dtype=torch.float64)
+    delta = torch.randn(b, ch, h, w, generator=g, dtype=torch.float64)
+    delta = delta / delta.flatten(1).norm(dim=1).view(-1, 1, 1, 1) * eps * torch.tensor([0.3, 0.6, 0.9, 1.0],
+                                                                                          dtype=torch.float64).view(-1, 1, 1, 1)
+    attack = Square(rl.ThreatModel("l2", eps))
+    for p in (0.25, 0.1):  # sqrt(p h w) = 4 (even: side 5) and 2.5 (side 3, the minimum)
+        side = {0.25: 5, 0.1: 3}[p]
+        ctx = AttackContext(nn.Flatten(), x, torch.zeros(b, dtype=torch.long), attack.threat, Towards(x),
+                            torch.Generator().manual_seed(11))
+        new = attack._l2_update(ctx, delta, p, b, ch, h, w)
+        gen = torch.Generator().manual_seed(11)
+        u1, u2 = torch.rand(b, 2, generator=gen, dtype=x.dtype), torch.rand(b, 2, generator=gen, dtype=x.dtype)
+        flips = torch.rand(b, generator=gen, dtype=x.dtype)
+        signs = torch.where(torch.rand(b, ch, generator=gen, dtype=x.dtype) < 0.5, -1.0, 1.0)
+        bump = _meta_bump_ref(side, "l2")
+        ref = delta.clone()
+        for k in range(b):
+            (t1, l1), (t2, l2) = [[min(int(u[k, a] * (n - side + 1)), n - side) for a, n in ((0, h), (1, w))]
+                                  for u in (u1, u2)]
+            w1, w2 = (slice(t1, t1 + side), slice(l1, l1 + side)), (slice(t2, t2 + side), slice(l2, l2 + side))
+            union = torch.zeros(h, w, dtype=torch.bool)
+            union[w1] = union[w2] = True
+            free = max(eps ** 2 - float(delta[k].norm()) ** 2, 0.0)
+            bm = bump.T if flips[k] < 0.5 else bump
+            for j in range(ch):
+                old = delta[k, j][w1]
+                fresh = bm * signs[k, j] + old / (old.norm() + 1e-10)
+                target = (free / ch + float(delta[k, j][union].norm()) ** 2) ** 0.5
+                ref[k, j][w2] = 0
+                ref[k, j][w1] = fresh / fresh.norm() * target
+            ref[k] = ref[k] / ref[k].norm() * eps
+        assert torch.allclose(new, ref, atol=1e-12), p
+
+
+def test_square_bands_are_exact_and_their_cache_bounded():
+    from robustlab.attacks.square import _BANDS, _bands
+
+    assert _bands(2, 4, "cpu").int().tolist() == [[1, 1, 0, 0], [0, 1, 1, 0], [0, 0, 1, 1]]
+    assert _bands(3, 3, "cpu").int().tolist() == [[1, 1, 1]]
+    for n in range(1, 300):  # more sizes than the cache keeps: the oldest are dropped
+        _bands(1, n, "cpu")
+    assert all(torch.equal(_bands(1, n, "cpu"), torch.eye(n, dtype=torch.bool)) for n in (1, 7, 299))
+    assert len(_BANDS) <= 257
+    assert _bands(2, 4, "cpu").int().tolist() == [[1, 1, 0, 0], [0, 1, 1, 0], [0, 0, 1, 1]]
+
+
+# ----- the engine (attacks/base.py) ----------------------------------------------------------------
+
+class _Sqrt0(nn.Module):
+    """Logits x, plus sqrt(x - x): the value is x, the gradient 0 * inf = NaN."""
+
+    def forward(self, x):
+        f = x.flatten(1)
+        return f + (f - f).sqrt()
+
+
+class _NaNFor(Towards):
+    """Towards c, with a NaN loss for the samples in `bad` (a constant: finite gradients)."""
+
+    def __init__(self, c, bad):
+        super().__init__(c)
+        self.bad = bad
+
+    def loss(self, output, target):
+        loss = super().loss(output, target)
+        return torch.where(self.bad[: len(loss)], torch.full_like(loss, float("nan")), loss)
+
+
+def test_engine_names_nan_gradients_and_nan_losses():
+    from robustlab.errors import ModelOutputError
+
+    model, x, c, y = _problem("linf")
+    threat = rl.ThreatModel("linf", 0.1)
+    with pytest.raises(ModelOutputError, match="^the input gradient contains NaN or inf; the model or loss is not "
+                                               r"differentiable at these inputs \(check for log\(0\)"):
+        FGSM(threat)(_Sqrt0(), x, y)
+    with pytest.raises(ModelOutputError, match="^the objective's loss is NaN for 2 samples, so points cannot be ranked"):
+        FGSM(threat, _NaNFor(c, torch.tensor([True, False, True])))(model, x, y)
+
+
+def test_variable_threat_gradients_are_pulled_back_to_the_parameters():
+    """For a threat whose variable is not the input (colour parameters theta), loss_and_grad returns the
+    gradient with respect to theta: the input gradient mapped back through x' = a x + b."""
+    from robustlab.attacks.base import AttackContext
+    from robustlab.threat import ColorThreat
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 2, 2, generator=g)
+    c = torch.rand(2, 3, 2, 2, generator=g)
+    threat = ColorThreat(eps=1.0)
+    theta = threat.identity(x) + 0.1 * torch.randn(2, 6, generator=g)
+    ctx = AttackContext(nn.Flatten(), x, torch.zeros(2, dtype=torch.long), threat, Towards(c), torch.Generator())
+    loss, grad, _, _ = ctx.loss_and_grad(theta)
+    a, b = theta[:, :3, None, None], theta[:, 3:, None, None]
+    x_new = (a * x + b).clamp(0, 1)
+    inside = ((a * x + b) > 0) & ((a * x + b) < 1)
+    g_x = -2 * (x_new - c) * inside
+    assert torch.allclose(loss, _loss(x_new, c))
+    assert torch.allclose(grad, torch.cat([(g_x * x).sum((2, 3)), g_x.sum((2, 3))], 1), atol=1e-6)
+
+
+def test_a_mask_per_sample_follows_its_sample():
+    """mask_per_sample: row i of the mask belongs to input i; BIM's iterates move only where it is 1."""
+    model, x, c, y = _problem("linf", n=3, d=4, seed=4)
+    mask = torch.tensor([[1.0, 1, 0, 0], [0, 1, 1, 0], [1, 1, 1, 1]]).view(3, 1, 1, 4)
+    threat = rl.ThreatModel("linf", 0.1, mask=mask, mask_per_sample=True)
+    res = BIM(threat, Towards(c), steps=4)(model, x, y)
+    v, points = x, [x]
+    for _ in range(4):
+        v = _project(x, v + 0.025 * (-2 * (v - c) * mask).sign(), 0.1, "linf")
+        points.append(v)
+    ref_x, ref_loss = _best(points, c)
+    assert torch.allclose(res.x_adv, ref_x, atol=1e-6) and torch.allclose(res.loss, ref_loss, atol=1e-7)
+    assert torch.equal(res.x_adv * (1 - mask), x * (1 - mask)) and not torch.equal(res.x_adv, x)
+
+
+class _Offset(rl.threat.VariableThreat):
+    """x' = x + v + offset_i: a variable threat with per-sample state."""
+
+    per_sample_fields = ("offset",)
+
+    def __init__(self, offset, eps):
+        super().__init__("linf", eps)
+        self.offset = offset
+
+    def variable_like(self, x):
+        return torch.zeros_like(x)
+
+    def transform(self, x, v):
+        return x + v + self.offset.view(-1, *[1] * (x.dim() - 1))
+
+
+def test_variable_threat_with_per_sample_state_checks_the_batch():
+    model, x, c, y = _problem("linf", n=3)
+    threat = _Offset(torch.tensor([0.0, 0.01, -0.01]), 0.1)
+    with pytest.raises(rl.InputError, match="^_Offset holds offset for 3 samples but the batch has 2"):
+        FGSM(threat, Towards(c[:2]))(model, x[:2], y[:2])
+    res = FGSM(threat, Towards(c))(model, x, y)
+    step = 0.1 * (-2 * (x + threat.offset.view(-1, 1, 1, 1) - c)).sign()
+    start, moved = x + threat.offset.view(-1, 1, 1, 1), x + threat.offset.view(-1, 1, 1, 1) + step
+    ref_x, _ = _best([start, moved], c)
+    assert torch.allclose(res.x_adv, ref_x, atol=1e-7)
+
+
+class _FirstTwoPixels(nn.Module):
+    """Logits = the first two numbers of the input."""
+
+    def forward(self, x):
+        return x.flatten(1)[:, :2]
+
+
+def test_an_exhausted_oracle_budget_keeps_the_successes_and_says_why_the_rest_stopped():
+    """Square on a score oracle with 3 queries per sample: sample 0 is misclassified from the start (success),
+    sample 1 cannot be broken within eps and runs out of oracle budget (QueryBudgetExceeded ends the attack)."""
+    from robustlab.attacks import Square
+    from robustlab.oracles import ScoreOracle
+
+    x = torch.tensor([[0.9, 0.1, 0.5, 0.5], [0.9, 0.1, 0.5, 0.5]]).view(2, 1, 2, 2)
+    y = torch.tensor([1, 0])
+    oracle = ScoreOracle.from_model(_FirstTwoPixels(), budget=3)
+    res = Square(rl.ThreatModel("linf", 0.1), max_queries=100)(oracle, x, y)
+    assert res.success.tolist() == [True, False]
+    assert res.status == ["success", "oracle_budget"]
+    # sample 0 stops after its first step; sample 1 spent the whole budget (repeated points are free)
+    assert oracle.queries_of([0, 1]).tolist() == [2, 3] and res.forward_calls.tolist() == [2, 7]
+
+
+class _BatchCentred(nn.Module):
+    """Logits x - mean over the batch: a sample's class depends on the other samples in the batch."""
+
+    def forward(self, x):
+        f = x.flatten(1)[:, :2]
+        return f - f.mean(0, keepdim=True)
+
+
+def test_successes_that_do_not_hold_when_re_judged_are_withdrawn(caplog):
+    """Success must hold at x_adv as returned: on a model whose decision depends on the batch, points that
+    succeeded inside the attack's batch of 3 are re-judged in a batch of their own, and those that no
+    longer succeed are reported as failures."""
+    import logging
+
+    x = torch.tensor([[0.50, 0.52], [0.50, 0.54], [0.50, 0.40]]).view(3, 1, 1, 2)
+    y = torch.zeros(3, dtype=torch.long)
+    model = _BatchCentred()
+    with torch.no_grad():  # in the batch of 3, samples 0 and 1 are misclassified; alone together, only sample 1
+        assert (model(x).argmax(1) != y).tolist() == [True, True, False]
+        assert (model(x[:2]).argmax(1) != y[:2]).tolist() == [False, True]
+    with caplog.at_level(logging.DEBUG, logger="robustlab.attacks.base"):
+        res = FGSM(rl.ThreatModel("linf", 0.001))(model, x, y)
+    assert res.success.tolist() == [False, True, False]
+    assert "fgsm: 1 boundary points did not verify" in caplog.text
+    # a decision attack's status follows: HopSkipJump with one query per sample finds its starting points
+    # (the clean inputs) adversarial for samples 0 and 1 in the batch of 3; sample 0's success is withdrawn
+    from robustlab.attacks import HopSkipJump
+
+    res = HopSkipJump(rl.ThreatModel("l2", 0.1), max_queries=1, starting_points=x.clone())(model, x, y)
+    assert res.success.tolist() == [False, True, False]
+    assert res.status == ["done", "success", "no_start"]
+
+
+def test_keep_last_returns_the_last_iterate_judged_once_more():
+    """keep_last (transfer attacks): x_adv is the last iterate, not the best point, with its own loss."""
+    model, x, c, y = _problem("linf", seed=5)
+    attack = PGD(rl.ThreatModel("linf", 0.1), Towards(c), steps=6, step_size=0.07, starting_points=x)
+    attack.keep_last = True
+    res = attack(model, x, y)
+    v, points = x, [x]
+    for _ in range(6):
+        v = _project(x, v + _step(-2 * (v - c), 0.07, "linf"), 0.1, "linf")
+        points.append(v)
+    best, _ = _best(points, c)
+    assert not torch.allclose(best, v)  # the step overshoots: the last iterate is not the best point
+    assert torch.allclose(res.x_adv, v, atol=1e-7) and torch.allclose(res.loss, _loss(v, c), atol=1e-7)
+    assert res.forward_calls.tolist() == [1] * 3 and res.grad_calls.tolist() == [6] * 3
+
+
+def test_several_radii_reuse_the_points_broken_at_a_smaller_one():
+    """eps=[...]: one result per radius in the order given; a sample broken at a smaller radius keeps that
+    point at the larger ones, with no new passes. FGSM moves both logits by eps: sample i breaks iff its
+    margin a_i < 2 eps."""
+    x = torch.tensor([[0.55, 0.5], [0.65, 0.5], [0.75, 0.5], [1.0, 0.3]]).view(4, 1, 1, 2)
+    y = torch.zeros(4, dtype=torch.long)
+    attack = FGSM(rl.ThreatModel("linf", 0.5))
+    assert repr(attack) == "FGSM(linf eps=0.5, CrossEntropy())"
+    r3, r1, r2 = attack(_FirstTwoPixels(), x, y, eps=[0.3, 0.1, 0.2])
+    assert [r.eps for r in (r3, r1, r2)] == [0.3, 0.1, 0.2]
+    assert r1.success.tolist() == [True, True, False, False]
+    assert r2.success.tolist() == r3.success.tolist() == [True, True, True, False]
+    assert r1.grad_calls.tolist() == [1, 1, 1, 1]
+    assert r2.grad_calls.tolist() == [0, 0, 1, 1] and r3.grad_calls.tolist() == [0, 0, 0, 1]
+    assert torch.allclose(r3.x_adv[:2], x[:2] + torch.tensor([-0.1, 0.1]).view(1, 1, 1, 2))
+    assert torch.allclose(r3.x_adv[2], x[2] + torch.tensor([-0.2, 0.2]).view(1, 1, 2))
+    assert torch.allclose(r3.x_adv[3], x[3] + torch.tensor([-0.3, 0.3]).view(1, 1, 2))

@@ -101,6 +101,14 @@ def test_invalid_threat_arguments():
         rl.ThreatModel("l7", 0.1)
 
 
+def test_lp_norm_by_hand_and_names_an_unknown_norm():
+    d = torch.tensor([[3.0, -4.0, 0.0], [0.5, 0.5, -1.0]])
+    assert lp_norm(d, "linf").tolist() == [4.0, 1.0] and torch.allclose(lp_norm(d, "l2"), torch.tensor([5.0, 1.5 ** 0.5]))
+    assert lp_norm(d, "l1").tolist() == [7.0, 2.0]
+    with pytest.raises(rl.InputError, match="^unknown norm 'l7'; known norms: linf, l2, l1$"):
+        lp_norm(d, "l7")
+
+
 # ----- L1 ball intersected with the box (Croce & Hein 2021) ---------------------------------------
 
 def test_l1_box_projection_beats_projecting_then_clipping():
@@ -193,3 +201,83 @@ def test_apply_keeps_the_input_in_bounds_and_applies_the_mask(bounds):
     masked = rl.ThreatModel("linf", 0.25, bounds=bounds, mask=mask).apply(x, delta)
     assert torch.equal(masked[:, :, 2:], x[:, :, 2:])
     assert torch.equal(masked[:, :, :2], torch.clamp(x + delta, lo, hi)[:, :, :2])
+
+
+def test_linf_projection_with_a_radius_per_sample():
+    """eps as a [B] tensor (APGD-L1's phases, per-sample budgets): each row is clipped to its own radius."""
+    x = torch.full((3, 4), 0.5)
+    v = x + torch.tensor([[0.3, -0.3, 0.05, -0.05]]).expand(3, 4)
+    p = rl.ThreatModel("linf", 1.0).project(x, v, torch.tensor([0.1, 0.2, 0.0]))
+    assert torch.allclose(p - x, torch.tensor([[0.1, -0.1, 0.05, -0.05], [0.2, -0.2, 0.05, -0.05], [0.0, 0.0, 0.0, 0.0]]))
+
+
+def test_l1_step_splits_its_size_over_the_top_coordinates():
+    """Sparse L1 steepest ascent: sign(g) on the top (1 - sparsity) share of |g| (ties included), each of
+    size step / (number chosen); zero gradients are never chosen."""
+    threat = rl.ThreatModel("l1", 1.0)
+    g = torch.tensor([[3.0, -2.0, 0.5, 0.1, -4.0, 0.0, 0.2, 1.0, 0.3, -0.4],
+                      [1.0, -1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+                      [0.0] * 10])
+    step = threat.step(g, torch.tensor([0.6, 0.9, 0.5]), l1_sparsity=0.8)  # k = 2 of 10
+    assert torch.allclose(step[0], torch.tensor([0.3, 0, 0, 0, -0.3, 0, 0, 0, 0, 0]))
+    assert torch.allclose(step[1], torch.tensor([0.3, -0.3, 0.3, 0, 0, 0, 0, 0, 0, 0]))  # a three-way tie
+    assert torch.equal(step[2], torch.zeros(10))
+    assert torch.allclose(threat.step(g[:1], 0.6, l1_sparsity=0.6)[0],  # k = 4: 3, -2, -4, 1
+                          torch.tensor([0.15, -0.15, 0, 0, -0.15, 0, 0, 0.15, 0, 0]))
+
+
+def test_project_delta_ignores_the_bounds_but_not_the_ball_or_the_mask():
+    d = torch.tensor([[3.0, 4.0, 0.0], [0.3, -0.4, 2.0]])
+    assert torch.allclose(rl.ThreatModel("l2", 1.0).project_delta(d), torch.tensor([[0.6, 0.8, 0.0], [0.3, -0.4, 2.0]]) /
+                          torch.tensor([[1.0], [(0.09 + 0.16 + 4.0) ** 0.5]]))
+    masked = rl.ThreatModel("linf", 0.5, mask=torch.tensor([1.0, 0.0, 1.0])).project_delta(d)
+    assert torch.equal(masked, torch.tensor([[0.5, 0.0, 0.0], [0.3, 0.0, 0.5]]))
+
+
+def test_parametric_threats_by_hand():
+    """ColorThreat: theta = (contrast per channel, brightness per channel), identity (1.., 0..), box
+    eps * ranges, sign steps scaled by the ranges; BlurLighting: sigma clipped at 0; VariableThreat balls."""
+    from robustlab.threat import BlurLightingThreat, ColorThreat, GeometricThreat, VariableThreat
+
+    x = torch.rand(2, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    color = ColorThreat(eps=0.5, ranges={"brightness": 0.4})
+    assert color.range_values == {"contrast": 0.3, "brightness": 0.4}
+    t0 = color.identity(x)
+    assert torch.equal(t0, torch.tensor([[1.0, 1, 1, 0, 0, 0]] * 2)) and torch.equal(color.zero(x), t0)
+    assert torch.allclose(color.param_ranges(x), torch.tensor([0.15] * 3 + [0.2] * 3))
+    theta = t0 + torch.tensor([[0.1, -0.2, 0.0, 0.3, -0.1, 0.05]] * 2)
+    assert torch.allclose(color.project(x, theta), torch.tensor([[1.1, 0.85, 1.0, 0.2, -0.1, 0.05]] * 2))
+    assert torch.allclose(color.apply(x, theta), (theta[:, :3, None, None] * x + theta[:, 3:, None, None]).clamp(0, 1))
+    grad = torch.tensor([[1.0, -2.0, 0.0, 3.0, -1.0, 2.0]] * 2)
+    assert torch.allclose(color.step(grad, 0.1), torch.tensor([[0.03, -0.03, 0.0, 0.04, -0.04, 0.04]] * 2))
+    grad64 = grad.double()  # a float64 attack keeps its ranges in float64 (0.3 in float32 is 0.30000001)
+    assert torch.equal(color.step(grad64, 0.1), 0.1 * torch.tensor([0.3] * 3 + [0.4] * 3, dtype=torch.float64) * grad64.sign())
+    start = color.init(x, torch.Generator().manual_seed(1))
+    u = torch.rand(2, 6, generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(start, t0 + (2 * u - 1) * color.param_ranges(x))
+    with pytest.raises(rl.InputError, match="unknown parameter 'gamma' for ColorThreat; known: contrast, brightness"):
+        ColorThreat(ranges={"gamma": 1.0})
+
+    blur = BlurLightingThreat(eps=1.0)
+    assert torch.equal(blur.identity(x), torch.zeros(2, 4))
+    assert torch.allclose(blur.project(x, torch.tensor([[-0.5, 0.5, -0.1, 0.2], [2.0, 0.1, 0.1, -0.3]])),
+                          torch.tensor([[0.0, 0.3, -0.1, 0.1], [1.5, 0.1, 0.1, -0.1]]))
+    # no blur, lighting only: x * (1 + gx u + gy v) + bias with u, v = linspace(-1, 1) over width, height
+    theta = torch.tensor([[0.0, 0.2, -0.1, 0.05], [0.0, 0.0, 0.3, 0.0]])
+    u, v = torch.linspace(-1, 1, 4)[None, :], torch.linspace(-1, 1, 4)[:, None]
+    gain = torch.stack([1 + 0.2 * u - 0.1 * v, 1 + 0.3 * v + 0 * u])
+    assert torch.allclose(blur.transform(x, theta), x * gain[:, None] + torch.tensor([0.05, 0.0]).view(2, 1, 1, 1), atol=1e-6)
+    # sigma 1: a separable normalised Gaussian of 7 taps on the replicate-padded image
+    img = torch.arange(1.0, 10.0).view(1, 1, 3, 3)
+    k = torch.exp(-torch.arange(-3.0, 4.0) ** 2 / 2)
+    k = k / k.sum()
+    padded = torch.nn.functional.pad(img, (3, 3, 3, 3), mode="replicate")[0, 0]
+    ref = torch.stack([torch.stack([(k[:, None] * k[None, :] * padded[i:i + 7, j:j + 7]).sum() for j in range(3)])
+                       for i in range(3)])
+    assert torch.allclose(blur.transform(img, torch.tensor([[1.0, 0, 0, 0]])), ref.view(1, 1, 3, 3), atol=1e-5)
+    geo = GeometricThreat()
+    assert torch.allclose(geo.transform(x, geo.identity(x)), x, atol=1e-6)
+
+    assert VariableThreat("linf", 0.1).norm == "linf" and VariableThreat("2", 0.1, bounds=(-1, 1)).bounds == (-1.0, 1.0)
+    with pytest.raises(rl.InputError, match="supports linf and l2 balls"):
+        VariableThreat("l1", 0.1)
