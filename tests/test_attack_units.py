@@ -380,7 +380,7 @@ def _reference_square_linf(x, c, eps, max_queries, p_init, seed, mask=None):
 
 
 @pytest.mark.parametrize("shape,masked", [((3, 2, 6, 6), None), ((3, 2, 6, 6), "ones"), ((3, 2, 6, 6), "half"),
-                                          ((2, 1, 30, 3), None)])
+                                          ((2, 1, 30, 3), None), ((2, 1, 30, 3), "half")])
 def test_square_linf_follows_its_recurrence(shape, masked):
     """The window step (no mask) and the full-image step (a mask) give the paper's iterates; an all-ones
     mask the same points as none. Some pixels sit at the bounds, so clamped windows and flips occur. On the
@@ -728,3 +728,21 @@ def test_several_radii_reuse_the_points_broken_at_a_smaller_one():
     assert torch.allclose(r3.x_adv[:2], x[:2] + torch.tensor([-0.1, 0.1]).view(1, 1, 1, 2))
     assert torch.allclose(r3.x_adv[2], x[2] + torch.tensor([-0.2, 0.2]).view(1, 1, 2))
     assert torch.allclose(r3.x_adv[3], x[3] + torch.tensor([-0.3, 0.3]).view(1, 1, 2))
+
+
+@pytest.mark.parametrize("norm,eps", [("l2", 1.0), ("l1", 2.0), ("linf", 0.1)])
+def test_square_runs_on_images_narrower_than_tall(norm, eps):
+    """Windows are capped by the width as well as the height: a 30 x 3 image (masked for Linf, so the
+    full-image step runs) is attacked without error and every point stays inside the threat model."""
+    import robustlab as rl
+    from robustlab.attacks import Square
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(4, 1, 30, 3, generator=g)
+    lin = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(90, 3))
+    y = lin(x).argmax(1)
+    mask = (torch.rand(1, 30, 3, generator=g) < 0.5).float() if norm == "linf" else None
+    threat = rl.ThreatModel(norm, eps, mask=mask)
+    res = Square(threat, max_queries=60, seed=0)(lin, x, y)
+    assert threat.contains(x, res.x_adv).all()
+    assert int(res.queries.max()) <= 60

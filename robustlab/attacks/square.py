@@ -123,7 +123,7 @@ class Square(IterativeAttack):
             return self._linf_window_step(ctx, s, side)
         delta = s["x_adv"] - x
         if threat.norm == "linf":
-            side = int(min(max(round(math.sqrt(p * h * w)), 1), h - 1 if h > 1 else 1))
+            side = int(min(max(round(math.sqrt(p * h * w)), 1), h - 1 if h > 1 else 1, w))
             window = _window_masks(ctx, side, h, w)
             signs = torch.where(ctx.rand_full((c, 1, 1)) < 0.5, -1.0, 1.0).to(x.dtype) * threat.eps
             new = torch.where(window, signs, delta)
@@ -188,7 +188,7 @@ class Square(IterativeAttack):
         then rescaled to ||delta||_2 = eps."""
         eps = ctx.threat.eps
         side = max(int(round(math.sqrt(p * h * w))), 3)
-        side = min(side + (side % 2 == 0), h - 1 if h > 3 else h)
+        side = min(side + (side % 2 == 0), h - 1 if h > 3 else h, w)  # the reference's h - 1 (square images), and the width
         w1 = _window_masks(ctx, side, h, w).expand(b, c, h, w)
         w2 = _window_masks(ctx, side, h, w).expand(b, c, h, w)
         old_w1 = delta[w1].reshape(b, c, side, side)
