@@ -746,3 +746,540 @@ def test_square_runs_on_images_narrower_than_tall(norm, eps):
     res = Square(threat, max_queries=60, seed=0)(lin, x, y)
     assert threat.contains(x, res.x_adv).all()
     assert int(res.queries.max()) <= 60
+
+
+def test_dct_matrix_is_the_orthonormal_dct_ii():
+    from robustlab.attacks.simba import dct_matrix
+
+    m = dct_matrix(4, torch.float64)
+    n = torch.arange(4, dtype=torch.float64)
+    ref = torch.stack([torch.cos(torch.pi * (n + 0.5) * u / 4) for u in range(4)]) * (2 / 4) ** 0.5
+    ref[0] /= 2 ** 0.5
+    assert m.dtype == torch.float64 and torch.allclose(m, ref, atol=1e-15)
+    assert torch.allclose(m @ m.T, torch.eye(4, dtype=torch.float64), atol=1e-14)
+    assert m[0].tolist() == pytest.approx([0.5] * 4) and m[1, 0] == pytest.approx(0.5 ** 0.5 * 0.9238795325112867)
+
+
+class TowardsRow(Towards):
+    """Towards whose target is the sample's row: loss = -||output - c[target]||^2, so that a subset of the
+    batch (the engine's ``sub``) is judged against its own centres."""
+
+    def loss(self, output, target):
+        return -((output - self.c.flatten(1)[target]) ** 2).sum(1)
+
+
+def _simba_problem(n=3, c=2, h=4, w=3, seed=3):
+    """float64 images with a maximiser c near x: every move's gain is well away from a tie."""
+    g = torch.Generator().manual_seed(seed)
+    x = (0.4 + 0.2 * torch.rand(n, c, h, w, generator=g)).double()
+    cen = x + 0.03 * torch.randn(n, c, h, w, generator=g).double()
+    return x, cen, torch.arange(n)
+
+
+def _simba_reference(d, s):
+    """Coordinates d = coordinate of (x - c) along each direction tried once: minus if it improves the
+    objective (d > s/2), else plus if that improves (d < -s/2), else stay; returns the move and the
+    number of queries (1 per direction, 2 where minus did not improve)."""
+    move = torch.where(d > s / 2, -s, torch.where(d < -s / 2, s, 0.0)).to(d.dtype)
+    return move, 1 + (d <= s / 2).sum(tuple(range(1, d.dim())))
+
+
+def test_simba_pixel_basis_tries_each_coordinate_once():
+    """On -||x - c||^2 with a Linf ball that does not bind, every pixel's move is decided by that pixel alone,
+    whatever the random order: all c*h*w directions tried once give the reference exactly."""
+    from robustlab.attacks import SimBA
+
+    x, cen, y = _simba_problem()
+    s, dim = 0.02, 2 * 4 * 3
+    res = SimBA(rl.ThreatModel("linf", 0.5), TowardsRow(cen), basis="pixel", step_size=s, steps=dim)(nn.Flatten(), x, y)
+    move, queries = _simba_reference(x - cen, s)
+    ref = x + move
+    assert res.x_adv.dtype == torch.float64 and torch.allclose(res.x_adv, ref, atol=1e-8, rtol=0)
+    assert torch.allclose(res.loss, _loss(ref, cen), atol=1e-8, rtol=0)
+    assert res.forward_calls.tolist() == (queries + dim).tolist()
+    # a Linf ball smaller than the step clips every move to eps
+    res = SimBA(rl.ThreatModel("linf", 0.005), TowardsRow(cen), basis="pixel", step_size=s, steps=dim)(nn.Flatten(), x, y)
+    assert torch.allclose(res.x_adv, x + _simba_reference(x - cen, 0.005)[0], atol=1e-8, rtol=0)
+
+
+@pytest.mark.parametrize("freq_dims, low_only", [(None, True), (None, False), (3, True)])
+def test_simba_dct_basis_tries_the_low_frequencies_first(freq_dims, low_only):
+    """DCT basis: the objective is separable in the orthonormal 2-D DCT coordinates too, so trying each
+    direction once gives the reference exactly; with steps = size of the low block (u, v < f, per channel,
+    f = freq_dims or max(h // 4, 2)) only the low frequencies move."""
+    from robustlab.attacks import SimBA
+    from robustlab.attacks.simba import dct_matrix
+
+    x, cen, y = _simba_problem()
+    c, h, w, s = 2, 4, 3, 0.02
+    f = freq_dims or 2
+    low = (torch.arange(h)[:, None] < f) & (torch.arange(w)[None, :] < f)
+    steps = c * int(low.sum()) if low_only else c * h * w
+    attack = SimBA(rl.ThreatModel("l2", 5.0), TowardsRow(cen), step_size=s, steps=steps, freq_dims=freq_dims)
+    assert attack.basis == "dct"
+    res = attack(nn.Flatten(), x, y)
+    dh, dw = dct_matrix(h, torch.float64), dct_matrix(w, torch.float64)
+    d = dh @ (x - cen) @ dw.T
+    if low_only:
+        d = torch.where(low, d, torch.zeros_like(d))   # the high frequencies are not tried: no move
+    move, _ = _simba_reference(d, s)
+    ref = x + dh.T @ move @ dw
+    assert torch.allclose(res.x_adv, ref, atol=1e-8, rtol=0)
+    assert torch.allclose(res.loss, _loss(ref, cen), atol=1e-8, rtol=0)
+    tried = low if low_only else torch.ones(h, w, dtype=torch.bool)
+    not_minus = ((d <= s / 2) & tried).sum((1, 2, 3))
+    assert res.forward_calls.tolist() == (1 + steps + not_minus).tolist()
+
+
+def test_simba_rejects_an_unknown_basis():
+    from robustlab.attacks import SimBA
+
+    from robustlab.errors import InputError
+
+    with pytest.raises(InputError, match="basis"):
+        SimBA(rl.ThreatModel("l2", 1.0), basis="fourier")
+    assert SimBA(rl.ThreatModel("l2", 1.0), basis="pixel").basis == "pixel"
+
+
+def _linear3(seed=4):
+    """A float64 linear classifier on 4 numbers with 3 classes, and 3 inputs it classifies as class 0."""
+    g = torch.Generator().manual_seed(seed)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3)).double()
+    with torch.no_grad():
+        model[1].weight.copy_(torch.randn(3, 4, generator=g).double())
+        model[1].bias.copy_(torch.tensor([1.0, 0.0, -0.1]).double())
+        x = (0.3 + 0.4 * torch.rand(40, 1, 1, 4, generator=g)).double()
+        x = x[model(x).argmax(1) == 0][:3]
+    assert x.shape[0] == 3
+    return model, x, torch.zeros(3, dtype=torch.long)
+
+
+def _reference_deepfool(model, x, y, norm, overshoot, steps):
+    W, b = model[1].weight.detach(), model[1].bias.detach()
+    xs, moves = [], []
+    for i in range(x.shape[0]):
+        v, r_total, lab = x[i].flatten(), torch.zeros(4, dtype=x.dtype), int(y[i])
+        moves.append(0)
+        others = [k for k in model(x[i:i + 1])[0].argsort(descending=True).tolist() if k != lab]
+        for _ in range(steps):
+            out = W @ v + b
+            if out.argmax() != lab:
+                break
+            w = torch.stack([W[k] - W[lab] for k in others])
+            f = torch.stack([out[k] - out[lab] for k in others]).abs()
+            wn = w.norm(dim=1) if norm == "l2" else w.abs().sum(1)
+            dist = (f + 1e-4) / wn
+            j = int(dist.argmin())
+            r = dist[j] / wn[j] * w[j] if norm == "l2" else dist[j] * w[j].sign()
+            r_total = r_total + r
+            v = (x[i].flatten() + (1 + overshoot) * r_total).clamp(0, 1)
+            moves[-1] += 1
+        xs.append(v.view(1, 1, 4))
+    return torch.stack(xs), moves
+
+
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+def test_deepfool_follows_its_recurrence_on_a_linear_model(norm):
+    """On a linear classifier DeepFool's linearisation is exact: one step reaches the nearest boundary
+    (scaled by 1 + overshoot); with overshoot 0 and no 1e-4, the point would sit on it."""
+    from robustlab.attacks import DeepFool
+    from robustlab.threat import lp_norm
+
+    model, x, y = _linear3()
+    for overshoot, steps in ((0.02, 50), (0.5, 3)):
+        res = DeepFool(rl.ThreatModel(norm, 10.0), overshoot=overshoot, steps=steps)(model, x, y)
+        ref, moves = _reference_deepfool(model, x, y, norm, overshoot, steps)
+        assert torch.allclose(res.x_adv, ref, atol=1e-12, rtol=0)
+        # 2 gradients (the other two classes) per step, and one more step that finds the success
+        assert res.grad_calls.tolist() == [2 * (m + 1) for m in moves] and moves == [1, 1, 1]
+        assert res.success.all() and (model(ref).argmax(1) != 0).all()
+        assert torch.allclose(res.loss, -lp_norm(ref - x, norm), atol=1e-12, rtol=0)
+    # early_stop=False: the steps go on past the boundary (further out), the first success stays the best
+    res = DeepFool(rl.ThreatModel(norm, 10.0), steps=4, early_stop=False)(model, x, y)
+    assert torch.allclose(res.x_adv, _reference_deepfool(model, x, y, norm, 0.02, 4)[0], atol=1e-12, rtol=0)
+    assert res.grad_calls.tolist() == [2 * 4] * 3
+    # a radius smaller than the minimal perturbation: the clean point is all that lies inside
+    res = DeepFool(rl.ThreatModel(norm, 1e-6))(model, x, y)
+    assert not res.success.any() and torch.equal(res.x_adv, x)
+
+
+def _reference_cw(model, x, y, steps, bss, c0, lr, kappa, early_stop):
+    """CW-L2 with Adam in tanh space and the per-sample binary search on c; returns, per sample, the
+    successful iterate of smallest norm (or None) and the sequence of constants used."""
+    n = x.shape[0]
+    const = torch.full((n,), c0, dtype=x.dtype)
+    lower, upper = torch.zeros(n, dtype=x.dtype), torch.full((n,), float("inf"), dtype=x.dtype)
+    best = [None] * n
+    best_norm = [float("inf")] * n
+    consts, rounds = [], [0] * n
+    for _ in range(bss):
+        active = [i for i in range(n) if not (early_stop and best[i] is not None)]
+        if not active:
+            break
+        consts.append(const.clone())
+        for i in active:
+            rounds[i] += 1
+        xa = x[active]
+        w = torch.atanh((xa * 2 - 1).clamp(-1 + 1e-6, 1 - 1e-6))
+        m1, m2 = torch.zeros_like(w), torch.zeros_like(w)
+        found = torch.zeros(len(active), dtype=torch.bool)
+        c = const[active]
+        for t in range(1, steps + 1):
+            wr = w.detach().requires_grad_(True)
+            v = (torch.tanh(wr) + 1) / 2
+            out = model(v)
+            z_y = out[:, 0]
+            margin = out[:, 1:].amax(1) - z_y
+            total = (v - xa).flatten(1).pow(2).sum(1) + c * (kappa - margin).clamp_min(0)
+            grad, = torch.autograd.grad(total.sum(), wr)
+            succ = out.argmax(1) != 0
+            for j, i in enumerate(active):
+                nrm = float((v[j] - xa[j]).detach().norm())
+                if succ[j] and nrm < best_norm[i]:
+                    best[i], best_norm[i] = v[j].detach(), nrm
+            found |= succ & (margin.detach() >= kappa)
+            m1 = 0.9 * m1 + 0.1 * grad
+            m2 = 0.999 * m2 + 0.001 * grad * grad
+            w = w - lr * (m1 / (1 - 0.9 ** t)) / ((m2 / (1 - 0.999 ** t)).sqrt() + 1e-8)
+        idx = torch.tensor(active)
+        upper[idx] = torch.where(found, torch.minimum(upper[idx], c), upper[idx])
+        lower[idx] = torch.where(found, lower[idx], torch.maximum(lower[idx], c))
+        const[idx] = torch.where(torch.isfinite(upper[idx]), (lower[idx] + upper[idx]) / 2, c * 10)
+    return best, best_norm, consts, rounds
+
+
+@pytest.mark.parametrize("early_stop, c0", [(False, 0.5), (True, 0.5), (False, 0.02)])
+def test_cw_l2_follows_adam_and_the_binary_search_on_c(early_stop, c0):
+    """CW-L2 on a linear classifier, step by step: Adam on w with x' = (tanh(w) + 1) / 2, the hinge
+    c * max(kappa - margin, 0), and c bisected after a success, multiplied by 10 while none was found;
+    x_adv is the successful iterate of smallest L2 norm."""
+    from robustlab.attacks import CarliniWagnerL2
+
+    model, x, y = _linear3()
+    kw = dict(steps=6, bss=4, c0=c0, lr=0.05, kappa=0.05)
+    res = CarliniWagnerL2(rl.ThreatModel("l2", 10.0), steps=6, binary_search_steps=4, initial_const=c0, lr=0.05,
+                          confidence=0.05, early_stop=early_stop)(model, x, y)
+    best, best_norm, consts, rounds = _reference_cw(model, x, y, early_stop=early_stop, **kw)
+    assert all(b is not None for b in best)
+    assert res.success.all()
+    assert torch.allclose(res.x_adv, torch.stack(best), atol=1e-10, rtol=0)
+    assert torch.allclose(res.loss, -torch.tensor(best_norm, dtype=x.dtype), atol=1e-10, rtol=0)
+    assert res.grad_calls.tolist() == [6 * r for r in rounds]
+    assert rounds == ([1] * 3 if early_stop else [4] * 3)   # early stop: all three succeed in the first round
+    if not early_stop:   # the constants: bisected after a success, x10 before the first one
+        want = [0.5, 0.25, 0.125, 0.0625] if c0 == 0.5 else [0.02, 0.2, 0.11, 0.065]   # x10 once, then bisected
+        assert [c.tolist() for c in consts] == [pytest.approx([v] * 3, rel=1e-12) for v in want]
+
+
+def test_bpda_checks_each_callable_and_keeps_the_input_dtype():
+    from robustlab.attacks import BPDA
+    from robustlab.errors import InputError
+
+    for args in ((nn.Identity(), 3), (3, nn.Identity()), (nn.Identity(), nn.Identity(), 3)):
+        with pytest.raises(InputError, match=r"BPDA\(model, preprocess, approx\): all three must be callables "
+                                             r"\(approx may be None\)"):
+            BPDA(*args)
+    # a preprocessing that answers in float64 (rounding to 1/4): the value is g(x), in the input's dtype
+    x = torch.tensor([[0.1, 0.3, 0.62, 0.9]], requires_grad=True)
+    z = BPDA(nn.Identity(), lambda v: (v.double() * 4).round() / 4).transform(x)
+    assert z.dtype == torch.float32 and z.tolist() == [[0.0, 0.25, 0.5, 1.0]]
+    z.sum().backward()
+    assert x.grad.tolist() == [[1.0] * 4]
+
+
+def _linear_images(seed=6, n=5):
+    """A linear classifier on 1 x 4 x 4 images with 3 classes, and n images with labels."""
+    g = torch.Generator().manual_seed(seed)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+    with torch.no_grad():
+        model[1].weight.copy_(torch.randn(3, 16, generator=g))
+        model[1].bias.zero_()
+    x = 0.2 + 0.6 * torch.rand(n, 1, 4, 4, generator=g)
+    return model, x, model(x).argmax(1).detach()
+
+
+def test_universal_perturbation_follows_projected_sign_ascent_and_round_trips(tmp_path):
+    """One batch of all inputs per epoch: delta <- clip_eps(delta + eps/10 sign(grad of the mean CE at
+    clamp(x + delta))); history is the fooling rate after each epoch; save/load keeps delta, radius, tiling."""
+    from robustlab.attacks import UniversalPerturbation
+
+    model, x, y = _linear_images()
+    threat = rl.ThreatModel("linf", 0.3)
+    up = UniversalPerturbation.fit(model, x, y, threat, epochs=3, batch_size=len(x))
+    delta, hist = torch.zeros(1, 1, 4, 4), []
+    for _ in range(3):
+        d = delta.clone().requires_grad_(True)
+        loss = nn.functional.cross_entropy(model((x + d).clamp(0, 1)), y)
+        g, = torch.autograd.grad(loss, d)
+        delta = (delta + 0.03 * g.sign()).clamp(-0.3, 0.3)
+        hist.append((model((x + delta).clamp(0, 1)).argmax(1) != y).float().mean().item())
+    assert torch.allclose(up.delta, delta, atol=1e-7) and up.history == pytest.approx(hist)
+    assert 0 < hist[-1] and up.success_rate(model, x, y) == pytest.approx(hist[-1])
+    tiled = UniversalPerturbation.fit(model, x, y, threat, epochs=1, batch_size=2, tile=(2, 2))
+    tiled.save(tmp_path / "u.pt")
+    back = UniversalPerturbation.load(tmp_path / "u.pt")
+    assert back.tiled is True and back.threat.eps == 0.3 and torch.equal(back.delta, tiled.delta)
+    assert torch.equal(back.apply(x), tiled.apply(x)) and back.history == tiled.history
+    # a file written before tiles existed has no "tiled": it loads as a full-size perturbation
+    torch.save({"kind": "universal", "delta": up.delta, "norm": "linf", "eps": 0.3, "bounds": (0.0, 1.0),
+                "mask": None, "history": []}, tmp_path / "old.pt")
+    assert UniversalPerturbation.load(tmp_path / "old.pt").tiled is False
+    torch.save({"kind": "patch"}, tmp_path / "p.pt")
+    from robustlab.errors import InputError
+
+    with pytest.raises(InputError, match="universal"):
+        UniversalPerturbation.load(tmp_path / "p.pt")
+
+
+def test_fooling_rate_counts_over_batches():
+    from robustlab.attacks.universal import _fooling_rate
+    from robustlab.objectives import CrossEntropy
+
+    model, x, y = _linear_images(n=5)
+    y_wrong = y.clone()
+    y_wrong[[0, 3]] = (y[[0, 3]] + 1) % 3
+    assert _fooling_rate(model, x, y_wrong, CrossEntropy(), batch_size=2) == pytest.approx(2 / 5)
+    assert _fooling_rate(model, x[:0], y[:0], CrossEntropy()) == 0.0
+
+
+def test_adversarial_patch_follows_signed_ascent_over_random_placements(tmp_path):
+    """fit: patch ~ U(lo, hi) from the seeded generator, then per batch a random order, a random location per
+    image (top, then left), a sign step of lr on the mean CE, clipped to the bounds; apply pastes it at a
+    given location."""
+    from robustlab.attacks import AdversarialPatch
+    from robustlab.attacks.universal import place_patch
+
+    model, x, y = _linear_images()
+    res = AdversarialPatch.fit(model, x, y, size=2, epochs=2, batch_size=len(x), lr=0.3, bounds=(0.1, 0.9), seed=6)
+    gen = torch.Generator().manual_seed(6)
+    patch = 0.1 + 0.8 * torch.rand(1, 2, 2, generator=gen)
+    for _ in range(2):
+        order = torch.randperm(len(x), generator=gen)
+        top = torch.randint(0, 3, (len(x),), generator=gen)
+        left = torch.randint(0, 3, (len(x),), generator=gen)
+        p = patch.clone().requires_grad_(True)
+        loss = nn.functional.cross_entropy(model(place_patch(x[order], p, top, left)), y[order])
+        g, = torch.autograd.grad(loss, p)
+        patch = (patch + 0.3 * g.sign()).clamp(0.1, 0.9)
+    assert torch.allclose(res.patch, patch, atol=1e-7)
+    assert (patch == 0.9).any() and (patch == 0.1).any()      # both bounds bind
+    # apply at given corners: exactly the patch there, the image elsewhere
+    top, left = torch.tensor([0, 2, 1, 0, 2]), torch.tensor([2, 0, 1, 0, 2])
+    out = res.apply(x, top=top, left=left)
+    for i in range(len(x)):
+        t, l = int(top[i]), int(left[i])
+        want = x[i].clone()
+        want[:, t:t + 2, l:l + 2] = res.patch
+        assert torch.equal(out[i], want)
+    # success_rate and history: the placement at seed + 1
+    gen = torch.Generator().manual_seed(7)
+    t2, l2 = torch.randint(0, 3, (len(x),), generator=gen), torch.randint(0, 3, (len(x),), generator=gen)
+    rate = (model(place_patch(x, res.patch, t2, l2)).argmax(1) != y).float().mean().item()
+    assert res.success_rate(model, x, y, seed=7) == pytest.approx(rate) and res.history[-1] == pytest.approx(rate)
+    res.save(tmp_path / "p.pt")
+    back = AdversarialPatch.load(tmp_path / "p.pt")
+    assert torch.equal(back.patch, res.patch) and back.bounds == (0.1, 0.9) and back.history == res.history
+
+
+def _linear2(seed=8):
+    """A float64 linear classifier with 2 classes on 4 numbers, inputs of class 0 and, for each, an
+    adversarial start (class 1); margin f(v) = w . v + b (> 0: class 1)."""
+    g = torch.Generator().manual_seed(seed)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2)).double()
+    with torch.no_grad():
+        model[1].weight.copy_(torch.tensor([[0.0, 0.0, 0.0, 0.0], [1.0, -0.5, 0.8, 0.3]]).double())
+        model[1].bias.copy_(torch.tensor([0.0, -0.9]).double())
+    x = torch.tensor([[0.4, 0.5, 0.3, 0.5], [0.2, 0.6, 0.5, 0.4], [0.5, 0.5, 0.4, 0.3]]).double().view(3, 1, 1, 4)
+    start = torch.tensor([[0.9, 0.2, 0.8, 0.6], [0.8, 0.1, 0.9, 0.7], [0.9, 0.4, 0.9, 0.9]]).double().view(3, 1, 1, 4)
+    y = torch.zeros(3, dtype=torch.long)
+    assert (model(x).argmax(1) == 0).all() and (model(start).argmax(1) == 1).all()
+    return model, x, start, y
+
+
+def _bisect(model, x, start, threshold):
+    """The boundary binary search along x + a (start - x): lo = 0 (clean), hi = 1 (adversarial)."""
+    out, queries = [], []
+    for i in range(x.shape[0]):
+        lo, hi, q = 0.0, 1.0, 0
+        while hi - lo > threshold:
+            mid = (lo + hi) / 2
+            q += 1
+            if model(x[i:i + 1] + mid * (start[i:i + 1] - x[i:i + 1])).argmax(1).item() == 1:
+                hi = mid
+            else:
+                lo = mid
+        out.append(x[i] + hi * (start[i] - x[i]))
+        queries.append(q)
+    return torch.stack(out), queries
+
+
+def test_boundary_attack_starts_from_the_binary_search_and_keeps_its_budget():
+    """Boundary attack, L2: one query checks each start, then a binary search to 1e-3 (10 queries) puts the
+    start on the boundary; with max_queries = 11 that is the result, inside eps or not; each later step
+    spends at most 2 queries and never leaves the adversarial side or moves away from x."""
+    from robustlab.attacks import BoundaryAttack
+    from robustlab.errors import InputError
+
+    model, x, start, y = _linear2()
+    ref, queries = _bisect(model, x, start, 1e-3)
+    assert queries == [10] * 3
+    d = (ref - x).flatten(1).norm(dim=1)
+    eps = float(d[1] + d[0]) / 2   # sample 0 inside, 1 outside (d[0] < d[1])
+    assert d[0] < eps < d[1] and d[2] < eps
+    res = BoundaryAttack(rl.ThreatModel("l2", eps), starting_points=start, max_queries=11)(model, x, y)
+    assert res.success.tolist() == [True, False, True]
+    assert torch.allclose(res.x_adv[[0, 2]], ref[[0, 2]], atol=1e-12, rtol=0) and torch.equal(res.x_adv[1], x[1])
+    assert res.status == ["success", "max_queries", "success"] and res.forward_calls.tolist() == [11] * 3
+    # a radius no sample reaches: they all spend their budget walking; the best point only gets closer
+    res = BoundaryAttack(rl.ThreatModel("l2", 1e-3), starting_points=start, max_queries=31, seed=1)(model, x, y)
+    assert res.status == ["max_queries"] * 3 and res.forward_calls.tolist() == [31] * 3 and not res.success.any()
+    with pytest.raises(InputError, match="the Boundary attack is an L2 attack: use ThreatModel\\('l2', eps\\)"):
+        BoundaryAttack(rl.ThreatModel("linf", 0.1))
+
+
+def test_boundary_attack_steps_stay_adversarial_and_approach_x():
+    from robustlab.attacks import BoundaryAttack
+
+    model, x, start, y = _linear2()
+    ref, _ = _bisect(model, x, start, 1e-3)
+    d0 = (ref - x).flatten(1).norm(dim=1)
+    attack = BoundaryAttack(rl.ThreatModel("l2", 1e-3), starting_points=start, max_queries=200, seed=1,
+                            spherical_step=0.05, source_step=0.05)
+    res = attack(model, x, y)
+    assert not res.success.any() and torch.equal(res.x_adv, x)   # nothing inside eps: the clean input is reported
+    # a large radius and early_stop=False: it walks its whole budget and ends adversarial, closer than it began
+    attack.threat = rl.ThreatModel("l2", 10.0)
+    attack.early_stop = False
+    res = attack(model, x, y)
+    d = (res.x_adv - x).flatten(1).norm(dim=1)
+    assert res.success.all() and (model(res.x_adv).argmax(1) == 1).all()
+    assert (d < d0 - 1e-3).all() and res.forward_calls.max() <= 200
+
+
+def test_hopskipjump_and_rays_reach_the_linear_boundary_within_their_budget():
+    """On a linear classifier: HopSkipJump (L2) from given starts and RayS (Linf) from nothing end on the
+    adversarial side, within 25% (HopSkipJump: its binary-search threshold d^(-3/2) is coarse for d = 4) and 2e-3 (RayS) of the exact minimal distances |f(x)| / ||w||_2 and
+    |f(x)| / ||w||_1, never over max_queries; the first binary search alone (max_queries 11) is the bisection."""
+    from robustlab.attacks import HopSkipJump, RayS
+
+    model, x, start, y = _linear2()
+    w = torch.tensor([1.0, -0.5, 0.8, 0.3]).double()
+    f = -(x.flatten(1) @ w - 0.9)
+    d2, dinf = f / w.norm(), f / w.abs().sum()
+    res = HopSkipJump(rl.ThreatModel("l2", 10.0), starting_points=start, max_queries=300, early_stop=False)(model, x, y)
+    dist = (res.x_adv - x).flatten(1).norm(dim=1)
+    assert res.success.all() and (model(res.x_adv).argmax(1) == 1).all()
+    assert (dist >= d2 - 1e-9).all() and (dist < 1.25 * d2).all() and res.forward_calls.tolist() == [300] * 3
+    res = RayS(rl.ThreatModel("linf", 10.0), max_queries=200, early_stop=False)(model, x, y)
+    dist = (res.x_adv - x).flatten(1).abs().amax(1)
+    assert res.success.all() and (model(res.x_adv).argmax(1) == 1).all() and (res.forward_calls <= 200).all()
+    assert (dist >= dinf - 1e-9).all() and (dist < dinf + 2e-3).all()
+    assert ((res.x_adv >= 0) & (res.x_adv <= 1)).all() and res.x_adv.unique().numel() > 2
+
+
+def test_random_transform_and_survival_rate_draw_from_their_generator():
+    """RandomTransform: u ~ U[0,1)^[B, P] from its generator, theta = identity + (2u - 1) * range (colour:
+    contrast 1 +- 0.3 eps, brightness +- 0.2 eps); survival_rate: the fraction of n such draws (generator
+    seeded with `seed`) under which each sample stays misclassified."""
+    from robustlab.attacks.parametric import ParametricPGD, RandomTransform, survival_rate
+    from robustlab.threat import ColorThreat
+
+    model, x, y = _linear_images(n=4)
+    x = 0.3 + 0.3 * x           # in [0.36, 0.54]: no colour draw leaves the box
+    threat = ColorThreat(eps=1.0)
+    rt = RandomTransform(nn.Identity(), threat, torch.Generator().manual_seed(5))
+    g = torch.Generator().manual_seed(5)
+    for _ in range(2):
+        u = torch.rand(4, 2, generator=g)
+        want = (1 + (2 * u[:, :1] - 1) * 0.3).view(4, 1, 1, 1) * x + ((2 * u[:, 1:] - 1) * 0.2).view(4, 1, 1, 1)
+        assert torch.allclose(rt(x), want, atol=1e-6)
+    g = torch.Generator().manual_seed(9)
+    hits = torch.zeros(4)
+    for _ in range(7):
+        u = torch.rand(4, 2, generator=g)
+        v = (1 + (2 * u[:, :1] - 1) * 0.3).view(4, 1, 1, 1) * x + ((2 * u[:, 1:] - 1) * 0.2).view(4, 1, 1, 1)
+        hits += (model(v).argmax(1) != y).float()
+    rate = survival_rate(model, x, y, threat, n=7, seed=9)
+    assert torch.allclose(rate, hits / 7) and 0 < rate.sum() < 4
+    # ParametricPGD passes its settings on
+    a = ParametricPGD(threat, "margin", steps=3, rel_step=0.2, restarts=2, random_start=False, early_stop=False, seed=4)
+    assert (a.restarts, a.random_start, a.early_stop, a.seed, a.objective.name, a.steps) == (2, False, False, 4, "margin", 3)
+
+
+def test_nes_and_bandits_budgets_and_settings():
+    """NES: steps = (max_queries - 1) // (2 n + 1); Bandits-TD: (max_queries - 1) // 3; both pass early_stop
+    and seed on; on -||x - c||^2 they raise the loss and spend what they announce."""
+    from robustlab.attacks import NES, BanditsTD
+
+    assert NES(rl.ThreatModel("linf", 0.1), n_samples=4, max_queries=50).steps == 5
+    b = BanditsTD(rl.ThreatModel("linf", 0.1), max_queries=50, early_stop=False, seed=3)
+    assert b.steps == 16 and isinstance(b.steps, int) and b.early_stop is False and b.seed == 3
+    model, x, c, _ = _problem("linf", n=3, d=4, seed=2)
+    y = torch.arange(3)
+    x, c = x.expand(3, 1, 8, 4).contiguous(), c.expand(3, 1, 8, 4).contiguous()
+    clean = _loss(x, c)
+    nes = NES(rl.ThreatModel("linf", 0.1), TowardsRow(c), n_samples=3, sigma=0.01, step_size=0.01, max_queries=29)
+    res = nes(model, x, y)
+    assert nes.steps == 4 and (res.loss > clean).all() and (res.x_adv - x).abs().max() <= 0.1 + 1e-6
+    assert res.forward_calls.max() <= 29
+    r1 = BanditsTD(rl.ThreatModel("linf", 0.1), TowardsRow(c), max_queries=31, seed=1)(model, x, y)
+    r2 = BanditsTD(rl.ThreatModel("linf", 0.1), TowardsRow(c), max_queries=31, seed=2)(model, x, y)
+    assert (r1.loss > clean).all() and (r1.forward_calls <= 31).all()
+    assert not torch.equal(r1.x_adv, r2.x_adv)          # the seed reaches the random directions
+
+
+def test_ensemble_input_diversity_and_transfer():
+    """Ensemble: weighted mean of logits; InputDiversity: resize to rnd in [h, 1.15 h], pad at a random
+    corner to int(1.15 h) + 1, resize back (nearest), from its generator; transfer_attack and transfer_matrix
+    count success on the target among its clean-correct points, with the surrogate seen through diversity."""
+    import torch.nn.functional as F
+    from robustlab.attacks.transfer import (Ensemble, InputDiversity, TransferMatrix, _default_attack,
+                                            transfer_attack, transfer_matrix)
+
+    model, x, y = _linear_images(n=6)
+    other = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+    with torch.no_grad():
+        other[1].weight.copy_(model[1].weight + 0.5 * torch.randn(3, 16, generator=torch.Generator().manual_seed(2)))
+        other[1].bias.zero_()
+    assert torch.allclose(Ensemble([model, other], [1, 3])(x), 0.25 * model(x) + 0.75 * other(x), atol=1e-6)
+    assert torch.allclose(Ensemble([model, other])(x), 0.5 * model(x) + 0.5 * other(x), atol=1e-6)
+    img = torch.arange(36.0).view(1, 1, 6, 6)
+    div = InputDiversity(nn.Identity(), p=1.0, generator=torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(0)
+    for _ in range(4):
+        torch.rand((), generator=g)
+        rnd = int(torch.randint(6, 7, (), generator=g))     # big = int(6 * 1.15) + 1 = 7
+        r = F.interpolate(img, size=(rnd, rnd), mode="nearest")
+        top = int(torch.randint(0, 7 - rnd + 1, (), generator=g))
+        left = int(torch.randint(0, 7 - rnd + 1, (), generator=g))
+        want = F.interpolate(F.pad(r, (left, 7 - rnd - left, top, 7 - rnd - top)), size=(6, 6), mode="nearest")
+        assert torch.equal(div(img), want)
+    threat = rl.ThreatModel("linf", 0.2)
+    res = transfer_attack(model, other, x, y, threat, diversity=1.0, seed=2)
+    crafted = _default_attack(threat, 2)(InputDiversity(model, p=1.0, generator=torch.Generator().manual_seed(2)), x, y)
+    assert torch.equal(res.x_adv, crafted.x_adv)
+    correct = other(x).argmax(1) == y
+    fooled = other(res.x_adv).argmax(1) != y
+    assert res.target_correct_clean.tolist() == correct.tolist() and not correct.all() and correct.any()
+    assert res.target_success.tolist() == (fooled & correct).tolist()
+    as_list = transfer_attack(model, lambda v: other(v).argmax(1).tolist(), x, y, threat, diversity=1.0, seed=2)
+    assert as_list.target_success.tolist() == res.target_success.tolist()
+    assert as_list.target_correct_clean.tolist() == correct.tolist()
+    m = transfer_matrix({"a": model, "b": other}, x, y, threat, diversity=1.0)
+    assert torch.equal(m.rates, transfer_matrix({"a": model, "b": other}, x, y, threat, diversity=1.0, seed=0).rates)
+    seed0 = transfer_attack(model, other, x, y, threat, diversity=1.0).x_adv
+    assert m.rates[0, 1].item() == pytest.approx(float(((other(seed0).argmax(1) != y) & correct).sum() / correct.sum()))
+    md = TransferMatrix(["a", "b"], torch.tensor([[1.0, 0.25], [0.5, 0.875]])).to_markdown()
+    assert md == "| source \\ target | a | b |\n|---|---|---|\n| a | 100.0% | 25.0% |\n| b | 50.0% | 87.5% |"
+
+
+def test_adversarial_patch_names_the_image_size_it_does_not_fit():
+    from robustlab.attacks import AdversarialPatch
+    from robustlab.errors import InputError
+
+    model, x, y = _linear_images(n=2)
+    with pytest.raises(InputError, match=r"patch size 5 exceeds the image size \(4, 4\)"):
+        AdversarialPatch.fit(model, x, y, size=5)
+    # inputs with more leading axes (e.g. a pair of views, placed by a task's hook): the last two are the image
+    with pytest.raises(InputError, match=r"patch size 5 exceeds the image size \(4, 4\)"):
+        AdversarialPatch.fit(model, x[:, None].expand(2, 2, 1, 4, 4), y, size=5)
