@@ -107,7 +107,7 @@ def bench_pgd(model, x, y, eps, steps, alpha, batch, repeats, torchattacks):
 def demo_time() -> list[str]:
     """The demo's job (`robustlab run configs/quickstart.yaml`, what `make demo` runs after the venv exists)
     in a fresh runs folder, its own process with the Makefile's thread setting: wall time and the robust
-    accuracies from its summary."""
+    accuracies from each model's evaluation.json."""
     import json
     import os
     import subprocess

@@ -118,12 +118,13 @@ class Square(IterativeAttack):
         x, threat = ctx.x, ctx.threat
         b, c, h, w = x.shape
         p = square_p(self.p_init, i + 1, self.max_queries)
+        # Linf window side: sqrt(p H W), at most H - 1 (the reference's cap for square images) and W
+        linf_side = int(min(max(round(math.sqrt(p * h * w)), 1), h - 1 if h > 1 else 1, w))
         if threat.norm == "linf" and threat.mask is None and threat.variable_is_point:
-            side = int(min(max(round(math.sqrt(p * h * w)), 1), h - 1 if h > 1 else 1, w))
-            return self._linf_window_step(ctx, s, side)
+            return self._linf_window_step(ctx, s, linf_side)
         delta = s["x_adv"] - x
         if threat.norm == "linf":
-            side = int(min(max(round(math.sqrt(p * h * w)), 1), h - 1 if h > 1 else 1, w))
+            side = linf_side
             window = _window_masks(ctx, side, h, w)
             signs = torch.where(ctx.rand_full((c, 1, 1)) < 0.5, -1.0, 1.0).to(x.dtype) * threat.eps
             new = torch.where(window, signs, delta)
