@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 import robustlab as rl
+from robustlab import cpu as rl_cpu
 from robustlab import geometry as G
 from robustlab.training import TrainConfig, train
 
@@ -146,6 +147,7 @@ def main(argv=None):
     ap.add_argument("--no-surface", action="store_true", help="skip the 21 x 21 surface timing")
     ap.add_argument("--out", default=None, help="also write the table to this markdown file")
     args = ap.parse_args(argv)
+    rl_cpu.tune_allocator()  # both libraries share the process, so both gain
     torch.set_num_threads(1)
     model = trained_model()
     test = rl.load_dataset("mnist", "test").subset(args.n)

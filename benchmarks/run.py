@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 import robustlab as rl
+from robustlab import cpu as rl_cpu
 from robustlab.training import TrainConfig, load_weights, save_weights, train
 
 CACHE = Path(__file__).resolve().parents[1] / "data-cache" / "bench"
@@ -140,6 +141,7 @@ def main() -> int:
     ap.add_argument("--only", default="pgd,square,suite,hsj,training,demo", help="comma-separated sections")
     args = ap.parse_args()
     sections = set(args.only.split(","))
+    rl_cpu.tune_allocator()  # both libraries share the process, so both gain
     torch.set_num_threads(args.threads)
     try:
         import torchattacks

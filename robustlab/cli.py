@@ -531,6 +531,9 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # SIGTERM (e.g. a job scheduler's kill) unwinds like Ctrl-C: temporaries are removed, locks released
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    from .cpu import tune_allocator
+
+    tune_allocator()  # keep freed buffers: passes stop page-faulting them in anew (robustlab.cpu)
     try:
         from .runs.schema import check_cli_args
 

@@ -10,7 +10,9 @@ derivative is written with two bilinear pieces whose own derivatives are explici
     gx = conv_input_grad(gO, w)   d/dgO: conv(ggx, w)       d/dw: weight_grad(ggx, gO)
     gw = conv_weight_grad(gO, x)  d/dgO: conv(x, ggw)       d/dx: conv_input_grad(gO, ggw)
 
-each computed only where ``needs_input_grad`` says so, with the native convolution backward kernels.
+each computed only where ``needs_input_grad`` says so, with the native convolution backward kernels,
+except the input gradients of strided 2-D convolutions on CPUs, which are forward convolutions over
+the stride phases (:mod:`robustlab.cpu`; 3-5x faster than oneDNN's kernel there).
 The values are identical up to rounding; third derivatives are not supported (not needed for H v).
 ``hvp_convolutions()`` routes ``torch.nn.functional.conv{1,2,3}d`` calls through these while it is
 active; anything it does not cover (string padding, non-tensor arguments) goes the usual way.
@@ -20,6 +22,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
+
+from ..cpu import conv2d_input_grad, phase_grad_applies
 
 _CONVS = {F.conv1d: 1, F.conv2d: 2, F.conv3d: 3}
 
@@ -32,6 +36,15 @@ def _backward(gO, x, w, cfg, mask):
     stride, padding, dilation, groups = cfg
     return torch.ops.aten.convolution_backward(gO, x, w, None, stride, padding, dilation, False,
                                                [0] * len(stride), groups, mask)
+
+
+def _input_grad(gO, x, w, cfg):
+    """d/dx only: by stride phases (:func:`robustlab.cpu.conv2d_input_grad`) where that covers the
+    convolution, else the native kernel."""
+    stride, padding, dilation, groups = cfg
+    if len(stride) == 2 and phase_grad_applies(x, w, stride, padding, dilation, groups):
+        return conv2d_input_grad(gO, w, x.shape[-2:], stride, padding)
+    return _backward(gO, x, w, cfg, [True, False, False])[0]
 
 
 def _forward(x, w, cfg):
@@ -51,7 +64,7 @@ class _ConvGrad(torch.autograd.Function):
     @staticmethod
     def forward(gO, other, shape, cfg, which):
         if which == "x":
-            return _backward(gO, shape, other, cfg, [True, False, False])[0]
+            return _input_grad(gO, shape, other, cfg)
         return _backward(gO, other, shape, cfg, [False, True, False])[1]
 
     @staticmethod
@@ -68,7 +81,7 @@ class _ConvGrad(torch.autograd.Function):
             d_other = _backward(gO, gg, other, ctx.cfg, [False, True, False])[1] if need_other else None
         else:  # other = x, gg = d(gw): d/dgO conv(x, gg), d/dx input grad of (gO, gg)
             d_gO = _forward(other, gg, ctx.cfg) if need_gO else None
-            d_other = _backward(gO, other, gg, ctx.cfg, [True, False, False])[0] if need_other else None
+            d_other = _input_grad(gO, other, gg, ctx.cfg) if need_other else None
         return d_gO, d_other, None, None, None
 
 
@@ -92,7 +105,8 @@ class _Conv(torch.autograd.Function):
     def backward(ctx, gO):
         x, w = ctx.saved_tensors
         if not torch.is_grad_enabled():  # a plain backward (the H v pass itself): one fused native call
-            gx, gw, _ = _backward(gO, x, w, ctx.cfg, [ctx.needs_input_grad[0], ctx.needs_input_grad[1], False])
+            gx = _input_grad(gO, x, w, ctx.cfg) if ctx.needs_input_grad[0] else None
+            gw = _backward(gO, x, w, ctx.cfg, [False, True, False])[1] if ctx.needs_input_grad[1] else None
             gb = gO.sum([0, *range(2, gO.dim())]) if ctx.needs_input_grad[2] else None
             return gx, gw, gb, None
         gx = _ConvGrad.apply(gO, w, x.detach(), ctx.cfg, "x") if ctx.needs_input_grad[0] else None
