@@ -69,14 +69,23 @@ def conv2d_input_grad(g: torch.Tensor, weight: torch.Tensor, input_size, stride,
     _, c_in, kh, kw = weight.shape
     (h, w), (sh, sw), (ph, pw) = _pair(input_size), _pair(stride), _pair(padding)
     mh, mw = -(-kh // sh), -(-kw // sw)
-    # zero taps make every phase's sub-kernel mh x mw; phases become output channels, flipped
-    wp = F.pad(weight, (0, mw * sw - kw, 0, mh * sh - kh))
-    wk = wp.reshape(c_out, c_in, mh, sh, mw, sw).permute(1, 3, 5, 0, 2, 4).flip(4, 5)
-    out = F.conv2d(g, wk.reshape(c_in * sh * sw, c_out, mh, mw), padding=(mh - 1, mw - 1))
     qh, qw = h_out + mh - 1, w_out + mw - 1
-    # phase (rh, rw), position (a, b) is input position (a sh + rh - ph, b sw + rw - pw): interleave,
-    # then shift by the padding (crop, or zeros where no output reaches)
-    full = out.view(n, c_in, sh, sw, qh, qw).permute(0, 1, 4, 2, 5, 3).reshape(n, c_in, qh * sh, qw * sw)
+    # zero taps make every phase's sub-kernel mh x mw; the phases, flipped, become output channels
+    wp = F.pad(weight, (0, mw * sw - kw, 0, mh * sh - kh)).reshape(c_out, c_in, mh, sh, mw, sw)
+    if c_in >= 8:  # channels-last: oneDNN's faster layout here, and the interleave moves c_in-long runs
+        wk = wp.permute(3, 5, 1, 0, 2, 4).flip(4, 5).reshape(sh * sw * c_in, c_out, mh, mw)
+        out = F.conv2d(g.contiguous(memory_format=torch.channels_last),
+                       wk.contiguous(memory_format=torch.channels_last), padding=(mh - 1, mw - 1))
+        # out[n, (rh, rw, c), a, b] is input position (a sh + rh - ph, b sw + rw - pw)
+        full = out.permute(0, 2, 3, 1).reshape(n, qh, qw, sh, sw, c_in).permute(0, 1, 3, 2, 4, 5)
+        full = full.reshape(n, qh * sh, qw * sw, c_in).permute(0, 3, 1, 2)
+    else:  # few input channels: the contiguous layout, channels ordered (c, rh, rw)
+        wk = wp.permute(1, 3, 5, 0, 2, 4).flip(4, 5).reshape(c_in * sh * sw, c_out, mh, mw)
+        out = F.conv2d(g, wk, padding=(mh - 1, mw - 1))
+        full = out.view(n, c_in, sh, sw, qh, qw).permute(0, 1, 4, 2, 5, 3).reshape(n, c_in, qh * sh, qw * sw)
+    # shift by the padding: a view where it only crops, zeros where no output reaches
+    if ph >= 0 and pw >= 0 and ph + h <= qh * sh and pw + w <= qw * sw:
+        return full[:, :, ph:ph + h, pw:pw + w]
     return F.pad(full, (-pw, pw + w - qw * sw, -ph, ph + h - qh * sh))
 
 
