@@ -136,20 +136,12 @@ class FABT(Attack):
         x0 = ctx.x
         y, t = labels_full[ctx.index], targets_full[ctx.index]
         x_k = x0.clone()
-        graph = None  # x_k's forward pass with its graph, when the previous step's check made it
         for _ in range(self.steps):
+            x_req = x_k.detach().requires_grad_(True)
             with torch.enable_grad():
-                if graph is None:
-                    leaves = [x_k.detach().requires_grad_(True)]
-                    out = ctx._forward(leaves[0])
-                    keep = stepped = None
-                else:
-                    leaves, out, keep, stepped = graph
+                out = ctx._forward(x_req)
                 g = out.gather(1, y[:, None]).squeeze(1) - out.gather(1, t[:, None]).squeeze(1)
-                grads = torch.autograd.grad(g.sum(), leaves)
-            w = grads[0] if keep is None else grads[0][keep]
-            if stepped is not None:
-                w[stepped] = grads[1]
+                w, = torch.autograd.grad(g.sum(), x_req)
             ctx.grad_calls[ctx.index] += 1
             out, g = out.detach(), g.detach()
             self._record(ctx, x_k, out)
@@ -165,35 +157,18 @@ class FABT(Attack):
             alpha = (n_k / (n_k + n_0)).clamp(0, self.alpha_max)
             a = per_sample(alpha, x_k)
             x_next = ((1 - a) * (x_k + self.eta * d_k) + a * (x0 + self.eta * d_0)).clamp(lo, hi)
-            # the check of x_next keeps its graph: where x_next becomes the next x_k (not stepped
-            # back), the next step's gradient needs no forward pass of its own
-            leaf = x_next.detach().requires_grad_(True)
-            with torch.enable_grad():
-                out_next = ctx._forward(leaf)
+            with torch.no_grad():
+                out_next = ctx._forward(x_next)
             ctx.forward_calls[ctx.index] += 1
-            adv = self._record(ctx, x_next, out_next.detach())
+            adv = self._record(ctx, x_next, out_next)
             x_k = torch.where(per_sample(adv, x_next), (1 - self.beta) * x0 + self.beta * x_next, x_next).detach()
-            keep = None
             if self.early_stop:
                 live = ctx.unbroken()
                 if not live.all():
                     ctx.shrink(live)
-                    x0, x_k, y, t, adv, keep = ctx.x, x_k[live], y[live], t[live], adv[live], live
+                    x0, x_k, y, t = ctx.x, x_k[live], y[live], t[live]
                     if ctx.n_active == 0:
                         break
-            graph = self._graph_at(ctx, x_k, leaf, out_next, keep, adv)
-
-    @staticmethod
-    def _graph_at(ctx: AttackContext, x_k, leaf, out_next, keep, stepped):
-        """(leaves, output with graph, rows of the leaf kept, rows stepped back) for x_k: the check's
-        pass where x_k = x_next, a fresh pass (one more forward) only for the rows stepped back."""
-        out = out_next if keep is None else out_next[keep]
-        if not bool(stepped.any()):
-            return [leaf], out, keep, None
-        back = x_k[stepped].detach().requires_grad_(True)
-        with torch.enable_grad():
-            out = out.index_put((stepped.nonzero().squeeze(1),), ctx._forward(back))
-        return [leaf, back], out, keep, stepped
 
     def _record(self, ctx: AttackContext, x_adv, out) -> torch.Tensor:
         """Record misclassified points inside eps with loss -norm (the engine keeps the smallest);
