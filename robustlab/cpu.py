@@ -9,14 +9,15 @@ holds its peak heap until it exits. The CLI and the benchmarks call it; library 
 
 **Input gradients of strided convolutions.** The gradient of ``conv2d(x, w, stride=s)`` with
 respect to ``x`` is a transposed convolution; oneDNN's kernel for it is several times slower on
-these CPUs than a forward convolution of the same size (20 ms vs 3-4 ms for the demo CNN's second
-layer on 512 images). Split by output phase, it *is* forward convolutions: for every residue
+these CPUs than a forward convolution of the same size (8-20 ms vs 3-4 ms for the demo CNN's second
+layer on 512 images, 12-16 ms vs under 1 ms for its first). Split by output phase, it *is* forward convolutions: for every residue
 ``r`` of ``i + p`` modulo ``s`` (per spatial axis), the input positions with that residue receive
 
     gx[i] = sum_m w[r + s m] g[(i + p - r) / s - m],
 
 a stride-1 correlation of ``g`` with the flipped sub-kernel ``w[r::s]``. All ``s^2`` phases are
-stacked as output channels of one forward convolution and interleaved into ``gx``; the values
+stacked as output channels of one forward convolution (channels-last where the layer has 8 or
+more input channels) and interleaved into ``gx``; the values
 equal the native gradient up to float rounding (tests). :class:`FastInputGradients` routes
 ``F.conv2d`` through this while attacks take input gradients on a CPU (groups 1, dilation 1,
 stride > 1; everything else goes the usual way). Disable with ``ROBUSTLAB_FAST_CONV_GRAD=0``.
@@ -82,7 +83,7 @@ def conv2d_input_grad(g: torch.Tensor, weight: torch.Tensor, input_size, stride,
     else:  # few input channels: the contiguous layout, channels ordered (c, rh, rw)
         wk = wp.permute(1, 3, 5, 0, 2, 4).flip(4, 5).reshape(c_in * sh * sw, c_out, mh, mw)
         out = F.conv2d(g, wk, padding=(mh - 1, mw - 1))
-        full = out.view(n, c_in, sh, sw, qh, qw).permute(0, 1, 4, 2, 5, 3).reshape(n, c_in, qh * sh, qw * sw)
+        full = out.reshape(n, c_in, sh, sw, qh, qw).permute(0, 1, 4, 2, 5, 3).reshape(n, c_in, qh * sh, qw * sw)
     # shift by the padding: a view where it only crops, zeros where no output reaches
     if ph >= 0 and pw >= 0 and ph + h <= qh * sh and pw + w <= qw * sw:
         return full[:, :, ph:ph + h, pw:pw + w]

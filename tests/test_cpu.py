@@ -150,3 +150,16 @@ def test_attack_engine_takes_gradients_by_phases_with_the_native_results(monkeyp
     for a, b in zip(native, fast):
         assert torch.equal(a.success, b.success)
         assert float((a.x_adv - b.x_adv).abs().max()) < 1e-4
+
+
+@pytest.mark.parametrize("c_in", [1, 3, 8, 16])
+def test_phase_input_grad_takes_either_layout_of_g(c_in):
+    """Both branches (few channels: contiguous; >= 8: channels-last) give the native gradient for a
+    contiguous and a channels-last output gradient."""
+    torch.manual_seed(2)
+    x = torch.randn(3, c_in, 12, 10, dtype=torch.float64)
+    w = torch.randn(5, c_in, 4, 3, dtype=torch.float64)
+    g = torch.randn_like(F.conv2d(x, w, stride=(2, 3), padding=(1, 1)))
+    ref = native_input_grad(g, x, w, (2, 3), (1, 1))
+    for gg in (g, g.contiguous(memory_format=torch.channels_last)):
+        assert torch.allclose(cpu.conv2d_input_grad(gg, w, (12, 10), (2, 3), (1, 1)), ref, atol=1e-12)
