@@ -65,7 +65,7 @@ def interleaved(jobs: dict, repeats: int) -> tuple[dict, dict]:
     return results, {k: statistics.median(v) for k, v in times.items()}
 
 
-def bench_hessian(model, x, y, batches: int, repeats: int = 3):
+def bench_hessian(model, x, y, batches: int, ref_tr, repeats: int = 3):
     from pyhessian import hessian as PyHessian
 
     loader = [(x[i::batches], y[i::batches]) for i in range(batches)] if batches > 1 else None
@@ -123,7 +123,6 @@ def bench_hessian(model, x, y, batches: int, repeats: int = 3):
                                                      f"reference {ref:.4f}"))
     vhv, n_tr = res["ph_trace"]
     mean_ph = sum(vhv) / len(vhv)
-    ref_tr = reference_trace(model, x, y)
     se_ph = float(torch.tensor(vhv).std() / math.sqrt(len(vhv))) if len(vhv) > 1 else float("nan")
     for key, label in (("trace", "trace (Hutchinson, as many products)"), ("hutch++", "trace (Hutch++, half the products)")):
         tr = res[key]
@@ -135,15 +134,9 @@ def bench_hessian(model, x, y, batches: int, repeats: int = 3):
     return rows
 
 
-_REFERENCE_TRACES: dict = {}
-
-
 def reference_trace(model, x, y):
-    """tr(H) to ~0.1%: Hutch++ with 900 products (independent seed), once per model and data."""
-    key = (id(model), x.data_ptr(), len(x))
-    if key not in _REFERENCE_TRACES:
-        _REFERENCE_TRACES[key] = G.hessian_trace(model, (x, y), samples=900, seed=7, method="hutch++")
-    return _REFERENCE_TRACES[key]
+    """tr(H) to ~0.1%: Hutch++ with 900 products (independent seed)."""
+    return G.hessian_trace(model, (x, y), samples=900, seed=7, method="hutch++")
 
 
 def bench_surface(model, x, y):
@@ -173,8 +166,9 @@ def main(argv=None):
              f"(load average {load:.1f} on {os.cpu_count()} cores at the start).", "",
              "| quantity | data | PyHessian 0.1 | robustlab | rel. diff / z | PyHessian s | robustlab s | ratio | note |",
              "|---|---|---|---|---|---|---|---|---|"]
+    ref_tr = reference_trace(model, x, y)
     for batches in [int(b) for b in args.batches.split(",")]:
-        for name, a, b, d, ta, tb, note in bench_hessian(model, x, y, batches, args.repeats):
+        for name, a, b, d, ta, tb, note in bench_hessian(model, x, y, batches, ref_tr, args.repeats):
             lines.append(f"| {name} | {'1 batch' if batches == 1 else f'{batches} batches'} | {a} | {b} | {d} | "
                          f"{ta:.2f} | {tb:.2f} | {tb / ta:.2f} | {note} |")
             print(lines[-1], flush=True)

@@ -20,7 +20,8 @@ stacked as output channels of one forward convolution (channels-last where the l
 more input channels) and interleaved into ``gx``; the values
 equal the native gradient up to float rounding (tests). :class:`FastInputGradients` routes
 ``F.conv2d`` through this while attacks take input gradients on a CPU (groups 1, dilation 1,
-stride > 1; everything else goes the usual way). Disable with ``ROBUSTLAB_FAST_CONV_GRAD=0``.
+stride > 1; everything else goes the usual way), and the Hessian-vector products of
+:mod:`robustlab.geometry.convgrad` use it too. ``ROBUSTLAB_FAST_CONV_GRAD=0`` turns off both.
 """
 from __future__ import annotations
 
@@ -90,9 +91,22 @@ def conv2d_input_grad(g: torch.Tensor, weight: torch.Tensor, input_size, stride,
     return F.pad(full, (-pw, pw + w - qw * sw, -ph, ph + h - qh * sh))
 
 
+def _enabled() -> bool:
+    return os.environ.get("ROBUSTLAB_FAST_CONV_GRAD", "1") != "0"
+
+
+def conv_arguments(args: tuple, kwargs: dict) -> dict:
+    """The arguments of an ``F.conv{1,2,3}d`` call by name (for the TorchFunctionModes that reroute it)."""
+    names = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
+    return dict(zip(names, args), **kwargs)
+
+
 def phase_grad_applies(x, weight, stride=1, padding=0, dilation=1, groups=1) -> bool:
     """Whether :func:`conv2d_input_grad` covers this convolution (and is the faster one): 2-D on a
-    CPU, floating point, groups 1, dilation 1, integer padding, stride > 1."""
+    CPU, floating point, groups 1, dilation 1, integer padding, stride > 1; never with
+    ``ROBUSTLAB_FAST_CONV_GRAD=0``."""
+    if not _enabled():
+        return False
     if not (isinstance(x, torch.Tensor) and isinstance(weight, torch.Tensor)) or isinstance(padding, str):
         return False
     if x.dim() != 4 or weight.dim() != 4 or x.device.type != "cpu" or not x.is_floating_point():
@@ -156,8 +170,7 @@ class FastInputGradients(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func is F.conv2d:
-            names = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
-            a = dict(zip(names, args), **kwargs)
+            a = conv_arguments(args, kwargs)
             x, w = a.get("input"), a.get("weight")
             stride, padding = a.get("stride", 1), a.get("padding", 0)
             if isinstance(x, torch.Tensor) and x.requires_grad and torch.is_grad_enabled() and \
@@ -170,6 +183,6 @@ class FastInputGradients(TorchFunctionMode):
 def fast_input_gradients(device: torch.device | str | None = None):
     """A context for passes that take input gradients: :class:`FastInputGradients` on a CPU
     (unless ``ROBUSTLAB_FAST_CONV_GRAD=0``), else nothing."""
-    if os.environ.get("ROBUSTLAB_FAST_CONV_GRAD", "1") == "0" or torch.device(device or "cpu").type != "cpu":
+    if not _enabled() or torch.device(device or "cpu").type != "cpu":
         return contextlib.nullcontext()
     return FastInputGradients()

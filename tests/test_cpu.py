@@ -163,3 +163,11 @@ def test_phase_input_grad_takes_either_layout_of_g(c_in):
     ref = native_input_grad(g, x, w, (2, 3), (1, 1))
     for gg in (g, g.contiguous(memory_format=torch.channels_last)):
         assert torch.allclose(cpu.conv2d_input_grad(gg, w, (12, 10), (2, 3), (1, 1)), ref, atol=1e-12)
+
+
+def test_the_switch_turns_off_the_hessian_products_path_too(monkeypatch):
+    x = torch.rand(2, 3, 9, 9, requires_grad=True)
+    w = torch.randn(4, 3, 4, 4)
+    assert cpu.phase_grad_applies(x, w, 2, 1)
+    monkeypatch.setenv("ROBUSTLAB_FAST_CONV_GRAD", "0")
+    assert not cpu.phase_grad_applies(x, w, 2, 1)  # the decision geometry.convgrad shares

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -204,10 +204,8 @@ class AttackContext:
             if isinstance(out, torch.Tensor) and torch.is_floating_point(out):
                 check_model_output(out, "oracle output")
             return out
-        if x_adv.requires_grad and torch.is_grad_enabled():  # a gradient pass: strided convs' dx by phases
-            with fast_input_gradients(x_adv.device):
-                out = self.model(x_adv)
-        else:
+        gradient_pass = x_adv.requires_grad and torch.is_grad_enabled()  # strided convs' dx by phases
+        with fast_input_gradients(x_adv.device) if gradient_pass else nullcontext():
             out = self.model(x_adv)
         if not isinstance(out, torch.Tensor):
             raise InputError(f"the model must return a tensor, got {type(out).__name__}")

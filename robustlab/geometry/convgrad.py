@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from ..cpu import conv2d_input_grad, phase_grad_applies
+from ..cpu import conv2d_input_grad, conv_arguments, phase_grad_applies
 
 _CONVS = {F.conv1d: 1, F.conv2d: 2, F.conv3d: 3}
 
@@ -104,7 +104,7 @@ class _Conv(torch.autograd.Function):
     @staticmethod
     def backward(ctx, gO):
         x, w = ctx.saved_tensors
-        if not torch.is_grad_enabled():  # a plain backward (the H v pass itself): one fused native call
+        if not torch.is_grad_enabled():  # a plain backward (the H v pass itself): no graph to build
             gx = _input_grad(gO, x, w, ctx.cfg) if ctx.needs_input_grad[0] else None
             gw = _backward(gO, x, w, ctx.cfg, [False, True, False])[1] if ctx.needs_input_grad[1] else None
             gb = gO.sum([0, *range(2, gO.dim())]) if ctx.needs_input_grad[2] else None
@@ -147,8 +147,7 @@ class hvp_convolutions(TorchFunctionMode):
             return _ReLU.apply(args[0])
         n = _CONVS.get(func)
         if n is not None:
-            names = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
-            a = dict(zip(names, args), **kwargs)
+            a = conv_arguments(args, kwargs)
             x, w = a.get("input"), a.get("weight")
             pad = a.get("padding", 0)
             if isinstance(x, torch.Tensor) and isinstance(w, torch.Tensor) and not isinstance(pad, str) \
