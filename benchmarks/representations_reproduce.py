@@ -33,8 +33,9 @@ from robustlab import ThreatModel, load_dataset  # noqa: E402
 from robustlab.attacks import PGD  # noqa: E402
 from robustlab.fileio import atomic_write_json, atomic_write_text  # noqa: E402
 from robustlab.models import FastMNISTNet  # noqa: E402
-from robustlab.representations import (VAEConfig, features, linear_cka, linear_probe, on_manifold_attack,  # noqa: E402
-                                       on_off_manifold, pretrained_vae, save_grid, split_classes)
+from robustlab.models.vae import VAEConfig, pretrained_vae  # noqa: E402
+from robustlab.representations import (features, linear_cka, linear_probe, on_manifold_attack,  # noqa: E402
+                                       on_off_manifold, save_grid, split_classes)
 from robustlab.runs.job import load_model_from_run, train_model_run  # noqa: E402
 from robustlab.runs.represent import analyse  # noqa: E402
 from robustlab.runs.sweeps import sweep_eps  # noqa: E402

@@ -24,7 +24,8 @@ def measure(n: int, batch: int, eps: float) -> dict:
     sys.path.insert(0, str(HERE))
     import run  # noqa: E402  (the cached bench models)
     import robustlab as rl
-    from robustlab.evaluation.sharded import sharded_robustness_curve, world
+    from robustlab.evaluation.sharded import sharded_robustness_curve
+    from robustlab.runtime import world
 
     torch.set_num_threads(1)
     model = run.trained_model("pgd")

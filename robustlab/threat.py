@@ -544,3 +544,43 @@ class BlurLightingThreat(ParametricThreat):
         u = torch.linspace(-1, 1, w, dtype=x.dtype, device=x.device)[None, :]
         gain = 1 + theta[:, 1, None, None] * u + theta[:, 2, None, None] * v
         return blurred * gain[:, None] + theta[:, 3, None, None, None]
+
+
+class LatentThreat(ParametricThreat):
+    """The latent code of a VAE as the attacker's variable: theta_0 = mu(x), |theta - theta_0| <= eps
+    elementwise (eps = eta, Stutz et al.'s ||zeta||_inf bound), x~ = decode(theta).
+
+    For a class-conditional VAE the threat holds the batch's ``labels`` (per-sample state, subset with
+    the samples): theta_0 = mu(x, y) and x~ = decode(theta, y), the sample's own class model."""
+
+    names = ("z",)
+
+    def __init__(self, vae, eps: float = 0.5, bounds=(0.0, 1.0), labels: torch.Tensor | None = None):
+        self.vae = vae
+        if vae.conditional:
+            if labels is None:
+                raise InputError("a class-conditional VAE's latent threat needs the labels of the batch (labels=y)")
+            self.labels = torch.as_tensor(labels).long().reshape(-1)
+            self.per_sample_fields = ("labels",)
+        else:
+            self.labels = None
+        super().__init__(eps, None, bounds)
+
+    def default_ranges(self):
+        return {"z": 1.0}
+
+    def param_names(self, x):
+        return ["z"] * self.vae.latent_dim
+
+    def _labels(self, x):
+        if self.labels is None:
+            return None
+        self.check_batch(x)
+        return self.labels.to(x.device)
+
+    def identity(self, x):
+        with torch.no_grad():
+            return self.vae.encode(x, self._labels(x))[0]
+
+    def transform(self, x, theta):
+        return self.vae.decode(theta, self._labels(x)).reshape(x.shape)

@@ -7,7 +7,9 @@ import torch.nn as nn
 
 from robustlab.data import Dataset
 from robustlab.errors import InputError
-from robustlab.representations import VAE, LatentThreat, VAEConfig, on_manifold_attack, on_off_manifold, train_vae
+from robustlab.models.vae import VAE, VAEConfig, train_vae
+from robustlab.representations import on_manifold_attack, on_off_manifold
+from robustlab.threat import LatentThreat
 
 
 def _blobs(n: int = 300, seed: int = 0) -> Dataset:
@@ -148,7 +150,7 @@ def test_on_manifold_checkpoints_are_selected_on_clean_accuracy():
 def test_pretrained_vae_is_trained_once_and_a_corrupt_cache_is_retrained(tmp_path, monkeypatch, caplog):
     """The VAE cache goes through ``weights.cached_weights``: trained on the first call, loaded on the
     second (same weights, no training), retrained with a warning when the file is corrupt."""
-    import robustlab.representations.manifold as manifold
+    import robustlab.models.vae as manifold
 
     monkeypatch.setenv("ROBUSTLAB_DATA", str(tmp_path))
     monkeypatch.setattr(manifold, "load_dataset", lambda name, split: _blobs(30))

@@ -8,9 +8,10 @@ import torch
 import torch.nn as nn
 
 from robustlab.data import Dataset
-from robustlab.representations import (VAEConfig, activations, alignment, class_interpolation, invert,
+from robustlab.models.vae import VAEConfig, train_vae
+from robustlab.representations import (activations, alignment, class_interpolation, invert,
                                         linear_cka, linear_probe, mean_ci, on_manifold_attack, resize, saliency,
-                                        save_grid, split_classes, train_vae)
+                                        save_grid, split_classes)
 
 
 def _linear(d=12, k=3, seed=0):
@@ -356,8 +357,8 @@ def _toy_batch(device="cpu"):
 
 
 def test_analyses_leave_mixed_module_modes_and_bn_buffers_unchanged():
-    from robustlab.attacks import eval_mode
-    from robustlab.representations import VAE
+    from robustlab.runtime import eval_mode
+    from robustlab.models.vae import VAE
 
     model = _bn_net()
     x, y = _toy_batch()
@@ -384,7 +385,8 @@ _DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.
 
 @pytest.mark.parametrize("device", _DEVICES)
 def test_every_public_analysis_runs_on_the_models_device(device):
-    from robustlab.representations import VAEConfig, split_classes
+    from robustlab.models.vae import VAEConfig
+    from robustlab.representations import split_classes
 
     model = _bn_net().to(device).eval()
     x, y = _toy_batch(device)

@@ -5,7 +5,7 @@ from ..errors import InputError
 from ..registry import Registry
 from ..threat import ThreatModel
 from .apgd import APGD, APGDDLR, APGDT, apgd_checkpoints
-from .base import Attack, AttackContext, AttackResult, IterativeAttack, eval_mode
+from .base import Attack, AttackContext, AttackResult, IterativeAttack
 from .bpda import BPDA
 from .gradient import BIM, FGSM, MIFGSM, PGD
 from .minnorm import CarliniWagnerL2, DeepFool
@@ -71,5 +71,5 @@ __all__ = [
     "APGD", "APGDDLR", "APGDT", "ATTACKS", "Attack", "AttackContext", "AttackResult", "BIM", "BPDA",
     "BanditsTD", "BoundaryAttack", "CarliniWagnerL2", "DecisionAttack", "DeepFool", "FABT", "HopSkipJump", "NES", "RayS",
     "SimBA", "Square", "FGSM", "IterativeAttack", "MIFGSM", "PGD", "apgd_checkpoints",
-    "create_attack", "eval_mode", "list_attacks", "project_hyperplane_box",
+    "create_attack", "list_attacks", "project_hyperplane_box",
 ]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -26,6 +26,7 @@ import torch.nn as nn
 from ..cpu import fast_input_gradients
 from ..errors import InputError, ModelOutputError, check_batch, check_model_output, warn_if_probabilities
 from ..objectives import CrossEntropy, Objective, get_objective
+from ..runtime import eval_mode
 from ..oracles import Oracle, OracleError, QueryBudgetExceeded
 from ..targets import index_target
 from ..threat import ThreatModel, lp_norm
@@ -113,24 +114,6 @@ def _check_dtype(model, x: torch.Tensor) -> None:
                              f"(x.to({p.dtype}) or model.to({x.dtype}))")
 
 
-@contextmanager
-def eval_mode(model):
-    """Put an nn.Module in eval mode (BatchNorm statistics frozen, dropout off) for the ``with`` block;
-    afterwards every submodule gets its own ``training`` flag back (mixed modes survive). Anything
-    that is not an nn.Module passes through unchanged."""
-    if not isinstance(model, nn.Module):
-        yield
-        return
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, mode in modes:
-            m.training = mode
-
-
-_eval_mode = eval_mode  # the former private name
 
 
 class AttackContext:

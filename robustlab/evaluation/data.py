@@ -2,13 +2,13 @@
 the model's device and eval mode."""
 from __future__ import annotations
 
-from contextlib import contextmanager
 from typing import Any, Iterable
 
 import torch
 import torch.nn as nn
 
 from ..errors import InputError, target_length
+from ..runtime import device_of, eval_mode
 from ..targets import concat_targets, index_target
 
 __all__ = ["device_of", "eval_mode", "first_batches", "iterate_batches", "materialize"]
@@ -62,22 +62,3 @@ def materialize(data: Any, n: int | None = None, batch_size: int = 500) -> tuple
     if not xs:
         raise InputError("no data to evaluate")
     return torch.cat(xs), concat_targets(ts)
-
-
-@contextmanager
-def eval_mode(model):
-    was_training = getattr(model, "training", False)
-    if isinstance(model, nn.Module):
-        model.eval()
-    try:
-        yield model
-    finally:
-        if isinstance(model, nn.Module) and was_training:
-            model.train()
-
-
-def device_of(model) -> torch.device:
-    if isinstance(model, nn.Module):
-        for p in model.parameters():
-            return p.device
-    return torch.device("cpu")

@@ -15,19 +15,13 @@ from typing import Any, Sequence
 import torch
 import torch.distributed as dist
 
+from ..runtime import world
 from ..targets import index_target
 from ..threat import ThreatModel
 from .data import materialize
 from .suite import EvaluationReport, RobustnessCurve, build_suite, cascade_check, robustness_curve
 
 __all__ = ["sharded_robustness_curve", "world"]
-
-
-def world() -> tuple[int, int]:
-    """(rank, world size) of the default process group, (0, 1) without one."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def sharded_robustness_curve(model, data: Any, threat: ThreatModel, eps: Sequence[float], attacks="standard", *,

@@ -15,11 +15,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..attacks import PGD, eval_mode
+from ..attacks import PGD
 from ..errors import InputError
 from ..fileio import atomic_write_bytes
 from ..objectives import TargetedCE
 from ..threat import ThreatModel
+from ..runtime import eval_mode
 
 
 def class_interpolation(model: nn.Module, x: torch.Tensor, target_class, eps: Sequence[float],

@@ -22,10 +22,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..attacks import PGD, eval_mode
+from ..attacks import PGD
 from ..data import Dataset
 from ..errors import InputError
 from ..objectives import Objective, TargetedCE
+from ..runtime import device_of, eval_mode
 from ..threat import ThreatModel
 from .layers import activations
 
@@ -68,14 +69,6 @@ class _Layer(nn.Module):
 
     def forward(self, x):
         return activations(self.model, x, self.layer)
-
-
-def _device(model) -> torch.device:
-    """Where a model's parameters (or buffers) live; CPU for a plain callable or a model without any."""
-    if isinstance(model, nn.Module):
-        for t in (*model.parameters(), *model.buffers()):
-            return t.device
-    return torch.device("cpu")
 
 
 def noise_seed(like: torch.Tensor, seed: int = 0) -> torch.Tensor:
@@ -212,7 +205,7 @@ def synthesize(model: nn.Module, gaussian: ClassGaussian, classes, eps: float = 
     Returns seeds, images, success (classified as the class) and the class probability reached.
     """
     with eval_mode(model):
-        device = _device(model)
+        device = device_of(model)
         classes = torch.as_tensor(classes, dtype=torch.long, device=device)
         seeds = gaussian.sample(classes, seed).to(device)
         attack = PGD(ThreatModel("l2", eps), TargetedCE(), steps=steps,

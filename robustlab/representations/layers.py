@@ -11,8 +11,8 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from ..attacks import eval_mode
 from ..errors import InputError
+from ..runtime import eval_mode
 
 
 def last_linear(model: nn.Module) -> tuple[str, nn.Linear]:

@@ -24,8 +24,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..attacks import eval_mode
 from ..errors import InputError
+from ..runtime import eval_mode
 
 METHODS = ("gradient", "smoothgrad", "integrated")
 

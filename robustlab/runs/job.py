@@ -24,7 +24,8 @@ import yaml
 
 from ..data import Dataset, load_dataset
 from ..errors import CheckpointError, InputError
-from ..evaluation.sharded import sharded_robustness_curve, world
+from ..evaluation.sharded import sharded_robustness_curve
+from ..runtime import world
 from ..fileio import atomic_torch_save, atomic_write_json
 from ..models import create_model
 from ..threat import ThreatModel
@@ -180,7 +181,7 @@ def evaluate_model_run(run_dir: str | Path, eps: list[float], norm: str = "linf"
 
     Every finished (eps, attack, batch) cell is stored under ``evaluation-cells/`` as it completes;
     ``resume=True`` continues a killed evaluation from there (without it, old cells are discarded)."""
-    from ..evaluation.sharded import world
+    from ..runtime import world
 
     model, config = load_model_from_run(run_dir, which, trust_code=trust_code)
     run = Run(run_dir, create=False)

@@ -25,16 +25,17 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
-from ..attacks import eval_mode
 from ..data import Dataset, load_dataset
 from ..errors import InputError
 from ..fileio import atomic_write_json, atomic_write_text
-from ..representations import (ClassGaussian, VAEConfig, alignment, class_interpolation, invert, linear_cka,
-                               linear_probe, noise_seed, on_off_manifold, pretrained_vae, resize, saliency, save_grid,
+from ..models.vae import VAEConfig, pretrained_vae
+from ..representations import (ClassGaussian, alignment, class_interpolation, invert, linear_cka,
+                               linear_probe, noise_seed, on_off_manifold, resize, saliency, save_grid,
                                signed_map, synthesize, visualize_feature)
 from ..representations.layers import features, last_linear
 from .job import load_model_from_run, load_split, parse_data_spec
 from .rundir import Run
+from ..runtime import eval_mode
 
 log = logging.getLogger(__name__)
 

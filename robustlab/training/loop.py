@@ -28,6 +28,7 @@ from ..data import Dataset
 from ..errors import InputError
 from ..objectives import CrossEntropy, Objective
 from ..targets import index_target
+from .. import runtime
 from ..threat import ThreatModel
 from .checkpoints import check_compatible, load_state, save_state, save_weights
 from .methods import METHODS, BatchContext, get_method, local_linearity
@@ -132,14 +133,8 @@ def _selection_score(cfg: TrainConfig, record: dict) -> tuple:
     return (record[f"{split}_robust_acc"], record[f"{split}_acc"])
 
 
-def _world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 def _all_sum(values: list[float]) -> list[float]:
-    rank, world = _world()
+    rank, world = runtime.world()
     if world == 1:
         return values
     t = torch.tensor(values, dtype=torch.float64)
@@ -157,7 +152,7 @@ def measure(model: nn.Module, data: Dataset, threat: ThreatModel, steps: int, se
     objective = objective if objective is not None else CrossEntropy()
     was = model.training
     model.eval()
-    rank, world = _world()
+    rank, world = runtime.world()
     shard = data.take(torch.arange(rank, len(data), world))
     s = dict.fromkeys(("n", "correct", "loss", "robust", "robust_loss", "fgsm", "gamma", "cos"), 0.0)
     try:
@@ -236,7 +231,7 @@ def train(model: nn.Module, train_data: Dataset, val_data: Dataset | None, cfg: 
     """
     objective = objective if objective is not None else CrossEntropy()
     method = get_method(cfg.method)
-    rank, world = _world()
+    rank, world = runtime.world()
     if world > 1 and cfg.method == "llr":
         raise InputError("LLR's double backprop is not supported under DDP yet; train LLR on one process")
     net = model

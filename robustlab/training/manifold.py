@@ -19,9 +19,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..attacks import ParametricPGD, eval_mode
-from ..representations.manifold import VAE, LatentThreat, VAEConfig, pretrained_vae
+from ..attacks import ParametricPGD
+from ..models.vae import VAE, VAEConfig, pretrained_vae
+from ..threat import LatentThreat
 from .methods import BatchContext, standard
+from ..runtime import eval_mode
 
 DEFAULT_ETA = 0.5
 

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from ..attacks import PGD
 from ..objectives import CrossEntropy, Objective
 from ..registry import Registry
+from ..runtime import eval_mode
 from ..threat import ThreatModel
 
 
@@ -72,20 +73,6 @@ class BatchContext:
         return self.threat.project(x, x + full[self.offset:self.offset + x.shape[0]].to(x.device))
 
 
-class _EvalMode:
-    """Run an inner maximisation with the model in eval mode (no BN statistics updates)."""
-
-    def __init__(self, model: nn.Module):
-        self.model = model
-
-    def __enter__(self):
-        self.was = self.model.training
-        self.model.eval()
-
-    def __exit__(self, *exc):
-        self.model.train(self.was)
-
-
 def standard(model: nn.Module, x, y, ctx: BatchContext):
     """Empirical risk minimisation: the mean objective loss l(f(x), y) (CE for classifiers)."""
     logits = model(x)
@@ -102,7 +89,7 @@ def pgd_at(model: nn.Module, x, y, ctx: BatchContext):
     attack = PGD.for_training(ctx.threat, ctx.objective, steps=ctx.attack_steps, step_size=step,
                               starting_points=ctx.random_start(x), seed=ctx.seed)
     inner = ctx.attack_model or model
-    with _EvalMode(inner):
+    with eval_mode(inner):
         x_adv = attack(inner, x, y).x_adv.detach()
     logits = model(x_adv)
     return ctx.loss(logits, y), logits
@@ -129,7 +116,7 @@ def fgsm_rs(model: nn.Module, x, y, ctx: BatchContext):
     alpha = ctx.fgsm_alpha if ctx.fgsm_alpha is not None else 1.25 * threat.eps
     x0 = ctx.random_start(x)
     inner = ctx.attack_model or model
-    with _EvalMode(inner):
+    with eval_mode(inner):
         grad = _input_grad(inner, x0, y, ctx.objective)
     x_adv = threat.project(x, x0 + threat.step(grad, alpha)).detach()
     logits = model(x_adv)
@@ -153,7 +140,7 @@ def trades(model: nn.Module, x, y, ctx: BatchContext):
     objective = ctx.objective
     step = ctx.attack_step_size if ctx.attack_step_size is not None else 2.5 * threat.eps / ctx.attack_steps
     inner = ctx.attack_model or model
-    with _EvalMode(inner):
+    with eval_mode(inner):
         with torch.no_grad():
             out_clean = inner(x)
         x_adv = threat.project(x, x + 0.001 * ctx.rand(x, "randn"))
@@ -187,7 +174,7 @@ def local_linearity(model: nn.Module, x, y, ctx: BatchContext, create_graph: boo
     lx_fixed = loss_x.detach()
     step = 2.5 * threat.eps / max(ctx.llr_steps, 1)
     x_d = ctx.random_start(x)
-    with _EvalMode(model):
+    with eval_mode(model):
         for _ in range(ctx.llr_steps):
             xq = x_d.detach().requires_grad_(True)
             with torch.enable_grad():
