@@ -42,7 +42,9 @@ TASK_CASES = {}  # filled below, one builder per task
 
 def test_every_entry_has_a_case():
     assert set(MODEL_INPUTS) == set(MODELS.names()), "add the new model to MODEL_INPUTS"
-    assert set(CLASSIFICATION_RULES) | set(REGRESSION_ERRORS) == set(OBJECTIVES.names()), "add the new objective"
+    assert set(CLASSIFICATION_RULES) == set(OBJECTIVES.names(task="classification")), "add it to CLASSIFICATION_RULES"
+    assert set(REGRESSION_ERRORS) == set(OBJECTIVES.names(task="regression")), "add it to REGRESSION_ERRORS"
+    assert set(CLASSIFICATION_RULES) | set(REGRESSION_ERRORS) == set(OBJECTIVES.names()), "a task kind without a case"
     assert set(TASK_CASES) == set(TASKS.names()), "add the new task to TASK_CASES"
     for registry in (MODELS, OBJECTIVES, METHODS, MEASURES, TASKS):
         assert len(registry) > 0, registry
@@ -187,7 +189,7 @@ def _check_per_sample(objective, output, target):
     return loss, success
 
 
-@pytest.mark.parametrize("name", sorted(CLASSIFICATION_RULES))
+@pytest.mark.parametrize("name", OBJECTIVES.names(task="classification"))
 def test_classification_objective_success_is_the_argmax_rule(name):
     objective = OBJECTIVES.create(name)
     assert isinstance(objective, Objective) and objective.task == "classification"
@@ -204,7 +206,7 @@ def test_targeted_dlr_can_ask_for_the_target_class_itself():
     assert torch.equal(success, LOGITS.argmax(1) == TARGET_CLASSES)
 
 
-@pytest.mark.parametrize("name", sorted(REGRESSION_ERRORS))
+@pytest.mark.parametrize("name", OBJECTIVES.names(task="regression"))
 def test_regression_objective_measures_the_masked_error(name):
     objective = OBJECTIVES.create(name, threshold=1.0)
     assert isinstance(objective, Objective) and objective.task == "regression"
