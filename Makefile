@@ -7,10 +7,11 @@ OCR_STAMP := $(VENV)/.installed-ocr
 # Tesseract for the OCR task: the engine + English model, and what the tesserocr binding builds against
 OCR_DEB := tesseract-ocr tesseract-ocr-eng libtesseract-dev libleptonica-dev pkg-config
 BENCH_STAMP := $(VENV)/.installed-bench
+DOCS_STAMP := $(VENV)/.installed-docs
 TORCH_PIN := torch==2.13.0
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: install demo test test-all bench mutation clean ocr-system
+.PHONY: install demo test test-all bench docs mutation clean ocr-system
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -57,6 +58,15 @@ $(BENCH_STAMP): $(STAMP)
 bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/run.py --out benchmarks/results.md
 
+# The documentation site (mkdocs.yml, docs/): MkDocs + Material + mkdocstrings (extra "docs"); --strict makes a
+# broken link, a missing page or an unresolved API reference fail the build. Output in build/site (git-ignored).
+$(DOCS_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e ".[docs]"
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -d build/site
+
 # Mutation testing over threat.py, objectives.py and attacks/ (settings in pyproject's [tool.mutmut]); not in
 # CI: hours on two cores. MUTANTS narrows it, e.g. make mutation MUTANTS='robustlab.attacks.apgd*';
 # MUTATION_JOBS mutants run at once (one thread each, at low priority).
@@ -67,4 +77,4 @@ mutation: $(STAMP)
 	OMP_NUM_THREADS=1 ROBUSTLAB_TEST_THREADS=1 nice -n 19 $(BIN)/mutmut run --max-children $(MUTATION_JOBS) $(MUTANTS); $(BIN)/mutmut results
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache mutants
+	rm -rf $(VENV) runs .pytest_cache mutants build/site

@@ -1,4 +1,4 @@
-"""The one-way layers of DESIGN.md, enforced by import-linter (contracts in pyproject.toml)."""
+"""The one-way layers of docs/design.md, enforced by import-linter (contracts in pyproject.toml)."""
 import shutil
 import subprocess
 import sys
