@@ -338,11 +338,22 @@ for _cls, _aliases in ((CrossEntropy, ()), (Margin, ("cw",)), (DLR, ()), (Target
                         doc=(_cls.__doc__ or "").strip().splitlines()[0])
 
 
+def list_objectives(**where) -> list[str]:
+    """Registered objective names, filtered by metadata: ``list_objectives(task="regression")``."""
+    return OBJECTIVES.names(**where)
+
+
+def create_objective(name: str, **kwargs) -> Objective:
+    """Build a registered objective by name, e.g. ``create_objective("cw", confidence=0.5)``."""
+    return OBJECTIVES.create(str(name), **kwargs)
+
+
 def get_objective(name_or_obj, **kwargs) -> Objective:
-    """An objective instance: pass one through, or build a registered one by name."""
+    """An objective argument as an instance: an Objective passes through, a name is created
+    (``create_objective``). Not a registry verb: what an ``objective=`` parameter accepts."""
     if isinstance(name_or_obj, Objective):
         return name_or_obj
-    return OBJECTIVES.create(str(name_or_obj), **kwargs)
+    return create_objective(name_or_obj, **kwargs)
 
 
 _labels = labels_of  # old private name, kept for modules not yet moved to the public one

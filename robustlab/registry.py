@@ -13,6 +13,24 @@ with one factory verb.
 Names are matched case-insensitively with ``-`` and ``_`` treated alike. An entry may be given
 lazily as ``"package.module:attribute"`` (a string written in robustlab's own source, never read
 from user data): it is imported on first use, so registering a task does not import it.
+
+The public verbs, one rule for every registry (each module exposes its registry through them):
+
+- ``list_<things>(**where)``: the registered names, filtered by metadata where the registry has it.
+- ``create_<thing>(name, ...)``: a new object built by the registered factory, for entries that are
+  classes or factories (``create_attack``, ``create_model``, ``create_objective``).
+- ``load_<thing>(name, ...)``: data read from a package or disk (``load_dataset``).
+- ``get_<thing>(name)``: the registered object itself, shared and not built, for entries that are
+  functions or singletons (``get_method``: a training method; ``get_measure``: a geometry measure;
+  ``get_task``: a task).
+
+So: attacks ``create_attack``/``list_attacks``; models ``create_model``/``list_models``; datasets
+``load_dataset``/``list_datasets``; objectives ``create_objective``/``list_objectives``; training
+methods ``get_method``/``list_methods``; geometry measures ``get_measure``/``list_measures``; tasks
+``get_task``/``list_tasks``. Helpers that are not registry verbs keep their own names:
+``get_objective`` coerces an argument (an Objective passes through, a name is created),
+``measure_fn`` binds a measure to data, ``evaluation.build_suite`` builds a list of attacks from a
+suite name.
 """
 from __future__ import annotations
 

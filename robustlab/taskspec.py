@@ -90,3 +90,8 @@ TASKS.register("ocr", "robustlab.tasks.ocr.plugin:TASK", kind="builtin")
 
 def get_task(name: str) -> Task:
     return TASKS.get(name)
+
+
+def list_tasks(**where) -> list[str]:
+    """Registered task names (``list_tasks(kind="builtin")``)."""
+    return TASKS.names(**where)

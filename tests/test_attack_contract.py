@@ -92,3 +92,39 @@ def test_early_stopping_does_not_change_the_result(setup, name):
     _, off = _run(name, model, x, y, early_stop=False)
     assert torch.equal(on.success, off.success), name
     assert int(on.grad_calls.sum()) <= int(off.grad_calls.sum())
+
+
+ENGINE_OPTIONS = {"eot": 2, "eot_judge": "draw", "verify": False, "early_stop": False, "seed": 5}
+ITERATIVE_OPTIONS = {"keep_last": True, "judge_final": False}
+
+
+@pytest.mark.parametrize("name", sorted(FAST))
+def test_every_attack_takes_the_engine_options_in_its_constructor(name):
+    options = dict(ENGINE_OPTIONS)
+    if issubclass(A.ATTACKS.get(name), A.IterativeAttack):
+        options.update(ITERATIVE_OPTIONS)
+    attack = A.create_attack(name, _threat(name), **FAST[name], **options)
+    assert {k: getattr(attack, k) for k in options} == options, name
+
+
+@pytest.mark.parametrize("bad", [{"eot": 0}, {"eot": 1.5}, {"eot": True}, {"eot_judge": "max"}])
+def test_engine_options_are_validated(bad):
+    with pytest.raises(rl.InputError):
+        A.PGD(rl.ThreatModel("linf", 0.1), **bad)
+
+
+def test_the_training_preset_is_built_by_the_constructor():
+    attack = A.PGD.for_training(rl.ThreatModel("linf", 0.1), steps=3)
+    assert (attack.early_stop, attack.keep_last, attack.judge_final, attack.verify) == (False, True, False, False)
+
+
+@pytest.mark.parametrize("name", sorted(FAST))
+def test_no_attack_overrides_the_engines_call(name):
+    assert A.ATTACKS.get(name).__call__ is A.Attack.__call__, f"{name} overrides Attack.__call__; write its step"
+
+
+def test_a_new_attack_that_overrides_call_is_refused():
+    with pytest.raises(TypeError, match="__call__"):
+        class Bad(A.Attack):  # noqa: F841
+            def __call__(self, model, x, target, eps=None, *, threat=None):
+                return None

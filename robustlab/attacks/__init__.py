@@ -1,4 +1,8 @@
-"""Attacks: every attack is ``Attack(threat, objective, **hparams)(model, x, target) -> AttackResult``."""
+"""Attacks: every attack is ``Attack(threat, objective, **hparams, **options)(model, x, target) -> AttackResult``.
+
+``options`` are the engine's, taken by every attack's constructor: ``early_stop``, ``seed``, ``eot``,
+``eot_judge``, ``verify`` (see ``Attack``) and, for iterative attacks, ``keep_last``, ``judge_final``
+(see ``IterativeAttack``). An attack writes its step against ``AttackContext``'s protocol."""
 from __future__ import annotations
 
 from ..errors import InputError

@@ -63,8 +63,8 @@ class APGD(IterativeAttack):
     l1_topk_init = 0.2
 
     def __init__(self, threat: ThreatModel, objective: Objective | str | None = "ce", *, steps: int = 100,
-                 restarts: int = 1, early_stop: bool = True, seed: int = 0, eps_schedule: bool | None = None):
-        super().__init__(threat, objective, early_stop=early_stop, seed=seed)
+                 restarts: int = 1, eps_schedule: bool | None = None, **options):
+        super().__init__(threat, objective, **options)
         self.steps = int(steps)
         self.restarts = int(restarts)
         if self.steps < 1 or self.restarts < 1:
@@ -238,9 +238,8 @@ class APGDDLR(APGD):
     name = "apgd-dlr"
 
     def __init__(self, threat: ThreatModel, *, steps: int = 100, restarts: int = 1,
-                 early_stop: bool = True, seed: int = 0, eps_schedule: bool | None = None):
-        super().__init__(threat, DLR(), steps=steps, restarts=restarts, early_stop=early_stop, seed=seed,
-                         eps_schedule=eps_schedule)
+                 eps_schedule: bool | None = None, **options):
+        super().__init__(threat, DLR(), steps=steps, restarts=restarts, eps_schedule=eps_schedule, **options)
 
 
 class APGDT(APGD):
@@ -259,10 +258,9 @@ class APGDT(APGD):
     name = "apgd-t"
 
     def __init__(self, threat: ThreatModel, *, n_targets: int = 9, steps: int = 100, restarts: int = 1,
-                 early_stop: bool = True, seed: int = 0, eps_schedule: bool | None = None,
-                 targets_at_once: int | None = None):
+                 eps_schedule: bool | None = None, targets_at_once: int | None = None, **options):
         super().__init__(threat, TargetedDLR(untargeted_success=True), steps=steps, restarts=restarts,
-                         early_stop=early_stop, seed=seed, eps_schedule=eps_schedule)
+                         eps_schedule=eps_schedule, **options)
         self.n_targets, self.targets_at_once = int(n_targets), targets_at_once
         if targets_at_once is not None and int(targets_at_once) < 1:
             raise InputError(f"targets_at_once must be >= 1 (or None: the device's default), got {targets_at_once}")

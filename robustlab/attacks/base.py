@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -117,10 +118,33 @@ def _check_dtype(model, x: torch.Tensor) -> None:
 
 
 class AttackContext:
-    """The working state the engine shares with an attack during one call.
+    """The working state the engine shares with an attack during one call: the protocol an attack's
+    step is written against. Everything an attack may use is listed here; names starting with ``_``
+    are the engine's own.
 
-    ``x``, ``target`` and ``index`` describe the samples still being attacked; ``evaluate`` and
-    ``loss_and_grad`` run the model on them, check the output and record the best points.
+    State (read; change it only through the methods below):
+        ``x``, ``target``, ``index``, ``threat``, ``n_active``: the samples still being attacked (their
+        inputs, targets, positions in the whole batch, per-sample threat model, count);
+        ``x_full``, ``target_full``, ``threat_full``: the whole batch; ``objective``, ``model``,
+        ``is_oracle``, ``eot``, ``generator``; ``best_x``, ``best_loss``, ``success_full``: the best
+        point per sample so far. ``grad_calls`` and ``forward_calls`` (per sample of the whole batch):
+        an attack that runs the model through ``forward`` adds its passes there itself.
+        ``status``: None, or per sample why the attack stopped (decision attacks set it).
+    Active set: ``set_active(index)``, ``shrink(keep)``, ``unbroken()``, ``retarget(target)``.
+    Model access (each checks the model's output):
+        ``evaluate(v)``: forward pass, judged and recorded, counted;
+        ``loss_and_grad(v)``: loss and input gradient (averaged over ``eot`` draws), judged, recorded, counted;
+        ``output(x)``: the output only, counted, neither judged nor recorded;
+        ``forward(x)``: the output, differentiable when x requires grad, not counted, not judged:
+        for attacks that differentiate their own function of the output (C&W, DeepFool, FAB);
+        ``judge(x, out)``: the objective's loss and success of outputs ``out`` at points ``x``, recorded;
+        ``record(x, loss, success, idx)``: offer points as candidate results;
+        ``probe(x_many, owners)``, ``probe_success(x_many, owners)``: probes (finite differences), counted,
+        never candidate results.
+    Helpers: ``point(v)`` (the input a threat variable stands for), ``target_of(sub)``,
+        ``random_init()``, ``zero_variable()``, ``rand_full(shape)`` (random numbers drawn for the whole
+        batch, then indexed, so early stopping never changes a sample's draws).
+    The ``sub`` argument of the model-access methods selects positions of the active set (None: all).
     """
 
     def __init__(self, model: Callable, x: torch.Tensor, target: Any, threat: ThreatModel,
@@ -141,6 +165,7 @@ class AttackContext:
         self.forward_calls = torch.zeros(n, dtype=torch.long, device=dev)
         self._checked_probabilities = False
         self.eot = 1
+        self.status: list[str] | None = None
         self.set_active(torch.arange(n, device=dev))
 
     # ----- active set -----------------------------------------------------------------
@@ -198,6 +223,12 @@ class AttackContext:
             warn_if_probabilities(out)
         return out
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's output on inputs of the active samples, checked; differentiable when ``x``
+        requires grad (under ``torch.enable_grad``). Not counted and not judged: the caller adds its
+        passes to ``grad_calls``/``forward_calls`` and offers points with ``judge`` or ``record``."""
+        return self._forward(x)
+
     def output(self, x: torch.Tensor) -> torch.Tensor:
         """The model's output on inputs of the active samples, counted as one query each, not judged."""
         with torch.no_grad():
@@ -215,7 +246,7 @@ class AttackContext:
         with torch.no_grad():
             out = self._forward(x_adv, idx)
             self.forward_calls[idx] += 1
-            loss, succ = self._judge(x_adv, out, sub)
+            loss, succ = self.judge(x_adv, out, sub)
         return loss, succ, out
 
     def loss_and_grad(self, x_adv: torch.Tensor, sub: torch.Tensor | None = None, record: bool = True
@@ -253,8 +284,8 @@ class AttackContext:
             threat = self.threat if sub is None or not self.threat.has_per_sample_state else self.threat.subset(sub)
             grad = threat.pullback(self.x if sub is None else self.x[sub], v, grad)
         if not record:
-            return loss.detach(), grad, self.objective.success(out, self._target(sub)), out
-        loss, succ = self._judge(x_adv.detach(), out, sub, loss.detach())
+            return loss.detach(), grad, self.objective.success(out, self.target_of(sub)), out
+        loss, succ = self.judge(x_adv.detach(), out, sub, loss.detach())
         return loss, grad, succ, out
 
     def probe(self, x_many: torch.Tensor, owners: torch.Tensor) -> torch.Tensor:
@@ -278,16 +309,20 @@ class AttackContext:
         x_req = x_adv.detach().requires_grad_(True)
         with torch.enable_grad():
             out = self._forward(x_req)
-            loss = self.objective.loss(out, self._target(sub))
+            loss = self.objective.loss(out, self.target_of(sub))
             grad, = torch.autograd.grad(loss.sum(), x_req)
         return loss.detach(), grad, out.detach()
 
-    def _target(self, sub: torch.Tensor | None) -> Any:
+    def target_of(self, sub: torch.Tensor | None = None) -> Any:
+        """The target of the active samples at positions `sub` of the active set (None: all)."""
         return self.target if sub is None else index_target(self.target, sub)
 
-    def _judge(self, x_adv, out, sub, loss=None):
+    def judge(self, x_adv: torch.Tensor, out: torch.Tensor, sub: torch.Tensor | None = None,
+              loss: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The objective's (loss, success) of the model outputs `out` at the points `x_adv` (active
+        samples, or positions `sub`); records the points. ``loss``: already computed, reused."""
         idx = self.index if sub is None else self.index[sub]
-        target = self._target(sub)
+        target = self.target_of(sub)
         if loss is None:
             loss = self.objective.loss(out, target)
         succ = self.objective.success(out, target)
@@ -430,47 +465,56 @@ class Attack:
     Call with ``(model, x, target)``; pass ``eps=`` a number to override the threat model's
     radius, or a list of radii for a multi-eps call (returns one result per radius; for nested
     norm balls a sample broken at a smaller eps is reused at the larger ones).
+
+    The base class owns ``__call__`` (bounds, bookkeeping, early stopping, verification, timing);
+    an attack writes only its step (``run``, or ``init_state``/``step`` of an ``IterativeAttack``)
+    against the :class:`AttackContext` protocol, and never overrides ``__call__``. Its constructor
+    takes its own hyperparameters and passes ``**options`` (the engine's options below) on.
+
+    Engine options (keyword-only, accepted by every attack):
+        early_stop: drop samples from the working batch once they succeed (never changes a success flag).
+        seed: seed of the engine's one random generator.
+        eot: gradient draws averaged per step (Expectation over Transformation) for randomised
+            models, >= 1; the final verdict is judged on the mean output of ``eot`` draws.
+        eot_judge: how a randomised model's final verdict is judged: "mean" (on the mean output of
+            ``eot`` draws) or "draw" (on one fresh draw, as AutoAttack's rand version does: a success
+            must survive it).
+        verify: re-judge successful points in one batch at the end (see ``_verify``); off only
+            inside training loops.
     """
 
     name = "attack"
     default_objective: type[Objective] = CrossEntropy
 
-    #: re-judge successful points in one batch at the end (see _verify); off only inside training loops
-    verify: bool = True
     #: False for black-box attacks (they only query the model)
     needs_gradients: bool = True
     #: what a black-box attack needs to see: "score" (scores/logits) or "decision" (labels only)
     oracle_kind: str = "score"
-    #: gradient draws averaged per step (Expectation over Transformation) for randomised models
-    eot: int = 1
-    #: how a randomised model's final verdict is judged: "mean" (on the mean output of ``eot`` draws)
-    #: or "draw" (on one fresh draw, as AutoAttack's rand version does: a success must survive it)
-    eot_judge: str = "mean"
     #: run an nn.Module model in eval mode during the attack (its mode is restored afterwards)
     eval_mode: bool = True
 
     def __init__(self, threat: ThreatModel, objective: Objective | str | None = None, *,
-                 early_stop: bool = True, seed: int = 0):
+                 early_stop: bool = True, seed: int = 0, eot: int = 1, eot_judge: str = "mean", verify: bool = True):
         if not all(hasattr(threat, a) for a in ("eps", "bounds", "with_eps", "apply")):
             raise InputError(f"threat must be a robustlab.ThreatModel (or a ParametricThreat), got {type(threat).__name__}")
+        if isinstance(eot, bool) or not isinstance(eot, numbers.Integral) or eot < 1:
+            raise InputError(f"eot must be an integer >= 1 (gradient draws per step), got {eot!r}")
+        if eot_judge not in ("mean", "draw"):
+            raise InputError(f"eot_judge must be 'mean' or 'draw', got {eot_judge!r}")
         self.threat = threat
         self.objective = get_objective(objective) if objective is not None else self.default_objective()
         self.early_stop = early_stop
         self.seed = seed
+        self.eot, self.eot_judge, self.verify = int(eot), eot_judge, bool(verify)
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "__call__" in cls.__dict__:
+            raise TypeError(f"{cls.__name__} overrides Attack.__call__: the engine owns the call; write the "
+                            "attack's step (run, or init_state/step) instead")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.threat.describe()}, {self.objective!r})"
-
-    @classmethod
-    def for_training(cls, *args, **kwargs) -> "Attack":
-        """The training-time preset (adversarial training's inner maximisation): no early stopping,
-        the last iterate is returned as is, with no extra forward pass to judge it and no final
-        re-verification; success flags then describe earlier iterates. Same arguments as the
-        constructor."""
-        kwargs.setdefault("early_stop", False)
-        attack = cls(*args, **kwargs)
-        attack.keep_last, attack.judge_final, attack.verify = True, False, False
-        return attack
 
     def __call__(self, model: Callable, x: torch.Tensor, target: Any,
                  eps: float | Sequence[float] | None = None, *, threat: Any = None) -> AttackResult | list[AttackResult]:
@@ -533,7 +577,7 @@ class Attack:
             except (OracleError, QueryBudgetExceeded) as e:  # keep what was found; say why the rest stopped
                 why = "oracle_budget" if isinstance(e, QueryBudgetExceeded) else "oracle_error"
                 log.warning("%s stopped early (%s): %s; returning the best points found so far", self.name, why, e)
-                status = list(getattr(ctx, "status", None) or ["done"] * ctx.x_full.shape[0])
+                status = list(ctx.status or ["done"] * ctx.x_full.shape[0])
                 active = set(ctx.index.tolist())  # the samples the black box failed on; finished ones keep theirs
                 for i, st in enumerate(status):
                     if i in active and not bool(ctx.success_full[i]) and st not in ("no_start", "max_queries"):
@@ -542,7 +586,7 @@ class Attack:
             if self.verify and not ctx.is_oracle and (ctx.success_full.any() or self.eot_judge == "draw"):
                 self._verify(ctx)
         elapsed = time.perf_counter() - start
-        status = getattr(ctx, "status", None)
+        status = ctx.status
         if status is not None:  # success is the final word (verification may have withdrawn one)
             status = ["success" if ok else ("done" if st == "success" else st)
                       for ok, st in zip(ctx.success_full.tolist(), status)]
@@ -583,10 +627,32 @@ class IterativeAttack(Attack):
     the state is a dict whose tensors have the active batch as first dimension (the engine
     subsets them when samples succeed). ``state["x_adv"]`` is the current iterate; after the last
     step the engine evaluates it once (forward only).
+
+    Engine options besides :class:`Attack`'s (keyword-only):
+        keep_last: return the last iterate instead of the best point (transfer attacks: with a
+            randomised surrogate the "best" point is judged by one random draw; the last iterate
+            transfers better).
+        judge_final: with keep_last, evaluate the last iterate once more to report its success and
+            loss; off for adversarial training, which needs only the point (success flags then
+            describe earlier iterates).
     """
 
     steps: int = 10
     restarts: int = 1
+
+    def __init__(self, threat: ThreatModel, objective: Objective | str | None = None, *,
+                 keep_last: bool = False, judge_final: bool = True, **options):
+        super().__init__(threat, objective, **options)
+        self.keep_last, self.judge_final = bool(keep_last), bool(judge_final)
+
+    @classmethod
+    def for_training(cls, *args, **kwargs) -> "IterativeAttack":
+        """The training-time preset (adversarial training's inner maximisation): no early stopping,
+        the last iterate is returned as is, with no extra forward pass to judge it and no final
+        re-verification; success flags then describe earlier iterates. Same arguments as the
+        constructor."""
+        options = dict(early_stop=False, keep_last=True, judge_final=False, verify=False)
+        return cls(*args, **{**options, **kwargs})
 
     def run(self, ctx: AttackContext) -> None:
         for restart in range(self.restarts):
@@ -617,12 +683,6 @@ class IterativeAttack(Attack):
 
     #: whether the final iterate still needs a forward pass to be judged
     evaluate_final = True
-    #: return the last iterate instead of the best point (transfer attacks: with a randomised
-    #: surrogate the "best" point is judged by one random draw; the last iterate transfers better)
-    keep_last = False
-    #: with keep_last: evaluate the last iterate once more to report its success and loss; off for
-    #: adversarial training, which needs only the point (success flags then describe earlier iterates)
-    judge_final = True
 
     def init_state(self, ctx: AttackContext, restart: int) -> dict:
         raise NotImplementedError

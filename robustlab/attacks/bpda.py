@@ -22,7 +22,7 @@ class BPDA(nn.Module):
     ``approx`` (identity by default).
 
     The straight-through form z = h(x) + (g(x) - h(x)).detach() has the value g(x) and the gradient
-    of h(x). For a randomised g, combine with EOT (``attack.eot = k``).
+    of h(x). For a randomised g, combine with EOT (the attack's ``eot=k`` option).
     """
 
     def __init__(self, model: Callable[[torch.Tensor], torch.Tensor], preprocess: Callable[[torch.Tensor], torch.Tensor],

@@ -50,9 +50,8 @@ class DecisionAttack(Attack):
     oracle_kind = "decision"
 
     def __init__(self, threat: ThreatModel, objective: Objective | str | None = None, *, max_queries: int = 5000,
-                 starting_points: torch.Tensor | None = None, init_tries: int = 100, early_stop: bool = True,
-                 seed: int = 0):
-        super().__init__(threat, objective, early_stop=early_stop, seed=seed)
+                 starting_points: torch.Tensor | None = None, init_tries: int = 100, **options):
+        super().__init__(threat, objective, **options)
         if max_queries < 1:
             raise InputError(f"max_queries must be >= 1, got {max_queries}")
         self.max_queries = int(max_queries)
@@ -66,7 +65,7 @@ class DecisionAttack(Attack):
     # ----- budgets and failures -------------------------------------------------------------
     def _remaining(self, ctx: AttackContext, pos: torch.Tensor | None = None) -> torch.Tensor:
         """Queries each active sample (or positions `pos`) may still spend; 0 once it was stopped."""
-        if getattr(ctx, "status", None) is None:
+        if ctx.status is None:
             self._init_status(ctx)
         idx = ctx.index if pos is None else ctx.index[pos]
         left = self.max_queries - ctx.forward_calls[idx]
@@ -80,7 +79,7 @@ class DecisionAttack(Attack):
         return self._remaining(ctx) > 0
 
     def _stop(self, ctx: AttackContext, pos: torch.Tensor, why: str) -> None:
-        if getattr(ctx, "status", None) is None:
+        if ctx.status is None:
             self._init_status(ctx)
         for i in ctx.index[pos].unique().tolist():
             if ctx.status[i] not in _STOPPED:
@@ -180,7 +179,7 @@ class DecisionAttack(Attack):
 
     def _finish(self, ctx: AttackContext, x_best: torch.Tensor, have: torch.Tensor) -> None:
         """Record the final points: inside eps -> success; outside -> the clean input (failure)."""
-        if getattr(ctx, "status", None) is None:
+        if ctx.status is None:
             self._init_status(ctx)
         d = self.dist(ctx, x_best)
         inside = have & (d <= ctx.threat.eps * (1 + 1e-6) + 1e-12)
@@ -214,10 +213,9 @@ class HopSkipJump(DecisionAttack):
 
     def __init__(self, threat: ThreatModel, objective: Objective | str | None = None, *, max_queries: int = 5000,
                  iterations: int = 64, init_evals: int = 100, max_evals: int = 10000, gamma: float = 1.0,
-                 starting_points: torch.Tensor | None = None, init_tries: int = 100, early_stop: bool = True,
-                 seed: int = 0):
+                 starting_points: torch.Tensor | None = None, init_tries: int = 100, **options):
         super().__init__(threat, objective, max_queries=max_queries, starting_points=starting_points,
-                         init_tries=init_tries, early_stop=early_stop, seed=seed)
+                         init_tries=init_tries, **options)
         if threat.norm not in ("l2", "linf"):
             raise InputError("HopSkipJump supports the l2 and linf norms")
         self.iterations, self.init_evals, self.max_evals, self.gamma = int(iterations), int(init_evals), int(max_evals), float(gamma)
@@ -324,8 +322,8 @@ class RayS(DecisionAttack):
     name = "rays"
 
     def __init__(self, threat: ThreatModel, objective: Objective | str | None = None, *, max_queries: int = 5000,
-                 early_stop: bool = True, seed: int = 0, tol: float = 1e-3):
-        super().__init__(threat, objective, max_queries=max_queries, early_stop=early_stop, seed=seed)
+                 tol: float = 1e-3, **options):
+        super().__init__(threat, objective, max_queries=max_queries, **options)
         if threat.norm != "linf":
             raise InputError("RayS is an Linf attack: use ThreatModel('linf', eps)")
         if not tol > 0:
@@ -402,10 +400,9 @@ class BoundaryAttack(DecisionAttack):
 
     def __init__(self, threat: ThreatModel, objective: Objective | str | None = None, *, max_queries: int = 5000,
                  spherical_step: float = 0.01, source_step: float = 0.01, step_adaptation: float = 1.5,
-                 starting_points: torch.Tensor | None = None, init_tries: int = 100, early_stop: bool = True,
-                 seed: int = 0):
+                 starting_points: torch.Tensor | None = None, init_tries: int = 100, **options):
         super().__init__(threat, objective, max_queries=max_queries, starting_points=starting_points,
-                         init_tries=init_tries, early_stop=early_stop, seed=seed)
+                         init_tries=init_tries, **options)
         if threat.norm != "l2":
             raise InputError("the Boundary attack is an L2 attack: use ThreatModel('l2', eps)")
         self.spherical_step, self.source_step, self.adapt = float(spherical_step), float(source_step), float(step_adaptation)

@@ -26,8 +26,8 @@ class NES(IterativeAttack):
 
     def __init__(self, threat: ThreatModel, objective: Objective | str | None = None, *, n_samples: int = 50,
                  sigma: float = 0.001, step_size: float | None = None, max_queries: int = 10000,
-                 early_stop: bool = True, seed: int = 0):
-        super().__init__(threat, objective, early_stop=early_stop, seed=seed)
+                 **options):
+        super().__init__(threat, objective, **options)
         self.n_samples, self.sigma = int(n_samples), float(sigma)
         self.step_size = step_size
         self.steps = max(1, (int(max_queries) - 1) // (2 * self.n_samples + 1))
@@ -69,8 +69,8 @@ class BanditsTD(IterativeAttack):
 
     def __init__(self, threat: ThreatModel, objective: Objective | str | None = None, *, prior_size: int | None = None,
                  fd_eta: float = 0.1, image_lr: float | None = None, online_lr: float = 100.0,
-                 exploration: float = 1.0, max_queries: int = 10000, early_stop: bool = True, seed: int = 0):
-        super().__init__(threat, objective, early_stop=early_stop, seed=seed)
+                 exploration: float = 1.0, max_queries: int = 10000, **options):
+        super().__init__(threat, objective, **options)
         self.prior_size, self.fd_eta, self.image_lr = prior_size, float(fd_eta), image_lr
         self.online_lr, self.exploration = float(online_lr), float(exploration)
         self.steps = max(1, (int(max_queries) - 1) // 3)

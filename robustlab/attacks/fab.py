@@ -107,19 +107,16 @@ class FABT(Attack):
     name = "fab-t"
 
     def __init__(self, threat: ThreatModel, *, n_targets: int = 9, steps: int = 100, alpha_max: float = 0.1,
-                 eta: float = 1.05, beta: float = 0.9, early_stop: bool = True, seed: int = 0,
-                 targets_at_once: int | None = None):
-        super().__init__(threat, CrossEntropy(), early_stop=early_stop, seed=seed)
+                 eta: float = 1.05, beta: float = 0.9, targets_at_once: int | None = None, **options):
+        super().__init__(threat, CrossEntropy(), **options)
         self.n_targets, self.steps, self.targets_at_once = int(n_targets), int(steps), targets_at_once
         if targets_at_once is not None and int(targets_at_once) < 1:
             raise InputError(f"targets_at_once must be >= 1 (or None: the device's default), got {targets_at_once}")
         self.alpha_max, self.eta, self.beta = float(alpha_max), float(eta), float(beta)
 
     def run(self, ctx: AttackContext) -> None:
-        with torch.no_grad():
-            clean = ctx._forward(ctx.x)
-        ctx.forward_calls[ctx.index] += 1
-        ctx._judge(ctx.x, clean, None)
+        clean = ctx.output(ctx.x)
+        ctx.judge(ctx.x, clean)
         labels = torch.zeros(ctx.x_full.shape[0], dtype=torch.long, device=ctx.index.device)
         labels[ctx.index] = labels_of(clean, ctx.target).to(labels.device)
         groups = target_groups(ctx, clean, self.n_targets, self.targets_at_once, self.early_stop,
@@ -139,7 +136,7 @@ class FABT(Attack):
         for _ in range(self.steps):
             x_req = x_k.detach().requires_grad_(True)
             with torch.enable_grad():
-                out = ctx._forward(x_req)
+                out = ctx.forward(x_req)
                 g = out.gather(1, y[:, None]).squeeze(1) - out.gather(1, t[:, None]).squeeze(1)
                 w, = torch.autograd.grad(g.sum(), x_req)
             ctx.grad_calls[ctx.index] += 1
@@ -157,9 +154,7 @@ class FABT(Attack):
             alpha = (n_k / (n_k + n_0)).clamp(0, self.alpha_max)
             a = per_sample(alpha, x_k)
             x_next = ((1 - a) * (x_k + self.eta * d_k) + a * (x0 + self.eta * d_0)).clamp(lo, hi)
-            with torch.no_grad():
-                out_next = ctx._forward(x_next)
-            ctx.forward_calls[ctx.index] += 1
+            out_next = ctx.output(x_next)
             adv = self._record(ctx, x_next, out_next)
             x_k = torch.where(per_sample(adv, x_next), (1 - self.beta) * x0 + self.beta * x_next, x_next).detach()
             if self.early_stop:

@@ -21,9 +21,8 @@ class PGD(IterativeAttack):
 
     def __init__(self, threat: ThreatModel, objective: Objective | str | None = None, *, steps: int = 40,
                  step_size: float | None = None, rel_step_size: float | None = None, restarts: int = 1,
-                 random_start: bool = True, starting_points: torch.Tensor | None = None, early_stop: bool = True,
-                 seed: int = 0):
-        super().__init__(threat, objective, early_stop=early_stop, seed=seed)
+                 random_start: bool = True, starting_points: torch.Tensor | None = None, **options):
+        super().__init__(threat, objective, **options)
         self.starting_points = starting_points
         self.steps = int(steps)
         self.restarts = int(restarts)
@@ -59,9 +58,9 @@ class BIM(PGD):
     name = "bim"
 
     def __init__(self, threat: ThreatModel, objective: Objective | str | None = None, *, steps: int = 10,
-                 step_size: float | None = None, early_stop: bool = True, seed: int = 0):
+                 step_size: float | None = None, **options):
         super().__init__(threat, objective, steps=steps, step_size=step_size, random_start=False,
-                         early_stop=early_stop, seed=seed)
+                         **options)
 
     def _alpha(self, eps: float) -> float:
         return self.step_size if self.step_size is not None else eps / self.steps
@@ -76,10 +75,9 @@ class FGSM(PGD):
     name = "fgsm"
 
     def __init__(self, threat: ThreatModel, objective: Objective | str | None = None, *,
-                 random_start: bool = False, step_size: float | None = None, early_stop: bool = True,
-                 seed: int = 0):
+                 random_start: bool = False, step_size: float | None = None, **options):
         super().__init__(threat, objective, steps=1, step_size=step_size, random_start=random_start,
-                         early_stop=early_stop, seed=seed)
+                         **options)
 
     def _alpha(self, eps: float) -> float:
         return self.step_size if self.step_size is not None else eps
@@ -95,8 +93,8 @@ class MIFGSM(IterativeAttack):
     name = "mifgsm"
 
     def __init__(self, threat: ThreatModel, objective: Objective | str | None = None, *, steps: int = 10,
-                 decay: float = 1.0, step_size: float | None = None, early_stop: bool = True, seed: int = 0):
-        super().__init__(threat, objective, early_stop=early_stop, seed=seed)
+                 decay: float = 1.0, step_size: float | None = None, **options):
+        super().__init__(threat, objective, **options)
         self.steps = int(steps)
         self.decay = float(decay)
         self.step_size = None if step_size is None else finite_or_raise(step_size, "step_size")

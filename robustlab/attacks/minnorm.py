@@ -20,7 +20,7 @@ def _record_min_norm(ctx: AttackContext, x_adv: torch.Tensor, out: torch.Tensor,
     Points outside the ball are never recorded, so x_adv always satisfies the threat model.
     Returns (success, success within eps, norms)."""
     idx = ctx.index if sub is None else ctx.index[sub]
-    target = ctx.target if sub is None else ctx._target(sub)
+    target = ctx.target_of(sub)
     x = ctx.x if sub is None else ctx.x[sub]
     succ = ctx.objective.success(out, target)
     norms = lp_norm(x_adv - x, ctx.threat.norm)
@@ -47,8 +47,8 @@ class CarliniWagnerL2(Attack):
 
     def __init__(self, threat: ThreatModel, objective: Objective | str | None = None, *, steps: int = 100,
                  binary_search_steps: int = 9, initial_const: float = 1e-2, confidence: float = 0.0,
-                 lr: float = 0.01, early_stop: bool = True, seed: int = 0):
-        super().__init__(threat, objective, early_stop=early_stop, seed=seed)
+                 lr: float = 0.01, **options):
+        super().__init__(threat, objective, **options)
         if threat.norm != "l2":
             raise InputError("CarliniWagnerL2 measures L2 distortion: use ThreatModel('l2', eps)")
         self.steps, self.binary_search_steps = int(steps), int(binary_search_steps)
@@ -77,7 +77,7 @@ class CarliniWagnerL2(Attack):
                     x_adv = lo + (hi - lo) * (torch.tanh(w_req) + 1) / 2
                     if ctx.threat.mask is not None:
                         x_adv = ctx.threat.apply(x, x_adv - x)
-                    out = ctx._forward(x_adv)
+                    out = ctx.forward(x_adv)
                     margin = ctx.objective.loss(out, ctx.target)
                     dist = (x_adv - x).reshape(x.shape[0], -1).pow(2).sum(1)
                     if self.objective.margin_like:
@@ -112,17 +112,15 @@ class DeepFool(Attack):
     name = "deepfool"
 
     def __init__(self, threat: ThreatModel, *, steps: int = 50, candidates: int = 10, overshoot: float = 0.02,
-                 early_stop: bool = True, seed: int = 0):
-        super().__init__(threat, None, early_stop=early_stop, seed=seed)
+                 **options):
+        super().__init__(threat, None, **options)
         if threat.norm not in ("l2", "linf"):
             raise InputError("DeepFool supports the l2 and linf norms")
         self.steps, self.candidates, self.overshoot = int(steps), int(candidates), float(overshoot)
 
     def run(self, ctx: AttackContext) -> None:
         lo, hi = ctx.threat.bounds
-        with torch.no_grad():
-            clean = ctx._forward(ctx.x)
-        ctx.forward_calls[ctx.index] += 1
+        clean = ctx.output(ctx.x)
         _record_min_norm(ctx, ctx.x, clean)
         labels = labels_of(clean, ctx.target)
         k = min(self.candidates, clean.shape[1])
@@ -133,7 +131,7 @@ class DeepFool(Attack):
         for _ in range(self.steps):
             x_req = x_adv.detach().requires_grad_(True)
             with torch.enable_grad():
-                out = ctx._forward(x_req)
+                out = ctx.forward(x_req)
                 f_y = out.gather(1, labels[:, None])
                 diffs = out.gather(1, others) - f_y
                 grads = []
@@ -165,7 +163,5 @@ class DeepFool(Attack):
             if not keep.all():
                 ctx.shrink(keep)
                 x_adv, r_total, others, labels = x_adv[keep], r_total[keep], others[keep], labels[keep]
-        with torch.no_grad():
-            out = ctx._forward(x_adv)
-        ctx.forward_calls[ctx.index] += 1
+        out = ctx.output(x_adv)
         _record_min_norm(ctx, x_adv, out)

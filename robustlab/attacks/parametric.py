@@ -28,16 +28,15 @@ class ParametricPGD(PGD):
     name = "parametric-pgd"
 
     def __init__(self, threat: ParametricThreat, objective: Objective | str | None = None, *, steps: int = 20,
-                 rel_step: float = 0.1, restarts: int = 1, random_start: bool = True, early_stop: bool = True,
-                 seed: int = 0):
+                 rel_step: float = 0.1, restarts: int = 1, random_start: bool = True, **options):
         if not isinstance(threat, ParametricThreat):
             raise InputError("ParametricPGD needs a ParametricThreat (ColorThreat, GeometricThreat, BlurLightingThreat)")
         super().__init__(threat, objective, steps=steps, rel_step_size=rel_step, restarts=restarts,
-                         random_start=random_start, early_stop=early_stop, seed=seed)
+                         random_start=random_start, **options)
 
 
 class RandomTransform(nn.Module):
-    """A model seen through a random transformation drawn at every call: with ``attack.eot = n``
+    """A model seen through a random transformation drawn at every call: with an attack's ``eot=n`` option
     the engine averages the loss gradient over n draws per step (EOT)."""
 
     def __init__(self, model: nn.Module, threat: ParametricThreat, generator: torch.Generator | None = None):

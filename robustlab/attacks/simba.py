@@ -34,9 +34,8 @@ class SimBA(IterativeAttack):
     evaluate_final = False
 
     def __init__(self, threat: ThreatModel, objective: Objective | str | None = None, *, step_size: float = 0.2,
-                 basis: str = "dct", freq_dims: int | None = None, steps: int = 1000, early_stop: bool = True,
-                 seed: int = 0):
-        super().__init__(threat, objective, early_stop=early_stop, seed=seed)
+                 basis: str = "dct", freq_dims: int | None = None, steps: int = 1000, **options):
+        super().__init__(threat, objective, **options)
         if basis not in ("pixel", "dct"):
             raise InputError("basis must be 'pixel' or 'dct'")
         self.step_size, self.basis, self.freq_dims = float(step_size), basis, freq_dims

@@ -62,8 +62,8 @@ class Square(IterativeAttack):
     needs_gradients = False
 
     def __init__(self, threat: ThreatModel, objective: Objective | str | None = None, *, max_queries: int = 5000,
-                 p_init: float = 0.8, restarts: int = 1, early_stop: bool = True, seed: int = 0):
-        super().__init__(threat, objective, early_stop=early_stop, seed=seed)
+                 p_init: float = 0.8, restarts: int = 1, **options):
+        super().__init__(threat, objective, **options)
         if threat.norm not in ("linf", "l2", "l1"):
             raise InputError("Square supports the linf, l2 and l1 norms")
         if max_queries < 1:

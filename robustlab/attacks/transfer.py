@@ -57,9 +57,7 @@ class InputDiversity(nn.Module):
 
 def _default_attack(threat: ThreatModel, seed: int) -> MIFGSM:
     """MI-FGSM, 10 steps, run to the end, returning the last iterate."""
-    attack = MIFGSM(threat, steps=10, early_stop=False, seed=seed)
-    attack.keep_last = True
-    return attack
+    return MIFGSM(threat, steps=10, early_stop=False, seed=seed, keep_last=True)
 
 
 def _craft(source, x, y, threat: ThreatModel, attack: Attack | None, diversity: float, seed: int):

@@ -71,9 +71,8 @@ def build_suite(attacks: str | Sequence[Attack | str], threat: ThreatModel, seed
                 suite.append(Square(threat, objective, max_queries=5000, p_init=0.8, seed=seed))
             return suite
         if attacks in ("rand", "rand-draw"):
-            a = APGD(threat, objective, steps=100, seed=seed)
-            a.eot, a.eot_judge = 20, "draw" if attacks == "rand-draw" else "mean"
-            return [a]
+            judge = "draw" if attacks == "rand-draw" else "mean"
+            return [APGD(threat, objective, steps=100, seed=seed, eot=20, eot_judge=judge)]
         return [APGD(threat, objective, steps=20, seed=seed)]
     if isinstance(attacks, str):
         if attacks == "standard":
@@ -85,10 +84,8 @@ def build_suite(attacks: str | Sequence[Attack | str], threat: ThreatModel, seed
                 suite.append(Square(threat, max_queries=5000, p_init=0.8, seed=seed))
             return suite
         if attacks in ("rand", "rand-draw"):
-            suite = [APGD(threat, "ce", steps=100, seed=seed), APGDDLR(threat, steps=100, seed=seed)]
-            for a in suite:
-                a.eot, a.eot_judge = 20, "draw" if attacks == "rand-draw" else "mean"
-            return suite
+            rand = dict(eot=20, eot_judge="draw" if attacks == "rand-draw" else "mean")
+            return [APGD(threat, "ce", steps=100, seed=seed, **rand), APGDDLR(threat, steps=100, seed=seed, **rand)]
         if attacks == "fast":
             return [APGD(threat, "ce", steps=20, seed=seed), APGDT(threat, n_targets=3, steps=20, seed=seed)]
         attacks = [a.strip() for a in attacks.split(",") if a.strip()]

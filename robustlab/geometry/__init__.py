@@ -10,7 +10,7 @@ from .core import LossFunction, ParameterGeometry, as_batches, model_state
 from .flatness import average_robust_flatness, worst_robust_flatness
 from .hessian import (EigenResult, SpectralDensity, TraceResult, hessian_eigenvalues, hessian_trace, lanczos,
                       spectral_density)
-from .measures import MEASURES, measure_fn
+from .measures import MEASURES, get_measure, list_measures, measure_fn
 from .rescale import InvarianceReport, invariance_report, rescalable_pairs, rescale
 from .sharpness import (SharpnessResult, adaptive_sharpness, average_sharpness, eps_sharpness, pac_bayes_sigma,
                         worst_case_sharpness)
@@ -21,7 +21,7 @@ __all__ = [
     "EigenResult", "InvarianceReport", "LossFunction", "MEASURES", "ParameterGeometry", "SharpnessResult",
     "SpectralDensity", "Surface", "TraceResult", "Trajectory", "adaptive_sharpness", "as_batches",
     "average_robust_flatness", "average_sharpness", "eps_sharpness", "hessian_eigenvalues", "hessian_trace",
-    "interpolate", "invariance_report", "lanczos", "load_snapshots", "measure_fn", "model_state",
+    "get_measure", "interpolate", "invariance_report", "lanczos", "list_measures", "load_snapshots", "measure_fn", "model_state",
     "pac_bayes_sigma", "rescalable_pairs", "rescale", "spectral_density", "surface_1d", "surface_2d",
     "trajectory_pca", "trajectory_surface", "worst_case_sharpness", "worst_robust_flatness",
 ]

@@ -45,7 +45,17 @@ def _register():
 _register()
 
 
+def list_measures(**where) -> list[str]:
+    """Registered measure names, filtered by metadata: ``list_measures(invariant=True)``."""
+    return MEASURES.names(**where)
+
+
+def get_measure(name: str) -> Callable[..., float]:
+    """The registered measure ``f(model, data, **kw) -> float`` (UnknownNameError lists the known names)."""
+    return MEASURES.get(name)
+
+
 def measure_fn(name: str, data: Any, **kwargs) -> Callable:
     """``model -> float`` for a registered measure on ``data``."""
-    fn = MEASURES.get(name)  # raises UnknownNameError listing the known names
+    fn = get_measure(name)
     return lambda model: fn(model, data, **kwargs)

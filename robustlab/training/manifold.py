@@ -44,9 +44,8 @@ def make_on_manifold_method(vae: VAE | None = None, eta: float = DEFAULT_ETA, st
         if eta == 0:
             return standard(model, x, y, ctx)
         threat = LatentThreat(vae, eta, labels=y if vae.conditional else None)
-        attack = ParametricPGD(threat, "ce", steps=steps, rel_step=rel_step, random_start=True,
-                               early_stop=False, seed=ctx.seed)
-        attack.keep_last, attack.judge_final, attack.verify = True, False, False
+        attack = ParametricPGD.for_training(threat, "ce", steps=steps, rel_step=rel_step, random_start=True,
+                                            seed=ctx.seed)
         inner = ctx.attack_model or model
         with eval_mode(inner):
             x_adv = attack(inner, x, y).x_adv.detach()

@@ -224,3 +224,7 @@ METHODS.register("on_manifold", on_manifold, adversarial=True, select_on="clean"
 
 def get_method(name: str) -> Callable:
     return METHODS.get(name)
+
+
+def list_methods(**where) -> list[str]:
+    return METHODS.names(**where)

@@ -96,8 +96,7 @@ def transfer_to(sources, target_reader: Callable[[torch.Tensor], list[str]], x: 
     """Craft untargeted MI-FGSM lines on CRNN(s) (a list is their averaged log-probabilities) and read
     them with the target (e.g. ``tesseract.read``): 2 target queries per line."""
     threat = ThreatModel(norm, eps)
-    att = MIFGSM(threat, TextUntargeted(), steps=steps, step_size=eps / 4, early_stop=False, seed=seed)
-    att.keep_last = True
+    att = MIFGSM(threat, TextUntargeted(), steps=steps, step_size=eps / 4, early_stop=False, seed=seed, keep_last=True)
     res = transfer_attack(sources, target_reader, x, list(truth), threat, attack=att, seed=seed)
     correct = res.target_correct_clean
     return {"source_success_rate": float(res.source_success.float().mean()),

@@ -11,7 +11,7 @@ placed in the scene at a disparity, and EOT over small photometric and geometric
 - ``PairJitter``: brightness/contrast common to both cameras, a small exposure difference between
   them, sensor noise, and a vertical misalignment of the right view (a rectification error) of
   up to ``max_row_shift`` pixels. ``RandomPairTransform`` sees a model through it, so
-  ``attack.eot = n`` averages gradients over n draws; ``jittered_metrics`` measures how an
+  an attack's ``eot=n`` option averages gradients over n draws; ``jittered_metrics`` measures how an
   adversarial pair survives such changes.
 """
 from __future__ import annotations
@@ -59,7 +59,7 @@ class PairJitter:
 
 
 class RandomPairTransform(nn.Module):
-    """The model seen through a fresh ``PairJitter`` draw at every call (use with ``attack.eot``)."""
+    """The model seen through a fresh ``PairJitter`` draw at every call (use with an attack's ``eot`` option)."""
 
     def __init__(self, model: nn.Module, jitter: PairJitter | None = None, seed: int = 0):
         super().__init__()

@@ -121,8 +121,7 @@ def physical_table(model, setup: StereoSetup, val: StereoDataset, moto: StereoDa
     def eot():
         jitter = PairJitter()
         plain = stereo_attack(model, val.x, val.disparity, val.mask, eps=eps, views="both").x_adv
-        attack = PGD(stereo_threat(eps, "both"), disparity_objective(UNREACHED), steps=10, step_size=eps / 4, early_stop=False)
-        attack.eot = 5
+        attack = PGD(stereo_threat(eps, "both"), disparity_objective(UNREACHED), steps=10, step_size=eps / 4, early_stop=False, eot=5)
         robust = attack(RandomPairTransform(model, jitter), val.x, (val.disparity, val.mask)).x_adv
         return {"pgd10": {"static": _metrics(model, val, plain), "jittered": jittered_metrics(model, plain, val.disparity, val.mask, jitter)},
                 "eot5_pgd10": {"static": _metrics(model, val, robust), "jittered": jittered_metrics(model, robust, val.disparity, val.mask, jitter)},
