@@ -698,8 +698,8 @@ def test_successes_that_do_not_hold_when_re_judged_are_withdrawn(caplog):
 def test_keep_last_returns_the_last_iterate_judged_once_more():
     """keep_last (transfer attacks): x_adv is the last iterate, not the best point, with its own loss."""
     model, x, c, y = _problem("linf", seed=5)
-    attack = PGD(rl.ThreatModel("linf", 0.1), Towards(c), steps=6, step_size=0.07, starting_points=x)
-    attack.keep_last = True
+    attack = PGD(rl.ThreatModel("linf", 0.1), Towards(c), steps=6, step_size=0.07, starting_points=x,
+                 keep_last=True)
     res = attack(model, x, y)
     v, points = x, [x]
     for _ in range(6):

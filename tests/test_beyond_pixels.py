@@ -76,8 +76,7 @@ def test_eot_survives_random_transformations(digits_model, digits_correct):
     threat = rl.ThreatModel("linf", 0.12)
     rand_model = A.RandomTransform(digits_model, physical, torch.Generator().manual_seed(1))
     plain = A.PGD(threat, steps=20, early_stop=False)(digits_model, x, y)
-    eot_attack = A.PGD(threat, steps=20, early_stop=False)
-    eot_attack.eot = 8
+    eot_attack = A.PGD(threat, steps=20, early_stop=False, eot=8)
     eot = eot_attack(rand_model, x, y)
     s_plain = A.survival_rate(digits_model, plain.x_adv, y, physical, n=30).mean()
     s_eot = A.survival_rate(digits_model, eot.x_adv, y, physical, n=30).mean()

@@ -104,8 +104,7 @@ def test_randomised_model_is_flagged_and_eot_is_stronger(digits_model, digits_te
     assert rl.sanity_checks(noisy, (x, y), threat, checks=("randomness",))["randomness"].verdict == "warn"
     torch.manual_seed(0)
     plain = A.APGD(threat, steps=20)
-    eot = A.APGD(threat, steps=20)
-    eot.eot = 10
+    eot = A.APGD(threat, steps=20, eot=10)
     r_eot = eot(noisy, x, y)
     assert r_eot.grad_calls.max() <= 10 * 21
     assert r_eot.success_rate >= plain(noisy, x, y).success_rate - 0.05

@@ -116,8 +116,7 @@ def test_eot_attack_uses_random_views_and_jitter_keeps_bounds(net):
     with torch.no_grad():
         assert not torch.equal(wrapped(val.x), wrapped(val.x))
     attack = rl.attacks.PGD(rl.tasks.stereo.stereo_threat(0.03), rl.tasks.stereo.disparity_objective(1000.0), steps=5,
-                            step_size=0.01, early_stop=False)
-    attack.eot = 3
+                            step_size=0.01, early_stop=False, eot=3)
     x_adv = attack(wrapped, val.x, (val.disparity, val.mask)).x_adv
     clean = jittered_metrics(model, val.x, val.disparity, val.mask, jitter, n=4)
     attacked = jittered_metrics(model, x_adv, val.disparity, val.mask, jitter, n=4)
