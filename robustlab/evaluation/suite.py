@@ -19,7 +19,8 @@ from tqdm.auto import tqdm
 
 from ..attacks import APGD, APGDDLR, APGDT, FABT, Attack, Square, create_attack
 from ..targets import concat_targets, index_target, target_to
-from .data import device_of, eval_mode, first_batches, iterate_batches, materialize
+from ..data.batches import first_batches, iterate_batches, materialize
+from ..runtime import device_of, eval_mode
 from ..errors import InputError, check_batch
 from ..fileio import atomic_torch_save
 from ..objectives import CrossEntropy, Objective
