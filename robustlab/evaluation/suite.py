@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from ..attacks import APGD, APGDDLR, APGDT, FABT, Attack, Square, create_attack
 from ..targets import concat_targets, index_target, target_to
+from ..argtypes import name_list
 from ..data.batches import first_batches, iterate_batches, materialize
 from ..runtime import device_of, eval_mode
 from ..errors import InputError, check_batch
@@ -92,7 +93,7 @@ def build_suite(attacks: str | Sequence[Attack | str], threat: ThreatModel, seed
             return suite
         if attacks == "fast":
             return [APGD(threat, "ce", steps=20, seed=seed), APGDT(threat, n_targets=3, steps=20, seed=seed)]
-        attacks = [a.strip() for a in attacks.split(",") if a.strip()]
+        attacks = name_list(attacks, allow_empty=True)
     if not attacks:
         raise InputError("the attack list is empty: robust accuracy would equal clean accuracy; name at least one "
                          "attack (e.g. 'apgd-ce,square') or a suite: 'standard', 'rand', 'fast'")
