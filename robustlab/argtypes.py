@@ -3,17 +3,44 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Callable, TypeVar
+
+from .errors import InputError
+
+T = TypeVar("T")
 
 
-def float_list(text: str) -> list[float]:
-    """'0.1,0.2' -> [0.1, 0.2]; an empty list is an error."""
+class ListArgumentError(argparse.ArgumentTypeError, InputError):
+    """A malformed comma-separated list: argparse reports it as a bad flag value, and outside
+    argparse it is an ``InputError`` (exit code 2 in the CLI)."""
+
+
+def comma_list(text: str, convert: Callable[[str], T], what: str, example: str, allow_empty: bool = False) -> list[T]:
+    """The comma-separated items of ``text`` (spaces around them and empty items dropped), each passed
+    through ``convert``; ListArgumentError names ``what`` was expected when one does not
+    convert, or when there is none and ``allow_empty`` is false."""
     try:
-        values = [float(t) for t in text.split(",") if t.strip()]
+        values = [convert(t.strip()) for t in str(text).split(",") if t.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-    if not values:
-        raise argparse.ArgumentTypeError("expected at least one number, e.g. 0.1,0.3")
+        raise ListArgumentError(f"expected comma-separated {what}, got {text!r}") from None
+    if not values and not allow_empty:
+        raise ListArgumentError(f"expected at least one of the comma-separated {what}, e.g. {example}")
     return values
+
+
+def float_list(text: str, allow_empty: bool = False) -> list[float]:
+    """'0.1,0.2' -> [0.1, 0.2]; an empty list is an error unless ``allow_empty``."""
+    return comma_list(text, float, "numbers", "0.1,0.3", allow_empty)
+
+
+def int_list(text: str, allow_empty: bool = False) -> list[int]:
+    """'0,1,2' -> [0, 1, 2]; an empty list is an error unless ``allow_empty``."""
+    return comma_list(text, int, "integers", "0,1,2", allow_empty)
+
+
+def name_list(text: str, allow_empty: bool = False) -> list[str]:
+    """'pgd, square' -> ['pgd', 'square']; an empty list is an error unless ``allow_empty``."""
+    return comma_list(text, str, "names", "pgd,square", allow_empty)
 
 
 def json_object(text: str | None) -> dict:

@@ -12,6 +12,7 @@ log = logging.getLogger("robustlab")
 
 from .argtypes import float_list as _floats  # noqa: E402
 from .argtypes import json_object as _model_kwargs  # noqa: E402
+from .argtypes import int_list, name_list  # noqa: E402
 
 
 def _add_train(sub) -> None:
@@ -254,7 +255,7 @@ def cmd_attack(args) -> int:
 def cmd_evaluate(args) -> int:
     from .runs.job import evaluate_model_run
 
-    attacks = args.attacks if args.attacks in ("standard", "rand", "rand-draw", "fast") else [a for a in args.attacks.split(",") if a]
+    attacks = args.attacks if args.attacks in ("standard", "rand", "rand-draw", "fast") else name_list(args.attacks, allow_empty=True)
     from .distributed import init_from_env, shutdown
 
     rank = init_from_env()
@@ -330,7 +331,7 @@ def cmd_sweep(args) -> int:
     cfg = {"method": args.method, "epochs": args.epochs, "lr": args.lr, "optimizer": args.optimizer, "eps": args.eps,
            "attack_steps": args.attack_steps, "eval_n": args.eval_n, "seed": args.seed}
     root = sweep_batch_size(Path(args.runs) / args.name, {"name": args.model}, {"name": args.data, "seed": 0}, cfg,
-                            [int(b) for b in args.batch_sizes.split(",")], args.lr_rules.split(","),
+                            int_list(args.batch_sizes), name_list(args.lr_rules),
                             resume=args.resume, progress=not args.no_progress)
     rows = json.loads((root / "sweep.json").read_text())["rows"]
     print(f"{'batch':>6} {'rule':>8} {'lr':>9} {'val acc':>8} {'gap':>7} {'val rob':>8} {'rob gap':>8}")
@@ -426,16 +427,11 @@ def _exit_code_and_message(e: BaseException) -> tuple[int, str]:
 
 
 # ---- representations and the eps sweep (issue 12) -------------------------------------------------
-def _floats_or_none(text: str) -> list[float]:
-    """Like ``float_list`` but an empty string is the empty list."""
-    return _floats(text) if text.strip() else []
-
-
 def _add_eps_sweep_args(p) -> None:
     g = p.add_argument_group("eps sweep (`robustlab sweep eps`)")
     g.add_argument("--train-eps", type=_floats, default=[0.0, 0.05, 0.1, 0.2, 0.3],
                    help="PGD-AT training eps values (0 = standard training)")
-    g.add_argument("--trades-betas", type=_floats_or_none, default=[1.0, 6.0],
+    g.add_argument("--trades-betas", type=lambda text: _floats(text, allow_empty=True), default=[1.0, 6.0],
                    help="TRADES betas (at --trades-eps); an empty string trains no TRADES cells")
     g.add_argument("--trades-eps", type=float, default=None, help="TRADES training eps (default: the largest --train-eps)")
     g.add_argument("--eval-eps", type=float, default=None, help="robust accuracy eps (default: the largest training eps)")
@@ -485,7 +481,7 @@ def _add_represent(sub) -> None:
 def cmd_represent(args) -> int:
     from .runs.represent import represent_run
 
-    analyses = [a.strip() for a in args.analyses.split(",") if a.strip()]
+    analyses = name_list(args.analyses, allow_empty=True)
     out = represent_run(args.run, analyses, args.n, args.compare, args.weights,
                         {"inversion_steps": args.inversion_steps, "eta": args.eta,
                          "conditional_vae": not args.unconditional_vae, "finetune": not args.no_finetune,

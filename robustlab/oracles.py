@@ -280,10 +280,3 @@ class DecisionOracle(Oracle):
             return torch.stack(outputs)
         return outputs
 
-
-def as_oracle(model_or_oracle: Callable, kind: str = "score", **kwargs) -> Oracle:
-    """An oracle of `kind` ("score" or "decision") for a model, or the oracle itself."""
-    if isinstance(model_or_oracle, Oracle):
-        return model_or_oracle
-    cls = ScoreOracle if kind == "score" else DecisionOracle
-    return cls.from_model(model_or_oracle, **kwargs)

@@ -4,7 +4,7 @@ with one factory verb.
 
     ATTACKS = Registry("attack")
 
-    @ATTACKS.register("pgd", access="white-box", norms=("linf", "l2", "l1"), tasks="any")
+    @ATTACKS.register("pgd", access="white-box", norms=("linf", "l2", "l1"), objective="any")
     class PGD(...): ...
 
     ATTACKS.create("pgd", threat, steps=40)

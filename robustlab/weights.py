@@ -1,21 +1,26 @@
 """Model weights as safetensors files: save and load (a mismatch names the keys and shapes), the string
-metadata, and ``cached_weights`` (train once, reuse while the file was written for the same setup).
+metadata, and ``cached_weights`` (train once, reuse while the file was written for the same setup)
+with the cache folder ``cache_dir`` and the file-name key ``settings_key`` of the models trained once.
 All writes atomic; reading never unpickles. A bottom-layer module, so every measure and task can
 cache the models it trains (training, representations, stereo, OCR)."""
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import logging
+import os
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Iterable
 
 import torch.nn as nn
 
 from .errors import CheckpointError
 from .fileio import atomic_write_bytes, atomic_write_json
 
-__all__ = ["save_weights", "load_weights", "read_metadata", "cached_weights", "check_compatible"]
+__all__ = ["save_weights", "load_weights", "read_metadata", "cached_weights", "check_compatible", "cache_dir",
+           "settings_key"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +57,23 @@ def read_metadata(path: str | Path) -> dict[str, str]:
             return dict(f.metadata() or {})
     except Exception as e:  # safetensors raises its own error types for corrupt files
         raise CheckpointError(f"{path} is not a readable safetensors file ({e}); it may be corrupt") from None
+
+
+def cache_dir(*parts: str) -> Path:
+    """The folder of cached trained weights: ``$ROBUSTLAB_DATA`` (default ``./data-cache``, relative
+    to the working directory) joined with ``parts``, e.g. ``cache_dir("stereo")``."""
+    return Path(os.environ.get("ROBUSTLAB_DATA", "data-cache"), *parts)
+
+
+def settings_key(settings: Any, drop_defaults: Iterable[str] = ()) -> str:
+    """The cache key of a dataclass of settings: the first 12 hex digits of the SHA-256 of its fields
+    as JSON (sorted keys). The fields named in ``drop_defaults`` are left out while they hold their
+    default, so adding an option keeps the key, and the file name, of the weights cached before it."""
+    fields = dataclasses.asdict(settings)
+    for f in dataclasses.fields(settings):
+        if f.name in drop_defaults and fields[f.name] == f.default:
+            del fields[f.name]
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def cached_weights(model: nn.Module, path: str | Path, train: Callable[[nn.Module], dict], setup: dict,

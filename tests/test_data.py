@@ -100,7 +100,7 @@ def test_cifar_batches(tmp_path):
 
 
 def test_first_batches_cut_at_n_and_read_no_further():
-    from robustlab.evaluation.data import first_batches, materialize
+    from robustlab.data import first_batches, materialize
 
     read = []
 

@@ -24,7 +24,7 @@ from .estimation import NES, BanditsTD
 from .decision import BoundaryAttack, DecisionAttack, HopSkipJump, RayS
 
 ATTACKS = Registry("attack")
-_ANY, _PIXEL = ("any",), ("linf", "l2", "l1")
+_PIXEL = ("linf", "l2", "l1")
 # access: white-box (gradients) | score (scores/losses only) | decision (the decision only).
 # objective: "any" (takes the task's objective) or "classification" (fixed classification losses).
 for _name, _cls, _meta in (
@@ -47,8 +47,7 @@ for _name, _cls, _meta in (
     ("rays", RayS, dict(access="decision", norms=("linf",), objective="any")),
     ("boundary", BoundaryAttack, dict(access="decision", norms=("l2",), objective="any")),
 ):
-    ATTACKS.register(_name, _cls, tasks=_ANY if _meta["objective"] == "any" else ("classification",),
-                     doc=(_cls.__doc__ or "").strip().splitlines()[0], **_meta)
+    ATTACKS.register(_name, _cls, doc=(_cls.__doc__ or "").strip().splitlines()[0], **_meta)
 
 
 def list_attacks(**where) -> list[str]:

@@ -17,6 +17,7 @@ import torch
 
 from ..errors import InputError, unknown_name
 from . import formats
+from .batches import batch_list, first_batches, iterate_batches, materialize
 from ..registry import Registry
 from ..targets import index_target
 from .shapes import SHAPE_CLASSES, generate_shapes
@@ -179,4 +180,5 @@ def _load_path(path: Path, split: str, seed: int, val_fraction: float) -> Datase
     return _holdout(x, y, split, seed, val_fraction, path.name, classes, has_test=False)
 
 
-__all__ = ["Dataset", "load_dataset", "list_datasets", "formats", "generate_shapes"]
+__all__ = ["Dataset", "load_dataset", "list_datasets", "formats", "generate_shapes", "iterate_batches", "first_batches",
+           "materialize", "batch_list"]

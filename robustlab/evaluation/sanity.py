@@ -19,7 +19,8 @@ from ..objectives import CrossEntropy, Objective
 from ..threat import ThreatModel
 from .checks import Check, SanityReport
 from ..targets import target_to
-from .data import device_of, eval_mode, materialize
+from ..data.batches import materialize
+from ..runtime import device_of, eval_mode
 
 CHEAP = ("randomness", "probabilities", "gradients", "one_step_vs_iterative")
 ALL = CHEAP + ("black_box_vs_white_box", "large_eps", "convergence")

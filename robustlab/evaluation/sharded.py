@@ -18,7 +18,7 @@ import torch.distributed as dist
 from ..runtime import world
 from ..targets import index_target
 from ..threat import ThreatModel
-from .data import materialize
+from ..data.batches import materialize
 from .suite import EvaluationReport, RobustnessCurve, build_suite, cascade_check, robustness_curve
 
 __all__ = ["sharded_robustness_curve", "world"]

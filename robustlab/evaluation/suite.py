@@ -19,7 +19,9 @@ from tqdm.auto import tqdm
 
 from ..attacks import APGD, APGDDLR, APGDT, FABT, Attack, Square, create_attack
 from ..targets import concat_targets, index_target, target_to
-from .data import device_of, eval_mode, first_batches, iterate_batches, materialize
+from ..argtypes import name_list
+from ..data.batches import first_batches, iterate_batches, materialize
+from ..runtime import device_of, eval_mode
 from ..errors import InputError, check_batch
 from ..fileio import atomic_torch_save
 from ..objectives import CrossEntropy, Objective
@@ -88,7 +90,7 @@ def build_suite(attacks: str | Sequence[Attack | str], threat: ThreatModel, seed
             return [APGD(threat, "ce", steps=100, seed=seed, **rand), APGDDLR(threat, steps=100, seed=seed, **rand)]
         if attacks == "fast":
             return [APGD(threat, "ce", steps=20, seed=seed), APGDT(threat, n_targets=3, steps=20, seed=seed)]
-        attacks = [a.strip() for a in attacks.split(",") if a.strip()]
+        attacks = name_list(attacks, allow_empty=True)
     if not attacks:
         raise InputError("the attack list is empty: robust accuracy would equal clean accuracy; name at least one "
                          "attack (e.g. 'apgd-ce,square') or a suite: 'standard', 'rand', 'fast'")

@@ -6,7 +6,7 @@ an iterable of batches; the loss is the mean of ``objective.loss`` (default cros
 of it, optionally at adversarial inputs (``attack=``, ``robust="recraft"|"fixed"``). Models are
 never modified: parameters are copied and the model is run with ``torch.func.functional_call``.
 """
-from .core import LossFunction, ParameterGeometry, as_batches, model_state
+from .core import LossFunction, ParameterGeometry, model_state
 from .flatness import average_robust_flatness, worst_robust_flatness
 from .hessian import (EigenResult, SpectralDensity, TraceResult, hessian_eigenvalues, hessian_trace, lanczos,
                       spectral_density)
@@ -19,7 +19,7 @@ from .trajectory import Trajectory, load_snapshots, trajectory_pca, trajectory_s
 
 __all__ = [
     "EigenResult", "InvarianceReport", "LossFunction", "MEASURES", "ParameterGeometry", "SharpnessResult",
-    "SpectralDensity", "Surface", "TraceResult", "Trajectory", "adaptive_sharpness", "as_batches",
+    "SpectralDensity", "Surface", "TraceResult", "Trajectory", "adaptive_sharpness",
     "average_robust_flatness", "average_sharpness", "eps_sharpness", "hessian_eigenvalues", "hessian_trace",
     "get_measure", "interpolate", "invariance_report", "lanczos", "list_measures", "load_snapshots", "measure_fn", "model_state",
     "pac_bayes_sigma", "rescalable_pairs", "rescale", "spectral_density", "surface_1d", "surface_2d",

@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 from torch.func import functional_call
 
-from ..attacks.base import index_target
+from ..data.batches import batch_list
 from ..errors import InputError
 from ..objectives import CrossEntropy, Objective, get_objective
 from .convgrad import hvp_convolutions
@@ -119,31 +119,6 @@ def as_geometry(spec: Any = None, **overrides) -> ParameterGeometry:
     return ParameterGeometry(**{"params": spec, **overrides})
 
 
-def as_batches(data: Any, batch_size: int = 512) -> list[tuple[torch.Tensor, Any]]:
-    """A list of ``(x, target)`` batches from a pair, a Dataset (``.x``, ``.y``), any data set with
-    ``batches(batch_size)`` (a task's, e.g. stereo pairs) or an iterable."""
-    if data is None:
-        raise InputError("data is required: an (x, y) pair, a robustlab Dataset or an iterable of (x, target) batches")
-    if hasattr(data, "x") and hasattr(data, "y") and isinstance(data.x, torch.Tensor):
-        data = (data.x, data.y)
-    elif callable(getattr(data, "batches", None)):
-        data = list(data.batches(batch_size))
-    if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], torch.Tensor):
-        x, t = data
-        n = x.shape[0]
-        if n == 0:
-            raise InputError("data is empty")
-        return [(x[i:i + batch_size], index_target(t, torch.arange(i, min(n, i + batch_size))))
-                for i in range(0, n, batch_size)]
-    try:
-        batches = [(b[0], b[1]) for b in data]
-    except (TypeError, IndexError):
-        raise InputError(f"cannot read batches from {type(data).__name__}; pass (x, y), a Dataset or a loader") from None
-    if not batches:
-        raise InputError("data is empty")
-    return batches
-
-
 def _to(t: Any, device, dtype) -> Any:
     if isinstance(t, torch.Tensor):
         return t.to(device=device, dtype=dtype if t.is_floating_point() and dtype is not None else t.dtype)
@@ -192,7 +167,7 @@ class LossFunction:
         first = next(iter(model.parameters()), None)
         self.device = first.device if first is not None else torch.device("cpu")
         self.dtype = dtype
-        self.batches = [(_to(x, self.device, dtype), _to(t, self.device, None)) for x, t in as_batches(data, batch_size)]
+        self.batches = [(_to(x, self.device, dtype), _to(t, self.device, None)) for x, t in batch_list(data, batch_size)]
         self.n = sum(int(x.shape[0]) for x, _ in self.batches)
         self.names = self.geometry.select(model)
         if not self.names:

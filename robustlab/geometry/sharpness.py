@@ -20,7 +20,8 @@ from typing import Any
 import torch
 
 from ..errors import InputError
-from .core import LossFunction, as_batches, as_geometry, make_generator, random_direction, stderr
+from ..data.batches import batch_list
+from .core import LossFunction, as_geometry, make_generator, random_direction, stderr
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ def worst_case_sharpness(model, data, rho: float = 0.05, steps: int = 1, *, adap
     if rho <= 0 or steps < 1:
         raise InputError("rho must be > 0 and steps >= 1")
     if m is not None:
-        batches = as_batches(data, m)
+        batches = batch_list(data, m)
         vals, base, pert, passes = [], [], [], 0
         for b in batches:
             r = worst_case_sharpness(model, b, rho, steps, adaptive=adaptive, eta=eta, objective=objective,

@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import InputError
+from ..weights import load_weights
 from .core import as_geometry, flat, unflat
 from .surface import Surface, surface_2d
 
@@ -43,9 +44,7 @@ class Trajectory:
 
 def load_snapshots(model: nn.Module, paths: Sequence[str | Path]) -> list[dict[str, torch.Tensor]]:
     """Parameter dicts of safetensors snapshots (e.g. ``checkpoints/snapshots/epoch_XXXX``), loaded
-    with :func:`robustlab.training.load_weights` into a copy of ``model`` (the model is untouched)."""
-    from ..training import load_weights
-
+    with :func:`robustlab.weights.load_weights` into a copy of ``model`` (the model is untouched)."""
     scratch = copy.deepcopy(model)
     out = []
     for p in paths:

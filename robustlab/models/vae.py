@@ -9,12 +9,8 @@ on-manifold training method.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -23,7 +19,7 @@ from tqdm.auto import tqdm
 
 from ..data import Dataset, load_dataset
 from ..errors import InputError
-from ..weights import cached_weights
+from ..weights import cache_dir, cached_weights, settings_key
 
 log = logging.getLogger(__name__)
 
@@ -111,10 +107,8 @@ class VAEConfig:
     conditional: bool = False  # class-conditional (CVAE on the dataset's classes)
 
     def key(self) -> str:
-        d = asdict(self)
-        if not d["conditional"]:  # the unconditional VAE keeps the cache key it had before the option
-            d.pop("conditional")
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+        # the unconditional VAE keeps the cache key it had before the option
+        return settings_key(self, drop_defaults=("conditional",))
 
 
 def train_vae(data: Dataset, cfg: VAEConfig = VAEConfig(), progress: bool = True) -> VAE:
@@ -139,15 +133,11 @@ def train_vae(data: Dataset, cfg: VAEConfig = VAEConfig(), progress: bool = True
     return vae
 
 
-def data_dir() -> Path:
-    return Path(os.environ.get("ROBUSTLAB_DATA", "data-cache"))
-
-
 def pretrained_vae(cfg: VAEConfig = VAEConfig(), dataset: str = "mnist", progress: bool = True) -> VAE:
     """The VAE of ``cfg`` trained on ``dataset``'s train split, cached as safetensors under
     ``$ROBUSTLAB_DATA/representations`` (default ./data-cache); about 1-2 CPU minutes the first time.
     ``VAEConfig(conditional=True)`` is the class-conditional VAE (file ``cvae-...``)."""
-    path = data_dir() / "representations" / f"{'cvae' if cfg.conditional else 'vae'}-{dataset}-{cfg.key()}.safetensors"
+    path = cache_dir("representations") / f"{'cvae' if cfg.conditional else 'vae'}-{dataset}-{cfg.key()}.safetensors"
     train = load_dataset(dataset, "train")
     vae = VAE(train.input_shape, cfg.latent_dim, cfg.hidden, train.num_classes if cfg.conditional else 0)
 

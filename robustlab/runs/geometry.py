@@ -18,6 +18,7 @@ from typing import Any, Sequence
 import torch
 
 from .. import geometry as G
+from ..argtypes import name_list
 from ..attacks import PGD
 from ..data import load_dataset
 from ..errors import InputError
@@ -37,7 +38,7 @@ SCALARS = ("top_eigenvalue", "trace", "keskar", "sam", "asam", "average", "avera
 
 
 def _parse(measures: str | Sequence[str]) -> list[str]:
-    items = [m.strip() for m in measures.split(",")] if isinstance(measures, str) else list(measures)
+    items = name_list(measures) if isinstance(measures, str) else list(measures)
     items = list(ALL_MEASURES) if items in (["all"], []) else items
     bad = [m for m in items if m not in ALL_MEASURES]
     if bad:

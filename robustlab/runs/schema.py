@@ -13,6 +13,7 @@ from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from ..argtypes import ListArgumentError, int_list, name_list
 from ..errors import InputError
 from .rundir import check_name
 
@@ -86,7 +87,7 @@ def _check_eps_list(v):
 
 
 def _check_attacks(v):
-    names = [a.strip() for a in v.split(",")] if isinstance(v, str) else [str(a).strip() for a in v]
+    names = name_list(v, allow_empty=True) if isinstance(v, str) else [str(a).strip() for a in v]
     if not [a for a in names if a]:
         raise ValueError("the attack list is empty; name at least one attack or a suite (standard, rand, fast)")
     return v
@@ -283,7 +284,7 @@ def check_cli_args(command: str, args: dict) -> None:
     elif command == "sweep":
         vals = {k: args[k] for k in SweepArgs.model_fields if k in args}
         vals["batch_sizes"] = _int_list(args.get("batch_sizes", ""), "--batch-sizes", problems)
-        vals["lr_rules"] = [r.strip() for r in str(args.get("lr_rules", "")).split(",") if r.strip()]
+        vals["lr_rules"] = name_list(args.get("lr_rules", ""), allow_empty=True)
         if vals["batch_sizes"] is not None:
             check(SweepArgs, vals)
         try:
@@ -299,9 +300,9 @@ def check_cli_args(command: str, args: dict) -> None:
 
 def _int_list(text: str, flag: str, problems: list[str]):
     try:
-        return [int(t) for t in str(text).split(",") if t.strip()]
-    except ValueError:
-        problems.append(f"{flag}: expected comma-separated integers, got {text!r}")
+        return int_list(text, allow_empty=True)
+    except ListArgumentError as e:
+        problems.append(f"{flag}: {e}")
         return None
 
 

@@ -11,25 +11,10 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from ...argtypes import add_run_args
-from ...errors import InputError
+from ...argtypes import add_run_args, float_list
 from ...runs.rundir import Run, check_name
 
 log = logging.getLogger(__name__)
-
-
-def _ints(text: str) -> list[int]:
-    try:
-        return [int(v) for v in str(text).split(",") if v.strip()]
-    except ValueError:
-        raise InputError(f"expected comma-separated integers, got {text!r}") from None
-
-
-def _floats(text: str) -> list[float]:
-    try:
-        return [float(v) for v in str(text).split(",") if v.strip()]
-    except ValueError:
-        raise InputError(f"expected comma-separated numbers, got {text!r}") from None
 
 
 def add_cli(sub) -> None:
@@ -67,7 +52,7 @@ def add_cli(sub) -> None:
     p.add_argument("--out", default="runs/ocr-reproduce")
     p.add_argument("--n", type=int, default=50, help="rendered lines")
     p.add_argument("--budget", type=int, default=500, help="queries per line")
-    p.add_argument("--eps", type=_floats, default=[0.05, 0.2], help="two perturbation sizes (Linf)")
+    p.add_argument("--eps", type=float_list, default=[0.05, 0.2], help="two perturbation sizes (Linf)")
     p.add_argument("--cw-eps", type=float, default=1.0, help="L2 size of Carlini-Wagner on the CRNN")
     p.add_argument("--ensemble", type=int, default=3, help="CRNNs in the transfer ensemble (< 2: no ensemble row)")
     p.add_argument("--workers", type=int, default=1)

@@ -2,16 +2,14 @@
 ``./data-cache/ocr``), keyed by every setting that changes the weights."""
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 
 from ...errors import CheckpointError, InputError
-from ...training.checkpoints import cached_weights, load_weights, read_metadata, save_weights
+from ...weights import cache_dir, cached_weights, load_weights, read_metadata, save_weights, settings_key
 from .model import CRNN
 from .render import synthetic_lines
 from .train import evaluate_crnn, train_crnn
@@ -19,10 +17,6 @@ from .train import evaluate_crnn, train_crnn
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "crnn.safetensors"
-
-
-def data_dir() -> Path:
-    return Path(os.environ.get("ROBUSTLAB_DATA", "data-cache"))
 
 
 @dataclass(frozen=True)
@@ -38,7 +32,7 @@ class CRNNSetup:
     seed: int = 0
 
     def key(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+        return settings_key(self)
 
     def new_model(self) -> CRNN:
         return CRNN(self.hidden, self.channels)
@@ -46,7 +40,7 @@ class CRNNSetup:
 
 def pretrained_crnn(setup: CRNNSetup = CRNNSetup(), cache: str | Path | None = None, retrain: bool = False) -> CRNN:
     """The trained reference CRNN for `setup` (about 1500 steps; trained and cached on first use)."""
-    folder = Path(cache) if cache is not None else data_dir() / "ocr"
+    folder = Path(cache) if cache is not None else cache_dir("ocr")
     path = folder / f"crnn-{setup.key()}.safetensors"
 
     def train(model: CRNN) -> dict:

@@ -13,7 +13,6 @@ import atexit
 import glob
 import logging
 import os
-import shutil
 from typing import NamedTuple, Sequence
 
 import numpy as np
@@ -77,10 +76,6 @@ def tesseract_status(lang: str = "eng") -> tuple[bool, str]:
     except TesseractUnavailable as e:
         return False, str(e)
     return True, "ok"
-
-
-def tesseract_cli_available() -> bool:
-    return shutil.which("tesseract") is not None
 
 
 # ----- engines kept open (in this process or in a worker), one per (tessdata, lang, psm) ----------

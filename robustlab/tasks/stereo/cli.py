@@ -13,7 +13,8 @@ from pathlib import Path
 
 import torch
 
-from ...argtypes import float_list as _floats, add_run_args
+from ...argtypes import add_run_args, int_list, name_list
+from ...argtypes import float_list as _floats
 from ...errors import InputError
 from ...fileio import atomic_torch_save
 from ...runs import Run
@@ -82,8 +83,8 @@ def add_parser(sub) -> None:
 
     p = s.add_parser("reproduce", help="measure the issue's tables (attacks, transfer, physical, defence ablation)")
     p.add_argument("--out", default="runs/stereo-reproduce")
-    p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--parts", default="attacks,transfer,physical,defence")
+    p.add_argument("--seeds", type=int_list, default="0,1,2")
+    p.add_argument("--parts", type=name_list, default="attacks,transfer,physical,defence")
     p.add_argument("--finetune-steps", type=int, default=150)
 
 
@@ -295,8 +296,7 @@ def cmd_evaluate(args) -> int:
 def cmd_reproduce(args) -> int:
     from .reproduce import reproduce
 
-    seeds = tuple(int(s) for s in args.seeds.split(",") if s.strip())
-    text = reproduce(args.out, seeds=seeds, parts=tuple(p for p in args.parts.split(",") if p), finetune_steps=args.finetune_steps)
+    text = reproduce(args.out, seeds=tuple(args.seeds), parts=tuple(args.parts), finetune_steps=args.finetune_steps)
     if text:
         print(text)
     log.info("wrote %s", args.out)

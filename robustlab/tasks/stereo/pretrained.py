@@ -7,25 +7,19 @@ changes the weights. A later call loads them.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
-from ...training.checkpoints import cached_weights, load_weights, read_metadata, save_weights
+from ...weights import cache_dir, cached_weights, load_weights, read_metadata, save_weights, settings_key
 from .data import StereoDataset, synthetic_stereo
 from .model import StereoNet
 from .train import train_stereo
 
 log = logging.getLogger(__name__)
-
-
-def data_dir() -> Path:
-    return Path(os.environ.get("ROBUSTLAB_DATA", "data-cache"))
 
 
 @dataclass(frozen=True)
@@ -45,7 +39,7 @@ class StereoSetup:
     seed: int = 0
 
     def key(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+        return settings_key(self)
 
     def train_data(self) -> StereoDataset:
         return synthetic_stereo(self.n_train, self.h, self.w, self.max_disp, seed=1 + 1000 * self.seed)
@@ -60,7 +54,7 @@ class StereoSetup:
 
 def pretrained_stereo(setup: StereoSetup = StereoSetup(), cache: str | Path | None = None, retrain: bool = False) -> StereoNet:
     """The trained reference network for `setup` (trained and cached on first use)."""
-    folder = Path(cache) if cache is not None else data_dir() / "stereo"
+    folder = Path(cache) if cache is not None else cache_dir("stereo")
     path = folder / f"stereonet-{setup.key()}.safetensors"
 
     def train(model: StereoNet) -> dict:
