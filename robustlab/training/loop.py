@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -23,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..attacks import FGSM, PGD
+from ..attacks import FGSM, PGD, local_linearity
 from ..data import Dataset
 from ..errors import InputError
 from ..objectives import CrossEntropy, Objective
@@ -31,64 +31,10 @@ from ..targets import index_target
 from .. import runtime
 from ..threat import ThreatModel
 from .checkpoints import check_compatible, load_state, save_state, save_weights
-from .methods import METHODS, BatchContext, get_method, local_linearity
+from .config import TrainConfig
+from .methods import METHODS, BatchContext, get_method
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainConfig:
-    """Settings of one training run (all serialisable). ``batch_size`` is per process."""
-
-    method: str = "standard"          # standard | pgd | fgsm_rs | trades | llr
-    epochs: int = 10
-    batch_size: int = 128
-    optimizer: str = "adam"           # sgd | adam
-    lr: float = 1e-3
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    schedule: str = "constant"        # constant | cyclic | step
-    step_milestones: tuple[float, ...] = (0.5, 0.75)  # fractions of training for the step schedule
-    lr_scaling: str = "none"          # none | linear: lr * world_size (Goyal et al. 2017)
-    warmup_epochs: float = 0.0        # linear LR warm-up from lr / world_size (with linear scaling) or 0
-    norm: str = "linf"
-    eps: float = 0.3
-    eps_warmup_epochs: float = 0.0    # linear eps ramp from 0
-    attack_steps: int = 10            # PGD-AT / TRADES inner steps
-    attack_step_size: float | None = None
-    fgsm_alpha: float | None = None   # FGSM-RS step (default 1.25 eps)
-    grad_align: float = 0.0           # GradAlign weight (fgsm_rs)
-    trades_beta: float = 1.0
-    llr_lambda: float = 4.0
-    llr_mu: float = 3.0
-    llr_steps: int = 10
-    eval_n: int = 500                 # points for per-epoch clean/robust accuracy (train subset and val)
-    eval_steps: int = 10              # PGD steps of the per-epoch robust accuracy
-    co_action: str = "warn"           # catastrophic overfitting: warn | stop
-    snapshot_every: int = 0           # save parameters every k epochs for trajectory analysis (0: off)
-    snapshot_steps: int = 0           # also every k optimizer steps, and the initial weights (finer trajectories)
-    local_sgd_period: int = 0         # post-local SGD: average models every k steps after warm-up (0: off)
-    seed: int = 0
-
-    def __post_init__(self):
-        get_method(self.method)
-        if self.epochs < 1 or self.batch_size < 1:
-            raise InputError("epochs and batch_size must be >= 1")
-        if self.optimizer not in ("sgd", "adam"):
-            raise InputError(f"unknown optimizer {self.optimizer!r}; known: adam, sgd")
-        if self.schedule not in ("constant", "cyclic", "step"):
-            raise InputError(f"unknown schedule {self.schedule!r}; known: constant, cyclic, step")
-        if self.lr_scaling not in ("none", "linear"):
-            raise InputError(f"unknown lr_scaling {self.lr_scaling!r}; known: none, linear")
-        if self.co_action not in ("warn", "stop"):
-            raise InputError("co_action must be 'warn' or 'stop'")
-        ThreatModel(self.norm, self.eps)
-
-    def fingerprint(self) -> dict:
-        """Settings that must match for a resume to continue the same run."""
-        d = asdict(self)
-        d["step_milestones"] = list(d["step_milestones"])
-        return d
 
 
 def lr_at(cfg: TrainConfig, progress: float, world_size: int = 1, warmup_fraction: float = 0.0) -> float:
@@ -175,7 +121,7 @@ def measure(model: nn.Module, data: Dataset, threat: ThreatModel, steps: int, se
                 if linearity:
                     ctx = BatchContext(threat, seed + i, objective=objective)
                     with torch.enable_grad():
-                        gamma, _, g1, _ = local_linearity(model, xb, yb, ctx)
+                        gamma, _, g1, _ = local_linearity(model, xb, yb, threat, objective, ctx.random_start(xb), steps=10)
                         x_noisy = ctx.random_start(xb).requires_grad_(True)
                         g2, = torch.autograd.grad(objective.loss(model(x_noisy), yb).sum(), x_noisy)
                     s["gamma"] += float(gamma.detach().sum())
@@ -296,9 +242,7 @@ def train(model: nn.Module, train_data: Dataset, val_data: Dataset | None, cfg: 
             eps = cfg.eps
             if cfg.eps_warmup_epochs > 0:
                 eps = cfg.eps * min(1.0, (global_step + 1) / (cfg.eps_warmup_epochs * steps_per_epoch))
-            ctx = BatchContext(full_threat.with_eps(eps), _seed(cfg, epoch, step + 1), cfg.attack_steps,
-                               cfg.attack_step_size, cfg.fgsm_alpha, cfg.grad_align, cfg.trades_beta,
-                               cfg.llr_lambda, cfg.llr_mu, cfg.llr_steps, attack_model=base,
+            ctx = BatchContext(full_threat.with_eps(eps), _seed(cfg, epoch, step + 1), cfg, attack_model=base,
                                global_size=n_global, offset=lo, objective=objective)
             loss, logits = method(net, xb, yb, ctx)
             if regularizer is not None:
