@@ -22,10 +22,18 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from .errors import InputError
 
 
+class SettingsError(InputError):
+    """Bad settings: the message lists every problem; ``validation_error`` is pydantic's error (for
+    callers that gather the problems of several models into one message)."""
+
+    def __init__(self, message: str, validation_error: ValidationError):
+        super().__init__(message)
+        self.validation_error = validation_error
+
+
 class StrictSettings(BaseModel):
-    """A settings model: unknown keys are errors; constructing one with bad values raises one
-    ``InputError`` listing every problem (``model_validate`` still raises pydantic's error, for
-    callers that gather problems from several models)."""
+    """A settings model: unknown keys are errors; constructing or validating one with bad values
+    raises one ``SettingsError`` (an ``InputError``) listing every problem."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -37,7 +45,22 @@ class StrictSettings(BaseModel):
         try:
             super().__init__(**data)
         except ValidationError as e:
-            raise_problems(format_problems(e, self.settings_prefix, {(): type(self)}), self.settings_name)
+            problems = format_problems(e, self.settings_prefix, {(): type(self)})
+            raise SettingsError(problems_message(problems, self.settings_name), e) from None
+
+
+def validation_error(model: type[BaseModel], data: Any) -> ValidationError | None:
+    """pydantic's error for `data` as a `model` (None when valid), for settings models too."""
+    try:
+        model.model_validate(data)
+    except ValidationError as e:  # a settings model's own SettingsError comes back wrapped by pydantic
+        wrapped = [x.get("ctx", {}).get("error") for x in e.errors()]
+        if len(wrapped) == 1 and isinstance(wrapped[0], SettingsError):
+            return wrapped[0].validation_error
+        return e
+    except SettingsError as e:
+        return e.validation_error
+    return None
 
 
 def format_problems(err: ValidationError, where: str = "", models: dict[tuple, type[BaseModel]] | None = None) -> list[str]:
@@ -67,10 +90,14 @@ def _known_keys(models: dict[tuple, type[BaseModel]], loc: tuple) -> list[str]:
     return list(model.model_fields) if model is not None else []
 
 
+def problems_message(problems: list[str], what: str) -> str:
+    return f"problems in {what}:\n  " + "\n  ".join(problems) + "\nfix these and run again"
+
+
 def raise_problems(problems: list[str], what: str) -> None:
     """Raise one ``InputError`` listing `problems` (nothing when there are none)."""
     if problems:
-        raise InputError(f"problems in {what}:\n  " + "\n  ".join(problems) + "\nfix these and run again")
+        raise InputError(problems_message(problems, what))
 
 
 # ----- argparse flags from a model ------------------------------------------------------------------

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ..errors import InputError
 from ..settings import format_problems as _format
 from ..settings import raise_problems as _raise
+from ..settings import validation_error
 from ..training import TrainConfig
 from .rundir import check_name
 
@@ -172,12 +173,10 @@ def validate_job(config: Any, source: str = "the job config") -> dict:
 
 
 def _train_problems(settings: dict, where: str, only: set | None = None) -> list[str]:
-    try:
-        TrainConfig.model_validate(settings)
-    except ValidationError as e:
-        errs = [x for x in e.errors() if only is None or (x["loc"] and x["loc"][0] in only)]
-        if errs:
-            return _format(ValidationError.from_exception_data(e.title, errs), where, {(): TrainConfig})
+    e = validation_error(TrainConfig, settings)
+    errs = [x for x in e.errors() if only is None or (x["loc"] and x["loc"][0] in only)] if e is not None else []
+    if errs:
+        return _format(ValidationError.from_exception_data(e.title, errs), where, {(): TrainConfig})
     return []
 
 
@@ -186,9 +185,8 @@ def check_cli_args(command: str, args: dict) -> None:
     problems: list[str] = []
 
     def check(model: type[BaseModel], values: dict, prefix: str = "--") -> None:
-        try:
-            model.model_validate(values)
-        except ValidationError as e:
+        e = validation_error(model, values)
+        if e is not None:
             for line in _format(e, ""):
                 key, _, rest = line.partition(":")
                 problems.append(f"{prefix}{key.split('.')[0].replace('_', '-')}:{rest}")
