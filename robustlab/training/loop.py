@@ -104,33 +104,7 @@ def measure(model: nn.Module, data: Dataset, threat: ThreatModel, steps: int, se
     s = dict.fromkeys(("n", "correct", "loss", "robust", "robust_loss", "fgsm", "gamma", "cos"), 0.0)
     try:
         for i, (xb, yb) in enumerate(shard.batches(batch_size)):
-            with torch.no_grad():
-                out = model(xb)
-            nb = xb.shape[0]
-            s["n"] += nb
-            s["correct"] += float((~objective.success(out, yb)).sum())
-            s["loss"] += float(objective.loss(out, yb).sum())
-            if threat.eps > 0:
-                res = PGD(threat, objective, steps=steps, step_size=2.5 * threat.eps / steps, early_stop=False,
-                          seed=seed)(model, xb, yb)
-                with torch.no_grad():
-                    out_adv = model(res.x_adv)
-                s["robust"] += float((~objective.success(out_adv, yb)).sum())
-                s["robust_loss"] += float(objective.loss(out_adv, yb).sum())
-                if fgsm:
-                    s["fgsm"] += float((~FGSM(threat, objective, seed=seed)(model, xb, yb).success).sum())
-                if linearity:
-                    ctx = BatchContext(threat, seed + i, objective=objective)
-                    with torch.enable_grad():
-                        gamma, _, g1, _ = local_linearity(model, xb, yb, threat, objective, ctx.random_start(xb), steps=10)
-                        x_noisy = ctx.random_start(xb).requires_grad_(True)
-                        g2, = torch.autograd.grad(objective.loss(model(x_noisy), yb).sum(), x_noisy)
-                    s["gamma"] += float(gamma.detach().sum())
-                    s["cos"] += float(F.cosine_similarity(g1.flatten(1), g2.flatten(1), dim=1, eps=1e-12).detach().sum())
-            else:
-                s["robust"] += float((~objective.success(out, yb)).sum())
-                s["robust_loss"] += float(objective.loss(out, yb).sum())
-                s["fgsm"] += float((~objective.success(out, yb)).sum())
+            _measure_batch(s, model, xb, yb, threat, objective, steps, seed, seed + i, fgsm, linearity)
     finally:
         model.train(was)
     keys = list(s)
@@ -143,6 +117,37 @@ def measure(model: nn.Module, data: Dataset, threat: ThreatModel, steps: int, se
         out["local_linearity"] = s["gamma"] / n
         out["grad_cosine"] = s["cos"] / n
     return out
+
+
+def _measure_batch(s: dict, model: nn.Module, xb, yb, threat: ThreatModel, objective: Objective, steps: int,
+                   seed: int, batch_seed: int, fgsm: bool, linearity: bool) -> None:
+    """Add one batch's sums to `s`: clean, PGD (and FGSM) successes and losses, and local linearity
+    with the GradAlign cosine from the batch's random starts (seeded by `batch_seed`)."""
+    with torch.no_grad():
+        out = model(xb)
+    s["n"] += xb.shape[0]
+    s["correct"] += float((~objective.success(out, yb)).sum())
+    s["loss"] += float(objective.loss(out, yb).sum())
+    if threat.eps == 0:
+        for k in ("robust", "fgsm"):
+            s[k] += float((~objective.success(out, yb)).sum())
+        s["robust_loss"] += float(objective.loss(out, yb).sum())
+        return
+    res = PGD(threat, objective, steps=steps, step_size=2.5 * threat.eps / steps, early_stop=False, seed=seed)(model, xb, yb)
+    with torch.no_grad():
+        out_adv = model(res.x_adv)
+    s["robust"] += float((~objective.success(out_adv, yb)).sum())
+    s["robust_loss"] += float(objective.loss(out_adv, yb).sum())
+    if fgsm:
+        s["fgsm"] += float((~FGSM(threat, objective, seed=seed)(model, xb, yb).success).sum())
+    if linearity:
+        ctx = BatchContext(threat, batch_seed, objective=objective)
+        with torch.enable_grad():
+            gamma, _, g1, _ = local_linearity(model, xb, yb, threat, objective, ctx.random_start(xb), steps=10)
+            x_noisy = ctx.random_start(xb).requires_grad_(True)
+            g2, = torch.autograd.grad(objective.loss(model(x_noisy), yb).sum(), x_noisy)
+        s["gamma"] += float(gamma.detach().sum())
+        s["cos"] += float(F.cosine_similarity(g1.flatten(1), g2.flatten(1), dim=1, eps=1e-12).detach().sum())
 
 
 @dataclass
