@@ -40,7 +40,7 @@ from robustlab.runs.job import load_model_from_run, train_model_run  # noqa: E40
 from robustlab.runs.represent import analyse  # noqa: E402
 from robustlab.runs.sweeps import sweep_eps  # noqa: E402
 from robustlab.training import METHODS, TrainConfig, train  # noqa: E402
-from robustlab.training.manifold import make_on_manifold_method  # noqa: E402
+from robustlab.training import make_on_manifold_method  # noqa: E402
 
 log = logging.getLogger("representations_reproduce")
 

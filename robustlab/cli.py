@@ -13,6 +13,12 @@ log = logging.getLogger("robustlab")
 from .argtypes import float_list as _floats  # noqa: E402
 from .argtypes import json_object as _model_kwargs  # noqa: E402
 from .argtypes import int_list, name_list  # noqa: E402
+from .settings import add_model_arguments, values_from_args  # noqa: E402
+from .training.config import TrainConfig  # noqa: E402
+
+#: the training settings `robustlab sweep` takes (for every cell), and its defaults that differ from TrainConfig's
+_SWEEP_TRAIN = ("method", "epochs", "lr", "optimizer", "eps", "attack_steps", "eval_n", "seed")
+_SWEEP_DEFAULTS = {"epochs": 5, "optimizer": "sgd"}
 
 
 def _add_train(sub) -> None:
@@ -23,34 +29,8 @@ def _add_train(sub) -> None:
     p.add_argument("--data", default="mnist", help="dataset name or path (.npz, image folder, IDX dir, CIFAR dir)")
     p.add_argument("--data-dir", default=None, help="directory with the full MNIST (IDX) or CIFAR-10 batches")
     p.add_argument("--data-seed", type=int, default=0, help="seed of the train/val/test split")
-    p.add_argument("--method", default="standard", help="standard | pgd | fgsm_rs | trades | llr")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--schedule", default="constant", choices=["constant", "cyclic", "step"])
-    p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--norm", default="linf", choices=["linf", "l2", "l1"])
-    p.add_argument("--eps", type=float, default=0.3)
-    p.add_argument("--eps-warmup-epochs", type=float, default=0.0)
-    p.add_argument("--attack-steps", type=int, default=10, help="PGD steps for PGD-AT")
-    p.add_argument("--attack-step-size", type=float, default=None)
-    p.add_argument("--fgsm-alpha", type=float, default=None, help="FGSM-RS step (default 1.25*eps)")
-    p.add_argument("--eval-n", type=int, default=500, help="points for per-epoch clean/robust accuracy")
-    p.add_argument("--co-action", default="warn", choices=["warn", "stop"], help="on catastrophic overfitting")
-    p.add_argument("--grad-align", type=float, default=0.0, help="GradAlign weight for fgsm_rs")
-    p.add_argument("--trades-beta", type=float, default=1.0)
-    p.add_argument("--llr-lambda", type=float, default=4.0)
-    p.add_argument("--llr-mu", type=float, default=3.0)
-    p.add_argument("--llr-steps", type=int, default=10)
-    p.add_argument("--lr-scaling", default="none", choices=["none", "linear"], help="scale lr by the world size")
-    p.add_argument("--warmup-epochs", type=float, default=0.0, help="linear LR warm-up")
-    p.add_argument("--local-sgd-period", type=int, default=0, help="post-local SGD model averaging period")
-    p.add_argument("--snapshot-every", type=int, default=0, help="save parameters every k epochs")
-    p.add_argument("--snapshot-steps", type=int, default=0,
-                   help="also save parameters every k optimizer steps and at the start (finer trajectories)")
+    add_model_arguments(p.add_argument_group("training settings (robustlab.training.TrainConfig)"), TrainConfig)
     p.add_argument("--dist-timeout", type=float, default=300.0, help="seconds before a collective gives up")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--runs", default="runs", help="root folder of run directories")
     p.add_argument("--name", default=None, help="run name (default: <model>-<method>)")
     p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
@@ -125,14 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr-rules", default="constant,linear", help="comma-separated: constant, linear, sqrt")
     p.add_argument("--model", default="fast_mnist")
     p.add_argument("--data", default="mnist")
-    p.add_argument("--method", default="standard")
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--optimizer", default="sgd", choices=["adam", "sgd"])
-    p.add_argument("--eps", type=float, default=0.3)
-    p.add_argument("--attack-steps", type=int, default=10)
-    p.add_argument("--eval-n", type=int, default=500)
-    p.add_argument("--seed", type=int, default=0)
+    add_model_arguments(p.add_argument_group("training settings of every cell"), TrainConfig, include=_SWEEP_TRAIN,
+                        defaults=_SWEEP_DEFAULTS)
     p.add_argument("--runs", default="runs")
     p.add_argument("--name", default=None, help="sweep folder name (default: sweep-<kind>)")
     p.add_argument("--resume", action="store_true")
@@ -167,17 +141,7 @@ def cmd_train(args) -> int:
 
     name = args.name or f"{args.model.replace(':', '_').replace('.', '_').replace('/', '_')}-{args.method}"
     run_dir = Path(args.runs) / name
-    cfg = {
-        "method": args.method, "epochs": args.epochs, "batch_size": args.batch_size, "optimizer": args.optimizer,
-        "lr": args.lr, "schedule": args.schedule, "weight_decay": args.weight_decay, "norm": args.norm,
-        "eps": args.eps, "eps_warmup_epochs": args.eps_warmup_epochs, "attack_steps": args.attack_steps,
-        "attack_step_size": args.attack_step_size, "fgsm_alpha": args.fgsm_alpha, "eval_n": args.eval_n,
-        "co_action": args.co_action, "seed": args.seed, "grad_align": args.grad_align,
-        "trades_beta": args.trades_beta, "llr_lambda": args.llr_lambda, "llr_mu": args.llr_mu,
-        "llr_steps": args.llr_steps, "lr_scaling": args.lr_scaling, "warmup_epochs": args.warmup_epochs,
-        "local_sgd_period": args.local_sgd_period, "snapshot_every": args.snapshot_every,
-        "snapshot_steps": args.snapshot_steps,
-    }
+    cfg = values_from_args(TrainConfig, args)
     data = {"name": args.data, "seed": args.data_seed, "data_dir": args.data_dir}
     from .distributed import init_from_env, shutdown
 
@@ -328,8 +292,7 @@ def cmd_sweep(args) -> int:
 
     args.name = args.name or "sweep-batch-size"
 
-    cfg = {"method": args.method, "epochs": args.epochs, "lr": args.lr, "optimizer": args.optimizer, "eps": args.eps,
-           "attack_steps": args.attack_steps, "eval_n": args.eval_n, "seed": args.seed}
+    cfg = values_from_args(TrainConfig, args, include=_SWEEP_TRAIN)
     root = sweep_batch_size(Path(args.runs) / args.name, {"name": args.model}, {"name": args.data, "seed": 0}, cfg,
                             int_list(args.batch_sizes), name_list(args.lr_rules),
                             resume=args.resume, progress=not args.no_progress)
@@ -436,14 +399,13 @@ def _add_eps_sweep_args(p) -> None:
     g.add_argument("--trades-eps", type=float, default=None, help="TRADES training eps (default: the largest --train-eps)")
     g.add_argument("--eval-eps", type=float, default=None, help="robust accuracy eps (default: the largest training eps)")
     g.add_argument("--attacks", default="fast", help="evaluation suite: fast, standard or attack names")
-    g.add_argument("--norm", default="linf", choices=["linf", "l2", "l1"])
+    add_model_arguments(g, TrainConfig, include=("norm",))
 
 
 def cmd_sweep_eps(args) -> int:
     from .runs.sweeps import sweep_eps
 
-    cfg = {"epochs": args.epochs, "lr": args.lr, "optimizer": args.optimizer, "norm": args.norm,
-           "attack_steps": args.attack_steps, "eval_n": args.eval_n, "seed": args.seed}
+    cfg = values_from_args(TrainConfig, args, include=[k for k in _SWEEP_TRAIN if k not in ("method", "eps")] + ["norm"])
     root = sweep_eps(Path(args.runs) / (args.name or "sweep-eps"), {"name": args.model}, {"name": args.data, "seed": 0},
                      cfg, args.train_eps, args.trades_betas, args.trades_eps, args.eval_eps, args.attacks,
                      eval_n=args.eval_n, resume=args.resume, progress=not args.no_progress)

@@ -109,7 +109,7 @@ def test_conditional_latent_attack_changes_prediction_on_decoder_range(cvae_setu
 
 def test_on_manifold_training_with_conditional_vae(cvae_setup):
     from robustlab.threat import ThreatModel
-    from robustlab.training.manifold import make_on_manifold_method
+    from robustlab.training import make_on_manifold_method
     from robustlab.training.methods import BatchContext
 
     data, cvae, _ = cvae_setup

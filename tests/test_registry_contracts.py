@@ -229,7 +229,7 @@ def _method_case(name):
     1x28x28 with a tiny untrained class-conditional VAE (the registered entry would train the MNIST one)."""
     from robustlab.models import MLP
     from robustlab.models.vae import VAE
-    from robustlab.training.manifold import make_on_manifold_method
+    from robustlab.training import make_on_manifold_method
 
     x, y = _digits()
     torch.manual_seed(0)

@@ -241,7 +241,7 @@ def test_latent_attack_changes_prediction_on_decoder_range(tiny_vae_setup):
 
 def test_on_manifold_training_method(tiny_vae_setup):
     from robustlab.threat import ThreatModel
-    from robustlab.training.manifold import make_on_manifold_method
+    from robustlab.training import make_on_manifold_method
     from robustlab.training.methods import BatchContext
 
     data, vae, _ = tiny_vae_setup

@@ -123,13 +123,15 @@ def test_other_defences_train_and_record_every_measurement(method, kw):
 def test_local_linearity_is_exact_for_a_linear_model():
     """gamma = |l(x+d) - l(x) - d^T grad l(x)| is the curvature of CE along d: for logits linear in
     x it is small compared with a ReLU net's on the same points, and it matches a direct computation."""
-    from robustlab.training.methods import BatchContext, local_linearity
+    from robustlab.attacks import local_linearity
+    from robustlab.objectives import CrossEntropy
+    from robustlab.training.methods import BatchContext
 
     torch.manual_seed(0)
     x, y = torch.rand(32, 1, 8, 8), torch.randint(0, 10, (32,))
     lin = rl.models.MLP(64, 10, hidden=())
-    ctx = BatchContext(rl.ThreatModel("linf", 0.1), seed=0, llr_steps=5)
-    gamma, delta, grad, loss_x = local_linearity(lin, x, y, ctx)
+    ctx = BatchContext(rl.ThreatModel("linf", 0.1), seed=0)
+    gamma, delta, grad, loss_x = local_linearity(lin, x, y, ctx.threat, CrossEntropy(), ctx.random_start(x), steps=5)
     direct = (F.cross_entropy(lin(x + delta), y, reduction="none") - loss_x - (delta * grad).flatten(1).sum(1)).abs()
     assert torch.allclose(gamma, direct, atol=1e-6)
     assert float(delta.abs().max()) <= 0.1 + 1e-6
@@ -178,7 +180,7 @@ def test_every_method_trains_a_regression_model_on_its_objective(tiny_regressor,
     mask = torch.ones(16)
     mask[8:] = 0
     threat = rl.ThreatModel("linf", 0.1, mask=mask)
-    ctx = BatchContext(threat, seed=1, attack_steps=3, llr_steps=2, objective=RegressionError(1e3, "l2"))
+    ctx = BatchContext(threat, seed=1, settings=TrainConfig(attack_steps=3, llr_steps=2), objective=RegressionError(1e3, "l2"))
     loss, out = get_method(method)(tiny_regressor, x, y, ctx)
     assert out.shape == y.shape and torch.isfinite(loss)
     loss.backward()
@@ -197,7 +199,7 @@ def test_trades_says_when_an_objective_has_no_divergence(tiny_regressor):
         def success(self, output, target):
             return torch.zeros(output.shape[0], dtype=torch.bool)
 
-    ctx = BatchContext(rl.ThreatModel("linf", 0.1), seed=0, attack_steps=1, objective=NoDivergence())
+    ctx = BatchContext(rl.ThreatModel("linf", 0.1), seed=0, settings=TrainConfig(attack_steps=1), objective=NoDivergence())
     with pytest.raises(NotImplementedError, match="TRADES is not defined"):
         trades(tiny_regressor, torch.rand(4, 16), torch.randn(4, 4), ctx)
 

@@ -12,6 +12,7 @@ from .apgd import APGD, APGDDLR, APGDT, apgd_checkpoints
 from .base import Attack, AttackContext, AttackResult, IterativeAttack
 from .bpda import BPDA
 from .gradient import BIM, FGSM, MIFGSM, PGD
+from .linearity import local_linearity
 from .minnorm import CarliniWagnerL2, DeepFool
 from .fab import FABT, project_hyperplane_box
 from .square import Square
@@ -74,5 +75,5 @@ __all__ = [
     "APGD", "APGDDLR", "APGDT", "ATTACKS", "Attack", "AttackContext", "AttackResult", "BIM", "BPDA",
     "BanditsTD", "BoundaryAttack", "CarliniWagnerL2", "DecisionAttack", "DeepFool", "FABT", "HopSkipJump", "NES", "RayS",
     "SimBA", "Square", "FGSM", "IterativeAttack", "MIFGSM", "PGD", "apgd_checkpoints",
-    "create_attack", "list_attacks", "project_hyperplane_box",
+    "create_attack", "list_attacks", "local_linearity", "project_hyperplane_box",
 ]

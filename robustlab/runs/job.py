@@ -31,7 +31,7 @@ from ..models import create_model
 from ..threat import ThreatModel
 from ..training import TrainConfig, load_state, load_weights, train
 from .rundir import Run, check_name
-from .schema import validate_job, validate_train_settings
+from .schema import validate_job
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +78,7 @@ def train_model_run(run_dir: str | Path, model_spec: dict, data_spec: dict | str
     same data, split (data seed), model and method as the stored config."""
     check_name(Path(run_dir).name)
     data_spec = parse_data_spec(data_spec)
-    train_cfg = {k: (list(v) if k == "step_milestones" else v) for k, v in train_cfg.items()}
-    validate_train_settings(train_cfg)
-    cfg = TrainConfig(**{k: (tuple(v) if k == "step_milestones" else v) for k, v in train_cfg.items()})
+    cfg = TrainConfig(**train_cfg)
     run = Run(run_dir)
     # under DDP every rank runs this; rank 0 writes the run and holds its lock
     ddp_worker = torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank() != 0

@@ -1,4 +1,5 @@
 """One schema for job YAML files and the CLI's arguments, checked before anything runs (pydantic v2).
+The ``train:`` sections are ``robustlab.training.TrainConfig`` (declared once, in training).
 
 Unknown keys are errors with a did-you-mean (``difflib``), types are checked and every number has
 its range (``n >= 1``, ``steps >= 1``, batch sizes >= 1, non-empty eps and attack lists). An Linf
@@ -7,7 +8,6 @@ file or command line are reported together, as one ``InputError``.
 """
 from __future__ import annotations
 
-import difflib
 import logging
 from typing import Any, Literal, Optional, Union
 
@@ -15,46 +15,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ..argtypes import ListArgumentError, int_list, name_list
 from ..errors import InputError
+from ..settings import format_problems as _format
+from ..settings import raise_problems as _raise
+from ..settings import validation_error
+from ..training import TrainConfig
 from .rundir import check_name
 
 log = logging.getLogger(__name__)
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class TrainSettings(_Strict):
-    """Training settings (the fields of ``robustlab.training.TrainConfig``)."""
-
-    method: str = "standard"
-    epochs: int = Field(10, ge=1)
-    batch_size: int = Field(128, ge=1)
-    optimizer: Literal["adam", "sgd"] = "adam"
-    lr: float = Field(1e-3, gt=0)
-    momentum: float = Field(0.9, ge=0)
-    weight_decay: float = Field(0.0, ge=0)
-    schedule: Literal["constant", "cyclic", "step"] = "constant"
-    step_milestones: list[float] = [0.5, 0.75]
-    lr_scaling: Literal["none", "linear"] = "none"
-    warmup_epochs: float = Field(0.0, ge=0)
-    norm: Literal["linf", "l2", "l1"] = "linf"
-    eps: float = Field(0.3, ge=0)
-    eps_warmup_epochs: float = Field(0.0, ge=0)
-    attack_steps: int = Field(10, ge=1)
-    attack_step_size: Optional[float] = Field(None, gt=0)
-    fgsm_alpha: Optional[float] = Field(None, gt=0)
-    grad_align: float = Field(0.0, ge=0)
-    trades_beta: float = Field(1.0, ge=0)
-    llr_lambda: float = Field(4.0, ge=0)
-    llr_mu: float = Field(3.0, ge=0)
-    llr_steps: int = Field(10, ge=1)
-    eval_n: int = Field(500, ge=1)
-    eval_steps: int = Field(10, ge=1)
-    co_action: Literal["warn", "stop"] = "warn"
-    snapshot_every: int = Field(0, ge=0)
-    snapshot_steps: int = Field(0, ge=0)
-    local_sgd_period: int = Field(0, ge=0)
-    seed: int = 0
 
 
 class DataSpec(_Strict):
@@ -164,38 +134,8 @@ class LaunchArgs(_Strict):
     threads: int = Field(ge=1)
 
 
-def _format(err: ValidationError, where: str, models: dict[tuple, type[BaseModel]] | None = None) -> list[str]:
-    out = []
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"])
-        if e["type"] == "extra_forbidden":
-            key = str(e["loc"][-1])
-            known = _known_keys(models or {}, tuple(e["loc"][:-1]))
-            close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-            hint = f"; did you mean {close[0]!r}?" if close else (f"; known keys: {', '.join(sorted(known))}" if known else "")
-            out.append(f"{where}{loc}: unknown key {key!r}{hint}")
-        else:
-            msg = e["msg"].removeprefix("Value error, ")
-            got = e.get("input")
-            shown = "" if isinstance(got, (dict, list)) and len(repr(got)) > 60 else f" (got {got!r})"
-            out.append(f"{where}{loc}: {msg}{shown}")
-    return out
-
-
-def _known_keys(models: dict[tuple, type[BaseModel]], loc: tuple) -> list[str]:
-    # match the location with list indices removed
-    key = tuple(p for p in loc if not isinstance(p, int))
-    model = models.get(key)
-    return list(model.model_fields) if model is not None else []
-
-
 _JOB_MODELS = {(): JobConfig, ("data",): DataSpec, ("models",): ModelEntry, ("models", "model"): ModelSpec,
-               ("evaluation",): EvaluationSettings, ("train",): TrainSettings}
-
-
-def _raise(problems: list[str], what: str) -> None:
-    if problems:
-        raise InputError(f"problems in {what}:\n  " + "\n  ".join(problems) + "\nfix these and run again")
+               ("evaluation",): EvaluationSettings, ("train",): TrainConfig}
 
 
 def _warn_eps(eps_values, norm: str, where: str) -> None:
@@ -204,15 +144,6 @@ def _warn_eps(eps_values, norm: str, where: str) -> None:
         if big:
             log.warning("%s: Linf eps %s exceeds the input range [0, 1]: every input is reachable, so robust "
                         "accuracy is 0 by construction; did you mean %s?", where, big, [round(e / 255, 4) for e in big])
-
-
-def validate_train_settings(settings: dict, where: str = "train") -> dict:
-    """Check training settings (types, ranges, unknown keys); returns them with defaults filled in."""
-    try:
-        return TrainSettings.model_validate(settings).model_dump()
-    except ValidationError as e:
-        _raise(_format(e, f"{where}.", {(): TrainSettings}), "the training settings")
-    raise AssertionError  # unreachable
 
 
 def validate_job(config: Any, source: str = "the job config") -> dict:
@@ -243,12 +174,10 @@ def validate_job(config: Any, source: str = "the job config") -> dict:
 
 
 def _train_problems(settings: dict, where: str, only: set | None = None) -> list[str]:
-    try:
-        TrainSettings.model_validate(settings)
-    except ValidationError as e:
-        errs = [x for x in e.errors() if only is None or (x["loc"] and x["loc"][0] in only)]
-        if errs:
-            return _format(ValidationError.from_exception_data(e.title, errs), where, {(): TrainSettings})
+    e = validation_error(TrainConfig, settings)
+    errs = [x for x in e.errors() if only is None or (x["loc"] and x["loc"][0] in only)] if e is not None else []
+    if errs:
+        return _format(ValidationError.from_exception_data(e.title, errs), where, {(): TrainConfig})
     return []
 
 
@@ -257,16 +186,14 @@ def check_cli_args(command: str, args: dict) -> None:
     problems: list[str] = []
 
     def check(model: type[BaseModel], values: dict, prefix: str = "--") -> None:
-        try:
-            model.model_validate(values)
-        except ValidationError as e:
+        e = validation_error(model, values)
+        if e is not None:
             for line in _format(e, ""):
                 key, _, rest = line.partition(":")
                 problems.append(f"{prefix}{key.split('.')[0].replace('_', '-')}:{rest}")
 
     if command == "train":
-        fields = {k: args[k] for k in TrainSettings.model_fields if k in args}
-        check(TrainSettings, fields)
+        check(TrainConfig, {k: args[k] for k in TrainConfig.model_fields if k in args})
         if args.get("data_seed", 0) < 0:
             problems.append(f"--data-seed: must be >= 0 (got {args['data_seed']})")
         if args.get("name") is not None:
@@ -304,7 +231,3 @@ def _int_list(text: str, flag: str, problems: list[str]):
     except ListArgumentError as e:
         problems.append(f"{flag}: {e}")
         return None
-
-
-def train_fields() -> set[str]:
-    return set(TrainSettings.model_fields)

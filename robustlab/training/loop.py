@@ -13,9 +13,9 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
@@ -23,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..attacks import FGSM, PGD
+from ..attacks import FGSM, PGD, local_linearity
 from ..data import Dataset
 from ..errors import InputError
 from ..objectives import CrossEntropy, Objective
@@ -31,64 +31,10 @@ from ..targets import index_target
 from .. import runtime
 from ..threat import ThreatModel
 from .checkpoints import check_compatible, load_state, save_state, save_weights
-from .methods import METHODS, BatchContext, get_method, local_linearity
+from .config import TrainConfig
+from .methods import METHODS, BatchContext, get_method
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainConfig:
-    """Settings of one training run (all serialisable). ``batch_size`` is per process."""
-
-    method: str = "standard"          # standard | pgd | fgsm_rs | trades | llr
-    epochs: int = 10
-    batch_size: int = 128
-    optimizer: str = "adam"           # sgd | adam
-    lr: float = 1e-3
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    schedule: str = "constant"        # constant | cyclic | step
-    step_milestones: tuple[float, ...] = (0.5, 0.75)  # fractions of training for the step schedule
-    lr_scaling: str = "none"          # none | linear: lr * world_size (Goyal et al. 2017)
-    warmup_epochs: float = 0.0        # linear LR warm-up from lr / world_size (with linear scaling) or 0
-    norm: str = "linf"
-    eps: float = 0.3
-    eps_warmup_epochs: float = 0.0    # linear eps ramp from 0
-    attack_steps: int = 10            # PGD-AT / TRADES inner steps
-    attack_step_size: float | None = None
-    fgsm_alpha: float | None = None   # FGSM-RS step (default 1.25 eps)
-    grad_align: float = 0.0           # GradAlign weight (fgsm_rs)
-    trades_beta: float = 1.0
-    llr_lambda: float = 4.0
-    llr_mu: float = 3.0
-    llr_steps: int = 10
-    eval_n: int = 500                 # points for per-epoch clean/robust accuracy (train subset and val)
-    eval_steps: int = 10              # PGD steps of the per-epoch robust accuracy
-    co_action: str = "warn"           # catastrophic overfitting: warn | stop
-    snapshot_every: int = 0           # save parameters every k epochs for trajectory analysis (0: off)
-    snapshot_steps: int = 0           # also every k optimizer steps, and the initial weights (finer trajectories)
-    local_sgd_period: int = 0         # post-local SGD: average models every k steps after warm-up (0: off)
-    seed: int = 0
-
-    def __post_init__(self):
-        get_method(self.method)
-        if self.epochs < 1 or self.batch_size < 1:
-            raise InputError("epochs and batch_size must be >= 1")
-        if self.optimizer not in ("sgd", "adam"):
-            raise InputError(f"unknown optimizer {self.optimizer!r}; known: adam, sgd")
-        if self.schedule not in ("constant", "cyclic", "step"):
-            raise InputError(f"unknown schedule {self.schedule!r}; known: constant, cyclic, step")
-        if self.lr_scaling not in ("none", "linear"):
-            raise InputError(f"unknown lr_scaling {self.lr_scaling!r}; known: none, linear")
-        if self.co_action not in ("warn", "stop"):
-            raise InputError("co_action must be 'warn' or 'stop'")
-        ThreatModel(self.norm, self.eps)
-
-    def fingerprint(self) -> dict:
-        """Settings that must match for a resume to continue the same run."""
-        d = asdict(self)
-        d["step_milestones"] = list(d["step_milestones"])
-        return d
 
 
 def lr_at(cfg: TrainConfig, progress: float, world_size: int = 1, warmup_fraction: float = 0.0) -> float:
@@ -128,7 +74,8 @@ def _selection_score(cfg: TrainConfig, record: dict) -> tuple:
     (clean accuracy breaks ties) for adversarial methods, clean accuracy for standard training and for
     methods registered with ``select_on="clean"`` (their adversary is not the pixel threat, e.g. on_manifold)."""
     split = "val" if "val_acc" in record else "train"
-    if cfg.method == "standard" or METHODS.metadata(cfg.method).get("select_on") == "clean":
+    meta = METHODS.metadata(cfg.method)
+    if not meta.get("adversarial", True) or meta.get("select_on") == "clean":
         return (record[f"{split}_acc"],)
     return (record[f"{split}_robust_acc"], record[f"{split}_acc"])
 
@@ -157,33 +104,7 @@ def measure(model: nn.Module, data: Dataset, threat: ThreatModel, steps: int, se
     s = dict.fromkeys(("n", "correct", "loss", "robust", "robust_loss", "fgsm", "gamma", "cos"), 0.0)
     try:
         for i, (xb, yb) in enumerate(shard.batches(batch_size)):
-            with torch.no_grad():
-                out = model(xb)
-            nb = xb.shape[0]
-            s["n"] += nb
-            s["correct"] += float((~objective.success(out, yb)).sum())
-            s["loss"] += float(objective.loss(out, yb).sum())
-            if threat.eps > 0:
-                res = PGD(threat, objective, steps=steps, step_size=2.5 * threat.eps / steps, early_stop=False,
-                          seed=seed)(model, xb, yb)
-                with torch.no_grad():
-                    out_adv = model(res.x_adv)
-                s["robust"] += float((~objective.success(out_adv, yb)).sum())
-                s["robust_loss"] += float(objective.loss(out_adv, yb).sum())
-                if fgsm:
-                    s["fgsm"] += float((~FGSM(threat, objective, seed=seed)(model, xb, yb).success).sum())
-                if linearity:
-                    ctx = BatchContext(threat, seed + i, objective=objective)
-                    with torch.enable_grad():
-                        gamma, _, g1, _ = local_linearity(model, xb, yb, ctx)
-                        x_noisy = ctx.random_start(xb).requires_grad_(True)
-                        g2, = torch.autograd.grad(objective.loss(model(x_noisy), yb).sum(), x_noisy)
-                    s["gamma"] += float(gamma.detach().sum())
-                    s["cos"] += float(F.cosine_similarity(g1.flatten(1), g2.flatten(1), dim=1, eps=1e-12).detach().sum())
-            else:
-                s["robust"] += float((~objective.success(out, yb)).sum())
-                s["robust_loss"] += float(objective.loss(out, yb).sum())
-                s["fgsm"] += float((~objective.success(out, yb)).sum())
+            _measure_batch(s, model, xb, yb, threat, objective, steps, seed, seed + i, fgsm, linearity)
     finally:
         model.train(was)
     keys = list(s)
@@ -196,6 +117,37 @@ def measure(model: nn.Module, data: Dataset, threat: ThreatModel, steps: int, se
         out["local_linearity"] = s["gamma"] / n
         out["grad_cosine"] = s["cos"] / n
     return out
+
+
+def _measure_batch(s: dict, model: nn.Module, xb, yb, threat: ThreatModel, objective: Objective, steps: int,
+                   seed: int, batch_seed: int, fgsm: bool, linearity: bool) -> None:
+    """Add one batch's sums to `s`: clean, PGD (and FGSM) successes and losses, and local linearity
+    with the GradAlign cosine from the batch's random starts (seeded by `batch_seed`)."""
+    with torch.no_grad():
+        out = model(xb)
+    s["n"] += xb.shape[0]
+    s["correct"] += float((~objective.success(out, yb)).sum())
+    s["loss"] += float(objective.loss(out, yb).sum())
+    if threat.eps == 0:
+        for k in ("robust", "fgsm"):
+            s[k] += float((~objective.success(out, yb)).sum())
+        s["robust_loss"] += float(objective.loss(out, yb).sum())
+        return
+    res = PGD(threat, objective, steps=steps, step_size=2.5 * threat.eps / steps, early_stop=False, seed=seed)(model, xb, yb)
+    with torch.no_grad():
+        out_adv = model(res.x_adv)
+    s["robust"] += float((~objective.success(out_adv, yb)).sum())
+    s["robust_loss"] += float(objective.loss(out_adv, yb).sum())
+    if fgsm:
+        s["fgsm"] += float((~FGSM(threat, objective, seed=seed)(model, xb, yb).success).sum())
+    if linearity:
+        ctx = BatchContext(threat, batch_seed, objective=objective)
+        with torch.enable_grad():
+            gamma, _, g1, _ = local_linearity(model, xb, yb, threat, objective, ctx.random_start(xb), steps=10)
+            x_noisy = ctx.random_start(xb).requires_grad_(True)
+            g2, = torch.autograd.grad(objective.loss(model(x_noisy), yb).sum(), x_noisy)
+        s["gamma"] += float(gamma.detach().sum())
+        s["cos"] += float(F.cosine_similarity(g1.flatten(1), g2.flatten(1), dim=1, eps=1e-12).detach().sum())
 
 
 @dataclass
@@ -211,6 +163,33 @@ class TrainResult:
 
 def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+@dataclass
+class _TrainingState:
+    """What the parts of ``train`` share: the model (``net``: wrapped in DDP on several processes;
+    ``base``: unwrapped), its optimiser, the threat at the full eps, the objective, this process's
+    place in the world, the checkpoint folder and the result so far."""
+
+    cfg: TrainConfig
+    net: nn.Module
+    base: nn.Module
+    optimizer: torch.optim.Optimizer
+    averager: Any
+    threat: ThreatModel
+    objective: Objective
+    method: Callable
+    rank: int
+    world: int
+    ckpt: Path | None
+    steps_per_epoch: int
+    result: TrainResult = field(default_factory=TrainResult)
+    start_epoch: int = 0
+    best_train_pgd: float = 0.0   # best PGD accuracy on training points so far (catastrophic overfitting)
+
+    @property
+    def global_batch(self) -> int:
+        return self.cfg.batch_size * self.world
 
 
 def train(model: nn.Module, train_data: Dataset, val_data: Dataset | None, cfg: TrainConfig,
@@ -229,11 +208,48 @@ def train(model: nn.Module, train_data: Dataset, val_data: Dataset | None, cfg: 
     threat model of the inner attacks (default: ``ThreatModel(cfg.norm, cfg.eps)``), e.g. one with
     a mask (the left view only); its eps is set from ``cfg.eps``.
     """
+    state = _start(model, train_data, cfg, checkpoint_dir, objective, threat)
+    if resume:
+        _restore(state)
+    train_eval = train_data.subset(cfg.eval_n)
+    val_eval = val_data.subset(cfg.eval_n) if val_data is not None else None
+    state.best_train_pgd = max((h.get("train_robust_acc", 0.0) for h in state.result.history), default=0.0)
+    if cfg.snapshot_steps and state.ckpt is not None and state.rank == 0 and state.start_epoch == 0:
+        save_weights(state.base, state.ckpt / "snapshots" / "step_0000000.safetensors", {"step": "0"})
+    for epoch in range(state.start_epoch, cfg.epochs):
+        t0 = time.perf_counter()
+        sums, lr, eps = _run_epoch(state, epoch, train_data, regularizer, progress)
+        train_time = time.perf_counter() - t0
+        record = {"epoch": epoch + 1, "lr": lr, "eps": eps, "train_time_s": train_time, "world_size": state.world,
+                  "train_objective": sums[0] / max(sums[2], 1), "train_objective_acc": sums[1] / max(sums[2], 1)}
+        tr = _measure_epoch(state, epoch, record, train_eval, val_eval)
+        co = _overfitting(state, record, tr)
+        state.result.time_s += time.perf_counter() - t0
+        record["elapsed_s"] = state.result.time_s
+        is_best = _select(state, epoch, record)
+        state.result.history.append(record)
+        _save_epoch(state, epoch, is_best)
+        if state.world > 1:
+            dist.barrier()
+        if on_epoch is not None and state.rank == 0:
+            on_epoch(record)
+        _log_epoch(state, epoch, record, tr, train_time, co)
+        if co:
+            state.result.catastrophic_overfitting_epoch = state.result.catastrophic_overfitting_epoch or epoch + 1
+            if cfg.co_action == "stop":
+                state.result.stopped_early = True
+                break
+    return state.result
+
+
+def _start(model: nn.Module, train_data: Dataset, cfg: TrainConfig, checkpoint_dir, objective, threat) -> _TrainingState:
+    """Check the settings against the world, wrap the model for DDP and build the optimiser."""
     objective = objective if objective is not None else CrossEntropy()
     method = get_method(cfg.method)
     rank, world = runtime.world()
-    if world > 1 and cfg.method == "llr":
-        raise InputError("LLR's double backprop is not supported under DDP yet; train LLR on one process")
+    if world > 1 and not METHODS.metadata(cfg.method).get("distributed", True):
+        raise InputError(f"training method {cfg.method!r} is not supported under DDP yet (LLR: double backprop); "
+                         "train it on one process")
     net = model
     if world > 1 and not isinstance(model, nn.parallel.DistributedDataParallel):
         net = nn.parallel.DistributedDataParallel(model)
@@ -244,146 +260,170 @@ def train(model: nn.Module, train_data: Dataset, val_data: Dataset | None, cfg: 
     if full_threat.has_per_sample_state:
         raise InputError("training draws random batches: give a threat model without per-sample state "
                          "(a shared mask, e.g. the views of a stereo pair)")
-    result = TrainResult()
-    start_epoch = 0
     ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
     if ckpt is not None and rank == 0:
         ckpt.mkdir(parents=True, exist_ok=True)
-    if resume:
-        if ckpt is None:
-            raise InputError("resume=True needs a checkpoint directory")
-        state = load_state(ckpt, cfg.fingerprint())
-        if state is not None:
-            check_compatible(base.state_dict(), state["model"], ckpt / "state.pt")
-            base.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            start_epoch = state["epoch"] + 1
-            result.history = state["history"]
-            result.best_epoch, result.best_val_robust_acc = state["best_epoch"], state["best_val_robust_acc"]
-            result.best_score = tuple(state["best_score"]) if state.get("best_score") is not None else None
-            result.time_s = state["time_s"]
-            log.info("resuming from epoch %d", start_epoch)
-    train_eval = train_data.subset(cfg.eval_n)
-    val_eval = val_data.subset(cfg.eval_n) if val_data is not None else None
-    global_batch = cfg.batch_size * world
-    steps_per_epoch = math.ceil(len(train_data) / global_batch)
-    total_steps = steps_per_epoch * cfg.epochs
-    warmup_fraction = cfg.warmup_epochs / cfg.epochs
-    best_train_pgd = max((h.get("train_robust_acc", 0.0) for h in result.history), default=0.0)
-    if cfg.snapshot_steps and ckpt is not None and rank == 0 and start_epoch == 0:
-        save_weights(base, ckpt / "snapshots" / "step_0000000.safetensors", {"step": "0"})
-    for epoch in range(start_epoch, cfg.epochs):
-        t0 = time.perf_counter()
-        net.train()
-        gen = torch.Generator().manual_seed(_seed(cfg, epoch))
-        order = torch.randperm(len(train_data), generator=gen)
-        sums = [0.0, 0.0, 0.0]  # loss * n, correct, n
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs} [{cfg.method}]", leave=False,
-                   disable=(not progress or rank != 0) or None)
-        lr = cfg.lr
-        for step in bar:
-            idx_global = order[step * global_batch:(step + 1) * global_batch]
-            n_global = idx_global.numel()
-            if n_global < world:  # too few samples left to give every rank one
-                break
-            lo, hi = _rank_slice(n_global, rank, world)
-            idx = idx_global[lo:hi]
-            xb, yb = train_data.x[idx], index_target(train_data.y, idx)
-            global_step = epoch * steps_per_epoch + step
-            lr = lr_at(cfg, global_step / total_steps, world, warmup_fraction)
-            for g in optimizer.param_groups:
-                g["lr"] = lr
-            eps = cfg.eps
-            if cfg.eps_warmup_epochs > 0:
-                eps = cfg.eps * min(1.0, (global_step + 1) / (cfg.eps_warmup_epochs * steps_per_epoch))
-            ctx = BatchContext(full_threat.with_eps(eps), _seed(cfg, epoch, step + 1), cfg.attack_steps,
-                               cfg.attack_step_size, cfg.fgsm_alpha, cfg.grad_align, cfg.trades_beta,
-                               cfg.llr_lambda, cfg.llr_mu, cfg.llr_steps, attack_model=base,
-                               global_size=n_global, offset=lo, objective=objective)
-            loss, logits = method(net, xb, yb, ctx)
-            if regularizer is not None:
-                loss = loss + regularizer(net, xb, yb, logits, ctx)
-            if not torch.isfinite(loss.detach()):
-                raise FloatingPointError(
-                    f"training loss became {float(loss.detach())} at epoch {epoch + 1}, step {step}; lower the learning rate"
-                )
-            # DDP averages gradients over ranks; weight each rank by its share of the global batch
-            scaled = loss * (xb.shape[0] * world / n_global) if world > 1 else loss
-            optimizer.zero_grad(set_to_none=True)
-            scaled.backward()
-            optimizer.step()
-            if averager is not None:
-                averager.average_parameters(base.parameters())
-            if cfg.snapshot_steps and ckpt is not None and rank == 0 and (global_step + 1) % cfg.snapshot_steps == 0:
-                save_weights(base, ckpt / "snapshots" / f"step_{global_step + 1:07d}.safetensors", {"step": str(global_step + 1)})
-            nb = xb.shape[0]
-            sums[0] += float(loss.detach()) * nb
-            sums[1] += float((~objective.success(logits.detach(), yb)).sum())
-            sums[2] += nb
-            bar.set_postfix(loss=f"{sums[0] / max(sums[2], 1):.3f}", lr=f"{lr:.2g}")
-        sums = _all_sum(sums)
-        train_time = time.perf_counter() - t0
-        seed = _seed(cfg, epoch, 10 ** 6)
-        tr = measure(base, train_eval, full_threat, cfg.eval_steps, seed, fgsm=True, linearity=True, objective=objective)
-        record = {
-            "epoch": epoch + 1, "lr": lr, "eps": eps, "train_time_s": train_time, "world_size": world,
-            "train_objective": sums[0] / max(sums[2], 1), "train_objective_acc": sums[1] / max(sums[2], 1),
-            "train_acc": tr["acc"], "train_loss": tr["loss"], "train_robust_acc": tr["robust_acc"],
-            "train_robust_loss": tr["robust_loss"], "train_fgsm_acc": tr["fgsm_acc"],
-            "weight_norm": float(torch.sqrt(sum((p.detach().double() ** 2).sum() for p in base.parameters()))),
-        }
-        for k in ("local_linearity", "grad_cosine"):
-            if k in tr:
-                record[k] = tr[k]
-        if val_eval is not None:
-            va = measure(base, val_eval, full_threat, cfg.eval_steps, seed, objective=objective)
-            record.update({"val_acc": va["acc"], "val_loss": va["loss"], "val_robust_acc": va["robust_acc"],
-                           "val_robust_loss": va["robust_loss"],
-                           "generalization_gap": tr["acc"] - va["acc"],
-                           "robust_generalization_gap": tr["robust_acc"] - va["robust_acc"]})
-        co = cfg.method != "standard" and is_catastrophic_overfitting(best_train_pgd, tr["robust_acc"], tr["fgsm_acc"])
-        record["catastrophic_overfitting"] = bool(co)
-        best_train_pgd = max(best_train_pgd, tr["robust_acc"])
-        result.time_s += time.perf_counter() - t0
-        record["elapsed_s"] = result.time_s
-        selection = _selection_score(cfg, record)
-        is_best = result.best_score is None or selection > tuple(result.best_score)
-        if is_best:
-            result.best_epoch, result.best_score = epoch + 1, selection
-            result.best_val_robust_acc = record.get("val_robust_acc", record["train_robust_acc"])
-        result.history.append(record)
-        if ckpt is not None and rank == 0:
-            save_weights(base, ckpt / "last.safetensors", {"epoch": str(epoch + 1)})
-            if is_best:
-                save_weights(base, ckpt / "best.safetensors", {"epoch": str(epoch + 1)})
-            if cfg.snapshot_every and (epoch + 1) % cfg.snapshot_every == 0:
-                save_weights(base, ckpt / "snapshots" / f"epoch_{epoch + 1:04d}.safetensors", {"epoch": str(epoch + 1)})
-            save_state(ckpt, {
-                "model": base.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-                "history": result.history, "best_epoch": result.best_epoch,
-                "best_val_robust_acc": result.best_val_robust_acc, "best_score": result.best_score,
-                "time_s": result.time_s, "fingerprint": cfg.fingerprint(),
-            })
-        if world > 1:
-            dist.barrier()
-        if on_epoch is not None and rank == 0:
-            on_epoch(record)
-        if rank == 0:
-            val = (f" | val acc {record['val_acc']:.3f} robust {record['val_robust_acc']:.3f}"
-                   if "val_acc" in record else "")
-            log.info("epoch %d/%d: train acc %.3f robust %.3f%s (%.1fs)", epoch + 1, cfg.epochs, tr["acc"],
-                     tr["robust_acc"], val, train_time)
-        if co:
-            result.catastrophic_overfitting_epoch = result.catastrophic_overfitting_epoch or epoch + 1
-            if rank == 0:
-                log.warning(
-                    "catastrophic overfitting at epoch %d: PGD accuracy on training points fell to %.3f "
-                    "(best %.3f) while FGSM accuracy is %.3f; use a smaller FGSM step, GradAlign, or PGD training",
-                    epoch + 1, tr["robust_acc"], best_train_pgd, tr["fgsm_acc"])
-            if cfg.co_action == "stop":
-                result.stopped_early = True
-                break
-    return result
+    return _TrainingState(cfg, net, base, optimizer, averager, full_threat, objective, method, rank, world, ckpt,
+                          steps_per_epoch=math.ceil(len(train_data) / (cfg.batch_size * world)))
+
+
+def _restore(state: _TrainingState) -> None:
+    """Continue from the checkpoint folder's ``state.pt`` (when there is one): weights, optimiser,
+    history, best epoch and time, after checking the settings and the model match."""
+    if state.ckpt is None:
+        raise InputError("resume=True needs a checkpoint directory")
+    saved = load_state(state.ckpt, state.cfg.fingerprint())
+    if saved is None:
+        return
+    result = state.result
+    check_compatible(state.base.state_dict(), saved["model"], state.ckpt / "state.pt")
+    state.base.load_state_dict(saved["model"])
+    state.optimizer.load_state_dict(saved["optimizer"])
+    state.start_epoch = saved["epoch"] + 1
+    result.history = saved["history"]
+    result.best_epoch, result.best_val_robust_acc = saved["best_epoch"], saved["best_val_robust_acc"]
+    result.best_score = tuple(saved["best_score"]) if saved.get("best_score") is not None else None
+    result.time_s = saved["time_s"]
+    log.info("resuming from epoch %d", state.start_epoch)
+
+
+def _run_epoch(state: _TrainingState, epoch: int, data: Dataset, regularizer, progress: bool) -> tuple[list, float, float]:
+    """One epoch of optimiser steps over a permutation seeded by (seed, epoch), each rank taking its
+    slice of every global batch; returns the all-reduced (loss * n, correct, n), the last lr and eps."""
+    cfg, rank, world = state.cfg, state.rank, state.world
+    state.net.train()
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(_seed(cfg, epoch)))
+    sums = [0.0, 0.0, 0.0]  # loss * n, correct, n
+    bar = tqdm(range(state.steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs} [{cfg.method}]", leave=False,
+               disable=(not progress or rank != 0) or None)
+    lr, eps = cfg.lr, cfg.eps
+    for step in bar:
+        idx_global = order[step * state.global_batch:(step + 1) * state.global_batch]
+        n_global = idx_global.numel()
+        if n_global < world:  # too few samples left to give every rank one
+            break
+        lo, hi = _rank_slice(n_global, rank, world)
+        idx = idx_global[lo:hi]
+        xb, yb = data.x[idx], index_target(data.y, idx)
+        global_step = epoch * state.steps_per_epoch + step
+        lr, eps = _schedule(state, global_step)
+        ctx = BatchContext(state.threat.with_eps(eps), _seed(cfg, epoch, step + 1), cfg, attack_model=state.base,
+                           global_size=n_global, offset=lo, objective=state.objective)
+        loss, logits = _step(state, xb, yb, ctx, regularizer, f"epoch {epoch + 1}, step {step}")
+        if cfg.snapshot_steps and state.ckpt is not None and rank == 0 and (global_step + 1) % cfg.snapshot_steps == 0:
+            save_weights(state.base, state.ckpt / "snapshots" / f"step_{global_step + 1:07d}.safetensors",
+                         {"step": str(global_step + 1)})
+        nb = xb.shape[0]
+        sums[0] += float(loss.detach()) * nb
+        sums[1] += float((~state.objective.success(logits.detach(), yb)).sum())
+        sums[2] += nb
+        bar.set_postfix(loss=f"{sums[0] / max(sums[2], 1):.3f}", lr=f"{lr:.2g}")
+    return _all_sum(sums), lr, eps
+
+
+def _schedule(state: _TrainingState, global_step: int) -> tuple[float, float]:
+    """Set the learning rate of `global_step` on the optimiser; returns it and the (warmed-up) eps."""
+    cfg = state.cfg
+    total_steps = state.steps_per_epoch * cfg.epochs
+    lr = lr_at(cfg, global_step / total_steps, state.world, cfg.warmup_epochs / cfg.epochs)
+    for g in state.optimizer.param_groups:
+        g["lr"] = lr
+    eps = cfg.eps
+    if cfg.eps_warmup_epochs > 0:
+        eps = cfg.eps * min(1.0, (global_step + 1) / (cfg.eps_warmup_epochs * state.steps_per_epoch))
+    return lr, eps
+
+
+def _step(state: _TrainingState, xb, yb, ctx: BatchContext, regularizer, where: str):
+    """One optimiser step on this rank's part of a global batch; returns (loss, outputs)."""
+    loss, logits = state.method(state.net, xb, yb, ctx)
+    if regularizer is not None:
+        loss = loss + regularizer(state.net, xb, yb, logits, ctx)
+    if not torch.isfinite(loss.detach()):
+        raise FloatingPointError(f"training loss became {float(loss.detach())} at {where}; lower the learning rate")
+    # DDP averages gradients over ranks; weight each rank by its share of the global batch
+    scaled = loss * (xb.shape[0] * state.world / ctx.global_size) if state.world > 1 else loss
+    state.optimizer.zero_grad(set_to_none=True)
+    scaled.backward()
+    state.optimizer.step()
+    if state.averager is not None:
+        state.averager.average_parameters(state.base.parameters())
+    return loss, logits
+
+
+def _measure_epoch(state: _TrainingState, epoch: int, record: dict, train_eval: Dataset, val_eval: Dataset | None) -> dict:
+    """Add the epoch's measurements to `record`: clean/PGD/FGSM accuracy and loss on training points,
+    local linearity, weight norm, and with validation data its accuracies and the generalisation gaps.
+    Returns the training-point measurements."""
+    cfg, base = state.cfg, state.base
+    seed = _seed(cfg, epoch, 10 ** 6)
+    tr = measure(base, train_eval, state.threat, cfg.eval_steps, seed, fgsm=True, linearity=True, objective=state.objective)
+    record.update({
+        "train_acc": tr["acc"], "train_loss": tr["loss"], "train_robust_acc": tr["robust_acc"],
+        "train_robust_loss": tr["robust_loss"], "train_fgsm_acc": tr["fgsm_acc"],
+        "weight_norm": float(torch.sqrt(sum((p.detach().double() ** 2).sum() for p in base.parameters()))),
+    })
+    for k in ("local_linearity", "grad_cosine"):
+        if k in tr:
+            record[k] = tr[k]
+    if val_eval is not None:
+        va = measure(base, val_eval, state.threat, cfg.eval_steps, seed, objective=state.objective)
+        record.update({"val_acc": va["acc"], "val_loss": va["loss"], "val_robust_acc": va["robust_acc"],
+                       "val_robust_loss": va["robust_loss"],
+                       "generalization_gap": tr["acc"] - va["acc"],
+                       "robust_generalization_gap": tr["robust_acc"] - va["robust_acc"]})
+    return tr
+
+
+def _overfitting(state: _TrainingState, record: dict, tr: dict) -> bool:
+    """Catastrophic overfitting this epoch (adversarial methods only); records it and the best PGD accuracy."""
+    adversarial = METHODS.metadata(state.cfg.method).get("adversarial", True)
+    co = adversarial and is_catastrophic_overfitting(state.best_train_pgd, tr["robust_acc"], tr["fgsm_acc"])
+    record["catastrophic_overfitting"] = bool(co)
+    state.best_train_pgd = max(state.best_train_pgd, tr["robust_acc"])
+    return bool(co)
+
+
+def _select(state: _TrainingState, epoch: int, record: dict) -> bool:
+    """Whether this epoch is the best so far (``_selection_score``); updates the result's best."""
+    result = state.result
+    selection = _selection_score(state.cfg, record)
+    is_best = result.best_score is None or selection > tuple(result.best_score)
+    if is_best:
+        result.best_epoch, result.best_score = epoch + 1, selection
+        result.best_val_robust_acc = record.get("val_robust_acc", record["train_robust_acc"])
+    return is_best
+
+
+def _save_epoch(state: _TrainingState, epoch: int, is_best: bool) -> None:
+    """Rank 0: last (and best) weights, the epoch snapshot when due, and ``state.pt`` for resuming."""
+    if state.ckpt is None or state.rank != 0:
+        return
+    cfg, base, ckpt, result = state.cfg, state.base, state.ckpt, state.result
+    save_weights(base, ckpt / "last.safetensors", {"epoch": str(epoch + 1)})
+    if is_best:
+        save_weights(base, ckpt / "best.safetensors", {"epoch": str(epoch + 1)})
+    if cfg.snapshot_every and (epoch + 1) % cfg.snapshot_every == 0:
+        save_weights(base, ckpt / "snapshots" / f"epoch_{epoch + 1:04d}.safetensors", {"epoch": str(epoch + 1)})
+    save_state(ckpt, {
+        "model": base.state_dict(), "optimizer": state.optimizer.state_dict(), "epoch": epoch,
+        "history": result.history, "best_epoch": result.best_epoch,
+        "best_val_robust_acc": result.best_val_robust_acc, "best_score": result.best_score,
+        "time_s": result.time_s, "fingerprint": cfg.fingerprint(),
+    })
+
+
+def _log_epoch(state: _TrainingState, epoch: int, record: dict, tr: dict, train_time: float, co: bool) -> None:
+    if state.rank != 0:
+        return
+    val = f" | val acc {record['val_acc']:.3f} robust {record['val_robust_acc']:.3f}" if "val_acc" in record else ""
+    log.info("epoch %d/%d: train acc %.3f robust %.3f%s (%.1fs)", epoch + 1, state.cfg.epochs, tr["acc"],
+             tr["robust_acc"], val, train_time)
+    if co:
+        log.warning(
+            "catastrophic overfitting at epoch %d: PGD accuracy on training points fell to %.3f "
+            "(best %.3f) while FGSM accuracy is %.3f; use a smaller FGSM step, GradAlign, or PGD training",
+            epoch + 1, tr["robust_acc"], state.best_train_pgd, tr["fgsm_acc"])
 
 
 def _rank_slice(n: int, rank: int, world: int) -> tuple[int, int]:

@@ -3,9 +3,16 @@ task: the loss is the task's objective (``ctx.objective``: cross-entropy for cla
 error for stereo), whose per-sample ``loss`` training minimises and attacks maximise.
 
 ``method(model, x, target, ctx) -> (loss, outputs_on_training_inputs)`` where ``ctx`` carries the
-objective, the current eps, the threat model, the method's hyperparameters and the batch's random
-numbers. New methods register in ``METHODS``; a ``regularizer(model, x, target, outputs, ctx) ->
-scalar`` passed to ``train`` adds its own term to any method.
+objective, the current eps, the threat model, the settings (``ctx.settings``: the run's
+``TrainConfig``, whose fields include every method's own settings) and the batch's random numbers.
+New methods register in ``METHODS`` with their settings model (``METHODS.register("trades", trades,
+settings=TradesSettings)``): its fields join ``TrainConfig`` under their own flat names
+(``trades_beta``, ``--trades-beta``). A ``regularizer(model, x, target, outputs, ctx) -> scalar``
+passed to ``train`` adds its own term to any method.
+
+The methods: ``standard``, ``pgd`` (PGD-AT), ``fgsm_rs`` (FGSM-RS, optionally GradAlign),
+``trades``, ``llr`` (local linearity regularisation) and ``on_manifold`` (latent-space adversarial
+examples of a VAE, Stutz et al. 2019).
 
 Which methods are defined for which objectives: standard, PGD-AT, FGSM-RS (+GradAlign) and LLR need
 only a differentiable per-sample loss and work for every task; TRADES needs the objective's output
@@ -19,31 +26,63 @@ the numbers that 1 process with batch 2B sees.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from pydantic import Field, create_model
 
-from ..attacks import PGD
+from ..attacks import PGD, ParametricPGD, local_linearity
+from ..models.vae import VAE, VAEConfig, pretrained_vae
 from ..objectives import CrossEntropy, Objective
 from ..registry import Registry
 from ..runtime import eval_mode
-from ..threat import ThreatModel
+from ..settings import StrictSettings
+from ..threat import LatentThreat, ThreatModel
+
+
+# ----- each method's own settings (their fields join TrainConfig under the same flat names) -----------
+class PGDSettings(StrictSettings):
+    """The inner PGD of PGD-AT (and of TRADES)."""
+
+    attack_steps: int = Field(10, ge=1, description="inner attack steps of PGD-AT and TRADES")
+    attack_step_size: Optional[float] = Field(None, gt=0, description="inner attack step size (default: 2.5 eps / attack_steps)")
+
+
+class FGSMRSSettings(StrictSettings):
+    """FGSM-RS and its GradAlign regulariser."""
+
+    fgsm_alpha: Optional[float] = Field(None, gt=0, description="FGSM-RS step (default: 1.25 eps)")
+    grad_align: float = Field(0.0, ge=0, description="GradAlign weight for fgsm_rs (0: off)")
+
+
+class TradesSettings(PGDSettings):
+    """TRADES: the inner steps of PGDSettings and the weight of the divergence term."""
+
+    trades_beta: float = Field(1.0, ge=0, description="TRADES weight beta of the divergence term")
+
+
+class LLRSettings(StrictSettings):
+    """Local linearity regularisation."""
+
+    llr_lambda: float = Field(4.0, ge=0, description="LLR weight lambda of the local linearity gamma")
+    llr_mu: float = Field(3.0, ge=0, description="LLR weight mu of the gradient term |delta^T grad l(x)|")
+    llr_steps: int = Field(10, ge=1, description="LLR inner maximisation steps")
+
+
+def _default_settings():
+    return MethodSettings()
 
 
 @dataclass
 class BatchContext:
+    """What a method needs besides the batch: the threat model with the current eps, the settings,
+    the objective and the batch's random numbers (seeded per batch, drawn for the global batch)."""
+
     threat: ThreatModel      # with the current (possibly warmed-up) eps
     seed: int                # per-batch seed (the same on every rank)
-    attack_steps: int = 10
-    attack_step_size: float | None = None
-    fgsm_alpha: float | None = None   # FGSM-RS step, default 1.25 * eps
-    grad_align: float = 0.0           # GradAlign weight for FGSM-RS (0: off)
-    trades_beta: float = 1.0
-    llr_lambda: float = 4.0
-    llr_mu: float = 3.0
-    llr_steps: int = 10
+    settings: Any = field(default_factory=_default_settings)  # the TrainConfig (default: every method's defaults)
     attack_model: nn.Module | None = None  # the unwrapped model for inner maximisations (not the DDP wrapper)
     global_size: int | None = None    # size of the global batch (all ranks)
     offset: int = 0                   # where this rank's samples start in the global batch
@@ -85,8 +124,9 @@ def pgd_at(model: nn.Module, x, y, ctx: BatchContext):
     passes: the cost of the hand-written loop)."""
     if ctx.threat.eps == 0:
         return standard(model, x, y, ctx)
-    step = ctx.attack_step_size if ctx.attack_step_size is not None else 2.5 * ctx.threat.eps / ctx.attack_steps
-    attack = PGD.for_training(ctx.threat, ctx.objective, steps=ctx.attack_steps, step_size=step,
+    s = ctx.settings
+    step = s.attack_step_size if s.attack_step_size is not None else 2.5 * ctx.threat.eps / s.attack_steps
+    attack = PGD.for_training(ctx.threat, ctx.objective, steps=s.attack_steps, step_size=step,
                               starting_points=ctx.random_start(x), seed=ctx.seed)
     inner = ctx.attack_model or model
     with eval_mode(inner):
@@ -113,7 +153,7 @@ def fgsm_rs(model: nn.Module, x, y, ctx: BatchContext):
     threat = ctx.threat
     if threat.eps == 0:
         return standard(model, x, y, ctx)
-    alpha = ctx.fgsm_alpha if ctx.fgsm_alpha is not None else 1.25 * threat.eps
+    alpha = ctx.settings.fgsm_alpha if ctx.settings.fgsm_alpha is not None else 1.25 * threat.eps
     x0 = ctx.random_start(x)
     inner = ctx.attack_model or model
     with eval_mode(inner):
@@ -121,12 +161,12 @@ def fgsm_rs(model: nn.Module, x, y, ctx: BatchContext):
     x_adv = threat.project(x, x0 + threat.step(grad, alpha)).detach()
     logits = model(x_adv)
     loss = ctx.loss(logits, y)
-    if ctx.grad_align > 0:
+    if ctx.settings.grad_align > 0:
         eta_point = ctx.random_start(x)
         g1 = _input_grad(model, x.detach().requires_grad_(True), y, ctx.objective, create_graph=True).flatten(1)
         g2 = _input_grad(model, eta_point.detach().requires_grad_(True), y, ctx.objective, create_graph=True).flatten(1)
         cos = F.cosine_similarity(g1, g2, dim=1, eps=1e-12)
-        loss = loss + ctx.grad_align * (1 - cos).mean()
+        loss = loss + ctx.settings.grad_align * (1 - cos).mean()
     return loss, logits
 
 
@@ -137,14 +177,14 @@ def trades(model: nn.Module, x, y, ctx: BatchContext):
     threat = ctx.threat
     if threat.eps == 0:
         return standard(model, x, y, ctx)
-    objective = ctx.objective
-    step = ctx.attack_step_size if ctx.attack_step_size is not None else 2.5 * threat.eps / ctx.attack_steps
+    objective, s = ctx.objective, ctx.settings
+    step = s.attack_step_size if s.attack_step_size is not None else 2.5 * threat.eps / s.attack_steps
     inner = ctx.attack_model or model
     with eval_mode(inner):
         with torch.no_grad():
             out_clean = inner(x)
         x_adv = threat.project(x, x + 0.001 * ctx.rand(x, "randn"))
-        for _ in range(ctx.attack_steps):
+        for _ in range(s.attack_steps):
             x_req = x_adv.detach().requires_grad_(True)
             with torch.enable_grad():
                 div = objective.divergence(inner(x_req), out_clean, y).sum()
@@ -154,39 +194,7 @@ def trades(model: nn.Module, x, y, ctx: BatchContext):
     both = model(torch.cat([x, x_adv.detach()]))
     logits, logits_adv = both[: x.shape[0]], both[x.shape[0]:]
     div = objective.divergence(logits_adv, logits, y).mean()
-    return ctx.loss(logits, y) + ctx.trades_beta * div, logits
-
-
-def local_linearity(model: nn.Module, x, y, ctx: BatchContext, create_graph: bool = False):
-    """gamma(eps, x) = max_{delta in ball} |l(x + delta) - l(x) - delta^T grad_x l(x)| (Qin et al. 2019),
-    with l the per-sample objective loss (any task).
-
-    The inner maximum: ``llr_steps`` projected sign steps from a random start with grad_x l(x) held
-    fixed. Returns (gamma per sample, delta, grad_x l(x), l(x) per sample); with ``create_graph`` the
-    gradient and losses stay differentiable in the weights (double backprop) for training.
-    """
-    threat = ctx.threat
-    objective = ctx.objective
-    x_req = x.detach().requires_grad_(True)
-    loss_x = objective.loss(model(x_req), y)
-    grad, = torch.autograd.grad(loss_x.sum(), x_req, create_graph=create_graph)
-    g_fixed = grad.detach()
-    lx_fixed = loss_x.detach()
-    step = 2.5 * threat.eps / max(ctx.llr_steps, 1)
-    x_d = ctx.random_start(x)
-    with eval_mode(model):
-        for _ in range(ctx.llr_steps):
-            xq = x_d.detach().requires_grad_(True)
-            with torch.enable_grad():
-                lq = objective.loss(model(xq), y)
-                g = (lq - lx_fixed - ((xq - x) * g_fixed).flatten(1).sum(1)).abs()
-                gd, = torch.autograd.grad(g.sum(), xq)
-            x_d = threat.project(x, x_d.detach() + threat.step(gd, step))
-    delta = (x_d - x).detach()
-    l_delta = objective.loss(model(x + delta), y)
-    lin = (delta * grad).flatten(1).sum(1)
-    gamma = (l_delta - loss_x - lin).abs()
-    return gamma, delta, grad, loss_x
+    return ctx.loss(logits, y) + s.trades_beta * div, logits
 
 
 def llr(model: nn.Module, x, y, ctx: BatchContext):
@@ -194,30 +202,78 @@ def llr(model: nn.Module, x, y, ctx: BatchContext):
     l(x) + lambda * gamma(eps, x) + mu * |delta_LLR^T grad_x l(x)|, with double backprop."""
     if ctx.threat.eps == 0:
         return standard(model, x, y, ctx)
-    gamma, delta, grad, loss_x = local_linearity(model, x, y, ctx, create_graph=True)
+    s = ctx.settings
+    gamma, delta, grad, loss_x = local_linearity(model, x, y, ctx.threat, ctx.objective, ctx.random_start(x),
+                                                 s.llr_steps, create_graph=True)
     lin = (delta * grad).flatten(1).sum(1).abs()
-    loss = loss_x.mean() + ctx.llr_lambda * gamma.mean() + ctx.llr_mu * lin.mean()
+    loss = loss_x.mean() + s.llr_lambda * gamma.mean() + s.llr_mu * lin.mean()
     with torch.no_grad():
         logits = model(x)
     return loss, logits
 
 
+# ----- on-manifold adversarial training (Stutz et al. 2019) ------------------------------------------
+DEFAULT_ETA = 0.5
+
+
+def make_on_manifold_method(vae: VAE | None = None, eta: float = DEFAULT_ETA, steps: int = 10,
+                            rel_step: float = 0.25, clean_weight: float = 0.5, conditional: bool = True) -> Callable:
+    """On-manifold adversarial training (Stutz et al. 2019): train on latent-space adversarial examples
+    x~ = decode(mu(x) + zeta), ||zeta||_inf <= eta, found by PGD on zeta through a VAE's decoder, mixed
+    with clean examples: loss = w CE(f(x), y) + (1 - w) CE(f(x~), y), x~ the last latent PGD iterate
+    (``steps`` sign steps of ``rel_step * eta`` from a random start in the latent box). It improves
+    generalisation (on-manifold robustness behaves like generalisation) without buying pixel robustness.
+
+    ``ctx.threat.eps`` is not used (the latent radius is ``eta``); ``eta = 0`` is standard training.
+    With a class-conditional VAE the latent attack encodes and decodes with the batch's labels (the
+    class-y model, as Stutz et al.'s class-specific VAE-GANs), so the adversarial example keeps its
+    class. ``vae`` None: the cached MNIST VAE (``robustlab.models.vae.pretrained_vae``, trained on first
+    use), class-conditional if ``conditional`` (the unconditional variant did not reproduce Stutz et
+    al.: a latent step can change the digit); a given ``vae`` decides by itself."""
+    if vae is None:
+        vae = pretrained_vae(VAEConfig(conditional=conditional))
+    vae.eval()
+    for p in vae.parameters():
+        p.requires_grad_(False)
+
+    def on_manifold(model: nn.Module, x, y, ctx: BatchContext):
+        if eta == 0:
+            return standard(model, x, y, ctx)
+        threat = LatentThreat(vae, eta, labels=y if vae.conditional else None)
+        attack = ParametricPGD.for_training(threat, "ce", steps=steps, rel_step=rel_step, random_start=True,
+                                            seed=ctx.seed)
+        inner = ctx.attack_model or model
+        with eval_mode(inner):
+            x_adv = attack(inner, x, y).x_adv.detach()
+        both = model(torch.cat([x, x_adv]))
+        logits, logits_adv = both[: x.shape[0]], both[x.shape[0]:]
+        loss = clean_weight * F.cross_entropy(logits, y) + (1 - clean_weight) * F.cross_entropy(logits_adv, y)
+        return loss, logits
+
+    return on_manifold
+
+
+_DEFAULT: dict[str, Callable] = {}
+
+
 def on_manifold(model: nn.Module, x, y, ctx: BatchContext):
-    """On-manifold adversarial training (Stutz et al. 2019): train on adversarial examples found in
-    the latent space of a class-conditional VAE of the data, decoded with the sample's own label
-    (``training/manifold.py``; the MNIST VAE is trained and cached on first use). The latent radius is
-    fixed there; ``ctx.threat.eps`` is not used."""
-    from .manifold import on_manifold as run
+    """On-manifold adversarial training with the cached class-conditional MNIST VAE and eta = 0.5
+    (``make_on_manifold_method``; the VAE is trained and cached on first use). The latent radius is
+    fixed; ``ctx.threat.eps`` is not used."""
+    if "method" not in _DEFAULT:
+        _DEFAULT["method"] = make_on_manifold_method(None, DEFAULT_ETA, conditional=True)
+    return _DEFAULT["method"](model, x, y, ctx)
 
-    return run(model, x, y, ctx)
-
-
+# adversarial: trains against an adversary (catastrophic-overfitting checks; checkpoints selected on
+# robust accuracy unless select_on="clean"); settings: the method's own settings model;
+# distributed=False: not supported under DDP.
 METHODS = Registry("training method")
 METHODS.register("standard", standard, adversarial=False, objectives="any")
-METHODS.register("pgd", pgd_at, aliases=("pgd_at",), adversarial=True, objectives="any")
-METHODS.register("fgsm_rs", fgsm_rs, adversarial=True, objectives="any")
-METHODS.register("trades", trades, adversarial=True, objectives="with a divergence (classification, regression)")
-METHODS.register("llr", llr, adversarial=True, objectives="any")
+METHODS.register("pgd", pgd_at, aliases=("pgd_at",), adversarial=True, settings=PGDSettings, objectives="any")
+METHODS.register("fgsm_rs", fgsm_rs, adversarial=True, settings=FGSMRSSettings, objectives="any")
+METHODS.register("trades", trades, adversarial=True, settings=TradesSettings,
+                 objectives="with a divergence (classification, regression)")
+METHODS.register("llr", llr, adversarial=True, settings=LLRSettings, distributed=False, objectives="any")
 METHODS.register("on_manifold", on_manifold, adversarial=True, select_on="clean",
                  objectives="classification (1x28x28 inputs: the MNIST VAE)")
 
@@ -228,3 +284,21 @@ def get_method(name: str) -> Callable:
 
 def list_methods(**where) -> list[str]:
     return METHODS.names(**where)
+
+
+def method_settings_fields() -> dict[str, tuple]:
+    """The fields of every registered method's settings model, by name, as ``create_model`` takes
+    them. Two methods may share a field (PGD-AT and TRADES: ``attack_steps``) only with the same
+    declaration."""
+    fields: dict[str, tuple] = {}
+    for name, meta in METHODS.items():
+        model = meta.get("settings")
+        for key, info in (model.model_fields.items() if model is not None else ()):
+            if key in fields and repr(fields[key][1]) != repr(info):
+                raise TypeError(f"method {name!r} declares setting {key!r} differently from another method")
+            fields[key] = (info.annotation, info)
+    return fields
+
+
+#: every method's settings with their defaults (the settings of a BatchContext built without a TrainConfig)
+MethodSettings = create_model("MethodSettings", __base__=StrictSettings, __module__=__name__, **method_settings_fields())

@@ -17,10 +17,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ...attacks import PGD
+from ...attacks import PGD, local_linearity
 from ...evaluation import SanityReport, evaluate, sanity_checks
 from ...objectives import SmoothL1Error
-from ...training.methods import BatchContext, local_linearity, pgd_at, standard
+from ...training import TrainConfig
+from ...training.methods import BatchContext, pgd_at, standard
 from .consistent import warp_to_left
 from .data import StereoDataset
 from .model import StereoNet
@@ -70,12 +71,12 @@ def defend_stereo(model: StereoNet, data: StereoDataset, cfg: DefenseConfig) -> 
     threat = stereo_threat(cfg.eps, cfg.views)
     objective = training_objective()
     method = pgd_at if cfg.adversarial else standard
+    settings = TrainConfig(attack_steps=cfg.attack_steps, llr_steps=cfg.llr_steps)
     history = []
     step = 0
     while step < cfg.steps:
         for x, target in data.batches(cfg.batch_size, shuffle=True, generator=gen):
-            ctx = BatchContext(threat, cfg.seed * 100_003 + step, attack_steps=cfg.attack_steps, llr_steps=cfg.llr_steps,
-                               objective=objective)
+            ctx = BatchContext(threat, cfg.seed * 100_003 + step, settings, objective=objective)
             model.train()
             loss, _ = method(model, x, target, ctx)
             record = {"step": step, "disparity_loss": float(loss.detach())}
@@ -84,7 +85,8 @@ def defend_stereo(model: StereoNet, data: StereoDataset, cfg: DefenseConfig) -> 
                 loss = loss + cfg.lr_consistency * c
                 record["lr_consistency"] = float(c.detach())
             if cfg.llr > 0:
-                gamma = local_linearity(model, x, target, ctx, create_graph=True)[0].mean()
+                gamma = local_linearity(model, x, target, threat, objective, ctx.random_start(x), cfg.llr_steps,
+                                        create_graph=True)[0].mean()
                 loss = loss + cfg.llr * gamma
                 record["local_linearity"] = float(gamma.detach())
             opt.zero_grad()

@@ -1,0 +1,164 @@
+"""Settings declared once, as pydantic models, and everything derived from them: validation that
+reports every problem at once (unknown keys with a did-you-mean, types, ranges) as one
+``InputError``, and ``argparse`` flags generated from the fields (``--flag-name``, type, choices from
+a ``Literal``, default, help from the field's description).
+
+    class Settings(StrictSettings):
+        steps: int = Field(10, ge=1, description="inner attack steps")
+
+    add_model_arguments(parser, Settings)         # --steps (int, default 10)
+    Settings(**values_from_args(Settings, args))
+"""
+from __future__ import annotations
+
+import argparse
+import difflib
+import types
+import typing
+from typing import Any, ClassVar, Iterable, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from .errors import InputError
+
+
+class SettingsError(InputError):
+    """Bad settings: the message lists every problem; ``validation_error`` is pydantic's error (for
+    callers that gather the problems of several models into one message)."""
+
+    def __init__(self, message: str, validation_error: ValidationError):
+        super().__init__(message)
+        self.validation_error = validation_error
+
+
+class StrictSettings(BaseModel):
+    """A settings model: unknown keys are errors; constructing or validating one with bad values
+    raises one ``SettingsError`` (an ``InputError``) listing every problem."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: how the settings are named in error messages ("the training settings") and their key prefix
+    settings_name: ClassVar[str] = "the settings"
+    settings_prefix: ClassVar[str] = ""
+
+    def __init__(self, **data: Any):
+        try:
+            super().__init__(**data)
+        except ValidationError as e:
+            problems = format_problems(e, self.settings_prefix, {(): type(self)})
+            raise SettingsError(problems_message(problems, self.settings_name), e) from None
+
+
+def validation_error(model: type[BaseModel], data: Any) -> ValidationError | None:
+    """pydantic's error for `data` as a `model` (None when valid), for settings models too."""
+    try:
+        model.model_validate(data)
+    except ValidationError as e:  # a settings model's own SettingsError comes back wrapped by pydantic
+        wrapped = [x.get("ctx", {}).get("error") for x in e.errors()]
+        if len(wrapped) == 1 and isinstance(wrapped[0], SettingsError):
+            return wrapped[0].validation_error
+        return e
+    except SettingsError as e:
+        return e.validation_error
+    return None
+
+
+def format_problems(err: ValidationError, where: str = "", models: dict[tuple, type[BaseModel]] | None = None) -> list[str]:
+    """One line per problem of a pydantic error, ``<where><key>: <what is wrong>``; an unknown key
+    gets a did-you-mean from the known keys of the model at its location (``models``: location with
+    list indices removed -> model)."""
+    out = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        if e["type"] == "extra_forbidden":
+            key = str(e["loc"][-1])
+            known = _known_keys(models or {}, tuple(e["loc"][:-1]))
+            close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else (f"; known keys: {', '.join(sorted(known))}" if known else "")
+            out.append(f"{where}{loc}: unknown key {key!r}{hint}")
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            got = e.get("input")
+            shown = "" if isinstance(got, (dict, list)) and len(repr(got)) > 60 else f" (got {got!r})"
+            out.append(f"{where}{loc}: {msg}{shown}")
+    return out
+
+
+def _known_keys(models: dict[tuple, type[BaseModel]], loc: tuple) -> list[str]:
+    key = tuple(p for p in loc if not isinstance(p, int))
+    model = models.get(key)
+    return list(model.model_fields) if model is not None else []
+
+
+def problems_message(problems: list[str], what: str) -> str:
+    return f"problems in {what}:\n  " + "\n  ".join(problems) + "\nfix these and run again"
+
+
+def raise_problems(problems: list[str], what: str) -> None:
+    """Raise one ``InputError`` listing `problems` (nothing when there are none)."""
+    if problems:
+        raise InputError(problems_message(problems, what))
+
+
+# ----- argparse flags from a model ------------------------------------------------------------------
+def flag(name: str) -> str:
+    """The command-line spelling of a field: ``attack_steps`` -> ``--attack-steps``."""
+    return "--" + name.replace("_", "-")
+
+
+def _unwrap_optional(annotation: Any) -> Any:
+    if typing.get_origin(annotation) in (Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return annotation
+
+
+def _comma_list(item: type):
+    def parse(text: str) -> list:
+        try:
+            return [item(t) for t in text.split(",") if t.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {item.__name__} values, got {text!r}") from None
+    parse.__name__ = f"{item.__name__}_list"
+    return parse
+
+
+def _argument_options(field) -> dict:
+    """argparse keywords (type, choices, default, help) for one pydantic field."""
+    annotation = _unwrap_optional(field.annotation)
+    opts: dict[str, Any] = {"default": field.default, "help": field.description}
+    if typing.get_origin(annotation) is Literal:
+        opts["choices"] = list(typing.get_args(annotation))
+    elif typing.get_origin(annotation) in (tuple, list):
+        opts["type"] = _comma_list(typing.get_args(annotation)[0])
+        default = field.default
+        opts["help"] = f"{field.description} (comma-separated)" if field.description else None
+        opts["default"] = list(default) if default is not None else None
+    elif annotation in (int, float, str):
+        opts["type"] = annotation
+    if opts["help"] and opts["default"] is not None:
+        opts["help"] += " (default: %(default)s)"
+    return opts
+
+
+def add_model_arguments(parser, model: type[BaseModel], include: Iterable[str] | None = None,
+                        exclude: Iterable[str] = (), defaults: dict | None = None) -> None:
+    """Add a ``--flag-name`` argument per field of `model` (those in `include`, all by default, less
+    `exclude`) to an argparse parser or argument group; `defaults` overrides the model's defaults
+    (a command whose own defaults differ, e.g. a sweep's shorter training)."""
+    names = list(model.model_fields) if include is None else list(include)
+    for name in names:
+        if name in exclude:
+            continue
+        opts = _argument_options(model.model_fields[name])
+        if defaults and name in defaults:
+            opts["default"] = defaults[name]
+        parser.add_argument(flag(name), dest=name, **opts)
+
+
+def values_from_args(model: type[BaseModel], args: argparse.Namespace, include: Iterable[str] | None = None) -> dict:
+    """The values of `model`'s fields (those in `include`, default all) that `args` holds."""
+    names = list(model.model_fields) if include is None else list(include)
+    given = vars(args)
+    return {name: given[name] for name in names if name in given}
