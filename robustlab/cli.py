@@ -162,7 +162,7 @@ def _cli_tasks():
 
 
 def cmd_train(args) -> int:
-    from .runs.job import train_model_run
+    from .experiments.job import train_model_run
 
     name = args.name or f"{args.model.replace(':', '_').replace('.', '_').replace('/', '_')}-{args.method}"
     run_dir = Path(args.runs) / name
@@ -205,7 +205,7 @@ def cmd_attack(args) -> int:
     from .errors import InputError
     from .oracles import DecisionOracle, ScoreOracle
     from .runs import Run, write_page
-    from .runs.job import load_model_from_run, parse_data_spec
+    from .experiments.job import load_model_from_run, parse_data_spec
     from .threat import ThreatModel
 
     model, config = load_model_from_run(args.run, args.weights, trust_code=args.trust_code)
@@ -252,7 +252,7 @@ def cmd_attack(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .runs.job import evaluate_model_run
+    from .experiments.job import evaluate_model_run
 
     attacks = args.attacks if args.attacks in ("standard", "rand", "rand-draw", "fast") else [a for a in args.attacks.split(",") if a]
     from .distributed import init_from_env, shutdown
@@ -278,7 +278,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from .runs.job import run_config
+    from .experiments.job import run_config
 
     job = run_config(args.config, args.runs, resume=args.resume, progress=not args.no_progress,
                      trust_code=args.trust_code)
@@ -323,7 +323,7 @@ def cmd_list(args) -> int:
 def cmd_sweep(args) -> int:
     if args.kind == "eps":
         return cmd_sweep_eps(args)
-    from .runs.job import sweep_batch_size
+    from .experiments.job import sweep_batch_size
 
     args.name = args.name or "sweep-batch-size"
 
@@ -381,7 +381,7 @@ def _geometry_kwargs(args) -> dict:
 
 
 def cmd_landscape(args) -> int:
-    from .runs.geometry import landscape
+    from .experiments.geometry import landscape
 
     res = landscape(args.run, args.measures, args.loss, **_geometry_kwargs(args))
     print(json.dumps({"scalars": res["scalars"], "acc_gap": res["gaps"]["acc_gap"],
@@ -390,7 +390,7 @@ def cmd_landscape(args) -> int:
 
 
 def cmd_compare_geometry(args) -> int:
-    from .runs.geometry import compare_geometry, comparison_markdown
+    from .experiments.geometry import compare_geometry, comparison_markdown
 
     res = compare_geometry(args.runs, args.measures, args.loss, out=args.out, recompute=args.recompute,
                            **_geometry_kwargs(args))
@@ -444,7 +444,7 @@ def _add_eps_sweep_args(p) -> None:
 
 
 def cmd_sweep_eps(args) -> int:
-    from .runs.sweeps import sweep_eps
+    from .experiments.sweeps import sweep_eps
 
     cfg = {"epochs": args.epochs, "lr": args.lr, "optimizer": args.optimizer, "norm": args.norm,
            "attack_steps": args.attack_steps, "eval_n": args.eval_n, "seed": args.seed}
@@ -460,7 +460,7 @@ def cmd_sweep_eps(args) -> int:
     return 0
 
 
-_ANALYSES = ("saliency", "alignment", "interpolation", "inversion", "cka", "probe", "manifold")  # runs.represent.ANALYSES
+_ANALYSES = ("saliency", "alignment", "interpolation", "inversion", "cka", "probe", "manifold")  # experiments.represent.ANALYSES
 
 
 def _add_represent(sub) -> None:
@@ -483,7 +483,7 @@ def _add_represent(sub) -> None:
 
 
 def cmd_represent(args) -> int:
-    from .runs.represent import represent_run
+    from .experiments.represent import represent_run
 
     analyses = [a.strip() for a in args.analyses.split(",") if a.strip()]
     out = represent_run(args.run, analyses, args.n, args.compare, args.weights,

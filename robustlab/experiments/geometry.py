@@ -27,7 +27,7 @@ from ..taskspec import RunInputs, get_task
 from ..threat import ThreatModel
 from ..training import measure
 from .job import load_model_from_run
-from .rundir import Run
+from ..runs.rundir import Run
 
 log = logging.getLogger(__name__)
 
