@@ -357,9 +357,9 @@ def _add_geometry(sub) -> None:
         p = sub.add_parser(verb, help=text, description=text + "; writes JSON and figures into the run(s).")
         p.add_argument("runs" if verb == "compare-geometry" else "run", nargs="+" if verb == "compare-geometry" else None,
                        help="model run directories")
-        p.add_argument("--measures", default="hessian,trace,sharpness,flatness,surface2d,trajectory"
-                       if verb == "landscape" else "hessian,trace,sharpness,flatness",
-                       help="comma-separated: hessian,trace,sharpness,flatness,surface2d,trajectory")
+        p.add_argument("--measures", default="all" if verb == "landscape" else "hessian,trace,sharpness,flatness",
+                       help="comma-separated landscape measures, or 'all' (the groups of robustlab.geometry.MEASURES, "
+                            "then flatness and the surfaces; an unknown name lists them all)")
         p.add_argument("--loss", default="clean", choices=["clean", "robust"])
         p.add_argument("--n", type=int, default=512, help="training (and test) points the measures use")
         p.add_argument("--eps", type=float, default=None,
