@@ -21,7 +21,7 @@ from ..attacks import APGD, APGDDLR, APGDT, FABT, Attack, Square, create_attack
 from ..targets import concat_targets, index_target, target_to
 from .data import device_of, eval_mode, first_batches, iterate_batches, materialize
 from ..errors import InputError, check_batch
-from ..fileio import atomic_torch_save
+from ..cells import Cells
 from ..objectives import CrossEntropy, Objective
 from ..threat import ThreatModel
 
@@ -230,8 +230,8 @@ class _BatchState:
     times: dict[str, float]
     done: int = 0
 
-    def to_cell(self, fingerprint) -> dict:
-        return {"fingerprint": fingerprint, "done": self.done, "robust": self.robust.cpu(),
+    def to_cell(self) -> dict:
+        return {"done": self.done, "robust": self.robust.cpu(),
                 "broken_here": self.broken_here.cpu(), "x_worst": self.x_worst.cpu(),
                 "worst_loss": self.worst_loss.cpu(), "broken_by": list(self.broken_by), "attack_time": self.times}
 
@@ -255,7 +255,10 @@ class _Evaluation:
         names = [a.name for a in self.suite]
         self.names = names if len(set(names)) == len(names) else [f"{nm}#{i}" for i, nm in enumerate(names)]
         self.n_examples, self.already_broken, self.start_points = n_examples, already_broken, start_points
-        self.progress, self.keep_points, self.cells_dir = progress, keep_points, cells_dir
+        self.progress, self.keep_points = progress, keep_points
+        # resumable: one torch cell per (eps, batch), valid only under the same threat, cascade, seed, batch size
+        self.cells = None if cells_dir is None else Cells(
+            cells_dir, [threat.describe(), list(self.names), int(seed), int(batch_size)], payload="torch")
         self.device = device_of(model)
         self.clean_all, self.robust_all, self.broken_by, self.kept = [], [], [], []
         self.sums: dict[str, float] = {}
@@ -271,8 +274,7 @@ class _Evaluation:
         with torch.no_grad():
             out_clean = self.model(xb)
         correct = ~self.objective.success(out_clean, yb).to(self.device)
-        cell = (_Cell(self.cells_dir, self.threat, self.names, self.seed, self.seen, xb.shape[0], self.batch_size)
-                if self.cells_dir is not None else None)
+        cell = f"eps{self.threat.eps:g}-{self.threat.norm}-points{self.seen:06d}-{self.seen + xb.shape[0]:06d}"
         state = self._resume(cell) or self._start_batch(xb, correct)
         if self.threat.eps > 0:
             self._cascade(xb, yb, state, cell)
@@ -295,9 +297,9 @@ class _Evaluation:
         worst_loss = torch.full((nb,), float("-inf"), device=self.device)
         return _BatchState(robust, torch.zeros_like(robust), x_worst, worst_loss, broken, {nm: 0.0 for nm in self.names})
 
-    def _resume(self, cell) -> _BatchState | None:
+    def _resume(self, cell: str) -> _BatchState | None:
         """The batch's state from its cell (the attack seconds it records count again), or None."""
-        saved = cell.load() if cell is not None else None
+        saved = self.cells.load(cell) if self.cells is not None else None
         if saved is None:
             return None
         state = _BatchState.from_cell(saved, self.device)
@@ -305,7 +307,7 @@ class _Evaluation:
             self.attack_time[k] += v
         return state
 
-    def _cascade(self, xb, yb, state: _BatchState, cell) -> None:
+    def _cascade(self, xb, yb, state: _BatchState, cell: str) -> None:
         """Each attack in turn on the points still robust; the cell is saved after each attack."""
         seen, nb = self.seen, xb.shape[0]
         batch_threat = self.threat.subset(torch.arange(seen, seen + nb)) if self.threat.has_per_sample_state else self.threat
@@ -321,8 +323,8 @@ class _Evaluation:
             self._attack(attack, name, xb, yb, todo, batch_threat, state)
             bar.update(1)
             state.done = a_index + 1
-            if cell is not None:
-                cell.save(state.to_cell(cell.fingerprint))
+            if self.cells is not None:
+                self.cells.save(cell, state.to_cell())
         bar.close()
 
     def _attack(self, attack: Attack, name: str, xb, yb, todo, batch_threat: ThreatModel, state: _BatchState) -> None:
@@ -379,30 +381,6 @@ class _Evaluation:
                                 {k: round(v / self.seen, 6) for k, v in self.sums.items()},
                                 getattr(self.objective, "name", "objective"),
                                 torch.cat(self.kept) if self.kept else None)
-
-
-class _Cell:
-    """One (eps, batch) cell of a resumable evaluation: the batch's state after its last finished attack."""
-
-    def __init__(self, root, threat, names, seed, start, nb, batch_size):
-        self.path = Path(root) / f"eps{threat.eps:g}-{threat.norm}-points{start:06d}-{start + nb:06d}.pt"
-        self.fingerprint = [threat.describe(), list(names), int(seed), int(batch_size)]
-
-    def load(self) -> dict | None:
-        if not self.path.exists():
-            return None
-        try:
-            state = torch.load(self.path, map_location="cpu", weights_only=True)
-        except Exception as e:  # a cell cut short by a kill before the atomic rename cannot exist; be safe anyway
-            log.warning("ignoring unreadable evaluation cell %s (%s)", self.path, e)
-            return None
-        if state.get("fingerprint") != self.fingerprint:
-            log.info("evaluation cell %s is from other settings; recomputing it", self.path.name)
-            return None
-        return state
-
-    def save(self, state: dict) -> None:
-        atomic_torch_save(state, self.path)
 
 
 def _cat(parts: list):
