@@ -196,57 +196,14 @@ def cmd_train(args) -> int:
 
 
 def cmd_attack(args) -> int:
-    import time
+    from .experiments.attack import attack_model_run
 
-    import torch
-
-    from .attacks import ATTACKS, create_attack
-    from .data import load_dataset
-    from .errors import InputError
-    from .oracles import DecisionOracle, ScoreOracle
-    from .runs import Run, write_page
-    from .experiments.job import load_model_from_run, parse_data_spec
-    from .threat import ThreatModel
-
-    model, config = load_model_from_run(args.run, args.weights, trust_code=args.trust_code)
-    spec = parse_data_spec(config["data"])
-    test = load_dataset(spec["name"], "test", seed=spec.get("seed", 0), data_dir=spec.get("data_dir")).subset(args.n)
-    name = ATTACKS.canonical(args.attack)
-    wanted = {"steps": args.steps, "step_size": args.step_size, "restarts": args.restarts, "max_queries": args.queries}
-    kwargs = {k: v for k, v in wanted.items() if v is not None}
-    try:
-        attack = create_attack(name, ThreatModel(args.norm, args.eps), seed=args.seed, **kwargs)
-    except TypeError:
-        raise InputError(f"attack {name!r} does not take {', '.join('--' + k.replace('_', '-') for k in kwargs)}; "
-                         f"see its documentation: {ATTACKS.metadata(name)['doc']}") from None
-    with torch.no_grad():
-        clean_ok = model(test.x).argmax(1) == test.y
-    target = model
-    if args.black_box:
-        if attack.needs_gradients:
-            raise InputError(f"{name} is a white-box attack; --black-box needs a score- or decision-based attack")
-        oracle_cls = DecisionOracle if attack.oracle_kind == "decision" else ScoreOracle
-        target = oracle_cls.from_model(model)
-    start = time.perf_counter()
-    result = attack(target, test.x, test.y)
-    robust = clean_ok & ~result.success
-    out = {**result.summary(), "clean_accuracy": float(clean_ok.float().mean()),
-           "robust_accuracy": float(robust.float().mean()), "seconds": round(time.perf_counter() - start, 2)}
+    options = {"steps": args.steps, "step_size": args.step_size, "restarts": args.restarts, "max_queries": args.queries}
+    out, run = attack_model_run(args.run, args.attack, args.norm, args.eps, n=args.n, runs=args.runs, name=args.name,
+                                weights=args.weights, seed=args.seed, black_box=args.black_box, save=args.save,
+                                trust_code=args.trust_code, options=options,
+                                settings={k: v for k, v in vars(args).items() if k not in ("func",)})
     print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in out.items()}, indent=2))
-    run_name = args.name or f"attack-{name}-{Path(args.run).name}"
-    run = Run(Path(args.runs) / run_name)
-    run.write_config({"kind": "attack", "task": "classification", "model_run": str(args.run), "attack": name,
-                      "threat": ThreatModel(args.norm, args.eps).describe(), **{k: v for k, v in vars(args).items()
-                                                                                 if k not in ("func",)}})
-    run.write_summary(out)
-    rows = [[k, f"{v:.4g}" if isinstance(v, float) else v] for k, v in out.items()]
-    write_page(run.path / "report.html", f"{name} on {Path(args.run).name}",
-               [("attack", f"{attack!r} on {len(test)} test points of {spec['name']}")],
-               [("result", ["quantity", "value"], rows)], [], {"attack": name, "kwargs": kwargs, "model_run": str(args.run)})
-    from .fileio import atomic_torch_save
-
-    atomic_torch_save({"x": test.x, "x_adv": result.x_adv, "y": test.y, "success": result.success},
-                      args.save or run.path / "adversarial.pt")
     print(f"wrote {run.path}")
     return 0
 

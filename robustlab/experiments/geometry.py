@@ -25,7 +25,7 @@ from ..data import load_dataset
 from ..errors import InputError
 from ..fileio import atomic_write_json, atomic_write_text
 from ..geometry import plots
-from ..taskspec import RunInputs, get_task
+from ..taskspec import RunInputs, get_task, run_task
 from ..threat import ThreatModel
 from ..training import measure
 from .job import load_model_from_run
@@ -61,9 +61,9 @@ def _threat(config: dict, eps: float | None) -> ThreatModel:
 
 
 def task_objective(config: dict):
-    """The training objective of a run's task (``task`` in config.yaml, default classification:
+    """The training objective of a run's task (``taskspec.run_task``: classification's is
     cross-entropy); every geometry measure and attack of the run uses it."""
-    task = get_task(config.get("task") or "classification")
+    task = get_task(run_task(config))
     name = task.train_objective
     if name is not None and name not in task.objectives:  # a plug-in whose training loss is no Objective
         log.warning("task %s: train_objective %r is not among its objectives %s; geometry uses its default "
@@ -93,13 +93,13 @@ def run_inputs(run_dir: str | Path, n: int = 512, eps: float | None = None, whic
     """The model, ``n`` train and ``n`` test points, objective and threat of any task's run.
 
     A task plug-in with a ``run_inputs`` hook (stereo) reads its own runs; otherwise the run is a
-    classification model run (``robustlab train``): its best/last weights, its dataset's splits,
+    model run (``robustlab train``): its best/last weights, its dataset's splits,
     the task objective (:func:`task_objective`) and an ``eps`` ball of its training norm.
     Creates nothing; InputError if ``run_dir`` is not a run."""
     if not Path(run_dir).is_dir():
         raise InputError(f"{run_dir} is not a model run (no such directory); train one with `robustlab train`")
     config = Run(run_dir, create=False).read_config()
-    task = get_task(config.get("task") or "classification")
+    task = get_task(run_task(config))
     if task.run_inputs is not None:
         return task.run_inputs(Path(run_dir), config, n=n, eps=eps, which=which, trust_code=trust_code)
     model, config = load_model_from_run(run_dir, which, trust_code=trust_code)
