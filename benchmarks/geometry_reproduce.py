@@ -27,8 +27,8 @@ import torch
 
 import robustlab as rl
 from robustlab import geometry as G
-from robustlab.runs.geometry import compare_geometry, comparison_markdown
-from robustlab.runs.job import load_model_from_run, train_model_run
+from robustlab.experiments.geometry import compare_geometry, comparison_markdown
+from robustlab.experiments.job import load_model_from_run, train_model_run
 
 METHODS = ("standard", "pgd", "trades", "llr")
 
@@ -159,7 +159,7 @@ def _row_geometry(run: Path, args) -> dict:
     """landscape(hessian, trace, sharpness) of a run, reusing its geometry.json when taken alike."""
     import json
 
-    from robustlab.runs.geometry import landscape
+    from robustlab.experiments.geometry import landscape
 
     path = run / "geometry.json"
     if path.exists():

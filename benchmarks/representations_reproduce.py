@@ -36,9 +36,9 @@ from robustlab.models import FastMNISTNet  # noqa: E402
 from robustlab.models.vae import VAEConfig, pretrained_vae  # noqa: E402
 from robustlab.representations import (features, linear_cka, linear_probe, on_manifold_attack,  # noqa: E402
                                        on_off_manifold, save_grid, split_classes)
-from robustlab.runs.job import load_model_from_run, train_model_run  # noqa: E402
-from robustlab.runs.represent import analyse  # noqa: E402
-from robustlab.runs.sweeps import sweep_eps  # noqa: E402
+from robustlab.experiments.job import load_model_from_run, train_model_run  # noqa: E402
+from robustlab.experiments.represent import analyse  # noqa: E402
+from robustlab.experiments.sweeps import sweep_eps  # noqa: E402
 from robustlab.training import METHODS, TrainConfig, train  # noqa: E402
 from robustlab.training import make_on_manifold_method  # noqa: E402
 

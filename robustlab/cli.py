@@ -137,7 +137,7 @@ def _cli_tasks():
 
 
 def cmd_train(args) -> int:
-    from .runs.job import train_model_run
+    from .experiments.job import train_model_run
 
     name = args.name or f"{args.model.replace(':', '_').replace('.', '_').replace('/', '_')}-{args.method}"
     run_dir = Path(args.runs) / name
@@ -161,63 +161,20 @@ def cmd_train(args) -> int:
 
 
 def cmd_attack(args) -> int:
-    import time
+    from .experiments.attack import attack_model_run
 
-    import torch
-
-    from .attacks import ATTACKS, create_attack
-    from .data import load_dataset
-    from .errors import InputError
-    from .oracles import DecisionOracle, ScoreOracle
-    from .runs import Run, write_page
-    from .runs.job import load_model_from_run, parse_data_spec
-    from .threat import ThreatModel
-
-    model, config = load_model_from_run(args.run, args.weights, trust_code=args.trust_code)
-    spec = parse_data_spec(config["data"])
-    test = load_dataset(spec["name"], "test", seed=spec.get("seed", 0), data_dir=spec.get("data_dir")).subset(args.n)
-    name = ATTACKS.canonical(args.attack)
-    wanted = {"steps": args.steps, "step_size": args.step_size, "restarts": args.restarts, "max_queries": args.queries}
-    kwargs = {k: v for k, v in wanted.items() if v is not None}
-    try:
-        attack = create_attack(name, ThreatModel(args.norm, args.eps), seed=args.seed, **kwargs)
-    except TypeError:
-        raise InputError(f"attack {name!r} does not take {', '.join('--' + k.replace('_', '-') for k in kwargs)}; "
-                         f"see its documentation: {ATTACKS.metadata(name)['doc']}") from None
-    with torch.no_grad():
-        clean_ok = model(test.x).argmax(1) == test.y
-    target = model
-    if args.black_box:
-        if attack.needs_gradients:
-            raise InputError(f"{name} is a white-box attack; --black-box needs a score- or decision-based attack")
-        oracle_cls = DecisionOracle if attack.oracle_kind == "decision" else ScoreOracle
-        target = oracle_cls.from_model(model)
-    start = time.perf_counter()
-    result = attack(target, test.x, test.y)
-    robust = clean_ok & ~result.success
-    out = {**result.summary(), "clean_accuracy": float(clean_ok.float().mean()),
-           "robust_accuracy": float(robust.float().mean()), "seconds": round(time.perf_counter() - start, 2)}
+    options = {"steps": args.steps, "step_size": args.step_size, "restarts": args.restarts, "max_queries": args.queries}
+    out, run = attack_model_run(args.run, args.attack, args.norm, args.eps, n=args.n, runs=args.runs, name=args.name,
+                                weights=args.weights, seed=args.seed, black_box=args.black_box, save=args.save,
+                                trust_code=args.trust_code, options=options,
+                                settings={k: v for k, v in vars(args).items() if k not in ("func",)})
     print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in out.items()}, indent=2))
-    run_name = args.name or f"attack-{name}-{Path(args.run).name}"
-    run = Run(Path(args.runs) / run_name)
-    run.write_config({"kind": "attack", "task": "classification", "model_run": str(args.run), "attack": name,
-                      "threat": ThreatModel(args.norm, args.eps).describe(), **{k: v for k, v in vars(args).items()
-                                                                                 if k not in ("func",)}})
-    run.write_summary(out)
-    rows = [[k, f"{v:.4g}" if isinstance(v, float) else v] for k, v in out.items()]
-    write_page(run.path / "report.html", f"{name} on {Path(args.run).name}",
-               [("attack", f"{attack!r} on {len(test)} test points of {spec['name']}")],
-               [("result", ["quantity", "value"], rows)], [], {"attack": name, "kwargs": kwargs, "model_run": str(args.run)})
-    from .fileio import atomic_torch_save
-
-    atomic_torch_save({"x": test.x, "x_adv": result.x_adv, "y": test.y, "success": result.success},
-                      args.save or run.path / "adversarial.pt")
     print(f"wrote {run.path}")
     return 0
 
 
 def cmd_evaluate(args) -> int:
-    from .runs.job import evaluate_model_run
+    from .experiments.job import evaluate_model_run
 
     attacks = args.attacks if args.attacks in ("standard", "rand", "rand-draw", "fast") else name_list(args.attacks, allow_empty=True)
     from .distributed import init_from_env, shutdown
@@ -243,7 +200,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from .runs.job import run_config
+    from .experiments.job import run_config
 
     job = run_config(args.config, args.runs, resume=args.resume, progress=not args.no_progress,
                      trust_code=args.trust_code)
@@ -288,7 +245,7 @@ def cmd_list(args) -> int:
 def cmd_sweep(args) -> int:
     if args.kind == "eps":
         return cmd_sweep_eps(args)
-    from .runs.job import sweep_batch_size
+    from .experiments.job import sweep_batch_size
 
     args.name = args.name or "sweep-batch-size"
 
@@ -321,9 +278,9 @@ def _add_geometry(sub) -> None:
         p = sub.add_parser(verb, help=text, description=text + "; writes JSON and figures into the run(s).")
         p.add_argument("runs" if verb == "compare-geometry" else "run", nargs="+" if verb == "compare-geometry" else None,
                        help="model run directories")
-        p.add_argument("--measures", default="hessian,trace,sharpness,flatness,surface2d,trajectory"
-                       if verb == "landscape" else "hessian,trace,sharpness,flatness",
-                       help="comma-separated: hessian,trace,sharpness,flatness,surface2d,trajectory")
+        p.add_argument("--measures", default="all" if verb == "landscape" else "hessian,trace,sharpness,flatness",
+                       help="comma-separated landscape measures, or 'all' (the groups of robustlab.geometry.MEASURES, "
+                            "then flatness and the surfaces; an unknown name lists them all)")
         p.add_argument("--loss", default="clean", choices=["clean", "robust"])
         p.add_argument("--n", type=int, default=512, help="training (and test) points the measures use")
         p.add_argument("--eps", type=float, default=None,
@@ -345,7 +302,7 @@ def _geometry_kwargs(args) -> dict:
 
 
 def cmd_landscape(args) -> int:
-    from .runs.geometry import landscape
+    from .experiments.geometry import landscape
 
     res = landscape(args.run, args.measures, args.loss, **_geometry_kwargs(args))
     print(json.dumps({"scalars": res["scalars"], "acc_gap": res["gaps"]["acc_gap"],
@@ -354,7 +311,7 @@ def cmd_landscape(args) -> int:
 
 
 def cmd_compare_geometry(args) -> int:
-    from .runs.geometry import compare_geometry, comparison_markdown
+    from .experiments.geometry import compare_geometry, comparison_markdown
 
     res = compare_geometry(args.runs, args.measures, args.loss, out=args.out, recompute=args.recompute,
                            **_geometry_kwargs(args))
@@ -403,7 +360,7 @@ def _add_eps_sweep_args(p) -> None:
 
 
 def cmd_sweep_eps(args) -> int:
-    from .runs.sweeps import sweep_eps
+    from .experiments.sweeps import sweep_eps
 
     cfg = values_from_args(TrainConfig, args, include=[k for k in _SWEEP_TRAIN if k not in ("method", "eps")] + ["norm"])
     root = sweep_eps(Path(args.runs) / (args.name or "sweep-eps"), {"name": args.model}, {"name": args.data, "seed": 0},
@@ -418,7 +375,7 @@ def cmd_sweep_eps(args) -> int:
     return 0
 
 
-_ANALYSES = ("saliency", "alignment", "interpolation", "inversion", "cka", "probe", "manifold")  # runs.represent.ANALYSES
+_ANALYSES = ("saliency", "alignment", "interpolation", "inversion", "cka", "probe", "manifold")  # experiments.represent.ANALYSES
 
 
 def _add_represent(sub) -> None:
@@ -441,7 +398,7 @@ def _add_represent(sub) -> None:
 
 
 def cmd_represent(args) -> int:
-    from .runs.represent import represent_run
+    from .experiments.represent import represent_run
 
     analyses = name_list(args.analyses, allow_empty=True)
     out = represent_run(args.run, analyses, args.n, args.compare, args.weights,

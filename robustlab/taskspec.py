@@ -50,8 +50,8 @@ class Task:
         report_sections: ``fn(run_path) -> list[Section]``: what the shared report writer adds for a
             run of this task (figures, tables).
         run_inputs: ``fn(run_path, config, *, n, eps, which, trust_code) -> RunInputs`` for a run of
-            this task (its model, data, objective and threat); None: a classification model run
-            (``robustlab train``), read by the shared loader.
+            this task (its model, data, objective and threat); None: a model run (``robustlab
+            train``: weights, dataset splits, training norm), read by the shared loader.
         add_cli / run_cli: the task's CLI verbs (``robustlab <task> <verb>``); registered by the CLI,
             never imported by the task from it.
     """
@@ -83,7 +83,7 @@ class Task:
 
 
 TASKS = Registry("task")
-TASKS.register("classification", "robustlab.tasks.classification:TASK", kind="builtin")
+TASKS.register("classification", "robustlab.tasks.classification:TASK", kind="builtin", default=True)
 TASKS.register("stereo", "robustlab.tasks.stereo.plugin:TASK", kind="builtin")
 TASKS.register("ocr", "robustlab.tasks.ocr.plugin:TASK", kind="builtin")
 
@@ -95,3 +95,10 @@ def get_task(name: str) -> Task:
 def list_tasks(**where) -> list[str]:
     """Registered task names (``list_tasks(kind="builtin")``)."""
     return TASKS.names(**where)
+
+
+def run_task(config: dict) -> str:
+    """The task a run's ``config.yaml`` names; a run that names none (written before runs named
+    their task: ``robustlab train`` model runs and jobs) is read as the registry's default task
+    (metadata ``default=True``: classification). The one place that default is applied."""
+    return config.get("task") or TASKS.names(default=True)[0]

@@ -92,7 +92,7 @@ def test_every_field_is_reachable_from_yaml():
 
 
 def test_settings_round_trip_through_the_runs_config_yaml(tmp_path):
-    from robustlab.runs.job import train_model_run
+    from robustlab.experiments.job import train_model_run
     from robustlab.runs.rundir import Run
 
     cfg = TrainConfig(**_non_default())

@@ -368,7 +368,7 @@ def test_cli_landscape_and_compare_geometry(tmp_path, monkeypatch):
     import yaml
 
     from robustlab.objectives import CrossEntropy
-    from robustlab.runs import geometry as RG
+    from robustlab.experiments import geometry as RG
     from robustlab.taskspec import Task
 
     class DoubleCE(CrossEntropy):
@@ -392,7 +392,7 @@ def test_cli_landscape_and_compare_geometry(tmp_path, monkeypatch):
 
 def test_landscape_on_a_missing_run_creates_nothing(tmp_path, capsys):
     from robustlab.cli import main
-    from robustlab.runs.geometry import landscape
+    from robustlab.experiments.geometry import landscape
 
     missing = tmp_path / "nope"
     assert main(["--no-progress", "landscape", str(missing), "--trust-code"]) == 2
@@ -405,7 +405,7 @@ def test_landscape_on_a_missing_run_creates_nothing(tmp_path, capsys):
 
 def test_task_objective_of_a_run():
     from robustlab.objectives import CrossEntropy
-    from robustlab.runs.geometry import task_objective
+    from robustlab.experiments.geometry import task_objective
 
     assert type(task_objective({})) is CrossEntropy and type(task_objective({"task": "classification"})) is CrossEntropy
     assert type(task_objective({"task": "stereo"})).__name__ == "SmoothL1Error"

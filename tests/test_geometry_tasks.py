@@ -5,7 +5,7 @@ from dataclasses import asdict
 import torch
 
 from robustlab import geometry as G
-from robustlab.runs.geometry import landscape, run_inputs
+from robustlab.experiments.geometry import landscape, run_inputs
 from robustlab.runs.rundir import Run
 from robustlab.tasks.stereo.pretrained import MODEL_FILE, StereoSetup, save_stereo_model
 

@@ -70,8 +70,6 @@ def _long_functions() -> list[str]:
     return found
 
 
-@pytest.mark.xfail(strict=False, reason="training.loop.train, evaluation.suite.evaluate, runs.geometry._landscape and "
-                                        "tasks.ocr.reproduce.reproduce are being split by other branches of issue 19")
 def test_no_function_is_longer_than_80_lines():
     """Long bodies hide several jobs: split them into parts named for what they do (at most ~50 lines)."""
     assert _long_functions() == []

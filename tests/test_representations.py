@@ -261,7 +261,7 @@ def test_on_manifold_training_method(tiny_vae_setup):
 
 
 def test_pareto_front():
-    from robustlab.runs.sweeps import pareto_front
+    from robustlab.experiments.sweeps import pareto_front
 
     pts = [(0.99, 0.0), (0.95, 0.5), (0.9, 0.4), (0.8, 0.7), (0.7, 0.7)]
     assert pareto_front(pts) == [3, 1, 0]
@@ -459,7 +459,7 @@ def test_non_image_inputs_alignment_errors_clearly_and_invert_works():
 def test_represent_on_a_missing_run_creates_nothing(tmp_path, capsys):
     from robustlab.cli import main
     from robustlab.errors import InputError
-    from robustlab.runs.represent import represent_run
+    from robustlab.experiments.represent import represent_run
 
     missing = tmp_path / "runs" / "nope"
     with pytest.raises(InputError, match="not a model run"):

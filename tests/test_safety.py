@@ -16,7 +16,7 @@ from robustlab import attacks as A
 from robustlab.cli import main as cli_main
 from robustlab.errors import CheckpointError, InputError
 from robustlab.oracles import DecisionOracle, ScoreOracle
-from robustlab.runs.job import evaluate_model_run, load_model_from_run, run_config, train_model_run
+from robustlab.experiments.job import evaluate_model_run, load_model_from_run, run_config, train_model_run
 from robustlab.runs.rundir import Run, RunLockedError
 
 TRAIN = {"epochs": 1, "eval_n": 20, "lr": 0.01, "batch_size": 64}

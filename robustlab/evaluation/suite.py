@@ -23,7 +23,7 @@ from ..argtypes import name_list
 from ..data.batches import first_batches, iterate_batches, materialize
 from ..runtime import device_of, eval_mode
 from ..errors import InputError, check_batch
-from ..fileio import atomic_torch_save
+from ..cells import Cells
 from ..objectives import CrossEntropy, Objective
 from ..threat import ThreatModel
 
@@ -200,143 +200,186 @@ def evaluate(model, data, threat: ThreatModel, attacks: str | Sequence[Attack | 
             there atomically; a rerun with the same settings continues after the last finished cell
             (attacks are seeded per call, so the result equals an uninterrupted run).
     """
-    objective = objective if objective is not None else CrossEntropy()
-    metrics = metrics if metrics is not None else (classification_metrics if _is_classification(objective) else None)
-    suite = build_suite(attacks, threat, seed=seed, objective=objective)
-    names = [a.name for a in suite]
-    if len(set(names)) != len(names):
-        names = [f"{nm}#{i}" for i, nm in enumerate(names)]
-    device = device_of(model)
-    clean_all, robust_all, broken_by, kept = [], [], [], []
-    sums: dict[str, float] = {}
-    attack_time = {nm: 0.0 for nm in names}
-    examples: dict[str, list] = {"x": [], "x_adv": [], "y": [], "pred_adv": []}
-    seen = 0
-    start = time.perf_counter()
+    run = _Evaluation(model, threat, attacks, objective=objective, metrics=metrics, seed=seed, batch_size=batch_size,
+                      n_examples=n_examples, already_broken=already_broken, start_points=start_points,
+                      progress=progress, keep_points=keep_points, cells_dir=cells_dir)
     bar = tqdm(total=n, desc=f"evaluate {threat.describe()}", unit="pt", leave=False, disable=(not progress) or None)
     with eval_mode(model):
         for xb, yb in first_batches(data, n, batch_size):
-            xb, yb = xb.to(device), target_to(yb, device)
-            check_batch(xb, yb, threat.bounds)
-            nb = xb.shape[0]
-            batch_threat = threat.subset(torch.arange(seen, seen + nb)) if threat.has_per_sample_state else threat
-            with torch.no_grad():
-                out_clean = model(xb)
-            correct = ~objective.success(out_clean, yb).to(device)
-            robust = correct.clone()
-            batch_broken: list[str | None] = ["clean" if not c else None for c in correct.tolist()]
-            x_worst = xb.clone()
-            if already_broken is not None:
-                skip = already_broken[seen:seen + nb].to(device)
-                robust &= ~skip
-                for i, sk in enumerate(skip.tolist()):
-                    if sk and batch_broken[i] is None:
-                        batch_broken[i] = "smaller-eps"
-                if start_points is not None:
-                    x_worst[skip] = start_points[seen:seen + nb].to(device=device, dtype=xb.dtype)[skip]
-            worst_loss = torch.full((nb,), float("-inf"), device=device)
-            broken_here = torch.zeros_like(robust)
-            cell = _Cell(cells_dir, threat, names, seed, seen, nb, batch_size) if cells_dir is not None else None
-            done = 0
-            batch_times = {nm: 0.0 for nm in names}
-            if cell is not None and (state := cell.load()) is not None:
-                done = state["done"]
-                robust, broken_here = state["robust"].to(device), state["broken_here"].to(device)
-                x_worst, worst_loss = state["x_worst"].to(device), state["worst_loss"].to(device)
-                batch_broken = list(state["broken_by"])
-                batch_times = dict(state["attack_time"])
-                for k, v in batch_times.items():
-                    attack_time[k] += v
-            if threat.eps > 0:
-                cascade = tqdm(total=len(suite), initial=done, desc=f"cascade on points {seen}-{seen + nb}", unit="attack",
-                               leave=False, disable=(not progress) or None)
-                for a_index, (attack, name) in enumerate(zip(suite, names)):
-                    if a_index < done:
-                        continue
-                    todo = robust.nonzero().flatten()
-                    if todo.numel() == 0:
-                        break
-                    cascade.set_postfix_str(f"{name} on {todo.numel()} points")
-                    t0 = time.perf_counter()
-                    sub_threat = batch_threat.subset(todo) if batch_threat.has_per_sample_state else batch_threat
-                    res = attack(model, xb[todo], index_target(yb, todo), threat=sub_threat.with_eps(threat.eps))
-                    attack_time[name] += time.perf_counter() - t0
-                    batch_times[name] += time.perf_counter() - t0
-                    hit = todo[res.success]
-                    robust[hit] = False
-                    broken_here[hit] = True
-                    # each point's worst case: a successful point, else the highest loss found so far
-                    sel = res.success.to(device) | (res.loss.to(worst_loss) > worst_loss[todo])
-                    x_worst[todo[sel]] = res.x_adv[sel].to(x_worst.dtype)
-                    worst_loss[todo[sel]] = res.loss[sel].to(worst_loss)
-                    for i in hit.tolist():
-                        batch_broken[i] = name
-                    cascade.update(1)
-                    if progress:
-                        log.info("%s, points %d-%d: %s on %d points broke %d, robust %.4f (%.1fs)", threat.describe(),
-                                 seen, seen + nb, name, todo.numel(), hit.numel(), float(robust.float().mean()),
-                                 time.perf_counter() - t0)
-                    if cell is not None:
-                        cell.save(a_index + 1, robust, broken_here, x_worst, worst_loss, batch_broken, batch_times)
-                cascade.close()
-            if metrics is not None:
-                with torch.no_grad():
-                    out_adv = model(x_worst) if threat.eps > 0 else out_clean
-                for prefix, out in (("clean", out_clean), ("adversarial", out_adv)):
-                    for k, v in metrics(out, yb).items():
-                        key = f"{prefix}_{k}"
-                        sums[key] = sums.get(key, 0.0) + float(torch.as_tensor(v, dtype=torch.float64).sum())
-            if keep_points:
-                kept.append(x_worst.cpu())
-            clean_all.append(correct.cpu())
-            robust_all.append(robust.cpu())
-            broken_by.extend(batch_broken)
-            _collect_examples(model, examples, xb, x_worst, yb, broken_here, n_examples)
-            seen += nb
-            bar.update(nb)
-            bar.set_postfix(robust=f"{float(torch.cat(robust_all).float().mean()):.3f}")
+            run.batch(xb, yb)
+            bar.update(xb.shape[0])
+            bar.set_postfix(robust=f"{float(torch.cat(run.robust_all).float().mean()):.3f}")
     bar.close()
-    if seen == 0:
-        raise InputError("no data to evaluate")
-    ex = {k: _cat(v)[:n_examples] if v else torch.empty(0) for k, v in examples.items()}
-    checks = None
-    if sanity and threat.eps > 0:
-        from .sanity import sanity_checks
-
-        checks = sanity_checks(model, data, threat, sanity, n=min(200, seen), objective=objective)
-        checks.checks.append(cascade_check(suite, names, broken_by))
-    report = EvaluationReport(threat, torch.cat(clean_all), torch.cat(robust_all), broken_by, names,
-                              attack_time, time.perf_counter() - start, ex, checks,
-                              {k: round(v / seen, 6) for k, v in sums.items()}, getattr(objective, "name", "objective"),
-                              torch.cat(kept) if kept else None)
+    report = run.report(data, sanity)
     log.info("%s", report)
     return report
 
 
-class _Cell:
-    """One (eps, batch) cell of a resumable evaluation: the batch's state after its last finished attack."""
+@dataclass
+class _BatchState:
+    """One batch along the cascade: which points are still robust, which an attack broke here (and
+    which attack: ``broken_by``), each point's worst case so far (a successful point, else the
+    highest loss found) and the seconds each attack took on the batch. ``done``: attacks finished."""
 
-    def __init__(self, root, threat, names, seed, start, nb, batch_size):
-        self.path = Path(root) / f"eps{threat.eps:g}-{threat.norm}-points{start:06d}-{start + nb:06d}.pt"
-        self.fingerprint = [threat.describe(), list(names), int(seed), int(batch_size)]
+    robust: torch.Tensor
+    broken_here: torch.Tensor
+    x_worst: torch.Tensor
+    worst_loss: torch.Tensor
+    broken_by: list[str | None]
+    times: dict[str, float]
+    done: int = 0
 
-    def load(self) -> dict | None:
-        if not self.path.exists():
+    def to_cell(self) -> dict:
+        return {"done": self.done, "robust": self.robust.cpu(),
+                "broken_here": self.broken_here.cpu(), "x_worst": self.x_worst.cpu(),
+                "worst_loss": self.worst_loss.cpu(), "broken_by": list(self.broken_by), "attack_time": self.times}
+
+    @classmethod
+    def from_cell(cls, state: dict, device) -> "_BatchState":
+        return cls(state["robust"].to(device), state["broken_here"].to(device), state["x_worst"].to(device),
+                   state["worst_loss"].to(device), list(state["broken_by"]), dict(state["attack_time"]), state["done"])
+
+
+class _Evaluation:
+    """The running totals of ``evaluate``: batch by batch, the clean check, the attack cascade on
+    the points still robust (resumable per (eps, batch) cell), the task metrics and the examples."""
+
+    def __init__(self, model, threat: ThreatModel, attacks, *, objective, metrics, seed: int, batch_size: int,
+                 n_examples: int, already_broken, start_points, progress: bool, keep_points: bool, cells_dir):
+        self.model, self.threat, self.seed, self.batch_size = model, threat, seed, batch_size
+        self.objective = objective if objective is not None else CrossEntropy()
+        self.metrics = metrics if metrics is not None else (
+            classification_metrics if _is_classification(self.objective) else None)
+        self.suite = build_suite(attacks, threat, seed=seed, objective=self.objective)
+        names = [a.name for a in self.suite]
+        self.names = names if len(set(names)) == len(names) else [f"{nm}#{i}" for i, nm in enumerate(names)]
+        self.n_examples, self.already_broken, self.start_points = n_examples, already_broken, start_points
+        self.progress, self.keep_points = progress, keep_points
+        # resumable: one torch cell per (eps, batch), valid only under the same threat, cascade, seed, batch size
+        self.cells = None if cells_dir is None else Cells(
+            cells_dir, [threat.describe(), list(self.names), int(seed), int(batch_size)], payload="torch")
+        self.device = device_of(model)
+        self.clean_all, self.robust_all, self.broken_by, self.kept = [], [], [], []
+        self.sums: dict[str, float] = {}
+        self.attack_time = {nm: 0.0 for nm in self.names}
+        self.examples: dict[str, list] = {"x": [], "x_adv": [], "y": [], "pred_adv": []}
+        self.seen = 0
+        self.start = time.perf_counter()
+
+    def batch(self, xb, yb) -> None:
+        """Evaluate one batch: clean outputs, the cascade (from its cell if resumed), metrics, totals."""
+        xb, yb = xb.to(self.device), target_to(yb, self.device)
+        check_batch(xb, yb, self.threat.bounds)
+        with torch.no_grad():
+            out_clean = self.model(xb)
+        correct = ~self.objective.success(out_clean, yb).to(self.device)
+        cell = f"eps{self.threat.eps:g}-{self.threat.norm}-points{self.seen:06d}-{self.seen + xb.shape[0]:06d}"
+        state = self._resume(cell) or self._start_batch(xb, correct)
+        if self.threat.eps > 0:
+            self._cascade(xb, yb, state, cell)
+        self._record(xb, yb, out_clean, correct, state)
+
+    def _start_batch(self, xb, correct) -> _BatchState:
+        """The state before any attack: robust = clean-correct and not broken at a smaller eps."""
+        nb, seen = xb.shape[0], self.seen
+        robust = correct.clone()
+        broken: list[str | None] = ["clean" if not c else None for c in correct.tolist()]
+        x_worst = xb.clone()
+        if self.already_broken is not None:
+            skip = self.already_broken[seen:seen + nb].to(self.device)
+            robust &= ~skip
+            for i, sk in enumerate(skip.tolist()):
+                if sk and broken[i] is None:
+                    broken[i] = "smaller-eps"
+            if self.start_points is not None:
+                x_worst[skip] = self.start_points[seen:seen + nb].to(device=self.device, dtype=xb.dtype)[skip]
+        worst_loss = torch.full((nb,), float("-inf"), device=self.device)
+        return _BatchState(robust, torch.zeros_like(robust), x_worst, worst_loss, broken, {nm: 0.0 for nm in self.names})
+
+    def _resume(self, cell: str) -> _BatchState | None:
+        """The batch's state from its cell (the attack seconds it records count again), or None."""
+        saved = self.cells.load(cell) if self.cells is not None else None
+        if saved is None:
             return None
-        try:
-            state = torch.load(self.path, map_location="cpu", weights_only=True)
-        except Exception as e:  # a cell cut short by a kill before the atomic rename cannot exist; be safe anyway
-            log.warning("ignoring unreadable evaluation cell %s (%s)", self.path, e)
-            return None
-        if state.get("fingerprint") != self.fingerprint:
-            log.info("evaluation cell %s is from other settings; recomputing it", self.path.name)
-            return None
+        state = _BatchState.from_cell(saved, self.device)
+        for k, v in state.times.items():
+            self.attack_time[k] += v
         return state
 
-    def save(self, done, robust, broken_here, x_worst, worst_loss, broken_by, times) -> None:
-        atomic_torch_save({"fingerprint": self.fingerprint, "done": done, "robust": robust.cpu(),
-                           "broken_here": broken_here.cpu(), "x_worst": x_worst.cpu(), "worst_loss": worst_loss.cpu(),
-                           "broken_by": list(broken_by), "attack_time": times}, self.path)
+    def _cascade(self, xb, yb, state: _BatchState, cell: str) -> None:
+        """Each attack in turn on the points still robust; the cell is saved after each attack."""
+        seen, nb = self.seen, xb.shape[0]
+        batch_threat = self.threat.subset(torch.arange(seen, seen + nb)) if self.threat.has_per_sample_state else self.threat
+        bar = tqdm(total=len(self.suite), initial=state.done, desc=f"cascade on points {seen}-{seen + nb}",
+                   unit="attack", leave=False, disable=(not self.progress) or None)
+        for a_index, (attack, name) in enumerate(zip(self.suite, self.names)):
+            if a_index < state.done:
+                continue
+            todo = state.robust.nonzero().flatten()
+            if todo.numel() == 0:
+                break
+            bar.set_postfix_str(f"{name} on {todo.numel()} points")
+            self._attack(attack, name, xb, yb, todo, batch_threat, state)
+            bar.update(1)
+            state.done = a_index + 1
+            if self.cells is not None:
+                self.cells.save(cell, state.to_cell())
+        bar.close()
+
+    def _attack(self, attack: Attack, name: str, xb, yb, todo, batch_threat: ThreatModel, state: _BatchState) -> None:
+        """One attack on the points `todo`: the points it breaks lose robustness, worst cases update."""
+        t0 = time.perf_counter()
+        sub_threat = batch_threat.subset(todo) if batch_threat.has_per_sample_state else batch_threat
+        res = attack(self.model, xb[todo], index_target(yb, todo), threat=sub_threat.with_eps(self.threat.eps))
+        self.attack_time[name] += time.perf_counter() - t0
+        state.times[name] += time.perf_counter() - t0
+        hit = todo[res.success]
+        state.robust[hit] = False
+        state.broken_here[hit] = True
+        # each point's worst case: a successful point, else the highest loss found so far
+        sel = res.success.to(self.device) | (res.loss.to(state.worst_loss) > state.worst_loss[todo])
+        state.x_worst[todo[sel]] = res.x_adv[sel].to(state.x_worst.dtype)
+        state.worst_loss[todo[sel]] = res.loss[sel].to(state.worst_loss)
+        for i in hit.tolist():
+            state.broken_by[i] = name
+        if self.progress:
+            log.info("%s, points %d-%d: %s on %d points broke %d, robust %.4f (%.1fs)", self.threat.describe(),
+                     self.seen, self.seen + xb.shape[0], name, todo.numel(), hit.numel(),
+                     float(state.robust.float().mean()), time.perf_counter() - t0)
+
+    def _record(self, xb, yb, out_clean, correct, state: _BatchState) -> None:
+        """Add the batch to the totals: metric sums (clean and at the worst cases), outcomes, examples."""
+        if self.metrics is not None:
+            with torch.no_grad():
+                out_adv = self.model(state.x_worst) if self.threat.eps > 0 else out_clean
+            for prefix, out in (("clean", out_clean), ("adversarial", out_adv)):
+                for k, v in self.metrics(out, yb).items():
+                    key = f"{prefix}_{k}"
+                    self.sums[key] = self.sums.get(key, 0.0) + float(torch.as_tensor(v, dtype=torch.float64).sum())
+        if self.keep_points:
+            self.kept.append(state.x_worst.cpu())
+        self.clean_all.append(correct.cpu())
+        self.robust_all.append(state.robust.cpu())
+        self.broken_by.extend(state.broken_by)
+        _collect_examples(self.model, self.examples, xb, state.x_worst, yb, state.broken_here, self.n_examples)
+        self.seen += xb.shape[0]
+
+    def report(self, data, sanity: str | None) -> EvaluationReport:
+        """The report over every batch, with the gradient-masking checks when asked for."""
+        if self.seen == 0:
+            raise InputError("no data to evaluate")
+        ex = {k: _cat(v)[:self.n_examples] if v else torch.empty(0) for k, v in self.examples.items()}
+        checks = None
+        if sanity and self.threat.eps > 0:
+            from .sanity import sanity_checks
+
+            checks = sanity_checks(self.model, data, self.threat, sanity, n=min(200, self.seen), objective=self.objective)
+            checks.checks.append(cascade_check(self.suite, self.names, self.broken_by))
+        return EvaluationReport(self.threat, torch.cat(self.clean_all), torch.cat(self.robust_all), self.broken_by,
+                                self.names, self.attack_time, time.perf_counter() - self.start, ex, checks,
+                                {k: round(v / self.seen, 6) for k, v in self.sums.items()},
+                                getattr(self.objective, "name", "objective"),
+                                torch.cat(self.kept) if self.kept else None)
 
 
 def _cat(parts: list):

@@ -16,6 +16,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape  # noqa: E402
 
 from ..errors import InputError  # noqa: E402
 from ..fileio import atomic_write_json, atomic_write_text  # noqa: E402
+from ..taskspec import get_task, run_task  # noqa: E402
 from .rundir import Run  # noqa: E402
 
 
@@ -70,11 +71,15 @@ def run_page_sections(run_path: str | Path) -> tuple[list, list, list]:
     return [tuple(x) for x in d["sections"]], [tuple(t) for t in d["tables"]], d["figures"]
 
 
+def _has_report_hook(cfg: dict) -> bool:
+    """A run of a task with its own report hook (stereo, OCR); the others are model runs and jobs
+    (``robustlab train`` / ``run``), which share the full model report."""
+    return get_task(run_task(cfg)).report_sections is not None
+
+
 def _task_entry(run: Run, cfg: dict) -> dict:
     """A run of any task plug-in: its tables come from the task's ``report_sections`` hook."""
-    from ..taskspec import get_task
-
-    task = get_task(cfg.get("task", "classification"))
+    task = get_task(run_task(cfg))
     sections, tables, figures = task.report_sections(run.path) if task.report_sections else ([], [], [])
     return {"label": run.name, "task": task.name, "sections": sections, "tables": tables,
             "figures": [str((run.path / f).resolve()) for f in figures], "config": cfg}
@@ -88,7 +93,7 @@ def collect_model_runs(paths: list[str | Path]) -> list[dict]:
             raise InputError(f"no run directory at {p}")
         run = Run(p, create=False)
         cfg = run.read_config()
-        if cfg.get("task") not in (None, "classification"):
+        if _has_report_hook(cfg):
             continue
         if cfg.get("kind") == "job":
             subs = sorted((run.path / "models").glob("*")) if (run.path / "models").exists() else []
@@ -274,7 +279,7 @@ def render_report(paths: list[str | Path], out: str | Path) -> Path:
     for p in paths:
         if Path(p).exists() and (Path(p) / "config.yaml").exists():
             cfg = Run(p, create=False).read_config()
-            if cfg.get("task") not in (None, "classification"):
+            if _has_report_hook(cfg):
                 task_runs.append(_task_entry(Run(p, create=False), cfg))
     entries = collect_model_runs(paths)
     if task_runs and not entries:

@@ -14,7 +14,7 @@ from pathlib import Path
 from ..errors import InputError
 from ..fileio import atomic_write_bytes, atomic_write_json
 from .job import evaluate_model_run, train_model_run
-from .rundir import Run
+from ..runs.rundir import Run
 
 log = logging.getLogger(__name__)
 

@@ -30,8 +30,8 @@ from ..fileio import atomic_torch_save, atomic_write_json
 from ..models import create_model
 from ..threat import ThreatModel
 from ..training import TrainConfig, load_state, load_weights, train
-from .rundir import Run, check_name
-from .schema import validate_job
+from ..runs.rundir import Run, check_name
+from ..runs.schema import validate_job
 
 log = logging.getLogger(__name__)
 
@@ -261,7 +261,7 @@ def run_config(path: str | Path, runs_root: str | Path = "runs", resume: bool = 
 
 
 def _run_job(job: Run, config: dict, resume: bool, progress: bool, trust_code: bool) -> Path:
-    from .report import render_report
+    from ..runs.report import render_report
 
     job.write_config({"kind": "job", **config})
     data = parse_data_spec(config.get("data", "mnist"))

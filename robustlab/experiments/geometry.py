@@ -8,12 +8,14 @@ surface, spectral density, trajectory contour) and ``geometry_trajectory.gif``; 
 """
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -24,25 +26,33 @@ from ..data import load_dataset
 from ..errors import InputError
 from ..fileio import atomic_write_json, atomic_write_text
 from ..geometry import plots
-from ..taskspec import RunInputs, get_task
+from ..taskspec import RunInputs, get_task, run_task
 from ..threat import ThreatModel
 from ..training import measure
 from .job import load_model_from_run
-from .rundir import Run
+from ..runs.rundir import Run
 
 log = logging.getLogger(__name__)
 
-ALL_MEASURES = ("hessian", "trace", "sharpness", "flatness", "surface2d", "trajectory")
 SCALARS = ("top_eigenvalue", "trace", "keskar", "sam", "asam", "average", "average_relative", "pac_bayes",
            "robust_flatness_avg", "robust_flatness_worst")
 
 
+def landscape_measures() -> tuple[str, ...]:
+    """The measures ``landscape`` knows: the groups of the scalar measures in ``geometry.MEASURES``
+    (metadata ``landscape``: hessian, trace, sharpness, in registry order), then those that report
+    no registered scalar (flatness needs an attack, surface2d and trajectory are surfaces)."""
+    groups = [meta["landscape"] for _, meta in G.MEASURES.items() if meta.get("landscape")]
+    return tuple(dict.fromkeys([*groups, *_MEASURE]))
+
+
 def _parse(measures: str | Sequence[str]) -> list[str]:
+    known = landscape_measures()
     items = name_list(measures) if isinstance(measures, str) else list(measures)
-    items = list(ALL_MEASURES) if items in (["all"], []) else items
-    bad = [m for m in items if m not in ALL_MEASURES]
+    items = list(known) if items in (["all"], []) else items
+    bad = [m for m in items if m not in known]
     if bad:
-        raise InputError(f"unknown geometry measure(s) {bad}; known: {', '.join(ALL_MEASURES)}")
+        raise InputError(f"unknown geometry measure(s) {bad}; known: {', '.join(known)}")
     return items
 
 
@@ -52,9 +62,9 @@ def _threat(config: dict, eps: float | None) -> ThreatModel:
 
 
 def task_objective(config: dict):
-    """The training objective of a run's task (``task`` in config.yaml, default classification:
+    """The training objective of a run's task (``taskspec.run_task``: classification's is
     cross-entropy); every geometry measure and attack of the run uses it."""
-    task = get_task(config.get("task") or "classification")
+    task = get_task(run_task(config))
     name = task.train_objective
     if name is not None and name not in task.objectives:  # a plug-in whose training loss is no Objective
         log.warning("task %s: train_objective %r is not among its objectives %s; geometry uses its default "
@@ -84,13 +94,13 @@ def run_inputs(run_dir: str | Path, n: int = 512, eps: float | None = None, whic
     """The model, ``n`` train and ``n`` test points, objective and threat of any task's run.
 
     A task plug-in with a ``run_inputs`` hook (stereo) reads its own runs; otherwise the run is a
-    classification model run (``robustlab train``): its best/last weights, its dataset's splits,
+    model run (``robustlab train``): its best/last weights, its dataset's splits,
     the task objective (:func:`task_objective`) and an ``eps`` ball of its training norm.
     Creates nothing; InputError if ``run_dir`` is not a run."""
     if not Path(run_dir).is_dir():
         raise InputError(f"{run_dir} is not a model run (no such directory); train one with `robustlab train`")
     config = Run(run_dir, create=False).read_config()
-    task = get_task(config.get("task") or "classification")
+    task = get_task(run_task(config))
     if task.run_inputs is not None:
         return task.run_inputs(Path(run_dir), config, n=n, eps=eps, which=which, trust_code=trust_code)
     model, config = load_model_from_run(run_dir, which, trust_code=trust_code)
@@ -101,7 +111,7 @@ def run_inputs(run_dir: str | Path, n: int = 512, eps: float | None = None, whic
     return RunInputs(model.eval(), splits[0], splits[1], task_objective(config), _threat(config, eps))
 
 
-def landscape(run_dir: str | Path, measures: str | Sequence[str] = ALL_MEASURES, loss: str = "clean", *,
+def landscape(run_dir: str | Path, measures: str | Sequence[str] = "all", loss: str = "clean", *,
               n: int = 512, eps: float | None = None, attack_steps: int = 10, grid: int = 21, which: str = "best",
               seed: int = 0, progress: bool = True, figures: bool = True, trust_code: bool = False) -> dict:
     """Compute geometry measures of a model run on ``n`` training points (robust flatness and the
@@ -123,96 +133,165 @@ def landscape(run_dir: str | Path, measures: str | Sequence[str] = ALL_MEASURES,
 
 def _landscape(run: Run, inputs: RunInputs, todo: list[str], loss: str, attack_steps: int, grid: int, which: str,
                seed: int, progress: bool, figures: bool) -> dict:
+    """Measure each name in `todo` (``_MEASURE[name]``) and write ``geometry[_robust].json``."""
     if figures:
         run.figures.mkdir(exist_ok=True)
-    model, train, test, objective, threat = inputs.model, inputs.train, inputs.test, inputs.objective, inputs.threat
+    threat, objective = inputs.threat, inputs.objective
     attack = PGD(threat, objective, steps=attack_steps, early_stop=False, seed=seed) if threat.eps > 0 else None
     if loss == "robust" and attack is None:
         raise InputError("loss='robust' needs eps > 0 (pass eps=...)")
-    kw: dict[str, Any] = {"objective": objective, **({"attack": attack} if loss == "robust" else {})}
-    robust_kw = {"objective": objective, **({"attack": attack, "robust": "fixed"} if loss == "robust" else {})}
-    out: dict[str, Any] = {"run": str(run.path), "loss": loss, "n": len(train), "eps": threat.eps, "norm": threat.norm,
-                           "objective": getattr(objective, "name", type(objective).__name__), "weights": which,
-                           "measures": {}, "scalars": {}, "timings_s": {}, "figures": []}
+    out: dict[str, Any] = {"run": str(run.path), "loss": loss, "n": len(inputs.train), "eps": threat.eps,
+                           "norm": threat.norm, "objective": getattr(objective, "name", type(objective).__name__),
+                           "weights": which, "measures": {}, "scalars": {}, "timings_s": {}, "figures": []}
+    ls = _Landscape(run, inputs, loss, attack, grid, seed, progress, figures, out)
     start = time.perf_counter()
-    out["gaps"] = generalisation_gaps(model, train, test, threat, attack_steps, seed, objective=objective)
+    out["gaps"] = generalisation_gaps(inputs.model, inputs.train, inputs.test, threat, attack_steps, seed,
+                                      objective=objective)
     from tqdm import tqdm
 
     for m in tqdm(todo, desc="geometry", disable=not progress):
         t0 = time.perf_counter()
-        if m == "hessian":
-            eig = G.hessian_eigenvalues(model, train, k=5, seed=seed, tol=1e-3, **robust_kw)
-            sd = G.spectral_density(model, train, runs=2, steps=30, seed=seed, **robust_kw)
-            out["measures"]["hessian"] = {**eig.to_dict(), "density": sd.to_dict()}
-            out["scalars"]["top_eigenvalue"] = float(eig.values[0])
-            if figures:
-                out["figures"].append(str(plots.plot_density({run.name: sd}, run.figures / "geometry_density.png")))
-        elif m == "trace":
-            tr = G.hessian_trace(model, train, samples=50, seed=seed, **robust_kw)
-            out["measures"]["trace"] = tr.to_dict()
-            out["scalars"]["trace"] = tr.value
-        elif m == "sharpness":
-            res = {
-                "keskar": G.eps_sharpness(model, train, eps=1e-3, steps=5, **kw),
-                "sam": G.worst_case_sharpness(model, train, rho=0.05, steps=1, **kw),
-                "asam": G.adaptive_sharpness(model, train, rho=0.5, steps=1, **kw),
-                "average": G.average_sharpness(model, train, sigma=0.01, samples=5, seed=seed, **kw),
-                "average_relative": G.average_sharpness(model, train, sigma=0.1, samples=5, relative=True,
-                                                        seed=seed, **kw),
-                "pac_bayes": G.pac_bayes_sigma(model, train, samples=3, iterations=8, seed=seed, **kw),
-            }
-            out["measures"]["sharpness"] = {k: v.to_dict() for k, v in res.items()}
-            out["scalars"].update({k: v.value for k, v in res.items()})
-        elif m == "flatness":
-            if attack is None:
-                log.warning("flatness needs eps > 0; skipped")
-                continue
-            avg = G.average_robust_flatness(model, test, attack, xi=0.5, samples=5, seed=seed, objective=objective)
-            worst = G.worst_robust_flatness(model, test, attack, xi=0.01, steps=3, objective=objective)
-            out["measures"]["flatness"] = {"average": avg.to_dict(), "worst": worst.to_dict()}
-            out["scalars"]["robust_flatness_avg"] = avg.value
-            out["scalars"]["robust_flatness_worst"] = worst.value
-        elif m == "surface2d":
-            xs = torch.linspace(-1, 1, grid)
-            curves = {"clean": G.surface_1d(model, train, alphas=xs, seed=seed, objective=objective)}
-            if attack is not None and loss == "robust":
-                curves["robust"] = G.surface_1d(model, train, alphas=torch.linspace(-1, 1, 11), seed=seed, attack=attack,
-                                                objective=objective)
-            s2 = G.surface_2d(model, train, xs=xs, ys=xs, seed=seed, progress=progress, **kw)
-            out["measures"]["surface"] = {"curves": {k: v.to_dict() for k, v in curves.items()}, "plane": s2.to_dict()}
-            if figures:
-                out["figures"] += [str(plots.plot_curves(curves, run.figures / "geometry_1d.png")),
-                                   str(plots.plot_contour(s2, run.figures / "geometry_contour.png", title=f"{loss} loss")),
-                                   str(plots.plot_surface3d(s2, run.figures / "geometry_surface3d.png", title=f"{loss} loss"))]
-        elif m == "trajectory":
-            folder = run.checkpoints / "snapshots"  # per-step snapshots when the run has them, else per epoch
-            snaps = sorted(folder.glob("step_*.safetensors")) or sorted(folder.glob("epoch_*.safetensors"))
-            final = run.checkpoints / "last.safetensors"
-            paths = snaps + ([final] if final.exists() else [])
-            snapshots = G.load_snapshots(model, paths) if paths else []
-            if len(paths) > 1 and final.exists() and all(torch.equal(snapshots[-2][k], snapshots[-1][k])
-                                                          for k in snapshots[-1]):
-                paths.pop(-2), snapshots.pop(-2)  # the last snapshot is the final weights
-            if len(paths) < 3:
-                log.warning("trajectory needs >= 3 snapshots (train with --snapshot-every 1 or --snapshot-steps K); found %d",
-                            len(paths))
-                out["measures"]["trajectory"] = {"skipped": f"{len(paths)} snapshots"}
-                continue
-            labels = [p.stem for p in paths]
-            traj = G.trajectory_pca(snapshots, model, labels=labels)
-            surf = G.trajectory_surface(model, train, traj, points=min(grid, 15), seed=seed, **kw)
-            out["measures"]["trajectory"] = {**traj.to_dict(), "surface": surf.to_dict()}
-            if figures:
-                out["figures"].append(str(plots.plot_contour(surf, run.figures / "geometry_trajectory.png", traj.coords,
-                                                             title="PCA plane of the training path")))
-                out["figures"].append(str(plots.animate_trajectory(surf, traj.coords, run.figures / "geometry_trajectory.gif",
-                                                                   labels=labels)))
-        out["timings_s"][m] = time.perf_counter() - t0
+        if _MEASURE[m](ls) is not False:  # False: skipped (no timing)
+            out["timings_s"][m] = time.perf_counter() - t0
     out["time_s"] = time.perf_counter() - start
     atomic_write_json(run.path / ("geometry.json" if loss == "clean" else "geometry_robust.json"), out)
     run.log_metrics({"kind": "geometry", "loss": loss, **{k: round(v, 6) for k, v in out["scalars"].items()}})
     log.info("%s: geometry (%s) %s", run.name, loss, {k: round(v, 4) for k, v in out["scalars"].items()})
     return out
+
+
+@dataclass
+class _Landscape:
+    """What each landscape measure reads (the run, its model and data, the loss, the PGD attack for
+    robust losses) and the result it adds to (``out``: measures, scalars, figures)."""
+
+    run: Run
+    inputs: RunInputs
+    loss: str
+    attack: Any
+    grid: int
+    seed: int
+    progress: bool
+    figures: bool
+    out: dict
+
+    @property
+    def kw(self) -> dict:
+        """Surfaces and sharpness: the objective, and for the robust loss the attack (re-crafted per weight)."""
+        return {"objective": self.inputs.objective, **({"attack": self.attack} if self.loss == "robust" else {})}
+
+    @property
+    def robust_kw(self) -> dict:
+        """Hessian measures: the robust loss at adversarials crafted once at the trained weights."""
+        return {"objective": self.inputs.objective,
+                **({"attack": self.attack, "robust": "fixed"} if self.loss == "robust" else {})}
+
+    def figure(self, path) -> None:
+        self.out["figures"].append(str(path))
+
+
+def _hessian(ls: _Landscape) -> None:
+    """Top-5 Hessian eigenvalues (Lanczos) and the spectral density (SLQ, Ghorbani et al. 2019)."""
+    model, train = ls.inputs.model, ls.inputs.train
+    eig = G.hessian_eigenvalues(model, train, k=5, seed=ls.seed, tol=1e-3, **ls.robust_kw)
+    sd = G.spectral_density(model, train, runs=2, steps=30, seed=ls.seed, **ls.robust_kw)
+    ls.out["measures"]["hessian"] = {**eig.to_dict(), "density": sd.to_dict()}
+    ls.out["scalars"]["top_eigenvalue"] = float(eig.values[0])
+    if ls.figures:
+        ls.figure(plots.plot_density({ls.run.name: sd}, ls.run.figures / "geometry_density.png"))
+
+
+def _trace(ls: _Landscape) -> None:
+    """Hessian trace (Hutchinson, 50 probe vectors)."""
+    tr = G.hessian_trace(ls.inputs.model, ls.inputs.train, samples=50, seed=ls.seed, **ls.robust_kw)
+    ls.out["measures"]["trace"] = tr.to_dict()
+    ls.out["scalars"]["trace"] = tr.value
+
+
+def _sharpness(ls: _Landscape) -> None:
+    """Every sharpness measure of the registry (``geometry.MEASURES``, metadata ``landscape="sharpness"``)
+    with the settings it registers; a measure that takes a seed gets the landscape's."""
+    res = {}
+    for name, meta in G.MEASURES.items():
+        if meta.get("landscape") != "sharpness":
+            continue
+        fn = meta["result"]
+        seeded = {"seed": ls.seed} if "seed" in inspect.signature(fn).parameters else {}
+        res[name] = fn(ls.inputs.model, ls.inputs.train, **meta["landscape_kw"], **seeded, **ls.kw)
+    ls.out["measures"]["sharpness"] = {k: v.to_dict() for k, v in res.items()}
+    ls.out["scalars"].update({k: v.value for k, v in res.items()})
+
+
+def _flatness(ls: _Landscape) -> bool:
+    """Robust flatness (Stutz et al. 2021) on the test points, average- and worst-case; needs eps > 0."""
+    if ls.attack is None:
+        log.warning("flatness needs eps > 0; skipped")
+        return False
+    model, test, objective = ls.inputs.model, ls.inputs.test, ls.inputs.objective
+    avg = G.average_robust_flatness(model, test, ls.attack, xi=0.5, samples=5, seed=ls.seed, objective=objective)
+    worst = G.worst_robust_flatness(model, test, ls.attack, xi=0.01, steps=3, objective=objective)
+    ls.out["measures"]["flatness"] = {"average": avg.to_dict(), "worst": worst.to_dict()}
+    ls.out["scalars"]["robust_flatness_avg"] = avg.value
+    ls.out["scalars"]["robust_flatness_worst"] = worst.value
+    return True
+
+
+def _surface2d(ls: _Landscape) -> None:
+    """1-D loss curves (clean, and robust for the robust loss) and the 2-D surface along
+    filter-normalised random directions (Li et al. 2018), with contour and 3-D figures."""
+    model, train, objective, seed = ls.inputs.model, ls.inputs.train, ls.inputs.objective, ls.seed
+    xs = torch.linspace(-1, 1, ls.grid)
+    curves = {"clean": G.surface_1d(model, train, alphas=xs, seed=seed, objective=objective)}
+    if ls.attack is not None and ls.loss == "robust":
+        curves["robust"] = G.surface_1d(model, train, alphas=torch.linspace(-1, 1, 11), seed=seed, attack=ls.attack,
+                                        objective=objective)
+    s2 = G.surface_2d(model, train, xs=xs, ys=xs, seed=seed, progress=ls.progress, **ls.kw)
+    ls.out["measures"]["surface"] = {"curves": {k: v.to_dict() for k, v in curves.items()}, "plane": s2.to_dict()}
+    if ls.figures:
+        fig = ls.run.figures
+        ls.figure(plots.plot_curves(curves, fig / "geometry_1d.png"))
+        ls.figure(plots.plot_contour(s2, fig / "geometry_contour.png", title=f"{ls.loss} loss"))
+        ls.figure(plots.plot_surface3d(s2, fig / "geometry_surface3d.png", title=f"{ls.loss} loss"))
+
+
+def _snapshots(run: Run, model) -> tuple[list[Path], list]:
+    """The run's weight snapshots (per step when it has them, else per epoch) and its final weights,
+    without the last snapshot when it equals the final weights."""
+    folder = run.checkpoints / "snapshots"
+    snaps = sorted(folder.glob("step_*.safetensors")) or sorted(folder.glob("epoch_*.safetensors"))
+    final = run.checkpoints / "last.safetensors"
+    paths = snaps + ([final] if final.exists() else [])
+    snapshots = G.load_snapshots(model, paths) if paths else []
+    if len(paths) > 1 and final.exists() and all(torch.equal(snapshots[-2][k], snapshots[-1][k]) for k in snapshots[-1]):
+        paths.pop(-2), snapshots.pop(-2)
+    return paths, snapshots
+
+
+def _trajectory(ls: _Landscape) -> bool:
+    """The training path in the PCA plane of its snapshots (Li et al. 2018) and the loss surface there."""
+    model = ls.inputs.model
+    paths, snapshots = _snapshots(ls.run, model)
+    if len(paths) < 3:
+        log.warning("trajectory needs >= 3 snapshots (train with --snapshot-every 1 or --snapshot-steps K); found %d",
+                    len(paths))
+        ls.out["measures"]["trajectory"] = {"skipped": f"{len(paths)} snapshots"}
+        return False
+    labels = [p.stem for p in paths]
+    traj = G.trajectory_pca(snapshots, model, labels=labels)
+    surf = G.trajectory_surface(model, ls.inputs.train, traj, points=min(ls.grid, 15), seed=ls.seed, **ls.kw)
+    ls.out["measures"]["trajectory"] = {**traj.to_dict(), "surface": surf.to_dict()}
+    if ls.figures:
+        fig = ls.run.figures
+        ls.figure(plots.plot_contour(surf, fig / "geometry_trajectory.png", traj.coords,
+                                     title="PCA plane of the training path"))
+        ls.figure(plots.animate_trajectory(surf, traj.coords, fig / "geometry_trajectory.gif", labels=labels))
+    return True
+
+
+# the landscape's measures; hessian, trace and sharpness report the scalar measures of geometry.MEASURES
+_MEASURE: dict[str, Callable[[_Landscape], bool | None]] = {
+    "hessian": _hessian, "trace": _trace, "sharpness": _sharpness, "flatness": _flatness, "surface2d": _surface2d,
+    "trajectory": _trajectory}
 
 
 def compare_geometry(run_dirs: Sequence[str | Path], measures: str | Sequence[str] = ("hessian", "trace", "sharpness",

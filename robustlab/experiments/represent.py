@@ -34,7 +34,7 @@ from ..representations import (ClassGaussian, alignment, class_interpolation, in
                                signed_map, synthesize, visualize_feature)
 from ..representations.layers import features, last_linear
 from .job import load_model_from_run, load_split, parse_data_spec
-from .rundir import Run
+from ..runs.rundir import Run
 from ..runtime import eval_mode
 
 log = logging.getLogger(__name__)
