@@ -42,10 +42,11 @@ install: $(STAMP) $(OCR_STAMP)
 demo: $(STAMP)
 	$(BIN)/robustlab run configs/quickstart.yaml
 
-test: $(STAMP) $(OCR_STAMP)
+# the docs extra too: tests/test_docs.py builds the site with --strict, as `make docs` does
+test: $(STAMP) $(OCR_STAMP) $(DOCS_STAMP)
 	$(BIN)/python -m pytest -q
 
-test-all: $(STAMP) $(OCR_STAMP)
+test-all: $(STAMP) $(OCR_STAMP) $(DOCS_STAMP)
 	$(BIN)/python -m pytest -q -m "slow or not slow"
 
 # Comparison libraries, benchmark-only. --no-deps: their metadata would pull torchvision (a CUDA torch)

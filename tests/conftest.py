@@ -68,3 +68,25 @@ class TinyRegressor(nn.Module):
 def tiny_regressor():
     torch.manual_seed(0)
     return TinyRegressor().eval()
+
+
+# ----- a trained model run (the safety tests copy it and try to break it) ------------------------------
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """A one-epoch MLP model run on digits, trained once per test module."""
+    from helpers import TRAIN
+    from robustlab.experiments.job import train_model_run
+
+    root = tmp_path_factory.mktemp("runs")
+    train_model_run(root / "base", {"name": "mlp"}, {"name": "digits", "seed": 0}, TRAIN, progress=False)
+    return root / "base"
+
+
+@pytest.fixture
+def run_copy(trained_run, tmp_path):
+    """A copy of ``trained_run`` a test may damage."""
+    import shutil
+
+    dst = tmp_path / "runs" / "r"
+    shutil.copytree(trained_run, dst)
+    return dst

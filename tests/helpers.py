@@ -39,3 +39,34 @@ def tiny_stereo_net(n_train, n_val, h, w, max_disp, train_seed, val_seed, steps)
     model = StereoNet(max_disp=max_disp, features=16, hidden=32)
     losses = train_stereo(model, train, steps=steps, batch_size=8, lr=3e-3)
     return model, train, val, losses
+
+
+# ----- shared by the safety tests (tests/test_safety_*.py) -------------------------------------------
+#: the shortest training of a model run (one epoch of an MLP on digits)
+TRAIN = {"epochs": 1, "eval_n": 20, "lr": 0.01, "batch_size": 64}
+
+
+class Payload:
+    """Unpickling this creates a marker file: the harmless stand-in for code run from data."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def cli(capsys, *args):
+    """The CLI in-process: (exit code, stdout, stderr)."""
+    from robustlab.cli import main as cli_main
+
+    code = cli_main(["--no-progress", *map(str, args)])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def assert_clear_error(code, err, expected_code=2, *words):
+    assert code == expected_code, err
+    assert "Traceback" not in err and "error:" in err
+    for w in words:
+        assert w in err, err

@@ -54,3 +54,15 @@ def test_skipped_blocks_say_why():
 def test_readme_and_docs_have_examples():
     assert len(python_blocks(README)) >= 2
     assert sum(bool(python_blocks(p)) for p in PAGES[1:]) >= 5
+
+
+def test_site_builds_strict(tmp_path):
+    """``make docs``: the MkDocs site builds with --strict (a broken link, page or API reference fails)."""
+    pytest.importorskip("mkdocs", reason="the docs extra is not installed (make docs installs it)")
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-d", str(tmp_path / "site")],
+                          cwd=ROOT, capture_output=True, text=True, env={**__import__("os").environ,
+                                                                       "NO_MKDOCS_2_WARNING": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]

@@ -130,7 +130,9 @@ def _train_model_run(run: Run, model_spec: dict, data_spec: dict, cfg: TrainConf
     torch.manual_seed(cfg.seed)
     train_data, val_data = _load(data_spec, "train"), _load(data_spec, "val")
     model = model_for_data(model_spec, train_data, trust_code=trust_code)
-    run.write_config({"kind": "model", "model": model_spec, "data": data_spec, "train": cfg.fingerprint()})
+    # a model run trains with the classification objective (TrainConfig's default: cross-entropy)
+    run.write_config({"kind": "model", "task": "classification", "model": model_spec, "data": data_spec,
+                      "train": cfg.fingerprint()})
     if resume:
         run.rewrite_metrics([r for r in run.read_metrics() if r.get("kind") != "epoch"])
         for rec in (state or {}).get("history", []):

@@ -128,7 +128,9 @@ class TesseractOracle(Oracle):
     Args:
         workers: processes reading in parallel (1: the engine runs in this process).
         psm: page segmentation mode (7: one text line).
-        budget, memoize, record: as for every ``Oracle`` (queries counted per sample id).
+        budget: the query budget per sample id, as for every ``Oracle``.
+        memoize: answer a repeated query from memory, as for every ``Oracle``.
+        record: keep every query and answer for replay, as for every ``Oracle``.
     """
 
     kind = "score"

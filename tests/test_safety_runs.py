@@ -1,0 +1,135 @@
+"""Runs are what they say: names cannot escape the runs folder, one writer at a time, resume only of the same
+run, atomic writes."""
+
+import json
+import os
+import stat
+
+import pytest
+
+from robustlab.errors import CheckpointError, InputError
+from robustlab.experiments.job import evaluate_model_run, run_config, train_model_run
+from robustlab.runs.rundir import Run, RunLockedError
+
+from helpers import TRAIN, assert_clear_error, cli
+
+
+@pytest.mark.parametrize("bad", ["../../../x", "/tmp/abs", "a/b", "..", ".hidden", ""])
+def test_job_model_names_cannot_escape_the_runs_folder(tmp_path, bad):
+    cfg = tmp_path / "job.yaml"
+    cfg.write_text(json.dumps({"name": "j", "data": "digits", "train": TRAIN, "models": [{"name": bad, "model": "mlp"}]}))
+    with pytest.raises(InputError, match="model name"):
+        run_config(cfg, tmp_path / "runs")
+    assert not (tmp_path / "runs").exists() and not (tmp_path.parent / "x").exists()
+    with pytest.raises(InputError, match="invalid run name"):
+        train_model_run(tmp_path / "runs" / "..", {"name": "mlp"}, "digits", TRAIN)
+
+
+def test_train_name_with_separator_is_refused(tmp_path, capsys):
+    code, _, err = cli(capsys, "train", "--data", "digits", "--model", "mlp", "--runs", tmp_path, "--name", "a/b")
+    assert_clear_error(code, err, 2, "--name", "invalid run name")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_second_writer_gets_a_clear_error(run_copy):
+    with Run(run_copy).lock():
+        with pytest.raises(RunLockedError, match="another robustlab process"):
+            train_model_run(run_copy, {"name": "mlp"}, "digits", {**TRAIN, "epochs": 2}, resume=True, progress=False)
+        with pytest.raises(RunLockedError):
+            evaluate_model_run(run_copy, [0.1], attacks="fgsm", n=5)
+    metrics = [r for r in Run(run_copy).read_metrics() if r.get("kind") == "epoch"]
+    assert [r["epoch"] for r in metrics] == [1]  # nothing interleaved
+
+
+def test_resume_with_another_split_model_or_method_is_refused(run_copy):
+    for model, data, cfg, word in [
+        ({"name": "mlp"}, {"name": "digits", "seed": 1}, TRAIN, "data seed"),
+        ({"name": "mlp", "kwargs": {"hidden": [8]}}, "digits", TRAIN, "model"),
+        ({"name": "mlp"}, "faces", TRAIN, "data"),
+        ({"name": "mlp"}, "digits", {**TRAIN, "method": "fgsm_rs"}, "method"),
+    ]:
+        with pytest.raises(InputError, match=word):
+            train_model_run(run_copy, model, data, {**cfg, "epochs": 2}, resume=True, progress=False)
+
+
+def test_torn_metrics_line_is_repaired_before_an_append(tmp_path):
+    run = Run(tmp_path / "r")
+    run.log_metrics({"kind": "epoch", "epoch": 1})
+    with open(run.metrics_path, "a") as f:
+        f.write('{"kind": "epoch", "epo')  # killed mid-write
+    run.log_metrics({"kind": "epoch", "epoch": 2})
+    lines = run.metrics_path.read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
+
+
+def test_missing_best_weights_is_an_error_not_a_silent_fallback(run_copy):
+    (run_copy / "checkpoints" / "best.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="--weights last"):
+        evaluate_model_run(run_copy, [0.1], attacks="fgsm", n=5, which="best")
+    assert not (run_copy / "evaluation.json").exists()
+    out = evaluate_model_run(run_copy, [0.1], attacks="fgsm", n=5, which="last")
+    assert out["weights"] == "last"
+
+
+def test_read_only_commands_on_a_missing_run_create_nothing(tmp_path, capsys):
+    code, _, err = cli(capsys, "evaluate", tmp_path / "nothing", "--n", 5)
+    assert_clear_error(code, err, 2, "not a model run")
+    code, _, err = cli(capsys, "report", tmp_path / "nothing")
+    assert_clear_error(code, err, 2, "no run directory")
+    code, _, err = cli(capsys, "attack", tmp_path / "nothing", "--n", 5)
+    assert_clear_error(code, err, 2)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_writes_have_normal_permissions_and_leave_no_temporaries(tmp_path, monkeypatch):
+    from robustlab.fileio import atomic_write_bytes, atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "config.yaml", "a: 1\n")
+        assert stat.S_IMODE((tmp_path / "config.yaml").stat().st_mode) == 0o644
+    finally:
+        os.umask(old)
+
+    def killed(fd):
+        raise KeyboardInterrupt  # a kill (SIGTERM under the CLI) arrives while writing
+
+    with monkeypatch.context() as m:
+        m.setattr(os, "fsync", killed)
+        with pytest.raises(KeyboardInterrupt):
+            atomic_write_bytes(tmp_path / "x.bin", b"abc")
+    (tmp_path / f".x.bin.{2 ** 22 + 12345}.dead.tmp").write_bytes(b"left by a SIGKILLed writer")
+    atomic_write_bytes(tmp_path / "x.bin", b"ok")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml", "x.bin"]
+
+
+@pytest.mark.slow
+def test_two_processes_writing_one_run_and_a_sigterm(tmp_path):
+    """Two `train --name same` at once: the second gets a clear error and the first's record is intact;
+    a SIGTERM then unwinds the first cleanly (exit 143, lock released, no temporaries left)."""
+    import signal
+    import time
+
+    from helpers import popen_cli, run_cli
+
+    args = ["train", "--data", "digits", "--model", "mlp", "--epochs", "200", "--eval-n", "20", "--lr", "0.01",
+            "--runs", tmp_path, "--name", "same"]
+    first = popen_cli(*args)
+    try:
+        metrics = tmp_path / "same" / "metrics.jsonl"
+        deadline = time.time() + 120
+        while not metrics.exists() and time.time() < deadline and first.poll() is None:
+            time.sleep(0.01)
+        assert metrics.exists(), first.stderr.read()
+        second = run_cli(*args, check=False)
+        assert second.returncode == 2 and "being written by another robustlab process" in second.stderr
+        assert "Traceback" not in second.stderr
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.wait(60)
+    assert first.returncode == 128 + signal.SIGTERM
+    epochs = [r["epoch"] for r in Run(tmp_path / "same").read_metrics() if r.get("kind") == "epoch"]
+    assert epochs == list(range(1, len(epochs) + 1))
+    assert not list((tmp_path / "same").rglob("*.tmp"))
+    with Run(tmp_path / "same").lock():  # released
+        pass
