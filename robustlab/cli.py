@@ -13,8 +13,13 @@ log = logging.getLogger("robustlab")
 from .argtypes import float_list as _floats  # noqa: E402
 from .argtypes import json_object as _model_kwargs  # noqa: E402
 from .argtypes import int_list, name_list  # noqa: E402
-from .settings import add_model_arguments, values_from_args  # noqa: E402
+from .experiments.job import ModelRunSource  # noqa: E402
+from .runs.schema import EvaluationSettings  # noqa: E402
+from .settings import add_model_arguments, settings_from_args, values_from_args  # noqa: E402
 from .training.config import TrainConfig  # noqa: E402
+
+#: the settings models each command's flags are generated from, validated before the command runs
+SETTINGS = {"evaluate": (ModelRunSource, EvaluationSettings)}
 
 #: the training settings `robustlab sweep` takes (for every cell), and its defaults that differ from TrainConfig's
 _SWEEP_TRAIN = ("method", "epochs", "lr", "optimizer", "eps", "attack_steps", "eval_n", "seed")
@@ -38,13 +43,7 @@ def _add_train(sub) -> None:
 
 def _add_model_source(p) -> None:
     p.add_argument("run", help="a model run directory (from `robustlab train` or models/<x> of a job)")
-    p.add_argument("--weights", default="best", choices=["best", "last"])
-    p.add_argument("--n", type=int, default=1000, help="number of test points")
-    p.add_argument("--norm", default="linf", choices=["linf", "l2", "l1"])
-    p.add_argument("--batch-size", type=int, default=500)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--trust-code", action="store_true",
-                   help="allow the run's config to name a model factory module:callable (imports and runs it)")
+    add_model_arguments(p, ModelRunSource)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("attack", help="attack a trained model with one attack",
                        description="Run one attack on a model run's test points; prints and saves the result.")
     _add_model_source(p)
+    p.add_argument("--n", type=int, default=1000, help="number of test points")
+    p.add_argument("--norm", default="linf", choices=["linf", "l2", "l1"])
+    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--attack", default="pgd", help="attack name (see `robustlab attack --list`)")
     p.add_argument("--eps", type=float, required=False, default=0.3)
     p.add_argument("--steps", type=int, default=None)
@@ -72,8 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="robust accuracy of a model run over eps with an attack cascade",
                        description="Cascade evaluation (per-point worst case) over a list of eps; writes evaluation.json.")
     _add_model_source(p)
-    p.add_argument("--eps", type=_floats, default=[0.0, 0.1, 0.2, 0.3], help="comma-separated eps values")
-    p.add_argument("--attacks", default="standard", help="'standard', 'rand', 'fast' or comma-separated attack names")
+    add_model_arguments(p, EvaluationSettings)
     p.add_argument("--report", action="store_true", help="also render report.html in the run directory")
     p.add_argument("--resume", action="store_true", help="continue a killed evaluation from its stored cells")
 
@@ -174,15 +176,15 @@ def cmd_attack(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
+    from .distributed import init_from_env, shutdown
     from .experiments.job import evaluate_model_run
 
-    attacks = args.attacks if args.attacks in ("standard", "rand", "rand-draw", "fast") else name_list(args.attacks, allow_empty=True)
-    from .distributed import init_from_env, shutdown
-
+    settings, source = args.settings[EvaluationSettings], args.settings[ModelRunSource]
+    settings = settings.model_copy(update={"attacks": settings.attack_list()})
     rank = init_from_env()
     try:
-        out = evaluate_model_run(args.run, args.eps, args.norm, attacks, args.n, args.batch_size, args.seed, args.weights,
-                                 trust_code=args.trust_code, resume=args.resume, progress=not args.no_progress)
+        out = evaluate_model_run(args.run, settings, source.weights, trust_code=source.trust_code, resume=args.resume,
+                                 progress=not args.no_progress)
     finally:
         shutdown()
     if rank != 0:
@@ -452,6 +454,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from .runs.schema import check_cli_args
 
+        args.settings = settings_from_args(SETTINGS.get(args.command, ()), args, f"`robustlab {args.command}` arguments")
+        for settings in args.settings.values():
+            if hasattr(settings, "warn_pointless_eps"):
+                settings.warn_pointless_eps("--eps")
         check_cli_args(args.command, vars(args))
         if args.command not in COMMANDS:
             from .taskspec import get_task

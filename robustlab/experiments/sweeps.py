@@ -58,7 +58,7 @@ def sweep_eps(root: str | Path, model_spec: dict, data_spec: dict | str, train_c
             if cell["trades_beta"] is not None:
                 cfg["trades_beta"] = cell["trades_beta"]
             summary = train_model_run(run_dir, model_spec, data_spec, cfg, resume=resume, progress=progress)
-            evaluate_model_run(run_dir, [0.0, eval_eps], norm, attacks, eval_n)
+            evaluate_model_run(run_dir, [0.0, eval_eps], norm=norm, attacks=attacks, n=eval_n)
             summary = {**Run(run_dir).read_summary(), "evaluated": True}
             Run(run_dir).write_summary(summary)
         ev = json.loads((run_dir / "evaluation.json").read_text())

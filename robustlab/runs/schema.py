@@ -9,12 +9,14 @@ file or command line are reported together, as one ``InputError``.
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal, Optional, Union
+from typing import Any, ClassVar, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..argtypes import ListArgumentError, int_list, name_list
 from ..errors import InputError
+from ..evaluation.suite import SUITES
+from ..settings import StrictSettings
 from ..settings import format_problems as _format
 from ..settings import raise_problems as _raise
 from ..settings import validation_error
@@ -63,16 +65,31 @@ def _check_attacks(v):
     return v
 
 
-class EvaluationSettings(_Strict):
-    eps: list[float] = Field([0.0, 0.1, 0.2, 0.3], min_length=1)
-    norm: Literal["linf", "l2", "l1"] = "linf"
-    attacks: Union[str, list[str]] = "standard"
-    n: int = Field(1000, ge=1)
-    batch_size: int = Field(500, ge=1)
-    seed: int = 0
+class EvaluationSettings(StrictSettings):
+    """The settings of one evaluation (``robustlab evaluate``'s flags, a job's ``evaluation:``
+    section, and what ``evaluation.json`` records): robust accuracy over ``eps`` with a cascade."""
+
+    settings_name: ClassVar[str] = "the evaluation settings"
+    settings_prefix: ClassVar[str] = "evaluation."
+
+    eps: list[float] = Field([0.0, 0.1, 0.2, 0.3], min_length=1, description="eps values")
+    norm: Literal["linf", "l2", "l1"] = Field("linf", description="threat norm")
+    attacks: Union[str, list[str]] = Field("standard", description="'standard', 'rand', 'fast' or comma-separated attack names")
+    n: int = Field(1000, ge=1, description="number of test points")
+    batch_size: int = Field(500, ge=1, description="points per attack batch")
+    seed: int = Field(0, description="seed of the attacks' random starts")
 
     _eps = field_validator("eps")(_check_eps_list)
     _attacks = field_validator("attacks")(_check_attacks)
+
+    def attack_list(self) -> str | list[str]:
+        """The suite name, or the attack names of a comma-separated string."""
+        if isinstance(self.attacks, str) and self.attacks not in SUITES:
+            return name_list(self.attacks, allow_empty=True)
+        return self.attacks
+
+    def warn_pointless_eps(self, where: str) -> None:
+        _warn_eps(self.eps, self.norm, where)
 
 
 class JobConfig(_Strict):
@@ -98,17 +115,6 @@ class AttackArgs(_Strict):
     restarts: Optional[int] = Field(None, ge=1)
     queries: Optional[int] = Field(None, ge=1)
     seed: int = 0
-
-
-class EvaluateArgs(_Strict):
-    n: int = Field(ge=1)
-    batch_size: int = Field(ge=1)
-    eps: list[float] = Field(min_length=1)
-    attacks: str
-    seed: int = 0
-
-    _eps = field_validator("eps")(_check_eps_list)
-    _attacks = field_validator("attacks")(_check_attacks)
 
 
 class SweepArgs(_Strict):
@@ -168,8 +174,7 @@ def validate_job(config: Any, source: str = "the job config") -> dict:
         if dup:
             problems.append(f"models: names must be unique, {dup} repeated")
     _raise(list(dict.fromkeys(problems)), source)
-    ev = job.evaluation
-    _warn_eps(ev.eps, ev.norm, source)
+    job.evaluation.warn_pointless_eps(source)
     return job.model_dump()
 
 
@@ -205,9 +210,6 @@ def check_cli_args(command: str, args: dict) -> None:
             problems.append(f"--dist-timeout: must be > 0 (got {args['dist_timeout']})")
     elif command == "attack":
         check(AttackArgs, {k: args[k] for k in AttackArgs.model_fields if k in args})
-    elif command == "evaluate":
-        check(EvaluateArgs, {k: args[k] for k in EvaluateArgs.model_fields if k in args})
-        _warn_eps(args.get("eps") or [], args.get("norm", "linf"), "--eps")
     elif command == "sweep":
         vals = {k: args[k] for k in SweepArgs.model_fields if k in args}
         vals["batch_sizes"] = _int_list(args.get("batch_sizes", ""), "--batch-sizes", problems)
