@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Iterable, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from .argtypes import float_list, int_list, name_list
+from .argtypes import float_list, int_list, json_object, name_list
 from .errors import InputError
 
 
@@ -151,9 +151,11 @@ def _argument_options(field) -> dict:
         default = field.default
         opts["help"] = f"{field.description} (comma-separated)" if field.description else None
         opts["default"] = list(default) if default is not None else None
+    elif annotation is dict or typing.get_origin(annotation) is dict:
+        opts["type"] = json_object
     elif annotation in (int, float, str):
         opts["type"] = annotation
-    if opts["help"] and opts["default"] is not None and opts["default"] != []:
+    if opts["help"] and opts["default"] not in (None, [], {}):
         opts["help"] += " (default: %(default)s)"
     return opts
 

@@ -15,13 +15,13 @@ import logging
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal, Optional, Sequence
 
 import torch
 import torch.distributed as dist
 import torch.nn as nn
 import yaml
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ..data import Dataset, load_dataset
 from ..errors import CheckpointError, InputError
@@ -155,6 +155,34 @@ class ModelRunSource(StrictSettings):
     weights: Literal["best", "last"] = Field("best", description="the run's best or last weights")
     trust_code: bool = Field(False, description="allow run configs that name a model factory module:callable "
                                                 "(imports and runs that code)")
+
+
+class RunTarget(StrictSettings):
+    """Where a run-writing command writes: ``<runs>/<name>``."""
+
+    runs: str = Field("runs", description="root folder of run directories")
+    name: Optional[str] = Field(None, description="run name (default: named after the command's inputs)")
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, v: str | None) -> str | None:
+        return None if v is None else check_name(v)
+
+
+class ModelDataSettings(StrictSettings):
+    """The model to train and the data it is trained on."""
+
+    model: str = Field("fast_mnist", description="registered model name or package.module:callable")
+    data: str = Field("mnist", description="dataset name or path (.npz, image folder, IDX dir, CIFAR dir)")
+
+
+class TrainSourceSettings(ModelDataSettings):
+    """``robustlab train``'s settings besides the training settings (``TrainConfig``)."""
+
+    model_kwargs: dict[str, Any] = Field({}, description="JSON keyword arguments for the model")
+    data_dir: Optional[str] = Field(None, description="directory with the full MNIST (IDX) or CIFAR-10 batches")
+    data_seed: int = Field(0, ge=0, description="seed of the train/val/test split")
+    dist_timeout: float = Field(300.0, gt=0, description="seconds before a collective gives up")
 
 
 def load_model_from_run(run_dir: str | Path, which: str = "best", trust_code: bool = False) -> tuple[nn.Module, dict]:
@@ -304,6 +332,21 @@ def _merge(base: dict, over: dict) -> dict:
     for k, v in over.items():
         out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
+
+
+class BatchSizeSweepSettings(StrictSettings):
+    """The cells of ``robustlab sweep batch-size``: global batch sizes x learning-rate rules."""
+
+    batch_sizes: list[int] = Field([32, 128, 512], min_length=1, description="global batch sizes")
+    lr_rules: list[Literal["constant", "linear", "sqrt"]] = Field(["constant", "linear"], min_length=1,
+                                                                 description="LR rules: constant, linear, sqrt")
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _positive(cls, v: list[int]) -> list[int]:
+        if any(b < 1 for b in v):
+            raise ValueError(f"batch sizes must be >= 1, got {v}")
+        return v
 
 
 def sweep_batch_size(root: str | Path, model_spec: dict, data_spec: dict | str, train_cfg: dict,
