@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Iterable, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from .argtypes import float_list, int_list, json_object, name_list
 from .errors import InputError
 
 
@@ -106,6 +107,12 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def field_flag(name: str, field) -> str:
+    """The flag of a field: ``flag(name)``, or its ``negative_flag`` (a boolean that defaults to true)."""
+    extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+    return extra.get("negative_flag") or flag(name)
+
+
 def _unwrap_optional(annotation: Any) -> Any:
     if typing.get_origin(annotation) in (Union, types.UnionType):
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
@@ -114,30 +121,41 @@ def _unwrap_optional(annotation: Any) -> Any:
     return annotation
 
 
-def _comma_list(item: type):
-    def parse(text: str) -> list:
-        try:
-            return [item(t) for t in text.split(",") if t.strip()]
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected comma-separated {item.__name__} values, got {text!r}") from None
-    parse.__name__ = f"{item.__name__}_list"
-    return parse
+def _list_parser(field, item: Any):
+    """The ``argtypes`` parser of a list field's items (numbers, integers or names); an empty list
+    is accepted unless the field requires items (``min_length``)."""
+    allow_empty = not any(getattr(m, "min_length", 0) for m in field.metadata)
+    parse = {float: float_list, int: int_list}.get(item, name_list)
+
+    def parse_list(text: str) -> list:
+        return parse(text, allow_empty=allow_empty)
+    parse_list.__name__ = parse.__name__
+    return parse_list
 
 
 def _argument_options(field) -> dict:
-    """argparse keywords (type, choices, default, help) for one pydantic field."""
+    """argparse keywords (type, choices, action, nargs, default, help) for one pydantic field. A
+    field's ``json_schema_extra`` may set ``nargs`` (the list is given as separate words) or, for a
+    boolean that defaults to true, ``negative_flag`` (the flag that turns it off)."""
     annotation = _unwrap_optional(field.annotation)
+    extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
     opts: dict[str, Any] = {"default": field.default, "help": field.description}
+    if annotation is bool:
+        return {**opts, "action": "store_false" if field.default else "store_true"}
     if typing.get_origin(annotation) is Literal:
         opts["choices"] = list(typing.get_args(annotation))
+    elif typing.get_origin(annotation) in (tuple, list) and "nargs" in extra:
+        opts.update(nargs=extra["nargs"], default=list(field.default))
     elif typing.get_origin(annotation) in (tuple, list):
-        opts["type"] = _comma_list(typing.get_args(annotation)[0])
+        opts["type"] = _list_parser(field, typing.get_args(annotation)[0])
         default = field.default
         opts["help"] = f"{field.description} (comma-separated)" if field.description else None
         opts["default"] = list(default) if default is not None else None
+    elif annotation is dict or typing.get_origin(annotation) is dict:
+        opts["type"] = json_object
     elif annotation in (int, float, str):
         opts["type"] = annotation
-    if opts["help"] and opts["default"] is not None:
+    if opts["help"] and opts["default"] not in (None, [], {}):
         opts["help"] += " (default: %(default)s)"
     return opts
 
@@ -151,10 +169,11 @@ def add_model_arguments(parser, model: type[BaseModel], include: Iterable[str] |
     for name in names:
         if name in exclude:
             continue
-        opts = _argument_options(model.model_fields[name])
+        field = model.model_fields[name]
+        opts = _argument_options(field)
         if defaults and name in defaults:
             opts["default"] = defaults[name]
-        parser.add_argument(flag(name), dest=name, **opts)
+        parser.add_argument(field_flag(name, field), dest=name, **opts)
 
 
 def values_from_args(model: type[BaseModel], args: argparse.Namespace, include: Iterable[str] | None = None) -> dict:
@@ -162,3 +181,28 @@ def values_from_args(model: type[BaseModel], args: argparse.Namespace, include: 
     names = list(model.model_fields) if include is None else list(include)
     given = vars(args)
     return {name: given[name] for name in names if name in given}
+
+
+def cli_problems(model: type[BaseModel], values: dict) -> list[str]:
+    """`values` checked as a `model`: one line per problem, named by its command-line flag."""
+    err = validation_error(model, values)
+    out = []
+    for line in format_problems(err, "", {(): model}) if err is not None else []:
+        key, _, rest = line.partition(":")
+        name = key.split(".")[0]
+        field = model.model_fields.get(name)
+        out.append(f"{field_flag(name, field) if field is not None else flag(name)}:{rest}")
+    return out
+
+
+def settings_from_args(models: Iterable[type[BaseModel] | tuple[type[BaseModel], Iterable[str]]],
+                       args: argparse.Namespace, what: str) -> dict[type[BaseModel], BaseModel]:
+    """Each settings model (or ``(model, fields)``: only those fields, the others at their defaults)
+    built from the parsed `args`, keyed by model; one ``InputError`` lists every problem of them all."""
+    values = {}
+    for entry in models:
+        model, include = entry if isinstance(entry, tuple) else (entry, None)
+        values[model] = values_from_args(model, args, include)
+    problems = [p for model, v in values.items() for p in cli_problems(model, v)]
+    raise_problems(list(dict.fromkeys(problems)), what)
+    return {model: model.model_validate(v) for model, v in values.items()}

@@ -3,6 +3,7 @@ from the CLI (``robustlab train --flag``), from a job's YAML ``train:`` section,
 through a run's ``config.yaml``; every method's own settings are among them."""
 from __future__ import annotations
 
+import json
 import typing
 
 import pytest
@@ -115,3 +116,112 @@ def test_every_methods_settings_are_training_settings_and_flags(method):
         args = parser.parse_args(["train", flag(name), _cli_text(value)])
         assert getattr(args, name) == value
         assert getattr(TrainConfig(**{name: value}), name) == value
+
+
+# ----- every other command's settings (robustlab.cli.SETTINGS) -----------------------------------------
+#: values other than the defaults where the type alone does not give a valid one
+OTHER = {"attacks": "fgsm", "measures": "trace", "attack": "fgsm", "name": "other", "nnodes": "2", "model": "mlp",
+         "data": "digits", "runs": "elsewhere", "model_kwargs": {"hidden": [8]}, "analyses": ["cka", "probe"],
+         "compare": ["a", "b"], "data_dir": "/data", "lr_rules": ["sqrt"], "out": "cmp", "rdzv_endpoint": "h:1"}
+#: the positional arguments of each command
+POSITIONAL = {"attack": ["r"], "evaluate": ["r"], "represent": ["r"], "landscape": ["r"], "compare-geometry": ["r", "s"],
+              "sweep": ["eps"], "train": [], "launch": []}
+
+
+def _other_setting(model, name: str):
+    """A valid value of `model`'s field `name` that differs from its default."""
+    if model is TrainConfig:
+        return _other_value(name)
+    if name in OTHER:
+        return OTHER[name]
+    field = model.model_fields[name]
+    kinds = typing.get_args(field.annotation) or (field.annotation,)
+    if typing.get_origin(field.annotation) is typing.Literal:
+        return next(c for c in kinds if c != field.default)
+    if bool in kinds:
+        return not field.default
+    if typing.get_origin(field.annotation) is list:
+        return [7, 9] if kinds[0] is int else [0.25, 0.5]
+    if int in kinds and float not in kinds:
+        return 7 if field.default is None else field.default + 2
+    return 0.05 if field.default is None else field.default + 0.25
+
+
+def _cli_words(model, name: str, value) -> list[str]:
+    from robustlab.settings import field_flag
+
+    field = model.model_fields[name]
+    if isinstance(value, bool):
+        return [field_flag(name, field)]
+    if isinstance(field.json_schema_extra, dict) and "nargs" in field.json_schema_extra:
+        return [flag(name), *value]
+    text = json.dumps(value) if isinstance(value, dict) else _cli_text(tuple(value) if isinstance(value, list) else value)
+    return [flag(name), text]
+
+
+def _entries(command: str):
+    from robustlab.cli import SETTINGS
+
+    for entry in SETTINGS[command]:
+        model, include = entry if isinstance(entry, tuple) else (entry, None)
+        yield model, list(model.model_fields) if include is None else list(include)
+
+
+def _commands():
+    from robustlab.cli import SETTINGS
+
+    return sorted(SETTINGS)
+
+
+@pytest.mark.parametrize("command", _commands())
+def test_every_field_of_every_commands_settings_is_reachable_from_the_cli(command):
+    from robustlab.cli import SETTINGS, build_parser
+    from robustlab.settings import settings_from_args
+
+    argv, expected = [command, *POSITIONAL[command]], {}
+    for model, names in _entries(command):
+        expected[model] = {name: _other_setting(model, name) for name in names}
+        for name, value in expected[model].items():
+            argv += _cli_words(model, name, value)
+    got = settings_from_args(SETTINGS[command], build_parser().parse_args(argv), command)
+    for model, values in expected.items():
+        assert got[model] == model.model_validate(values), (model.__name__, got[model], values)
+        assert all(getattr(got[model], k) != model.model_fields[k].default for k in values), model.__name__
+
+
+@pytest.mark.parametrize("command", _commands())
+def test_every_commands_flag_defaults_are_its_settings_defaults(command):
+    from robustlab.cli import _SWEEP_DEFAULTS, SETTINGS, build_parser
+    from robustlab.settings import settings_from_args
+
+    got = settings_from_args(SETTINGS[command], build_parser().parse_args([command, *POSITIONAL[command]]), command)
+    for model, names in _entries(command):
+        differ = _SWEEP_DEFAULTS if (command, model) == ("sweep", TrainConfig) else {}
+        assert got[model] == model(**differ), model.__name__
+
+
+def test_every_field_of_the_evaluation_section_is_reachable_from_yaml():
+    from robustlab.runs.schema import EvaluationSettings, validate_job
+
+    values = {name: _other_setting(EvaluationSettings, name) for name in EvaluationSettings.model_fields}
+    text = yaml.safe_dump({"data": "digits", "models": [{"name": "a", "model": "mlp"}], "evaluation": values})
+    job = validate_job(yaml.safe_load(text))
+    assert EvaluationSettings(**job["evaluation"]) == EvaluationSettings(**values) != EvaluationSettings()
+    assert validate_job({"models": [{"name": "a"}]})["evaluation"] == EvaluationSettings().model_dump()
+
+
+def test_evaluation_and_attack_settings_round_trip_through_their_records(tmp_path):
+    from robustlab.experiments.attack import AttackSettings, attack_model_run
+    from robustlab.experiments.job import evaluate_model_run, train_model_run
+    from robustlab.runs.schema import EvaluationSettings
+
+    run = tmp_path / "m"
+    train_model_run(run, {"name": "mlp", "kwargs": {"hidden": [16]}}, {"name": "digits"}, {"epochs": 1, "eval_n": 16,
+                    "eval_steps": 1}, progress=False)
+    ev = EvaluationSettings(eps=[0.0, 0.05], attacks=["fgsm"], n=12, batch_size=5, seed=3, norm="linf")
+    evaluate_model_run(run, ev, "last", progress=False)
+    assert EvaluationSettings(**json.loads((run / "evaluation.json").read_text())["settings"]) == ev
+    atk = AttackSettings(attack="fgsm", eps=0.05, n=10, seed=2, weights="last")
+    _, attack_run = attack_model_run(run, atk, runs=tmp_path)
+    stored = attack_run.read_config()
+    assert AttackSettings(**{k: stored[k] for k in AttackSettings.model_fields}) == atk

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Optional
 
 import torch
+from pydantic import Field
 
 from ..attacks import ATTACKS, Attack, create_attack
 from ..data import load_dataset
@@ -20,7 +21,33 @@ from ..runs import Run, write_page
 from ..taskspec import run_task
 from ..threat import ThreatModel
 from .geometry import task_objective
-from .job import load_model_from_run, parse_data_spec
+from ..runs.schema import warn_if_beyond_input_range
+from .job import ModelRunSource, load_model_from_run, parse_data_spec
+
+
+class AttackSettings(ModelRunSource):
+    """One attack on a model run's first ``n`` test points (``robustlab attack``'s flags, recorded in
+    the attack run's ``config.yaml``). Unset options (None) keep the attack's own defaults."""
+
+    attack: str = Field("pgd", description="attack name (see `robustlab list`)")
+    norm: Literal["linf", "l2", "l1"] = Field("linf", description="threat norm")
+    eps: float = Field(0.3, ge=0, description="threat radius")
+    n: int = Field(1000, ge=1, description="number of test points")
+    batch_size: int = Field(500, ge=1, description="points per batch")
+    seed: int = Field(0, description="seed of the attack's random starts")
+    steps: Optional[int] = Field(None, ge=1, description="attack steps")
+    step_size: Optional[float] = Field(None, gt=0, description="attack step size")
+    restarts: Optional[int] = Field(None, ge=1, description="random restarts")
+    queries: Optional[int] = Field(None, ge=1, description="query budget per point (black-box attacks)")
+    black_box: bool = Field(False, description="give the attack only a score/decision oracle of the model")
+
+    def options(self) -> dict:
+        """The attack's constructor options (None: its default)."""
+        return {"steps": self.steps, "step_size": self.step_size, "restarts": self.restarts,
+                "max_queries": self.queries}
+
+    def warn_pointless_eps(self, where: str) -> None:
+        warn_if_beyond_input_range([self.eps], self.norm, where)
 
 
 def build_attack(name: str, threat: ThreatModel, seed: int, **options) -> tuple[str, Attack, dict]:
@@ -44,23 +71,21 @@ def _target(model, attack: Attack, name: str, black_box: bool):
     return oracle_cls.from_model(model)
 
 
-def attack_model_run(run_dir: str | Path, attack: str, norm: str, eps: float, *, n: int, runs: str | Path,
-                     name: str | None = None, weights: str = "best", seed: int = 0, black_box: bool = False,
-                     save: str | Path | None = None, trust_code: bool = False, options: dict | None = None,
-                     settings: dict | None = None) -> tuple[dict, Run]:
-    """Attack the first ``n`` test points of the model run ``run_dir`` and record it in
-    ``runs/<name>`` (default ``attack-<attack>-<run>``); ``options``: the attack's steps,
-    step_size, restarts, max_queries (None: its default); ``settings``: more to record in the
-    config (the CLI's arguments). Returns the summary and the new run."""
-    model, config = load_model_from_run(run_dir, weights, trust_code=trust_code)
+def attack_model_run(run_dir: str | Path, settings: AttackSettings, *, runs: str | Path = "runs", name: str | None = None,
+                     save: str | Path | None = None, record: dict | None = None) -> tuple[dict, Run]:
+    """Attack the first ``settings.n`` test points of the model run ``run_dir`` and record it in
+    ``runs/<name>`` (default ``attack-<attack>-<run>``); ``record``: more to record in the config
+    (the CLI's arguments). Returns the summary and the new run."""
+    s = settings
+    model, config = load_model_from_run(run_dir, s.weights, trust_code=s.trust_code)
     spec = parse_data_spec(config["data"])
-    test = load_dataset(spec["name"], "test", seed=spec.get("seed", 0), data_dir=spec.get("data_dir")).subset(n)
-    threat = ThreatModel(norm, eps)
-    attack_name, atk, kwargs = build_attack(attack, threat, seed, **(options or {}))
+    test = load_dataset(spec["name"], "test", seed=spec.get("seed", 0), data_dir=spec.get("data_dir")).subset(s.n)
+    threat = ThreatModel(s.norm, s.eps)
+    attack_name, atk, kwargs = build_attack(s.attack, threat, s.seed, **s.options())
     objective = task_objective(config)
     with torch.no_grad():
         clean_ok = ~objective.success(model(test.x), test.y)
-    target = _target(model, atk, attack_name, black_box)
+    target = _target(model, atk, attack_name, s.black_box)
     start = time.perf_counter()
     result = atk(target, test.x, test.y)
     robust = clean_ok & ~result.success
@@ -68,7 +93,7 @@ def attack_model_run(run_dir: str | Path, attack: str, norm: str, eps: float, *,
            "robust_accuracy": float(robust.float().mean()), "seconds": round(time.perf_counter() - start, 2)}
     run = Run(Path(runs) / (name or f"attack-{attack_name}-{Path(run_dir).name}"))
     run.write_config({"kind": "attack", "task": run_task(config), "model_run": str(run_dir), "attack": attack_name,
-                      "threat": threat.describe(), **(settings or {})})
+                      "threat": threat.describe(), **s.model_dump(), **(record or {})})
     run.write_summary(out)
     _write_record(run, out, atk, attack_name, kwargs, run_dir, f"{len(test)} test points of {spec['name']}")
     atomic_torch_save({"x": test.x, "x_adv": result.x_adv, "y": test.y, "success": result.success},

@@ -15,9 +15,10 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Literal, Optional, Sequence
 
 import torch
+from pydantic import Field
 
 from .. import geometry as G
 from ..argtypes import name_list
@@ -29,13 +30,40 @@ from ..geometry import plots
 from ..taskspec import RunInputs, get_task, run_task
 from ..threat import ThreatModel
 from ..training import measure
-from .job import load_model_from_run
+from .job import ModelRunSource, load_model_from_run
 from ..runs.rundir import Run
 
 log = logging.getLogger(__name__)
 
 SCALARS = ("top_eigenvalue", "trace", "keskar", "sam", "asam", "average", "average_relative", "pac_bayes",
            "robust_flatness_avg", "robust_flatness_worst")
+
+
+class GeometrySettings(ModelRunSource):
+    """``robustlab landscape RUN``: which landscape measures, of which loss, on how many points."""
+
+    measures: str = Field("all", description="comma-separated landscape measures, or 'all' (the groups of "
+                          "robustlab.geometry.MEASURES, then flatness and the surfaces; an unknown name lists them all)")
+    loss: Literal["clean", "robust"] = Field("clean", description="the loss whose landscape is measured")
+    n: int = Field(512, ge=1, description="training (and test) points the measures use")
+    eps: Optional[float] = Field(None, ge=0, description="attack radius (default: the run's training eps; "
+                                 "compare-geometry: the largest among the runs)")
+    attack_steps: int = Field(10, ge=1, description="PGD steps of the robust loss and accuracy")
+    grid: int = Field(21, ge=1, description="points per axis of the surfaces")
+    seed: int = Field(0, description="seed of the random directions and attacks")
+
+    def measure_kwargs(self) -> dict:
+        """The keywords of ``landscape`` / ``compare_geometry`` besides the measures and the loss."""
+        return {"n": self.n, "eps": self.eps, "attack_steps": self.attack_steps, "grid": self.grid,
+                "which": self.weights, "seed": self.seed, "trust_code": self.trust_code}
+
+
+class CompareGeometrySettings(GeometrySettings):
+    """``robustlab compare-geometry RUN...``: the landscape settings, and where the comparison goes."""
+
+    measures: str = Field("hessian,trace,sharpness,flatness", description=GeometrySettings.model_fields["measures"].description)
+    out: Optional[str] = Field(None, description="folder for geometry_comparison.{json,md}")
+    recompute: bool = Field(False, description="measure again even where geometry.json exists")
 
 
 def landscape_measures() -> tuple[str, ...]:

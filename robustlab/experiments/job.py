@@ -15,23 +15,25 @@ import logging
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Optional, Sequence
 
 import torch
 import torch.distributed as dist
 import torch.nn as nn
 import yaml
+from pydantic import Field, field_validator
 
 from ..data import Dataset, load_dataset
 from ..errors import CheckpointError, InputError
 from ..evaluation.sharded import sharded_robustness_curve
 from ..runtime import world
+from ..settings import StrictSettings
 from ..fileio import atomic_torch_save, atomic_write_json
 from ..models import create_model
 from ..threat import ThreatModel
 from ..training import TrainConfig, load_state, load_weights, train
 from ..runs.rundir import Run, check_name
-from ..runs.schema import validate_job
+from ..runs.schema import EvaluationSettings, validate_job
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +151,42 @@ def _train_model_run(run: Run, model_spec: dict, data_spec: dict, cfg: TrainConf
     return summary
 
 
+class ModelRunSource(StrictSettings):
+    """Which weights of a model run a command loads, and whether its config may name code."""
+
+    weights: Literal["best", "last"] = Field("best", description="the run's best or last weights")
+    trust_code: bool = Field(False, description="allow run configs that name a model factory module:callable "
+                                                "(imports and runs that code)")
+
+
+class RunTarget(StrictSettings):
+    """Where a run-writing command writes: ``<runs>/<name>``."""
+
+    runs: str = Field("runs", description="root folder of run directories")
+    name: Optional[str] = Field(None, description="run name (default: named after the command's inputs)")
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, v: str | None) -> str | None:
+        return None if v is None else check_name(v)
+
+
+class ModelDataSettings(StrictSettings):
+    """The model to train and the data it is trained on."""
+
+    model: str = Field("fast_mnist", description="registered model name or package.module:callable")
+    data: str = Field("mnist", description="dataset name or path (.npz, image folder, IDX dir, CIFAR dir)")
+
+
+class TrainSourceSettings(ModelDataSettings):
+    """``robustlab train``'s settings besides the training settings (``TrainConfig``)."""
+
+    model_kwargs: dict[str, Any] = Field({}, description="JSON keyword arguments for the model")
+    data_dir: Optional[str] = Field(None, description="directory with the full MNIST (IDX) or CIFAR-10 batches")
+    data_seed: int = Field(0, ge=0, description="seed of the train/val/test split")
+    dist_timeout: float = Field(300.0, gt=0, description="seconds before a collective gives up")
+
+
 def load_model_from_run(run_dir: str | Path, which: str = "best", trust_code: bool = False) -> tuple[nn.Module, dict]:
     """The trained model of a model run (``best`` or ``last`` weights) and its config. Creates nothing.
 
@@ -174,30 +212,28 @@ def load_model_from_run(run_dir: str | Path, which: str = "best", trust_code: bo
     return model, config
 
 
-def evaluate_model_run(run_dir: str | Path, eps: list[float], norm: str = "linf", attacks: Any = "standard",
-                       n: int | None = 1000, batch_size: int = 500, seed: int = 0, which: str = "best",
-                       trust_code: bool = False, resume: bool = False, progress: bool = True) -> dict:
-    """Evaluate a model run on its dataset's test split over `eps`; writes evaluation.json.
+def evaluate_model_run(run_dir: str | Path, settings: EvaluationSettings | Sequence[float], which: str = "best", *,
+                       trust_code: bool = False, resume: bool = False, progress: bool = True, **fields) -> dict:
+    """Evaluate a model run on its dataset's test split with ``settings`` (an ``EvaluationSettings``,
+    or the eps list with the other settings as keywords: ``attacks="fgsm", n=5``); writes evaluation.json.
 
     Every finished (eps, attack, batch) cell is stored under ``evaluation-cells/`` as it completes;
     ``resume=True`` continues a killed evaluation from there (without it, old cells are discarded)."""
-    from ..runtime import world
-
+    if not isinstance(settings, EvaluationSettings):
+        settings = EvaluationSettings(eps=list(settings), **fields)
     model, config = load_model_from_run(run_dir, which, trust_code=trust_code)
     run = Run(run_dir, create=False)
     if world()[0] != 0:  # under torchrun: rank 0 holds the run's lock and writes the record
-        return _evaluate(run, model, config, eps, norm, attacks, n, batch_size, seed, which, resume, progress)
+        return _evaluate(run, model, config, settings, which, resume, progress)
     with run.lock():
-        return _evaluate(run, model, config, eps, norm, attacks, n, batch_size, seed, which, resume, progress)
+        return _evaluate(run, model, config, settings, which, resume, progress)
 
 
-def _evaluate(run, model, config, eps, norm, attacks, n, batch_size, seed, which, resume=False, progress=True) -> dict:
-    if n is not None and n < 1:
-        raise InputError(f"n must be >= 1 test points, got {n}")
-    if batch_size < 1:
-        raise InputError(f"batch_size must be >= 1, got {batch_size}")
+def _evaluate(run: Run, model, config: dict, settings: EvaluationSettings, which: str, resume: bool,
+              progress: bool) -> dict:
+    eps, norm, attacks, n = settings.eps, settings.norm, settings.attacks, settings.n
     test = _load(parse_data_spec(config["data"]), "test")
-    if n is not None and n > len(test):
+    if n > len(test):
         log.warning("asked for %d test points but %s has only %d; evaluating all %d", n, run.path, len(test), len(test))
     test = test.subset(n)
     start = time.perf_counter()
@@ -207,13 +243,14 @@ def _evaluate(run, model, config, eps, norm, attacks, n, batch_size, seed, which
         shutil.rmtree(cells)
     if size > 1:
         dist.barrier()
-    curve = sharded_robustness_curve(model, test, ThreatModel(norm, max(eps)), eps, attacks, batch_size=batch_size,
-                                     seed=seed, cells_dir=cells, progress=progress)
+    curve = sharded_robustness_curve(model, test, ThreatModel(norm, max(eps)), eps, attacks, batch_size=settings.batch_size,
+                                     seed=settings.seed, cells_dir=cells, progress=progress)
     if rank != 0:
         return curve.to_dict()
     out = {
         "norm": norm, "attacks": attacks if isinstance(attacks, str) else [str(a) for a in attacks],
         "weights": which, "n": len(test), "time_s": time.perf_counter() - start, "world_size": size, **curve.to_dict(),
+        "settings": settings.model_dump(),
     }
     atomic_write_json(run.path / "evaluation.json", out)
     last = curve.reports[-1]
@@ -267,7 +304,7 @@ def _run_job(job: Run, config: dict, resume: bool, progress: bool, trust_code: b
 
     job.write_config({"kind": "job", **config})
     data = parse_data_spec(config.get("data", "mnist"))
-    evaluation = config.get("evaluation", {})
+    evaluation = EvaluationSettings(**config.get("evaluation", {}))
     defaults = config.get("train", {})
     model_runs = []
     for entry in config["models"]:
@@ -282,10 +319,7 @@ def _run_job(job: Run, config: dict, resume: bool, progress: bool, trust_code: b
         if not (resume and summary.get("evaluated")):
             train_model_run(run_dir, model_spec, data, train_cfg, resume=resume, progress=progress,
                             trust_code=trust_code)
-            evaluate_model_run(run_dir, [float(e) for e in evaluation.get("eps", [0.0, 0.1, 0.2, 0.3])],
-                               evaluation.get("norm", "linf"), evaluation.get("attacks", "standard"),
-                               evaluation.get("n", 1000), batch_size=evaluation.get("batch_size", 500),
-                               seed=evaluation.get("seed", 0), trust_code=trust_code, resume=resume, progress=progress)
+            evaluate_model_run(run_dir, evaluation, trust_code=trust_code, resume=resume, progress=progress)
             s = Run(run_dir).read_summary()
             s["evaluated"] = True
             Run(run_dir).write_summary(s)
@@ -300,6 +334,21 @@ def _merge(base: dict, over: dict) -> dict:
     for k, v in over.items():
         out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
+
+
+class BatchSizeSweepSettings(StrictSettings):
+    """The cells of ``robustlab sweep batch-size``: global batch sizes x learning-rate rules."""
+
+    batch_sizes: list[int] = Field([32, 128, 512], min_length=1, description="global batch sizes")
+    lr_rules: list[Literal["constant", "linear", "sqrt"]] = Field(["constant", "linear"], min_length=1,
+                                                                 description="LR rules: constant, linear, sqrt")
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _positive(cls, v: list[int]) -> list[int]:
+        if any(b < 1 for b in v):
+            raise ValueError(f"batch sizes must be >= 1, got {v}")
+        return v
 
 
 def sweep_batch_size(root: str | Path, model_spec: dict, data_spec: dict | str, train_cfg: dict,

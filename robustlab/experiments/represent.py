@@ -24,6 +24,7 @@ from typing import Sequence
 
 import torch
 import torch.nn as nn
+from pydantic import Field
 
 from ..data import Dataset, load_dataset
 from ..errors import InputError
@@ -33,7 +34,7 @@ from ..representations import (ClassGaussian, alignment, class_interpolation, in
                                linear_probe, noise_seed, on_off_manifold, resize, saliency, save_grid,
                                signed_map, synthesize, visualize_feature)
 from ..representations.layers import features, last_linear
-from .job import load_model_from_run, load_split, parse_data_spec
+from .job import ModelRunSource, load_model_from_run, load_split, parse_data_spec
 from ..runs.rundir import Run
 from ..runtime import eval_mode
 
@@ -41,6 +42,28 @@ log = logging.getLogger(__name__)
 
 ANALYSES = ("saliency", "alignment", "interpolation", "inversion", "cka", "probe", "manifold")
 DEFAULT_ANALYSES = ("saliency", "alignment", "interpolation", "inversion", "cka", "probe")
+
+
+class RepresentSettings(ModelRunSource):
+    """``robustlab represent RUN``: which analyses, on how many points, and their own settings."""
+
+    analyses: list[str] = Field(list(DEFAULT_ANALYSES), description=f"analyses, from: {', '.join(ANALYSES)}")
+    compare: list[str] = Field([], description="other model runs for CKA (e.g. standard vs robust)",
+                               json_schema_extra={"nargs": "*"})
+    n: int = Field(500, ge=1, description="test points for alignment and CKA")
+    inversion_steps: int = Field(300, ge=1, description="inversion: optimisation steps")
+    eta: float = Field(0.5, ge=0, description="latent Linf radius of the on-manifold attack")
+    conditional_vae: bool = Field(True, description="manifold: use the unconditional VAE (default: the "
+                                  "class-conditional one, Stutz et al.)", json_schema_extra={"negative_flag": "--unconditional-vae"})
+    finetune: bool = Field(True, description="probe: only the linear probe, no fine-tuning",
+                           json_schema_extra={"negative_flag": "--no-finetune"})
+    finetune_epochs: int = Field(3, ge=0, description="probe: epochs of fine-tuning (Adam)")
+    finetune_lr: float = Field(1e-4, gt=0, description="probe: learning rate of fine-tuning")
+
+    def analysis_settings(self) -> dict:
+        """The analyses' own settings (``represent_run``'s ``settings``)."""
+        return self.model_dump(include={"inversion_steps", "eta", "conditional_vae", "finetune", "finetune_epochs",
+                                        "finetune_lr"})
 
 
 def _by_class(data: Dataset, k: int) -> torch.Tensor:

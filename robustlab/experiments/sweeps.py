@@ -10,13 +10,29 @@ import io
 import json
 import logging
 from pathlib import Path
+from typing import Optional
+
+from pydantic import Field
 
 from ..errors import InputError
 from ..fileio import atomic_write_bytes, atomic_write_json
+from ..settings import StrictSettings
 from .job import evaluate_model_run, train_model_run
 from ..runs.rundir import Run
 
 log = logging.getLogger(__name__)
+
+
+class EpsSweepSettings(StrictSettings):
+    """``robustlab sweep eps``: the cells (training eps values, TRADES betas) and their evaluation."""
+
+    train_eps: list[float] = Field([0.0, 0.05, 0.1, 0.2, 0.3], min_length=1,
+                                   description="PGD-AT training eps values (0 = standard training)")
+    trades_betas: list[float] = Field([1.0, 6.0], description="TRADES betas (at --trades-eps); an empty string "
+                                      "trains no TRADES cells")
+    trades_eps: Optional[float] = Field(None, ge=0, description="TRADES training eps (default: the largest --train-eps)")
+    eval_eps: Optional[float] = Field(None, ge=0, description="robust accuracy eps (default: the largest training eps)")
+    attacks: str = Field("fast", description="evaluation suite: fast, standard or attack names")
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -58,7 +74,7 @@ def sweep_eps(root: str | Path, model_spec: dict, data_spec: dict | str, train_c
             if cell["trades_beta"] is not None:
                 cfg["trades_beta"] = cell["trades_beta"]
             summary = train_model_run(run_dir, model_spec, data_spec, cfg, resume=resume, progress=progress)
-            evaluate_model_run(run_dir, [0.0, eval_eps], norm, attacks, eval_n)
+            evaluate_model_run(run_dir, [0.0, eval_eps], norm=norm, attacks=attacks, n=eval_n)
             summary = {**Run(run_dir).read_summary(), "evaluated": True}
             Run(run_dir).write_summary(summary)
         ev = json.loads((run_dir / "evaluation.json").read_text())

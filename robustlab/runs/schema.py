@@ -1,5 +1,7 @@
-"""One schema for job YAML files and the CLI's arguments, checked before anything runs (pydantic v2).
-The ``train:`` sections are ``robustlab.training.TrainConfig`` (declared once, in training).
+"""One schema for job YAML files, checked before anything runs (pydantic v2), and the settings of an
+evaluation (``EvaluationSettings``: a job's ``evaluation:`` section and ``robustlab evaluate``'s flags)
+and of ``robustlab launch``. The ``train:`` sections are ``robustlab.training.TrainConfig`` (declared
+once, in training); the other commands' settings are declared with their drivers in ``experiments``.
 
 Unknown keys are errors with a did-you-mean (``difflib``), types are checked and every number has
 its range (``n >= 1``, ``steps >= 1``, batch sizes >= 1, non-empty eps and attack lists). An Linf
@@ -9,12 +11,14 @@ file or command line are reported together, as one ``InputError``.
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal, Optional, Union
+from typing import Any, ClassVar, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ..argtypes import ListArgumentError, int_list, name_list
+from ..argtypes import name_list
 from ..errors import InputError
+from ..evaluation.suite import SUITES
+from ..settings import StrictSettings
 from ..settings import format_problems as _format
 from ..settings import raise_problems as _raise
 from ..settings import validation_error
@@ -63,16 +67,31 @@ def _check_attacks(v):
     return v
 
 
-class EvaluationSettings(_Strict):
-    eps: list[float] = Field([0.0, 0.1, 0.2, 0.3], min_length=1)
-    norm: Literal["linf", "l2", "l1"] = "linf"
-    attacks: Union[str, list[str]] = "standard"
-    n: int = Field(1000, ge=1)
-    batch_size: int = Field(500, ge=1)
-    seed: int = 0
+class EvaluationSettings(StrictSettings):
+    """The settings of one evaluation (``robustlab evaluate``'s flags, a job's ``evaluation:``
+    section, and what ``evaluation.json`` records): robust accuracy over ``eps`` with a cascade."""
+
+    settings_name: ClassVar[str] = "the evaluation settings"
+    settings_prefix: ClassVar[str] = "evaluation."
+
+    eps: list[float] = Field([0.0, 0.1, 0.2, 0.3], min_length=1, description="eps values")
+    norm: Literal["linf", "l2", "l1"] = Field("linf", description="threat norm")
+    attacks: Union[str, list[str]] = Field("standard", description="'standard', 'rand', 'fast' or comma-separated attack names")
+    n: int = Field(1000, ge=1, description="number of test points")
+    batch_size: int = Field(500, ge=1, description="points per attack batch")
+    seed: int = Field(0, description="seed of the attacks' random starts")
 
     _eps = field_validator("eps")(_check_eps_list)
     _attacks = field_validator("attacks")(_check_attacks)
+
+    def attack_list(self) -> str | list[str]:
+        """The suite name, or the attack names of a comma-separated string."""
+        if isinstance(self.attacks, str) and self.attacks not in SUITES:
+            return name_list(self.attacks, allow_empty=True)
+        return self.attacks
+
+    def warn_pointless_eps(self, where: str) -> None:
+        warn_if_beyond_input_range(self.eps, self.norm, where)
 
 
 class JobConfig(_Strict):
@@ -88,57 +107,20 @@ class JobConfig(_Strict):
         return None if v is None else check_name(v, "job name")
 
 
-# ----- CLI arguments -------------------------------------------------------------------------------
-class AttackArgs(_Strict):
-    n: int = Field(ge=1)
-    batch_size: int = Field(ge=1)
-    eps: float = Field(ge=0)
-    steps: Optional[int] = Field(None, ge=1)
-    step_size: Optional[float] = Field(None, gt=0)
-    restarts: Optional[int] = Field(None, ge=1)
-    queries: Optional[int] = Field(None, ge=1)
-    seed: int = 0
+class LaunchSettings(StrictSettings):
+    """``robustlab launch``: the torchrun processes a command runs on."""
 
-
-class EvaluateArgs(_Strict):
-    n: int = Field(ge=1)
-    batch_size: int = Field(ge=1)
-    eps: list[float] = Field(min_length=1)
-    attacks: str
-    seed: int = 0
-
-    _eps = field_validator("eps")(_check_eps_list)
-    _attacks = field_validator("attacks")(_check_attacks)
-
-
-class SweepArgs(_Strict):
-    batch_sizes: list[int] = Field(min_length=1)
-    lr_rules: list[Literal["constant", "linear", "sqrt"]] = Field(min_length=1)
-    epochs: int = Field(ge=1)
-    lr: float = Field(gt=0)
-    eps: float = Field(ge=0)
-    attack_steps: int = Field(ge=1)
-    eval_n: int = Field(ge=1)
-    seed: int = 0
-
-    @field_validator("batch_sizes")
-    @classmethod
-    def _bs(cls, v):
-        if any(b < 1 for b in v):
-            raise ValueError(f"batch sizes must be >= 1, got {v}")
-        return v
-
-
-class LaunchArgs(_Strict):
-    nproc: int = Field(ge=1)
-    threads: int = Field(ge=1)
+    nproc: int = Field(2, ge=1, description="processes on this node")
+    nnodes: str = Field("1", description="number of nodes (torchrun --nnodes)")
+    rdzv_endpoint: Optional[str] = Field(None, description="host:port of the rendezvous (multi-node)")
+    threads: int = Field(1, ge=1, description="intra-op threads per process")
 
 
 _JOB_MODELS = {(): JobConfig, ("data",): DataSpec, ("models",): ModelEntry, ("models", "model"): ModelSpec,
                ("evaluation",): EvaluationSettings, ("train",): TrainConfig}
 
 
-def _warn_eps(eps_values, norm: str, where: str) -> None:
+def warn_if_beyond_input_range(eps_values, norm: str, where: str) -> None:
     if norm == "linf":
         big = [e for e in eps_values if e > 1]
         if big:
@@ -168,8 +150,7 @@ def validate_job(config: Any, source: str = "the job config") -> dict:
         if dup:
             problems.append(f"models: names must be unique, {dup} repeated")
     _raise(list(dict.fromkeys(problems)), source)
-    ev = job.evaluation
-    _warn_eps(ev.eps, ev.norm, source)
+    job.evaluation.warn_pointless_eps(source)
     return job.model_dump()
 
 
@@ -179,55 +160,3 @@ def _train_problems(settings: dict, where: str, only: set | None = None) -> list
     if errs:
         return _format(ValidationError.from_exception_data(e.title, errs), where, {(): TrainConfig})
     return []
-
-
-def check_cli_args(command: str, args: dict) -> None:
-    """Check the numeric arguments of a CLI command before it runs (InputError listing every problem)."""
-    problems: list[str] = []
-
-    def check(model: type[BaseModel], values: dict, prefix: str = "--") -> None:
-        e = validation_error(model, values)
-        if e is not None:
-            for line in _format(e, ""):
-                key, _, rest = line.partition(":")
-                problems.append(f"{prefix}{key.split('.')[0].replace('_', '-')}:{rest}")
-
-    if command == "train":
-        check(TrainConfig, {k: args[k] for k in TrainConfig.model_fields if k in args})
-        if args.get("data_seed", 0) < 0:
-            problems.append(f"--data-seed: must be >= 0 (got {args['data_seed']})")
-        if args.get("name") is not None:
-            try:
-                check_name(args["name"])
-            except InputError as e:
-                problems.append(f"--name: {e}")
-        if args.get("dist_timeout", 1) <= 0:
-            problems.append(f"--dist-timeout: must be > 0 (got {args['dist_timeout']})")
-    elif command == "attack":
-        check(AttackArgs, {k: args[k] for k in AttackArgs.model_fields if k in args})
-    elif command == "evaluate":
-        check(EvaluateArgs, {k: args[k] for k in EvaluateArgs.model_fields if k in args})
-        _warn_eps(args.get("eps") or [], args.get("norm", "linf"), "--eps")
-    elif command == "sweep":
-        vals = {k: args[k] for k in SweepArgs.model_fields if k in args}
-        vals["batch_sizes"] = _int_list(args.get("batch_sizes", ""), "--batch-sizes", problems)
-        vals["lr_rules"] = name_list(args.get("lr_rules", ""), allow_empty=True)
-        if vals["batch_sizes"] is not None:
-            check(SweepArgs, vals)
-        try:
-            check_name(args.get("name", ""))
-        except InputError as e:
-            problems.append(f"--name: {e}")
-    elif command == "launch":
-        check(LaunchArgs, {k: args[k] for k in LaunchArgs.model_fields if k in args})
-    if command in ("attack",) and args.get("norm") == "linf":
-        _warn_eps([args.get("eps", 0)], "linf", "--eps")
-    _raise(problems, f"`robustlab {command}` arguments")
-
-
-def _int_list(text: str, flag: str, problems: list[str]):
-    try:
-        return int_list(text, allow_empty=True)
-    except ListArgumentError as e:
-        problems.append(f"{flag}: {e}")
-        return None
