@@ -40,7 +40,8 @@ def check_labels(labels, source: str = "labels") -> np.ndarray:
     outside = (y < 0) | (y >= MAX_CLASSES)
     if outside.any():
         raise InputError(
-            f"{source}: {int(outside.sum())} labels outside [0, num_classes) (e.g. {y[outside].flat[0]:g}); "
+            f"{source}: {int(outside.sum())} of {y.size} labels lie outside [0, num_classes) "
+            f"(e.g. {y[outside].flat[0]:g}); "
             f"labels are class indices 0..num_classes-1 with num_classes at most {MAX_CLASSES:,}")
     return y.astype(np.int64)
 
@@ -78,7 +79,10 @@ def _open_npz(path):
     """np.load without unpickling; InputError in one line for a file that is not an .npz archive."""
     try:
         f = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+    except ValueError:  # not a zip: numpy would read it as a pickle, which is never loaded here
+        raise InputError(f"{path}: not a readable .npz archive (not a zip of arrays; pickles are never loaded); "
+                         f"{_SAVE_HINT}") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as e:
         reason = (str(e).splitlines() or [""])[0]
         raise InputError(f"{path}: not a readable .npz archive ({type(e).__name__}: {reason}); {_SAVE_HINT}") from None
     if not isinstance(f, np.lib.npyio.NpzFile):
@@ -125,7 +129,7 @@ def load_image_folder(root: str | Path) -> tuple[np.ndarray, np.ndarray, list[st
     shapes = {im.shape for im in images}
     if len(shapes) != 1:
         raise InputError(f"{root}: images have different shapes {sorted(shapes)}; resize them first")
-    return to_nchw_unit(np.stack(images)), np.asarray(labels, dtype=np.int64), classes
+    return to_nchw_unit(np.stack(images), str(root)), np.asarray(labels, dtype=np.int64), classes
 
 
 def _open_maybe_gz(path: Path):
