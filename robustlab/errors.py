@@ -5,6 +5,7 @@ Every check raises an error whose message says what is wrong and how to fix it.
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 from typing import Sequence
 
@@ -52,6 +53,13 @@ def check_eps(eps: float) -> float:
     return value
 
 
+def check_positive_int(value, name: str) -> int:
+    """`value` as an int >= 1 (a batch size, a count), or InputError naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise InputError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
 def check_batch(x: torch.Tensor, target=None, bounds: tuple[float, float] = (0.0, 1.0)) -> None:
     """Check an input batch lies in `bounds` and matches its targets in length."""
     if not isinstance(x, torch.Tensor):
@@ -61,6 +69,8 @@ def check_batch(x: torch.Tensor, target=None, bounds: tuple[float, float] = (0.0
             f"inputs must have a batch dimension first, got shape {tuple(x.shape)}; "
             "use x.unsqueeze(0) for a single sample"
         )
+    if x.shape[0] == 0:
+        raise InputError(f"empty batch: the inputs have shape {tuple(x.shape)}; pass at least one sample")
     if not torch.is_floating_point(x):
         raise InputError(
             f"inputs must be floating point in [{bounds[0]}, {bounds[1]}], got dtype {x.dtype}; "
@@ -106,6 +116,15 @@ def check_model_output(output: torch.Tensor, what: str = "model output") -> None
             f"{what} contains NaN or inf for samples {bad[:10].tolist()}"
             f"{' ...' if bad.numel() > 10 else ''}; check the model (division by zero, log of 0, "
             "exploding weights) before attacking it"
+        )
+
+
+def check_logits(output, what: str = "the model's output") -> None:
+    """A classifier's output must be logits [B, C]; ModelOutputError otherwise (e.g. one score per sample)."""
+    if isinstance(output, torch.Tensor) and output.dim() != 2:
+        raise ModelOutputError(
+            f"{what} has shape {tuple(output.shape)}, but a classifier must return logits of shape [B, C] (one "
+            "score per class); for a single-score binary model return torch.stack([-z, z], 1)"
         )
 
 

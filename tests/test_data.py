@@ -115,3 +115,71 @@ def test_first_batches_cut_at_n_and_read_no_further():
     assert list(first_batches(loader(), 0, 3)) == []
     x, y = materialize((torch.arange(10).float()[:, None], torch.arange(10)), 4, batch_size=3)
     assert y.tolist() == [0, 1, 2, 3] and x.shape == (4, 1)
+
+
+# --- issue 25: data validated at load -------------------------------------------------------------------------
+
+def _npz(tmp_path, name, x=None, y=None, n=20):
+    rng = np.random.default_rng(0)
+    x = rng.random((n, 1, 6, 6)).astype(np.float32) if x is None else x
+    y = np.arange(len(x)) % 2 if y is None else y
+    path = tmp_path / name
+    np.savez(path, x=x, y=y)
+    return path
+
+
+def test_npz_nan_or_inf_pixels_are_refused_naming_the_file_and_count(tmp_path):
+    x = np.random.default_rng(0).random((20, 1, 6, 6)).astype(np.float32)
+    x[0, 0, 0, :3] = np.nan
+    x[5, 0, 1, 1] = np.inf
+    path = _npz(tmp_path, "bad.npz", x=x)
+    for load in (lambda: formats.load_npz(path), lambda: rl.load_dataset(str(path), "train")):
+        with pytest.raises(rl.InputError, match=r"bad\.npz.*4 NaN or inf") as e:
+            load()
+        assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("bad", [1e9, -1, 100_000, 2.5])
+def test_npz_labels_outside_the_class_range_are_refused(tmp_path, bad):
+    y = (np.arange(20) % 2).astype(np.float64)
+    y[3] = bad
+    path = _npz(tmp_path, "labels.npz", y=y)
+    with pytest.raises(rl.InputError, match=r"labels\.npz.*label") as e:
+        formats.load_npz(path)
+    msg = str(e.value)
+    assert "\n" not in msg and ("100,000" in msg or "integer" in msg), msg
+
+
+def test_empty_npz_is_refused(tmp_path):
+    path = _npz(tmp_path, "empty.npz", x=np.zeros((0, 1, 6, 6), np.float32), y=np.zeros(0, np.int64))
+    with pytest.raises(rl.InputError, match=r"empty\.npz.*no samples"):
+        rl.load_dataset(str(path), "train")
+
+
+def test_object_array_and_non_zip_npz_are_one_line_input_errors(tmp_path):
+    obj = tmp_path / "obj.npz"
+    np.savez(obj, x=np.array([object(), 1], dtype=object), y=np.array([0, 1]))
+    junk = tmp_path / "junk.npz"
+    junk.write_bytes(b"not a zip file at all")
+    for path in (obj, junk):
+        with pytest.raises(rl.InputError, match=path.name) as e:
+            formats.load_npz(path)
+        assert "\n" not in str(e.value)
+
+
+def test_tiny_npz_has_an_empty_val_split_and_refuses_an_empty_test_split(tmp_path):
+    path = _npz(tmp_path, "tiny.npz", n=3)
+    assert len(rl.load_dataset(str(path), "train")) == 3
+    assert len(rl.load_dataset(str(path), "val")) == 0  # training then falls back to the last checkpoint
+    with pytest.raises(rl.InputError, match=r"tiny\.npz.*3 samples.*test split is empty"):
+        rl.load_dataset(str(path), "test")
+    assert len(rl.load_dataset(str(_npz(tmp_path, "ten.npz", n=10)), "test")) == 1
+
+
+def test_batches_refuse_a_non_positive_batch_size():
+    from robustlab.data import iterate_batches
+
+    x, y = torch.rand(4, 1, 2, 2), torch.zeros(4, dtype=torch.long)
+    for bad in (0, -2):
+        with pytest.raises(rl.InputError, match="batch_size must be a positive integer"):
+            list(iterate_batches((x, y), bad))

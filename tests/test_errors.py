@@ -85,3 +85,37 @@ def test_unknown_names_list_the_known_ones():
 
     with pytest.raises(rl.UnknownNameError, match="known training methods: fgsm_rs, llr, on_manifold, pgd, standard, trades"):
         get_method("trades++")
+
+
+# --- issue 25: Python API entry checks are one-line errors --------------------------------------------------
+
+def test_an_empty_batch_is_an_input_error(digits_model):
+    x, y = torch.rand(0, 1, 8, 8), torch.zeros(0, dtype=torch.long)
+    with pytest.raises(rl.InputError, match="empty batch") as e:
+        A.PGD(rl.ThreatModel("linf", 0.1), steps=2)(digits_model, x, y)
+    assert "\n" not in str(e.value)
+    with pytest.raises(rl.InputError, match="empty batch"):
+        rl.evaluate(digits_model, [(x, y)], rl.ThreatModel("linf", 0.1), "fgsm", progress=False, sanity=None)
+
+
+class ScalarHead(nn.Module):
+    def forward(self, x):
+        return x.flatten(1).mean(1)  # [B]: one number per sample, not logits
+
+
+def test_evaluate_on_a_model_with_a_B_output_is_a_model_output_error(digits_test):
+    x, y = digits_test
+    with pytest.raises(rl.ModelOutputError, match=r"shape \(4,\).*\[B, C\]") as e:
+        rl.evaluate(ScalarHead(), (x[:4], y[:4]), rl.ThreatModel("linf", 0.1), "fgsm", progress=False, sanity=None)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5])
+def test_evaluate_refuses_a_bad_batch_size_in_context(digits_model, digits_test, bad):
+    x, y = digits_test
+    threat = rl.ThreatModel("linf", 0.1)
+    with pytest.raises(rl.InputError, match=f"batch_size must be a positive integer, got {bad}"):
+        rl.evaluate(digits_model, (x[:4], y[:4]), threat, "fgsm", progress=False, batch_size=bad)
+    with pytest.raises(rl.InputError, match="batch_size must be a positive integer"):
+        rl.robustness_curve(digits_model, (x[:4], y[:4]), threat, [0.1], attacks="fgsm", progress=False,
+                            batch_size=bad)

@@ -112,3 +112,42 @@ def test_cli_numeric_arguments_give_a_clear_error_or_a_valid_run(trained_run, tm
         assert code == 2, err
         assert "Traceback" not in err and "error" in err
         assert not (tmp_path / "runs").exists()
+
+
+# --- issue 25: bad data files are refused at load, in one line (exit 2) -------------------------------------
+
+def _bad_npz(kind, path):
+    import numpy as np
+
+    x = np.random.default_rng(0).random((20, 1, 8, 8)).astype(np.float32)
+    y = (np.arange(20) % 2).astype(np.int64)
+    if kind == "nan":
+        x[0, 0, 0, :3] = np.nan
+    elif kind == "inf":
+        x[1, 0, 0, 0] = -np.inf
+    elif kind == "label 1e9":
+        y = y.astype(np.float64)
+        y[:10] = 1e9
+    elif kind == "label -1":
+        y[4] = -1
+    elif kind == "empty":
+        x, y = x[:0], y[:0]
+    elif kind == "object array":
+        x = np.array([object()] * 20, dtype=object)
+    elif kind == "not a zip":
+        path.write_bytes(b"not an npz")
+        return
+    np.savez(path, x=x, y=y)
+
+
+DATA_CASES = [("nan", "3 NaN or inf"), ("inf", "1 NaN or inf"), ("label 1e9", "100,000"), ("label -1", "100,000"),
+              ("empty", "no samples"), ("object array", "object"), ("not a zip", "not a readable .npz")]
+
+
+@pytest.mark.parametrize("kind,words", DATA_CASES, ids=[k for k, _ in DATA_CASES])
+def test_cli_bad_npz_is_one_line_exit_2(tmp_path, capsys, kind, words):
+    path = tmp_path / "bad.npz"
+    _bad_npz(kind, path)
+    code, _, err = cli(capsys, "train", "--data", path, "--model", "mlp", "--epochs", 1, "--runs", tmp_path / "runs")
+    assert_clear_error(code, err, 2, "bad.npz", words)
+    assert len(err.strip().splitlines()) == 1, err

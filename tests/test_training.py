@@ -226,3 +226,41 @@ def test_step_snapshots_follow_the_optimiser_and_feed_the_trajectory(tmp_path):
     assert not torch.equal(load_file(str(steps[1]))["classifier.weight"], first["classifier.weight"])
     traj = trajectory_pca(load_snapshots(model, steps), model)
     assert traj.coords.shape[0] == 5
+
+
+# --- issue 25: a validation split too small to choose a checkpoint ------------------------------------------
+
+def test_an_empty_validation_split_falls_back_to_the_last_checkpoint(tmp_path, caplog):
+    tr = rl.load_dataset("digits", "train").subset(64)
+    empty = tr.take(torch.arange(0))
+    model = rl.create_model("mlp", in_features=64, num_classes=10)
+    cfg = TrainConfig(method="standard", epochs=3, lr=1e-2, eps=0.0, eval_n=32, seed=0)
+    with caplog.at_level("INFO", logger="robustlab.training.loop"):
+        result = train(model, tr, empty, cfg, checkpoint_dir=tmp_path / "ck", progress=False)
+    assert result.best_epoch == 3 and result.best_val_robust_acc is None
+    assert result.checkpoint_selection.startswith("last")
+    assert all("val_acc" not in r for r in result.history)  # no val_acc 0.0 measured on nothing
+    lines = [r.getMessage() for r in caplog.records if "validation split" in r.getMessage()]
+    assert len(lines) == 1 and "last" in lines[0], lines
+    last = load_file(str(tmp_path / "ck" / "last.safetensors"))
+    best = load_file(str(tmp_path / "ck" / "best.safetensors"))
+    assert all(torch.equal(last[k], best[k]) for k in last)
+    kept = train(rl.create_model("mlp", in_features=64, num_classes=10), tr, tr.subset(32), cfg, progress=False)
+    assert kept.checkpoint_selection == "best on validation data"
+
+
+def test_a_tiny_npz_trains_on_the_last_checkpoint_and_records_it(tmp_path, capsys):
+    import json
+
+    import numpy as np
+
+    from helpers import cli
+
+    np.savez(tmp_path / "tiny.npz", x=np.random.default_rng(0).random((3, 1, 6, 6)).astype(np.float32),
+             y=np.array([0, 1, 0]))
+    code, out, err = cli(capsys, "train", "--data", tmp_path / "tiny.npz", "--model", "mlp", "--epochs", "2",
+                         "--runs", tmp_path / "runs", "--name", "tiny")
+    assert code == 0, err
+    summary = json.loads((tmp_path / "runs" / "tiny" / "summary.json").read_text())
+    assert summary["best_epoch"] == 2 and summary["checkpoint_selection"].startswith("last")
+    assert "val_acc" not in summary["final"]

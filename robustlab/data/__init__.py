@@ -8,6 +8,7 @@ functions of ``seed``: ``train``, ``val`` (held out from the training pool) and 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -148,10 +149,17 @@ def load_dataset(name: str, split: str = "train", seed: int = 0, data_dir: str |
 
 
 def _holdout(x, y, split, seed, val_fraction, name, classes, has_test: bool):
-    """Split a user's training pool into train/val (and test when the files have no test split)."""
+    """Split a user's training pool into train/val (and test when the files have no test split).
+
+    A pool too small to hold out any point (``round(val_fraction * n) == 0``) gives an empty val split
+    (training then keeps the last checkpoint, see ``training.loop``) and refuses an empty test split."""
     n = len(y)
     n_val = int(round(val_fraction * n))
     n_test = 0 if has_test else n_val
+    if split == "test" and n_test == 0:
+        need = f"at least {math.ceil(1 / val_fraction)} samples" if val_fraction > 0 else "a val_fraction above 0"
+        raise InputError(f"{name}: {n} samples: the held-out test split is empty (val_fraction {val_fraction:g} "
+                         f"holds out {n_val}); give {need} to evaluate on")
     idx = _split_pool(n, seed, n_test, n_val)[split]
     return Dataset(torch.from_numpy(np.ascontiguousarray(x[idx])), torch.from_numpy(y[idx]), name, classes)
 

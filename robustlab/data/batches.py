@@ -11,7 +11,7 @@ from typing import Any, Iterator
 
 import torch
 
-from ..errors import InputError, target_length
+from ..errors import InputError, check_positive_int, target_length
 from ..targets import concat_targets, index_target
 
 __all__ = ["batch_list", "first_batches", "iterate_batches", "materialize"]
@@ -21,6 +21,7 @@ def iterate_batches(data: Any, batch_size: int) -> Iterator[tuple[torch.Tensor, 
     """Batches ``(x, target)`` of ``data`` in order. A pair is cut into consecutive batches of
     ``batch_size`` (indexed copies, so a caller may change a batch in place); a data set's own
     ``batches(batch_size)`` and a loader's batches are passed through."""
+    check_positive_int(batch_size, "batch_size")
     if data is None:
         raise InputError("data is required: an (x, y) pair, a robustlab Dataset or an iterable of (x, target) batches")
     if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], torch.Tensor):

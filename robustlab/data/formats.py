@@ -1,12 +1,15 @@
 """Readers for user data on disk: .npz, image folders, MNIST IDX files, CIFAR-10/100 python batches.
 
-Every reader returns (x, y): float32 [N, C, H, W] in [0, 1] and int64 [N].
+Every reader returns (x, y): float32 [N, C, H, W] in [0, 1] and int64 [N], checked at load: at least one
+sample, finite pixels, and integer labels in [0, MAX_CLASSES) (a label of 1e9 would otherwise ask for a
+model with a billion outputs). An .npz is read without unpickling (object arrays are refused).
 """
 from __future__ import annotations
 
 import gzip
 import pickle
 import struct
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -14,11 +17,48 @@ import numpy as np
 from ..errors import InputError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff"}
+_SAVE_HINT = "save the data with np.savez(path, x=images, y=labels)"
+MAX_CLASSES = 100_000  # labels must lie in [0, MAX_CLASSES): the classifier's output layer has one unit per class
 
 
-def to_nchw_unit(images: np.ndarray) -> np.ndarray:
-    """Convert images (N,H,W), (N,H,W,C) or (N,C,H,W), uint8 or float, to float32 NCHW in [0, 1]."""
+def check_finite_pixels(a: np.ndarray, source: str = "images") -> None:
+    """InputError naming `source` and how many values are NaN or inf (they would pass a range check)."""
+    if np.issubdtype(a.dtype, np.floating):
+        bad = int(a.size - np.count_nonzero(np.isfinite(a)))
+        if bad:
+            raise InputError(f"{source}: {bad} NaN or inf pixel values; replace them (e.g. np.nan_to_num) "
+                             "or drop those images")
+
+
+def check_labels(labels, source: str = "labels") -> np.ndarray:
+    """The labels as int64 class indices, or InputError: non-integer values, or any outside [0, MAX_CLASSES)."""
+    y = np.asarray(labels)
+    if not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating) or y.dtype == np.bool_):
+        raise InputError(f"{source}: labels must be integer class indices, got dtype {y.dtype}")
+    if np.issubdtype(y.dtype, np.floating) and not np.all(np.isfinite(y) & (y == np.round(y))):
+        raise InputError(f"{source}: labels must be integer class indices, found non-integer values")
+    outside = (y < 0) | (y >= MAX_CLASSES)
+    if outside.any():
+        raise InputError(
+            f"{source}: {int(outside.sum())} of {y.size} labels lie outside [0, num_classes) "
+            f"(e.g. {y[outside].flat[0]:g}); "
+            f"labels are class indices 0..num_classes-1 with num_classes at most {MAX_CLASSES:,}")
+    return y.astype(np.int64)
+
+
+def checked_samples(x: np.ndarray, y, source: str) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) of a reader after the load checks: at least one sample and class-index labels (the pixels are
+    checked by ``to_nchw_unit``)."""
+    if len(x) == 0:
+        raise InputError(f"{source}: no samples (images of shape {tuple(np.shape(x))}); the data set is empty")
+    return x, check_labels(y, source)
+
+
+def to_nchw_unit(images: np.ndarray, source: str = "images") -> np.ndarray:
+    """Convert images (N,H,W), (N,H,W,C) or (N,C,H,W), uint8 or float, to float32 NCHW in [0, 1];
+    NaN or inf values are refused (``check_finite_pixels``), naming `source`."""
     a = np.asarray(images)
+    check_finite_pixels(a, source)
     if a.ndim == 3:
         a = a[:, None]
     elif a.ndim == 4 and a.shape[-1] in (1, 3, 4) and a.shape[1] not in (1, 3, 4):
@@ -35,18 +75,38 @@ def to_nchw_unit(images: np.ndarray) -> np.ndarray:
     return a
 
 
+def _open_npz(path):
+    """np.load without unpickling; InputError in one line for a file that is not an .npz archive."""
+    try:
+        f = np.load(path, allow_pickle=False)
+    except ValueError:  # not a zip: numpy would read it as a pickle, which is never loaded here
+        raise InputError(f"{path}: not a readable .npz archive (not a zip of arrays; pickles are never loaded); "
+                         f"{_SAVE_HINT}") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as e:
+        reason = (str(e).splitlines() or [""])[0]
+        raise InputError(f"{path}: not a readable .npz archive ({type(e).__name__}: {reason}); {_SAVE_HINT}") from None
+    if not isinstance(f, np.lib.npyio.NpzFile):
+        raise InputError(f"{path}: not a readable .npz archive (a single .npy array); {_SAVE_HINT}")
+    return f
+
+
 def load_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """An .npz with images under x / images / X / data and labels under y / labels / Y / targets."""
-    with np.load(path) as f:
+    with _open_npz(path) as f:
         keys = set(f.files)
         xk = next((k for k in ("x", "images", "X", "data") if k in keys), None)
         yk = next((k for k in ("y", "labels", "Y", "targets") if k in keys), None)
         if xk is None or yk is None:
             raise InputError(f"{path}: expected arrays 'x' and 'y' (found {sorted(keys)})")
-        x, y = f[xk], f[yk]
+        try:
+            x, y = f[xk], f[yk]
+        except ValueError:  # numpy refuses object arrays without allow_pickle
+            raise InputError(f"{path}: holds object arrays (pickled Python objects), which could run code when "
+                             "loaded, so they are refused; save plain numeric arrays with np.savez") from None
     if len(x) != len(y):
         raise InputError(f"{path}: {len(x)} images but {len(y)} labels")
-    return to_nchw_unit(x), np.asarray(y, dtype=np.int64)
+    x, y = checked_samples(x, y, str(path))
+    return to_nchw_unit(x, str(path)), y
 
 
 def load_image_folder(root: str | Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -69,7 +129,7 @@ def load_image_folder(root: str | Path) -> tuple[np.ndarray, np.ndarray, list[st
     shapes = {im.shape for im in images}
     if len(shapes) != 1:
         raise InputError(f"{root}: images have different shapes {sorted(shapes)}; resize them first")
-    return to_nchw_unit(np.stack(images)), np.asarray(labels, dtype=np.int64), classes
+    return to_nchw_unit(np.stack(images), str(root)), np.asarray(labels, dtype=np.int64), classes
 
 
 def _open_maybe_gz(path: Path):
@@ -104,9 +164,8 @@ def load_mnist_idx(root: str | Path, split: str = "train") -> tuple[np.ndarray, 
                 if cand.exists():
                     return cand
         raise InputError(f"{root}: no {prefix}-{kind} file found")
-    x = read_idx(find("images-idx3-ubyte"))
-    y = read_idx(find("labels-idx1-ubyte")).astype(np.int64)
-    return to_nchw_unit(x), y
+    x, y = checked_samples(read_idx(find("images-idx3-ubyte")), read_idx(find("labels-idx1-ubyte")), str(root))
+    return to_nchw_unit(x, str(root)), y
 
 
 class _BatchUnpickler(pickle.Unpickler):
@@ -162,5 +221,5 @@ def load_cifar_batches(root: str | Path, split: str = "train") -> tuple[np.ndarr
         if data is None or labels is None:
             raise InputError(f"{path}: not a CIFAR python batch (keys {list(d)[:6]})")
         xs.append(np.asarray(data, dtype=np.uint8).reshape(-1, 3, 32, 32))
-        ys.append(np.asarray(labels, dtype=np.int64))
-    return to_nchw_unit(np.concatenate(xs)), np.concatenate(ys)
+        ys.append(check_labels(labels, str(path)))
+    return to_nchw_unit(np.concatenate(xs), str(root)), np.concatenate(ys)

@@ -22,7 +22,7 @@ from ..targets import concat_targets, index_target, target_to
 from ..argtypes import name_list
 from ..data.batches import first_batches, iterate_batches, materialize
 from ..runtime import device_of, eval_mode
-from ..errors import InputError, check_batch
+from ..errors import InputError, check_batch, check_logits, check_positive_int
 from ..cells import Cells
 from ..objectives import CrossEntropy, Objective
 from ..threat import ThreatModel
@@ -200,6 +200,7 @@ def evaluate(model, data, threat: ThreatModel, attacks: str | Sequence[Attack | 
             there atomically; a rerun with the same settings continues after the last finished cell
             (attacks are seeded per call, so the result equals an uninterrupted run).
     """
+    check_positive_int(batch_size, "batch_size")
     run = _Evaluation(model, threat, attacks, objective=objective, metrics=metrics, seed=seed, batch_size=batch_size,
                       n_examples=n_examples, already_broken=already_broken, start_points=start_points,
                       progress=progress, keep_points=keep_points, cells_dir=cells_dir)
@@ -272,6 +273,8 @@ class _Evaluation:
         check_batch(xb, yb, self.threat.bounds)
         with torch.no_grad():
             out_clean = self.model(xb)
+        if self.metrics is classification_metrics:
+            check_logits(out_clean)
         correct = ~self.objective.success(out_clean, yb).to(self.device)
         cell = f"eps{self.threat.eps:g}-{self.threat.norm}-points{self.seen:06d}-{self.seen + xb.shape[0]:06d}"
         state = self._resume(cell) or self._start_batch(xb, correct)

@@ -144,7 +144,8 @@ def _train_model_run(run: Run, model_spec: dict, data_spec: dict, cfg: TrainConf
     summary = {
         "trained": True, "best_epoch": result.best_epoch, "best_val_robust_acc": result.best_val_robust_acc,
         "catastrophic_overfitting_epoch": result.catastrophic_overfitting_epoch, "train_time_s": result.time_s,
-        "stopped_early": result.stopped_early, "final": result.history[-1] if result.history else {},
+        "stopped_early": result.stopped_early, "checkpoint_selection": result.checkpoint_selection,
+        "final": result.history[-1] if result.history else {},
         "n_parameters": sum(p.numel() for p in model.parameters()),
     }
     run.write_summary(summary)

@@ -159,6 +159,11 @@ class TrainResult:
     catastrophic_overfitting_epoch: int | None = None
     time_s: float = 0.0
     stopped_early: bool = False
+    checkpoint_selection: str = ""  # how best.safetensors was chosen (``_selection_data``)
+
+
+MIN_VALIDATION_SAMPLES = 1  # a smaller validation split cannot choose a checkpoint: the last one is kept
+KEEP_LAST = "last: the validation split is empty, too small to choose a checkpoint"
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -212,7 +217,7 @@ def train(model: nn.Module, train_data: Dataset, val_data: Dataset | None, cfg: 
     if resume:
         _restore(state)
     train_eval = train_data.subset(cfg.eval_n)
-    val_eval = val_data.subset(cfg.eval_n) if val_data is not None else None
+    val_eval = _selection_data(state, val_data)
     state.best_train_pgd = max((h.get("train_robust_acc", 0.0) for h in state.result.history), default=0.0)
     if cfg.snapshot_steps and state.ckpt is not None and state.rank == 0 and state.start_epoch == 0:
         save_weights(state.base, state.ckpt / "snapshots" / "step_0000000.safetensors", {"step": "0"})
@@ -285,6 +290,24 @@ def _restore(state: _TrainingState) -> None:
     result.best_score = tuple(saved["best_score"]) if saved.get("best_score") is not None else None
     result.time_s = saved["time_s"]
     log.info("resuming from epoch %d", state.start_epoch)
+
+
+def _selection_data(state: _TrainingState, val_data: Dataset | None) -> Dataset | None:
+    """The validation points measured each epoch (at most ``eval_n``), and how the best checkpoint is
+    chosen (``result.checkpoint_selection``): on them, on training points when there is no validation
+    data, or, for a split under ``MIN_VALIDATION_SAMPLES``, the last epoch's weights (logged once)."""
+    result = state.result
+    if val_data is None:
+        result.checkpoint_selection = "best on training points"
+        return None
+    if len(val_data) < MIN_VALIDATION_SAMPLES:
+        result.checkpoint_selection = KEEP_LAST
+        if state.rank == 0:
+            log.warning("the validation split has %d samples, too few to choose a checkpoint: best.safetensors "
+                        "is the last epoch's weights (checkpoint selection: last)", len(val_data))
+        return None
+    result.checkpoint_selection = "best on validation data"
+    return val_data.subset(state.cfg.eval_n)
 
 
 def _run_epoch(state: _TrainingState, epoch: int, data: Dataset, regularizer, progress: bool) -> tuple[list, float, float]:
@@ -385,8 +408,12 @@ def _overfitting(state: _TrainingState, record: dict, tr: dict) -> bool:
 
 
 def _select(state: _TrainingState, epoch: int, record: dict) -> bool:
-    """Whether this epoch is the best so far (``_selection_score``); updates the result's best."""
+    """Whether this epoch is the best so far (``_selection_score``; always, when the validation split is
+    too small to choose: ``KEEP_LAST``); updates the result's best."""
     result = state.result
+    if result.checkpoint_selection == KEEP_LAST:
+        result.best_epoch, result.best_score, result.best_val_robust_acc = epoch + 1, None, None
+        return True
     selection = _selection_score(state.cfg, record)
     is_best = result.best_score is None or selection > tuple(result.best_score)
     if is_best:
