@@ -185,9 +185,10 @@ def cmd_train(args) -> int:
     if rank != 0:
         return 0
     final = summary.get("final", {})
-    print(f"{run_dir}: val acc {final.get('val_acc', float('nan')):.4f}, val PGD acc "
-          f"{final.get('val_robust_acc', float('nan')):.4f} (best epoch {summary['best_epoch']}, "
-          f"{summary['train_time_s']:.1f}s)")
+    split = "val" if "val_acc" in final else "train"  # no validation split: the training points' figures
+    print(f"{run_dir}: {split} acc {final.get(f'{split}_acc', float('nan')):.4f}, {split} PGD acc "
+          f"{final.get(f'{split}_robust_acc', float('nan')):.4f} (checkpoint: epoch {summary['best_epoch']}, "
+          f"{summary.get('checkpoint_selection', 'best on validation data')}; {summary['train_time_s']:.1f}s)")
     return 0
 
 
