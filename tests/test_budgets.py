@@ -11,6 +11,8 @@ from robustlab import attacks as A
 from robustlab.errors import InputError
 from robustlab.oracles import DecisionOracle, QueryBudgetExceeded, ScoreOracle
 
+from helpers import cli
+
 
 class Counted:
     """A tiny linear classifier on [B, C, H, W] inputs that counts the rows it is sent."""
@@ -121,3 +123,22 @@ def test_no_sample_ever_exceeds_its_budget(name, budget, b, channels, side, orac
     if oracle_budget is not None and oracle.per_sample:
         assert max(oracle.per_sample.values()) <= oracle_budget
     assert (oracle.queries_of(range(b)) <= res.queries.cpu()).all()  # memoised repeats are free
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--attack", "nes", "--queries", "3"], "NES's max_queries (--queries) must be at least 4"),
+    (["--attack", "bandits", "--queries", "1"], "must be at least 4"),
+    (["--attack", "square", "--queries", "2", "--restarts", "3"], "Square's max_queries (--queries) must be at least 3"),
+])  # non-positive --queries: refused by the CLI's settings model already
+def test_cli_refuses_budgets_below_the_minimum_in_one_line(trained_run, tmp_path, capsys, args, message):
+    code, _, err = cli(capsys, "attack", trained_run, "--n", "4", "--eps", "0.1", "--black-box", *args,
+                       "--runs", tmp_path / "runs")
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_cli_nes_below_one_step_spends_exactly_its_budget(trained_run, tmp_path, capsys):
+    code, out, err = cli(capsys, "attack", trained_run, "--n", "10", "--eps", "0.05", "--black-box", "--attack",
+                         "nes", "--queries", "50", "--runs", tmp_path / "runs")
+    assert code == 0, err
+    assert '"forward_calls": 500' in out  # 10 points x 50 queries (1,020 before the fix)

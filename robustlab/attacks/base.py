@@ -720,7 +720,9 @@ class IterativeAttack(Attack):
 
 def check_query_budget(value, attack: str, minimum: int = 1, why: str = "", name: str = "max_queries") -> int:
     """``value`` as an int, or an InputError naming the minimum: budgets are positive, and at least one
-    step of the attack (``why`` says what that step costs)."""
+    step of the attack (``why`` says what that step costs). The message names the CLI flag too."""
+    flag = "--queries" if name == "max_queries" else "--" + name.replace("_", "-")
+    name = f"{name} ({flag})"
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value != int(value) \
             or value < 1:
         raise InputError(f"{attack}'s {name} must be a positive integer (>= 1), got {value!r}")
