@@ -142,3 +142,15 @@ def test_cli_nes_below_one_step_spends_exactly_its_budget(trained_run, tmp_path,
                          "nes", "--queries", "50", "--runs", tmp_path / "runs")
     assert code == 0, err
     assert '"forward_calls": 500' in out  # 10 points x 50 queries (1,020 before the fix)
+
+
+def test_ocr_simba_stays_within_the_line_budget():
+    """OCR's SimBA walks budget // 2 directions of 1-2 queries after the clean read: budget + 1 at worst
+    for an even budget, unless its max_queries holds it to the budget."""
+    from robustlab.tasks.ocr.attacks import build_attack as ocr_attack
+
+    model = Counted((1, 6, 6), classes=2)
+    model.w.zero_()  # a flat loss: no move improves it, so every direction costs 2 queries
+    x, y = _batch(model, 4, (1, 6, 6))
+    res = ocr_attack("simba-pixel", rl.ThreatModel("linf", 0.1), None, budget=10)(model, x, y)
+    assert res.queries.tolist() == [10] * 4  # 11 before
