@@ -144,7 +144,8 @@ class AttackContext:
         never candidate results.
     Helpers: ``point(v)`` (the input a threat variable stands for), ``target_of(sub)``,
         ``random_init()``, ``zero_variable()``, ``rand_full(shape)`` (random numbers drawn for the whole
-        batch, then indexed, so early stopping never changes a sample's draws).
+        batch, then indexed, so early stopping never changes a sample's draws), ``queries_left(max_queries)``
+        (what each active sample may still spend, the oracle's budget included).
     The ``sub`` argument of the model-access methods selects positions of the active set (None: all).
     """
 
@@ -669,7 +670,7 @@ class IterativeAttack(Attack):
                 ctx.set_active(ctx.index[ctx.unbroken()])
             else:
                 ctx.set_active(torch.arange(ctx.x_full.shape[0], device=ctx.x_full.device))
-            state = self._drop_spent(ctx, {})
+            self._drop_spent(ctx, {})
             if ctx.n_active == 0:
                 return
             state = self.init_state(ctx, restart)
