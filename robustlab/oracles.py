@@ -3,7 +3,8 @@
 An oracle wraps a function of a batch (float in [0, 1], or uint8 for real systems) and
 
 - counts queries, in total and per sample when the caller passes sample ids (the attack engine does);
-- enforces a per-sample budget (``QueryBudgetExceeded`` names the samples);
+- enforces a per-sample budget exactly: a batch that would take a sample past it is refused whole,
+  before any row is sent or charged (``QueryBudgetExceeded`` names the samples);
 - memoises identical queries (a repeated input costs nothing) and checks, on the first repeats, that
   the target is deterministic (warns and stops memoising if it is not);
 - batches large queries, and optionally records every input and output so a result can be replayed;
@@ -129,12 +130,7 @@ class Oracle:
             self._check_determinism(q, keys, todo)
         if todo:
             if id_list is not None and self.budget is not None:
-                over = [id_list[i] for i in todo if self.per_sample.get(id_list[i], 0) >= self.budget]
-                if over:
-                    raise QueryBudgetExceeded(
-                        f"samples {over[:10]} exhausted their budget of {self.budget} queries; raise the oracle's "
-                        "budget or lower the attack's query limit"
-                    )
+                self._check_budget([id_list[i] for i in todo])
             fresh = self._query(q[todo])
             for j, i in enumerate(todo):
                 outputs[i] = fresh[j]
@@ -144,6 +140,21 @@ class Oracle:
                     self.per_sample[id_list[i]] = self.per_sample.get(id_list[i], 0) + 1
             self.total_queries += len(todo)
         return self._collate(outputs)
+
+    def _check_budget(self, owners: list[int]) -> None:
+        """Refuse the whole batch, before any row is sent or charged, when some sample's count plus its
+        rows in it would pass the budget: no row beyond the budget ever reaches the black box, and the
+        budget left stays usable by a request that fits (``remaining(ids)`` says how much)."""
+        rows: dict[int, int] = {}
+        for i in owners:
+            rows[i] = rows.get(i, 0) + 1
+        over = [i for i, k in rows.items() if self.per_sample.get(i, 0) + k > self.budget]
+        if over:
+            raise QueryBudgetExceeded(
+                f"samples {over[:10]} exhausted their budget of {self.budget} queries (sample {over[0]}: "
+                f"{self.per_sample.get(over[0], 0)} used, {rows[over[0]]} more asked; nothing of this batch was "
+                "sent); raise the oracle's budget or lower the attack's query limit"
+            )
 
     def _key(self, row: torch.Tensor) -> bytes:
         return hashlib.blake2b(row.contiguous().cpu().numpy().tobytes(), digest_size=16).digest()

@@ -32,7 +32,8 @@ from ..oracles import Oracle, OracleError, QueryBudgetExceeded
 from ..targets import index_target
 from ..threat import ThreatModel, lp_norm
 
-__all__ = ["Attack", "AttackContext", "AttackResult", "IterativeAttack", "TargetRows", "finite_or_raise", "target_groups", "index_target"]
+__all__ = ["Attack", "AttackContext", "AttackResult", "IterativeAttack", "TargetRows", "check_query_budget", "finite_or_raise",
+           "target_groups", "index_target"]
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +144,8 @@ class AttackContext:
         never candidate results.
     Helpers: ``point(v)`` (the input a threat variable stands for), ``target_of(sub)``,
         ``random_init()``, ``zero_variable()``, ``rand_full(shape)`` (random numbers drawn for the whole
-        batch, then indexed, so early stopping never changes a sample's draws).
+        batch, then indexed, so early stopping never changes a sample's draws), ``queries_left(max_queries)``
+        (what each active sample may still spend, the oracle's budget included).
     The ``sub`` argument of the model-access methods selects positions of the active set (None: all).
     """
 
@@ -287,6 +289,14 @@ class AttackContext:
             return loss.detach(), grad, self.objective.success(out, self.target_of(sub)), out
         loss, succ = self.judge(x_adv.detach(), out, sub, loss.detach())
         return loss, grad, succ, out
+
+    def queries_left(self, max_queries: int, oracle: bool = True) -> torch.Tensor:
+        """Queries each active sample may still spend: ``max_queries`` less what it spent, and (``oracle``)
+        at most what an oracle with a budget has left for it."""
+        left = max_queries - (self.grad_calls + self.forward_calls)[self.index]
+        if oracle and self.is_oracle and getattr(self.model, "budget", None) is not None:
+            left = torch.minimum(left, self.model.remaining(self.index).to(left.device))
+        return left
 
     def probe(self, x_many: torch.Tensor, owners: torch.Tensor) -> torch.Tensor:
         """Objective loss at probe points (e.g. finite differences): row i belongs to active sample
@@ -660,10 +670,14 @@ class IterativeAttack(Attack):
                 ctx.set_active(ctx.index[ctx.unbroken()])
             else:
                 ctx.set_active(torch.arange(ctx.x_full.shape[0], device=ctx.x_full.device))
+            self._drop_spent(ctx, {})
             if ctx.n_active == 0:
                 return
             state = self.init_state(ctx, restart)
             for i in range(self.steps):
+                state = self._drop_spent(ctx, state)
+                if ctx.n_active == 0:
+                    break
                 state = self.step(ctx, state, i)
                 if self.early_stop:
                     keep = ctx.unbroken()
@@ -683,12 +697,39 @@ class IterativeAttack(Attack):
 
     #: whether the final iterate still needs a forward pass to be judged
     evaluate_final = True
+    #: per-sample query budget of a score-based attack (None: bounded by its steps alone)
+    max_queries: int | None = None
+
+    def _drop_spent(self, ctx: AttackContext, state: dict) -> dict:
+        """Samples that spent the attack's ``max_queries`` leave the working batch before the next
+        restart or step, so no sample ever passes it (a no-op while every sample has queries left)."""
+        if self.max_queries is None or ctx.n_active == 0:
+            return state
+        keep = ctx.queries_left(self.max_queries, oracle=False) > 0
+        if keep.all():
+            return state
+        state = _subset_state(state, keep, keep.numel())
+        ctx.shrink(keep)
+        return state
 
     def init_state(self, ctx: AttackContext, restart: int) -> dict:
         raise NotImplementedError
 
     def step(self, ctx: AttackContext, state: dict, i: int) -> dict:
         raise NotImplementedError
+
+
+def check_query_budget(value, attack: str, minimum: int = 1, why: str = "", name: str = "max_queries") -> int:
+    """``value`` as an int, or an InputError naming the minimum: budgets are positive, and at least one
+    step of the attack (``why`` says what that step costs). The message names the CLI flag too."""
+    flag = "--queries" if name == "max_queries" else "--" + name.replace("_", "-")
+    name = f"{name} ({flag})"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value != int(value) \
+            or value < 1:
+        raise InputError(f"{attack}'s {name} must be a positive integer (>= 1), got {value!r}")
+    if value < minimum:
+        raise InputError(f"{attack}'s {name} must be at least {minimum} ({why}), got {value!r}")
+    return int(value)
 
 
 def finite_or_raise(value: float, name: str) -> float:

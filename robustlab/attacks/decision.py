@@ -29,7 +29,7 @@ from ..errors import InputError
 from ..objectives import CrossEntropy, Objective
 from ..oracles import OracleError, QueryBudgetExceeded
 from ..threat import ThreatModel, lp_norm, per_sample
-from .base import Attack, AttackContext
+from .base import Attack, AttackContext, check_query_budget
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +52,7 @@ class DecisionAttack(Attack):
     def __init__(self, threat: ThreatModel, objective: Objective | str | None = None, *, max_queries: int = 5000,
                  starting_points: torch.Tensor | None = None, init_tries: int = 100, **options):
         super().__init__(threat, objective, **options)
-        if max_queries < 1:
-            raise InputError(f"max_queries must be >= 1, got {max_queries}")
-        self.max_queries = int(max_queries)
+        self.max_queries = check_query_budget(max_queries, type(self).__name__)
         self.starting_points = starting_points
         self.init_tries = int(init_tries)
         self.unstarted: torch.Tensor | None = None

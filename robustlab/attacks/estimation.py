@@ -9,14 +9,17 @@ import torch.nn.functional as F
 
 from ..objectives import CrossEntropy, Objective
 from ..threat import ThreatModel, per_sample, lp_norm
-from .base import AttackContext, IterativeAttack
+from .base import AttackContext, IterativeAttack, check_query_budget
 
 
 class NES(IterativeAttack):
     """NES gradient estimation + PGD.
 
     g = 1 / (2 n sigma) * sum_i [L(x + sigma u_i) - L(x - sigma u_i)] u_i with n antithetic pairs
-    u_i ~ N(0, I); then x <- P(x + step_size * steepest_ascent(g)). Costs 2n + 1 queries per step.
+    u_i ~ N(0, I); then x <- P(x + step_size * steepest_ascent(g)). Costs 2n + 1 queries per step, after
+    one for the clean point: ``max_queries`` >= 4 (one pair). A step that the budget left (the attack's,
+    or a score oracle's) cannot pay in full uses fewer pairs, (left - 1) // 2: under 2n + 2 queries the
+    one step is such a partial step, so the budget is spent exactly (up to one query).
     """
 
     name = "nes"
@@ -30,7 +33,9 @@ class NES(IterativeAttack):
         super().__init__(threat, objective, **options)
         self.n_samples, self.sigma = int(n_samples), float(sigma)
         self.step_size = step_size
-        self.steps = max(1, (int(max_queries) - 1) // (2 * self.n_samples + 1))
+        self.max_queries = check_query_budget(max_queries, "NES", 4, "the clean point, then one step: an "
+                                              "antithetic pair of probes and the new point")
+        self.steps = max(1, (self.max_queries - 1) // (2 * self.n_samples + 1))
 
     def init_state(self, ctx: AttackContext, restart: int) -> dict:
         ctx.evaluate(ctx.x)
@@ -39,7 +44,8 @@ class NES(IterativeAttack):
     def step(self, ctx: AttackContext, s: dict, i: int) -> dict:
         x_adv = s["x_adv"]
         b = x_adv.shape[0]
-        n = self.n_samples
+        left = int(ctx.queries_left(self.max_queries).min())                     # a step costs 2n + 1
+        n = max(1, min(self.n_samples, (left - 1) // 2))
         u = ctx.rand_full((n, *x_adv.shape[1:]), kind="randn")                  # [B, n, ...]
         probes = torch.cat([x_adv[:, None] + self.sigma * u, x_adv[:, None] - self.sigma * u], 1)
         owners = torch.arange(b, device=x_adv.device).repeat_interleave(2 * n)
@@ -59,7 +65,8 @@ class BanditsTD(IterativeAttack):
     the image: the data prior). Each step draws exploration noise u, queries L at
     x + fd_eta * up(v +- exploration * u) / ||.||, and updates the prior with the finite-difference
     estimate (Linf: exponentiated gradient; L2: gradient step, rate ``online_lr``: the time prior).
-    The image then takes a projected steepest-ascent step along up(v). 3 queries per step.
+    The image then takes a projected steepest-ascent step along up(v). 3 queries per step, after one
+    for the clean point: ``max_queries`` >= 4.
     """
 
     name = "bandits"
@@ -73,7 +80,9 @@ class BanditsTD(IterativeAttack):
         super().__init__(threat, objective, **options)
         self.prior_size, self.fd_eta, self.image_lr = prior_size, float(fd_eta), image_lr
         self.online_lr, self.exploration = float(online_lr), float(exploration)
-        self.steps = max(1, (int(max_queries) - 1) // 3)
+        self.max_queries = check_query_budget(max_queries, "Bandits-TD", 4, "the clean point, then one step "
+                                              "of 3 queries")
+        self.steps = (self.max_queries - 1) // 3
 
     def init_state(self, ctx: AttackContext, restart: int) -> dict:
         b, c, h, w = ctx.x.shape

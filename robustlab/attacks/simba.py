@@ -8,7 +8,7 @@ import torch
 from ..errors import InputError
 from ..objectives import CrossEntropy, Objective
 from ..threat import ThreatModel, per_sample
-from .base import AttackContext, IterativeAttack
+from .base import AttackContext, IterativeAttack, check_query_budget
 
 
 def dct_matrix(n: int, dtype=torch.float32, device=None) -> torch.Tensor:
@@ -25,7 +25,9 @@ class SimBA(IterativeAttack):
 
     ``basis="pixel"`` uses single coordinates; ``basis="dct"`` uses the orthonormal 2-D DCT basis,
     the low frequencies (``freq_dims`` x ``freq_dims`` per channel, default H/4) first (SimBA-DCT). The iterate is projected onto the threat
-    model after every move. ``steps`` bounds the number of directions tried (each costs 1-2 queries).
+    model after every move. ``steps`` bounds the number of directions tried (each costs 1-2 queries,
+    after one for the clean point); ``max_queries`` (optional) bounds each sample's queries exactly: a
+    sample that has spent it stops, and one with a single query left tries x - step*q only.
     """
 
     name = "simba"
@@ -34,12 +36,14 @@ class SimBA(IterativeAttack):
     evaluate_final = False
 
     def __init__(self, threat: ThreatModel, objective: Objective | str | None = None, *, step_size: float = 0.2,
-                 basis: str = "dct", freq_dims: int | None = None, steps: int = 1000, **options):
+                 basis: str = "dct", freq_dims: int | None = None, steps: int = 1000, max_queries: int | None = None,
+                 **options):
         super().__init__(threat, objective, **options)
         if basis not in ("pixel", "dct"):
             raise InputError("basis must be 'pixel' or 'dct'")
         self.step_size, self.basis, self.freq_dims = float(step_size), basis, freq_dims
-        self.steps = int(steps)
+        self.steps = check_query_budget(steps, "SimBA", name="steps")
+        self.max_queries = None if max_queries is None else check_query_budget(max_queries, "SimBA")
 
     def init_state(self, ctx: AttackContext, restart: int) -> dict:
         b, c, h, w = ctx.x.shape
@@ -55,7 +59,8 @@ class SimBA(IterativeAttack):
         loss, _, _ = ctx.evaluate(ctx.x)
         state = {"x_adv": ctx.x.clone(), "loss": loss, "order": order}
         if self.basis == "dct":
-            state["_dct"] = (dct_matrix(h, ctx.x.dtype, ctx.x.device), dct_matrix(w, ctx.x.dtype, ctx.x.device))
+            # a list, not a tuple: the engine subsets tuples of [B, ...] tensors, and an H x H matrix is one when B == H
+            state["_dct"] = [dct_matrix(h, ctx.x.dtype, ctx.x.device), dct_matrix(w, ctx.x.dtype, ctx.x.device)]
         return state
 
     def _directions(self, s: dict, k: torch.Tensor, shape) -> torch.Tensor:
@@ -82,6 +87,8 @@ class SimBA(IterativeAttack):
         x_next = torch.where(per_sample(better_m, minus), minus, x_adv)
         loss = torch.where(better_m, loss_m, s["loss"])
         todo = (~better_m).nonzero().flatten()
+        if self.max_queries is not None and todo.numel():  # the second query only where the budget allows it
+            todo = todo[ctx.queries_left(self.max_queries, oracle=False)[todo] > 0]
         if todo.numel():
             plus = ctx.threat.subset(todo).project(ctx.x[todo], x_adv[todo] + self.step_size * q[todo])
             loss_p, _, _ = ctx.evaluate(plus, sub=todo)

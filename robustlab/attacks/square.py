@@ -8,7 +8,7 @@ import torch
 from ..errors import InputError
 from ..objectives import Margin, Objective
 from ..threat import ThreatModel, per_sample, lp_norm
-from .base import AttackContext, IterativeAttack
+from .base import AttackContext, IterativeAttack, check_query_budget
 
 
 def square_p(p_init: float, it: int, n_iters: int) -> float:
@@ -53,7 +53,8 @@ class Square(IterativeAttack):
     one square to another, keeping ||delta||_2 = eps (the paper's L2 update).
     L1 (the L1 version of the reference AutoAttack code, Croce et al. 2022): the same moves with bumps
     of weight 1 / (k + 1)^4 normalised in L1, and the exact projection onto the L1 ball and the box.
-    Uses one query per iteration after the first; ``max_queries`` is the per-sample budget.
+    Uses one query per iteration after the first; ``max_queries`` is the per-sample budget, shared
+    evenly by the restarts (each gets ``max_queries // restarts``).
     """
 
     name = "square"
@@ -66,11 +67,9 @@ class Square(IterativeAttack):
         super().__init__(threat, objective, **options)
         if threat.norm not in ("linf", "l2", "l1"):
             raise InputError("Square supports the linf, l2 and l1 norms")
-        if max_queries < 1:
-            raise InputError(f"max_queries must be >= 1, got {max_queries}")
-        self.max_queries = int(max_queries)
-        self.steps = self.max_queries - 1
-        self.restarts = int(restarts)
+        self.restarts = check_query_budget(restarts, "Square", name="restarts")
+        self.max_queries = check_query_budget(max_queries, "Square", self.restarts, "one query per restart's start")
+        self.steps = self.max_queries // self.restarts - 1  # the restarts share max_queries
         self.p_init = float(p_init)
 
     def init_state(self, ctx: AttackContext, restart: int) -> dict:

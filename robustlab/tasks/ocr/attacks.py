@@ -40,7 +40,8 @@ def build_attack(name: str, threat: ThreatModel, objective, budget: int = 1000, 
     if name in ("simba-pixel", "simba-dct"):
         basis = name.split("-")[1]
         step = threat.eps if basis == "pixel" else threat.eps * 8
-        return SimBA(threat, objective, step_size=step, basis=basis, steps=max(budget // 2, 1), seed=seed)
+        return SimBA(threat, objective, step_size=step, basis=basis, steps=max(budget // 2, 1), max_queries=budget,
+                     seed=seed)
     if name == "hopskipjump":
         return HopSkipJump(threat, objective, max_queries=budget, starting_points=starting_points, seed=seed)
     if name == "pgd":
