@@ -63,7 +63,7 @@ class Cells:
         if isinstance(expected, dict) and isinstance(stored, dict) and stored.keys() == expected.keys():
             why = "computed for other " + " and ".join(k for k in expected if stored[k] != expected[k])
         elif isinstance(expected, dict):
-            why = "written by an older version that did not record its " + ", ".join(expected)
+            why = "written by an older version (its fingerprint names no " + "/".join(expected) + ")"
         else:
             why = "computed for other settings"
         level = logging.DEBUG if why in self._said else logging.WARNING
