@@ -4,8 +4,10 @@ killed run continues where it stopped.
 Two payloads, one class: JSON dicts (reproductions and sweeps: ``Cells(folder).get(name, fn)``
 measures once and records the seconds it took) and torch state dicts (a resumable evaluation's
 per-(eps, batch) state: ``Cells(folder, fingerprint, payload="torch")`` with ``load``/``save``;
-read back with ``weights_only=True``). With a ``fingerprint`` (the settings a cell depends on) a
-cell written under other settings reads as missing and is measured again."""
+read back with ``weights_only=True``). With a ``fingerprint`` (what a cell depends on: the folder's,
+or one per cell given to ``load``/``save``) a cell written for another fingerprint reads as missing and
+is measured again, with one log line naming what differs (a dict fingerprint names its keys: e.g.
+"computed for other weights")."""
 from __future__ import annotations
 
 import json
@@ -33,12 +35,15 @@ class Cells:
             raise ValueError(f"payload must be one of {sorted(_SUFFIX)}, got {payload!r}")
         self.folder, self.fingerprint, self.payload = Path(folder), fingerprint, payload
         self.folder.mkdir(parents=True, exist_ok=True)
+        self._said: set[str] = set()  # the kinds of mismatch already logged (each one line, once)
 
     def path(self, name: str) -> Path:
         return self.folder / (re.sub(r"[^A-Za-z0-9_.=-]", "_", name.replace("+", "plus")) + _SUFFIX[self.payload])
 
-    def load(self, name: str) -> dict | None:
-        """The cell's payload, or None when it is missing, unreadable or from other settings."""
+    def load(self, name: str, fingerprint: Any = None) -> dict | None:
+        """The cell's payload, or None when it is missing, unreadable or written for another fingerprint
+        (``fingerprint``: this cell's, default the folder's)."""
+        fingerprint = self.fingerprint if fingerprint is None else fingerprint
         path = self.path(name)
         if not path.exists():
             return None
@@ -48,15 +53,29 @@ class Cells:
         except Exception as e:  # a cell cut short by a kill before the atomic rename cannot exist; be safe anyway
             log.warning("ignoring unreadable cell %s (%s)", path, e)
             return None
-        if self.fingerprint is not None and value.get("fingerprint") != self.fingerprint:
-            log.info("cell %s is from other settings; recomputing it", path.name)
+        if fingerprint is not None and value.get("fingerprint") != fingerprint:
+            self._say_mismatch(path, value.get("fingerprint"), fingerprint)
             return None
         return value
 
-    def save(self, name: str, value: dict) -> None:
-        """Write the cell atomically (with the fingerprint when there is one)."""
-        if self.fingerprint is not None:
-            value = {"fingerprint": self.fingerprint, **value}
+    def _say_mismatch(self, path: Path, stored: Any, expected: Any) -> None:
+        """One log line: what the cell was computed for instead; later cells of the same kind say it at debug level."""
+        if isinstance(expected, dict) and isinstance(stored, dict) and stored.keys() == expected.keys():
+            why = "computed for other " + " and ".join(k for k in expected if stored[k] != expected[k])
+        elif isinstance(expected, dict):
+            why = "written by an older version (its fingerprint names no " + "/".join(expected) + ")"
+        else:
+            why = "computed for other settings"
+        level = logging.DEBUG if why in self._said else logging.WARNING
+        self._said.add(why)
+        log.log(level, "cell %s in %s: %s; recomputing it%s", path.name, path.parent, why,
+                "" if level == logging.DEBUG else " (and any further such cell)")
+
+    def save(self, name: str, value: dict, fingerprint: Any = None) -> None:
+        """Write the cell atomically, with its fingerprint (``fingerprint``, default the folder's) if any."""
+        fingerprint = self.fingerprint if fingerprint is None else fingerprint
+        if fingerprint is not None:
+            value = {"fingerprint": fingerprint, **value}
         if self.payload == "json":
             atomic_write_json(self.path(name), value)
         else:

@@ -21,7 +21,7 @@ from ..attacks import APGD, APGDDLR, APGDT, FABT, Attack, Square, create_attack
 from ..targets import concat_targets, index_target, target_to
 from ..argtypes import name_list
 from ..data.batches import first_batches, iterate_batches, materialize
-from ..runtime import device_of, eval_mode
+from ..runtime import content_digest, device_of, eval_mode, model_digest
 from ..errors import InputError, check_batch, check_logits, check_positive_int
 from ..cells import Cells
 from ..objectives import CrossEntropy, Objective
@@ -198,7 +198,10 @@ def evaluate(model, data, threat: ThreatModel, attacks: str | Sequence[Attack | 
             ``already_broken`` ones (the task metrics are then measured there, not at the clean point).
         cells_dir: resumable evaluation: after every (attack, batch) cell the batch's state is written
             there atomically; a rerun with the same settings continues after the last finished cell
-            (attacks are seeded per call, so the result equals an uninterrupted run).
+            (attacks are seeded per call, so the result equals an uninterrupted run). A cell is reused
+            only for the same model (architecture and weights, see ``runtime.model_digest``), the same
+            points and targets, and the same threat, cascade, seed and batch size; any other is
+            recomputed, saying so in one log line.
     """
     check_positive_int(batch_size, "batch_size")
     run = _Evaluation(model, threat, attacks, objective=objective, metrics=metrics, seed=seed, batch_size=batch_size,
@@ -256,9 +259,11 @@ class _Evaluation:
         self.names = names if len(set(names)) == len(names) else [f"{nm}#{i}" for i, nm in enumerate(names)]
         self.n_examples, self.already_broken, self.start_points = n_examples, already_broken, start_points
         self.progress, self.keep_points = progress, keep_points
-        # resumable: one torch cell per (eps, batch), valid only under the same threat, cascade, seed, batch size
-        self.cells = None if cells_dir is None else Cells(
-            cells_dir, [threat.describe(), list(self.names), int(seed), int(batch_size)], payload="torch")
+        # resumable: one torch cell per (eps, batch), valid only for the same model, points and settings
+        self.cells = None if cells_dir is None else Cells(cells_dir, payload="torch")
+        self.identity = None if cells_dir is None else {
+            "settings": [threat.describe(), list(self.names), int(seed), int(batch_size)],
+            "weights": model_digest(model)}  # once per call: architecture and every weight
         self.device = device_of(model)
         self.clean_all, self.robust_all, self.broken_by, self.kept = [], [], [], []
         self.sums: dict[str, float] = {}
@@ -269,6 +274,7 @@ class _Evaluation:
 
     def batch(self, xb, yb) -> None:
         """Evaluate one batch: clean outputs, the cascade (from its cell if resumed), metrics, totals."""
+        fingerprint = self._fingerprint(xb, yb)
         xb, yb = xb.to(self.device), target_to(yb, self.device)
         check_batch(xb, yb, self.threat.bounds)
         with torch.no_grad():
@@ -277,10 +283,18 @@ class _Evaluation:
             check_logits(out_clean)
         correct = ~self.objective.success(out_clean, yb).to(self.device)
         cell = f"eps{self.threat.eps:g}-{self.threat.norm}-points{self.seen:06d}-{self.seen + xb.shape[0]:06d}"
-        state = self._resume(cell) or self._start_batch(xb, correct)
+        state = self._resume(cell, fingerprint) or self._start_batch(xb, correct)
         if self.threat.eps > 0:
-            self._cascade(xb, yb, state, cell)
+            self._cascade(xb, yb, state, cell, fingerprint)
         self._record(xb, yb, out_clean, correct, state)
+
+    def _fingerprint(self, xb, yb) -> dict | None:
+        """What this batch's cell is valid for: the settings, the model and the batch's data (its inputs,
+        targets and the points already broken at a smaller eps). None without cells."""
+        if self.cells is None:
+            return None
+        skip = None if self.already_broken is None else self.already_broken[self.seen:self.seen + xb.shape[0]]
+        return {**self.identity, "data": content_digest(xb, yb, skip)}
 
     def _start_batch(self, xb, correct) -> _BatchState:
         """The state before any attack: robust = clean-correct and not broken at a smaller eps."""
@@ -299,9 +313,9 @@ class _Evaluation:
         worst_loss = torch.full((nb,), float("-inf"), device=self.device)
         return _BatchState(robust, torch.zeros_like(robust), x_worst, worst_loss, broken, {nm: 0.0 for nm in self.names})
 
-    def _resume(self, cell: str) -> _BatchState | None:
+    def _resume(self, cell: str, fingerprint: dict | None) -> _BatchState | None:
         """The batch's state from its cell (the attack seconds it records count again), or None."""
-        saved = self.cells.load(cell) if self.cells is not None else None
+        saved = self.cells.load(cell, fingerprint) if self.cells is not None else None
         if saved is None:
             return None
         state = _BatchState.from_cell(saved, self.device)
@@ -309,7 +323,7 @@ class _Evaluation:
             self.attack_time[k] += v
         return state
 
-    def _cascade(self, xb, yb, state: _BatchState, cell: str) -> None:
+    def _cascade(self, xb, yb, state: _BatchState, cell: str, fingerprint: dict | None) -> None:
         """Each attack in turn on the points still robust; the cell is saved after each attack."""
         seen, nb = self.seen, xb.shape[0]
         batch_threat = self.threat.subset(torch.arange(seen, seen + nb)) if self.threat.has_per_sample_state else self.threat
@@ -326,7 +340,7 @@ class _Evaluation:
             bar.update(1)
             state.done = a_index + 1
             if self.cells is not None:
-                self.cells.save(cell, state.to_cell())
+                self.cells.save(cell, state.to_cell(), fingerprint)
         bar.close()
 
     def _attack(self, attack: Attack, name: str, xb, yb, todo, batch_threat: ThreatModel, state: _BatchState) -> None:

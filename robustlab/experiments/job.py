@@ -111,8 +111,15 @@ def _resume_mismatch(stored: dict, model_spec: dict, data_spec: dict, cfg: Train
     return diff
 
 
-def _train_model_run(run: Run, model_spec: dict, data_spec: dict, cfg: TrainConfig, resume: bool, progress: bool,
-                     trust_code: bool) -> dict:
+def _check_resume(run: Run, model_spec: dict, data_spec: dict, cfg: TrainConfig, resume: bool) -> None:
+    """A resume continues only a run whose stored config names the same model, data, split and method
+    (without config.yaml the split cannot be checked, so it is refused); a fresh start never overwrites one."""
+    if resume and not (run.path / "config.yaml").exists() and (run.checkpoints / "state.pt").exists():
+        raise InputError(
+            f"cannot resume {run.path}: its config.yaml is missing, so the data split (data seed), data and model it "
+            "was trained with cannot be checked (another split would mix test points into training); restore "
+            "config.yaml, or start a new run with another --name"
+        )
     if resume and (run.path / "config.yaml").exists():
         diff = _resume_mismatch(run.read_config(), model_spec, data_spec, cfg)
         if diff:
@@ -125,6 +132,11 @@ def _train_model_run(run: Run, model_spec: dict, data_spec: dict, cfg: TrainConf
         raise InputError(
             f"{run.path} already holds a training run; pass --resume to continue it or choose a new run name"
         )
+
+
+def _train_model_run(run: Run, model_spec: dict, data_spec: dict, cfg: TrainConfig, resume: bool, progress: bool,
+                     trust_code: bool) -> dict:
+    _check_resume(run, model_spec, data_spec, cfg, resume)
     state = load_state(run.checkpoints, cfg.fingerprint()) if resume else None  # checks settings and integrity
     if resume and run.read_summary().get("trained"):
         log.info("%s: already trained, skipping", run.path)
