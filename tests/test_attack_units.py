@@ -399,16 +399,16 @@ def _square_p(p_init, it, n_iters):
 
 
 def _corner(u, side, n):
-    """The reference's window corner: int(u (n - side)) for u in [0, 1), i.e. 0 to n - side - 1 (0 when side = n)."""
-    return min(int(u * (n - side)), max(n - side - 1, 0))
+    """The paper's window corner, uniform over 0 .. n - side: int(u (n - side + 1)) for u in [0, 1)."""
+    return min(int(u * (n - side + 1)), n - side)
 
 
 def _reference_square_linf(x, c, eps, max_queries, p_init, seed, mask=None):
     """Square-Linf step by step with the attack's draws (one generator, batch-wide draws in this order):
     vertical +-eps stripes per channel and column; then at iteration i = 0, 1, ... (one query each) a random
     window of side round(sqrt(p_i h w)) (at most h - 1 and w; p_i the schedule at i, as the reference's
-    p_selection(i_iter)) with its corner drawn as the reference draws it, set to +-eps per channel (flipped if
-    that changes nothing), kept if the loss rises. `mask` (0: frozen) multiplies every perturbation."""
+    p_selection(i_iter)) with its corner uniform over 0 .. h - side (the paper's range), set to +-eps per
+    channel (flipped if that changes nothing), kept if the loss rises. `mask` (0: frozen) multiplies every perturbation."""
     b, ch, h, w = x.shape
     m = torch.ones_like(x) if mask is None else mask.expand_as(x)
     gen = torch.Generator().manual_seed(seed)
@@ -490,17 +490,18 @@ class _Draws:
         return self.u
 
 
-def test_square_window_corner_stops_at_h_minus_side_minus_1():
-    """The reference draws the corner as int(u (h - s)), u in [0, 1): 0 to h - s - 1, never h - s (0 when s = h).
-    u = 1 - 2^-24 (the largest float32 below 1) gives corner h - s - 1; u = 0 gives 0."""
+def test_square_window_corner_covers_the_last_row_and_column():
+    """The corner is uniform over 0 .. h - s, the paper's range (Algorithm 2: U{0, ..., w - h}), kept on purpose
+    against the reference code's 0 .. h - s - 1, with which no window covers the last row or column (see
+    ``square._corners``): u = 1 - 2^-24 (the largest float32 below 1) gives corner h - s, u = 0 gives 0."""
     from robustlab.attacks.square import _window_masks
 
     top = torch.tensor([[1 - 2 ** -24, 1 - 2 ** -24], [0.0, 0.0], [0.5, 0.99]], dtype=torch.float32)
     masks = _window_masks(_Draws(top), 3, 8, 6)[:, 0]
     rows, cols = masks.any(2), masks.any(1)
-    assert rows[0].nonzero().flatten().tolist() == [4, 5, 6] and cols[0].nonzero().flatten().tolist() == [2, 3, 4]
+    assert rows[0].nonzero().flatten().tolist() == [5, 6, 7] and cols[0].nonzero().flatten().tolist() == [3, 4, 5]
     assert rows[1].nonzero().flatten().tolist() == [0, 1, 2] and cols[1].nonzero().flatten().tolist() == [0, 1, 2]
-    assert rows[2].nonzero().flatten().tolist() == [2, 3, 4] and cols[2].nonzero().flatten().tolist() == [2, 3, 4]
+    assert rows[2].nonzero().flatten().tolist() == [3, 4, 5] and cols[2].nonzero().flatten().tolist() == [3, 4, 5]
     whole = _window_masks(_Draws(top), 6, 6, 6)[:, 0]
     assert whole.all()  # side = h: the only corner is 0
 
@@ -752,16 +753,14 @@ def test_an_exhausted_oracle_budget_keeps_the_successes_and_says_why_the_rest_st
     from robustlab.attacks import Square
     from robustlab.oracles import ScoreOracle
 
-    # one row of 4 pixels: the side-1 window's corner takes 3 places (0 .. w - s - 1); on a 2 x 2 image it would
-    # always be pixel (0, 0), whose two values the oracle memoises, so no budget would ever run out
-    x = torch.tensor([[0.9, 0.1, 0.5, 0.5], [0.9, 0.1, 0.5, 0.5]]).view(2, 1, 1, 4)
+    x = torch.tensor([[0.9, 0.1, 0.5, 0.5], [0.9, 0.1, 0.5, 0.5]]).view(2, 1, 2, 2)
     y = torch.tensor([1, 0])
     oracle = ScoreOracle.from_model(_FirstTwoPixels(), budget=3)
     res = Square(rl.ThreatModel("linf", 0.1), max_queries=100)(oracle, x, y)
     assert res.success.tolist() == [True, False]
     assert res.status == ["success", "oracle_budget"]
     # sample 0 stops after its first step; sample 1 spent the whole budget (repeated points are free)
-    assert oracle.queries_of([0, 1]).tolist() == [2, 3] and res.forward_calls.tolist() == [2, 5]
+    assert oracle.queries_of([0, 1]).tolist() == [2, 3] and res.forward_calls.tolist() == [2, 7]
 
 
 class _BatchCentred(nn.Module):

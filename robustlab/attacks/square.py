@@ -21,12 +21,16 @@ def square_p(p_init: float, it: int, n_iters: int) -> float:
 
 
 def _corners(u: torch.Tensor, side: int, n: int) -> torch.Tensor:
-    """Window corners along a side of n pixels from uniform draws u in [0, 1): floor(u (n - side)), i.e.
-    uniform over 0 .. n - side - 1 (0 when side = n), as the reference code draws them (auto-attack's
-    ``random_int(0, h - s)``; the paper's Algorithm 2 writes {0, ..., w - h}, one position more, but every
-    reported Square and AutoAttack number comes from the code). Clamped, since u (n - side) can round up
-    to n - side in float32."""
-    return (u * (n - side)).long().clamp_(max=max(n - side - 1, 0))
+    """Window corners along a side of n pixels from uniform draws u in [0, 1): uniform over 0 .. n - side,
+    the paper's range (Algorithm 2 of Andriushchenko et al. 2020: r, s ~ U{0, ..., w - h}).
+
+    Deliberately not the reference code's range: auto-attack's ``random_int(0, h - s)`` (as the authors'
+    square-attack code) stops at n - side - 1, so no window ever covers the last row or column, which
+    keep their initial values (with the side capped at h - 1, even while the window is nearly the whole
+    image). Measured on the 8 x 8 digits MLP (1,000 queries, seeds 0-2): Linf 0.1 successes 0.58-0.60
+    with this range, 0.42-0.45 with the reference's; L2 1.0: 0.97-0.99 against 0.86-0.90. Clamped, since
+    u (n - side + 1) can round up to n - side + 1 in float32."""
+    return (u * (n - side + 1)).long().clamp_(max=n - side)
 
 
 def _window_masks(ctx: AttackContext, side: int, h: int, w: int) -> torch.Tensor:
