@@ -163,8 +163,9 @@ def test_apgd_converges_to_an_interior_maximum(norm):
     assert res.grad_calls.tolist() == [101] * 3  # the start and one gradient per step
 
 
-def _reference_fab(model, x, y, eps, norm, n_targets, steps, alpha_max=0.1, eta=1.05, beta=0.9):
-    """FAB-T (Croce & Hein 2020) step by step: the smallest misclassified point within eps per sample."""
+def _reference_fab(model, x, y, eps, norm, n_targets, steps, alpha_max=0.1, eta=1.05, beta=0.9, skip_broken=False):
+    """FAB-T (Croce & Hein 2020) step by step: the smallest misclassified point within eps per sample.
+    ``skip_broken``: a target runs only on the points no earlier target broke (the reference's perturb)."""
     from robustlab.attacks import project_hyperplane_box
 
     lp = {"linf": lambda d: d.flatten(1).abs().amax(1), "l2": lambda d: d.flatten(1).norm(dim=1),
@@ -175,7 +176,7 @@ def _reference_fab(model, x, y, eps, norm, n_targets, steps, alpha_max=0.1, eta=
     def record(v, out):
         mis = out.argmax(1) != y
         nrm = lp(v - x)
-        good = mis & (nrm <= eps * (1 + 1e-6)) & (nrm < best_norm)
+        good = mis & (nrm <= eps * (1 + 1e-6)) & (nrm < best_norm) & live
         best_x[good], best_norm[good] = v[good], nrm[good]
         found[good] = True
         return mis
@@ -184,6 +185,7 @@ def _reference_fab(model, x, y, eps, norm, n_targets, steps, alpha_max=0.1, eta=
         ranked = model(x).argsort(1, descending=True)
     for k in range(n_targets):
         t, v = ranked[:, k + 1], x.clone()
+        live = ~found if skip_broken else torch.ones_like(found)
         for _ in range(steps):
             v_req = v.clone().requires_grad_(True)
             out = model(v_req)
@@ -219,6 +221,57 @@ def test_fab_t_follows_its_recurrence(norm, eps):
         assert torch.equal(res.success, found)
         assert torch.allclose(res.x_adv[found], ref_x[found], atol=1e-6)
         assert torch.allclose(-res.loss[found], ref_norm[found], atol=1e-6)
+
+
+def test_fab_l1_projection_zeroes_coordinates_with_weight_at_most_1e8():
+    """The reference's L1 projection (fab_projections.projection_l1) keeps a coordinate's move only where
+    |w| > 1e-8: a coordinate the hyperplane needs but whose weight is that small does not move (the
+    others go to their caps, as when the hyperplane is out of reach)."""
+    from robustlab.attacks import project_hyperplane_box
+
+    t = torch.full((4, 3), 0.5, dtype=torch.float64)
+    w = torch.tensor([[1.0, 1e-9, 0.0], [1.0, 1e-8, 0.0], [1.0, 2e-8, 0.0], [-1.0, -1e-9, 0.0]], dtype=torch.float64)
+    c = torch.tensor([0.5 + 1e-10, 0.5 + 1e-10, 0.5 + 1e-9, -2.0], dtype=torch.float64)
+    d = project_hyperplane_box(t, w, c, "l1")
+    expected = torch.tensor([[0.5, 0.0, 0.0], [0.5, 0.0, 0.0], [0.5, 0.05, 0.0], [0.5, 0.0, 0.0]], dtype=torch.float64)
+    assert torch.allclose(d, expected, rtol=1e-6, atol=1e-15), d  # 0.05: (c - 0.5) / 2e-8, c rounded in float64
+
+
+def _first_success_norms(model, x, y, eps, norm, steps):
+    """The norm of each point's first FAB iterate misclassified within eps (one target), by the recurrence."""
+    first = torch.full((x.shape[0],), float("inf"))
+    for k in range(1, steps + 1):
+        _, nrm, found = _reference_fab(model, x, y, eps, norm, 1, k)
+        new = found & torch.isinf(first)
+        first[new] = nrm[new]
+    return first
+
+
+@pytest.mark.parametrize("norm,eps", [("linf", 0.15), ("l2", 0.3), ("l1", 0.45)])
+def test_fab_t_with_early_stop_reports_the_smallest_success(norm, eps):
+    """FAB is a minimal-norm attack: as in the reference (fab_base.perturb), a point keeps iterating to the end
+    of the target that broke it and the smallest misclassified point within eps is reported; later targets
+    run only on the points still unbroken. The success flags are those of the run without early stop."""
+    from robustlab.attacks import FABT
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 4))
+    x = 0.3 + 0.4 * torch.rand(12, 1, 1, 6)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    threat, steps = rl.ThreatModel(norm, eps), 8
+    res = FABT(threat, n_targets=1, steps=steps)(model, x, y)
+    ref_x, ref_norm, found = _reference_fab(model, x, y, eps, norm, 1, steps)
+    assert torch.equal(res.success, found) and 0 < int(found.sum()) < len(x)
+    assert torch.allclose(res.x_adv[found], ref_x[found], atol=1e-6)
+    assert torch.allclose(res.perturbation_norms[found], ref_norm[found], atol=1e-6)
+    first = _first_success_norms(model, x, y, eps, norm, steps)
+    assert (ref_norm[found] < first[found] - 1e-4).any(), "a case where a later success is smaller than the first"
+    two = FABT(threat, n_targets=2, steps=steps)(model, x, y)
+    ref2_x, ref2_norm, found2 = _reference_fab(model, x, y, eps, norm, 2, steps, skip_broken=True)
+    assert torch.equal(two.success, found2)
+    assert torch.equal(two.success, FABT(threat, n_targets=2, steps=steps, early_stop=False)(model, x, y).success)
+    assert torch.allclose(two.perturbation_norms[found2], ref2_norm[found2], atol=1e-6)
 
 
 def _reference_apgd(x, c, eps, steps, norm, seed=0):
@@ -345,11 +398,17 @@ def _square_p(p_init, it, n_iters):
     return p_init / 2 ** sum(it > b for b in (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000))
 
 
+def _corner(u, side, n):
+    """The paper's window corner, uniform over 0 .. n - side: int(u (n - side + 1)) for u in [0, 1)."""
+    return min(int(u * (n - side + 1)), n - side)
+
+
 def _reference_square_linf(x, c, eps, max_queries, p_init, seed, mask=None):
     """Square-Linf step by step with the attack's draws (one generator, batch-wide draws in this order):
-    vertical +-eps stripes per channel and column; then per query a random window of side
-    round(sqrt(p h w)) (at most h - 1 and w) set to +-eps per channel (flipped if that changes
-    nothing), kept if the loss rises. `mask` (0: frozen) multiplies every perturbation."""
+    vertical +-eps stripes per channel and column; then at iteration i = 0, 1, ... (one query each) a random
+    window of side round(sqrt(p_i h w)) (at most h - 1 and w; p_i the schedule at i, as the reference's
+    p_selection(i_iter)) with its corner uniform over 0 .. h - side (the paper's range), set to +-eps per
+    channel (flipped if that changes nothing), kept if the loss rises. `mask` (0: frozen) multiplies every perturbation."""
     b, ch, h, w = x.shape
     m = torch.ones_like(x) if mask is None else mask.expand_as(x)
     gen = torch.Generator().manual_seed(seed)
@@ -358,13 +417,13 @@ def _reference_square_linf(x, c, eps, max_queries, p_init, seed, mask=None):
     loss = _loss(v, c)
     flips, accepted = 0, torch.zeros(b, dtype=torch.long)
     for i in range(max_queries - 1):
-        p = _square_p(p_init, i + 1, max_queries)
+        p = _square_p(p_init, i, max_queries)
         side = int(min(max(round((p * h * w) ** 0.5), 1), h - 1 if h > 1 else 1, w))
         u = torch.rand(b, 2, generator=gen)
         signs = torch.where(torch.rand(b, ch, generator=gen) < 0.5, -eps, eps)
         nxt = v.clone()
         for k in range(b):
-            top, left = min(int(u[k, 0] * (h - side + 1)), h - side), min(int(u[k, 1] * (w - side + 1)), w - side)
+            top, left = _corner(u[k, 0], side, h), _corner(u[k, 1], side, w)
             win = (k, slice(None), slice(top, top + side), slice(left, left + side))
             new = (x[win] + m[win] * signs[k, :, None, None]).clamp(0, 1)
             if torch.equal(new, v[win]):
@@ -402,6 +461,49 @@ def test_square_linf_follows_its_recurrence(shape, masked):
     assert flips > 0 and ((accepted > 0) & (accepted < queries - 1)).all()  # every branch is taken
     if mask is not None:
         assert torch.equal(res.x_adv * (1 - mask), x * (1 - mask))
+
+
+def test_square_halves_its_window_at_the_reference_iterations(monkeypatch):
+    """The window side at iteration i (0-based, one query each after the start) follows p_selection(i) of the
+    reference: with 1,000 queries (schedule rescaled by 10) p_init holds at iterations 0 and 1, p_init / 2 from
+    2 (it = 20 > 10) to 5, p_init / 4 from 6 (it = 60 > 50). On a 6 x 6 image: sides 5, 5, 4, 4, 4, 4, 3."""
+    from robustlab.attacks import Square
+
+    sides = []
+    step = Square._linf_window_step
+    monkeypatch.setattr(Square, "_linf_window_step", staticmethod(lambda ctx, s, side: sides.append(side) or step(ctx, s, side)))
+    x = torch.full((1, 1, 6, 6), 0.5)
+    Square(rl.ThreatModel("linf", 0.1), Towards(x), max_queries=1000, p_init=0.8)(nn.Flatten(), x, torch.zeros(1, dtype=torch.long))
+    assert len(sides) == 999
+    assert sides[:8] == [5, 5, 4, 4, 4, 4, 3, 3]
+    expected = [int(min(max(round((_square_p(0.8, i, 1000) * 36) ** 0.5), 1), 5)) for i in range(999)]
+    assert sides == expected
+
+
+class _Draws:
+    """A stand-in context whose batch-wide uniform draws are given."""
+
+    def __init__(self, u):
+        self.u = u
+
+    def rand_full(self, shape_tail=(), kind="rand"):
+        return self.u
+
+
+def test_square_window_corner_covers_the_last_row_and_column():
+    """The corner is uniform over 0 .. h - s, the paper's range (Algorithm 2: U{0, ..., w - h}), kept on purpose
+    against the reference code's 0 .. h - s - 1, with which no window covers the last row or column (see
+    ``square._corners``): u = 1 - 2^-24 (the largest float32 below 1) gives corner h - s, u = 0 gives 0."""
+    from robustlab.attacks.square import _window_masks
+
+    top = torch.tensor([[1 - 2 ** -24, 1 - 2 ** -24], [0.0, 0.0], [0.5, 0.99]], dtype=torch.float32)
+    masks = _window_masks(_Draws(top), 3, 8, 6)[:, 0]
+    rows, cols = masks.any(2), masks.any(1)
+    assert rows[0].nonzero().flatten().tolist() == [5, 6, 7] and cols[0].nonzero().flatten().tolist() == [3, 4, 5]
+    assert rows[1].nonzero().flatten().tolist() == [0, 1, 2] and cols[1].nonzero().flatten().tolist() == [0, 1, 2]
+    assert rows[2].nonzero().flatten().tolist() == [3, 4, 5] and cols[2].nonzero().flatten().tolist() == [3, 4, 5]
+    whole = _window_masks(_Draws(top), 6, 6, 6)[:, 0]
+    assert whole.all()  # side = h: the only corner is 0
 
 
 def _pyramid_ref(rows, cols, q):
@@ -512,8 +614,7 @@ def test_square_l2_update_moves_mass_between_two_windows():
         bump = _meta_bump_ref(side, "l2")
         ref = delta.clone()
         for k in range(b):
-            (t1, l1), (t2, l2) = [[min(int(u[k, a] * (n - side + 1)), n - side) for a, n in ((0, h), (1, w))]
-                                  for u in (u1, u2)]
+            (t1, l1), (t2, l2) = [[_corner(u[k, a], side, n) for a, n in ((0, h), (1, w))] for u in (u1, u2)]
             w1, w2 = (slice(t1, t1 + side), slice(l1, l1 + side)), (slice(t2, t2 + side), slice(l2, l2 + side))
             union = torch.zeros(h, w, dtype=torch.bool)
             union[w1] = union[w2] = True

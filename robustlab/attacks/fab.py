@@ -10,6 +10,10 @@ from ..threat import ThreatModel, per_sample, lp_norm
 from .base import Attack, AttackContext, target_groups
 
 
+#: L1 projection: coordinates whose weight |w_i| is at most this do not move (the reference's threshold)
+L1_MIN_WEIGHT = 1e-8
+
+
 def project_hyperplane_box(t: torch.Tensor, w: torch.Tensor, c: torch.Tensor, norm: str,
                            bounds: tuple[float, float] = (0.0, 1.0), movable: torch.Tensor | None = None
                            ) -> torch.Tensor:
@@ -25,7 +29,10 @@ def project_hyperplane_box(t: torch.Tensor, w: torch.Tensor, c: torch.Tensor, no
     from lambda = 0 finds it exactly without sorting: the line through the current segment lies above
     phi, so each step lands at or below the root, and either on it or past at least one more
     breakpoint; it stops when the set of saturated coordinates stops growing (at most D steps; 2 to 15,
-    mostly 3 to 5, in the FAB runs measured). L1 sorts |w|. When the hyperplane is out of reach inside the box,
+    mostly 3 to 5, in the FAB runs measured). L1 sorts |w| and, as the reference code does
+    (auto-attack's ``projection_l1``), leaves coordinates with |w_i| <= ``L1_MIN_WEIGHT`` (1e-8) where they
+    are: filling them would move a coordinate by about (remaining |c|) / |w_i|, far for a nearly flat
+    direction. When the hyperplane is out of reach inside the box,
     every coordinate moves to its cap (the box corner closest to the hyperplane).
     ``movable``: bool or 0/1 rows, False where a coordinate may not change (a threat mask).
     """
@@ -37,6 +44,8 @@ def project_hyperplane_box(t: torch.Tensor, w: torch.Tensor, c: torch.Tensor, no
     cap = torch.where(wp > 0, hi - t, t - lo).clamp_min(0) * (wp != 0)
     if movable is not None:
         cap = cap * (movable != 0)
+    if norm == "l1":  # as the reference's projection_l1: a coordinate with |w| <= 1e-8 never moves
+        cap = cap * (aw > L1_MIN_WEIGHT)
     gain = aw * cap                                         # progress of a saturated coordinate
     if norm == "l1":
         _, order = (-aw).sort(1)                            # decreasing |w_i|
@@ -97,11 +106,16 @@ class FABT(Attack):
 
     and on reaching the target side step back towards x: x_{k+1} <- (1 - beta) x + beta x_{k+1}.
     The smallest successful perturbation is kept; a point is broken when it lies within eps.
+    FAB is a minimal-norm attack: the point it reports (``perturbation_norms``) is the smallest
+    misclassified iterate within eps. With ``early_stop`` (as the reference's ``perturb``) a broken point
+    still runs to the end of the target that broke it, shrinking its norm, and the later targets run only
+    on the points still unbroken; the success flags are those of the run without early stop.
     delta_k and delta_0 are the exact projections onto the hyperplane intersected with the box
     (:func:`project_hyperplane_box`), and alpha is computed from their norms, as in the paper's code.
     ``targets_at_once`` targets are attacked in one batch of (point, target) rows (default: one at a
     time on a CPU, where that is fastest; on an accelerator as many as ``base.ROWS_BUDGET`` allows); the
-    iterations are deterministic, so every point's result equals the one-target-at-a-time run's.
+    iterations are deterministic, so every point's success equals the one-target-at-a-time run's (with
+    ``early_stop`` its norm can be smaller: the targets of one batch all run to the end).
     """
 
     name = "fab-t"
@@ -125,7 +139,8 @@ class FABT(Attack):
             self._descend(rows, labels.repeat(rows.n_targets), classes)
 
     def _descend(self, ctx: AttackContext, labels_full: torch.Tensor, targets_full: torch.Tensor) -> None:
-        """``steps`` FAB iterations on the active rows, towards each row's target class."""
+        """``steps`` FAB iterations on the active rows, towards each row's target class (all of them, broken
+        or not: later iterates can be closer to x)."""
         lo, hi = ctx.threat.bounds
         movable = None
         if ctx.threat.mask is not None:
@@ -157,13 +172,6 @@ class FABT(Attack):
             out_next = ctx.output(x_next)
             adv = self._record(ctx, x_next, out_next)
             x_k = torch.where(per_sample(adv, x_next), (1 - self.beta) * x0 + self.beta * x_next, x_next).detach()
-            if self.early_stop:
-                live = ctx.unbroken()
-                if not live.all():
-                    ctx.shrink(live)
-                    x0, x_k, y, t = ctx.x, x_k[live], y[live], t[live]
-                    if ctx.n_active == 0:
-                        break
 
     def _record(self, ctx: AttackContext, x_adv, out) -> torch.Tensor:
         """Record misclassified points inside eps with loss -norm (the engine keeps the smallest);

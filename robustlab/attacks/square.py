@@ -12,19 +12,32 @@ from .base import AttackContext, IterativeAttack, check_query_budget
 
 
 def square_p(p_init: float, it: int, n_iters: int) -> float:
-    """Fraction of pixels in the square at iteration `it`: p_init halved at iterations
-    10, 50, 200, 500, 1000, 2000, 4000, 6000 and 8000 of a 10,000-query schedule, rescaled to n_iters."""
+    """Fraction of pixels in the square at iteration `it` (0-based: the first update after the start is
+    it = 0): p_init halved after iterations 10, 50, 200, 500, 1000, 2000, 4000, 6000 and 8000 of a
+    10,000-query schedule, rescaled to n_iters (the reference's ``p_selection``)."""
     it = int(it / n_iters * 10000)
     halvings = sum(it > b for b in (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000))
     return p_init / 2 ** halvings
 
 
+def _corners(u: torch.Tensor, side: int, n: int) -> torch.Tensor:
+    """Window corners along a side of n pixels from uniform draws u in [0, 1): uniform over 0 .. n - side,
+    the paper's range (Algorithm 2 of Andriushchenko et al. 2020: r, s ~ U{0, ..., w - h}).
+
+    Deliberately not the reference code's range: auto-attack's ``random_int(0, h - s)`` (as the authors'
+    square-attack code) stops at n - side - 1, so no window ever covers the last row or column, which
+    keep their initial values (with the side capped at h - 1, even while the window is nearly the whole
+    image). Measured on the 8 x 8 digits MLP (1,000 queries, seeds 0-2): Linf 0.1 successes 0.58-0.60
+    with this range, 0.42-0.45 with the reference's; L2 1.0: 0.97-0.99 against 0.86-0.90. Clamped, since
+    u (n - side + 1) can round up to n - side + 1 in float32."""
+    return (u * (n - side + 1)).long().clamp_(max=n - side)
+
+
 def _window_masks(ctx: AttackContext, side: int, h: int, w: int) -> torch.Tensor:
-    """Per-sample random square windows as a bool mask [B, 1, H, W] (top-left corner uniform over
-    the valid positions)."""
+    """Per-sample random square windows as a bool mask [B, 1, H, W] (top-left corner from
+    :func:`_corners`)."""
     u = ctx.rand_full((2,))
-    top = (u[:, 0] * (h - side + 1)).long().clamp_(max=h - side)
-    left = (u[:, 1] * (w - side + 1)).long().clamp_(max=w - side)
+    top, left = _corners(u[:, 0], side, h), _corners(u[:, 1], side, w)
     rows, cols = _bands(side, h, u.device), _bands(side, w, u.device)
     return (rows[top][:, :, None] & cols[left][:, None, :])[:, None]
 
@@ -116,7 +129,7 @@ class Square(IterativeAttack):
     def step(self, ctx: AttackContext, s: dict, i: int) -> dict:
         x, threat = ctx.x, ctx.threat
         b, c, h, w = x.shape
-        p = square_p(self.p_init, i + 1, self.max_queries)
+        p = square_p(self.p_init, i, self.max_queries)  # iteration i = 0, 1, ...: the reference's p_selection(i_iter)
         # Linf window side: sqrt(p H W), at most H - 1 (the reference's cap for square images) and W
         linf_side = int(min(max(round(math.sqrt(p * h * w)), 1), h - 1 if h > 1 else 1, w))
         if threat.norm == "linf" and threat.mask is None and threat.variable_is_point:
@@ -149,8 +162,7 @@ class Square(IterativeAttack):
         x, (lo, hi), eps = ctx.x, ctx.threat.bounds, ctx.threat.eps
         b, c, h, w = x.shape
         u = ctx.rand_full((2,))
-        top = (u[:, 0] * (h - side + 1)).long().clamp_(max=h - side)
-        left = (u[:, 1] * (w - side + 1)).long().clamp_(max=w - side)
+        top, left = _corners(u[:, 0], side, h), _corners(u[:, 1], side, w)
         offsets = torch.arange(side, device=x.device)
         pix = ((top[:, None] + offsets)[:, :, None] * w + (left[:, None] + offsets)[:, None, :]).reshape(b, 1, -1)
         pix = pix.expand(b, c, side * side)
