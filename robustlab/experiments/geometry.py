@@ -154,8 +154,7 @@ def landscape(run_dir: str | Path, measures: str | Sequence[str] = "all", loss: 
         raise InputError(f"loss must be 'clean' or 'robust', got {loss!r}")
     todo = _parse(measures)
     inputs = run_inputs(run_dir, n, eps, which, trust_code)  # InputError if no such run
-    run = Run(run_dir, create=False)
-    with run.lock():
+    with Run.writing(run_dir, None, create=False) as run:  # any task's run
         return _landscape(run, inputs, todo, loss, attack_steps, grid, which, seed, progress, figures)
 
 
