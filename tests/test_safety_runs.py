@@ -215,7 +215,7 @@ def test_atomic_writes_inside_a_run_refuse_links(tmp_path):
     (run.path / "figures" / "sub").symlink_to(tmp_path, target_is_directory=True)
     from robustlab.fileio import atomic_write_json
 
-    with Run.writing(run.path, None) as writer:  # every write inside a run being written refuses links
+    with Run.writing(run.path.parent, run.path.name, None) as writer:  # every write inside a run being written refuses links
         writer.write_summary({"a": 1})
         with pytest.raises(InputError, match="figures/sub"):
             atomic_write_json(writer.figures / "sub" / "x.json", {})
@@ -241,3 +241,20 @@ def test_a_job_naming_an_unknown_attack_fails_before_anything_runs(tmp_path, cap
         cfg.write_text(json.dumps({"models": [{"name": "m"}], "evaluation": {"attacks": attacks}}))
         from robustlab.runs.schema import validate_job
         validate_job(json.loads(cfg.read_text()))
+
+
+@pytest.mark.parametrize("verb, other", [(("ocr", "train"), "ocr-attack"), (("stereo", "attack"), "stereo-model"),
+                                         (("stereo", "evaluate"), "model")])
+def test_task_verbs_write_runs_through_the_one_path(tmp_path, capsys, verb, other):
+    run = Run(tmp_path / "x")
+    run.write_config({"kind": other})
+    config = (run.path / "config.yaml").read_bytes()
+    code, _, err = cli(capsys, *verb, "--runs", tmp_path, "--name", "x")
+    assert_clear_error(code, err, 2, f"is a {other} run")
+    _one_error_line(err)
+    with Run(tmp_path / "y").lock():
+        code, _, err = cli(capsys, *verb, "--runs", tmp_path, "--name", "y")
+    assert_clear_error(code, err, 2, "being written by another robustlab process")
+    code, _, err = cli(capsys, *verb, "--runs", tmp_path, "--name", "../z")
+    assert_clear_error(code, err, 2, "invalid run name")
+    assert (run.path / "config.yaml").read_bytes() == config and not (tmp_path.parent / "z").exists()

@@ -79,7 +79,7 @@ def attack_model_run(run_dir: str | Path, settings: AttackSettings, *, runs: str
     s = settings
     model, config = load_model_from_run(run_dir, s.weights, trust_code=s.trust_code)  # creates nothing if no run
     name = name or f"attack-{ATTACKS.canonical(s.attack)}-{Path(run_dir).name}"
-    with Run.writing(Path(runs) / name, "attack") as run:  # name, kind and lock checked before the attack runs
+    with Run.writing(runs, name, "attack") as run:  # name, kind and lock checked before the attack runs
         spec = parse_data_spec(config["data"])
         test = load_dataset(spec["name"], "test", seed=spec.get("seed", 0), data_dir=spec.get("data_dir")).subset(s.n)
         threat = ThreatModel(s.norm, s.eps)

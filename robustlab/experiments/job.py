@@ -31,7 +31,7 @@ from ..fileio import atomic_torch_save, atomic_write_json
 from ..models import create_model
 from ..threat import ThreatModel
 from ..training import TrainConfig, load_state, load_weights, train
-from ..runs.rundir import Run, check_name
+from ..runs.rundir import Run, check_name, split_run_dir
 from ..runs.schema import EvaluationSettings, validate_job
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ def train_model_run(run_dir: str | Path, model_spec: dict, data_spec: dict | str
     cfg = TrainConfig(**train_cfg)
     # under DDP every rank runs this; rank 0 writes the run and holds its lock
     ddp_worker = torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank() != 0
-    with Run.writing(run_dir, "model", lock=not ddp_worker) as run:
+    with Run.writing(*split_run_dir(run_dir), "model", lock=not ddp_worker) as run:
         return _train_model_run(run, model_spec, data_spec, cfg, resume, progress, trust_code)
 
 
@@ -220,7 +220,7 @@ def evaluate_model_run(run_dir: str | Path, settings: EvaluationSettings | Seque
         settings = EvaluationSettings(eps=list(settings), **fields)
     model, config = load_model_from_run(run_dir, which, trust_code=trust_code)
     # under torchrun: rank 0 holds the run's lock and writes the record
-    with Run.writing(run_dir, "model", create=False, lock=world()[0] == 0) as run:
+    with Run.writing(*split_run_dir(run_dir), "model", create=False, lock=world()[0] == 0) as run:
         return _evaluate(run, model, config, settings, which, resume, progress)
 
 
@@ -289,7 +289,7 @@ def run_config(path: str | Path, runs_root: str | Path = "runs", resume: bool = 
             if is_code_reference(mname):
                 raise InputError(f"{path}: model {entry['name']!r} is a code reference {mname!r}: running the job would "
                                  "import and run that code. Pass --trust-code if you trust this file")
-    with Run.writing(Path(runs_root) / name, "job", what="job name") as job:
+    with Run.writing(runs_root, name, "job", what="job name") as job:
         return _run_job(job, config, resume, progress, trust_code)
 
 
@@ -355,7 +355,7 @@ def sweep_batch_size(root: str | Path, model_spec: dict, data_spec: dict | str, 
     2017); "sqrt" by sqrt(batch / base_batch). Writes ``sweep.json`` and one model run per cell.
     """
     root = Path(root)
-    with Run.writing(root, "sweep", what="sweep name") as sweep:
+    with Run.writing(*split_run_dir(root), "sweep", what="sweep name") as sweep:
         return _sweep_batch_size(sweep, model_spec, data_spec, train_cfg, batch_sizes, lr_rules, base_batch, resume,
                                  progress)
 

@@ -18,7 +18,7 @@ from ..errors import InputError
 from ..fileio import atomic_write_bytes, atomic_write_json
 from ..settings import StrictSettings
 from .job import evaluate_model_run, train_model_run
-from ..runs.rundir import Run
+from ..runs.rundir import Run, split_run_dir
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def sweep_eps(root: str | Path, model_spec: dict, data_spec: dict | str, train_c
     if not eps_list and not trades_betas:
         raise InputError("the eps sweep needs training eps values and/or TRADES betas")
     root = Path(root)
-    with Run.writing(root, "eps sweep", what="sweep name") as sweep:
+    with Run.writing(*split_run_dir(root), "eps sweep", what="sweep name") as sweep:
         trades_eps = float(trades_eps if trades_eps is not None else max(list(eps_list) or [train_cfg.get("eps", 0.3)]))
         eval_eps = float(eval_eps if eval_eps is not None else max([trades_eps, *eps_list]))
         norm = train_cfg.get("norm", "linf")

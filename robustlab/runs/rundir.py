@@ -3,7 +3,7 @@
 ``runs/<name>/``: ``config.yaml`` (resolved, with seed, versions and git hash), ``metrics.jsonl``
 (appended and flushed), ``summary.json``, ``checkpoints/``, ``figures/``, ``report.html``.
 
-Every command writes a run through one path, ``with Run.writing(path, kind) as run: ...``: it checks
+Every command writes a run through one path, ``with Run.writing(runs, name, kind) as run: ...``: it checks
 the name (a single path component, ``check_name``), refuses a run of another kind (an attack written
 into a model run), holds the run's lock (a ``.lock`` file via ``filelock``; a second writer gets
 ``RunLockedError``) and makes every write inside the run refuse symbolic links (``fileio.confined``):
@@ -65,6 +65,12 @@ def check_name(name, what: str = "run name") -> str:
     return name
 
 
+def split_run_dir(run_dir: str | Path) -> tuple[Path, str]:
+    """(the runs folder, the run name) of a run directory path."""
+    run_dir = Path(run_dir)
+    return run_dir.parent, run_dir.name
+
+
 class RunLockedError(InputError):
     """Another process is writing this run directory."""
 
@@ -83,13 +89,13 @@ class Run:
 
     @classmethod
     @contextlib.contextmanager
-    def writing(cls, path: str | Path, kind: str | None, *, create: bool = True, lock: bool = True,
+    def writing(cls, root: str | Path, name: str, kind: str | None, *, create: bool = True, lock: bool = True,
                 what: str = "run name") -> Iterator["Run"]:
-        """The one way a command writes a run: validate its name, refuse a run of another ``kind``
-        (None: any), hold its lock (``lock=False``: a DDP worker, whose rank 0 holds it) and refuse
-        symbolic links for every write inside it. ``create=False``: the run must exist."""
-        path = Path(path)
-        check_name(path.name, what)
+        """The one way a command writes the run ``root/name``: validate the name (``check_name``),
+        refuse a run of another ``kind`` (None: any), hold its lock (``lock=False``: a DDP worker,
+        whose rank 0 holds it) and refuse symbolic links for every write inside it. ``create=False``:
+        the run must exist. A run directory path splits with ``Run.writing(*split_run_dir(path), kind)``."""
+        path = Path(root) / check_name(name, what)
         if not create and not path.is_dir():
             raise InputError(f"no run directory at {path}; train one with `robustlab train` or check the path")
         path.mkdir(parents=True, exist_ok=True)

@@ -142,5 +142,5 @@ def run_cli(args) -> int:
     command = {"train": cmd_train, "attack": cmd_attack, "reproduce": cmd_reproduce}[args.ocr_command]
     if args.ocr_command not in KINDS:
         return command(args)
-    with Run.writing(Path(args.runs) / args.name, KINDS[args.ocr_command]):
+    with Run.writing(args.runs, args.name, KINDS[args.ocr_command]):
         return command(args)

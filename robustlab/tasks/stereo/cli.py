@@ -311,5 +311,5 @@ def run(args) -> int:
     """Run one stereo verb through ``Run.writing`` (name checked, run lock held, links refused)."""
     if args.stereo_command == "reproduce":
         return COMMANDS[args.stereo_command](args)
-    with Run.writing(Path(args.runs) / args.name, KINDS[args.stereo_command]):
+    with Run.writing(args.runs, args.name, KINDS[args.stereo_command]):
         return COMMANDS[args.stereo_command](args)
