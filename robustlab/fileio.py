@@ -5,9 +5,15 @@ would give it (0666 minus the umask, typically 0644), or keeps those of the file
 temporary file is removed on any exception (and on SIGTERM under the CLI, which turns it into
 SystemExit); temporaries left by a process killed outright (SIGKILL) are removed by the next write
 to the same path once their writer's process is gone.
+
+Inside a run directory no symbolic link is followed: a write under a root given as ``inside=`` (or
+under a root made ``confined`` for the current context, as a run being written is) refuses a link
+at any component below that root, the file included, with ``LinkRefusedError`` naming the link.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import glob
 import io
 import json
@@ -16,7 +22,68 @@ import re
 import stat
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
+
+from .errors import InputError
+
+
+class LinkRefusedError(InputError):
+    """A write inside a run directory met a symbolic link (robustlab never follows one there)."""
+
+
+#: the roots (absolute paths) within which the current context's writes refuse symbolic links
+_CONFINED: contextvars.ContextVar[tuple[Path, ...]] = contextvars.ContextVar("robustlab_confined", default=())
+
+
+@contextlib.contextmanager
+def confined(root: str | Path) -> Iterator[Path]:
+    """Within this block, every atomic write under ``root`` refuses symbolic links below ``root``."""
+    root = Path(os.path.abspath(root))
+    token = _CONFINED.set(_CONFINED.get() + (root,))
+    try:
+        yield root
+    finally:
+        _CONFINED.reset(token)
+
+
+def _under(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def check_no_links(path: str | Path, root: str | Path) -> Path:
+    """``path`` (absolute) if no component of it below ``root``, itself included, is a symbolic link
+    and its resolved location stays inside the resolved ``root``; else ``LinkRefusedError``."""
+    path, root = Path(os.path.abspath(path)), Path(os.path.abspath(root))
+    if not _under(path, root):
+        raise LinkRefusedError(f"refusing to write {path}: it is outside the run directory {root}")
+    current = root
+    for part in path.relative_to(root).parts:
+        current = current / part
+        if current.is_symlink():
+            raise LinkRefusedError(
+                f"refusing to write {path}: {current} is a symbolic link (to {os.readlink(current)}) inside the run "
+                f"directory {root}; robustlab never follows links there: remove the link or use another --name")
+    real_root = root.resolve()
+    if not _under(path.resolve(), real_root):
+        raise LinkRefusedError(f"refusing to write {path}: it resolves outside the run directory {real_root}")
+    return path
+
+
+def _check_confined(path: Path, inside: str | Path | None) -> None:
+    """Refuse links below ``inside`` and below every confined root that holds ``path``."""
+    absolute = Path(os.path.abspath(path))
+    roots = [Path(os.path.abspath(inside))] if inside is not None else []
+    for root in roots + [r for r in _CONFINED.get() if _under(absolute, r)]:
+        check_no_links(absolute, root)
+
+
+def make_dirs(path: str | Path, inside: str | Path | None = None) -> Path:
+    """``mkdir -p path``, refusing symbolic links below ``inside`` and any confined root."""
+    path = Path(path)
+    _check_confined(path, inside)
+    path.mkdir(parents=True, exist_ok=True)
+    _check_confined(path, inside)
+    return path
 
 
 def _umask() -> int:
@@ -76,10 +143,12 @@ def remove_stale_temporaries(path: str | Path) -> int:
 _TMP_RE = re.compile(r"(\d+)\.[^.]+\.tmp")
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write to a temporary file in the same directory, fsync, then rename over `path`."""
+def atomic_write_bytes(path: str | Path, data: bytes, inside: str | Path | None = None) -> None:
+    """Write to a temporary file in the same directory, fsync, then rename over `path`. Below
+    ``inside`` (a run directory) or a ``confined`` root, a symbolic link is refused, not followed."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent, inside)
+    _check_confined(path, inside)
     remove_stale_temporaries(path)
     mode = _file_mode(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
@@ -96,20 +165,20 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         raise
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
+def atomic_write_text(path: str | Path, text: str, inside: str | Path | None = None) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"), inside)
 
 
-def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=json_default) + "\n")
+def atomic_write_json(path: str | Path, obj: Any, inside: str | Path | None = None) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=json_default) + "\n", inside)
 
 
-def atomic_torch_save(obj: Any, path: str | Path) -> None:
+def atomic_torch_save(obj: Any, path: str | Path, inside: str | Path | None = None) -> None:
     import torch
 
     buf = io.BytesIO()
     torch.save(obj, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue(), inside)
 
 
 def json_default(o):

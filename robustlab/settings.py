@@ -92,6 +92,8 @@ def _known_keys(models: dict[tuple, type[BaseModel]], loc: tuple) -> list[str]:
 
 
 def problems_message(problems: list[str], what: str) -> str:
+    if len(problems) == 1:  # errors are one line
+        return f"problem in {what}: {problems[0]}; fix it and run again"
     return f"problems in {what}:\n  " + "\n  ".join(problems) + "\nfix these and run again"
 
 

@@ -47,3 +47,21 @@ def test_a_replaced_file_keeps_its_mode(tmp_path, umask):
     os.chmod(path, 0o640)  # the user narrowed it on purpose
     atomic_write_json(path, {"a": 2})
     assert _mode(path) == 0o640 and path.read_text().strip().endswith("}")
+
+
+def test_links_are_refused_only_inside_a_confined_root(tmp_path):
+    from robustlab.fileio import LinkRefusedError, confined
+
+    (tmp_path / "real").mkdir()
+    (tmp_path / "linked").symlink_to(tmp_path / "real", target_is_directory=True)
+    atomic_write_json(tmp_path / "linked" / "a.json", {"a": 1})  # outside any run: a link is a path like any other
+    assert (tmp_path / "real" / "a.json").exists()
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "sub").symlink_to(tmp_path / "real", target_is_directory=True)
+    with confined(tmp_path / "linked"):  # the root itself may be reached through a link
+        atomic_write_json(tmp_path / "linked" / "b.json", {"b": 1})
+    with confined(tmp_path / "run"), pytest.raises(LinkRefusedError, match="sub is a symbolic link"):
+        atomic_torch_save({"x": 1}, tmp_path / "run" / "sub" / "state.pt")
+    with pytest.raises(LinkRefusedError, match="sub is a symbolic link"):
+        atomic_write_bytes(tmp_path / "run" / "sub" / "x.bin", b"x", inside=tmp_path / "run")
+    assert sorted(p.name for p in (tmp_path / "real").iterdir()) == ["a.json", "b.json"]

@@ -133,3 +133,128 @@ def test_two_processes_writing_one_run_and_a_sigterm(tmp_path):
     assert not list((tmp_path / "same").rglob("*.tmp"))
     with Run(tmp_path / "same").lock():  # released
         pass
+
+
+# ----- issue 25: one path for writing a run (item 2), no symlinks followed (item 3), smaller items (item 8) ----------
+def _one_error_line(err):
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_attack_name_of_a_model_run_is_refused_and_the_run_still_evaluates(run_copy, capsys):
+    before = {f: (run_copy / f).read_bytes() for f in ("config.yaml", "summary.json")}
+    code, _, err = cli(capsys, "attack", run_copy, "--attack", "fgsm", "--eps", 0.1, "--n", 5,
+                       "--runs", run_copy.parent, "--name", run_copy.name)
+    assert_clear_error(code, err, 2, "model run", "--name")
+    _one_error_line(err)
+    assert {f: (run_copy / f).read_bytes() for f in before} == before
+    assert evaluate_model_run(run_copy, [0.1], attacks="fgsm", n=5)["reports"]
+
+
+def test_every_run_writer_refuses_a_run_of_another_kind(run_copy, tmp_path, capsys):
+    code, _, err = cli(capsys, "attack", run_copy, "--attack", "fgsm", "--eps", 0.1, "--n", 5, "--runs", tmp_path / "a",
+                       "--name", "atk")
+    assert code == 0, err
+    atk = tmp_path / "a" / "atk"
+    config = (atk / "config.yaml").read_bytes()
+    code, _, err = cli(capsys, "train", "--data", "digits", "--model", "mlp", "--epochs", 1, "--runs", tmp_path / "a",
+                       "--name", "atk")
+    assert_clear_error(code, err, 2, "attack run")
+    _one_error_line(err)
+    with pytest.raises(InputError, match="not a model run"):
+        evaluate_model_run(atk, [0.1], attacks="fgsm", n=5)
+    assert (atk / "config.yaml").read_bytes() == config and not (atk / "checkpoints" / "state.pt").exists()
+
+
+def test_attack_takes_the_run_lock(run_copy, tmp_path, capsys):
+    target = tmp_path / "a" / "atk"
+    with Run(target).lock():
+        code, _, err = cli(capsys, "attack", run_copy, "--attack", "fgsm", "--eps", 0.1, "--n", 5,
+                           "--runs", target.parent, "--name", target.name)
+    assert_clear_error(code, err, 2, "being written by another robustlab process")
+    _one_error_line(err)
+    assert not (target / "config.yaml").exists()
+
+
+def test_a_linked_metrics_file_is_refused_and_its_target_untouched(tmp_path, capsys):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("line one\nhalf a line")
+    run = Run(tmp_path / "runs" / "r")
+    (run.path / "metrics.jsonl").symlink_to(victim)
+    with pytest.raises(InputError, match="metrics.jsonl"):
+        run.log_metrics({"epoch": 1})
+    code, _, err = cli(capsys, "train", "--data", "digits", "--model", "mlp", "--epochs", 1, "--eval-n", 10,
+                       "--runs", tmp_path / "runs", "--name", "r")
+    assert_clear_error(code, err, 2, "metrics.jsonl", "link")
+    _one_error_line(err)
+    assert victim.read_text() == "line one\nhalf a line"
+
+
+def test_a_linked_checkpoints_folder_is_refused(tmp_path, capsys):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "runs" / "r").mkdir(parents=True)
+    (tmp_path / "runs" / "r" / "checkpoints").symlink_to(elsewhere, target_is_directory=True)
+    code, _, err = cli(capsys, "train", "--data", "digits", "--model", "mlp", "--epochs", 1, "--eval-n", 10,
+                       "--runs", tmp_path / "runs", "--name", "r")
+    assert_clear_error(code, err, 2, "checkpoints", "link")
+    _one_error_line(err)
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_atomic_writes_inside_a_run_refuse_links(tmp_path):
+    victim = tmp_path / "victim.json"
+    victim.write_text("{}")
+    run = Run(tmp_path / "r")
+    (run.path / "summary.json").symlink_to(victim)
+    with pytest.raises(InputError, match="summary.json"):
+        run.write_summary({"a": 1})
+    assert (run.path / "summary.json").is_symlink() and victim.read_text() == "{}"
+    (run.path / "summary.json").unlink()
+    (run.path / "figures" / "sub").symlink_to(tmp_path, target_is_directory=True)
+    from robustlab.fileio import atomic_write_json
+
+    with Run.writing(run.path.parent, run.path.name, None) as writer:  # every write inside a run being written refuses links
+        writer.write_summary({"a": 1})
+        with pytest.raises(InputError, match="figures/sub"):
+            atomic_write_json(writer.figures / "sub" / "x.json", {})
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_sweep_batch_size_without_a_name_uses_its_default(tmp_path, capsys):
+    code, out, err = cli(capsys, "sweep", "batch-size", "--batch-sizes", 64, "--lr-rules", "constant", "--data", "digits",
+                         "--model", "mlp", "--epochs", 1, "--eval-n", 10, "--runs", tmp_path)
+    assert code == 0, err
+    assert (tmp_path / "sweep-batch-size" / "sweep.json").exists()
+
+
+def test_a_job_naming_an_unknown_attack_fails_before_anything_runs(tmp_path, capsys):
+    cfg = tmp_path / "job.yaml"
+    cfg.write_text(json.dumps({"name": "j", "data": "digits", "train": TRAIN, "models": [{"name": "m", "model": "mlp"}],
+                               "evaluation": {"eps": [0.1], "attacks": "fgsm,not-an-attack", "n": 5}}))
+    code, _, err = cli(capsys, "run", cfg, "--runs", tmp_path / "runs")
+    assert_clear_error(code, err, 2, "not-an-attack", "evaluation.attacks")
+    _one_error_line(err)
+    assert not (tmp_path / "runs").exists()
+    for attacks in ("standard", "rand-draw", ["fgsm", "pgd"], "FGSM, apgd-ce"):
+        cfg.write_text(json.dumps({"models": [{"name": "m"}], "evaluation": {"attacks": attacks}}))
+        from robustlab.runs.schema import validate_job
+        validate_job(json.loads(cfg.read_text()))
+
+
+@pytest.mark.parametrize("verb, other", [(("ocr", "train"), "ocr-attack"), (("stereo", "attack"), "stereo-model"),
+                                         (("stereo", "evaluate"), "model")])
+def test_task_verbs_write_runs_through_the_one_path(tmp_path, capsys, verb, other):
+    run = Run(tmp_path / "x")
+    run.write_config({"kind": other})
+    config = (run.path / "config.yaml").read_bytes()
+    code, _, err = cli(capsys, *verb, "--runs", tmp_path, "--name", "x")
+    assert_clear_error(code, err, 2, f"is a {other} run")
+    _one_error_line(err)
+    with Run(tmp_path / "y").lock():
+        code, _, err = cli(capsys, *verb, "--runs", tmp_path, "--name", "y")
+    assert_clear_error(code, err, 2, "being written by another robustlab process")
+    code, _, err = cli(capsys, *verb, "--runs", tmp_path, "--name", "../z")
+    assert_clear_error(code, err, 2, "invalid run name")
+    assert (run.path / "config.yaml").read_bytes() == config and not (tmp_path.parent / "z").exists()

@@ -77,27 +77,28 @@ def attack_model_run(run_dir: str | Path, settings: AttackSettings, *, runs: str
     ``runs/<name>`` (default ``attack-<attack>-<run>``); ``record``: more to record in the config
     (the CLI's arguments). Returns the summary and the new run."""
     s = settings
-    model, config = load_model_from_run(run_dir, s.weights, trust_code=s.trust_code)
-    spec = parse_data_spec(config["data"])
-    test = load_dataset(spec["name"], "test", seed=spec.get("seed", 0), data_dir=spec.get("data_dir")).subset(s.n)
-    threat = ThreatModel(s.norm, s.eps)
-    attack_name, atk, kwargs = build_attack(s.attack, threat, s.seed, **s.options())
-    objective = task_objective(config)
-    with torch.no_grad():
-        clean_ok = ~objective.success(model(test.x), test.y)
-    target = _target(model, atk, attack_name, s.black_box)
-    start = time.perf_counter()
-    result = atk(target, test.x, test.y)
-    robust = clean_ok & ~result.success
-    out = {**result.summary(), "clean_accuracy": float(clean_ok.float().mean()),
-           "robust_accuracy": float(robust.float().mean()), "seconds": round(time.perf_counter() - start, 2)}
-    run = Run(Path(runs) / (name or f"attack-{attack_name}-{Path(run_dir).name}"))
-    run.write_config({"kind": "attack", "task": run_task(config), "model_run": str(run_dir), "attack": attack_name,
-                      "threat": threat.describe(), **s.model_dump(), **(record or {})})
-    run.write_summary(out)
-    _write_record(run, out, atk, attack_name, kwargs, run_dir, f"{len(test)} test points of {spec['name']}")
-    atomic_torch_save({"x": test.x, "x_adv": result.x_adv, "y": test.y, "success": result.success},
-                      save or run.path / "adversarial.pt")
+    model, config = load_model_from_run(run_dir, s.weights, trust_code=s.trust_code)  # creates nothing if no run
+    name = name or f"attack-{ATTACKS.canonical(s.attack)}-{Path(run_dir).name}"
+    with Run.writing(runs, name, "attack") as run:  # name, kind and lock checked before the attack runs
+        spec = parse_data_spec(config["data"])
+        test = load_dataset(spec["name"], "test", seed=spec.get("seed", 0), data_dir=spec.get("data_dir")).subset(s.n)
+        threat = ThreatModel(s.norm, s.eps)
+        attack_name, atk, kwargs = build_attack(s.attack, threat, s.seed, **s.options())
+        objective = task_objective(config)
+        with torch.no_grad():
+            clean_ok = ~objective.success(model(test.x), test.y)
+        target = _target(model, atk, attack_name, s.black_box)
+        start = time.perf_counter()
+        result = atk(target, test.x, test.y)
+        robust = clean_ok & ~result.success
+        out = {**result.summary(), "clean_accuracy": float(clean_ok.float().mean()),
+               "robust_accuracy": float(robust.float().mean()), "seconds": round(time.perf_counter() - start, 2)}
+        run.write_config({"kind": "attack", "task": run_task(config), "model_run": str(run_dir), "attack": attack_name,
+                          "threat": threat.describe(), **s.model_dump(), **(record or {})})
+        run.write_summary(out)
+        _write_record(run, out, atk, attack_name, kwargs, run_dir, f"{len(test)} test points of {spec['name']}")
+        atomic_torch_save({"x": test.x, "x_adv": result.x_adv, "y": test.y, "success": result.success},
+                          save or run.path / "adversarial.pt")
     return out, run
 
 

@@ -31,7 +31,7 @@ from ..taskspec import RunInputs, get_task, run_task
 from ..threat import ThreatModel
 from ..training import measure
 from .job import ModelRunSource, load_model_from_run
-from ..runs.rundir import Run
+from ..runs.rundir import Run, split_run_dir
 
 log = logging.getLogger(__name__)
 
@@ -154,8 +154,7 @@ def landscape(run_dir: str | Path, measures: str | Sequence[str] = "all", loss: 
         raise InputError(f"loss must be 'clean' or 'robust', got {loss!r}")
     todo = _parse(measures)
     inputs = run_inputs(run_dir, n, eps, which, trust_code)  # InputError if no such run
-    run = Run(run_dir, create=False)
-    with run.lock():
+    with Run.writing(*split_run_dir(run_dir), None, create=False) as run:  # any task's run
         return _landscape(run, inputs, todo, loss, attack_steps, grid, which, seed, progress, figures)
 
 

@@ -7,7 +7,6 @@ one model run per entry under ``models/`` and a combined ``report.html``.
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 import inspect
@@ -32,7 +31,7 @@ from ..fileio import atomic_torch_save, atomic_write_json
 from ..models import create_model
 from ..threat import ThreatModel
 from ..training import TrainConfig, load_state, load_weights, train
-from ..runs.rundir import Run, check_name
+from ..runs.rundir import Run, check_name, split_run_dir
 from ..runs.schema import EvaluationSettings, validate_job
 
 log = logging.getLogger(__name__)
@@ -78,13 +77,11 @@ def train_model_run(run_dir: str | Path, model_spec: dict, data_spec: dict | str
 
     Holds the run's lock while it writes (a second writer gets RunLockedError). A resume must name the
     same data, split (data seed), model and method as the stored config."""
-    check_name(Path(run_dir).name)
     data_spec = parse_data_spec(data_spec)
     cfg = TrainConfig(**train_cfg)
-    run = Run(run_dir)
     # under DDP every rank runs this; rank 0 writes the run and holds its lock
     ddp_worker = torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank() != 0
-    with contextlib.nullcontext() if ddp_worker else run.lock():
+    with Run.writing(*split_run_dir(run_dir), "model", lock=not ddp_worker) as run:
         return _train_model_run(run, model_spec, data_spec, cfg, resume, progress, trust_code)
 
 
@@ -235,10 +232,8 @@ def evaluate_model_run(run_dir: str | Path, settings: EvaluationSettings | Seque
     if not isinstance(settings, EvaluationSettings):
         settings = EvaluationSettings(eps=list(settings), **fields)
     model, config = load_model_from_run(run_dir, which, trust_code=trust_code)
-    run = Run(run_dir, create=False)
-    if world()[0] != 0:  # under torchrun: rank 0 holds the run's lock and writes the record
-        return _evaluate(run, model, config, settings, which, resume, progress)
-    with run.lock():
+    # under torchrun: rank 0 holds the run's lock and writes the record
+    with Run.writing(*split_run_dir(run_dir), "model", create=False, lock=world()[0] == 0) as run:
         return _evaluate(run, model, config, settings, which, resume, progress)
 
 
@@ -307,8 +302,7 @@ def run_config(path: str | Path, runs_root: str | Path = "runs", resume: bool = 
             if is_code_reference(mname):
                 raise InputError(f"{path}: model {entry['name']!r} is a code reference {mname!r}: running the job would "
                                  "import and run that code. Pass --trust-code if you trust this file")
-    job = Run(Path(runs_root) / name)
-    with job.lock():
+    with Run.writing(runs_root, name, "job", what="job name") as job:
         return _run_job(job, config, resume, progress, trust_code)
 
 
@@ -374,8 +368,14 @@ def sweep_batch_size(root: str | Path, model_spec: dict, data_spec: dict | str, 
     2017); "sqrt" by sqrt(batch / base_batch). Writes ``sweep.json`` and one model run per cell.
     """
     root = Path(root)
-    check_name(root.name, "sweep name")
-    sweep = Run(root)
+    with Run.writing(*split_run_dir(root), "sweep", what="sweep name") as sweep:
+        return _sweep_batch_size(sweep, model_spec, data_spec, train_cfg, batch_sizes, lr_rules, base_batch, resume,
+                                 progress)
+
+
+def _sweep_batch_size(sweep: Run, model_spec: dict, data_spec: dict | str, train_cfg: dict, batch_sizes: list[int],
+                      lr_rules: list[str], base_batch: int | None, resume: bool, progress: bool) -> Path:
+    root = sweep.path
     base_batch = base_batch or min(batch_sizes)
     rows = []
     for bs in batch_sizes:

@@ -35,7 +35,7 @@ from ..representations import (ClassGaussian, alignment, class_interpolation, in
                                signed_map, synthesize, visualize_feature)
 from ..representations.layers import features, last_linear
 from .job import ModelRunSource, load_model_from_run, load_split, parse_data_spec
-from ..runs.rundir import Run
+from ..runs.rundir import Run, split_run_dir
 from ..runtime import eval_mode
 
 log = logging.getLogger(__name__)
@@ -233,10 +233,9 @@ def represent_run(run_dir: str | Path, analyses: Sequence[str] = DEFAULT_ANALYSE
     ``trust_code`` allows configs naming a ``module:callable`` model (``--trust-code``)."""
     model, config = load_model_from_run(run_dir, which, trust_code=trust_code)
     others = {Path(c).name: load_model_from_run(c, which, trust_code=trust_code)[0] for c in compare}
-    run = Run(run_dir, create=False)
     spec = parse_data_spec(config["data"])
     test, train = load_split(spec, "test"), load_split(spec, "train")
-    with run.lock():
+    with Run.writing(*split_run_dir(run_dir), "model", create=False) as run:
         run.figures.mkdir(exist_ok=True)
         result = analyse(model, test, train, list(analyses), run.figures, n, others, settings=settings)
         out = {"run": str(run.path), "weights": which, "data": spec, "n": min(n, len(test)), "analyses": result}

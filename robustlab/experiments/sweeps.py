@@ -18,7 +18,7 @@ from ..errors import InputError
 from ..fileio import atomic_write_bytes, atomic_write_json
 from ..settings import StrictSettings
 from .job import evaluate_model_run, train_model_run
-from ..runs.rundir import Run
+from ..runs.rundir import Run, split_run_dir
 
 log = logging.getLogger(__name__)
 
@@ -58,37 +58,37 @@ def sweep_eps(root: str | Path, model_spec: dict, data_spec: dict | str, train_c
     if not eps_list and not trades_betas:
         raise InputError("the eps sweep needs training eps values and/or TRADES betas")
     root = Path(root)
-    sweep = Run(root)
-    trades_eps = float(trades_eps if trades_eps is not None else max(list(eps_list) or [train_cfg.get("eps", 0.3)]))
-    eval_eps = float(eval_eps if eval_eps is not None else max([trades_eps, *eps_list]))
-    norm = train_cfg.get("norm", "linf")
-    sweep.write_config({"kind": "eps sweep", "model": model_spec, "data": data_spec, "train": train_cfg,
-                        "eps": list(eps_list), "trades_betas": list(trades_betas), "trades_eps": trades_eps,
-                        "eval_eps": eval_eps, "attacks": attacks, "eval_n": eval_n})
-    rows = []
-    for cell in sweep_cells(list(eps_list), list(trades_betas), trades_eps):
-        run_dir = root / "runs" / cell["name"]
-        summary = Run(run_dir).read_summary()
-        if not (resume and summary.get("evaluated")):
-            cfg = {**train_cfg, "method": cell["method"], "eps": cell["eps"] if cell["eps"] > 0 else eval_eps}
-            if cell["trades_beta"] is not None:
-                cfg["trades_beta"] = cell["trades_beta"]
-            summary = train_model_run(run_dir, model_spec, data_spec, cfg, resume=resume, progress=progress)
-            evaluate_model_run(run_dir, [0.0, eval_eps], norm=norm, attacks=attacks, n=eval_n)
-            summary = {**Run(run_dir).read_summary(), "evaluated": True}
-            Run(run_dir).write_summary(summary)
-        ev = json.loads((run_dir / "evaluation.json").read_text())
-        last = ev["reports"][-1]
-        rows.append({**cell, "run": str(run_dir), "clean_acc": last["clean_accuracy"],
-                     "robust_acc": last["robust_accuracy"], "robust_acc_ci95": last["robust_accuracy_ci95"],
-                     "eval_eps": eval_eps, "norm": norm, "train_time_s": summary.get("train_time_s")})
+    with Run.writing(*split_run_dir(root), "eps sweep", what="sweep name") as sweep:
+        trades_eps = float(trades_eps if trades_eps is not None else max(list(eps_list) or [train_cfg.get("eps", 0.3)]))
+        eval_eps = float(eval_eps if eval_eps is not None else max([trades_eps, *eps_list]))
+        norm = train_cfg.get("norm", "linf")
+        sweep.write_config({"kind": "eps sweep", "model": model_spec, "data": data_spec, "train": train_cfg,
+                            "eps": list(eps_list), "trades_betas": list(trades_betas), "trades_eps": trades_eps,
+                            "eval_eps": eval_eps, "attacks": attacks, "eval_n": eval_n})
+        rows = []
+        for cell in sweep_cells(list(eps_list), list(trades_betas), trades_eps):
+            run_dir = root / "runs" / cell["name"]
+            summary = Run(run_dir).read_summary()
+            if not (resume and summary.get("evaluated")):
+                cfg = {**train_cfg, "method": cell["method"], "eps": cell["eps"] if cell["eps"] > 0 else eval_eps}
+                if cell["trades_beta"] is not None:
+                    cfg["trades_beta"] = cell["trades_beta"]
+                summary = train_model_run(run_dir, model_spec, data_spec, cfg, resume=resume, progress=progress)
+                evaluate_model_run(run_dir, [0.0, eval_eps], norm=norm, attacks=attacks, n=eval_n)
+                summary = {**Run(run_dir).read_summary(), "evaluated": True}
+                Run(run_dir).write_summary(summary)
+            ev = json.loads((run_dir / "evaluation.json").read_text())
+            last = ev["reports"][-1]
+            rows.append({**cell, "run": str(run_dir), "clean_acc": last["clean_accuracy"],
+                         "robust_acc": last["robust_accuracy"], "robust_acc_ci95": last["robust_accuracy_ci95"],
+                         "eval_eps": eval_eps, "norm": norm, "train_time_s": summary.get("train_time_s")})
+            atomic_write_json(root / "sweep.json", {"kind": "eps sweep", "rows": rows})
+        front = pareto_front([(r["clean_acc"], r["robust_acc"]) for r in rows])
+        for i, r in enumerate(rows):
+            r["pareto"] = i in front
         atomic_write_json(root / "sweep.json", {"kind": "eps sweep", "rows": rows})
-    front = pareto_front([(r["clean_acc"], r["robust_acc"]) for r in rows])
-    for i, r in enumerate(rows):
-        r["pareto"] = i in front
-    atomic_write_json(root / "sweep.json", {"kind": "eps sweep", "rows": rows})
-    plot_tradeoff(rows, sweep.figures / "pareto.png", f"{norm} eps={eval_eps:g}")
-    sweep.write_summary({"rows": rows})
+        plot_tradeoff(rows, sweep.figures / "pareto.png", f"{norm} eps={eval_eps:g}")
+        sweep.write_summary({"rows": rows})
     return root
 
 

@@ -4,21 +4,24 @@ and of ``robustlab launch``. The ``train:`` sections are ``robustlab.training.Tr
 once, in training); the other commands' settings are declared with their drivers in ``experiments``.
 
 Unknown keys are errors with a did-you-mean (``difflib``), types are checked and every number has
-its range (``n >= 1``, ``steps >= 1``, batch sizes >= 1, non-empty eps and attack lists). An Linf
+its range (``n >= 1``, ``steps >= 1``, batch sizes >= 1, non-empty eps and attack lists of registered
+attacks or one suite name). An Linf
 eps beyond the input range [0, 1] only warns (it is legal, just pointless). All problems of one
 file or command line are reported together, as one ``InputError``.
 """
 from __future__ import annotations
 
+import difflib
 import logging
 from typing import Any, ClassVar, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..argtypes import name_list
+from ..attacks import ATTACKS
 from ..errors import InputError
 from ..evaluation.suite import SUITES
-from ..settings import StrictSettings
+from ..settings import SettingsError, StrictSettings
 from ..settings import format_problems as _format
 from ..settings import raise_problems as _raise
 from ..settings import validation_error
@@ -61,9 +64,21 @@ def _check_eps_list(v):
 
 
 def _check_attacks(v):
+    """A suite name, or attack names (a comma-separated string or a list) that are all registered."""
+    if isinstance(v, str) and v in SUITES:
+        return v
     names = name_list(v, allow_empty=True) if isinstance(v, str) else [str(a).strip() for a in v]
     if not [a for a in names if a]:
         raise ValueError("the attack list is empty; name at least one attack or a suite (standard, rand, fast)")
+    suites = [a for a in names if a in SUITES]
+    if suites:
+        raise ValueError(f"the suite {suites[0]!r} stands alone (attacks: {suites[0]}), not in a list of attacks")
+    unknown = [a for a in names if a and a not in ATTACKS]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0].lower(), ATTACKS.names() + list(SUITES), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"unknown attack {', '.join(map(repr, unknown))}{hint}; known attacks: {', '.join(ATTACKS.names())}, "
+                         f"or one suite name alone: {', '.join(SUITES)}")
     return v
 
 
@@ -138,7 +153,7 @@ def validate_job(config: Any, source: str = "the job config") -> dict:
     try:
         job = JobConfig.model_validate(config)
     except ValidationError as e:
-        problems += _format(e, "", _JOB_MODELS)
+        problems += _job_problems(e)
     defaults = config.get("train") if isinstance(config.get("train"), dict) else {}
     problems += _train_problems(defaults, "train.")
     for i, entry in enumerate(config.get("models") or []):
@@ -152,6 +167,19 @@ def validate_job(config: Any, source: str = "the job config") -> dict:
     _raise(list(dict.fromkeys(problems)), source)
     job.evaluation.warn_pointless_eps(source)
     return job.model_dump()
+
+
+def _job_problems(e: ValidationError) -> list[str]:
+    """One line per problem of a job config; a nested settings model's (``evaluation:``) own
+    problems are listed under its key, not as its whole multi-line message."""
+    nested = [x for x in e.errors() if isinstance((x.get("ctx") or {}).get("error"), SettingsError)]
+    plain = [x for x in e.errors() if x not in nested]
+    out = _format(ValidationError.from_exception_data(e.title, plain), "", _JOB_MODELS) if plain else []
+    for x in nested:
+        inner = x["ctx"]["error"].validation_error
+        model = _JOB_MODELS.get(tuple(p for p in x["loc"] if not isinstance(p, int)))
+        out += _format(inner, ".".join(map(str, x["loc"])) + ".", {(): model} if model else None)
+    return out
 
 
 def _train_problems(settings: dict, where: str, only: set | None = None) -> list[str]:

@@ -12,7 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ...argtypes import add_run_args, float_list
-from ...runs.rundir import Run, check_name
+from ...runs.rundir import Run
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def add_cli(sub) -> None:
 
 
 def _start(args, kind: str, extra: dict | None = None) -> Run:
-    run = Run(Path(args.runs) / check_name(args.name))
+    run = Run(Path(args.runs) / args.name)  # inside run_cli()'s Run.writing
     run.write_config({"kind": kind, "task": "ocr", **vars(args), **(extra or {})})
     return run
 
@@ -133,5 +133,14 @@ def cmd_reproduce(args) -> int:
     return 0
 
 
+#: the kind of run each verb writes (a verb refuses a run of another kind)
+KINDS = {"train": "ocr-model", "attack": "ocr-attack"}
+
+
 def run_cli(args) -> int:
-    return {"train": cmd_train, "attack": cmd_attack, "reproduce": cmd_reproduce}[args.ocr_command](args)
+    """Run one OCR verb; ``train`` and ``attack`` through ``Run.writing`` (name checked, lock held, links refused)."""
+    command = {"train": cmd_train, "attack": cmd_attack, "reproduce": cmd_reproduce}[args.ocr_command]
+    if args.ocr_command not in KINDS:
+        return command(args)
+    with Run.writing(args.runs, args.name, KINDS[args.ocr_command]):
+        return command(args)

@@ -18,7 +18,6 @@ from ...argtypes import float_list as _floats
 from ...errors import InputError
 from ...fileio import atomic_torch_save
 from ...runs import Run
-from ...runs.rundir import check_name
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +100,7 @@ def _dataset(name: str, setup, n: int | None):
 
 
 def _start(args, kind: str, extra: dict) -> Run:
-    run = Run(Path(args.runs) / check_name(args.name))
+    run = Run(Path(args.runs) / args.name)  # inside run()'s Run.writing
     run.write_config({"kind": kind, "task": "stereo", **vars(args), **extra})
     return run
 
@@ -304,12 +303,13 @@ def cmd_reproduce(args) -> int:
 
 
 COMMANDS = {"train": cmd_train, "attack": cmd_attack, "defend": cmd_defend, "evaluate": cmd_evaluate, "reproduce": cmd_reproduce}
+#: the kind of run each verb writes (a verb refuses a run of another kind)
+KINDS = {"train": "stereo-model", "attack": "stereo-attack", "defend": "stereo-model", "evaluate": "stereo-evaluation"}
 
 
 def run(args) -> int:
-    """Run one stereo verb while holding its run directory's lock (a second writer gets a clear error)."""
-    path = Path(getattr(args, "runs", "runs")) / check_name(getattr(args, "name", None) or "stereo")
+    """Run one stereo verb through ``Run.writing`` (name checked, run lock held, links refused)."""
     if args.stereo_command == "reproduce":
         return COMMANDS[args.stereo_command](args)
-    with Run(path).lock():
+    with Run.writing(args.runs, args.name, KINDS[args.stereo_command]):
         return COMMANDS[args.stereo_command](args)
