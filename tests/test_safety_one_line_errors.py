@@ -98,11 +98,21 @@ def test_non_finite_settings_are_refused_in_python():
             TrainConfig(lr=bad)
 
 
-@pytest.mark.parametrize("kwargs,words", [('{"bogus": 1}', ["mlp", "bogus"]), ('{"hidden": -1}', ["mlp"]),
-                                          ("[" * 100_000, ["--model-kwargs"]), ('"x"', ["--model-kwargs"])])
-def test_bad_model_kwargs_are_one_line(tmp_path, capsys, kwargs, words):
+@pytest.mark.parametrize("kwargs,words", [('{"bogus": 1}', ["'mlp'", "bogus"]), ('{"hidden": -1}', ["'mlp'", "hidden"])])
+def test_model_kwargs_the_model_rejects_are_one_line(tmp_path, capsys, kwargs, words):
     code, _, err = cli(capsys, *TRAIN, "--runs", tmp_path / "runs", "--model-kwargs", kwargs)
     assert_one_line_error(code, err, 2, *words)
+
+
+@pytest.mark.parametrize("kwargs", ["[" * 100_000, '"x"', "{"])
+def test_malformed_model_kwargs_are_argparse_errors(tmp_path, capsys, kwargs):
+    """A value that is no JSON object is rejected by argparse itself: exit 2, its usage, then one error line
+    (the convention of every malformed flag value, e.g. ``--epochs x``); never a traceback."""
+    with pytest.raises(SystemExit) as e:
+        cli(capsys, *TRAIN, "--runs", tmp_path / "runs", "--model-kwargs", kwargs)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("robustlab train: error: argument --model-kwargs: expected")
 
 
 def test_model_factory_rejecting_a_keyword_is_an_input_error():
