@@ -98,7 +98,8 @@ def test_non_finite_settings_are_refused_in_python():
             TrainConfig(lr=bad)
 
 
-@pytest.mark.parametrize("kwargs,words", [('{"bogus": 1}', ["'mlp'", "bogus"]), ('{"hidden": -1}', ["'mlp'", "hidden"])])
+@pytest.mark.parametrize("kwargs,words", [('{"bogus": 1}', ["'mlp'", "bogus"]), ('{"hidden": -1}', ["'mlp'", "hidden"]),
+                                          ('{"hidden": [-1]}', ["'mlp'", "negative"])])
 def test_model_kwargs_the_model_rejects_are_one_line(tmp_path, capsys, kwargs, words):
     code, _, err = cli(capsys, *TRAIN, "--runs", tmp_path / "runs", "--model-kwargs", kwargs)
     assert_one_line_error(code, err, 2, *words)

@@ -55,7 +55,8 @@ def create_model(name: str, *, trust_code: bool = False, **kwargs) -> nn.Module:
 
 def _build(name: str, factory: Callable[..., nn.Module], kwargs: dict) -> nn.Module:
     """``factory(**kwargs)``; a keyword the factory does not take, or a value its constructor rejects
-    (TypeError or ValueError while `kwargs` are given), is an InputError naming the model and the keyword."""
+    (TypeError, ValueError or torch's RuntimeError, e.g. a negative size, while `kwargs` are given), is an
+    InputError naming the model and the keyword."""
     try:
         params = inspect.signature(factory).parameters
     except (TypeError, ValueError):  # a builtin without a signature: let the call itself decide
@@ -68,7 +69,7 @@ def _build(name: str, factory: Callable[..., nn.Module], kwargs: dict) -> nn.Mod
                          f"{', '.join(known) or 'none'}); fix --model-kwargs or the model's kwargs in the config")
     try:
         return factory(**kwargs)
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, RuntimeError) as e:
         if not kwargs:
             raise
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
