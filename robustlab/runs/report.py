@@ -95,7 +95,7 @@ def _first_line(e: BaseException) -> str:
         first = e.errors()[0]
         return f"{'.'.join(map(str, first['loc'])) or 'top level'}: {first['msg']}"
     if isinstance(e, pickle.UnpicklingError):
-        return "it holds Python objects other than tensors, refused unread since loading them could run code"
+        return "it holds Python objects other than tensors, refused without loading them (that could run code)"
     text = "".join(c for c in (str(e).strip().splitlines() or [""])[0] if c.isprintable())
     return text if len(text) <= 120 else text[:117] + "..."
 
