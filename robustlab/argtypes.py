@@ -44,14 +44,18 @@ def name_list(text: str, allow_empty: bool = False) -> list[str]:
 
 
 def json_object(text: str | None) -> dict:
+    """A JSON object flag (``--model-kwargs '{"width": 2}'``): ``{}`` when empty; anything that is not
+    one JSON object (malformed, nested too deeply to parse, another JSON type) is an argparse error."""
     if not text:
         return {}
     try:
         value = json.loads(text)
     except json.JSONDecodeError as e:
         raise argparse.ArgumentTypeError(f"expected JSON, e.g. '{{\"width\": 2}}': {e}") from None
+    except RecursionError:
+        raise argparse.ArgumentTypeError("expected a JSON object, got JSON nested too deeply to read") from None
     if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError("expected a JSON object")
+        raise argparse.ArgumentTypeError(f"expected a JSON object, e.g. '{{\"width\": 2}}', got a {type(value).__name__}")
     return value
 
 

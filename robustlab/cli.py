@@ -398,7 +398,8 @@ def _exit_code_and_message(e: BaseException) -> tuple[int, str]:
         return 1, f"{e.strerror or e}{': ' + str(e.filename) if e.filename else ''}; check the disk and the paths"
     if isinstance(e, MemoryError):
         return 1, "out of memory; use a smaller --batch-size or --n"
-    return 1, (f"unexpected {type(e).__name__}: {e}. This may be a bug in robustlab or in a user model/oracle; "
+    first_line = (str(e).strip().splitlines() or [""])[0]  # the rest is in the --debug traceback
+    return 1, (f"unexpected {type(e).__name__}: {first_line}. This may be a bug in robustlab or in a user model/oracle; "
                "rerun with --debug for the traceback")
 
 

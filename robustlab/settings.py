@@ -36,7 +36,8 @@ class StrictSettings(BaseModel):
     """A settings model: unknown keys are errors; constructing or validating one with bad values
     raises one ``SettingsError`` (an ``InputError``) listing every problem."""
 
-    model_config = ConfigDict(extra="forbid")
+    # NaN and +-inf are refused for every float (no setting means "unbounded" by inf; ``ge=0`` alone lets inf in)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     #: how the settings are named in error messages ("the training settings") and their key prefix
     settings_name: ClassVar[str] = "the settings"
@@ -92,7 +93,8 @@ def _known_keys(models: dict[tuple, type[BaseModel]], loc: tuple) -> list[str]:
 
 
 def problems_message(problems: list[str], what: str) -> str:
-    if len(problems) == 1:  # errors are one line
+    """One line for one problem; several are listed one per line under a heading."""
+    if len(problems) == 1:
         return f"problem in {what}: {problems[0]}; fix it and run again"
     return f"problems in {what}:\n  " + "\n  ".join(problems) + "\nfix these and run again"
 

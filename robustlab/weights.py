@@ -9,6 +9,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import os
 import time
 from pathlib import Path
@@ -16,11 +17,11 @@ from typing import Any, Callable, Iterable
 
 import torch.nn as nn
 
-from .errors import CheckpointError
+from .errors import CheckpointError, InputError
 from .fileio import atomic_write_bytes, atomic_write_json
 
-__all__ = ["save_weights", "load_weights", "read_metadata", "cached_weights", "check_compatible", "cache_dir",
-           "settings_key"]
+__all__ = ["save_weights", "load_weights", "read_metadata", "setup_from_metadata", "check_utf8_path", "cached_weights",
+           "check_compatible", "cache_dir", "settings_key"]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"no weights at {path}")
+    check_utf8_path(path)
     try:
         tensors = load_file(str(path))
     except Exception as e:  # safetensors raises its own error types for corrupt files
@@ -52,11 +54,71 @@ def read_metadata(path: str | Path) -> dict[str, str]:
     """The string metadata of a safetensors file (CheckpointError when it cannot be read)."""
     from safetensors import safe_open
 
+    check_utf8_path(Path(path))
     try:
         with safe_open(str(path), "pt") as f:
             return dict(f.metadata() or {})
     except Exception as e:  # safetensors raises its own error types for corrupt files
         raise CheckpointError(f"{path} is not a readable safetensors file ({e}); it may be corrupt") from None
+
+
+def check_utf8_path(path: str | Path) -> None:
+    """InputError for a path that is not valid UTF-8 (a folder or file name in another encoding): it cannot
+    be opened by safetensors nor shown on a page, and the data in it is not corrupt."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError(f"the path {ascii(str(path))} is not valid UTF-8; rename the folder or file to a UTF-8 "
+                         "name (runs are best named with letters, digits and _ . + = @ -) and run again") from None
+
+
+Bounds = dict[str, tuple[float, float]]
+
+
+def setup_from_metadata(path: str | Path, setup_type: type, bounds: Bounds, what: str) -> Any:
+    """The frozen dataclass `setup_type` stored as JSON under "setup" in the metadata of the weights file
+    `path`, checked before any model is built from it: its keys are fields of `setup_type`, each value has
+    its field's type (an int, a number, or a tuple of ints as long as the default) and every number lies
+    in ``bounds[field] = (low, high)`` (inclusive), so a file cannot ask for a model of any size.
+    Missing keys take their defaults. CheckpointError (one line, naming the file) otherwise."""
+    meta = read_metadata(path)
+    if "setup" not in meta:
+        raise CheckpointError(f"{path} has no {what} setup in its metadata; was it written by robustlab?")
+    try:
+        raw = json.loads(meta["setup"])
+    except (ValueError, RecursionError):
+        raise CheckpointError(f"{path}: the {what} setup in its metadata is not valid JSON") from None
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{path}: the {what} setup in its metadata is a {type(raw).__name__}, not an object")
+    fields = {f.name: f for f in dataclasses.fields(setup_type)}
+    values = {}
+    for key, value in raw.items():
+        if key not in fields:
+            raise CheckpointError(f"{path}: unknown key {key!r} in the {what} setup of its metadata "
+                                  f"(known: {', '.join(fields)}); was it written by another robustlab version?")
+        values[key] = _checked_setting(path, what, key, value, fields[key].default, bounds.get(key))
+    return setup_type(**values)
+
+
+def _checked_setting(path, what: str, key: str, value: Any, default: Any, bound: tuple[float, float] | None) -> Any:
+    """`value` of the setup field `key` checked against its default's type and its `bound`."""
+    items = list(value) if isinstance(default, tuple) and isinstance(value, list) else [value]
+    ok_type = (len(items) == len(default) if isinstance(default, tuple) else True) and all(
+        _is_number(v, int if isinstance(default, (int, tuple)) else float) for v in items)
+    within = ok_type and (bound is None or all(bound[0] <= v <= bound[1] for v in items))
+    if not within:
+        expected = f"{len(default)} integers" if isinstance(default, tuple) else type(default).__name__
+        limits = f" in [{bound[0]:g}, {bound[1]:g}]" if bound is not None else ""
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        raise CheckpointError(f"{path}: the {what} setup in its metadata has {key}={shown}; expected {expected}"
+                              f"{limits}. Refused before building the model: the file is corrupt or not robustlab's")
+    return tuple(items) if isinstance(default, tuple) else value
+
+
+def _is_number(v: Any, kind: type) -> bool:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    return isinstance(v, int) if kind is int else math.isfinite(v)
 
 
 def cache_dir(*parts: str) -> Path:

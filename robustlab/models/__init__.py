@@ -7,6 +7,8 @@ its code, so it is honoured only when the caller says so (``trust_code=True``; t
 from __future__ import annotations
 
 import importlib
+import inspect
+from typing import Callable
 
 import torch.nn as nn
 
@@ -46,8 +48,33 @@ def create_model(name: str, *, trust_code: bool = False, **kwargs) -> nn.Module:
             factory = getattr(importlib.import_module(module_name), attr)
         except (ImportError, AttributeError) as e:
             raise InputError(f"cannot load model factory {name!r}: {e}") from None
+    else:
+        factory = MODELS.get(name)
+    return _build(name, factory, kwargs)
+
+
+def _build(name: str, factory: Callable[..., nn.Module], kwargs: dict) -> nn.Module:
+    """``factory(**kwargs)``; a keyword the factory does not take, or a value its constructor rejects
+    (TypeError, ValueError or torch's RuntimeError, e.g. a negative size, while `kwargs` are given), is an
+    InputError naming the model and the keyword."""
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # a builtin without a signature: let the call itself decide
+        params = None
+    takes_any = params is None or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    unknown = [k for k in kwargs if not takes_any and k not in params]
+    if unknown:
+        known = [k for k, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        raise InputError(f"model {name!r} takes no keyword argument {unknown[0]!r} (its keywords: "
+                         f"{', '.join(known) or 'none'}); fix --model-kwargs or the model's kwargs in the config")
+    try:
         return factory(**kwargs)
-    return MODELS.create(name, **kwargs)
+    except (TypeError, ValueError, RuntimeError) as e:
+        if not kwargs:
+            raise
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise InputError(f"model {name!r} rejected its keyword arguments {kwargs}: {first}; fix --model-kwargs or "
+                         "the model's kwargs in the config") from None
 
 
 __all__ = ["FastMNISTNet", "MLP", "MadryMNISTCNN", "Normalize", "PreActResNet18", "create_model", "is_code_reference", "list_models", "MODELS"]

@@ -1,10 +1,13 @@
 """Static HTML reports of one or several runs side by side (Jinja2 template, matplotlib figures)."""
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 import os
+import pickle
 from pathlib import Path
+from typing import Any, Iterator, Optional, Union
 
 import matplotlib
 
@@ -13,10 +16,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
 from jinja2 import Environment, PackageLoader, select_autoescape  # noqa: E402
+from pydantic import BaseModel, ConfigDict, StrictFloat, StrictInt, StrictStr, ValidationError  # noqa: E402
 
 from ..errors import InputError  # noqa: E402
 from ..fileio import atomic_write_json, atomic_write_text  # noqa: E402
 from ..taskspec import get_task, run_task  # noqa: E402
+from ..weights import check_utf8_path  # noqa: E402
 from .rundir import Run  # noqa: E402
 
 
@@ -24,6 +29,119 @@ STYLE = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto
          "table{border-collapse:collapse;margin:1em 0;font-size:14px}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
          "th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}pre{background:#f7f7f7;padding:.6em;font-size:12px;"
          "overflow:auto}.warn{color:#a40}.note{color:#555;font-size:13px}img{max-width:100%}figure{margin:1em 0}")
+
+
+# ----- reading a run's files: anything corrupt or foreign is one InputError naming the file ----------
+Number = Union[StrictFloat, StrictInt]
+
+
+class _Loose(BaseModel):
+    """The keys the report uses, type-checked; the others are kept as they are."""
+    model_config = ConfigDict(extra="allow")
+
+
+class _ConfigShape(_Loose):
+    kind: Optional[StrictStr] = None
+    task: Optional[StrictStr] = None
+    train: dict[str, Any] = {}
+    environment: dict[str, Any] = {}
+
+
+class _SummaryShape(_Loose):
+    n_parameters: Optional[StrictInt] = None
+    train_time_s: Optional[Number] = None
+    best_epoch: Optional[StrictInt] = None
+    catastrophic_overfitting_epoch: Optional[StrictInt] = None
+
+
+class _EvaluationRow(_Loose):
+    eps: Number
+    n: StrictInt
+    clean_accuracy: Number
+    robust_accuracy: Number
+    robust_accuracy_ci95: tuple[Number, Number]
+    per_attack: dict[str, Any]
+    time_s: Number
+    sanity: Optional[list[dict[str, Any]]] = None
+
+
+class _EvaluationShape(_Loose):
+    norm: StrictStr
+    reports: list[_EvaluationRow]
+
+
+class _EpochShape(_Loose):
+    epoch: Number
+    train_acc: Number
+    train_robust_acc: Number
+
+
+@contextlib.contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """Turn what a corrupt or foreign run file raises while it is read or used into one InputError naming it."""
+    try:
+        yield
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError, yaml.YAMLError,
+            pickle.UnpicklingError, RuntimeError) as e:
+        if isinstance(e, InputError):
+            raise
+        detail = _first_line(e)
+        raise InputError(f"{path} is corrupt or not a file robustlab wrote ({type(e).__name__}: {detail}); "
+                         "rewrite it with the robustlab command that makes it, or remove it") from None
+
+
+def _first_line(e: BaseException) -> str:
+    if isinstance(e, ValidationError):
+        first = e.errors()[0]
+        return f"{'.'.join(map(str, first['loc'])) or 'top level'}: {first['msg']}"
+    if isinstance(e, pickle.UnpicklingError):
+        return "it holds Python objects other than tensors, refused without loading them (that could run code)"
+    text = "".join(c for c in (str(e).strip().splitlines() or [""])[0] if c.isprintable())
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _checked(path: Path, value: Any, shape: type[BaseModel]) -> Any:
+    """`value` (read from `path`), unchanged, once it has `shape`."""
+    with _reading(path):
+        if not isinstance(value, dict):
+            raise TypeError(f"expected a mapping at the top level, got {type(value).__name__}")
+        shape.model_validate(value)
+    return value
+
+
+def _read_json(path: Path, shape: type[BaseModel] = _Loose, default: Any = None) -> Any:
+    """The JSON object in `path` (`default` when there is none), checked against `shape`."""
+    if not path.exists():
+        return default
+    with _reading(path):
+        value = json.loads(path.read_text(encoding="utf-8"))
+    return _checked(path, value, shape)
+
+
+def read_run_config(run: Run) -> dict:
+    """A run's ``config.yaml`` as the report uses it ({} when there is none); InputError naming the file
+    when it is corrupt (YAML, UTF-8) or foreign (not a mapping, mistyped keys)."""
+    path = run.path / "config.yaml"
+    with _reading(path):
+        cfg = run.read_config()
+    return _checked(path, cfg, _ConfigShape) if path.exists() else {}
+
+
+def _read_examples(path: Path) -> dict | None:
+    """``examples.pt`` (tensors only: ``weights_only``), checked to hold clean and adversarial images."""
+    if not path.exists():
+        return None
+    with _reading(path):
+        ex = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(ex, dict):
+            raise TypeError(f"expected a dict of tensors, got {type(ex).__name__}")
+        x, x_adv = ex.get("x"), ex.get("x_adv")
+        if x is not None and x.numel():
+            k = x.shape[0]
+            if x.dim() != 4 or x_adv.shape != x.shape or len(ex["y"]) < k or len(ex["pred_adv"]) < k:
+                raise ValueError("x, x_adv, y and pred_adv do not match (expected [k, C, H, W] images and k labels)")
+            float(ex["eps"])
+    return ex
 
 
 def page_html(title: str, sections: list[tuple[str, str]], tables: list[tuple[str, list[str], list[list[str]]]],
@@ -58,17 +176,18 @@ def write_run_page(path: str | Path, title: str, sections, tables, figures) -> P
     path = Path(path)
     atomic_write_json(path.parent / "report.json", {"title": title, "sections": list(sections), "tables": list(tables),
                                                     "figures": list(figures)})
-    config = Run(path.parent, create=False).read_config() if (path.parent / "config.yaml").exists() else {}
+    config = read_run_config(Run(path.parent, create=False))
     return write_page(path, title, sections, tables, list(figures), {k: v for k, v in config.items() if k != "environment"})
 
 
 def run_page_sections(run_path: str | Path) -> tuple[list, list, list]:
     """(sections, tables, figures) a task run stored with ``write_run_page``; empty if it stored none."""
     f = Path(run_path) / "report.json"
-    if not f.exists():
+    d = _read_json(f)
+    if d is None:
         return [], [], []
-    d = json.loads(f.read_text())
-    return [tuple(x) for x in d["sections"]], [tuple(t) for t in d["tables"]], d["figures"]
+    with _reading(f):
+        return [tuple(x) for x in d["sections"]], [tuple(t) for t in d["tables"]], list(d["figures"])
 
 
 def _has_report_hook(cfg: dict) -> bool:
@@ -91,8 +210,9 @@ def collect_model_runs(paths: list[str | Path]) -> list[dict]:
     for p in paths:
         if not Path(p).exists():
             raise InputError(f"no run directory at {p}")
+        check_utf8_path(Path(p))
         run = Run(p, create=False)
-        cfg = run.read_config()
+        cfg = read_run_config(run)
         if _has_report_hook(cfg):
             continue
         if cfg.get("kind") == "job":
@@ -112,9 +232,12 @@ def _ci(d: dict) -> str:
 def _representation_rows(run_path: Path) -> list[tuple[str, str]]:
     """(analysis, value) pairs of a run's ``representations.json`` (``robustlab represent``), in a fixed order."""
     f = Path(run_path) / "representations.json"
-    if not f.exists():
-        return []
-    a = json.loads(f.read_text()).get("analyses", {})
+    d = _read_json(f, default={})
+    with _reading(f):
+        return _representation_table(d.get("analyses", {}))
+
+
+def _representation_table(a: dict) -> list[tuple[str, str]]:
     rows = []
     for method, v in a.get("alignment", {}).items():
         if isinstance(v, dict) and "alignment" in v:
@@ -169,16 +292,21 @@ def _analysis_tables(run: Run) -> list[tuple[str, list[str], list[list[str]]]]:
     tables = []
     for name in ("geometry.json", "geometry_robust.json"):
         f = run.path / name
-        if f.exists():
-            d = json.loads(f.read_text())
-            rows = [[k, f"{v:.4g}" if isinstance(v, (int, float)) else str(v)] for k, v in sorted(d.get("scalars", {}).items())]
-            rows += [[k, f"{v:.4g}"] for k, v in sorted(d.get("gaps", {}).items()) if isinstance(v, (int, float))]
-            tables.append((f"loss-landscape geometry ({d.get('loss', 'clean')} loss, {d.get('n', '?')} points)",
-                           ["measure", "value"], rows))
+        d = _read_json(f)
+        if d is not None:
+            with _reading(f):
+                tables.append(_geometry_table(d))
     rows = [list(r) for r in _representation_rows(run.path)]
     if rows:
         tables.append(("representations", ["analysis", "value"], rows))
     return tables
+
+
+def _geometry_table(d: dict) -> tuple[str, list[str], list[list[str]]]:
+    """The table of one ``geometry*.json`` (``robustlab landscape``)."""
+    rows = [[k, f"{v:.4g}" if isinstance(v, (int, float)) else str(v)] for k, v in sorted(d.get("scalars", {}).items())]
+    rows += [[k, f"{v:.4g}"] for k, v in sorted(d.get("gaps", {}).items()) if isinstance(v, (int, float))]
+    return (f"loss-landscape geometry ({d.get('loss', 'clean')} loss, {d.get('n', '?')} points)", ["measure", "value"], rows)
 
 
 def _analysis_figures(run: Run) -> list[Path]:
@@ -189,15 +317,23 @@ def _analysis_figures(run: Run) -> list[Path]:
 
 
 def _model_entry(run: Run, label: str) -> dict:
-    ev_path = run.path / "evaluation.json"
-    ex_path = run.path / "examples.pt"
+    """A model run's files as the report uses them, each checked (one InputError naming a corrupt or
+    foreign file)."""
+    check_utf8_path(run.path)
     return {
-        "label": label, "run": run, "config": run.read_config(), "summary": run.read_summary(),
-        "epochs": [m for m in run.read_metrics() if m.get("kind") == "epoch"],
-        "evaluation": json.loads(ev_path.read_text()) if ev_path.exists() else None,
-        "examples": torch.load(ex_path, map_location="cpu", weights_only=True) if ex_path.exists() else None,
+        "label": label, "run": run, "config": read_run_config(run),
+        "summary": _read_json(run.path / "summary.json", _SummaryShape, default={}),
+        "epochs": _epoch_records(run),
+        "evaluation": _read_json(run.path / "evaluation.json", _EvaluationShape),
+        "examples": _read_examples(run.path / "examples.pt"),
         "analysis_tables": _analysis_tables(run), "analysis_figures": _analysis_figures(run),
     }
+
+
+def _epoch_records(run: Run) -> list[dict]:
+    """The per-epoch records of ``metrics.jsonl`` (checked to hold the numbers the training figure plots)."""
+    epochs = [m for m in run.read_metrics() if isinstance(m, dict) and m.get("kind") == "epoch"]
+    return [_checked(run.metrics_path, m, _EpochShape) for m in epochs]
 
 
 def _fig_training(entries: list[dict], path: Path) -> bool:
@@ -271,14 +407,18 @@ def _fig_examples(entry: dict, path: Path) -> bool:
 
 
 def render_report(paths: list[str | Path], out: str | Path) -> Path:
-    """Render the runs in `paths` side by side into the HTML file `out` (figures next to it).
+    """Render the runs in `paths` side by side into the HTML file `out` (figures next to it; an existing
+    folder `out` gets ``report.html`` inside it).
     Classification model runs and jobs share the full report; runs of other tasks (stereo, OCR)
     are rendered by their task's report hook, in the same style, on the same page."""
     out = Path(out)
+    if out.is_dir():  # -o <folder>: the page and its figures go inside it
+        out = out / "report.html"
     task_runs = []
     for p in paths:
         if Path(p).exists() and (Path(p) / "config.yaml").exists():
-            cfg = Run(p, create=False).read_config()
+            check_utf8_path(Path(p))
+            cfg = read_run_config(Run(p, create=False))
             if _has_report_hook(cfg):
                 task_runs.append(_task_entry(Run(p, create=False), cfg))
     entries = collect_model_runs(paths)

@@ -57,6 +57,11 @@ def check_name(name, what: str = "run name") -> str:
     no ``..``, not absolute, not hidden. Raises InputError otherwise."""
     if not isinstance(name, str) or not name:
         raise InputError(f"the {what} must be a non-empty string, got {name!r}")
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # bytes that are not UTF-8 (from the command line or a folder name)
+        raise InputError(f"the {what} {ascii(name)} is not valid UTF-8 text (bytes from another encoding); use "
+                         "letters, digits and _ . + = @ -, e.g. 'mnist-pgd'") from None
     if len(name) > 200 or not _NAME_RE.fullmatch(name) or ".." in name:
         raise InputError(
             f"invalid {what} {name!r}: use one folder name made of letters, digits and _ . + = @ - (no '/', "

@@ -9,7 +9,7 @@ from pathlib import Path
 
 
 from ...errors import CheckpointError, InputError
-from ...weights import cache_dir, cached_weights, load_weights, read_metadata, save_weights, settings_key
+from ...weights import cache_dir, cached_weights, load_weights, save_weights, settings_key, setup_from_metadata
 from .model import CRNN
 from .render import synthetic_lines
 from .train import evaluate_crnn, train_crnn
@@ -36,6 +36,12 @@ class CRNNSetup:
 
     def new_model(self) -> CRNN:
         return CRNN(self.hidden, self.channels)
+
+
+#: the range of each setting a weight file's metadata may ask for (``load_crnn`` checks them before
+#: building the model: at the upper ends the CRNN has about 20 M parameters)
+CRNN_BOUNDS = {"hidden": (1, 1024), "channels": (1, 512), "steps": (1, 10 ** 7), "batch_size": (1, 4096),
+               "lr": (1e-12, 10.0), "width": (8, 8192), "seed": (0, 2 ** 63 - 1)}
 
 
 def pretrained_crnn(setup: CRNNSetup = CRNNSetup(), cache: str | Path | None = None, retrain: bool = False) -> CRNN:
@@ -82,10 +88,5 @@ def load_crnn(spec: str | Path = "pretrained") -> tuple[CRNN, CRNNSetup]:
     if not path.exists():
         raise CheckpointError(f"no CRNN at {spec}: pass 'pretrained', a run directory written by `robustlab ocr train`, "
                               "or a .safetensors file")
-    meta = read_metadata(path)
-    if "setup" not in meta:
-        raise CheckpointError(f"{path} has no CRNN setup in its metadata; was it written by `robustlab ocr train`?")
-    raw = json.loads(meta["setup"])
-    raw["channels"] = tuple(raw["channels"])
-    setup = CRNNSetup(**raw)
+    setup = setup_from_metadata(path, CRNNSetup, CRNN_BOUNDS, "CRNN")
     return load_weights(setup.new_model(), path).eval(), setup

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from ...weights import cache_dir, cached_weights, load_weights, read_metadata, save_weights, settings_key
+from ...weights import cache_dir, cached_weights, load_weights, save_weights, settings_key, setup_from_metadata
 from .data import StereoDataset, synthetic_stereo
 from .model import StereoNet
 from .train import train_stereo
@@ -50,6 +50,13 @@ class StereoSetup:
 
     def new_model(self) -> StereoNet:
         return StereoNet(self.max_disp, self.features, self.hidden)
+
+
+#: the range of each setting a weight file's metadata may ask for (``load_stereo_model`` checks them
+#: before building the network)
+STEREO_BOUNDS = {"h": (8, 4096), "w": (8, 4096), "max_disp": (1, 512), "n_train": (1, 10 ** 6), "n_val": (1, 10 ** 5),
+                 "steps": (1, 10 ** 7), "batch_size": (1, 4096), "lr": (1e-12, 10.0), "features": (1, 512),
+                 "hidden": (1, 1024), "seed": (0, 2 ** 63 - 1)}
 
 
 def pretrained_stereo(setup: StereoSetup = StereoSetup(), cache: str | Path | None = None, retrain: bool = False) -> StereoNet:
@@ -88,9 +95,6 @@ def load_stereo_model(spec: str | Path) -> tuple[StereoNet, StereoSetup]:
     if not path.exists():
         raise CheckpointError(f"no stereo model at {spec}: pass 'pretrained', a run directory written by "
                               f"`robustlab stereo train/defend`, or a .safetensors file")
-    meta = read_metadata(path)
-    if "setup" not in meta:
-        raise CheckpointError(f"{path} has no stereo setup in its metadata; was it written by robustlab's stereo commands?")
-    setup = StereoSetup(**json.loads(meta["setup"]))
+    setup = setup_from_metadata(path, StereoSetup, STEREO_BOUNDS, "stereo")
     model = load_weights(setup.new_model(), path)
     return model.eval(), setup
