@@ -127,8 +127,16 @@ def _add_represent(sub) -> None:
                   "Writes representations.json, figures/repr-*.png and representations.html into RUN.", RepresentSettings)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse's parser, but a usage error is one line (what is wrong and where to look), exit code 2,
+    instead of the usage text followed by the error. Subcommand parsers inherit it."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="robustlab", description=__doc__)
+    parser = OneLineParser(prog="robustlab", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")

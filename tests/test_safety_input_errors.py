@@ -104,13 +104,13 @@ def test_cli_numeric_arguments_give_a_clear_error_or_a_valid_run(trained_run, tm
     argv = [a.replace("{run}", str(trained_run)).replace("{tmp}", str(tmp_path / "runs")) for a in args]
     try:
         code, _, err = cli(capsys, *argv)
-    except SystemExit as e:  # argparse rejects a malformed value itself (exit 2 with its usage line)
+    except SystemExit as e:  # the parser rejects a malformed value itself (exit 2, one line)
         code, err = e.code, capsys.readouterr().err
     if valid:
         assert code == 0, err
     else:
         assert code == 2, err
-        assert "Traceback" not in err and "error" in err
+        assert "Traceback" not in err and "error" in err and len(err.strip().splitlines()) == 1, err
         assert not (tmp_path / "runs").exists()
 
 
