@@ -79,15 +79,16 @@ def attack_model_run(run_dir: str | Path, settings: AttackSettings, *, runs: str
     s = settings
     model, config = load_model_from_run(run_dir, s.weights, trust_code=s.trust_code)  # creates nothing if no run
     name = name or f"attack-{ATTACKS.canonical(s.attack)}-{Path(run_dir).name}"
+    # everything that can refuse the input (data, attack and budget, access) before the run is touched
+    spec = parse_data_spec(config["data"])
+    test = load_dataset(spec["name"], "test", seed=spec.get("seed", 0), data_dir=spec.get("data_dir")).subset(s.n)
+    threat = ThreatModel(s.norm, s.eps)
+    attack_name, atk, kwargs = build_attack(s.attack, threat, s.seed, **s.options())
+    target = _target(model, atk, attack_name, s.black_box)
     with Run.writing(runs, name, "attack") as run:  # name, kind and lock checked before the attack runs
-        spec = parse_data_spec(config["data"])
-        test = load_dataset(spec["name"], "test", seed=spec.get("seed", 0), data_dir=spec.get("data_dir")).subset(s.n)
-        threat = ThreatModel(s.norm, s.eps)
-        attack_name, atk, kwargs = build_attack(s.attack, threat, s.seed, **s.options())
         objective = task_objective(config)
         with torch.no_grad():
             clean_ok = ~objective.success(model(test.x), test.y)
-        target = _target(model, atk, attack_name, s.black_box)
         start = time.perf_counter()
         result = atk(target, test.x, test.y)
         robust = clean_ok & ~result.success
