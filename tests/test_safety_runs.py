@@ -258,3 +258,15 @@ def test_task_verbs_write_runs_through_the_one_path(tmp_path, capsys, verb, othe
     code, _, err = cli(capsys, *verb, "--runs", tmp_path, "--name", "../z")
     assert_clear_error(code, err, 2, "invalid run name")
     assert (run.path / "config.yaml").read_bytes() == config and not (tmp_path.parent / "z").exists()
+
+
+@pytest.mark.parametrize("name", ["../../escaped", "/tmp/robustlab-absolute-name", "a/b", ".."])
+def test_attack_name_cannot_leave_the_runs_folder(trained_run, tmp_path, capsys, name):
+    """`attack --name` used to be taken as a path: ../../x and /tmp/x wrote outside --runs."""
+    runs = tmp_path / "deep" / "runs"
+    code, _, err = cli(capsys, "attack", trained_run, "--n", "4", "--eps", "0.1", "--attack", "fgsm",
+                       "--runs", runs, "--name", name)
+    assert_clear_error(code, err, 2, "--name")
+    _one_error_line(err)
+    assert not runs.exists() and not (tmp_path / "escaped").exists()
+    assert not os.path.exists("/tmp/robustlab-absolute-name")
