@@ -14,6 +14,7 @@ import robustlab as rl
 from helpers import Payload, assert_clear_error, cli
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")  # torch notes the planted payload
 def test_pickle_payload_in_state_is_refused_on_resume(run_copy, tmp_path, capsys):
     marker = tmp_path / "PWNED"
     state = torch.load(run_copy / "checkpoints" / "state.pt", weights_only=True)  # the real one is weights-only
