@@ -53,6 +53,7 @@ def _under(path: Path, root: Path) -> bool:
 def check_no_links(path: str | Path, root: str | Path) -> Path:
     """``path`` (absolute) if no component of it below ``root``, itself included, is a symbolic link
     and its resolved location stays inside the resolved ``root``; else ``LinkRefusedError``."""
+    given = path
     path, root = Path(os.path.abspath(path)), Path(os.path.abspath(root))
     if not _under(path, root):
         raise LinkRefusedError(f"refusing to write {path}: it is outside the run directory {root}")
@@ -64,7 +65,8 @@ def check_no_links(path: str | Path, root: str | Path) -> Path:
                 f"refusing to write {path}: {current} is a symbolic link (to {os.readlink(current)}) inside the run "
                 f"directory {root}; robustlab never follows links there: remove the link or use another --name")
     real_root = root.resolve()
-    if not _under(path.resolve(), real_root):
+    # realpath of the path as given: a link followed by ".." is resolved as the system will resolve it
+    if not _under(Path(os.path.realpath(given)), real_root) or not _under(path.resolve(), real_root):
         raise LinkRefusedError(f"refusing to write {path}: it resolves outside the run directory {real_root}")
     return path
 
@@ -74,7 +76,7 @@ def _check_confined(path: Path, inside: str | Path | None) -> None:
     absolute = Path(os.path.abspath(path))
     roots = [Path(os.path.abspath(inside))] if inside is not None else []
     for root in roots + [r for r in _CONFINED.get() if _under(absolute, r)]:
-        check_no_links(absolute, root)
+        check_no_links(path, root)  # as given: a ".." after a link must be resolved through the link
 
 
 def make_dirs(path: str | Path, inside: str | Path | None = None) -> Path:

@@ -11,15 +11,21 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import re
+import types
+import uuid
 from contextlib import contextmanager
 from typing import Any, Iterator
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-__all__ = ["content_digest", "device_of", "eval_mode", "model_digest", "world"]
+log = logging.getLogger(__name__)
+
+__all__ = ["content_digest", "device_of", "eval_mode", "model_digest", "plain_settings", "world"]
 
 
 @contextmanager
@@ -56,8 +62,11 @@ def world() -> tuple[int, int]:
 def _feed(h: "hashlib._Hash", value: Any) -> None:
     """Add ``value`` to the hash ``h``, tagged by kind so different structures never collide: a tensor
     as dtype, shape and raw bytes; a sequence or dict element by element; anything else as its repr."""
+    if isinstance(value, np.ndarray) and value.dtype != object:
+        value = torch.from_numpy(np.ascontiguousarray(value))
     if isinstance(value, torch.Tensor):
         t = value.detach()
+        t = (t.to_dense() if t.layout != torch.strided else t).resolve_conj().resolve_neg()
         h.update(f"T{t.dtype}{tuple(t.shape)}:".encode())
         h.update(t.reshape(-1).contiguous().cpu().view(torch.uint8).numpy())
     elif isinstance(value, (list, tuple)):
@@ -66,8 +75,8 @@ def _feed(h: "hashlib._Hash", value: Any) -> None:
             _feed(h, v)
     elif isinstance(value, dict):
         h.update(f"D{len(value)}:".encode())
-        for k in sorted(value, key=str):
-            _feed(h, str(k))
+        for k in sorted(value, key=lambda k: (type(k).__qualname__, str(k))):
+            _feed(h, f"{type(k).__qualname__}:{k}")
             _feed(h, value[k])
     else:
         text = value if isinstance(value, str) else f"{type(value).__qualname__}:{value!r}"
@@ -89,39 +98,62 @@ def _cell_value(cell: Any) -> Any:
         return None
 
 
-def _modules_behind(fn: Any, depth: int = 0) -> list[nn.Module]:
-    """The ``nn.Module``s a callable runs: itself, or those a plain function reaches through its closure,
-    the globals it names, a bound method's object, ``functools.partial`` arguments or ``__wrapped__``."""
-    if isinstance(fn, nn.Module):
-        return [fn]
-    if depth > 4 or fn is None:
-        return []
-    parts: list = [getattr(fn, "__self__", None), getattr(fn, "__wrapped__", None)]
-    if isinstance(fn, functools.partial):
-        parts += [fn.func, *fn.args, *fn.keywords.values()]
-    code = getattr(fn, "__code__", None)
+_OPAQUE = (str, bytes, int, float, bool, complex, torch.Tensor, np.ndarray, type, types.ModuleType)
+
+
+def _parts_of(obj: Any) -> list:
+    """What an object may reach a module through: a container's elements; a function's closure, the
+    globals it names, ``functools.partial`` arguments, ``__self__`` and ``__wrapped__``; an object's attributes."""
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return list(obj)
+    if isinstance(obj, dict):
+        return list(obj.values())
+    parts: list = [getattr(obj, "__self__", None), getattr(obj, "__wrapped__", None)]
+    if isinstance(obj, functools.partial):
+        parts += [obj.func, *obj.args, *obj.keywords.values()]
+    code = getattr(obj, "__code__", None)
     if code is not None:
-        parts += [_cell_value(c) for c in (getattr(fn, "__closure__", None) or ())]
-        glob = getattr(fn, "__globals__", {})
-        parts += [glob[n] for n in code.co_names if isinstance(glob.get(n), nn.Module)]
-    elif not isinstance(fn, type) and hasattr(fn, "__dict__"):  # a callable object: its attributes
-        parts += list(vars(fn).values())
+        parts += [_cell_value(c) for c in (getattr(obj, "__closure__", None) or ())]
+        glob = getattr(obj, "__globals__", {})
+        parts += [glob[n] for n in code.co_names if n in glob]
+    elif hasattr(obj, "__dict__") and not str(getattr(type(obj), "__module__", "")).startswith(("torch", "numpy")):
+        parts += list(vars(obj).values())
+    return parts
+
+
+def _modules_behind(obj: Any, depth: int = 0) -> list[nn.Module]:
+    """The ``nn.Module``s a callable runs: itself, or those a plain function reaches through its closure,
+    the globals it names (and the lists, dicts and objects those hold), a bound method's object,
+    ``functools.partial`` arguments or ``__wrapped__``."""
+    if isinstance(obj, nn.Module):
+        return [obj]
+    if depth > 4 or obj is None or isinstance(obj, _OPAQUE) or getattr(obj, "__module__", "") in ("builtins",):
+        return []
     found: list[nn.Module] = []
-    for p in parts:
-        if isinstance(p, nn.Module) or (callable(p) and not isinstance(p, type)):
-            found += [m for m in _modules_behind(p, depth + 1) if all(m is not f for f in found)]
+    for p in _parts_of(obj):
+        found += [m for m in _modules_behind(p, depth + 1) if all(m is not f for f in found)]
     return found
+
+
+def plain_settings(obj: Any) -> dict:
+    """An object's class and its plain settings (numbers, strings, booleans, None and lists of them),
+    e.g. an attack's steps, step size, budget and EOT options: what a resume must match."""
+    plain = (int, float, str, bool, type(None))
+    values = {k: v for k, v in sorted(vars(obj).items()) if not k.startswith("_") and (
+        isinstance(v, plain) or (isinstance(v, (list, tuple)) and all(isinstance(e, plain) for e in v)))}
+    return {"class": f"{type(obj).__module__}.{type(obj).__qualname__}", **values}
 
 
 def model_digest(model: Any) -> str:
     """SHA-256 (hex) of what a model computes: its architecture (the module tree as ``repr`` prints it,
     memory addresses removed) and every ``state_dict`` tensor (weights and buffers such as BatchNorm
     statistics) in sorted key order, with its dtype and shape. Train/eval mode does not count. A plain
-    callable is identified by the modules it runs (see ``_modules_behind``) and its qualified name when
-    it runs none. One pass over the weights: about a second per GB on a CPU."""
+    callable is identified by the modules it runs (see ``_modules_behind``); one that runs none gets a
+    digest of its own, so nothing computed for it is ever reused. One pass over the weights: about a second per GB on a CPU."""
     modules = _modules_behind(model)
-    if not modules:
-        return content_digest("callable", getattr(model, "__qualname__", type(model).__qualname__))
+    if not modules:  # nothing to identify it by: a digest no other call shares, so nothing is ever reused
+        log.info("model_digest: %r runs no nn.Module robustlab can see; its cells will not be reused", model)
+        return "unidentified-" + uuid.uuid4().hex
     h = hashlib.sha256()
     for m in modules:
         _feed(h, re.sub(r"0x[0-9a-fA-F]+", "0x", f"{type(m).__module__}.{type(m).__qualname__}:{m!r}"))

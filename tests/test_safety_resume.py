@@ -137,3 +137,50 @@ def test_train_resume_without_config_yaml_is_refused(run_copy, capsys):
     assert_clear_error(code, err, 2, "config.yaml")
     assert len(err.strip().splitlines()) == 1, err
     assert not (run_copy / "config.yaml").exists()
+
+
+def test_model_digest_sees_models_behind_containers_and_objects():
+    """A wrapper reaching its models through a list or an object's attribute is told apart by their
+    weights; one reaching none gets a digest no other call shares (its cells are never reused)."""
+    import numpy as np
+
+    from robustlab.runtime import content_digest, model_digest
+
+    a, b = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    with torch.no_grad():
+        b.weight.add_(1.0)
+    ensemble = lambda models: (lambda x: sum(m(x) for m in models))  # noqa: E731
+    assert model_digest(ensemble([a])) != model_digest(ensemble([b]))
+
+    class Holder:
+        def __init__(self, net):
+            self.net = net
+
+    holder_a, holder_b = Holder(a), Holder(b)
+    assert model_digest(lambda x: holder_a.net(x)) != model_digest(lambda x: holder_b.net(x))
+    opaque = lambda x: x  # noqa: E731
+    assert model_digest(opaque) != model_digest(opaque)
+    big = np.arange(1e5)
+    other = big.copy()
+    other[5000] = -1
+    assert content_digest(big) != content_digest(other)  # not by repr, which elides the middle
+    assert content_digest({1: 2}) != content_digest({"1": 2})
+    content_digest(torch.eye(3).to_sparse(), torch.ones(2, dtype=torch.complex64).conj())  # no error
+
+
+def test_cells_of_other_attack_settings_or_eps_digits_are_recomputed(tmp_path):
+    """The cell fingerprint holds every attack's settings and the exact eps, not only names."""
+    import robustlab as rl
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)).eval()
+    x, y = torch.rand(6, 1, 8, 8), torch.arange(6) % 10
+    cells = tmp_path / "cells"
+    few = rl.evaluate(model, (x, y), rl.ThreatModel("linf", 0.03137254),
+                      [rl.attacks.Square(rl.ThreatModel("linf", 0.03137254), max_queries=2, seed=0)], cells_dir=cells)
+    many_attack = rl.attacks.Square(rl.ThreatModel("linf", 0.03137254), max_queries=400, seed=0)
+    resumed = rl.evaluate(model, (x, y), rl.ThreatModel("linf", 0.03137254), [many_attack], cells_dir=cells)
+    fresh = rl.evaluate(model, (x, y), rl.ThreatModel("linf", 0.03137254),
+                        [rl.attacks.Square(rl.ThreatModel("linf", 0.03137254), max_queries=400, seed=0)])
+    assert torch.equal(resumed.robust_correct, fresh.robust_correct)
+    assert few.robust_accuracy >= fresh.robust_accuracy

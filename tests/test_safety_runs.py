@@ -270,3 +270,28 @@ def test_attack_name_cannot_leave_the_runs_folder(trained_run, tmp_path, capsys,
     _one_error_line(err)
     assert not runs.exists() and not (tmp_path / "escaped").exists()
     assert not os.path.exists("/tmp/robustlab-absolute-name")
+
+
+def test_a_link_then_dotdot_inside_a_run_cannot_escape_it(tmp_path):
+    """``run/link/../x`` with ``link`` -> elsewhere resolves through the link: refused, nothing written."""
+    from robustlab.fileio import atomic_write_text
+
+    run, outside = tmp_path / "runs" / "r", tmp_path / "outside" / "deep"
+    run.mkdir(parents=True)
+    outside.mkdir(parents=True)
+    (run / "link").symlink_to(outside)
+    with pytest.raises(InputError, match="link|outside"):
+        atomic_write_text(str(run / "link" / ".." / "escaped.txt"), "x", inside=run)
+    assert not (tmp_path / "outside" / "escaped.txt").exists()
+
+
+def test_a_run_directory_that_is_a_link_is_refused(tmp_path, capsys):
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "exp").symlink_to(victim)
+    code, _, err = cli(capsys, "train", "--data", "digits", "--model", "mlp", "--epochs", "1", "--runs",
+                       tmp_path / "runs", "--name", "exp")
+    assert_clear_error(code, err, 2, "symbolic link")
+    _one_error_line(err)
+    assert list(victim.iterdir()) == []

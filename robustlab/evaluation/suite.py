@@ -21,7 +21,7 @@ from ..attacks import APGD, APGDDLR, APGDT, FABT, Attack, Square, create_attack
 from ..targets import concat_targets, index_target, target_to
 from ..argtypes import name_list
 from ..data.batches import first_batches, iterate_batches, materialize
-from ..runtime import content_digest, device_of, eval_mode, model_digest
+from ..runtime import content_digest, device_of, eval_mode, model_digest, plain_settings
 from ..errors import InputError, check_batch, check_logits, check_positive_int
 from ..cells import Cells
 from ..objectives import CrossEntropy, Objective
@@ -262,7 +262,8 @@ class _Evaluation:
         # resumable: one torch cell per (eps, batch), valid only for the same model, points and settings
         self.cells = None if cells_dir is None else Cells(cells_dir, payload="torch")
         self.identity = None if cells_dir is None else {
-            "settings": [threat.describe(), list(self.names), int(seed), int(batch_size)],
+            "settings": [threat.describe(), repr(float(threat.eps)), list(self.names), int(seed), int(batch_size),
+                         plain_settings(self.objective), [plain_settings(a) for a in self.suite]],
             "weights": model_digest(model)}  # once per call: architecture and every weight
         self.device = device_of(model)
         self.clean_all, self.robust_all, self.broken_by, self.kept = [], [], [], []

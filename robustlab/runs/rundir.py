@@ -24,7 +24,7 @@ import yaml
 
 from ..errors import InputError
 from ..fileio import (atomic_torch_save, atomic_write_bytes, atomic_write_json, atomic_write_text,
-                      check_no_links, confined, json_default, make_dirs)
+                      LinkRefusedError, check_no_links, confined, json_default, make_dirs)
 
 
 def git_hash() -> str | None:
@@ -101,6 +101,11 @@ class Run:
         whose rank 0 holds it) and refuse symbolic links for every write inside it. ``create=False``:
         the run must exist. A run directory path splits with ``Run.writing(*split_run_dir(path), kind)``."""
         path = Path(root) / check_name(name, what)
+        if path.is_symlink():
+            raise LinkRefusedError(f"refusing to write the run {path}: it is a symbolic link (to {os.readlink(path)}); "
+                                   "robustlab never writes a run through a link: remove it or use another --name")
+        if path.exists() and not path.is_dir():
+            raise InputError(f"{path} is a file, not a run directory; use another --name")
         if not create and not path.is_dir():
             raise InputError(f"no run directory at {path}; train one with `robustlab train` or check the path")
         path.mkdir(parents=True, exist_ok=True)
