@@ -3,10 +3,10 @@
 import pytest
 import torch
 
+import robustlab as rl
 from robustlab import attacks as A
 from robustlab.errors import InputError
 from robustlab.oracles import DecisionOracle, ScoreOracle
-import robustlab as rl
 
 
 @pytest.mark.parametrize("make,norm,eps", [

@@ -5,11 +5,11 @@ import os
 
 import pytest
 
+import robustlab as rl
 from robustlab import attacks as A
 from robustlab.cli import main as cli_main
 from robustlab.errors import InputError
 from robustlab.experiments.job import run_config
-import robustlab as rl
 
 from helpers import assert_clear_error, cli
 

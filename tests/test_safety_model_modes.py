@@ -4,9 +4,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from robustlab import attacks as A
-from robustlab.oracles import DecisionOracle, ScoreOracle
 import robustlab as rl
+from robustlab import attacks as A
 
 
 @pytest.mark.parametrize("make", [lambda t: A.PGD(t, steps=5), lambda t: A.Square(t, max_queries=50)])

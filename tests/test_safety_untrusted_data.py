@@ -6,10 +6,10 @@ import pytest
 import torch
 import torch.nn as nn
 
+import robustlab as rl
 from robustlab.errors import InputError
 from robustlab.experiments.job import load_model_from_run
 from robustlab.runs.rundir import Run
-import robustlab as rl
 
 from helpers import Payload, assert_clear_error, cli
 

@@ -469,6 +469,15 @@ def _subset_state(state: dict, keep: torch.Tensor, n: int) -> dict:
     return out
 
 
+def _keep_only(ctx: AttackContext, state: dict, keep: torch.Tensor) -> dict:
+    """Drop the active samples where ``keep`` is False from the working batch and the attack's state
+    (nothing to do when every one stays)."""
+    if keep.all():
+        return state
+    ctx.shrink(keep)
+    return _subset_state(state, keep, keep.numel())
+
+
 class Attack:
     """Base class of all attacks.
 
@@ -680,12 +689,9 @@ class IterativeAttack(Attack):
                     break
                 state = self.step(ctx, state, i)
                 if self.early_stop:
-                    keep = ctx.unbroken()
-                    if not keep.all():
-                        state = _subset_state(state, keep, keep.numel())
-                        ctx.shrink(keep)
-                        if ctx.n_active == 0:
-                            break
+                    state = _keep_only(ctx, state, ctx.unbroken())
+                    if ctx.n_active == 0:
+                        break
             if ctx.n_active and self.keep_last:
                 ctx.best_x[ctx.index] = ctx.point(state["x_adv"]).to(ctx.best_x.dtype)
                 if self.judge_final:
@@ -705,12 +711,7 @@ class IterativeAttack(Attack):
         restart or step, so no sample ever passes it (a no-op while every sample has queries left)."""
         if self.max_queries is None or ctx.n_active == 0:
             return state
-        keep = ctx.queries_left(self.max_queries, oracle=False) > 0
-        if keep.all():
-            return state
-        state = _subset_state(state, keep, keep.numel())
-        ctx.shrink(keep)
-        return state
+        return _keep_only(ctx, state, ctx.queries_left(self.max_queries, oracle=False) > 0)
 
     def init_state(self, ctx: AttackContext, restart: int) -> dict:
         raise NotImplementedError

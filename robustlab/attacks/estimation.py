@@ -36,6 +36,8 @@ class NES(IterativeAttack):
         self.max_queries = check_query_budget(max_queries, "NES", 4, "the clean point, then one step: an "
                                               "antithetic pair of probes and the new point")
         self.steps = max(1, (self.max_queries - 1) // (2 * self.n_samples + 1))
+        # pairs per step within the attack's own budget: all n_samples, or fewer in a lone partial step
+        self.pairs = max(1, min(self.n_samples, (self.max_queries - 2) // 2))
 
     def init_state(self, ctx: AttackContext, restart: int) -> dict:
         ctx.evaluate(ctx.x)
@@ -44,8 +46,9 @@ class NES(IterativeAttack):
     def step(self, ctx: AttackContext, s: dict, i: int) -> dict:
         x_adv = s["x_adv"]
         b = x_adv.shape[0]
-        left = int(ctx.queries_left(self.max_queries).min())                     # a step costs 2n + 1
-        n = max(1, min(self.n_samples, (left - 1) // 2))
+        n = self.pairs                                                            # a step costs 2n + 1
+        if ctx.is_oracle and getattr(ctx.model, "budget", None) is not None:  # an oracle's budget left may be less
+            n = max(1, min(n, (int(ctx.queries_left(self.max_queries).min()) - 1) // 2))
         u = ctx.rand_full((n, *x_adv.shape[1:]), kind="randn")                  # [B, n, ...]
         probes = torch.cat([x_adv[:, None] + self.sigma * u, x_adv[:, None] - self.sigma * u], 1)
         owners = torch.arange(b, device=x_adv.device).repeat_interleave(2 * n)

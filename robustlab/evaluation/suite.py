@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from ..attacks import APGD, APGDDLR, APGDT, FABT, Attack, Square, create_attack
 from ..targets import concat_targets, index_target, target_to
 from ..argtypes import name_list
-from ..data.batches import first_batches, iterate_batches, materialize
+from ..data.batches import first_batches, materialize
 from ..runtime import content_digest, device_of, eval_mode, model_digest, plain_settings
 from ..errors import InputError, check_batch, check_logits, check_positive_int
 from ..cells import Cells
@@ -349,8 +349,9 @@ class _Evaluation:
         t0 = time.perf_counter()
         sub_threat = batch_threat.subset(todo) if batch_threat.has_per_sample_state else batch_threat
         res = attack(self.model, xb[todo], index_target(yb, todo), threat=sub_threat.with_eps(self.threat.eps))
-        self.attack_time[name] += time.perf_counter() - t0
-        state.times[name] += time.perf_counter() - t0
+        seconds = time.perf_counter() - t0
+        self.attack_time[name] += seconds
+        state.times[name] += seconds
         hit = todo[res.success]
         state.robust[hit] = False
         state.broken_here[hit] = True
@@ -363,7 +364,7 @@ class _Evaluation:
         if self.progress:
             log.info("%s, points %d-%d: %s on %d points broke %d, robust %.4f (%.1fs)", self.threat.describe(),
                      self.seen, self.seen + xb.shape[0], name, todo.numel(), hit.numel(),
-                     float(state.robust.float().mean()), time.perf_counter() - t0)
+                     float(state.robust.float().mean()), seconds)
 
     def _record(self, xb, yb, out_clean, correct, state: _BatchState) -> None:
         """Add the batch to the totals: metric sums (clean and at the worst cases), outcomes, examples."""

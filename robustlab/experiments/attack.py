@@ -13,7 +13,6 @@ import torch
 from pydantic import Field
 
 from ..attacks import ATTACKS, Attack, create_attack
-from ..data import load_dataset
 from ..errors import InputError
 from ..fileio import atomic_torch_save
 from ..oracles import DecisionOracle, ScoreOracle
@@ -22,7 +21,7 @@ from ..taskspec import run_task
 from ..threat import ThreatModel
 from .geometry import task_objective
 from ..runs.schema import warn_if_beyond_input_range
-from .job import ModelRunSource, load_model_from_run, parse_data_spec
+from .job import ModelRunSource, load_model_from_run, load_split, parse_data_spec
 
 
 class AttackSettings(ModelRunSource):
@@ -81,7 +80,7 @@ def attack_model_run(run_dir: str | Path, settings: AttackSettings, *, runs: str
     name = name or f"attack-{ATTACKS.canonical(s.attack)}-{Path(run_dir).name}"
     # everything that can refuse the input (data, attack and budget, access) before the run is touched
     spec = parse_data_spec(config["data"])
-    test = load_dataset(spec["name"], "test", seed=spec.get("seed", 0), data_dir=spec.get("data_dir")).subset(s.n)
+    test = load_split(spec, "test").subset(s.n)
     threat = ThreatModel(s.norm, s.eps)
     attack_name, atk, kwargs = build_attack(s.attack, threat, s.seed, **s.options())
     target = _target(model, atk, attack_name, s.black_box)

@@ -23,14 +23,13 @@ from pydantic import Field
 from .. import geometry as G
 from ..argtypes import name_list
 from ..attacks import PGD
-from ..data import load_dataset
 from ..errors import InputError
 from ..fileio import atomic_write_json, atomic_write_text
 from ..geometry import plots
 from ..taskspec import RunInputs, get_task, run_task
 from ..threat import ThreatModel
 from ..training import measure
-from .job import ModelRunSource, load_model_from_run
+from .job import ModelRunSource, load_model_from_run, load_split, parse_data_spec
 from ..runs.rundir import Run, split_run_dir
 
 log = logging.getLogger(__name__)
@@ -132,11 +131,9 @@ def run_inputs(run_dir: str | Path, n: int = 512, eps: float | None = None, whic
     if task.run_inputs is not None:
         return task.run_inputs(Path(run_dir), config, n=n, eps=eps, which=which, trust_code=trust_code)
     model, config = load_model_from_run(run_dir, which, trust_code=trust_code)
-    data_spec = config.get("data", {})
-    spec = data_spec if isinstance(data_spec, dict) else {"name": data_spec}
-    splits = [load_dataset(spec["name"], split, seed=spec.get("seed", 0), data_dir=spec.get("data_dir")).subset(n)
-              for split in ("train", "test")]
-    return RunInputs(model.eval(), splits[0], splits[1], task_objective(config), _threat(config, eps))
+    spec = parse_data_spec(config.get("data", {}))
+    train, test = (load_split(spec, split).subset(n) for split in ("train", "test"))
+    return RunInputs(model.eval(), train, test, task_objective(config), _threat(config, eps))
 
 
 def landscape(run_dir: str | Path, measures: str | Sequence[str] = "all", loss: str = "clean", *,

@@ -68,9 +68,6 @@ def load_split(spec: dict, split: str) -> Dataset:
     return load_dataset(spec["name"], split, seed=spec.get("seed", 0), data_dir=spec.get("data_dir"))
 
 
-_load = load_split  # the former private name
-
-
 def train_model_run(run_dir: str | Path, model_spec: dict, data_spec: dict | str, train_cfg: dict,
                     resume: bool = False, progress: bool = True, trust_code: bool = False) -> dict:
     """Train one model into `run_dir`; returns its summary.
@@ -139,7 +136,7 @@ def _train_model_run(run: Run, model_spec: dict, data_spec: dict, cfg: TrainConf
         log.info("%s: already trained, skipping", run.path)
         return run.read_summary()
     torch.manual_seed(cfg.seed)
-    train_data, val_data = _load(data_spec, "train"), _load(data_spec, "val")
+    train_data, val_data = load_split(data_spec, "train"), load_split(data_spec, "val")
     model = model_for_data(model_spec, train_data, trust_code=trust_code)
     # a model run trains with the classification objective (TrainConfig's default: cross-entropy)
     run.write_config({"kind": "model", "task": "classification", "model": model_spec, "data": data_spec,
@@ -215,7 +212,7 @@ def load_model_from_run(run_dir: str | Path, which: str = "best", trust_code: bo
         hint = (f"; pass --weights {other} to use {other}.safetensors" if (run.checkpoints / f"{other}.safetensors").exists()
                 else "; train the model first (robustlab train ... --resume continues a killed run)")
         raise CheckpointError(f"{run_dir} has no {which} weights ({path} is missing){hint}")
-    data = _load(parse_data_spec(config["data"]), "test")
+    data = load_split(parse_data_spec(config["data"]), "test")
     model = model_for_data(config["model"], data, trust_code=trust_code)
     load_weights(model, path)
     model.eval()
@@ -240,7 +237,7 @@ def evaluate_model_run(run_dir: str | Path, settings: EvaluationSettings | Seque
 def _evaluate(run: Run, model, config: dict, settings: EvaluationSettings, which: str, resume: bool,
               progress: bool) -> dict:
     eps, norm, attacks, n = settings.eps, settings.norm, settings.attacks, settings.n
-    test = _load(parse_data_spec(config["data"]), "test")
+    test = load_split(parse_data_spec(config["data"]), "test")
     if n > len(test):
         log.warning("asked for %d test points but %s has only %d; evaluating all %d", n, run.path, len(test), len(test))
     test = test.subset(n)

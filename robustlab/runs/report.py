@@ -197,9 +197,10 @@ def _has_report_hook(cfg: dict) -> bool:
 
 
 def _task_entry(run: Run, cfg: dict) -> dict:
-    """A run of any task plug-in: its tables come from the task's ``report_sections`` hook."""
+    """A run of a task plug-in with a report hook (``_has_report_hook``): its tables come from the task's
+    ``report_sections``."""
     task = get_task(run_task(cfg))
-    sections, tables, figures = task.report_sections(run.path) if task.report_sections else ([], [], [])
+    sections, tables, figures = task.report_sections(run.path)
     return {"label": run.name, "task": task.name, "sections": sections, "tables": tables,
             "figures": [str((run.path / f).resolve()) for f in figures], "config": cfg}
 

@@ -14,8 +14,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from ...fileio import atomic_write_json, atomic_write_text
 from .attacks import attack_lines, reader, transfer_to
 from .objectives import change_one_word
