@@ -1,4 +1,7 @@
+import atexit
 import os
+import shutil
+import tempfile
 
 import pytest
 import torch
@@ -6,6 +9,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 torch.set_num_threads(int(os.environ.get("ROBUSTLAB_TEST_THREADS", "2")))
+
+# hypothesis keeps its files in ./.hypothesis unless told otherwise: the tests write nothing into the checkout
+if "HYPOTHESIS_STORAGE_DIRECTORY" not in os.environ:
+    _hypothesis_dir = tempfile.mkdtemp(prefix="robustlab-hypothesis-")
+    os.environ["HYPOTHESIS_STORAGE_DIRECTORY"] = _hypothesis_dir
+    atexit.register(shutil.rmtree, _hypothesis_dir, ignore_errors=True)
 
 
 def train_on_digits(model, epochs=30, seed=0, lr=1e-2):

@@ -84,7 +84,7 @@ NUMERIC_CASES = [
     (["attack", "{run}", "--n", "4", "--attack", "square", "--queries", "0"], False),
     (["attack", "{run}", "--n", "4", "--eps", "-1"], False),
     (["attack", "{run}", "--n", "4", "--batch-size", "-3"], False),
-    (["attack", "{run}", "--n", "4", "--steps", "1", "--eps", "0.1"], True),
+    (["attack", "{run}", "--n", "4", "--steps", "1", "--eps", "0.1", "--runs", "{tmp}"], True),  # writes under tmp
     (["train", "--data", "digits", "--model", "mlp", "--runs", "{tmp}", "--epochs", "0"], False),
     (["train", "--data", "digits", "--model", "mlp", "--runs", "{tmp}", "--batch-size", "0"], False),
     (["train", "--data", "digits", "--model", "mlp", "--runs", "{tmp}", "--eval-n", "0"], False),
