@@ -47,6 +47,9 @@ class LoopSettings(StrictSettings):
     snapshot_steps: int = Field(0, ge=0, description="also save parameters every k optimizer steps and at the start (0: off)")
     local_sgd_period: int = Field(0, ge=0, description="post-local SGD model averaging period in steps (0: off)")
     seed: int = Field(0, description="seed of shuffling and random starts")
+    amp: Literal["off", "bf16", "fp16"] = Field(
+        "off", description="mixed precision of training forward/backward passes (autocast; fp16 with a gradient "
+                           "scaler); every per-epoch measurement and evaluation stays float32")
 
     @field_validator("method")
     @classmethod
