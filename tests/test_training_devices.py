@@ -139,6 +139,7 @@ def test_fp16_gradient_scaler_state_is_saved_and_restored(device, tmp_path):
 
 def test_amp_is_a_training_setting_with_a_flag():
     assert TrainConfig().amp == "off" and TrainConfig(amp="bf16").fingerprint()["amp"] == "bf16"
+    assert "amp" not in TrainConfig().fingerprint()  # off: the fingerprint of older runs, which still resume
     with pytest.raises(rl.errors.InputError):
         TrainConfig(amp="fp8")
 

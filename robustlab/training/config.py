@@ -68,11 +68,16 @@ class LoopSettings(StrictSettings):
             raise ValueError(str(e)) from None
         return self
 
+    #: settings added after state.pt files began storing fingerprints: left out at these values, so the
+    #: fingerprint of a run that does not use them stays what it was (older state.pt files still resume)
+    added_later: ClassVar[dict] = {"amp": "off"}
+
     def fingerprint(self) -> dict:
-        """Settings that must match for a resume to continue the same run (also the run's config.yaml)."""
+        """Settings that must match for a resume to continue the same run (also the run's config.yaml);
+        ``amp`` appears once it is not "off"."""
         d = self.model_dump()
         d["step_milestones"] = list(d["step_milestones"])
-        return d
+        return {k: v for k, v in d.items() if k not in self.added_later or v != self.added_later[k]}
 
 
 #: the loop's settings plus every registered method's settings (flat names)
