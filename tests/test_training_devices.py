@@ -64,6 +64,11 @@ def test_batches_and_optimizer_state_live_on_the_model_device(device):
     loop._run_epoch(state, 0, _digits(), None, False)
     moments = [t for s in state.optimizer.state.values() for k, t in s.items() if k != "step"]
     assert moments and all(t.device.type == torch.device(device).type for t in moments)
+    x, y = _digits(8).x, _digits(8).y
+    xb, (yb, yb2) = loop._to_device(x, (y, y), state.device)
+    assert {xb.device.type, yb.device.type, yb2.device.type} == {torch.device(device).type}
+    if device == "cpu":
+        assert xb is x and yb is y  # already there: no copy, no pinning
 
 
 class UncheckedCE(rl.objectives.CrossEntropy):
@@ -93,8 +98,10 @@ def test_epoch_sums_are_read_once_per_epoch_not_per_step(monkeypatch):
 
 def test_a_non_finite_loss_stops_training_on_every_device(monkeypatch):
     cfg = TrainConfig(optimizer="sgd", **{**FAST, "lr": 1e30})
+    model = _model("cpu")
     with pytest.raises(FloatingPointError, match=r"epoch 1, step \d+; lower the learning rate"):
-        train(_model("cpu"), _digits(), None, cfg, progress=False)
+        train(model, _digits(), None, cfg, progress=False)
+    assert all(torch.isfinite(p).all() for p in model.parameters())  # stopped before the bad step's update
     monkeypatch.setattr(loop, "CHECK_FINITE_EACH_STEP", set())  # the device-side check, read at the epoch's end
     with pytest.raises(FloatingPointError, match=r"non-finite at epoch 1, step \d+"):
         train(_model("cpu"), _digits(), None, cfg, progress=False)
@@ -135,6 +142,12 @@ def test_fp16_gradient_scaler_state_is_saved_and_restored(device, tmp_path):
     loop._restore(state)
     assert state.scaler.get_scale() == 1024.0 and state.scaler.state_dict()["_growth_tracker"] == 7
     assert state.start_epoch == 1
+
+
+def test_an_amp_dtype_torch_lacks_on_the_device_is_one_input_error(monkeypatch):
+    monkeypatch.setitem(loop.AMP_DTYPES, "fp16", torch.float64)  # CPU autocast has no float64: torch warns, we refuse
+    with pytest.raises(rl.errors.InputError, match="--amp fp16 is not supported on cpu"):
+        loop._start(_model("cpu"), _digits(), TrainConfig(amp="fp16"), None, None, None)
 
 
 def test_amp_is_a_training_setting_with_a_flag():

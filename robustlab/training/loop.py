@@ -17,6 +17,7 @@ included (see ``methods.Float32Gradients``); the per-epoch measurements run in f
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -330,12 +331,12 @@ def _grad_scaler(cfg: TrainConfig, device: torch.device) -> torch.amp.GradScaler
             try:
                 with torch.autocast(device.type, dtype=AMP_DTYPES[cfg.amp]):
                     pass
+                why = next((str(w.message) for w in caught if "not support" in str(w.message)), None)
             except (RuntimeError, ValueError) as e:
-                caught.append(warnings.WarningMessage(str(e).splitlines()[0], RuntimeWarning, "", 0))
-        why = [str(w.message).splitlines()[0] for w in caught if "support" in str(w.message) or w.category is RuntimeWarning]
+                why = str(e)
         if why:
-            raise InputError(f"--amp {cfg.amp} is not supported on {device} by this torch ({why[0]}); use --amp off"
-                             f"{' or bf16' if cfg.amp == 'fp16' else ''}")
+            raise InputError(f"--amp {cfg.amp} is not supported on {device} by this torch ({why.splitlines()[0]}); "
+                             f"use --amp off{' or bf16' if cfg.amp == 'fp16' else ''}")
     try:
         return torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
     except (RuntimeError, ValueError) as e:
@@ -407,8 +408,7 @@ def _run_epoch(state: _TrainingState, epoch: int, data: Dataset, regularizer, pr
         lr, eps = _schedule(state, global_step)
         ctx = BatchContext(state.threat.with_eps(eps), _seed(cfg, epoch, step + 1), cfg, attack_model=state.base,
                            global_size=n_global, offset=lo, objective=state.objective)
-        loss, logits = _step(state, xb, yb, ctx, regularizer)
-        finite.check(loss, step)
+        loss, logits = _step(state, xb, yb, ctx, regularizer, functools.partial(finite.check, step=step))
         if cfg.snapshot_steps and state.ckpt is not None and rank == 0 and (global_step + 1) % cfg.snapshot_steps == 0:
             save_weights(state.base, state.ckpt / "snapshots" / f"step_{global_step + 1:07d}.safetensors",
                          {"step": str(global_step + 1)})
@@ -463,8 +463,9 @@ def _schedule(state: _TrainingState, global_step: int) -> tuple[float, float]:
     return lr, eps
 
 
-def _step(state: _TrainingState, xb, yb, ctx: BatchContext, regularizer):
-    """One optimiser step on this rank's part of a global batch; returns (loss, outputs). With ``amp``
+def _step(state: _TrainingState, xb, yb, ctx: BatchContext, regularizer, check_finite: Callable):
+    """One optimiser step on this rank's part of a global batch; returns (loss, outputs). The loss goes
+    to `check_finite` before the backward pass (``_FiniteCheck``). With ``amp``
     the method's forward passes (its inner attack included) run under autocast; fp16 scales the loss
     for the backward pass (``_grad_scaler``)."""
     amp = state.cfg.amp
@@ -472,6 +473,7 @@ def _step(state: _TrainingState, xb, yb, ctx: BatchContext, regularizer):
         loss, logits = state.method(state.net, xb, yb, ctx)
         if regularizer is not None:
             loss = loss + regularizer(state.net, xb, yb, logits, ctx)
+    check_finite(loss)
     # DDP averages gradients over ranks; weight each rank by its share of the global batch
     scaled = loss * (xb.shape[0] * state.world / ctx.global_size) if state.world > 1 else loss
     state.optimizer.zero_grad(set_to_none=True)
