@@ -3,9 +3,13 @@
 Each attack in the cascade runs only on the points still correctly classified and unbroken;
 a point is robust only if it is correctly classified and every attack failed on it. Robust
 accuracy comes with a 95% Wilson confidence interval over the evaluated points.
+
+Every evaluation runs in float32: autocast is off inside ``evaluate`` (and so ``robustness_curve``)
+even when the caller trains under mixed precision, so no reported number comes from a bf16/fp16 pass.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -169,6 +173,18 @@ class EvaluationReport:
                 f"[{lo:.2%}, {hi:.2%}] on {self.n} points ({self.time_s:.1f}s){extra}")
 
 
+def _in_float32(evaluate_fn: Callable) -> Callable:
+    """`evaluate_fn(model, ...)` with autocast off on the CPU and on the model's device, whatever
+    autocast its caller runs under: the final judgement (clean outputs, every attack, the metrics) is float32."""
+    @functools.wraps(evaluate_fn)
+    def wrapper(model, *args, **kwargs):
+        with torch.autocast("cpu", enabled=False), torch.autocast(device_of(model).type, enabled=False):
+            return evaluate_fn(model, *args, **kwargs)
+
+    return wrapper
+
+
+@_in_float32
 def evaluate(model, data, threat: ThreatModel, attacks: str | Sequence[Attack | str] = "standard", *,
              objective: Objective | None = None, metrics: Callable | None = None,
              batch_size: int = 500, n: int | None = None, seed: int = 0, n_examples: int = 8,

@@ -47,6 +47,9 @@ class LoopSettings(StrictSettings):
     snapshot_steps: int = Field(0, ge=0, description="also save parameters every k optimizer steps and at the start (0: off)")
     local_sgd_period: int = Field(0, ge=0, description="post-local SGD model averaging period in steps (0: off)")
     seed: int = Field(0, description="seed of shuffling and random starts")
+    amp: Literal["off", "bf16", "fp16"] = Field(
+        "off", description="mixed precision of training forward/backward passes (autocast; fp16 with a gradient "
+                           "scaler); every per-epoch measurement and evaluation stays float32")
 
     @field_validator("method")
     @classmethod
@@ -65,11 +68,16 @@ class LoopSettings(StrictSettings):
             raise ValueError(str(e)) from None
         return self
 
+    #: settings added after state.pt files began storing fingerprints: left out at these values, so the
+    #: fingerprint of a run that does not use them stays what it was (older state.pt files still resume)
+    added_later: ClassVar[dict] = {"amp": "off"}
+
     def fingerprint(self) -> dict:
-        """Settings that must match for a resume to continue the same run (also the run's config.yaml)."""
+        """Settings that must match for a resume to continue the same run (also the run's config.yaml);
+        ``amp`` appears once it is not "off"."""
         d = self.model_dump()
         d["step_milestones"] = list(d["step_milestones"])
-        return d
+        return {k: v for k, v in d.items() if k not in self.added_later or v != self.added_later[k]}
 
 
 #: the loop's settings plus every registered method's settings (flat names)

@@ -7,12 +7,21 @@ and exact resume from the last epoch checkpoint.
 Determinism: every random draw of epoch e (shuffling, random starts) comes from generators seeded
 by (seed, epoch, step) and drawn for the global batch, so a resumed run, and a run on 2 ranks with
 batch B, end with the same weights as an uninterrupted single-process run with batch 2B.
+
+Devices: the loop runs where the model it is given lives (``runtime.device_of``); batches travel there
+with non-blocking copies from pinned memory on CUDA, the optimiser is built for the parameters there,
+DDP gets ``device_ids=[index]`` on CUDA, and the epoch's sums stay on the device until the epoch ends
+(one host read per epoch, not per step). Mixed precision (``amp``: bf16, or fp16 with a gradient
+scaler whose state is resumed) covers the training forward/backward passes, the inner attacks
+included (see ``methods.Float32Gradients``); the per-epoch measurements run in float32.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -80,13 +89,39 @@ def _selection_score(cfg: TrainConfig, record: dict) -> tuple:
     return (record[f"{split}_robust_acc"], record[f"{split}_acc"])
 
 
-def _all_sum(values: list[float]) -> list[float]:
+#: devices where a non-finite training loss is detected at its step (a free read on a CPU); elsewhere the
+#: check is kept on the device and read once at the end of the epoch (a read per step stalls a GPU)
+CHECK_FINITE_EACH_STEP = {"cpu"}
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _all_sum(values: torch.Tensor) -> list[float]:
+    """The float64 sums `values` added over every rank, read on the host once. The all-reduce runs on the
+    device the process group's backend needs (NCCL: this rank's CUDA device; gloo and others: the CPU)."""
     rank, world = runtime.world()
-    if world == 1:
-        return values
-    t = torch.tensor(values, dtype=torch.float64)
-    dist.all_reduce(t)
-    return t.tolist()
+    if world > 1:
+        device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+        values = values.to(device)
+        dist.all_reduce(values)
+    return values.tolist()
+
+
+def _to_device(xb: torch.Tensor, yb: Any, device: torch.device) -> tuple[torch.Tensor, Any]:
+    """A batch on `device`: unchanged when it is there already; to CUDA through pinned memory with
+    non-blocking copies (a batch from a pinning DataLoader is not pinned again)."""
+    cuda = device.type == "cuda"
+
+    def move(t):
+        if not isinstance(t, torch.Tensor) or t.device == device:
+            return t
+        if cuda and t.device.type == "cpu" and not t.is_pinned():
+            t = t.pin_memory()
+        return t.to(device, non_blocking=cuda)
+
+    if isinstance(yb, tuple):
+        return move(xb), tuple(move(t) for t in yb)
+    return move(xb), move(yb)
 
 
 def measure(model: nn.Module, data: Dataset, threat: ThreatModel, steps: int, seed: int,
@@ -100,15 +135,19 @@ def measure(model: nn.Module, data: Dataset, threat: ThreatModel, steps: int, se
     was = model.training
     model.eval()
     rank, world = runtime.world()
+    device = runtime.device_of(model)
     shard = data.take(torch.arange(rank, len(data), world))
-    s = dict.fromkeys(("n", "correct", "loss", "robust", "robust_loss", "fgsm", "gamma", "cos"), 0.0)
+    keys = ("n", "correct", "loss", "robust", "robust_loss", "fgsm", "gamma", "cos")
+    sums = torch.zeros(len(keys), dtype=torch.float64, device=device)  # read once, after the last batch
+    s = {k: sums[i] for i, k in enumerate(keys)}  # views: adding to one adds to `sums`
     try:
-        for i, (xb, yb) in enumerate(shard.batches(batch_size)):
-            _measure_batch(s, model, xb, yb, threat, objective, steps, seed, seed + i, fgsm, linearity)
+        with torch.autocast(device.type, enabled=False):  # float32, whatever the caller's autocast
+            for i, (xb, yb) in enumerate(shard.batches(batch_size)):
+                xb, yb = _to_device(xb, yb, device)
+                _measure_batch(s, model, xb, yb, threat, objective, steps, seed, seed + i, fgsm, linearity)
     finally:
         model.train(was)
-    keys = list(s)
-    s = dict(zip(keys, _all_sum([s[k] for k in keys])))
+    s = dict(zip(keys, _all_sum(sums)))
     n = max(s["n"], 1)
     out = {"acc": s["correct"] / n, "loss": s["loss"] / n, "robust_acc": s["robust"] / n, "robust_loss": s["robust_loss"] / n}
     if fgsm:
@@ -121,33 +160,37 @@ def measure(model: nn.Module, data: Dataset, threat: ThreatModel, steps: int, se
 
 def _measure_batch(s: dict, model: nn.Module, xb, yb, threat: ThreatModel, objective: Objective, steps: int,
                    seed: int, batch_seed: int, fgsm: bool, linearity: bool) -> None:
-    """Add one batch's sums to `s`: clean, PGD (and FGSM) successes and losses, and local linearity
-    with the GradAlign cosine from the batch's random starts (seeded by `batch_seed`)."""
+    """Add one batch's sums to `s` (float64 views on the model's device; nothing is read on the host):
+    clean, PGD (and FGSM) successes and losses, and local linearity with the GradAlign cosine from the
+    batch's random starts (seeded by `batch_seed`)."""
+    def add(key: str, t: torch.Tensor) -> None:
+        s[key] += t.sum().to(s[key])
+
     with torch.no_grad():
         out = model(xb)
     s["n"] += xb.shape[0]
-    s["correct"] += float((~objective.success(out, yb)).sum())
-    s["loss"] += float(objective.loss(out, yb).sum())
+    add("correct", ~objective.success(out, yb))
+    add("loss", objective.loss(out, yb))
     if threat.eps == 0:
         for k in ("robust", "fgsm"):
-            s[k] += float((~objective.success(out, yb)).sum())
-        s["robust_loss"] += float(objective.loss(out, yb).sum())
+            add(k, ~objective.success(out, yb))
+        add("robust_loss", objective.loss(out, yb))
         return
     res = PGD(threat, objective, steps=steps, step_size=2.5 * threat.eps / steps, early_stop=False, seed=seed)(model, xb, yb)
     with torch.no_grad():
         out_adv = model(res.x_adv)
-    s["robust"] += float((~objective.success(out_adv, yb)).sum())
-    s["robust_loss"] += float(objective.loss(out_adv, yb).sum())
+    add("robust", ~objective.success(out_adv, yb))
+    add("robust_loss", objective.loss(out_adv, yb))
     if fgsm:
-        s["fgsm"] += float((~FGSM(threat, objective, seed=seed)(model, xb, yb).success).sum())
+        add("fgsm", ~FGSM(threat, objective, seed=seed)(model, xb, yb).success)
     if linearity:
         ctx = BatchContext(threat, batch_seed, objective=objective)
         with torch.enable_grad():
             gamma, _, g1, _ = local_linearity(model, xb, yb, threat, objective, ctx.random_start(xb), steps=10)
             x_noisy = ctx.random_start(xb).requires_grad_(True)
             g2, = torch.autograd.grad(objective.loss(model(x_noisy), yb).sum(), x_noisy)
-        s["gamma"] += float(gamma.detach().sum())
-        s["cos"] += float(F.cosine_similarity(g1.flatten(1), g2.flatten(1), dim=1, eps=1e-12).detach().sum())
+        add("gamma", gamma.detach())
+        add("cos", F.cosine_similarity(g1.flatten(1), g2.flatten(1), dim=1, eps=1e-12).detach())
 
 
 @dataclass
@@ -188,6 +231,8 @@ class _TrainingState:
     world: int
     ckpt: Path | None
     steps_per_epoch: int
+    device: torch.device = torch.device("cpu")   # where the model lives: batches and sums go there
+    scaler: Any = None   # torch.amp.GradScaler (enabled for fp16 only)
     result: TrainResult = field(default_factory=TrainResult)
     start_epoch: int = 0
     best_train_pgd: float = 0.0   # best PGD accuracy on training points so far (catastrophic overfitting)
@@ -255,11 +300,13 @@ def _start(model: nn.Module, train_data: Dataset, cfg: TrainConfig, checkpoint_d
     if world > 1 and not METHODS.metadata(cfg.method).get("distributed", True):
         raise InputError(f"training method {cfg.method!r} is not supported under DDP yet (LLR: double backprop); "
                          "train it on one process")
+    device = runtime.device_of(model)
+    scaler = _grad_scaler(cfg, device)
     net = model
     if world > 1 and not isinstance(model, nn.parallel.DistributedDataParallel):
-        net = nn.parallel.DistributedDataParallel(model)
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     base = _unwrap(net)
-    optimizer = _make_optimizer(cfg, base)
+    optimizer = _make_optimizer(cfg, base)  # after the model is on its device: the state is created there
     averager = _local_sgd(cfg, net, world)
     full_threat = ThreatModel(cfg.norm, cfg.eps) if threat is None else threat.with_eps(cfg.eps)
     if full_threat.has_per_sample_state:
@@ -269,7 +316,31 @@ def _start(model: nn.Module, train_data: Dataset, cfg: TrainConfig, checkpoint_d
     if ckpt is not None and rank == 0:
         ckpt.mkdir(parents=True, exist_ok=True)
     return _TrainingState(cfg, net, base, optimizer, averager, full_threat, objective, method, rank, world, ckpt,
-                          steps_per_epoch=math.ceil(len(train_data) / (cfg.batch_size * world)))
+                          steps_per_epoch=math.ceil(len(train_data) / (cfg.batch_size * world)),
+                          device=device, scaler=scaler)
+
+
+def _grad_scaler(cfg: TrainConfig, device: torch.device) -> torch.amp.GradScaler:
+    """The gradient scaler of fp16 training (disabled, a pass-through, otherwise). fp16 gradients
+    underflow below 6e-8: the loss is multiplied by a scale before the backward pass, the gradients
+    divided by it before the step, and steps with inf/NaN gradients are skipped while the scale
+    halves (it doubles after 2,000 good steps). bf16 has float32's range and needs no scaler."""
+    if cfg.amp != "off":
+        with warnings.catch_warnings(record=True) as caught:  # torch warns and turns autocast off for a dtype it lacks
+            warnings.simplefilter("always")
+            try:
+                with torch.autocast(device.type, dtype=AMP_DTYPES[cfg.amp]):
+                    pass
+                why = next((str(w.message) for w in caught if "not support" in str(w.message)), None)
+            except (RuntimeError, ValueError) as e:
+                why = str(e)
+        if why:
+            raise InputError(f"--amp {cfg.amp} is not supported on {device} by this torch ({why.splitlines()[0]}); "
+                             f"use --amp off{' or bf16' if cfg.amp == 'fp16' else ''}")
+    try:
+        return torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
+    except (RuntimeError, ValueError) as e:
+        raise InputError(f"--amp fp16 needs a gradient scaler, which this torch lacks on {device}: {e}") from None
 
 
 def _restore(state: _TrainingState) -> None:
@@ -283,7 +354,9 @@ def _restore(state: _TrainingState) -> None:
     result = state.result
     check_compatible(state.base.state_dict(), saved["model"], state.ckpt / "state.pt")
     state.base.load_state_dict(saved["model"])
-    state.optimizer.load_state_dict(saved["optimizer"])
+    state.optimizer.load_state_dict(saved["optimizer"])  # its tensors move to the parameters' device
+    if saved.get("scaler"):
+        state.scaler.load_state_dict(saved["scaler"])
     state.start_epoch = saved["epoch"] + 1
     result.history = saved["history"]
     result.best_epoch, result.best_val_robust_acc = saved["best_epoch"], saved["best_val_robust_acc"]
@@ -312,11 +385,13 @@ def _selection_data(state: _TrainingState, val_data: Dataset | None) -> Dataset 
 
 def _run_epoch(state: _TrainingState, epoch: int, data: Dataset, regularizer, progress: bool) -> tuple[list, float, float]:
     """One epoch of optimiser steps over a permutation seeded by (seed, epoch), each rank taking its
-    slice of every global batch; returns the all-reduced (loss * n, correct, n), the last lr and eps."""
+    slice of every global batch; returns the all-reduced (loss * n, correct, n), the last lr and eps.
+    The sums stay on the model's device (float64) and are read once, at the end of the epoch."""
     cfg, rank, world = state.cfg, state.rank, state.world
     state.net.train()
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(_seed(cfg, epoch)))
-    sums = [0.0, 0.0, 0.0]  # loss * n, correct, n
+    sums = torch.zeros(3, dtype=torch.float64, device=state.device)  # loss * n, correct, n
+    finite = _FiniteCheck(state.device, epoch)
     bar = tqdm(range(state.steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs} [{cfg.method}]", leave=False,
                disable=(not progress or rank != 0) or None)
     lr, eps = cfg.lr, cfg.eps
@@ -328,20 +403,51 @@ def _run_epoch(state: _TrainingState, epoch: int, data: Dataset, regularizer, pr
         lo, hi = _rank_slice(n_global, rank, world)
         idx = idx_global[lo:hi]
         xb, yb = data.x[idx], index_target(data.y, idx)
+        xb, yb = _to_device(xb, yb, state.device)
         global_step = epoch * state.steps_per_epoch + step
         lr, eps = _schedule(state, global_step)
         ctx = BatchContext(state.threat.with_eps(eps), _seed(cfg, epoch, step + 1), cfg, attack_model=state.base,
                            global_size=n_global, offset=lo, objective=state.objective)
-        loss, logits = _step(state, xb, yb, ctx, regularizer, f"epoch {epoch + 1}, step {step}")
+        loss, logits = _step(state, xb, yb, ctx, regularizer, functools.partial(finite.check, step=step))
         if cfg.snapshot_steps and state.ckpt is not None and rank == 0 and (global_step + 1) % cfg.snapshot_steps == 0:
             save_weights(state.base, state.ckpt / "snapshots" / f"step_{global_step + 1:07d}.safetensors",
                          {"step": str(global_step + 1)})
         nb = xb.shape[0]
-        sums[0] += float(loss.detach()) * nb
-        sums[1] += float((~state.objective.success(logits.detach(), yb)).sum())
+        sums[0] += loss.detach().double() * nb
+        sums[1] += (~state.objective.success(logits.detach(), yb)).sum().double()
         sums[2] += nb
-        bar.set_postfix(loss=f"{sums[0] / max(sums[2], 1):.3f}", lr=f"{lr:.2g}")
+        if not bar.disable and step % 20 == 0:  # a host read: only for a visible bar, every 20 steps
+            bar.set_postfix(loss=f"{float(sums[0] / sums[2].clamp_min(1)):.3f}", lr=f"{lr:.2g}")
+    finite.raise_if_failed()
     return _all_sum(sums), lr, eps
+
+
+class _FiniteCheck:
+    """Stop on a non-finite training loss (a learning rate too high, an fp16 overflow): at its step where a
+    read is free (``CHECK_FINITE_EACH_STEP``: the CPU); elsewhere the first bad step is kept on the device
+    and read once, at the end of the epoch."""
+
+    def __init__(self, device: torch.device, epoch: int):
+        self.each_step = device.type in CHECK_FINITE_EACH_STEP
+        self.epoch = epoch
+        self.first_bad = torch.full((), -1, dtype=torch.long, device=device)
+
+    def check(self, loss: torch.Tensor, step: int) -> None:
+        bad = ~torch.isfinite(loss.detach())
+        if self.each_step:
+            if bad:
+                self._raise(float(loss.detach()), step)
+        else:
+            self.first_bad = torch.where(bad & (self.first_bad < 0), step, self.first_bad)
+
+    def raise_if_failed(self) -> None:
+        if not self.each_step and int(self.first_bad) >= 0:
+            self._raise(float("nan"), int(self.first_bad))
+
+    def _raise(self, value: float, step: int) -> None:
+        value_text = f"{value}" if value == value else "non-finite"
+        raise FloatingPointError(f"training loss became {value_text} at epoch {self.epoch + 1}, step {step}; "
+                                 "lower the learning rate")
 
 
 def _schedule(state: _TrainingState, global_step: int) -> tuple[float, float]:
@@ -357,18 +463,23 @@ def _schedule(state: _TrainingState, global_step: int) -> tuple[float, float]:
     return lr, eps
 
 
-def _step(state: _TrainingState, xb, yb, ctx: BatchContext, regularizer, where: str):
-    """One optimiser step on this rank's part of a global batch; returns (loss, outputs)."""
-    loss, logits = state.method(state.net, xb, yb, ctx)
-    if regularizer is not None:
-        loss = loss + regularizer(state.net, xb, yb, logits, ctx)
-    if not torch.isfinite(loss.detach()):
-        raise FloatingPointError(f"training loss became {float(loss.detach())} at {where}; lower the learning rate")
+def _step(state: _TrainingState, xb, yb, ctx: BatchContext, regularizer, check_finite: Callable):
+    """One optimiser step on this rank's part of a global batch; returns (loss, outputs). The loss goes
+    to `check_finite` before the backward pass (``_FiniteCheck``). With ``amp``
+    the method's forward passes (its inner attack included) run under autocast; fp16 scales the loss
+    for the backward pass (``_grad_scaler``)."""
+    amp = state.cfg.amp
+    with torch.autocast(state.device.type, dtype=AMP_DTYPES.get(amp, torch.bfloat16), enabled=amp != "off"):
+        loss, logits = state.method(state.net, xb, yb, ctx)
+        if regularizer is not None:
+            loss = loss + regularizer(state.net, xb, yb, logits, ctx)
+    check_finite(loss)
     # DDP averages gradients over ranks; weight each rank by its share of the global batch
     scaled = loss * (xb.shape[0] * state.world / ctx.global_size) if state.world > 1 else loss
     state.optimizer.zero_grad(set_to_none=True)
-    scaled.backward()
-    state.optimizer.step()
+    state.scaler.scale(scaled).backward()
+    state.scaler.step(state.optimizer)  # a plain optimizer.step() unless fp16
+    state.scaler.update()
     if state.averager is not None:
         state.averager.average_parameters(state.base.parameters())
     return loss, logits
@@ -434,6 +545,7 @@ def _save_epoch(state: _TrainingState, epoch: int, is_best: bool) -> None:
         save_weights(base, ckpt / "snapshots" / f"epoch_{epoch + 1:04d}.safetensors", {"epoch": str(epoch + 1)})
     save_state(ckpt, {
         "model": base.state_dict(), "optimizer": state.optimizer.state_dict(), "epoch": epoch,
+        "scaler": state.scaler.state_dict() if state.scaler is not None else {},
         "history": result.history, "best_epoch": result.best_epoch,
         "best_val_robust_acc": result.best_val_robust_acc, "best_score": result.best_score,
         "time_s": result.time_s, "fingerprint": cfg.fingerprint(),

@@ -112,6 +112,52 @@ class BatchContext:
         return self.threat.project(x, x + full[self.offset:self.offset + x.shape[0]].to(x.device))
 
 
+class _UnitGradPerSample(torch.autograd.Function):
+    """Identity forward; backward rescales each sample's output gradient to max-abs 1 (in float32)."""
+
+    @staticmethod
+    def forward(ctx, out):
+        return out.view_as(out)
+
+    @staticmethod
+    def backward(ctx, grad):
+        peak = grad.abs().flatten(1).amax(1).reshape(-1, *([1] * (grad.dim() - 1)))
+        return torch.where(peak > 0, grad / peak.clamp_min(torch.finfo(grad.dtype).tiny), grad)
+
+
+class Float32Gradients(nn.Module):
+    """The model of an inner attack under mixed precision: outputs cast to float32 before the loss,
+    and each sample's gradient with respect to them rescaled to max-abs 1 before it enters the
+    low-precision backward pass.
+
+    Why: in fp16 (smallest normal 6e-5, subnormal 6e-8) the output gradient of a confidently
+    classified point (softmax(z) - onehot(y), entries ~ exp(-margin)) flushes to zero, the input
+    gradient becomes 0 and ``sign(0) = 0``: the attack takes no step and the model looks robust.
+    Rescaling sample i's output gradient g_i by 1 / max|g_i| > 0 keeps the loss and the outputs as
+    they are and scales sample i's input gradient by the same positive factor, so the direction of
+    every steepest-ascent step is unchanged (linf: sign(g); l2: g / ||g||; l1: top-k of |g|) while the
+    numbers in the backward pass stay near 1. bf16 has float32's exponent range and does not
+    underflow; it gets the same treatment (float32 loss, O(1) backward). Outputs are batch-first
+    (row i is sample i); in eval mode (as inner attacks run) samples do not interact, so the
+    rescaling is exact. The wrapped model is ``.module`` (the engine's eval mode reaches it)."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, x):
+        out = self.module(x)
+        if not isinstance(out, torch.Tensor) or not out.is_floating_point() or out.dim() == 0:
+            return out
+        return _UnitGradPerSample.apply(out.float())
+
+
+def for_inner_attack(model: nn.Module, x: torch.Tensor) -> nn.Module:
+    """The model an inner attack should differentiate: ``Float32Gradients(model)`` while autocast is on
+    for `x`'s device (mixed-precision training), else `model` itself (float32: bit-identical)."""
+    return Float32Gradients(model) if torch.is_autocast_enabled(x.device.type) else model
+
+
 def standard(model: nn.Module, x, y, ctx: BatchContext):
     """Empirical risk minimisation: the mean objective loss l(f(x), y) (CE for classifiers)."""
     logits = model(x)
@@ -128,7 +174,7 @@ def pgd_at(model: nn.Module, x, y, ctx: BatchContext):
     step = s.attack_step_size if s.attack_step_size is not None else 2.5 * ctx.threat.eps / s.attack_steps
     attack = PGD.for_training(ctx.threat, ctx.objective, steps=s.attack_steps, step_size=step,
                               starting_points=ctx.random_start(x), seed=ctx.seed)
-    inner = ctx.attack_model or model
+    inner = for_inner_attack(ctx.attack_model or model, x)
     with eval_mode(inner):
         x_adv = attack(inner, x, y).x_adv.detach()
     logits = model(x_adv)
@@ -155,7 +201,7 @@ def fgsm_rs(model: nn.Module, x, y, ctx: BatchContext):
         return standard(model, x, y, ctx)
     alpha = ctx.settings.fgsm_alpha if ctx.settings.fgsm_alpha is not None else 1.25 * threat.eps
     x0 = ctx.random_start(x)
-    inner = ctx.attack_model or model
+    inner = for_inner_attack(ctx.attack_model or model, x)
     with eval_mode(inner):
         grad = _input_grad(inner, x0, y, ctx.objective)
     x_adv = threat.project(x, x0 + threat.step(grad, alpha)).detach()
@@ -179,7 +225,7 @@ def trades(model: nn.Module, x, y, ctx: BatchContext):
         return standard(model, x, y, ctx)
     objective, s = ctx.objective, ctx.settings
     step = s.attack_step_size if s.attack_step_size is not None else 2.5 * threat.eps / s.attack_steps
-    inner = ctx.attack_model or model
+    inner = for_inner_attack(ctx.attack_model or model, x)
     with eval_mode(inner):
         with torch.no_grad():
             out_clean = inner(x)
@@ -242,7 +288,7 @@ def make_on_manifold_method(vae: VAE | None = None, eta: float = DEFAULT_ETA, st
         threat = LatentThreat(vae, eta, labels=y if vae.conditional else None)
         attack = ParametricPGD.for_training(threat, "ce", steps=steps, rel_step=rel_step, random_start=True,
                                             seed=ctx.seed)
-        inner = ctx.attack_model or model
+        inner = for_inner_attack(ctx.attack_model or model, x)
         with eval_mode(inner):
             x_adv = attack(inner, x, y).x_adv.detach()
         both = model(torch.cat([x, x_adv]))
