@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from robustlab.errors import InputError
-from robustlab.experiments.executors import Cell, CellFailedError, LocalExecutor, RayExecutor, make_executor
+from robustlab.experiments.executors import (Cell, CellFailedError, LocalExecutor, RayExecutor, gpus_for,
+                                              make_executor)
 from robustlab.experiments.job import read_job_config, run_config
 
 try:
@@ -89,11 +90,16 @@ def test_a_failed_cell_is_named_after_the_others_finish(tmp_path, local_ray):
     assert "\n" not in message and "cell 'runs/broken' failed: JSONDecodeError" in message
     assert "the other 1 of 2 cells finished" in message and "--resume" in message
     assert (tmp_path / "out.txt").read_text() == "done"  # the other cell ran to its end
+    with pytest.raises(InputError, match="'runs/gpu' runs on cuda but the Ray cluster has no GPU"):
+        RayExecutor().run([Cell("runs/gpu", dict, {}, device="cuda")])  # would wait forever for a GPU
 
 
 def test_executor_settings_choose_the_executor_and_a_missing_ray_is_one_line(tmp_path, monkeypatch):
     assert isinstance(make_executor(None), LocalExecutor) and isinstance(make_executor("local"), LocalExecutor)
     assert LocalExecutor().run([Cell("x", dict, {"a": 1})]) == {"x": {"a": 1}}
+    # a Ray task reserves one GPU for a CUDA cell (auto: when the cluster has GPUs), none on the CPU
+    assert [gpus_for(d, 0) for d in ("cuda", "cuda:1", "auto", "cpu")] == [1, 1, 0, 0]
+    assert [gpus_for(d, 8) for d in ("cuda", "auto", "cpu")] == [1, 1, 0]
     with pytest.raises(InputError, match="local, ray or ray:ADDRESS"):
         make_executor("slurm")
     cfg = tmp_path / "job.yaml"

@@ -105,7 +105,7 @@ class RayExecutor:
         ray = _import_ray()
         started = not ray.is_initialized()
         if started:
-            ray.init(address=self.address, include_dashboard=False, logging_level=logging.WARNING)
+            self._init(ray)
         try:
             refs = self._submit(ray, cells)
             ray.wait(refs, num_returns=len(refs))
@@ -113,6 +113,15 @@ class RayExecutor:
         finally:
             if started:
                 ray.shutdown()
+
+    def _init(self, ray) -> None:
+        try:
+            ray.init(address=self.address, include_dashboard=False, logging_level=logging.WARNING)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            where = f"the Ray cluster at {self.address}" if self.address else "a local Ray"
+            first = (str(e).strip().splitlines() or [""])[0]
+            raise InputError(f"could not start or reach {where}: {first}; check the address (ray:ADDRESS, e.g. "
+                             "ray:auto on a node of the cluster) and `ray status`, or use --executor local") from None
 
     def _submit(self, ray, cells: Sequence[Cell]) -> list:
         gpus = ray.cluster_resources().get("GPU", 0)
