@@ -19,8 +19,8 @@ from .experiments.job import (BatchSizeSweepSettings, ModelDataSettings, ModelRu
                               TrainSourceSettings)
 from .experiments.represent import RepresentSettings  # noqa: E402
 from .experiments.sweeps import EpsSweepSettings  # noqa: E402
-from .runs.schema import EvaluationSettings, LaunchSettings  # noqa: E402
-from .settings import add_model_arguments, settings_from_args, values_from_args  # noqa: E402
+from .runs.schema import EvaluationSettings, ExecutorSettings, LaunchSettings  # noqa: E402
+from .settings import add_model_arguments, cli_problems, raise_problems, settings_from_args, values_from_args  # noqa: E402
 from .training.config import TrainConfig  # noqa: E402
 
 #: the training settings `robustlab sweep` takes (for every cell), and its defaults that differ from TrainConfig's
@@ -34,7 +34,7 @@ SETTINGS = {
     "attack": (AttackSettings, RunTarget),
     "evaluate": (ModelRunSource, EvaluationSettings),
     "sweep": (ModelDataSettings, (TrainConfig, _SWEEP_TRAIN + ("norm",)), BatchSizeSweepSettings, EpsSweepSettings,
-              RunTarget),
+              RunTarget, ExecutorSettings),
     "launch": (LaunchSettings,),
     "landscape": (GeometrySettings,),
     "compare-geometry": (CompareGeometrySettings,),
@@ -83,6 +83,11 @@ def _add_run_and_report(sub) -> None:
     p.add_argument("--resume", action="store_true", help="continue a killed job")
     p.add_argument("--trust-code", action="store_true",
                    help="allow the config to name model factories module:callable (imports and runs them)")
+    # unset flags stay None, so the job config's executor: key holds unless a flag is given
+    g = p.add_argument_group("executor (a flag given overrides the job config's executor: key)")
+    add_model_arguments(g, ExecutorSettings, defaults=dict.fromkeys(ExecutorSettings.model_fields))
+    for action in g._group_actions:
+        action.help = action.help.replace("%(default)s", str(ExecutorSettings.model_fields[action.dest].default))
     p = sub.add_parser("report", help="render runs side by side as a static HTML page",
                        description="Render one or several runs into one HTML page.")
     p.add_argument("runs", nargs="+", help="run directories (model runs or jobs)")
@@ -106,6 +111,7 @@ def _add_sweep(sub) -> None:
                         defaults=_SWEEP_DEFAULTS)
     add_model_arguments(p, RunTarget)
     p.add_argument("--resume", action="store_true")
+    add_model_arguments(p, ExecutorSettings)
     g = p.add_argument_group("eps sweep (`robustlab sweep eps`)")
     add_model_arguments(g, EpsSweepSettings)
     add_model_arguments(g, TrainConfig, include=("norm",))
@@ -241,8 +247,10 @@ def cmd_evaluate(args) -> int:
 def cmd_run(args) -> int:
     from .experiments.job import run_config
 
+    given = {k: v for k, v in values_from_args(ExecutorSettings, args).items() if v is not None}
+    raise_problems(cli_problems(ExecutorSettings, given), "`robustlab run` arguments")
     job = run_config(args.config, args.runs, resume=args.resume, progress=not args.no_progress,
-                     trust_code=args.trust_code)
+                     trust_code=args.trust_code, overrides={"executor": given} if given else None)
     print(f"report: {job / 'report.html'}")
     return 0
 
@@ -294,7 +302,8 @@ def cmd_sweep(args) -> int:
 
     cells = args.settings[BatchSizeSweepSettings]
     root = sweep_batch_size(*_sweep_inputs(args, "sweep-batch-size"), values_from_args(TrainConfig, args, include=_SWEEP_TRAIN),
-                            cells.batch_sizes, cells.lr_rules, resume=args.resume, progress=not args.no_progress)
+                            cells.batch_sizes, cells.lr_rules, resume=args.resume, progress=not args.no_progress,
+                            executor=args.settings[ExecutorSettings])
     rows = json.loads((root / "sweep.json").read_text())["rows"]
     print(f"{'batch':>6} {'rule':>8} {'lr':>9} {'val acc':>8} {'gap':>7} {'val rob':>8} {'rob gap':>8}")
     for r in rows:
@@ -309,7 +318,8 @@ def cmd_sweep_eps(args) -> int:
     cfg = values_from_args(TrainConfig, args, include=[k for k in _SWEEP_TRAIN if k not in ("method", "eps")] + ["norm"])
     s = args.settings[EpsSweepSettings]
     root = sweep_eps(*_sweep_inputs(args, "sweep-eps"), cfg, s.train_eps, s.trades_betas, s.trades_eps, s.eval_eps,
-                     s.attacks, eval_n=args.eval_n, resume=args.resume, progress=not args.no_progress)
+                     s.attacks, eval_n=args.eval_n, resume=args.resume, progress=not args.no_progress,
+                     executor=args.settings[ExecutorSettings])
     rows = json.loads((root / "sweep.json").read_text())["rows"]
     print(f"{'cell':>16} {'clean':>7} {'robust':>7} {'95% CI':>17} pareto")
     for r in rows:

@@ -32,7 +32,8 @@ from ..models import create_model
 from ..threat import ThreatModel
 from ..training import TrainConfig, load_state, load_weights, train
 from ..runs.rundir import Run, check_name, split_run_dir
-from ..runs.schema import EvaluationSettings, validate_job
+from ..runs.schema import EvaluationSettings, ExecutorSettings, validate_job
+from .executors import Cell, make_executor
 
 log = logging.getLogger(__name__)
 
@@ -276,6 +277,8 @@ def read_job_config(path: str | Path, overrides: dict | None = None) -> dict:
     except yaml.YAMLError as e:
         raise InputError(f"{path} is not valid YAML: {str(e).strip()}") from None
     if overrides:
+        if isinstance(config, dict) and isinstance(config.get("executor"), str):  # `executor: ray` alone
+            config["executor"] = {"executor": config["executor"]}
         config = _merge(config, overrides)
     if not isinstance(config, dict) or "models" not in config:
         raise InputError(f"{path}: a job config needs a 'models' list (see configs/quickstart.yaml)")
@@ -304,13 +307,15 @@ def run_config(path: str | Path, runs_root: str | Path = "runs", resume: bool = 
 
 
 def _run_job(job: Run, config: dict, resume: bool, progress: bool, trust_code: bool) -> Path:
+    """Train and evaluate every model of the job (one executor cell each; on ``resume`` the evaluated
+    ones are skipped), then summarise and report them from their run directories."""
     from ..runs.report import render_report
 
     job.write_config({"kind": "job", **config})
     data = parse_data_spec(config.get("data", "mnist"))
-    evaluation = EvaluationSettings(**config.get("evaluation", {}))
+    evaluation = EvaluationSettings(**config.get("evaluation", {})).model_dump()
     defaults = config.get("train", {})
-    model_runs = []
+    model_runs, cells = [], []
     for entry in config["models"]:
         entry = copy.deepcopy(entry)
         label = entry.pop("name")
@@ -319,18 +324,27 @@ def _run_job(job: Run, config: dict, resume: bool, progress: bool, trust_code: b
             model_spec = {"name": model_spec}
         train_cfg = {**defaults, **entry.get("train", {})}
         run_dir = job.path / "models" / label
-        summary = Run(run_dir).read_summary()
-        if not (resume and summary.get("evaluated")):
-            train_model_run(run_dir, model_spec, data, train_cfg, resume=resume, progress=progress,
-                            trust_code=trust_code)
-            evaluate_model_run(run_dir, evaluation, trust_code=trust_code, resume=resume, progress=progress)
-            s = Run(run_dir).read_summary()
-            s["evaluated"] = True
-            Run(run_dir).write_summary(s)
         model_runs.append(run_dir)
+        if not (resume and Run(run_dir).read_summary().get("evaluated")):
+            cells.append(Cell(f"models/{label}", model_cell, {
+                "run_dir": str(run_dir), "model_spec": model_spec, "data_spec": data, "train_cfg": train_cfg,
+                "evaluation": evaluation, "resume": resume, "progress": progress, "trust_code": trust_code},
+                device=str(train_cfg.get("device") or config.get("device") or "auto")))
+    make_executor(config.get("executor")).run(cells)
     job.write_summary({"models": {p.name: Run(p).read_summary() for p in model_runs}})
     render_report([job.path], job.path / "report.html")
     return job.path
+
+
+def model_cell(run_dir: str, model_spec: dict, data_spec: dict, train_cfg: dict, evaluation: dict, resume: bool = False,
+               progress: bool = True, trust_code: bool = False) -> None:
+    """One executor cell of a job or sweep: train a model run into `run_dir`, evaluate it with the
+    ``evaluation`` settings (an ``EvaluationSettings`` as a dict) and mark it evaluated in its summary."""
+    train_model_run(run_dir, model_spec, data_spec, train_cfg, resume=resume, progress=progress, trust_code=trust_code)
+    evaluate_model_run(run_dir, EvaluationSettings(**evaluation), trust_code=trust_code, resume=resume,
+                       progress=progress)
+    run = Run(run_dir)
+    run.write_summary({**run.read_summary(), "evaluated": True})
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -357,41 +371,52 @@ class BatchSizeSweepSettings(StrictSettings):
 
 def sweep_batch_size(root: str | Path, model_spec: dict, data_spec: dict | str, train_cfg: dict,
                      batch_sizes: list[int], lr_rules: list[str], base_batch: int | None = None,
-                     resume: bool = False, progress: bool = True) -> Path:
+                     resume: bool = False, progress: bool = True, executor: ExecutorSettings | None = None) -> Path:
     """The large-batch generalisation experiment (Keskar et al. 2017): train one model per
     (global batch size, LR rule) and record clean and robust generalisation gaps.
 
     LR rules: "constant" keeps the base lr; "linear" scales it by batch / base_batch (Goyal et al.
-    2017); "sqrt" by sqrt(batch / base_batch). Writes ``sweep.json`` and one model run per cell.
+    2017); "sqrt" by sqrt(batch / base_batch). Writes ``sweep.json`` and one model run per cell; the
+    cells run on ``executor`` (default: in this process, see ``executors``).
     """
     root = Path(root)
     with Run.writing(*split_run_dir(root), "sweep", what="sweep name") as sweep:
         return _sweep_batch_size(sweep, model_spec, data_spec, train_cfg, batch_sizes, lr_rules, base_batch, resume,
-                                 progress)
+                                 progress, executor)
 
 
 def _sweep_batch_size(sweep: Run, model_spec: dict, data_spec: dict | str, train_cfg: dict, batch_sizes: list[int],
-                      lr_rules: list[str], base_batch: int | None, resume: bool, progress: bool) -> Path:
+                      lr_rules: list[str], base_batch: int | None, resume: bool, progress: bool,
+                      executor: ExecutorSettings | None) -> Path:
     root = sweep.path
     base_batch = base_batch or min(batch_sizes)
-    rows = []
+    cells, lrs = [], []
     for bs in batch_sizes:
         for rule in lr_rules:
             factor = {"constant": 1.0, "linear": bs / base_batch, "sqrt": math.sqrt(bs / base_batch)}.get(rule)
             if factor is None:
                 raise InputError(f"unknown LR rule {rule!r}; known: constant, linear, sqrt")
             cfg = {**train_cfg, "batch_size": bs, "lr": train_cfg.get("lr", 1e-3) * factor}
-            run_dir = root / "runs" / f"bs{bs}-{rule}"
-            summary = train_model_run(run_dir, model_spec, data_spec, cfg, resume=resume, progress=progress)
-            final = summary.get("final", {})
-            rows.append({"batch_size": bs, "lr_rule": rule, "lr": cfg["lr"], "run": str(run_dir),
-                         "train_acc": final.get("train_acc"), "val_acc": final.get("val_acc"),
-                         "train_robust_acc": final.get("train_robust_acc"), "val_robust_acc": final.get("val_robust_acc"),
-                         "generalization_gap": final.get("generalization_gap"),
-                         "robust_generalization_gap": final.get("robust_generalization_gap"),
-                         "train_time_s": summary.get("train_time_s")})
-            atomic_write_json(root / "sweep.json", {"kind": "batch-size sweep", "rows": rows})
+            lrs.append((bs, rule, cfg["lr"]))
+            cells.append(Cell(f"runs/bs{bs}-{rule}", train_model_run, {
+                "run_dir": str(root / "runs" / f"bs{bs}-{rule}"), "model_spec": model_spec, "data_spec": data_spec,
+                "train_cfg": cfg, "resume": resume, "progress": progress}, device=str(cfg.get("device") or "auto")))
+    make_executor(executor).run(cells)  # a finished cell is skipped by train_model_run itself on resume
+    rows = [_batch_size_row(root / "runs" / f"bs{bs}-{rule}", bs, rule, lr) for bs, rule, lr in lrs]
+    atomic_write_json(root / "sweep.json", {"kind": "batch-size sweep", "rows": rows})
     sweep.write_config({"kind": "sweep", "model": model_spec, "data": data_spec, "train": train_cfg,
                         "batch_sizes": batch_sizes, "lr_rules": lr_rules, "base_batch": base_batch})
     sweep.write_summary({"rows": rows})
     return root
+
+
+def _batch_size_row(run_dir: Path, bs: int, rule: str, lr: float) -> dict:
+    """The batch-size sweep's row of one cell, read from its run's summary."""
+    summary = Run(run_dir).read_summary()
+    final = summary.get("final", {})
+    return {"batch_size": bs, "lr_rule": rule, "lr": lr, "run": str(run_dir),
+            "train_acc": final.get("train_acc"), "val_acc": final.get("val_acc"),
+            "train_robust_acc": final.get("train_robust_acc"), "val_robust_acc": final.get("val_robust_acc"),
+            "generalization_gap": final.get("generalization_gap"),
+            "robust_generalization_gap": final.get("robust_generalization_gap"),
+            "train_time_s": summary.get("train_time_s")}

@@ -2,7 +2,8 @@
 (PGD-AT, Madry et al. 2018; eps = 0 is standard training) and per TRADES beta (Zhang et al. 2019,
 at ``trades_eps``), each evaluated for clean and robust accuracy at ``eval_eps``; the Pareto front of
 (clean, robust) accuracy is plotted. Resumable cell by cell: a finished cell (trained and
-evaluated) is skipped on ``resume``, a killed one continues from its last epoch checkpoint.
+evaluated) is skipped on ``resume``, a killed one continues from its last epoch checkpoint and its
+stored evaluation cells. The cells run on an executor (``executors``: in this process, or on Ray).
 """
 from __future__ import annotations
 
@@ -17,8 +18,10 @@ from pydantic import Field
 from ..errors import InputError
 from ..fileio import atomic_write_bytes, atomic_write_json
 from ..settings import StrictSettings
-from .job import evaluate_model_run, train_model_run
 from ..runs.rundir import Run, split_run_dir
+from ..runs.schema import ExecutorSettings
+from .executors import Cell, make_executor
+from .job import model_cell
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +55,11 @@ def sweep_cells(eps_list: list[float], trades_betas: list[float], trades_eps: fl
 
 def sweep_eps(root: str | Path, model_spec: dict, data_spec: dict | str, train_cfg: dict, eps_list: list[float],
               trades_betas: list[float] = (), trades_eps: float | None = None, eval_eps: float | None = None,
-              attacks: str = "fast", eval_n: int = 500, resume: bool = False, progress: bool = True) -> Path:
-    """Train and evaluate every cell; writes ``sweep.json`` (rows: method, eps, beta, clean and robust
-    accuracy with its 95% CI, training time) after each cell and ``figures/pareto.png`` at the end."""
+              attacks: str = "fast", eval_n: int = 500, resume: bool = False, progress: bool = True,
+              executor: ExecutorSettings | None = None) -> Path:
+    """Train and evaluate every cell (on ``executor``, default in this process; see ``executors``);
+    writes ``sweep.json`` (rows: method, eps, beta, clean and robust accuracy with its 95% CI,
+    training time) and ``figures/pareto.png`` when all cells are done."""
     if not eps_list and not trades_betas:
         raise InputError("the eps sweep needs training eps values and/or TRADES betas")
     root = Path(root)
@@ -65,24 +70,12 @@ def sweep_eps(root: str | Path, model_spec: dict, data_spec: dict | str, train_c
         sweep.write_config({"kind": "eps sweep", "model": model_spec, "data": data_spec, "train": train_cfg,
                             "eps": list(eps_list), "trades_betas": list(trades_betas), "trades_eps": trades_eps,
                             "eval_eps": eval_eps, "attacks": attacks, "eval_n": eval_n})
-        rows = []
-        for cell in sweep_cells(list(eps_list), list(trades_betas), trades_eps):
-            run_dir = root / "runs" / cell["name"]
-            summary = Run(run_dir).read_summary()
-            if not (resume and summary.get("evaluated")):
-                cfg = {**train_cfg, "method": cell["method"], "eps": cell["eps"] if cell["eps"] > 0 else eval_eps}
-                if cell["trades_beta"] is not None:
-                    cfg["trades_beta"] = cell["trades_beta"]
-                summary = train_model_run(run_dir, model_spec, data_spec, cfg, resume=resume, progress=progress)
-                evaluate_model_run(run_dir, [0.0, eval_eps], norm=norm, attacks=attacks, n=eval_n)
-                summary = {**Run(run_dir).read_summary(), "evaluated": True}
-                Run(run_dir).write_summary(summary)
-            ev = json.loads((run_dir / "evaluation.json").read_text())
-            last = ev["reports"][-1]
-            rows.append({**cell, "run": str(run_dir), "clean_acc": last["clean_accuracy"],
-                         "robust_acc": last["robust_accuracy"], "robust_acc_ci95": last["robust_accuracy_ci95"],
-                         "eval_eps": eval_eps, "norm": norm, "train_time_s": summary.get("train_time_s")})
-            atomic_write_json(root / "sweep.json", {"kind": "eps sweep", "rows": rows})
+        cells = sweep_cells(list(eps_list), list(trades_betas), trades_eps)
+        evaluation = {"eps": [0.0, eval_eps], "norm": norm, "attacks": attacks, "n": eval_n}
+        todo = [_eps_cell(root, cell, model_spec, data_spec, train_cfg, eval_eps, evaluation, resume, progress)
+                for cell in cells if not (resume and Run(root / "runs" / cell["name"]).read_summary().get("evaluated"))]
+        make_executor(executor).run(todo)
+        rows = [_eps_row(root / "runs" / cell["name"], cell, eval_eps, norm) for cell in cells]
         front = pareto_front([(r["clean_acc"], r["robust_acc"]) for r in rows])
         for i, r in enumerate(rows):
             r["pareto"] = i in front
@@ -90,6 +83,27 @@ def sweep_eps(root: str | Path, model_spec: dict, data_spec: dict | str, train_c
         plot_tradeoff(rows, sweep.figures / "pareto.png", f"{norm} eps={eval_eps:g}")
         sweep.write_summary({"rows": rows})
     return root
+
+
+def _eps_cell(root: Path, cell: dict, model_spec: dict, data_spec: dict | str, train_cfg: dict, eval_eps: float,
+              evaluation: dict, resume: bool, progress: bool) -> Cell:
+    """The executor cell that trains and evaluates one sweep cell (``job.model_cell``)."""
+    cfg = {**train_cfg, "method": cell["method"], "eps": cell["eps"] if cell["eps"] > 0 else eval_eps}
+    if cell["trades_beta"] is not None:
+        cfg["trades_beta"] = cell["trades_beta"]
+    kwargs = {"run_dir": str(root / "runs" / cell["name"]), "model_spec": model_spec,
+              "data_spec": data_spec, "train_cfg": cfg, "evaluation": evaluation, "resume": resume,
+              "progress": progress}
+    return Cell(f"runs/{cell['name']}", model_cell, kwargs, device=str(cfg.get("device") or "auto"))
+
+
+def _eps_row(run_dir: Path, cell: dict, eval_eps: float, norm: str) -> dict:
+    """The sweep's row of one cell, read from its run directory (summary.json, evaluation.json)."""
+    ev = json.loads((run_dir / "evaluation.json").read_text())
+    last = ev["reports"][-1]
+    return {**cell, "run": str(run_dir), "clean_acc": last["clean_accuracy"], "robust_acc": last["robust_accuracy"],
+            "robust_acc_ci95": last["robust_accuracy_ci95"], "eval_eps": eval_eps, "norm": norm,
+            "train_time_s": Run(run_dir).read_summary().get("train_time_s")}
 
 
 def plot_tradeoff(rows: list[dict], path: Path, title: str = "") -> Path:

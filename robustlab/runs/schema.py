@@ -1,6 +1,6 @@
 """One schema for job YAML files, checked before anything runs (pydantic v2), and the settings of an
 evaluation (``EvaluationSettings``: a job's ``evaluation:`` section and ``robustlab evaluate``'s flags)
-and of ``robustlab launch``. The ``train:`` sections are ``robustlab.training.TrainConfig`` (declared
+and of ``robustlab launch``, and where a job's cells run (``ExecutorSettings``). The ``train:`` sections are ``robustlab.training.TrainConfig`` (declared
 once, in training); the other commands' settings are declared with their drivers in ``experiments``.
 
 Unknown keys are errors with a did-you-mean (``difflib``), types are checked and every number has
@@ -109,17 +109,43 @@ class EvaluationSettings(StrictSettings):
         warn_if_beyond_input_range(self.eps, self.norm, where)
 
 
+class ExecutorSettings(StrictSettings):
+    """Where the independent cells of a job or sweep run (``robustlab.experiments.executors``): one
+    after another in this process, or one Ray task per cell. A job config's ``executor:`` key takes
+    these settings as a mapping, or the executor alone (``executor: ray``)."""
+
+    settings_name: ClassVar[str] = "the executor settings"
+    settings_prefix: ClassVar[str] = "executor."
+
+    executor: str = Field("local", description="where independent cells (a job's models, sweep cells) run: local "
+                          "(in this process), ray (a local Ray started here) or ray:ADDRESS (a Ray cluster)")
+    executor_cpus: float = Field(1.0, gt=0, description="CPUs Ray reserves for each cell")
+
+    @field_validator("executor")
+    @classmethod
+    def _executor(cls, v: str) -> str:
+        if v != "local" and v != "ray" and not (v.startswith("ray:") and v[4:].strip()):
+            raise ValueError(f"the executor is local, ray or ray:ADDRESS (e.g. ray:auto, ray:10.0.0.1:6379)")
+        return v
+
+
 class JobConfig(_Strict):
     name: Optional[str] = None
     data: Union[str, DataSpec] = "mnist"
     train: dict[str, Any] = {}
     models: list[ModelEntry] = Field(min_length=1)
     evaluation: EvaluationSettings = EvaluationSettings()
+    executor: ExecutorSettings = ExecutorSettings()
 
     @field_validator("name")
     @classmethod
     def _name(cls, v):
         return None if v is None else check_name(v, "job name")
+
+    @field_validator("executor", mode="before")
+    @classmethod
+    def _executor_alone(cls, v):
+        return {"executor": v} if isinstance(v, str) else v
 
 
 class LaunchSettings(StrictSettings):
@@ -132,7 +158,7 @@ class LaunchSettings(StrictSettings):
 
 
 _JOB_MODELS = {(): JobConfig, ("data",): DataSpec, ("models",): ModelEntry, ("models", "model"): ModelSpec,
-               ("evaluation",): EvaluationSettings, ("train",): TrainConfig}
+               ("evaluation",): EvaluationSettings, ("train",): TrainConfig, ("executor",): ExecutorSettings}
 
 
 def warn_if_beyond_input_range(eps_values, norm: str, where: str) -> None:
