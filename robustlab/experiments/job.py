@@ -8,6 +8,7 @@ one model run per entry under ``models/`` and a combined ``report.html``.
 from __future__ import annotations
 
 import copy
+import json
 import math
 import inspect
 import logging
@@ -29,6 +30,7 @@ from ..runtime import world
 from ..settings import StrictSettings
 from ..fileio import atomic_torch_save, atomic_write_json
 from ..models import create_model
+from ..models.zoo import is_zoo_source, load_recorded, record_digest, zoo_spec
 from ..threat import ThreatModel
 from ..training import TrainConfig, load_state, load_weights, train
 from ..runs.rundir import Run, check_name, split_run_dir
@@ -206,6 +208,8 @@ def load_model_from_run(run_dir: str | Path, which: str = "best", trust_code: bo
     config = run.read_config()
     if config.get("kind") != "model":
         raise InputError(f"{run_dir} is not a model run (no model config.yaml); train one with `robustlab train`")
+    if is_zoo_source(config["model"]["name"]):  # one set of weights, from the zoo: `which` does not apply
+        return load_recorded(config["model"]), config
     path = run.checkpoints / f"{which}.safetensors"
     if not path.exists():
         other = "last" if which == "best" else "best"
@@ -232,6 +236,53 @@ def evaluate_model_run(run_dir: str | Path, settings: EvaluationSettings | Seque
     # under torchrun: rank 0 holds the run's lock and writes the record
     with Run.writing(*split_run_dir(run_dir), "model", create=False, lock=world()[0] == 0) as run:
         return _evaluate(run, model, config, settings, which, resume, progress)
+
+
+class ZooEvaluationSource(StrictSettings):
+    """``robustlab evaluate --model SOURCE --data DATA``: a model not trained here (a zoo source such as
+    ``robustbench:Standard``) evaluated into a new model run (``--runs``/``--name``)."""
+
+    model: Optional[str] = Field(None, description="evaluate this model (robustbench:<name>, timm:<name>, "
+                                                   "torchvision:<name>) instead of a RUN")
+    data: Optional[str] = Field(None, description="with --model: dataset name or path (.npz, image folder, CIFAR dir)")
+    data_dir: Optional[str] = Field(None, description="with --model: directory with the full MNIST (IDX) or CIFAR-10")
+    data_seed: int = Field(0, ge=0, description="with --model: seed of the train/val/test split")
+
+
+def zoo_run_name(source: str) -> str:
+    """A run name for a zoo source: ``robustbench:Carmon2019Unlabeled`` -> ``robustbench-Carmon2019Unlabeled``."""
+    return "".join(c if c.isalnum() or c in "_.+=@-" else "-" for c in source).strip(".-") or "zoo-model"
+
+
+def evaluate_zoo_model(run_dir: str | Path, model_spec: dict, data_spec: dict | str, settings: EvaluationSettings, *,
+                       resume: bool = False, progress: bool = True) -> dict:
+    """Evaluate a zoo model (``{name, kwargs}``, kwargs: ``ZooSettings``) on `data_spec`'s test split into
+    the model run `run_dir`: its config.yaml names the source and the SHA-256 of the weights files."""
+    if not is_zoo_source(model_spec["name"]):
+        raise InputError(f"model {model_spec['name']!r} is not a zoo source (robustbench:<name>, timm:<name>, "
+                         "torchvision:<name>); a model of robustlab's own is trained first (robustlab train)")
+    data_spec = parse_data_spec(data_spec)
+    spec = zoo_spec(model_spec, data_spec["name"], settings.norm)
+    model = create_model(spec["name"], **spec["kwargs"])
+    spec = record_digest(spec)
+    with Run.writing(*split_run_dir(run_dir), "model", lock=world()[0] == 0) as run:
+        config = {"kind": "model", "task": "classification", "model": spec, "data": data_spec}
+        _check_same_model(run, config)
+        run.write_config(config)
+        out = _evaluate(run, model, config, settings, f"sha256:{spec['weights_sha256'][:16] or 'none'}", resume, progress)
+        if world()[0] == 0:
+            run.write_summary({**run.read_summary(), "evaluated": True, "source": spec["name"]})
+        return out
+
+
+def _check_same_model(run: Run, config: dict) -> None:
+    """A run directory holds one model: evaluating another model (or other weights) into it is refused."""
+    if not (run.path / "config.yaml").exists():
+        return
+    old = run.read_config()
+    if (old.get("model"), old.get("data")) != (config["model"], config["data"]):
+        raise InputError(f"{run.path} already holds a run of {(old.get('model') or {}).get('name')!r} (or other weights "
+                         "or data); evaluate into a new run with another --name")
 
 
 def _evaluate(run: Run, model, config: dict, settings: EvaluationSettings, which: str, resume: bool,
@@ -304,33 +355,50 @@ def run_config(path: str | Path, runs_root: str | Path = "runs", resume: bool = 
 
 
 def _run_job(job: Run, config: dict, resume: bool, progress: bool, trust_code: bool) -> Path:
+    from ..runs.leaderboard import write_leaderboard
     from ..runs.report import render_report
 
     job.write_config({"kind": "job", **config})
     data = parse_data_spec(config.get("data", "mnist"))
     evaluation = EvaluationSettings(**config.get("evaluation", {}))
     defaults = config.get("train", {})
-    model_runs = []
+    model_runs = {}
     for entry in config["models"]:
         entry = copy.deepcopy(entry)
         label = entry.pop("name")
         model_spec = entry.pop("model", {"name": "fast_mnist"})
         if isinstance(model_spec, str):
             model_spec = {"name": model_spec}
-        train_cfg = {**defaults, **entry.get("train", {})}
+        if entry.get("run"):  # a model run made elsewhere: evaluated where it is
+            model_runs[label] = _evaluate_job_run(Path(entry["run"]), evaluation, resume, progress, trust_code)
+            continue
         run_dir = job.path / "models" / label
         summary = Run(run_dir).read_summary()
-        if not (resume and summary.get("evaluated")):
-            train_model_run(run_dir, model_spec, data, train_cfg, resume=resume, progress=progress,
-                            trust_code=trust_code)
+        if resume and summary.get("evaluated"):
+            pass
+        elif is_zoo_source(model_spec["name"]):
+            evaluate_zoo_model(run_dir, model_spec, data, evaluation, resume=resume, progress=progress)
+        else:
+            train_model_run(run_dir, model_spec, data, {**defaults, **entry.get("train", {})}, resume=resume,
+                            progress=progress, trust_code=trust_code)
             evaluate_model_run(run_dir, evaluation, trust_code=trust_code, resume=resume, progress=progress)
-            s = Run(run_dir).read_summary()
-            s["evaluated"] = True
-            Run(run_dir).write_summary(s)
-        model_runs.append(run_dir)
-    job.write_summary({"models": {p.name: Run(p).read_summary() for p in model_runs}})
+            Run(run_dir).write_summary({**Run(run_dir).read_summary(), "evaluated": True})
+        model_runs[label] = run_dir
+    job.write_summary({"models": {label: Run(p).read_summary() for label, p in model_runs.items()}})
     render_report([job.path], job.path / "report.html")
+    write_leaderboard(job.path, model_runs)
     return job.path
+
+
+def _evaluate_job_run(run_dir: Path, evaluation: EvaluationSettings, resume: bool, progress: bool,
+                      trust_code: bool) -> Path:
+    """A job's ``run:`` entry: evaluate that model run in place with the job's settings (as ``robustlab
+    evaluate RUN`` does); with ``resume``, a run already evaluated with these settings is kept."""
+    done = run_dir / "evaluation.json"
+    if resume and done.exists() and json.loads(done.read_text()).get("settings") == evaluation.model_dump():
+        return run_dir
+    evaluate_model_run(run_dir, evaluation, trust_code=trust_code, resume=resume, progress=progress)
+    return run_dir
 
 
 def _merge(base: dict, over: dict) -> dict:
