@@ -283,7 +283,8 @@ def cmd_run(args) -> int:
     job = run_config(args.config, args.runs, resume=args.resume, progress=not args.no_progress,
                      trust_code=args.trust_code)
     print(leaderboard_table(json.loads((job / "leaderboard.json").read_text())["rows"]))
-    print(f"report: {job / 'report.html'}")
+    if (job / "report.html").exists():
+        print(f"report: {job / 'report.html'}")
     print(f"leaderboard: {job / 'leaderboard.html'}")
     return 0
 

@@ -237,6 +237,10 @@ def test_job_of_zoo_models_and_runs_ends_in_a_leaderboard(fake_zoos, npz, tmp_pa
     assert all(f"<td>{r['model']}</td>" in page for r in board)
     code, _, err = cli(capsys, "run", tmp_path / "job.yaml", "--runs", tmp_path / "runs", "--resume")
     assert code == 0, err
+    only_runs = {"name": "runs-only", "models": [job["models"][2]], "evaluation": job["evaluation"]}
+    (tmp_path / "runs-only.yaml").write_text(yaml.safe_dump(only_runs))
+    code, out, err = cli(capsys, "run", tmp_path / "runs-only.yaml", "--runs", tmp_path / "runs")
+    assert code == 0 and "earlier" in out and (tmp_path / "runs" / "runs-only" / "leaderboard.json").exists(), err
 
 
 # ----- the real packages, where they import ------------------------------------------------------

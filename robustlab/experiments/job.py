@@ -385,7 +385,8 @@ def _run_job(job: Run, config: dict, resume: bool, progress: bool, trust_code: b
             Run(run_dir).write_summary({**Run(run_dir).read_summary(), "evaluated": True})
         model_runs[label] = run_dir
     job.write_summary({"models": {label: Run(p).read_summary() for label, p in model_runs.items()}})
-    render_report([job.path], job.path / "report.html")
+    if (job.path / "models").is_dir():  # the job's own model runs (entries naming runs made elsewhere are ranked only)
+        render_report([job.path], job.path / "report.html")
     write_leaderboard(job.path, model_runs)
     return job.path
 
