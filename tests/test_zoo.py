@@ -149,6 +149,8 @@ def test_robustbench_layout_offline_and_one_line_errors(fake_zoos, tmp_path):
         assert words in str(e.value) and "\n" not in str(e.value)
     with pytest.raises(InputError, match="not in RobustBench's cifar10 Linf"):
         create_model("robustbench:Nope", model_dir=str(tmp_path / "models"), zoo_dataset="cifar10", zoo_threat="Linf")
+    with pytest.raises(InputError, match="rejected its keyword arguments"):
+        create_model("timm:tinynet", modeldir="typo")
     with pytest.raises(InputError, match="not a timm model"):
         create_model("timm:nonet")
     with pytest.raises(InputError, match="Unknown model"):

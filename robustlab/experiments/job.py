@@ -2,8 +2,11 @@
 
 A model run ``runs/<name>/`` holds ``config.yaml`` (model, data, training settings),
 ``metrics.jsonl`` (one line per epoch), ``checkpoints/`` (``best.safetensors``, ``last.safetensors``,
-``state.pt``), ``evaluation.json`` and ``examples.pt``. A job run (``robustlab run CONFIG``) holds
-one model run per entry under ``models/`` and a combined ``report.html``.
+``state.pt``), ``evaluation.json`` and ``examples.pt``; a zoo model's run (``robustlab evaluate --model
+robustbench:<name>``) has no checkpoints: its config names the source and the SHA-256 of its weights files.
+A job run (``robustlab run CONFIG``) holds one model run per entry under ``models/`` (an entry may be a
+zoo source, or ``run: DIR``, a model run made elsewhere), a combined ``report.html`` and the models
+ranked in ``leaderboard.json`` / ``leaderboard.html`` (``runs.leaderboard``).
 """
 from __future__ import annotations
 

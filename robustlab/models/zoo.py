@@ -133,7 +133,7 @@ def _timm(entry: str, settings: ZooSettings, arch: dict) -> nn.Module:
     data = import_zoo("timm.data")
     if not timm.is_model(entry):
         raise InputError(f"timm:{entry} is not a timm model; see timm.list_models()")
-    model = timm.create_model(entry, pretrained=False, **arch)
+    model = _construct(f"timm:{entry}", timm.create_model, entry, pretrained=False, **arch)
     _load_weights_file(model, settings.weights, f"timm:{entry}")
     cfg = data.resolve_model_data_config(model)
     return Normalize(cfg["mean"], cfg["std"], model)
@@ -142,11 +142,20 @@ def _timm(entry: str, settings: ZooSettings, arch: dict) -> nn.Module:
 def _torchvision(entry: str, settings: ZooSettings, arch: dict) -> nn.Module:
     models = import_zoo("torchvision.models")
     try:
-        model = models.get_model(entry, weights=None, **arch)
+        model = _construct(f"torchvision:{entry}", models.get_model, entry, weights=None, **arch)
     except ValueError as e:
         raise InputError(f"torchvision:{entry}: {e}; see torchvision.models.list_models()") from None
     _load_weights_file(model, settings.weights, f"torchvision:{entry}")
     return Normalize(IMAGENET_MEAN, IMAGENET_STD, model)
+
+
+def _construct(what: str, factory, *args, **kwargs) -> nn.Module:
+    """``factory(*args, **kwargs)``; a keyword the architecture does not take is a one-line InputError."""
+    try:
+        return factory(*args, **kwargs)
+    except TypeError as e:
+        raise InputError(f"{what} rejected its keyword arguments ({e}); the zoo settings are "
+                         f"{', '.join(ZooSettings.model_fields)}, the other keywords go to the architecture") from None
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
