@@ -277,7 +277,6 @@ def _evaluation_target(args, settings):
 
 def cmd_run(args) -> int:
     from .experiments.job import run_config
-
     from .runs.leaderboard import leaderboard_table
 
     job = run_config(args.config, args.runs, resume=args.resume, progress=not args.no_progress,

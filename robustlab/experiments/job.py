@@ -268,12 +268,14 @@ def evaluate_zoo_model(run_dir: str | Path, model_spec: dict, data_spec: dict | 
     spec = zoo_spec(model_spec, data_spec["name"], settings.norm)
     model = create_model(spec["name"], **spec["kwargs"])
     spec = record_digest(spec)
-    with Run.writing(*split_run_dir(run_dir), "model", lock=world()[0] == 0) as run:
-        config = {"kind": "model", "task": "classification", "model": spec, "data": data_spec}
-        _check_same_model(run, config)
-        run.write_config(config)
+    config = {"kind": "model", "task": "classification", "model": spec, "data": data_spec}
+    writer = world()[0] == 0  # under torchrun: rank 0 holds the run's lock and writes the record
+    with Run.writing(*split_run_dir(run_dir), "model", lock=writer) as run:
+        if writer:
+            _check_same_model(run, config)
+            run.write_config(config)
         out = _evaluate(run, model, config, settings, f"sha256:{spec['weights_sha256'][:16] or 'none'}", resume, progress)
-        if world()[0] == 0:
+        if writer:
             run.write_summary({**run.read_summary(), "evaluated": True, "source": spec["name"]})
         return out
 
