@@ -16,7 +16,8 @@ log = logging.getLogger("robustlab")
 from .experiments.attack import AttackSettings  # noqa: E402
 from .experiments.geometry import CompareGeometrySettings, GeometrySettings  # noqa: E402
 from .experiments.job import (BatchSizeSweepSettings, ModelDataSettings, ModelRunSource, RunTarget,  # noqa: E402
-                              TrainSourceSettings)
+                              TrainSourceSettings, ZooEvaluationSource)
+from .models.zoo import ZooSettings  # noqa: E402
 from .experiments.represent import RepresentSettings  # noqa: E402
 from .experiments.sweeps import EpsSweepSettings  # noqa: E402
 from .runs.schema import EvaluationSettings, ExecutorSettings, LaunchSettings  # noqa: E402
@@ -32,7 +33,7 @@ _SWEEP_DEFAULTS = {"epochs": 5, "optimizer": "sgd"}
 SETTINGS = {
     "train": (TrainSourceSettings, TrainConfig, RunTarget),
     "attack": (AttackSettings, RunTarget),
-    "evaluate": (ModelRunSource, EvaluationSettings),
+    "evaluate": ((ModelRunSource, ("trust_code",)), ZooEvaluationSource, ZooSettings, EvaluationSettings, RunTarget),
     "sweep": (ModelDataSettings, (TrainConfig, _SWEEP_TRAIN + ("norm",)), BatchSizeSweepSettings, EpsSweepSettings,
               RunTarget, ExecutorSettings),
     "launch": (LaunchSettings,),
@@ -68,9 +69,15 @@ def _add_attack(sub) -> None:
 
 
 def _add_evaluate(sub) -> None:
-    p = _add_run_verb(sub, "evaluate", "robust accuracy of a model run over eps with an attack cascade",
-                      "Cascade evaluation (per-point worst case) over a list of eps; writes evaluation.json.",
-                      ModelRunSource, EvaluationSettings)
+    p = sub.add_parser("evaluate", help="robust accuracy of a model run (or a zoo --model) over eps with an attack cascade",
+                       description="Cascade evaluation (per-point worst case) over a list of eps; writes evaluation.json. "
+                                   "With --model robustbench:<name>|timm:<name>|torchvision:<name> --data DATA instead "
+                                   "of RUN, the zoo model is evaluated into a new run (--runs/--name).")
+    p.add_argument("run", nargs="?", default=None,
+                   help="a model run directory (from `robustlab train` or models/<x> of a job); omit it with --model")
+    add_model_arguments(p, ModelRunSource, include=("trust_code",))
+    for model in (ZooEvaluationSource, ZooSettings, EvaluationSettings, RunTarget):
+        add_model_arguments(p, model)
     p.add_argument("--report", action="store_true", help="also render report.html in the run directory")
     p.add_argument("--resume", action="store_true", help="continue a killed evaluation from its stored cells")
 
@@ -224,10 +231,12 @@ def cmd_evaluate(args) -> int:
 
     settings, source = args.settings[EvaluationSettings], args.settings[ModelRunSource]
     settings = settings.model_copy(update={"attacks": settings.attack_list()})
+    run_dir, evaluate = _evaluation_target(args, settings)
     rank = init_from_env()
     try:
-        out = evaluate_model_run(args.run, settings, source.weights, trust_code=source.trust_code, resume=args.resume,
-                                 progress=not args.no_progress)
+        out = evaluate(progress=not args.no_progress) if run_dir != args.run else evaluate_model_run(
+            args.run, settings, args.settings[ZooSettings].weights or "best", trust_code=source.trust_code,
+            resume=args.resume, progress=not args.no_progress)
     finally:
         shutdown()
     if rank != 0:
@@ -237,21 +246,53 @@ def cmd_evaluate(args) -> int:
         lo, hi = r["robust_accuracy_ci95"]
         print(f"{r['eps']:>8g} {r['clean_accuracy']:>8.2%} {r['robust_accuracy']:>8.2%} "
               f"[{lo:>6.2%}, {hi:>6.2%}]  {r['per_attack']}")
+    if run_dir != args.run:
+        print(f"wrote {run_dir}")
     if args.report:
         from .runs.report import render_report
 
-        print(render_report([args.run], Path(args.run) / "report.html"))
+        print(render_report([run_dir], Path(run_dir) / "report.html"))
     return 0
+
+
+def _evaluation_target(args, settings):
+    """`robustlab evaluate`'s run directory, and for ``--model`` the call that evaluates the zoo model into it."""
+    from functools import partial
+
+    from .errors import InputError
+    from .experiments.job import evaluate_zoo_model, zoo_run_name
+
+    src, zoo, target = args.settings[ZooEvaluationSource], args.settings[ZooSettings], args.settings[RunTarget]
+    if (args.run is None) == (src.model is None):
+        raise InputError("give a model RUN directory or --model SOURCE (robustbench:<name>, timm:<name>, "
+                         "torchvision:<name>) with --data, not both" if args.run else
+                         "give a model RUN directory, or --model SOURCE with --data DATA")
+    if args.run is not None:
+        if zoo.weights not in (None, "best", "last"):
+            raise InputError(f"--weights {zoo.weights!r}: a run's weights are best or last; a weights FILE goes with --model")
+        return args.run, None
+    if src.data is None:
+        raise InputError(f"--model {src.model}: give the data to evaluate it on with --data (e.g. cifar10 --data-dir DIR)")
+    robustbench = src.model.lower().startswith("robustbench:")  # the others have no model folder
+    kwargs = {k: v for k, v in zoo.model_dump().items() if v is not None and (robustbench or k != "model_dir")}
+    run_dir = str(Path(target.runs) / (target.name or zoo_run_name(src.model)))
+    data = {"name": src.data, "seed": src.data_seed, "data_dir": src.data_dir}
+    return run_dir, partial(evaluate_zoo_model, run_dir, {"name": src.model, "kwargs": kwargs}, data, settings,
+                            resume=args.resume)
 
 
 def cmd_run(args) -> int:
     from .experiments.job import run_config
+    from .runs.leaderboard import leaderboard_table
 
     given = {k: v for k, v in values_from_args(ExecutorSettings, args).items() if v is not None}
     raise_problems(cli_problems(ExecutorSettings, given), "`robustlab run` arguments")
     job = run_config(args.config, args.runs, resume=args.resume, progress=not args.no_progress,
                      trust_code=args.trust_code, overrides={"executor": given} if given else None)
-    print(f"report: {job / 'report.html'}")
+    print(leaderboard_table(json.loads((job / "leaderboard.json").read_text())["rows"]))
+    if (job / "report.html").exists():
+        print(f"report: {job / 'report.html'}")
+    print(f"leaderboard: {job / 'leaderboard.html'}")
     return 0
 
 

@@ -124,6 +124,8 @@ OTHER = {"attacks": "fgsm", "measures": "trace", "attack": "fgsm", "name": "othe
          "data": "digits", "runs": "elsewhere", "model_kwargs": {"hidden": [8]}, "analyses": ["cka", "probe"],
          "compare": ["a", "b"], "data_dir": "/data", "lr_rules": ["sqrt"], "out": "cmp", "rdzv_endpoint": "h:1",
          "executor": "ray:auto"}
+#: the zoo settings' other values (its --weights is a file, ModelRunSource's is best or last)
+ZOO_OTHER = {"weights": "w.safetensors", "model_dir": "zoo", "zoo_dataset": "imagenet", "zoo_threat": "L2"}
 #: the positional arguments of each command
 POSITIONAL = {"attack": ["r"], "evaluate": ["r"], "represent": ["r"], "landscape": ["r"], "compare-geometry": ["r", "s"],
               "sweep": ["eps"], "train": [], "launch": []}
@@ -133,6 +135,8 @@ def _other_setting(model, name: str):
     """A valid value of `model`'s field `name` that differs from its default."""
     if model is TrainConfig:
         return _other_value(name)
+    if model.__name__ == "ZooSettings":
+        return ZOO_OTHER[name]
     if name in OTHER:
         return OTHER[name]
     field = model.model_fields[name]

@@ -2,12 +2,16 @@
 
 A model run ``runs/<name>/`` holds ``config.yaml`` (model, data, training settings),
 ``metrics.jsonl`` (one line per epoch), ``checkpoints/`` (``best.safetensors``, ``last.safetensors``,
-``state.pt``), ``evaluation.json`` and ``examples.pt``. A job run (``robustlab run CONFIG``) holds
-one model run per entry under ``models/`` and a combined ``report.html``.
+``state.pt``), ``evaluation.json`` and ``examples.pt``; a zoo model's run (``robustlab evaluate --model
+robustbench:<name>``) has no checkpoints: its config names the source and the SHA-256 of its weights files.
+A job run (``robustlab run CONFIG``) holds one model run per entry under ``models/`` (an entry may be a
+zoo source, or ``run: DIR``, a model run made elsewhere), a combined ``report.html`` and the models
+ranked in ``leaderboard.json`` / ``leaderboard.html`` (``runs.leaderboard``).
 """
 from __future__ import annotations
 
 import copy
+import json
 import math
 import inspect
 import logging
@@ -29,6 +33,7 @@ from ..runtime import world
 from ..settings import StrictSettings
 from ..fileio import atomic_torch_save, atomic_write_json
 from ..models import create_model
+from ..models.zoo import is_zoo_source, load_recorded, record_digest, zoo_spec
 from ..threat import ThreatModel
 from ..training import TrainConfig, load_state, load_weights, train
 from ..runs.rundir import Run, check_name, split_run_dir
@@ -207,6 +212,8 @@ def load_model_from_run(run_dir: str | Path, which: str = "best", trust_code: bo
     config = run.read_config()
     if config.get("kind") != "model":
         raise InputError(f"{run_dir} is not a model run (no model config.yaml); train one with `robustlab train`")
+    if is_zoo_source(config["model"]["name"]):  # one set of weights, from the zoo: `which` does not apply
+        return load_recorded(config["model"]), config
     path = run.checkpoints / f"{which}.safetensors"
     if not path.exists():
         other = "last" if which == "best" else "best"
@@ -233,6 +240,55 @@ def evaluate_model_run(run_dir: str | Path, settings: EvaluationSettings | Seque
     # under torchrun: rank 0 holds the run's lock and writes the record
     with Run.writing(*split_run_dir(run_dir), "model", create=False, lock=world()[0] == 0) as run:
         return _evaluate(run, model, config, settings, which, resume, progress)
+
+
+class ZooEvaluationSource(StrictSettings):
+    """``robustlab evaluate --model SOURCE --data DATA``: a model not trained here (a zoo source such as
+    ``robustbench:Standard``) evaluated into a new model run (``--runs``/``--name``)."""
+
+    model: Optional[str] = Field(None, description="evaluate this model (robustbench:<name>, timm:<name>, "
+                                                   "torchvision:<name>) instead of a RUN")
+    data: Optional[str] = Field(None, description="with --model: dataset name or path (.npz, image folder, CIFAR dir)")
+    data_dir: Optional[str] = Field(None, description="with --model: directory with the full MNIST (IDX) or CIFAR-10")
+    data_seed: int = Field(0, ge=0, description="with --model: seed of the train/val/test split")
+
+
+def zoo_run_name(source: str) -> str:
+    """A run name for a zoo source: ``robustbench:Carmon2019Unlabeled`` -> ``robustbench-Carmon2019Unlabeled``."""
+    return "".join(c if c.isalnum() or c in "_.+=@-" else "-" for c in source).strip(".-") or "zoo-model"
+
+
+def evaluate_zoo_model(run_dir: str | Path, model_spec: dict, data_spec: dict | str, settings: EvaluationSettings, *,
+                       resume: bool = False, progress: bool = True) -> dict:
+    """Evaluate a zoo model (``{name, kwargs}``, kwargs: ``ZooSettings``) on `data_spec`'s test split into
+    the model run `run_dir`: its config.yaml names the source and the SHA-256 of the weights files."""
+    if not is_zoo_source(model_spec["name"]):
+        raise InputError(f"model {model_spec['name']!r} is not a zoo source (robustbench:<name>, timm:<name>, "
+                         "torchvision:<name>); a model of robustlab's own is trained first (robustlab train)")
+    data_spec = parse_data_spec(data_spec)
+    spec = zoo_spec(model_spec, data_spec["name"], settings.norm)
+    model = create_model(spec["name"], **spec["kwargs"])
+    spec = record_digest(spec)
+    config = {"kind": "model", "task": "classification", "model": spec, "data": data_spec}
+    writer = world()[0] == 0  # under torchrun: rank 0 holds the run's lock and writes the record
+    with Run.writing(*split_run_dir(run_dir), "model", lock=writer) as run:
+        if writer:
+            _check_same_model(run, config)
+            run.write_config(config)
+        out = _evaluate(run, model, config, settings, f"sha256:{spec['weights_sha256'][:16] or 'none'}", resume, progress)
+        if writer:
+            run.write_summary({**run.read_summary(), "evaluated": True, "source": spec["name"]})
+        return out
+
+
+def _check_same_model(run: Run, config: dict) -> None:
+    """A run directory holds one model: evaluating another model (or other weights) into it is refused."""
+    if not (run.path / "config.yaml").exists():
+        return
+    old = run.read_config()
+    if (old.get("model"), old.get("data")) != (config["model"], config["data"]):
+        raise InputError(f"{run.path} already holds a run of {(old.get('model') or {}).get('name')!r} (or other weights "
+                         "or data); evaluate into a new run with another --name")
 
 
 def _evaluate(run: Run, model, config: dict, settings: EvaluationSettings, which: str, resume: bool,
@@ -307,32 +363,43 @@ def run_config(path: str | Path, runs_root: str | Path = "runs", resume: bool = 
 
 
 def _run_job(job: Run, config: dict, resume: bool, progress: bool, trust_code: bool) -> Path:
-    """Train and evaluate every model of the job (one executor cell each; on ``resume`` the evaluated
-    ones are skipped), then summarise and report them from their run directories."""
+    """Train and evaluate every model of the job, or evaluate a zoo model (one executor cell each; on
+    ``resume`` the evaluated ones are skipped), evaluate the model runs it names (``run:``), then
+    summarise, report and rank them from their run directories."""
+    from ..runs.leaderboard import write_leaderboard
     from ..runs.report import render_report
 
     job.write_config({"kind": "job", **config})
     data = parse_data_spec(config.get("data", "mnist"))
     evaluation = EvaluationSettings(**config.get("evaluation", {})).model_dump()
     defaults = config.get("train", {})
-    model_runs, cells = [], []
+    model_runs, cells = {}, []
     for entry in config["models"]:
         entry = copy.deepcopy(entry)
         label = entry.pop("name")
         model_spec = entry.pop("model", {"name": "fast_mnist"})
         if isinstance(model_spec, str):
             model_spec = {"name": model_spec}
-        train_cfg = {**defaults, **entry.get("train", {})}
+        if entry.get("run"):  # a model run made elsewhere: evaluated where it is
+            model_runs[label] = _evaluate_job_run(Path(entry["run"]), EvaluationSettings(**evaluation), resume, progress,
+                                                  trust_code)
+            continue
         run_dir = job.path / "models" / label
-        model_runs.append(run_dir)
-        if not (resume and Run(run_dir).read_summary().get("evaluated")):
-            cells.append(Cell(f"models/{label}", model_cell, {
-                "run_dir": str(run_dir), "model_spec": model_spec, "data_spec": data, "train_cfg": train_cfg,
-                "evaluation": evaluation, "resume": resume, "progress": progress, "trust_code": trust_code},
-                device=str(train_cfg.get("device") or config.get("device") or "auto")))
+        model_runs[label] = run_dir
+        if resume and Run(run_dir).read_summary().get("evaluated"):
+            continue
+        train_cfg = {**defaults, **entry.get("train", {})}
+        common = {"run_dir": str(run_dir), "model_spec": model_spec, "data_spec": data, "evaluation": evaluation,
+                  "resume": resume, "progress": progress}
+        device = str(train_cfg.get("device") or config.get("device") or "auto")
+        cells.append(Cell(f"models/{label}", zoo_cell, common, device=device) if is_zoo_source(model_spec["name"]) else
+                     Cell(f"models/{label}", model_cell, {**common, "train_cfg": train_cfg, "trust_code": trust_code},
+                          device=device))
     make_executor(config.get("executor")).run(cells)
-    job.write_summary({"models": {p.name: Run(p).read_summary() for p in model_runs}})
-    render_report([job.path], job.path / "report.html")
+    job.write_summary({"models": {label: Run(p).read_summary() for label, p in model_runs.items()}})
+    if (job.path / "models").is_dir():  # the job's own model runs (entries naming runs made elsewhere are ranked only)
+        render_report([job.path], job.path / "report.html")
+    write_leaderboard(job.path, model_runs)
     return job.path
 
 
@@ -345,6 +412,23 @@ def model_cell(run_dir: str, model_spec: dict, data_spec: dict, train_cfg: dict,
                        progress=progress)
     run = Run(run_dir)
     run.write_summary({**run.read_summary(), "evaluated": True})
+
+
+def zoo_cell(run_dir: str, model_spec: dict, data_spec: dict, evaluation: dict, resume: bool = False,
+             progress: bool = True) -> None:
+    """One executor cell of a job: evaluate a zoo model into the model run `run_dir` (``evaluate_zoo_model``)."""
+    evaluate_zoo_model(run_dir, model_spec, data_spec, EvaluationSettings(**evaluation), resume=resume, progress=progress)
+
+
+def _evaluate_job_run(run_dir: Path, evaluation: EvaluationSettings, resume: bool, progress: bool,
+                      trust_code: bool) -> Path:
+    """A job's ``run:`` entry: evaluate that model run in place with the job's settings (as ``robustlab
+    evaluate RUN`` does); with ``resume``, a run already evaluated with these settings is kept."""
+    done = run_dir / "evaluation.json"
+    if resume and done.exists() and json.loads(done.read_text()).get("settings") == evaluation.model_dump():
+        return run_dir
+    evaluate_model_run(run_dir, evaluation, trust_code=trust_code, resume=resume, progress=progress)
+    return run_dir
 
 
 def _merge(base: dict, over: dict) -> dict:

@@ -1,5 +1,8 @@
 """Small reference architectures behind one registry: ``create_model("name", **kwargs)``.
 
+Models from the field's zoos are named ``robustbench:<name>``, ``timm:<name>`` or ``torchvision:<name>``
+(``models.zoo``): they name a registry entry, not code, so they need no ``trust_code``.
+
 The CLI also accepts ``package.module:callable`` for a user's own model factory. Importing one runs
 its code, so it is honoured only when the caller says so (``trust_code=True``; the CLI does for a
 ``--model`` typed on its command line, and for a run's or job's config only with ``--trust-code``).
@@ -17,6 +20,7 @@ from ..registry import Registry
 from .mnist import FastMNISTNet, MadryMNISTCNN, MLP
 from .normalize import Normalize
 from .resnet import PreActResNet18
+from .zoo import ZooSettings, create_zoo_model, is_zoo_source
 
 MODELS = Registry("model")
 MODELS.register("madry_cnn", MadryMNISTCNN, task="classification", input="1x28x28")
@@ -30,12 +34,16 @@ def list_models() -> list[str]:
 
 
 def is_code_reference(name: str) -> bool:
-    """True for ``package.module:callable`` (a factory that must be imported, i.e. code to run)."""
-    return ":" in str(name)
+    """True for ``package.module:callable`` (a factory that must be imported, i.e. code to run); a zoo
+    source (``timm:resnet18``) names a registry entry, not code."""
+    return ":" in str(name) and not is_zoo_source(name)
 
 
 def create_model(name: str, *, trust_code: bool = False, **kwargs) -> nn.Module:
-    """A registered model (``list_models()``) or ``"package.module:callable"`` (needs ``trust_code=True``)."""
+    """A registered model (``list_models()``), a zoo source (``robustbench:``, ``timm:``, ``torchvision:``;
+    `kwargs` may hold ``ZooSettings``) or ``"package.module:callable"`` (needs ``trust_code=True``)."""
+    if is_zoo_source(name):
+        return create_zoo_model(name, **kwargs)
     if is_code_reference(name):
         if not trust_code:
             raise InputError(
@@ -77,4 +85,4 @@ def _build(name: str, factory: Callable[..., nn.Module], kwargs: dict) -> nn.Mod
                          "the model's kwargs in the config") from None
 
 
-__all__ = ["FastMNISTNet", "MLP", "MadryMNISTCNN", "Normalize", "PreActResNet18", "create_model", "is_code_reference", "list_models", "MODELS"]
+__all__ = ["FastMNISTNet", "MLP", "MadryMNISTCNN", "Normalize", "PreActResNet18", "ZooSettings", "create_model", "is_code_reference", "is_zoo_source", "list_models", "MODELS"]

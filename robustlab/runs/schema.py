@@ -48,6 +48,7 @@ class ModelSpec(_Strict):
 class ModelEntry(_Strict):
     name: str
     model: Union[str, ModelSpec] = "fast_mnist"
+    run: Optional[str] = None  # an existing model run to evaluate instead (a job's leaderboard entry)
     train: dict[str, Any] = {}
 
     @field_validator("name")

@@ -1,0 +1,89 @@
+"""A job's leaderboard: its evaluated models ranked as RobustBench ranks them.
+
+RobustBench orders a leaderboard by robust accuracy (AutoAttack, at the benchmark's one eps) and breaks
+ties by clean accuracy. Here every model's row is read from its run's ``evaluation.json``: robust
+accuracy at the largest evaluated eps, clean accuracy, both with 95% Wilson score intervals, the attack
+suite, the number of points and the norm. ``write_leaderboard`` writes ``leaderboard.json`` and
+``leaderboard.html`` into the job folder; ``leaderboard_table`` is the same table as text.
+"""
+from __future__ import annotations
+
+import html
+import json
+import math
+from pathlib import Path
+
+from ..errors import InputError
+from ..evaluation.suite import wilson_interval
+from ..fileio import atomic_write_json, atomic_write_text
+from .rundir import Run
+
+
+def leaderboard_row(label: str, run_dir: str | Path) -> dict:
+    """One model's row: its evaluation at the largest eps (``evaluation.json`` of the model run)."""
+    path = Path(run_dir) / "evaluation.json"
+    if not path.exists():
+        raise InputError(f"{run_dir} has no evaluation.json; evaluate it first (robustlab evaluate {run_dir})")
+    ev = json.loads(path.read_text(encoding="utf-8"))
+    last = max(ev["reports"], key=lambda r: r["eps"])
+    n = last["n"]
+    clean = last["clean_accuracy"]
+    model = (Run(run_dir, create=False).read_config().get("model") or {})
+    return {
+        "model": label, "source": model.get("name"), "weights_sha256": model.get("weights_sha256"), "run": str(run_dir),
+        "clean_accuracy": clean, "clean_accuracy_ci95": list(wilson_interval(round(clean * n), n)) if n else [math.nan] * 2,
+        "robust_accuracy": last["robust_accuracy"], "robust_accuracy_ci95": last["robust_accuracy_ci95"],
+        "suite": ev["attacks"] if isinstance(ev["attacks"], str) else ",".join(ev["attacks"]),
+        "n": n, "eps": last["eps"], "norm": ev.get("norm", last.get("norm")),
+    }
+
+
+def rank_rows(rows: list[dict]) -> list[dict]:
+    """Rows ordered by robust accuracy, then clean accuracy (both descending; then by name), ranked 1, 2, ..."""
+    ordered = sorted(rows, key=lambda r: (-r["robust_accuracy"], -r["clean_accuracy"], r["model"]))
+    return [{"rank": i + 1, **r} for i, r in enumerate(ordered)]
+
+
+def _pct(x: float, ci: list[float]) -> str:
+    return f"{x:.2%} [{ci[0]:.2%}, {ci[1]:.2%}]"
+
+
+#: the table's columns: (heading, the cell text of a row)
+COLUMNS = (
+    ("#", lambda r: str(r["rank"])),
+    ("model", lambda r: r["model"]),
+    ("source", lambda r: str(r["source"])),
+    ("clean (95% CI)", lambda r: _pct(r["clean_accuracy"], r["clean_accuracy_ci95"])),
+    ("robust (95% CI)", lambda r: _pct(r["robust_accuracy"], r["robust_accuracy_ci95"])),
+    ("suite", lambda r: r["suite"]),
+    ("n", lambda r: str(r["n"])),
+    ("eps", lambda r: f"{r['norm']} {r['eps']:g}"),
+)
+
+
+def leaderboard_table(rows: list[dict]) -> str:
+    """The ranked rows as an aligned text table (what ``robustlab run`` prints)."""
+    cells = [[h for h, _ in COLUMNS]] + [[cell(r) for _, cell in COLUMNS] for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(COLUMNS))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in cells)
+
+
+def leaderboard_html(rows: list[dict], title: str) -> str:
+    """A static page with the ranked table."""
+    head = "".join(f"<th>{html.escape(h)}</th>" for h, _ in COLUMNS)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(cell(r))}</td>" for _, cell in COLUMNS) + "</tr>" for r in rows)
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            "<style>body{font-family:sans-serif}td,th{padding:4px 10px;text-align:left}"
+            "tr:nth-child(even){background:#f3f3f3}</style></head><body>"
+            f"<h1>{html.escape(title)}</h1><p>Ranked by robust accuracy at the largest eps, then clean accuracy "
+            "(as RobustBench ranks). 95% Wilson score intervals.</p>"
+            f"<table><tr>{head}</tr>{body}</table></body></html>\n")
+
+
+def write_leaderboard(job_dir: str | Path, model_runs: dict[str, str | Path]) -> list[dict]:
+    """Rank the evaluated model runs (label -> run dir) and write leaderboard.json and leaderboard.html."""
+    job_dir = Path(job_dir)
+    rows = rank_rows([leaderboard_row(label, p) for label, p in model_runs.items()])
+    atomic_write_json(job_dir / "leaderboard.json", {"ranking": "robust accuracy, then clean accuracy", "rows": rows})
+    atomic_write_text(job_dir / "leaderboard.html", leaderboard_html(rows, f"{job_dir.name}: leaderboard"))
+    return rows
