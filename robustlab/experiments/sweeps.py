@@ -10,12 +10,13 @@ import io
 import json
 import logging
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from pydantic import Field
 
 from ..errors import InputError
 from ..fileio import atomic_write_bytes, atomic_write_json
+from ..runtime import device_record, resolve_device
 from ..settings import StrictSettings
 from .job import evaluate_model_run, train_model_run
 from ..runs.rundir import Run, split_run_dir
@@ -52,19 +53,20 @@ def sweep_cells(eps_list: list[float], trades_betas: list[float], trades_eps: fl
 
 def sweep_eps(root: str | Path, model_spec: dict, data_spec: dict | str, train_cfg: dict, eps_list: list[float],
               trades_betas: list[float] = (), trades_eps: float | None = None, eval_eps: float | None = None,
-              attacks: str = "fast", eval_n: int = 500, resume: bool = False, progress: bool = True) -> Path:
-    """Train and evaluate every cell; writes ``sweep.json`` (rows: method, eps, beta, clean and robust
-    accuracy with its 95% CI, training time) after each cell and ``figures/pareto.png`` at the end."""
+              attacks: str = "fast", eval_n: int = 500, resume: bool = False, progress: bool = True,
+              device: Any = "auto") -> Path:
+    """Train and evaluate every cell on `device`; writes ``sweep.json`` (rows: method, eps, beta, clean and
+    robust accuracy with its 95% CI, training time) after each cell and ``figures/pareto.png`` at the end."""
     if not eps_list and not trades_betas:
         raise InputError("the eps sweep needs training eps values and/or TRADES betas")
-    root = Path(root)
+    root, device = Path(root), resolve_device(device)
     with Run.writing(*split_run_dir(root), "eps sweep", what="sweep name") as sweep:
         trades_eps = float(trades_eps if trades_eps is not None else max(list(eps_list) or [train_cfg.get("eps", 0.3)]))
         eval_eps = float(eval_eps if eval_eps is not None else max([trades_eps, *eps_list]))
         norm = train_cfg.get("norm", "linf")
         sweep.write_config({"kind": "eps sweep", "model": model_spec, "data": data_spec, "train": train_cfg,
                             "eps": list(eps_list), "trades_betas": list(trades_betas), "trades_eps": trades_eps,
-                            "eval_eps": eval_eps, "attacks": attacks, "eval_n": eval_n})
+                            "eval_eps": eval_eps, "attacks": attacks, "eval_n": eval_n, **device_record(device)})
         rows = []
         for cell in sweep_cells(list(eps_list), list(trades_betas), trades_eps):
             run_dir = root / "runs" / cell["name"]
@@ -73,8 +75,9 @@ def sweep_eps(root: str | Path, model_spec: dict, data_spec: dict | str, train_c
                 cfg = {**train_cfg, "method": cell["method"], "eps": cell["eps"] if cell["eps"] > 0 else eval_eps}
                 if cell["trades_beta"] is not None:
                     cfg["trades_beta"] = cell["trades_beta"]
-                summary = train_model_run(run_dir, model_spec, data_spec, cfg, resume=resume, progress=progress)
-                evaluate_model_run(run_dir, [0.0, eval_eps], norm=norm, attacks=attacks, n=eval_n)
+                summary = train_model_run(run_dir, model_spec, data_spec, cfg, resume=resume, progress=progress,
+                                          device=device)
+                evaluate_model_run(run_dir, [0.0, eval_eps], norm=norm, attacks=attacks, n=eval_n, device=device)
                 summary = {**Run(run_dir).read_summary(), "evaluated": True}
                 Run(run_dir).write_summary(summary)
             ev = json.loads((run_dir / "evaluation.json").read_text())
