@@ -122,7 +122,8 @@ def test_every_methods_settings_are_training_settings_and_flags(method):
 #: values other than the defaults where the type alone does not give a valid one
 OTHER = {"attacks": "fgsm", "measures": "trace", "attack": "fgsm", "name": "other", "nnodes": "2", "model": "mlp",
          "data": "digits", "runs": "elsewhere", "model_kwargs": {"hidden": [8]}, "analyses": ["cka", "probe"],
-         "compare": ["a", "b"], "data_dir": "/data", "lr_rules": ["sqrt"], "out": "cmp", "rdzv_endpoint": "h:1"}
+         "compare": ["a", "b"], "data_dir": "/data", "lr_rules": ["sqrt"], "out": "cmp", "rdzv_endpoint": "h:1",
+         "device": "cpu"}
 #: the positional arguments of each command
 POSITIONAL = {"attack": ["r"], "evaluate": ["r"], "represent": ["r"], "landscape": ["r"], "compare-geometry": ["r", "s"],
               "sweep": ["eps"], "train": [], "launch": []}
