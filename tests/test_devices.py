@@ -179,3 +179,18 @@ def test_every_verb_takes_device():
     for task, verbs in (("stereo", ("train", "attack", "defend", "evaluate")), ("ocr", ("train", "attack"))):
         task_sub = next(a for a in sub[task]._actions if a.dest == f"{task}_command").choices
         assert all(any("--device" in a.option_strings for a in task_sub[v]._actions) for v in verbs), task
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_jobs_device_reaches_its_models_and_is_recorded(capsys, tmp_path, device):
+    job = tmp_path / "job.yaml"
+    job.write_text(yaml.safe_dump({
+        "data": "digits", "device": "cpu", "train": {"epochs": 1, "eval_n": 20, "batch_size": 256},
+        "models": [{"name": "m", "model": f"{__name__}:RecordingNet"}],
+        "evaluation": {"eps": [0.0, 0.1], "attacks": "fgsm", "n": 16}}))
+    SEEN.clear()
+    code, _, err = cli(capsys, "run", job, "--runs", tmp_path, "--trust-code", "--device", device)  # the flag wins
+    assert code == 0, err
+    for config in (tmp_path / "job" / "config.yaml", tmp_path / "job" / "models" / "m" / "config.yaml"):
+        assert yaml.safe_load(config.read_text())["device"].startswith(device)
+    assert SEEN and set(SEEN) == {(device, device)}
