@@ -20,7 +20,7 @@ from .experiments.job import (BatchSizeSweepSettings, ModelDataSettings, ModelRu
 from .models.zoo import ZooSettings  # noqa: E402
 from .experiments.represent import RepresentSettings  # noqa: E402
 from .experiments.sweeps import EpsSweepSettings  # noqa: E402
-from .runs.schema import EvaluationSettings, ExecutorSettings, LaunchSettings  # noqa: E402
+from .runs.schema import DeviceSettings, EvaluationSettings, ExecutorSettings, LaunchSettings  # noqa: E402
 from .settings import add_model_arguments, cli_problems, raise_problems, settings_from_args, values_from_args  # noqa: E402
 from .training.config import TrainConfig  # noqa: E402
 
@@ -31,15 +31,16 @@ _SWEEP_DEFAULTS = {"epochs": 5, "optimizer": "sgd"}
 #: the settings models each command's flags are generated from and validated with before it runs
 #: (``(model, fields)``: only those fields of it)
 SETTINGS = {
-    "train": (TrainSourceSettings, TrainConfig, RunTarget),
-    "attack": (AttackSettings, RunTarget),
-    "evaluate": ((ModelRunSource, ("trust_code",)), ZooEvaluationSource, ZooSettings, EvaluationSettings, RunTarget),
+    "train": (TrainSourceSettings, TrainConfig, RunTarget, DeviceSettings),
+    "attack": (AttackSettings, RunTarget, DeviceSettings),
+    "evaluate": ((ModelRunSource, ("trust_code",)), ZooEvaluationSource, ZooSettings, EvaluationSettings, RunTarget,
+                 DeviceSettings),
     "sweep": (ModelDataSettings, (TrainConfig, _SWEEP_TRAIN + ("norm",)), BatchSizeSweepSettings, EpsSweepSettings,
-              RunTarget, ExecutorSettings),
-    "launch": (LaunchSettings,),
-    "landscape": (GeometrySettings,),
-    "compare-geometry": (CompareGeometrySettings,),
-    "represent": (RepresentSettings,),
+              RunTarget, ExecutorSettings, DeviceSettings),
+    "launch": (LaunchSettings, DeviceSettings),
+    "landscape": (GeometrySettings, DeviceSettings),
+    "compare-geometry": (CompareGeometrySettings, DeviceSettings),
+    "represent": (RepresentSettings, DeviceSettings),
 }
 
 
@@ -49,6 +50,7 @@ def _add_train(sub) -> None:
     add_model_arguments(p, TrainSourceSettings)
     add_model_arguments(p.add_argument_group("training settings (robustlab.training.TrainConfig)"), TrainConfig)
     add_model_arguments(p, RunTarget)
+    add_model_arguments(p, DeviceSettings)
     p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
 
 
@@ -56,7 +58,7 @@ def _add_run_verb(sub, verb: str, text: str, description: str, *models):
     """A verb on one model run (``robustlab <verb> RUN``) with the flags of `models`."""
     p = sub.add_parser(verb, help=text, description=description)
     p.add_argument("run", help="a model run directory (from `robustlab train` or models/<x> of a job)")
-    for model in models:
+    for model in (*models, DeviceSettings):
         add_model_arguments(p, model)
     return p
 
@@ -76,7 +78,7 @@ def _add_evaluate(sub) -> None:
     p.add_argument("run", nargs="?", default=None,
                    help="a model run directory (from `robustlab train` or models/<x> of a job); omit it with --model")
     add_model_arguments(p, ModelRunSource, include=("trust_code",))
-    for model in (ZooEvaluationSource, ZooSettings, EvaluationSettings, RunTarget):
+    for model in (ZooEvaluationSource, ZooSettings, EvaluationSettings, RunTarget, DeviceSettings):
         add_model_arguments(p, model)
     p.add_argument("--report", action="store_true", help="also render report.html in the run directory")
     p.add_argument("--resume", action="store_true", help="continue a killed evaluation from its stored cells")
@@ -95,6 +97,7 @@ def _add_run_and_report(sub) -> None:
     add_model_arguments(g, ExecutorSettings, defaults=dict.fromkeys(ExecutorSettings.model_fields))
     for action in g._group_actions:
         action.help = action.help.replace("%(default)s", str(ExecutorSettings.model_fields[action.dest].default))
+    add_model_arguments(p, DeviceSettings, defaults={"device": None})  # None: the config's device: (else auto)
     p = sub.add_parser("report", help="render runs side by side as a static HTML page",
                        description="Render one or several runs into one HTML page.")
     p.add_argument("runs", nargs="+", help="run directories (model runs or jobs)")
@@ -105,6 +108,7 @@ def _add_launch(sub) -> None:
     p = sub.add_parser("launch", help="run a command on N processes with torchrun (DDP)",
                        description="A thin wrapper around torchrun: robustlab launch --nproc 2 -- train ...")
     add_model_arguments(p, LaunchSettings)
+    add_model_arguments(p, DeviceSettings)
     p.add_argument("rest", nargs=argparse.REMAINDER, help="-- then the robustlab command to run")
 
 
@@ -117,6 +121,7 @@ def _add_sweep(sub) -> None:
     add_model_arguments(p.add_argument_group("training settings of every cell"), TrainConfig, include=_SWEEP_TRAIN,
                         defaults=_SWEEP_DEFAULTS)
     add_model_arguments(p, RunTarget)
+    add_model_arguments(p, DeviceSettings)
     p.add_argument("--resume", action="store_true")
     add_model_arguments(p, ExecutorSettings)
     g = p.add_argument_group("eps sweep (`robustlab sweep eps`)")
@@ -133,6 +138,7 @@ def _add_geometry(sub) -> None:
         p.add_argument("runs" if verb == "compare-geometry" else "run", nargs="+" if verb == "compare-geometry" else None,
                        help="model run directories")
         add_model_arguments(p, model)
+        add_model_arguments(p, DeviceSettings)
 
 
 def _add_represent(sub) -> None:
@@ -189,18 +195,25 @@ def _validated_settings(args) -> dict:
     return settings
 
 
+def _device(args):
+    """The command's ``--device`` as this process's ``torch.device`` (``cuda:LOCAL_RANK`` under torchrun)."""
+    from .runtime import resolve_device
+
+    return resolve_device(args.settings[DeviceSettings].device)
+
+
 def cmd_train(args) -> int:
     from .distributed import init_from_env, shutdown
     from .experiments.job import train_model_run
 
-    src, target = args.settings[TrainSourceSettings], args.settings[RunTarget]
+    src, target, device = args.settings[TrainSourceSettings], args.settings[RunTarget], _device(args)
     run_dir = Path(target.runs) / (target.name or f"{src.model.replace(':', '_').replace('.', '_').replace('/', '_')}-{args.method}")
     data = {"name": src.data, "seed": src.data_seed, "data_dir": src.data_dir}
-    rank = init_from_env(src.dist_timeout)
+    rank = init_from_env(src.dist_timeout, device)
     try:
         summary = train_model_run(run_dir, {"name": src.model, "kwargs": src.model_kwargs}, data,
                                   values_from_args(TrainConfig, args), resume=args.resume,
-                                  progress=not args.no_progress, trust_code=True)
+                                  progress=not args.no_progress, trust_code=True, device=device)
     finally:
         shutdown()
     if rank != 0:
@@ -219,7 +232,7 @@ def cmd_attack(args) -> int:
     target = args.settings[RunTarget]
     record = {k: v for k, v in vars(args).items() if k not in ("func", "settings")}
     out, run = attack_model_run(args.run, args.settings[AttackSettings], runs=target.runs, name=target.name,
-                                save=args.save, record=record)
+                                save=args.save, record=record, device=_device(args))
     print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in out.items()}, indent=2))
     print(f"wrote {run.path}")
     return 0
@@ -231,12 +244,13 @@ def cmd_evaluate(args) -> int:
 
     settings, source = args.settings[EvaluationSettings], args.settings[ModelRunSource]
     settings = settings.model_copy(update={"attacks": settings.attack_list()})
+    device = _device(args)
     run_dir, evaluate = _evaluation_target(args, settings)
-    rank = init_from_env()
+    rank = init_from_env(device=device)
     try:
-        out = evaluate(progress=not args.no_progress) if run_dir != args.run else evaluate_model_run(
+        out = evaluate(progress=not args.no_progress, device=device) if run_dir != args.run else evaluate_model_run(
             args.run, settings, args.settings[ZooSettings].weights or "best", trust_code=source.trust_code,
-            resume=args.resume, progress=not args.no_progress)
+            resume=args.resume, progress=not args.no_progress, device=device)
     finally:
         shutdown()
     if rank != 0:
@@ -281,6 +295,14 @@ def _evaluation_target(args, settings):
                             resume=args.resume)
 
 
+def _job_overrides(args, executor: dict) -> dict | None:
+    """What `robustlab run`'s flags change in the job config: the executor settings given, the device."""
+    over = {"executor": executor} if executor else {}
+    if args.device is not None:
+        over["device"] = args.device
+    return over or None
+
+
 def cmd_run(args) -> int:
     from .experiments.job import run_config
     from .runs.leaderboard import leaderboard_table
@@ -288,7 +310,7 @@ def cmd_run(args) -> int:
     given = {k: v for k, v in values_from_args(ExecutorSettings, args).items() if v is not None}
     raise_problems(cli_problems(ExecutorSettings, given), "`robustlab run` arguments")
     job = run_config(args.config, args.runs, resume=args.resume, progress=not args.no_progress,
-                     trust_code=args.trust_code, overrides={"executor": given} if given else None)
+                     trust_code=args.trust_code, overrides=_job_overrides(args, given))
     print(leaderboard_table(json.loads((job / "leaderboard.json").read_text())["rows"]))
     if (job / "report.html").exists():
         print(f"report: {job / 'report.html'}")
@@ -344,7 +366,7 @@ def cmd_sweep(args) -> int:
     cells = args.settings[BatchSizeSweepSettings]
     root = sweep_batch_size(*_sweep_inputs(args, "sweep-batch-size"), values_from_args(TrainConfig, args, include=_SWEEP_TRAIN),
                             cells.batch_sizes, cells.lr_rules, resume=args.resume, progress=not args.no_progress,
-                            executor=args.settings[ExecutorSettings])
+                            executor=args.settings[ExecutorSettings], device=args.settings[DeviceSettings].device)
     rows = json.loads((root / "sweep.json").read_text())["rows"]
     print(f"{'batch':>6} {'rule':>8} {'lr':>9} {'val acc':>8} {'gap':>7} {'val rob':>8} {'rob gap':>8}")
     for r in rows:
@@ -360,7 +382,7 @@ def cmd_sweep_eps(args) -> int:
     s = args.settings[EpsSweepSettings]
     root = sweep_eps(*_sweep_inputs(args, "sweep-eps"), cfg, s.train_eps, s.trades_betas, s.trades_eps, s.eval_eps,
                      s.attacks, eval_n=args.eval_n, resume=args.resume, progress=not args.no_progress,
-                     executor=args.settings[ExecutorSettings])
+                     executor=args.settings[ExecutorSettings], device=args.settings[DeviceSettings].device)
     rows = json.loads((root / "sweep.json").read_text())["rows"]
     print(f"{'cell':>16} {'clean':>7} {'robust':>7} {'95% CI':>17} pareto")
     for r in rows:
@@ -377,14 +399,15 @@ def cmd_launch(args) -> int:
     if not rest:
         raise SystemExit("robustlab launch: give the command after --, e.g. robustlab launch --nproc 2 -- train ...")
     s = args.settings[LaunchSettings]
-    return launch(rest, s.nproc, s.nnodes, s.rdzv_endpoint, s.threads, extra=["--no-progress"] if args.no_progress else [])
+    return launch(rest, s.nproc, s.nnodes, s.rdzv_endpoint, s.threads, extra=["--no-progress"] if args.no_progress else [],
+                  device=args.settings[DeviceSettings].device)
 
 
 def cmd_landscape(args) -> int:
     from .experiments.geometry import landscape
 
     s = args.settings[GeometrySettings]
-    res = landscape(args.run, s.measures, s.loss, progress=not args.no_progress, **s.measure_kwargs())
+    res = landscape(args.run, s.measures, s.loss, progress=not args.no_progress, device=_device(args), **s.measure_kwargs())
     print(json.dumps({"scalars": res["scalars"], "acc_gap": res["gaps"]["acc_gap"],
                       "robust_acc_gap": res["gaps"]["robust_acc_gap"], "figures": res["figures"]}, indent=1))
     return 0
@@ -395,7 +418,7 @@ def cmd_compare_geometry(args) -> int:
 
     s = args.settings[CompareGeometrySettings]
     res = compare_geometry(args.runs, s.measures, s.loss, out=s.out, recompute=s.recompute,
-                           progress=not args.no_progress, **s.measure_kwargs())
+                           progress=not args.no_progress, device=_device(args), **s.measure_kwargs())
     print(comparison_markdown(res))
     return 0
 
@@ -404,7 +427,8 @@ def cmd_represent(args) -> int:
     from .experiments.represent import represent_run
 
     s = args.settings[RepresentSettings]
-    out = represent_run(args.run, s.analyses, s.n, s.compare, s.weights, s.analysis_settings(), trust_code=s.trust_code)
+    out = represent_run(args.run, s.analyses, s.n, s.compare, s.weights, s.analysis_settings(), trust_code=s.trust_code,
+                        device=_device(args))
     _print_representations(out["analyses"])
     print(f"wrote {Path(args.run) / 'representations.json'} and {Path(args.run) / 'representations.html'}")
     return 0

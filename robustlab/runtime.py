@@ -4,6 +4,9 @@
   every submodule gets its own ``training`` flag back (mixed modes survive).
 - ``device_of(model)``: the device of a model's first parameter (or buffer), CPU for a plain callable.
 - ``world()``: (rank, world size) of the default torch.distributed process group, (0, 1) without one.
+- ``resolve_device(spec)`` / ``device_description(device)`` / ``device_record(device)``: the ``--device``
+  setting (``auto``, ``cpu``, ``cuda``, ``cuda:N``) as a ``torch.device`` of this machine, and what a run
+  records about it (type, index, name, torch version).
 - ``model_digest(model)`` / ``content_digest(*values)``: SHA-256 identities of a model (architecture and
   weights) and of data (tensors, strings, nested sequences), so a stored result is reused only for them.
 """
@@ -12,6 +15,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import os
+import platform
 import re
 import types
 import uuid
@@ -23,9 +28,12 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
+from .errors import InputError
+
 log = logging.getLogger(__name__)
 
-__all__ = ["content_digest", "device_of", "eval_mode", "model_digest", "plain_settings", "world"]
+__all__ = ["available_devices", "content_digest", "device_description", "device_of", "device_problem", "device_record",
+           "eval_mode", "model_digest", "plain_settings", "resolve_device", "world"]
 
 
 @contextmanager
@@ -50,6 +58,78 @@ def device_of(model: Any) -> torch.device:
         for t in (*model.parameters(), *model.buffers()):
             return t.device
     return torch.device("cpu")
+
+
+_DEVICE_SPEC = re.compile(r"(auto|cpu|cuda)(:\d+)?")
+
+
+def available_devices() -> list[str]:
+    """The devices of this machine by their ``--device`` names: ``cpu``, then ``cuda:0`` ... ``cuda:N-1``."""
+    cuda = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return ["cpu", *(f"cuda:{i}" for i in range(cuda))]
+
+
+def _cuda_index(spec: str) -> int:
+    """The GPU a ``cuda``/``auto`` spec means: ``cuda:N`` is N; plain ``cuda`` is this process's GPU, the
+    ``LOCAL_RANK`` one under torchrun (one GPU per rank), else 0."""
+    _, _, index = spec.partition(":")
+    return int(index) if index else int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def device_problem(spec: Any) -> str | None:
+    """What is wrong with a device spec on this machine (None when it names one of its devices)."""
+    text = str(spec).strip().lower()
+    here = f"this machine has: {', '.join(available_devices())}"
+    match = _DEVICE_SPEC.fullmatch(text)
+    if match is None or (match.group(2) and match.group(1) != "cuda"):
+        return f"not a device: give auto, cpu, cuda or cuda:N ({here})"
+    if text == "cpu" or (text == "auto" and not torch.cuda.is_available()):
+        return None
+    if not torch.cuda.is_available():
+        return f"no CUDA device here (torch {torch.__version__}, CUDA {torch.version.cuda or 'not built in'}); {here}"
+    if _cuda_index(text) >= torch.cuda.device_count():
+        return f"no CUDA device {_cuda_index(text)} here; {here}"
+    return None
+
+
+def resolve_device(spec: Any = "auto") -> torch.device:
+    """The ``torch.device`` of a ``--device`` setting: ``auto`` is CUDA when available, else the CPU;
+    ``cpu``; ``cuda:N``; ``cuda`` (and ``auto`` with CUDA) is ``cuda:LOCAL_RANK`` under torchrun, one GPU
+    per rank, else ``cuda:0``. A ``torch.device`` passes through. Anything else, or a GPU this machine does
+    not have, is one ``InputError`` naming the flag and this machine's devices."""
+    if isinstance(spec, torch.device):
+        spec = str(spec)
+    problem = device_problem(spec)
+    if problem is not None:
+        raise InputError(f"--device {spec!r}: {problem}")
+    text = str(spec).strip().lower()
+    if text == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", _cuda_index("cuda" if text == "auto" else text))
+
+
+def _cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8", errors="replace"):
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
+def device_description(device: Any) -> dict:
+    """What a run records about the device it ran on: type, index, name (the GPU's, or the CPU's model
+    name) and the torch version (with the CUDA version it was built for)."""
+    device = torch.device(device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
+    return {"type": device.type, "index": device.index, "name": name, "torch": torch.__version__,
+            "cuda": torch.version.cuda}
+
+
+def device_record(device: Any) -> dict:
+    """The ``device`` (resolved, e.g. ``cuda:1``) and ``device_description`` keys of a run's config."""
+    return {"device": str(torch.device(device)), "device_description": device_description(device)}
 
 
 def world() -> tuple[int, int]:

@@ -19,6 +19,7 @@ import torch.nn as nn
 
 from .errors import CheckpointError, InputError
 from .fileio import atomic_write_bytes, atomic_write_json
+from .runtime import device_of
 
 __all__ = ["save_weights", "load_weights", "read_metadata", "setup_from_metadata", "check_utf8_path", "cached_weights",
            "check_compatible", "cache_dir", "settings_key"]
@@ -33,8 +34,9 @@ def save_weights(model: nn.Module, path: str | Path, metadata: dict[str, str] | 
     atomic_write_bytes(path, save(tensors, metadata=metadata or {}))
 
 
-def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
-    """Load safetensors weights into `model`; a mismatch says which keys/shapes differ."""
+def load_weights(model: nn.Module, path: str | Path, device: Any = None) -> nn.Module:
+    """Load safetensors weights into `model`, read straight onto `device` (default: where the model's
+    parameters live, so a model moved to a GPU first loads there); a mismatch says which keys/shapes differ."""
     from safetensors.torch import load_file
 
     path = Path(path)
@@ -42,7 +44,7 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
         raise CheckpointError(f"no weights at {path}")
     check_utf8_path(path)
     try:
-        tensors = load_file(str(path))
+        tensors = load_file(str(path), device=str(device if device is not None else device_of(model)))
     except Exception as e:  # safetensors raises its own error types for corrupt files
         raise CheckpointError(f"{path} is not a readable safetensors file ({e}); it may be corrupt") from None
     check_compatible(model.state_dict(), tensors, path)

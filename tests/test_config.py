@@ -123,7 +123,7 @@ def test_every_methods_settings_are_training_settings_and_flags(method):
 OTHER = {"attacks": "fgsm", "measures": "trace", "attack": "fgsm", "name": "other", "nnodes": "2", "model": "mlp",
          "data": "digits", "runs": "elsewhere", "model_kwargs": {"hidden": [8]}, "analyses": ["cka", "probe"],
          "compare": ["a", "b"], "data_dir": "/data", "lr_rules": ["sqrt"], "out": "cmp", "rdzv_endpoint": "h:1",
-         "executor": "ray:auto"}
+         "executor": "ray:auto", "device": "cpu"}
 #: the zoo settings' other values (its --weights is a file, ModelRunSource's is best or last)
 ZOO_OTHER = {"weights": "w.safetensors", "model_dir": "zoo", "zoo_dataset": "imagenet", "zoo_threat": "L2"}
 #: the positional arguments of each command

@@ -5,6 +5,10 @@ Points are dealt out in whole batches (batch k to rank k mod N) and every rank e
 with exactly the composition a single process gives them; attacks are seeded per call and draw their
 random numbers per batch, so the gathered per-point results equal a single-process run on the same
 seed. Each rank keeps its own resumable cells (``cells_dir/rank<r>``), so a killed run resumes per shard.
+
+On GPUs (NCCL) every rank's own GPU is current (``distributed.init_from_env`` sets it), which
+``all_gather_object`` uses for its buffers; the gathered payloads hold CPU tensors only, so a rank unpickles
+no tensor onto another rank's GPU and the gathered report is the same on any device.
 """
 from __future__ import annotations
 
@@ -21,7 +25,20 @@ from ..threat import ThreatModel
 from ..data.batches import materialize
 from .suite import EvaluationReport, RobustnessCurve, build_suite, cascade_check, robustness_curve
 
-__all__ = ["sharded_robustness_curve", "world"]
+__all__ = ["sharded_robustness_curve", "to_cpu", "world"]
+
+
+def to_cpu(value: Any) -> Any:
+    """`value` with every tensor (in nested lists, tuples and dicts) moved to the CPU, for pickling."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {k: to_cpu(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [to_cpu(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(to_cpu(v) for v in value)
+    return value
 
 
 def sharded_robustness_curve(model, data: Any, threat: ThreatModel, eps: Sequence[float], attacks="standard", *,
@@ -44,8 +61,8 @@ def sharded_robustness_curve(model, data: Any, threat: ThreatModel, eps: Sequenc
         local = robustness_curve(model, (x[idx], index_target(target, idx)), threat, eps, attacks, batch_size=batch_size,
                                  sanity=None, progress=progress,
                                  cells_dir=None if cells_dir is None else Path(cells_dir) / f"rank{rank}", **kwargs)
-        payload = [(r.clean_correct, r.robust_correct, r.broken_by, r.attack_time_s, r.metrics, r.examples, r.attack_names)
-                   for r in local.reports]
+        payload = to_cpu([(r.clean_correct, r.robust_correct, r.broken_by, r.attack_time_s, r.metrics, r.examples,
+                           r.attack_names) for r in local.reports])
     else:
         payload = None
     gathered: list = [None] * size

@@ -17,11 +17,12 @@ from ..errors import InputError
 from ..fileio import atomic_torch_save
 from ..oracles import DecisionOracle, ScoreOracle
 from ..runs import Run, write_page
+from ..runtime import device_record, resolve_device
 from ..taskspec import run_task
 from ..threat import ThreatModel
 from .geometry import task_objective
 from ..runs.schema import warn_if_beyond_input_range
-from .job import ModelRunSource, load_model_from_run, load_split, parse_data_spec
+from .job import ModelRunSource, load_model_from_run, load_split, on_device, parse_data_spec
 
 
 class AttackSettings(ModelRunSource):
@@ -71,16 +72,16 @@ def _target(model, attack: Attack, name: str, black_box: bool):
 
 
 def attack_model_run(run_dir: str | Path, settings: AttackSettings, *, runs: str | Path = "runs", name: str | None = None,
-                     save: str | Path | None = None, record: dict | None = None) -> tuple[dict, Run]:
-    """Attack the first ``settings.n`` test points of the model run ``run_dir`` and record it in
+                     save: str | Path | None = None, record: dict | None = None, device: Any = "auto") -> tuple[dict, Run]:
+    """Attack the first ``settings.n`` test points of the model run ``run_dir`` on `device` and record it in
     ``runs/<name>`` (default ``attack-<attack>-<run>``); ``record``: more to record in the config
-    (the CLI's arguments). Returns the summary and the new run."""
-    s = settings
-    model, config = load_model_from_run(run_dir, s.weights, trust_code=s.trust_code)  # creates nothing if no run
+    (the CLI's arguments). Returns the summary and the new run; what it saves is on the CPU."""
+    s, device = settings, resolve_device(device)
+    model, config = load_model_from_run(run_dir, s.weights, trust_code=s.trust_code, device=device)  # no run: nothing made
     name = name or f"attack-{ATTACKS.canonical(s.attack)}-{Path(run_dir).name}"
     # everything that can refuse the input (data, attack and budget, access) before the run is touched
     spec = parse_data_spec(config["data"])
-    test = load_split(spec, "test").subset(s.n)
+    test = on_device(load_split(spec, "test").subset(s.n), device)
     threat = ThreatModel(s.norm, s.eps)
     attack_name, atk, kwargs = build_attack(s.attack, threat, s.seed, **s.options())
     target = _target(model, atk, attack_name, s.black_box)
@@ -94,11 +95,11 @@ def attack_model_run(run_dir: str | Path, settings: AttackSettings, *, runs: str
         out = {**result.summary(), "clean_accuracy": float(clean_ok.float().mean()),
                "robust_accuracy": float(robust.float().mean()), "seconds": round(time.perf_counter() - start, 2)}
         run.write_config({"kind": "attack", "task": run_task(config), "model_run": str(run_dir), "attack": attack_name,
-                          "threat": threat.describe(), **s.model_dump(), **(record or {})})
+                          "threat": threat.describe(), **s.model_dump(), **(record or {}), **device_record(device)})
         run.write_summary(out)
         _write_record(run, out, atk, attack_name, kwargs, run_dir, f"{len(test)} test points of {spec['name']}")
-        atomic_torch_save({"x": test.x, "x_adv": result.x_adv, "y": test.y, "success": result.success},
-                          save or run.path / "adversarial.pt")
+        atomic_torch_save({k: v.cpu() for k, v in {"x": test.x, "x_adv": result.x_adv, "y": test.y,
+                                                     "success": result.success}.items()}, save or run.path / "adversarial.pt")
     return out, run
 
 

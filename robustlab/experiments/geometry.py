@@ -25,11 +25,13 @@ from ..argtypes import name_list
 from ..attacks import PGD
 from ..errors import InputError
 from ..fileio import atomic_write_json, atomic_write_text
+from ..data import Dataset
 from ..geometry import plots
+from ..runtime import resolve_device
 from ..taskspec import RunInputs, get_task, run_task
 from ..threat import ThreatModel
 from ..training import measure
-from .job import ModelRunSource, load_model_from_run, load_split, parse_data_spec
+from .job import ModelRunSource, load_model_from_run, load_split, on_device, parse_data_spec
 from ..runs.rundir import Run, split_run_dir
 
 log = logging.getLogger(__name__)
@@ -117,8 +119,9 @@ def generalisation_gaps(model, train, test, threat: ThreatModel, steps: int = 10
 
 
 def run_inputs(run_dir: str | Path, n: int = 512, eps: float | None = None, which: str = "best",
-               trust_code: bool = False) -> RunInputs:
-    """The model, ``n`` train and ``n`` test points, objective and threat of any task's run.
+               trust_code: bool = False, device: Any = "auto") -> RunInputs:
+    """The model, ``n`` train and ``n`` test points, objective and threat of any task's run, the model
+    and (in-memory) points on `device`.
 
     A task plug-in with a ``run_inputs`` hook (stereo) reads its own runs; otherwise the run is a
     model run (``robustlab train``): its best/last weights, its dataset's splits,
@@ -128,29 +131,34 @@ def run_inputs(run_dir: str | Path, n: int = 512, eps: float | None = None, whic
         raise InputError(f"{run_dir} is not a model run (no such directory); train one with `robustlab train`")
     config = Run(run_dir, create=False).read_config()
     task = get_task(run_task(config))
+    device = resolve_device(device)
     if task.run_inputs is not None:
-        return task.run_inputs(Path(run_dir), config, n=n, eps=eps, which=which, trust_code=trust_code)
-    model, config = load_model_from_run(run_dir, which, trust_code=trust_code)
+        got = task.run_inputs(Path(run_dir), config, n=n, eps=eps, which=which, trust_code=trust_code)
+        moved = [on_device(d, device) if isinstance(d, Dataset) else d for d in (got.train, got.test)]
+        model = got.model.to(device) if isinstance(got.model, torch.nn.Module) else got.model
+        return RunInputs(model, *moved, got.objective, got.threat)
+    model, config = load_model_from_run(run_dir, which, trust_code=trust_code, device=device)
     spec = parse_data_spec(config.get("data", {}))
-    train, test = (load_split(spec, split).subset(n) for split in ("train", "test"))
+    train, test = (on_device(load_split(spec, split).subset(n), device) for split in ("train", "test"))
     return RunInputs(model.eval(), train, test, task_objective(config), _threat(config, eps))
 
 
 def landscape(run_dir: str | Path, measures: str | Sequence[str] = "all", loss: str = "clean", *,
               n: int = 512, eps: float | None = None, attack_steps: int = 10, grid: int = 21, which: str = "best",
-              seed: int = 0, progress: bool = True, figures: bool = True, trust_code: bool = False) -> dict:
+              seed: int = 0, progress: bool = True, figures: bool = True, trust_code: bool = False,
+              device: Any = "auto") -> dict:
     """Compute geometry measures of a model run on ``n`` training points (robust flatness and the
     gaps also on ``n`` test points) and write ``geometry.json`` and figures into the run.
 
     Any task's run (:func:`run_inputs`): the loss is the task objective, the data the run's own.
     ``loss="robust"`` takes every measure on PGD adversarials (re-crafted at each evaluated weight
-    vector for surfaces and sharpness; crafted at the trained weights for the Hessian). Creates
-    nothing unless the run exists; holds the run's lock while it writes.
+    vector for surfaces and sharpness; crafted at the trained weights for the Hessian). Everything runs
+    on `device`. Creates nothing unless the run exists; holds the run's lock while it writes.
     """
     if loss not in ("clean", "robust"):
         raise InputError(f"loss must be 'clean' or 'robust', got {loss!r}")
     todo = _parse(measures)
-    inputs = run_inputs(run_dir, n, eps, which, trust_code)  # InputError if no such run
+    inputs = run_inputs(run_dir, n, eps, which, trust_code, device)  # InputError if no such run
     with Run.writing(*split_run_dir(run_dir), None, create=False) as run:  # any task's run
         return _landscape(run, inputs, todo, loss, attack_steps, grid, which, seed, progress, figures)
 

@@ -29,7 +29,8 @@ from pydantic import Field, field_validator
 from ..data import Dataset, load_dataset
 from ..errors import CheckpointError, InputError
 from ..evaluation.sharded import sharded_robustness_curve
-from ..runtime import world
+from ..runtime import device_of, device_record, resolve_device, world
+from ..targets import target_to
 from ..settings import StrictSettings
 from ..fileio import atomic_torch_save, atomic_write_json
 from ..models import create_model
@@ -63,6 +64,13 @@ def model_for_data(spec: dict, data: Dataset, trust_code: bool = False) -> nn.Mo
     return create_model(name, trust_code=trust_code, **kwargs)
 
 
+def on_device(data: Dataset, device: torch.device) -> Dataset:
+    """`data` with its inputs and targets on `device` (itself when they are there already)."""
+    if data.x.device == device:
+        return data
+    return Dataset(data.x.to(device), target_to(data.y, device), data.name, data.classes)
+
+
 def parse_data_spec(spec: dict | str) -> dict:
     if isinstance(spec, str):
         return {"name": spec, "seed": 0}
@@ -75,8 +83,8 @@ def load_split(spec: dict, split: str) -> Dataset:
 
 
 def train_model_run(run_dir: str | Path, model_spec: dict, data_spec: dict | str, train_cfg: dict,
-                    resume: bool = False, progress: bool = True, trust_code: bool = False) -> dict:
-    """Train one model into `run_dir`; returns its summary.
+                    resume: bool = False, progress: bool = True, trust_code: bool = False, device: Any = "auto") -> dict:
+    """Train one model into `run_dir` on `device` (``runtime.resolve_device``); returns its summary.
 
     Holds the run's lock while it writes (a second writer gets RunLockedError). A resume must name the
     same data, split (data seed), model and method as the stored config."""
@@ -85,7 +93,7 @@ def train_model_run(run_dir: str | Path, model_spec: dict, data_spec: dict | str
     # under DDP every rank runs this; rank 0 writes the run and holds its lock
     ddp_worker = torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank() != 0
     with Run.writing(*split_run_dir(run_dir), "model", lock=not ddp_worker) as run:
-        return _train_model_run(run, model_spec, data_spec, cfg, resume, progress, trust_code)
+        return _train_model_run(run, model_spec, data_spec, cfg, resume, progress, trust_code, resolve_device(device))
 
 
 def _resume_mismatch(stored: dict, model_spec: dict, data_spec: dict, cfg: TrainConfig) -> dict:
@@ -135,7 +143,7 @@ def _check_resume(run: Run, model_spec: dict, data_spec: dict, cfg: TrainConfig,
 
 
 def _train_model_run(run: Run, model_spec: dict, data_spec: dict, cfg: TrainConfig, resume: bool, progress: bool,
-                     trust_code: bool) -> dict:
+                     trust_code: bool, device: torch.device) -> dict:
     _check_resume(run, model_spec, data_spec, cfg, resume)
     state = load_state(run.checkpoints, cfg.fingerprint()) if resume else None  # checks settings and integrity
     if resume and run.read_summary().get("trained"):
@@ -143,10 +151,10 @@ def _train_model_run(run: Run, model_spec: dict, data_spec: dict, cfg: TrainConf
         return run.read_summary()
     torch.manual_seed(cfg.seed)
     train_data, val_data = load_split(data_spec, "train"), load_split(data_spec, "val")
-    model = model_for_data(model_spec, train_data, trust_code=trust_code)
+    model = model_for_data(model_spec, train_data, trust_code=trust_code).to(device)  # train() follows the model
     # a model run trains with the classification objective (TrainConfig's default: cross-entropy)
     run.write_config({"kind": "model", "task": "classification", "model": model_spec, "data": data_spec,
-                      "train": cfg.fingerprint()})
+                      "train": cfg.fingerprint(), **device_record(device)})
     if resume:
         run.rewrite_metrics([r for r in run.read_metrics() if r.get("kind") != "epoch"])
         for rec in (state or {}).get("history", []):
@@ -200,8 +208,10 @@ class TrainSourceSettings(ModelDataSettings):
     dist_timeout: float = Field(300.0, gt=0, description="seconds before a collective gives up")
 
 
-def load_model_from_run(run_dir: str | Path, which: str = "best", trust_code: bool = False) -> tuple[nn.Module, dict]:
-    """The trained model of a model run (``best`` or ``last`` weights) and its config. Creates nothing.
+def load_model_from_run(run_dir: str | Path, which: str = "best", trust_code: bool = False,
+                        device: Any = "auto") -> tuple[nn.Module, dict]:
+    """The trained model of a model run (``best`` or ``last`` weights, read onto `device`) and its config.
+    Creates nothing.
 
     A config naming a ``module:callable`` model is refused unless ``trust_code=True`` (``--trust-code``)."""
     if which not in ("best", "last"):
@@ -213,7 +223,7 @@ def load_model_from_run(run_dir: str | Path, which: str = "best", trust_code: bo
     if config.get("kind") != "model":
         raise InputError(f"{run_dir} is not a model run (no model config.yaml); train one with `robustlab train`")
     if is_zoo_source(config["model"]["name"]):  # one set of weights, from the zoo: `which` does not apply
-        return load_recorded(config["model"]), config
+        return load_recorded(config["model"]).to(resolve_device(device)), config
     path = run.checkpoints / f"{which}.safetensors"
     if not path.exists():
         other = "last" if which == "best" else "best"
@@ -221,22 +231,24 @@ def load_model_from_run(run_dir: str | Path, which: str = "best", trust_code: bo
                 else "; train the model first (robustlab train ... --resume continues a killed run)")
         raise CheckpointError(f"{run_dir} has no {which} weights ({path} is missing){hint}")
     data = load_split(parse_data_spec(config["data"]), "test")
-    model = model_for_data(config["model"], data, trust_code=trust_code)
-    load_weights(model, path)
+    model = model_for_data(config["model"], data, trust_code=trust_code).to(resolve_device(device))
+    load_weights(model, path)  # onto the model's device
     model.eval()
     return model, config
 
 
 def evaluate_model_run(run_dir: str | Path, settings: EvaluationSettings | Sequence[float], which: str = "best", *,
-                       trust_code: bool = False, resume: bool = False, progress: bool = True, **fields) -> dict:
+                       trust_code: bool = False, resume: bool = False, progress: bool = True, device: Any = "auto",
+                       **fields) -> dict:
     """Evaluate a model run on its dataset's test split with ``settings`` (an ``EvaluationSettings``,
-    or the eps list with the other settings as keywords: ``attacks="fgsm", n=5``); writes evaluation.json.
+    or the eps list with the other settings as keywords: ``attacks="fgsm", n=5``) on `device` (the points
+    go where the model is); writes evaluation.json, which records the device.
 
     Every finished (eps, attack, batch) cell is stored under ``evaluation-cells/`` as it completes;
     ``resume=True`` continues a killed evaluation from there (without it, old cells are discarded)."""
     if not isinstance(settings, EvaluationSettings):
         settings = EvaluationSettings(eps=list(settings), **fields)
-    model, config = load_model_from_run(run_dir, which, trust_code=trust_code)
+    model, config = load_model_from_run(run_dir, which, trust_code=trust_code, device=device)
     # under torchrun: rank 0 holds the run's lock and writes the record
     with Run.writing(*split_run_dir(run_dir), "model", create=False, lock=world()[0] == 0) as run:
         return _evaluate(run, model, config, settings, which, resume, progress)
@@ -259,15 +271,16 @@ def zoo_run_name(source: str) -> str:
 
 
 def evaluate_zoo_model(run_dir: str | Path, model_spec: dict, data_spec: dict | str, settings: EvaluationSettings, *,
-                       resume: bool = False, progress: bool = True) -> dict:
+                       resume: bool = False, progress: bool = True, device: Any = "auto") -> dict:
     """Evaluate a zoo model (``{name, kwargs}``, kwargs: ``ZooSettings``) on `data_spec`'s test split into
-    the model run `run_dir`: its config.yaml names the source and the SHA-256 of the weights files."""
+    the model run `run_dir` on `device`: its config.yaml names the source and the SHA-256 of the weights files."""
     if not is_zoo_source(model_spec["name"]):
         raise InputError(f"model {model_spec['name']!r} is not a zoo source (robustbench:<name>, timm:<name>, "
                          "torchvision:<name>); a model of robustlab's own is trained first (robustlab train)")
     data_spec = parse_data_spec(data_spec)
     spec = zoo_spec(model_spec, data_spec["name"], settings.norm)
-    model = create_model(spec["name"], **spec["kwargs"])
+    device = resolve_device(device)
+    model = create_model(spec["name"], **spec["kwargs"]).to(device)
     spec = record_digest(spec)
     config = {"kind": "model", "task": "classification", "model": spec, "data": data_spec}
     writer = world()[0] == 0  # under torchrun: rank 0 holds the run's lock and writes the record
@@ -312,7 +325,7 @@ def _evaluate(run: Run, model, config: dict, settings: EvaluationSettings, which
     out = {
         "norm": norm, "attacks": attacks if isinstance(attacks, str) else [str(a) for a in attacks],
         "weights": which, "n": len(test), "time_s": time.perf_counter() - start, "world_size": size, **curve.to_dict(),
-        "settings": settings.model_dump(),
+        "settings": settings.model_dump(), **device_record(device_of(model)),
     }
     atomic_write_json(run.path / "evaluation.json", out)
     last = curve.reports[-1]
@@ -345,6 +358,7 @@ def read_job_config(path: str | Path, overrides: dict | None = None) -> dict:
 def run_config(path: str | Path, runs_root: str | Path = "runs", resume: bool = False,
                progress: bool = True, overrides: dict | None = None, trust_code: bool = False) -> Path:
     """Run a YAML job: train every model entry, evaluate it, render the report. Returns the job dir.
+    Every model trains and is evaluated on the job's ``device:`` (default ``auto``).
 
     The whole file is validated first; models named ``module:callable`` need ``trust_code=True``."""
     from ..models import is_code_reference
@@ -369,7 +383,8 @@ def _run_job(job: Run, config: dict, resume: bool, progress: bool, trust_code: b
     from ..runs.leaderboard import write_leaderboard
     from ..runs.report import render_report
 
-    job.write_config({"kind": "job", **config})
+    device_spec = str(config.get("device", "auto"))  # each cell resolves it where it runs (a Ray task: its GPU)
+    job.write_config({"kind": "job", **config, **device_record(resolve_device(device_spec))})
     data = parse_data_spec(config.get("data", "mnist"))
     evaluation = EvaluationSettings(**config.get("evaluation", {})).model_dump()
     defaults = config.get("train", {})
@@ -390,11 +405,10 @@ def _run_job(job: Run, config: dict, resume: bool, progress: bool, trust_code: b
             continue
         train_cfg = {**defaults, **entry.get("train", {})}
         common = {"run_dir": str(run_dir), "model_spec": model_spec, "data_spec": data, "evaluation": evaluation,
-                  "resume": resume, "progress": progress}
-        device = str(train_cfg.get("device") or config.get("device") or "auto")
-        cells.append(Cell(f"models/{label}", zoo_cell, common, device=device) if is_zoo_source(model_spec["name"]) else
-                     Cell(f"models/{label}", model_cell, {**common, "train_cfg": train_cfg, "trust_code": trust_code},
-                          device=device))
+                  "resume": resume, "progress": progress, "device": device_spec}
+        cells.append(Cell(f"models/{label}", zoo_cell, common, device=device_spec) if is_zoo_source(model_spec["name"])
+                     else Cell(f"models/{label}", model_cell, {**common, "train_cfg": train_cfg, "trust_code": trust_code},
+                               device=device_spec))
     make_executor(config.get("executor")).run(cells)
     job.write_summary({"models": {label: Run(p).read_summary() for label, p in model_runs.items()}})
     if (job.path / "models").is_dir():  # the job's own model runs (entries naming runs made elsewhere are ranked only)
@@ -404,20 +418,22 @@ def _run_job(job: Run, config: dict, resume: bool, progress: bool, trust_code: b
 
 
 def model_cell(run_dir: str, model_spec: dict, data_spec: dict, train_cfg: dict, evaluation: dict, resume: bool = False,
-               progress: bool = True, trust_code: bool = False) -> None:
-    """One executor cell of a job or sweep: train a model run into `run_dir`, evaluate it with the
-    ``evaluation`` settings (an ``EvaluationSettings`` as a dict) and mark it evaluated in its summary."""
-    train_model_run(run_dir, model_spec, data_spec, train_cfg, resume=resume, progress=progress, trust_code=trust_code)
+               progress: bool = True, trust_code: bool = False, device: str = "auto") -> None:
+    """One executor cell of a job or sweep: train a model run into `run_dir` on `device`, evaluate it with
+    the ``evaluation`` settings (an ``EvaluationSettings`` as a dict) and mark it evaluated in its summary."""
+    train_model_run(run_dir, model_spec, data_spec, train_cfg, resume=resume, progress=progress, trust_code=trust_code,
+                    device=device)
     evaluate_model_run(run_dir, EvaluationSettings(**evaluation), trust_code=trust_code, resume=resume,
-                       progress=progress)
+                       progress=progress, device=device)
     run = Run(run_dir)
     run.write_summary({**run.read_summary(), "evaluated": True})
 
 
 def zoo_cell(run_dir: str, model_spec: dict, data_spec: dict, evaluation: dict, resume: bool = False,
-             progress: bool = True) -> None:
-    """One executor cell of a job: evaluate a zoo model into the model run `run_dir` (``evaluate_zoo_model``)."""
-    evaluate_zoo_model(run_dir, model_spec, data_spec, EvaluationSettings(**evaluation), resume=resume, progress=progress)
+             progress: bool = True, device: str = "auto") -> None:
+    """One executor cell of a job: evaluate a zoo model into the model run `run_dir` on `device` (``evaluate_zoo_model``)."""
+    evaluate_zoo_model(run_dir, model_spec, data_spec, EvaluationSettings(**evaluation), resume=resume, progress=progress,
+                       device=device)
 
 
 def _evaluate_job_run(run_dir: Path, evaluation: EvaluationSettings, resume: bool, progress: bool,
@@ -455,23 +471,24 @@ class BatchSizeSweepSettings(StrictSettings):
 
 def sweep_batch_size(root: str | Path, model_spec: dict, data_spec: dict | str, train_cfg: dict,
                      batch_sizes: list[int], lr_rules: list[str], base_batch: int | None = None,
-                     resume: bool = False, progress: bool = True, executor: ExecutorSettings | None = None) -> Path:
+                     resume: bool = False, progress: bool = True, executor: ExecutorSettings | None = None,
+                     device: Any = "auto") -> Path:
     """The large-batch generalisation experiment (Keskar et al. 2017): train one model per
     (global batch size, LR rule) and record clean and robust generalisation gaps.
 
     LR rules: "constant" keeps the base lr; "linear" scales it by batch / base_batch (Goyal et al.
-    2017); "sqrt" by sqrt(batch / base_batch). Writes ``sweep.json`` and one model run per cell; the
-    cells run on ``executor`` (default: in this process, see ``executors``).
+    2017); "sqrt" by sqrt(batch / base_batch). Writes ``sweep.json`` and one model run per cell, each
+    trained on `device`; the cells run on ``executor`` (default: in this process, see ``executors``).
     """
     root = Path(root)
     with Run.writing(*split_run_dir(root), "sweep", what="sweep name") as sweep:
         return _sweep_batch_size(sweep, model_spec, data_spec, train_cfg, batch_sizes, lr_rules, base_batch, resume,
-                                 progress, executor)
+                                 progress, executor, str(device))
 
 
 def _sweep_batch_size(sweep: Run, model_spec: dict, data_spec: dict | str, train_cfg: dict, batch_sizes: list[int],
                       lr_rules: list[str], base_batch: int | None, resume: bool, progress: bool,
-                      executor: ExecutorSettings | None) -> Path:
+                      executor: ExecutorSettings | None, device: str) -> Path:
     root = sweep.path
     base_batch = base_batch or min(batch_sizes)
     cells, lrs = [], []
@@ -484,12 +501,13 @@ def _sweep_batch_size(sweep: Run, model_spec: dict, data_spec: dict | str, train
             lrs.append((bs, rule, cfg["lr"]))
             cells.append(Cell(f"runs/bs{bs}-{rule}", train_model_run, {
                 "run_dir": str(root / "runs" / f"bs{bs}-{rule}"), "model_spec": model_spec, "data_spec": data_spec,
-                "train_cfg": cfg, "resume": resume, "progress": progress}, device=str(cfg.get("device") or "auto")))
+                "train_cfg": cfg, "resume": resume, "progress": progress, "device": device}, device=device))
     make_executor(executor).run(cells)  # a finished cell is skipped by train_model_run itself on resume
     rows = [_batch_size_row(root / "runs" / f"bs{bs}-{rule}", bs, rule, lr) for bs, rule, lr in lrs]
     atomic_write_json(root / "sweep.json", {"kind": "batch-size sweep", "rows": rows})
     sweep.write_config({"kind": "sweep", "model": model_spec, "data": data_spec, "train": train_cfg,
-                        "batch_sizes": batch_sizes, "lr_rules": lr_rules, "base_batch": base_batch})
+                        "batch_sizes": batch_sizes, "lr_rules": lr_rules, "base_batch": base_batch,
+                        **device_record(resolve_device(device))})
     sweep.write_summary({"rows": rows})
     return root
 

@@ -20,7 +20,7 @@ import html
 import logging
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn as nn
@@ -34,9 +34,9 @@ from ..representations import (ClassGaussian, alignment, class_interpolation, in
                                linear_probe, noise_seed, on_off_manifold, resize, saliency, save_grid,
                                signed_map, synthesize, visualize_feature)
 from ..representations.layers import features, last_linear
-from .job import ModelRunSource, load_model_from_run, load_split, parse_data_spec
+from .job import ModelRunSource, load_model_from_run, load_split, on_device, parse_data_spec
 from ..runs.rundir import Run, split_run_dir
-from ..runtime import eval_mode
+from ..runtime import device_of, device_record, eval_mode, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +185,7 @@ def do_probe(model, test_shape: tuple[int, ...], seed: int = 0, finetune: bool =
 def do_manifold(model, test: Dataset, n: int, eta: float = 0.5, eps: float = 0.1, conditional: bool = True) -> dict:
     if tuple(test.input_shape) != (1, 28, 28):
         raise InputError("the manifold analysis uses the cached MNIST VAE: it needs 1x28x28 inputs")
-    vae = pretrained_vae(VAEConfig(conditional=conditional))
+    vae = pretrained_vae(VAEConfig(conditional=conditional)).to(device_of(model))
     return on_off_manifold(model, vae, test.subset(n), eta=eta, eps=eps)
 
 
@@ -226,19 +226,22 @@ def analyse(model: nn.Module, test: Dataset, train: Dataset, analyses: Sequence[
 
 def represent_run(run_dir: str | Path, analyses: Sequence[str] = DEFAULT_ANALYSES, n: int = 500,
                   compare: Sequence[str | Path] = (), which: str = "best", settings: dict | None = None,
-                  trust_code: bool = False) -> dict:
-    """Run the analyses on a model run; writes representations.json, figures and representations.html.
+                  trust_code: bool = False, device: Any = "auto") -> dict:
+    """Run the analyses on a model run, its models and points on `device`; writes representations.json
+    (which records the device), figures and representations.html.
 
     Creates nothing unless the run (and every ``compare`` run) loads; holds the run's lock while writing.
     ``trust_code`` allows configs naming a ``module:callable`` model (``--trust-code``)."""
-    model, config = load_model_from_run(run_dir, which, trust_code=trust_code)
-    others = {Path(c).name: load_model_from_run(c, which, trust_code=trust_code)[0] for c in compare}
+    device = resolve_device(device)
+    model, config = load_model_from_run(run_dir, which, trust_code=trust_code, device=device)
+    others = {Path(c).name: load_model_from_run(c, which, trust_code=trust_code, device=device)[0] for c in compare}
     spec = parse_data_spec(config["data"])
-    test, train = load_split(spec, "test"), load_split(spec, "train")
+    test, train = (on_device(load_split(spec, split), device) for split in ("test", "train"))
     with Run.writing(*split_run_dir(run_dir), "model", create=False) as run:
         run.figures.mkdir(exist_ok=True)
         result = analyse(model, test, train, list(analyses), run.figures, n, others, settings=settings)
-        out = {"run": str(run.path), "weights": which, "data": spec, "n": min(n, len(test)), "analyses": result}
+        out = {"run": str(run.path), "weights": which, "data": spec, "n": min(n, len(test)), "analyses": result,
+               **device_record(device)}
         atomic_write_json(run.path / "representations.json", out)
         run.log_metrics({"kind": "representations", "analyses": list(analyses)})
         atomic_write_text(run.path / "representations.html", _html(out))

@@ -11,12 +11,13 @@ import io
 import json
 import logging
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from pydantic import Field
 
 from ..errors import InputError
 from ..fileio import atomic_write_bytes, atomic_write_json
+from ..runtime import device_record, resolve_device
 from ..settings import StrictSettings
 from ..runs.rundir import Run, split_run_dir
 from ..runs.schema import ExecutorSettings
@@ -56,8 +57,8 @@ def sweep_cells(eps_list: list[float], trades_betas: list[float], trades_eps: fl
 def sweep_eps(root: str | Path, model_spec: dict, data_spec: dict | str, train_cfg: dict, eps_list: list[float],
               trades_betas: list[float] = (), trades_eps: float | None = None, eval_eps: float | None = None,
               attacks: str = "fast", eval_n: int = 500, resume: bool = False, progress: bool = True,
-              executor: ExecutorSettings | None = None) -> Path:
-    """Train and evaluate every cell (on ``executor``, default in this process; see ``executors``);
+              executor: ExecutorSettings | None = None, device: Any = "auto") -> Path:
+    """Train and evaluate every cell on `device` (on ``executor``, default in this process; see ``executors``);
     writes ``sweep.json`` (rows: method, eps, beta, clean and robust accuracy with its 95% CI,
     training time) and ``figures/pareto.png`` when all cells are done."""
     if not eps_list and not trades_betas:
@@ -69,10 +70,11 @@ def sweep_eps(root: str | Path, model_spec: dict, data_spec: dict | str, train_c
         norm = train_cfg.get("norm", "linf")
         sweep.write_config({"kind": "eps sweep", "model": model_spec, "data": data_spec, "train": train_cfg,
                             "eps": list(eps_list), "trades_betas": list(trades_betas), "trades_eps": trades_eps,
-                            "eval_eps": eval_eps, "attacks": attacks, "eval_n": eval_n})
+                            "eval_eps": eval_eps, "attacks": attacks, "eval_n": eval_n,
+                            **device_record(resolve_device(device))})
         cells = sweep_cells(list(eps_list), list(trades_betas), trades_eps)
         evaluation = {"eps": [0.0, eval_eps], "norm": norm, "attacks": attacks, "n": eval_n}
-        todo = [_eps_cell(root, cell, model_spec, data_spec, train_cfg, eval_eps, evaluation, resume, progress)
+        todo = [_eps_cell(root, cell, model_spec, data_spec, train_cfg, eval_eps, evaluation, resume, progress, str(device))
                 for cell in cells if not (resume and Run(root / "runs" / cell["name"]).read_summary().get("evaluated"))]
         make_executor(executor).run(todo)
         rows = [_eps_row(root / "runs" / cell["name"], cell, eval_eps, norm) for cell in cells]
@@ -86,15 +88,15 @@ def sweep_eps(root: str | Path, model_spec: dict, data_spec: dict | str, train_c
 
 
 def _eps_cell(root: Path, cell: dict, model_spec: dict, data_spec: dict | str, train_cfg: dict, eval_eps: float,
-              evaluation: dict, resume: bool, progress: bool) -> Cell:
+              evaluation: dict, resume: bool, progress: bool, device: str) -> Cell:
     """The executor cell that trains and evaluates one sweep cell (``job.model_cell``)."""
     cfg = {**train_cfg, "method": cell["method"], "eps": cell["eps"] if cell["eps"] > 0 else eval_eps}
     if cell["trades_beta"] is not None:
         cfg["trades_beta"] = cell["trades_beta"]
     kwargs = {"run_dir": str(root / "runs" / cell["name"]), "model_spec": model_spec,
               "data_spec": data_spec, "train_cfg": cfg, "evaluation": evaluation, "resume": resume,
-              "progress": progress}
-    return Cell(f"runs/{cell['name']}", model_cell, kwargs, device=str(cfg.get("device") or "auto"))
+              "progress": progress, "device": device}
+    return Cell(f"runs/{cell['name']}", model_cell, kwargs, device=device)
 
 
 def _eps_row(run_dir: Path, cell: dict, eval_eps: float, norm: str) -> dict:

@@ -21,6 +21,7 @@ from ..argtypes import name_list
 from ..attacks import ATTACKS
 from ..errors import InputError
 from ..evaluation.suite import SUITES
+from ..runtime import device_problem
 from ..settings import SettingsError, StrictSettings
 from ..settings import format_problems as _format
 from ..settings import raise_problems as _raise
@@ -130,13 +131,35 @@ class ExecutorSettings(StrictSettings):
         return v
 
 
+def _check_device(v: str) -> str:
+    problem = device_problem(v)
+    if problem is not None:
+        raise ValueError(problem)
+    return v
+
+
+class DeviceSettings(StrictSettings):
+    """Where a command runs its models, batches, attacks and measures (every verb's ``--device``, a job's
+    or sweep's ``device:`` key); resolved by ``runtime.resolve_device`` and recorded in the run's config."""
+
+    settings_name: ClassVar[str] = "the device setting"
+
+    device: str = Field("auto", description="auto (CUDA when available, else the CPU), cpu, cuda or cuda:N; "
+                                            "under torchrun cuda means cuda:LOCAL_RANK")
+
+    _device = field_validator("device")(_check_device)
+
+
 class JobConfig(_Strict):
     name: Optional[str] = None
     data: Union[str, DataSpec] = "mnist"
+    device: str = "auto"
     train: dict[str, Any] = {}
     models: list[ModelEntry] = Field(min_length=1)
     evaluation: EvaluationSettings = EvaluationSettings()
     executor: ExecutorSettings = ExecutorSettings()
+
+    _device = field_validator("device")(_check_device)
 
     @field_validator("name")
     @classmethod

@@ -2,7 +2,9 @@
 with torch.save, and (re-exported from :mod:`robustlab.weights`) weights as safetensors. All writes atomic.
 
 The resumable state holds only tensors and plain types (dict, list, tuple, str, int, float, bool,
-None) and is read back with ``torch.load(weights_only=True)``: a state file cannot run code.
+None) and is read back with ``torch.load(weights_only=True)``: a state file cannot run code. It is saved
+device-independent (CPU tensors) and read onto the CPU; ``load_state_dict`` then copies it to wherever the
+model and optimizer live.
 """
 from __future__ import annotations
 
@@ -30,9 +32,10 @@ STATE_FILE = "state.pt"
 
 def plain_state(obj: Any) -> Any:
     """`obj` with only tensors and plain types (what ``torch.load(weights_only=True)`` accepts):
-    dataclasses become dicts, numpy arrays tensors, numpy scalars and Paths Python values."""
+    dataclasses become dicts, numpy arrays tensors, numpy scalars and Paths Python values; tensors on a
+    GPU are copied to the CPU, so the file loads on any machine."""
     if isinstance(obj, torch.Tensor):
-        return obj.detach()
+        return obj.detach().cpu()
     if isinstance(obj, (str, int, float, bool)) or obj is None:
         return obj
     if isinstance(obj, dict):
@@ -62,8 +65,8 @@ def save_state(directory: str | Path, state: dict[str, Any]) -> Path:
     return path
 
 
-def load_state(directory: str | Path, fingerprint: dict | None = None) -> dict[str, Any] | None:
-    """The resumable state in `directory`, or None if there is none.
+def load_state(directory: str | Path, fingerprint: dict | None = None, map_location: Any = "cpu") -> dict[str, Any] | None:
+    """The resumable state in `directory` (its tensors on `map_location`), or None if there is none.
 
     Raises CheckpointError if it is corrupt, or if its fingerprint (the settings that must not
     change across a resume) differs from `fingerprint`.
@@ -72,7 +75,7 @@ def load_state(directory: str | Path, fingerprint: dict | None = None) -> dict[s
     if not path.exists():
         return None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         raise CheckpointError(
             f"refusing to load {path}: it holds objects other than tensors and plain types, so loading it "

@@ -13,6 +13,9 @@ from pathlib import Path
 
 from ...argtypes import add_run_args, float_list
 from ...runs.rundir import Run
+from ...runs.schema import DeviceSettings
+from ...runtime import device_record, resolve_device
+from ...settings import add_model_arguments
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +30,7 @@ def add_cli(sub) -> None:
 
     p = s.add_parser("train", help="train the CRNN on rendered lines (cached)")
     add_run_args(p, "ocr-train")
+    add_model_arguments(p, DeviceSettings)
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=3e-3)
@@ -34,6 +38,7 @@ def add_cli(sub) -> None:
 
     p = s.add_parser("attack", help="attack Tesseract or the CRNN on rendered or scanned lines")
     add_run_args(p, "ocr-attack")
+    add_model_arguments(p, DeviceSettings)
     p.add_argument("--target", default="tesseract", choices=["tesseract", "crnn"], help="the recogniser attacked")
     p.add_argument("--model", default="pretrained", help="the CRNN (with --target crnn)")
     p.add_argument("--data", default="synthetic", choices=["synthetic", "clean", "scanned"])
@@ -61,7 +66,7 @@ def add_cli(sub) -> None:
 
 def _start(args, kind: str, extra: dict | None = None) -> Run:
     run = Run(Path(args.runs) / args.name)  # inside run_cli()'s Run.writing
-    run.write_config({"kind": kind, "task": "ocr", **vars(args), **(extra or {})})
+    run.write_config({"kind": kind, "task": "ocr", **vars(args), **(extra or {}), **device_record(args.device)})
     return run
 
 
@@ -73,7 +78,7 @@ def cmd_train(args) -> int:
     setup = CRNNSetup(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
     run = _start(args, "ocr-model", {"setup": asdict(setup)})
     start = time.perf_counter()
-    model = pretrained_crnn(setup, retrain=args.retrain)
+    model = pretrained_crnn(setup, retrain=args.retrain, device=args.device)
     save_crnn(model, setup, run.checkpoints / MODEL_FILE)
     results = {"rendered (200 styled lines)": evaluate_crnn(model, synthetic_lines(200, 999)),
                "rendered (200 plain lines)": evaluate_crnn(model, synthetic_lines(200, 999, styles=False)),
@@ -97,7 +102,7 @@ def cmd_attack(args) -> int:
     from .report import lines_figure, write_html
 
     data = _lines(args.data, args.n)
-    if args.target == "tesseract":
+    if args.target == "tesseract":  # an external program: its lines stay on the CPU
         from .tesseract import TesseractOracle
 
         model = TesseractOracle(workers=args.workers)
@@ -105,13 +110,14 @@ def cmd_attack(args) -> int:
         from .pretrained import load_crnn
 
         model, _ = load_crnn(args.model)
+        model, data = model.to(args.device), data.to(args.device)
     wanted = [change_one_word(t, i) for i, t in enumerate(data.texts)] if args.goal == "targeted" else None
     run = _start(args, "ocr-attack")
     res, metrics = attack_lines(model, data.x, data.texts, attack=args.attack, norm=args.norm, eps=args.eps,
                                 mask=args.mask, budget=args.budget, steps=args.steps, wanted=wanted, seed=args.seed)
     texts = res.texts
     run.write_summary({"metrics": metrics, "texts": texts, "wanted": wanted})
-    lines_figure(run.figures / "lines.png", data.x, res.x_adv, texts["clean"], texts["adversarial"],
+    lines_figure(run.figures / "lines.png", data.x.cpu(), res.x_adv.cpu(), texts["clean"], texts["adversarial"],
                  title=f"{args.attack} on {args.target}, {args.norm} eps={args.eps}, mask {args.mask}")
     rows = [[k, f"{v:.4g}" if isinstance(v, float) else str(v)] for k, v in metrics.items()]
     write_html(run.path / "report.html", f"OCR attack {run.name}", [("metrics", ["", "value"], rows)],
@@ -142,5 +148,6 @@ def run_cli(args) -> int:
     command = {"train": cmd_train, "attack": cmd_attack, "reproduce": cmd_reproduce}[args.ocr_command]
     if args.ocr_command not in KINDS:
         return command(args)
+    args.device = resolve_device(args.device)  # one-line InputError for a device this machine lacks
     with Run.writing(args.runs, args.name, KINDS[args.ocr_command]):
         return command(args)

@@ -67,6 +67,7 @@ def ctc_log_likelihood(log_probs: torch.Tensor, texts: Sequence[str]) -> torch.T
     if log_probs.dim() != 3:
         raise InputError(f"CTC needs per-column log-probabilities [B, T, C], got {tuple(log_probs.shape)}")
     labels, lengths = encode(texts)
+    labels = labels.to(log_probs.device)  # CUDA's CTC wants the targets on the GPU of the log-probabilities
     b, t, _ = log_probs.shape
     in_lengths = torch.full((b,), t, dtype=torch.long)
     nll = F.ctc_loss(log_probs.transpose(0, 1).float(), labels, in_lengths, lengths, blank=BLANK,

@@ -7,6 +7,8 @@ import logging
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+import torch
+
 
 from ...errors import CheckpointError, InputError
 from ...weights import cache_dir, cached_weights, load_weights, save_weights, settings_key, setup_from_metadata
@@ -44,8 +46,9 @@ CRNN_BOUNDS = {"hidden": (1, 1024), "channels": (1, 512), "steps": (1, 10 ** 7),
                "lr": (1e-12, 10.0), "width": (8, 8192), "seed": (0, 2 ** 63 - 1)}
 
 
-def pretrained_crnn(setup: CRNNSetup = CRNNSetup(), cache: str | Path | None = None, retrain: bool = False) -> CRNN:
-    """The trained reference CRNN for `setup` (about 1500 steps; trained and cached on first use)."""
+def pretrained_crnn(setup: CRNNSetup = CRNNSetup(), cache: str | Path | None = None, retrain: bool = False,
+                    device: str | torch.device = "cpu") -> CRNN:
+    """The trained reference CRNN for `setup` (about 1500 steps; trained and cached on first use), on `device`."""
     folder = Path(cache) if cache is not None else cache_dir("ocr")
     path = folder / f"crnn-{setup.key()}.safetensors"
 
@@ -56,7 +59,7 @@ def pretrained_crnn(setup: CRNNSetup = CRNNSetup(), cache: str | Path | None = N
         log.info("CRNN validation (200 styled lines): CER %.2f%%, WER %.2f%%", 100 * val["cer"], 100 * val["wer"])
         return {"final_loss": losses[-1], "validation": val}
 
-    return cached_weights(setup.new_model(), path, train, asdict(setup), retrain)
+    return cached_weights(setup.new_model().to(device), path, train, asdict(setup), retrain)
 
 
 #: training steps of the extra ensemble members (shorter than the reference net's 1500)

@@ -172,6 +172,10 @@ class LineDataset:
     def __len__(self) -> int:
         return len(self.texts)
 
+    def to(self, device: torch.device) -> "LineDataset":
+        """The line images on `device` (the texts stay)."""
+        return LineDataset(self.x.to(device), self.texts, self.name)
+
     def __getitem__(self, idx) -> "LineDataset":
         if isinstance(idx, int):
             idx = slice(idx, idx + 1)

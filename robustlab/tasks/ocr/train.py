@@ -22,6 +22,7 @@ def train_crnn(model: CRNN, steps: int = 1500, batch_size: int = 32, lr: float =
                width: int = 256, progress: bool = True) -> list[float]:
     """Minimise the CTC loss on rendered lines; returns the per-step losses."""
     torch.manual_seed(seed)
+    device = next(model.parameters()).device  # the lines are rendered on the CPU, then go where the model is
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
     model.train()
@@ -30,7 +31,7 @@ def train_crnn(model: CRNN, steps: int = 1500, batch_size: int = 32, lr: float =
     bar = tqdm(range(steps), desc="CRNN", disable=not progress, mininterval=5)
     for i in bar:
         data = synthetic_lines(batch_size, TRAIN_SEED_BASE + 1_000_000 * seed + i, width=width)
-        loss = -ctc_log_likelihood(model(data.x), data.texts).mean() / 10
+        loss = -ctc_log_likelihood(model(data.x.to(device)), data.texts).mean() / 10
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -51,7 +52,7 @@ def read(model: CRNN, x: torch.Tensor, batch_size: int = 64) -> list[str]:
     model.eval()
     out: list[str] = []
     for s in range(0, x.shape[0], batch_size):
-        out.extend(greedy_decode(model(x[s:s + batch_size])))
+        out.extend(greedy_decode(model(x[s:s + batch_size].to(next(model.parameters()).device))))
     return out
 
 

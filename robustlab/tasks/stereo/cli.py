@@ -18,6 +18,9 @@ from ...argtypes import float_list as _floats
 from ...errors import InputError
 from ...fileio import atomic_torch_save
 from ...runs import Run
+from ...runs.schema import DeviceSettings
+from ...runtime import device_record, resolve_device
+from ...settings import add_model_arguments
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +42,7 @@ def add_parser(sub) -> None:
 
     p = s.add_parser("train", help="train the stereo network on procedural scenes (cached)")
     add_run_args(p, "stereo-train")
+    add_model_arguments(p, DeviceSettings)
     p.add_argument("--steps", type=int, default=1600)
     p.add_argument("--scenes", type=int, default=800, help="training scenes")
     p.add_argument("--height", type=int, default=64)
@@ -49,6 +53,7 @@ def add_parser(sub) -> None:
 
     p = s.add_parser("attack", help="attack a stereo model (untargeted or targeted) and show the maps")
     add_run_args(p, "stereo-attack")
+    add_model_arguments(p, DeviceSettings)
     p.add_argument("--model", default="pretrained")
     _data_args(p)
     p.add_argument("--views", default="both", choices=["left", "right", "both", "consistent"])
@@ -63,6 +68,7 @@ def add_parser(sub) -> None:
 
     p = s.add_parser("defend", help="adversarial fine-tuning with LR consistency and local linearity")
     add_run_args(p, "stereo-defend")
+    add_model_arguments(p, DeviceSettings)
     p.add_argument("--model", default="pretrained")
     p.add_argument("--steps", type=int, default=150, help="fine-tuning steps")
     p.add_argument("--eps", type=float, default=0.02)
@@ -74,6 +80,7 @@ def add_parser(sub) -> None:
 
     p = s.add_parser("evaluate", help="EPE / bad-k vs eps curves of one or more models")
     add_run_args(p, "stereo-evaluate")
+    add_model_arguments(p, DeviceSettings)
     p.add_argument("--model", action="append", default=None, help="repeat for several models (default: pretrained)")
     _data_args(p)
     p.add_argument("--eps", type=_floats, default=[0.005, 0.01, 0.02])
@@ -87,21 +94,30 @@ def add_parser(sub) -> None:
     p.add_argument("--finetune-steps", type=int, default=150)
 
 
-def _dataset(name: str, setup, n: int | None):
+def _dataset(name: str, setup, n: int | None, device: torch.device):
+    """The pairs a verb runs on, on `device`."""
     from .data import motorcycle, synthetic_stereo
 
     if name == "synthetic":
-        return synthetic_stereo(n or setup.n_val, setup.h, setup.w, setup.max_disp, seed=999_999)
-    data = motorcycle("full" if name.endswith("-full") else "half")
+        return synthetic_stereo(n or setup.n_val, setup.h, setup.w, setup.max_disp, seed=999_999).to(device)
+    data = motorcycle("full" if name.endswith("-full") else "half").to(device)
     if data.max_disp > setup.max_disp:
         log.warning("the motorcycle pair's disparities reach %d px, beyond the network's max_disp %d",
                     data.max_disp, setup.max_disp)
     return data
 
 
+def _model(spec: str, device: torch.device):
+    """The stereo model `spec` names (``load_stereo_model``) on `device`, and its setup."""
+    from .pretrained import load_stereo_model
+
+    model, setup = load_stereo_model(spec)
+    return model.to(device), setup
+
+
 def _start(args, kind: str, extra: dict) -> Run:
     run = Run(Path(args.runs) / args.name)  # inside run()'s Run.writing
-    run.write_config({"kind": kind, "task": "stereo", **vars(args), **extra})
+    run.write_config({"kind": kind, "task": "stereo", **vars(args), **extra, **device_record(args.device)})
     return run
 
 
@@ -109,8 +125,8 @@ def _maps_figure(run: Run, data, preds: dict, title: str, name: str = "maps.png"
     """The first pair's maps: `preds` maps a label to disparities [B, 1, H, W] of (at least) that pair."""
     from .report import disparity_figure
 
-    disparity_figure(run.figures / name, data.x[0, :3], data.disparity[0, 0], data.mask[0, 0],
-                     {k: v[0, 0] for k, v in preds.items()}, max_disp=data.max_disp, title=title)
+    disparity_figure(run.figures / name, data.x[0, :3].cpu(), data.disparity[0, 0].cpu(), data.mask[0, 0].cpu(),
+                     {k: v[0, 0].cpu() for k, v in preds.items()}, max_disp=data.max_disp, title=title)
     return f"figures/{name}"
 
 
@@ -135,11 +151,11 @@ def cmd_train(args) -> int:
                         lr=args.lr, seed=args.seed)
     run = _start(args, "stereo-model", {"setup": asdict(setup)})
     start = time.perf_counter()
-    model = pretrained_stereo(setup, retrain=args.retrain)
+    model = pretrained_stereo(setup, retrain=args.retrain, device=args.device)
     save_stereo_model(model, setup, run.checkpoints / MODEL_FILE)
-    val = setup.val_data()
+    val = setup.val_data().to(args.device)
     results = {"synthetic validation": evaluate_stereo(model, val)}
-    moto = motorcycle("half") if setup.max_disp >= 31 else None
+    moto = motorcycle("half").to(args.device) if setup.max_disp >= 31 else None
     if moto is not None:
         results["motorcycle (half, zero-shot)"] = evaluate_stereo(model, moto)
     run.write_summary({"setup": asdict(setup), "metrics": results, "seconds": time.perf_counter() - start})
@@ -182,12 +198,11 @@ def _target_map(spec: str, clean: torch.Tensor, data):
 def cmd_attack(args) -> int:
     from .attacks import stereo_attack
     from .metrics import stereo_metrics
-    from .pretrained import load_stereo_model
     from .report import write_report
     from .train import predict
 
-    model, setup = load_stereo_model(args.model)
-    data = _dataset(args.data, setup, args.n)
+    model, setup = _model(args.model, args.device)
+    data = _dataset(args.data, setup, args.n, args.device)
     run = _start(args, "stereo-attack", {"setup": asdict(setup)})
     clean = predict(model, data.x)
     target, target_mask = _target_map(args.target, clean, data)
@@ -202,7 +217,8 @@ def cmd_attack(args) -> int:
         m = target_mask if target_mask is not None else torch.ones_like(target, dtype=torch.bool)
         summary["error_to_target"] = {"clean": stereo_metrics(clean, target, m)["epe"], "attacked": stereo_metrics(attacked, target, m)["epe"]}
         summary["target_reached"] = float(res.success.float().mean())
-    atomic_torch_save({"x_adv": res.x_adv, "target": target}, run.path / "adversarial.pt")
+    atomic_torch_save({"x_adv": res.x_adv.cpu(), "target": None if target is None else target.cpu()},
+                      run.path / "adversarial.pt")
     run.write_summary(summary)
     fig = _maps_figure(run, data, {"clean": clean, f"attacked ({args.views})": attacked},
                        f"{args.method.upper()} eps {args.eps} on {args.views}, target {args.target}")
@@ -220,17 +236,17 @@ def cmd_attack(args) -> int:
 
 def cmd_defend(args) -> int:
     from .defense import DefenseConfig, defend_stereo, evaluate_defense, stereo_checks
-    from .pretrained import MODEL_FILE, load_stereo_model, save_stereo_model
+    from .pretrained import MODEL_FILE, save_stereo_model
     from .report import write_report
 
-    model, setup = load_stereo_model(args.model)
+    model, setup = _model(args.model, args.device)
     cfg = DefenseConfig(steps=args.steps, eps=args.eps, attack_steps=args.attack_steps, adversarial=not args.no_adversarial,
                         lr_consistency=args.lr_consistency, llr=args.llr, seed=args.seed)
     run = _start(args, "stereo-model", {"setup": asdict(setup), "defense": asdict(cfg)})
-    val = setup.val_data()
+    val = setup.val_data().to(args.device)
     before = evaluate_defense(model, val, eps=args.eps, seed=args.seed)
     start = time.perf_counter()
-    history = defend_stereo(model, setup.train_data(), cfg)
+    history = defend_stereo(model, setup.train_data().to(args.device), cfg)
     seconds = time.perf_counter() - start
     save_stereo_model(model, setup, run.checkpoints / MODEL_FILE, defense=str(asdict(cfg)))
     run.rewrite_metrics(history)
@@ -252,7 +268,6 @@ def cmd_defend(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from .attacks import stereo_attack
-    from .pretrained import load_stereo_model
     from .report import curves_figure, write_report
     from ...runs import Cells
     from .train import evaluate_stereo, predict
@@ -262,8 +277,8 @@ def cmd_evaluate(args) -> int:
     cells = Cells(run.path / "cells")
     curves, figs, rows = {}, [], []
     for k, spec in enumerate(specs):
-        model, setup = load_stereo_model(spec)
-        data = _dataset(args.data, setup, args.n)
+        model, setup = _model(spec, args.device)
+        data = _dataset(args.data, setup, args.n, args.device)
         label = "pretrained" if spec == "pretrained" else Path(spec).stem if Path(spec).is_file() else Path(spec).name
         pts = {0.0: cells.get(f"{k}-clean", lambda: evaluate_stereo(model, data))}
         x_adv = {}
@@ -311,5 +326,6 @@ def run(args) -> int:
     """Run one stereo verb through ``Run.writing`` (name checked, run lock held, links refused)."""
     if args.stereo_command == "reproduce":
         return COMMANDS[args.stereo_command](args)
+    args.device = resolve_device(args.device)  # one-line InputError for a device this machine lacks
     with Run.writing(args.runs, args.name, KINDS[args.stereo_command]):
         return COMMANDS[args.stereo_command](args)

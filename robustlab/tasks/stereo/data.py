@@ -144,6 +144,10 @@ class StereoDataset:
     def right(self) -> torch.Tensor:
         return self.x[:, 3:]
 
+    def to(self, device: torch.device) -> "StereoDataset":
+        """The pairs, disparities and masks on `device`."""
+        return StereoDataset(self.x.to(device), self.disparity.to(device), self.mask.to(device), self.max_disp, self.name)
+
     def take(self, idx: torch.Tensor) -> "StereoDataset":
         """The pairs at ``idx`` (a new dataset)."""
         return StereoDataset(self.x[idx], self.disparity[idx], self.mask[idx], self.max_disp, self.name)

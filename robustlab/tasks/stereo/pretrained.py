@@ -59,8 +59,9 @@ STEREO_BOUNDS = {"h": (8, 4096), "w": (8, 4096), "max_disp": (1, 512), "n_train"
                  "hidden": (1, 1024), "seed": (0, 2 ** 63 - 1)}
 
 
-def pretrained_stereo(setup: StereoSetup = StereoSetup(), cache: str | Path | None = None, retrain: bool = False) -> StereoNet:
-    """The trained reference network for `setup` (trained and cached on first use)."""
+def pretrained_stereo(setup: StereoSetup = StereoSetup(), cache: str | Path | None = None, retrain: bool = False,
+                      device: str | torch.device = "cpu") -> StereoNet:
+    """The trained reference network for `setup` (trained and cached on first use), on `device`."""
     folder = Path(cache) if cache is not None else cache_dir("stereo")
     path = folder / f"stereonet-{setup.key()}.safetensors"
 
@@ -71,7 +72,7 @@ def pretrained_stereo(setup: StereoSetup = StereoSetup(), cache: str | Path | No
                               seed=setup.seed)
         return {"final_loss": losses[-1]}
 
-    return cached_weights(setup.new_model(), path, train, asdict(setup), retrain)
+    return cached_weights(setup.new_model().to(device), path, train, asdict(setup), retrain)
 
 
 MODEL_FILE = "stereonet.safetensors"

@@ -20,6 +20,7 @@ def train_stereo(model: StereoNet, data: StereoDataset, steps: int = 800, batch_
                  seed: int = 0) -> list[float]:
     """Adam (one-cycle schedule) on the smooth-L1 disparity error over valid pixels; returns the loss per step."""
     gen = torch.Generator().manual_seed(seed)
+    device = next(model.parameters()).device  # batches go where the model is
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     if steps >= 20:
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
@@ -30,6 +31,7 @@ def train_stereo(model: StereoNet, data: StereoDataset, steps: int = 800, batch_
     start = time.perf_counter()
     while len(losses) < steps:
         for x, (disp, mask) in data.batches(batch_size, shuffle=True, generator=gen):
+            x, disp, mask = (t.to(device) for t in (x, disp, mask))
             pred = model(x)
             loss = F.smooth_l1_loss(pred[mask], disp[mask])
             opt.zero_grad()
