@@ -326,6 +326,7 @@ def _evaluate(run: Run, model, config: dict, settings: EvaluationSettings, which
         "norm": norm, "attacks": attacks if isinstance(attacks, str) else [str(a) for a in attacks],
         "weights": which, "n": len(test), "time_s": time.perf_counter() - start, "world_size": size, **curve.to_dict(),
         "settings": settings.model_dump(), **device_record(device_of(model)),
+        "precision": "float32",  # evaluate() turns autocast off (robustlab.evaluation.suite)
     }
     atomic_write_json(run.path / "evaluation.json", out)
     last = curve.reports[-1]
@@ -395,9 +396,11 @@ def _run_job(job: Run, config: dict, resume: bool, progress: bool, trust_code: b
         model_spec = entry.pop("model", {"name": "fast_mnist"})
         if isinstance(model_spec, str):
             model_spec = {"name": model_spec}
-        if entry.get("run"):  # a model run made elsewhere: evaluated where it is
-            model_runs[label] = _evaluate_job_run(Path(entry["run"]), EvaluationSettings(**evaluation), resume, progress,
-                                                  trust_code)
+        if entry.get("run"):  # a model run made elsewhere (e.g. one of many checkpoints): evaluated where it is
+            model_runs[label] = Path(entry["run"])
+            cells.append(Cell(f"run {entry['run']}", run_cell, {
+                "run_dir": entry["run"], "evaluation": evaluation, "resume": resume, "progress": progress,
+                "trust_code": trust_code, "device": device_spec}, device=device_spec))
             continue
         run_dir = job.path / "models" / label
         model_runs[label] = run_dir
@@ -436,15 +439,16 @@ def zoo_cell(run_dir: str, model_spec: dict, data_spec: dict, evaluation: dict, 
                        device=device)
 
 
-def _evaluate_job_run(run_dir: Path, evaluation: EvaluationSettings, resume: bool, progress: bool,
-                      trust_code: bool) -> Path:
-    """A job's ``run:`` entry: evaluate that model run in place with the job's settings (as ``robustlab
-    evaluate RUN`` does); with ``resume``, a run already evaluated with these settings is kept."""
-    done = run_dir / "evaluation.json"
-    if resume and done.exists() and json.loads(done.read_text()).get("settings") == evaluation.model_dump():
-        return run_dir
-    evaluate_model_run(run_dir, evaluation, trust_code=trust_code, resume=resume, progress=progress)
-    return run_dir
+def run_cell(run_dir: str, evaluation: dict, resume: bool = False, progress: bool = True, trust_code: bool = False,
+             device: str = "auto") -> None:
+    """One executor cell of a job's ``run:`` entry: evaluate that model run in place on `device` with the
+    job's settings (as ``robustlab evaluate RUN`` does); with ``resume``, a run already evaluated with
+    these settings is kept."""
+    done = Path(run_dir) / "evaluation.json"
+    if resume and done.exists() and json.loads(done.read_text()).get("settings") == evaluation:
+        return
+    evaluate_model_run(run_dir, EvaluationSettings(**evaluation), trust_code=trust_code, resume=resume,
+                       progress=progress, device=device)
 
 
 def _merge(base: dict, over: dict) -> dict:

@@ -76,7 +76,7 @@ def leaderboard_html(rows: list[dict], title: str) -> str:
             "<style>body{font-family:sans-serif}td,th{padding:4px 10px;text-align:left}"
             "tr:nth-child(even){background:#f3f3f3}</style></head><body>"
             f"<h1>{html.escape(title)}</h1><p>Ranked by robust accuracy at the largest eps, then clean accuracy "
-            "(as RobustBench ranks). 95% Wilson score intervals.</p>"
+            "(as RobustBench ranks). 95% Wilson score intervals. Every evaluation runs in float32 (autocast off).</p>"
             f"<table><tr>{head}</tr>{body}</table></body></html>\n")
 
 
