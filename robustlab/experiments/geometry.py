@@ -23,6 +23,7 @@ from pydantic import Field
 from .. import geometry as G
 from ..argtypes import name_list
 from ..attacks import PGD
+from ..data import in_memory
 from ..errors import InputError
 from ..fileio import atomic_write_json, atomic_write_text
 from ..geometry import plots
@@ -132,7 +133,7 @@ def run_inputs(run_dir: str | Path, n: int = 512, eps: float | None = None, whic
         return task.run_inputs(Path(run_dir), config, n=n, eps=eps, which=which, trust_code=trust_code)
     model, config = load_model_from_run(run_dir, which, trust_code=trust_code)
     spec = parse_data_spec(config.get("data", {}))
-    train, test = (load_split(spec, split).subset(n) for split in ("train", "test"))
+    train, test = (in_memory(load_split(spec, split), n) for split in ("train", "test"))  # streamed: first n
     return RunInputs(model.eval(), train, test, task_objective(config), _threat(config, eps))
 
 

@@ -22,7 +22,7 @@ import torch.nn as nn
 import yaml
 from pydantic import Field, field_validator
 
-from ..data import Dataset, load_dataset
+from ..data import AnyDataset, Dataset, load_dataset
 from ..errors import CheckpointError, InputError
 from ..evaluation.sharded import sharded_robustness_curve
 from ..runtime import world
@@ -63,8 +63,9 @@ def parse_data_spec(spec: dict | str) -> dict:
     return {"seed": 0, **spec}
 
 
-def load_split(spec: dict, split: str) -> Dataset:
-    """One split ("train", "val", "test") of the dataset a parsed data spec names (see ``parse_data_spec``)."""
+def load_split(spec: dict, split: str) -> AnyDataset:
+    """One split ("train", "val", "test") of the dataset a parsed data spec names (see ``parse_data_spec``):
+    in memory, or streamed from disk for ``imagefolder:`` / ``imagenet:`` sources (``robustlab.data``)."""
     return load_dataset(spec["name"], split, seed=spec.get("seed", 0), data_dir=spec.get("data_dir"))
 
 
@@ -182,7 +183,9 @@ class ModelDataSettings(StrictSettings):
     """The model to train and the data it is trained on."""
 
     model: str = Field("fast_mnist", description="registered model name or package.module:callable")
-    data: str = Field("mnist", description="dataset name or path (.npz, image folder, IDX dir, CIFAR dir)")
+    data: str = Field("mnist", description="dataset name, path (.npz, image folder, IDX dir, CIFAR dir) or spec: "
+                                           "cifar10:PATH, cifar100:PATH, mnist:PATH (in memory), imagefolder:PATH, "
+                                           "imagenet:PATH (streamed; ?size=224&workers=8)")
 
 
 class TrainSourceSettings(ModelDataSettings):
