@@ -150,6 +150,11 @@ def test_train_and_evaluate_a_streamed_folder_through_the_cli(folder, tmp_path, 
     assert code == 0, err
     metrics = [r for r in rl.runs.Run(tmp_path / "folder").read_metrics() if r.get("kind") == "epoch"]
     assert [r["epoch"] for r in metrics] == [1, 2] and all(0 <= r["train_acc"] <= 1 for r in metrics)
+    again = ["--model", "mlp", "--model-kwargs", '{"hidden": [16]}', "--epochs", "2", "--batch-size", "4", "--eval-n",
+             "4", "--eval-steps", "2", "--runs", tmp_path, "--name", "folder", "--resume"]
+    assert cli(capsys, "train", "--data", f"imagefolder:{folder}?workers=0&size=16", *again)[0] == 0  # same data
+    code, out, err = cli(capsys, "train", "--data", f"imagefolder:{folder}?size=8", *again)
+    assert code == 2 and "size=8" in err
     code, out, err = cli(capsys, "evaluate", tmp_path / "folder", "--eps", "0,0.03", "--attacks", "fgsm",
                          "--n", "2", "--batch-size", "1")
     assert code == 0, err
@@ -183,3 +188,13 @@ def test_imagenet_tree_and_cifar10_spec(tmp_path):
     assert len(load_dataset(f"cifar10:{cifar}", "train")) == 18
     with pytest.raises(InputError, match="no such folder"):
         load_dataset(f"cifar10:{tmp_path / 'nowhere'}", "test")
+
+
+def test_an_unreadable_image_is_one_clear_error_from_any_worker(tmp_path):
+    root = _write_folder(tmp_path / "broken", per_class=2)
+    (root / "bee" / "img01.png").write_bytes(b"not a png")
+    for workers in (0, 2):
+        data = load_dataset(f"imagefolder:{root}?size=8&workers={workers}", "all")
+        with pytest.raises(InputError) as e:
+            list(data.batches(6))
+        assert str(e.value).startswith(f"{root / 'bee' / 'img01.png'}: cannot read this image") and "\n" not in str(e.value)

@@ -35,7 +35,7 @@ from ..settings import StrictSettings
 from .formats import IMAGE_SUFFIXES
 from .splits import holdout_index
 
-__all__ = ["StreamSettings", "StreamingDataset", "ImageList", "list_image_folder", "load_stream", "STREAM_SOURCES",
+__all__ = ["StreamSettings", "StreamingDataset", "data_identity", "ImageList", "list_image_folder", "load_stream", "STREAM_SOURCES",
            "center_crop", "resize_short_side", "random_resized_crop", "eval_transform", "train_transform",
            "NotInMemoryError"]
 
@@ -65,6 +65,17 @@ def parse_stream_spec(rest: str) -> tuple[Path, StreamSettings]:
         raise InputError(f"bad data spec query {query!r}: write key=value pairs joined by '&', e.g. "
                          "imagefolder:DIR?size=224&workers=4") from None
     return Path(path), StreamSettings(**dict(pairs))
+
+
+def data_identity(name: str) -> str:
+    """`name` without the settings that do not change the data it gives (a streamed source's
+    ``workers``): two runs whose names have the same identity read the same points (a resume check)."""
+    source, colon, rest = str(name).partition(":")
+    if not (colon and source.lower() in STREAM_SOURCES and "?" in rest):
+        return name
+    path, _, query = rest.partition("?")
+    kept = [(k, v) for k, v in urllib.parse.parse_qsl(query, keep_blank_values=True) if k != "workers"]
+    return f"{source}:{path}" + (f"?{urllib.parse.urlencode(sorted(kept))}" if kept else "")
 
 
 # ----- the two transforms ------------------------------------------------------------------------------
@@ -136,6 +147,18 @@ def train_transform(image, size: int, rng: np.random.Generator) -> torch.Tensor:
     return to_chw(image)
 
 
+def open_image(path: str, mode: str | None = None):
+    """The image at `path` (PIL; decoded and converted to `mode` when given, else only its header
+    read); InputError naming the file when it is not a readable image."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im if mode is None else im.convert(mode)
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        raise InputError(f"{path}: cannot read this image ({type(e).__name__}: {e})") from None
+
+
 # ----- listing ---------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -193,8 +216,7 @@ def _list_images(root: Path, folders: list[str], classes: list[str] | None) -> I
         labels += [classes.index(name)] * len(files)
     if not paths:
         raise InputError(f"{root}: no images found (suffixes {', '.join(sorted(IMAGE_SUFFIXES))})")
-    with Image.open(paths[0]) as first:
-        mode = "L" if first.mode in ("1", "L", "I", "I;16", "F") else "RGB"
+    mode = "L" if open_image(paths[0]).mode in ("1", "L", "I", "I;16", "F") else "RGB"
     return ImageList(tuple(paths), np.asarray(labels, dtype=np.int64), tuple(classes), mode)
 
 
@@ -210,14 +232,7 @@ class _DecodedImages(torch.utils.data.Dataset):
         return len(self.files.paths)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        from PIL import Image
-
-        path = self.files.paths[i]
-        try:
-            with Image.open(path) as im:
-                im = im.convert(self.files.mode)
-        except (OSError, ValueError, Image.DecompressionBombError) as e:
-            raise InputError(f"{path}: cannot decode this image ({type(e).__name__}: {e})") from None
+        im = open_image(self.files.paths[i], self.files.mode)
         if self.augment_seed is None:
             x = eval_transform(im, self.size)
         else:
@@ -293,8 +308,11 @@ class StreamingDataset:
             _DecodedImages(self.files, self.settings.size, seed), batch_sampler=[b for b in batch_files if b],
             num_workers=workers, pin_memory=pin_memory and torch.cuda.is_available(),
             prefetch_factor=2 if workers else None)
-        for xb, yb in loader:
-            yield xb, yb
+        try:
+            for xb, yb in loader:
+                yield xb, yb
+        except InputError as e:  # from a worker: its message holds the worker's traceback; keep the error's line
+            raise InputError(str(e).strip().splitlines()[-1].split("InputError: ", 1)[-1]) from None
 
 
 def load_stream(kind: str, rest: str, split: str, seed: int, val_fraction: float) -> StreamingDataset:

@@ -23,6 +23,7 @@ import yaml
 from pydantic import Field, field_validator
 
 from ..data import AnyDataset, Dataset, load_dataset
+from ..data.streaming import data_identity
 from ..errors import CheckpointError, InputError
 from ..evaluation.sharded import sharded_robustness_curve
 from ..runtime import world
@@ -91,7 +92,7 @@ def _resume_mismatch(stored: dict, model_spec: dict, data_spec: dict, cfg: Train
 
     def data_key(spec):
         spec = parse_data_spec(spec or {})
-        return {"name": spec.get("name"), "seed": spec.get("seed", 0), "data_dir": spec.get("data_dir")}
+        return {"name": data_identity(spec.get("name")), "seed": spec.get("seed", 0), "data_dir": spec.get("data_dir")}
 
     diff = {}
     if model_key(stored.get("model")) != model_key(model_spec):
