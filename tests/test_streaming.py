@@ -198,3 +198,19 @@ def test_an_unreadable_image_is_one_clear_error_from_any_worker(tmp_path):
         with pytest.raises(InputError) as e:
             list(data.batches(6))
         assert str(e.value).startswith(f"{root / 'bee' / 'img01.png'}: cannot read this image") and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="CUDA is not available on this machine"))])
+def test_batches_at_pins_memory_for_a_gpu_and_keeps_the_values(folder, device):
+    streamed = load_dataset(f"imagefolder:{folder}?size=8&workers=2", "all")
+    memory = in_memory(streamed, len(streamed))
+    idx = [torch.tensor([4, 1]), torch.tensor([0, 17, 9])]
+    for data in (streamed, memory):
+        plain = list(data.batches_at(idx))
+        pinned = list(data.batches_at(idx, pin_memory=device == "cuda"))
+        for (x0, y0), (x1, y1) in zip(plain, pinned):
+            assert x1.is_pinned() == (device == "cuda")
+            assert torch.equal(x0, x1) and torch.equal(y0, y1)
+            assert torch.equal(x1.to(device, non_blocking=True).cpu(), x0)
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(streamed.batches_at(idx), memory.batches_at(idx)))

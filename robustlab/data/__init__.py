@@ -28,7 +28,7 @@ from ..errors import InputError, unknown_name
 from . import formats
 from .batches import batch_list, first_batches, iterate_batches, materialize
 from .splits import holdout_index, split_pool
-from .streaming import STREAM_SOURCES, StreamingDataset, load_stream
+from .streaming import STREAM_SOURCES, StreamingDataset, data_identity, load_stream
 from ..registry import Registry
 from ..targets import index_target
 from .shapes import SHAPE_CLASSES, generate_shapes
@@ -216,5 +216,5 @@ def _load_path(path: Path, split: str, seed: int, val_fraction: float) -> Datase
     return _holdout(x, y, split, seed, val_fraction, path.name, classes, has_test=False)
 
 
-__all__ = ["Dataset", "StreamingDataset", "AnyDataset", "in_memory", "load_dataset", "list_datasets", "formats", "generate_shapes", "iterate_batches", "first_batches",
+__all__ = ["Dataset", "StreamingDataset", "AnyDataset", "in_memory", "data_identity", "load_dataset", "list_datasets", "formats", "generate_shapes", "iterate_batches", "first_batches",
            "materialize", "batch_list"]

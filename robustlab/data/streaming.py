@@ -309,10 +309,17 @@ class StreamingDataset:
             num_workers=workers, pin_memory=pin_memory and torch.cuda.is_available(),
             prefetch_factor=2 if workers else None)
         try:
-            for xb, yb in loader:
-                yield xb, yb
+            batches = iter(loader)
+            pending = next(batches, None)
+            while pending is not None:
+                # one batch ahead: reading past the last one ends the workers now, not when this generator is collected
+                following = next(batches, None)
+                yield pending[0], pending[1]
+                pending = following
         except InputError as e:  # from a worker: its message holds the worker's traceback; keep the error's line
-            raise InputError(str(e).strip().splitlines()[-1].split("InputError: ", 1)[-1]) from None
+            message = str(e).strip().splitlines()[-1].split("InputError: ", 1)[-1]
+            e.__traceback__ = batches = None  # drop the loader: its workers end now, not when the error is collected
+            raise InputError(message) from None
 
 
 def load_stream(kind: str, rest: str, split: str, seed: int, val_fraction: float) -> StreamingDataset:

@@ -22,8 +22,7 @@ import torch.nn as nn
 import yaml
 from pydantic import Field, field_validator
 
-from ..data import AnyDataset, Dataset, load_dataset
-from ..data.streaming import data_identity
+from ..data import AnyDataset, Dataset, data_identity, load_dataset
 from ..errors import CheckpointError, InputError
 from ..evaluation.sharded import sharded_robustness_curve
 from ..runtime import world
