@@ -164,6 +164,8 @@ def test_train_and_evaluate_a_streamed_folder_through_the_cli(folder, tmp_path, 
                          "--runs", tmp_path)
     assert code == 0, err
     assert torch.load(tmp_path / "attack-fgsm-folder" / "adversarial.pt")["x"].shape == (2, 3, 16, 16)
+    code, out, err = cli(capsys, "represent", tmp_path / "folder", "--analyses", "cka")  # needs whole splits in memory
+    assert code == 2 and "robustlab represent needs the whole" in err and "Traceback" not in err
 
 
 def test_imagenet_tree_and_cifar10_spec(tmp_path):
