@@ -47,8 +47,9 @@ def test_listing_labels_and_splits(folder):
     assert tr.input_shape == (3, 16, 16) and tr.name == "shapes3"
     assert sorted(np.concatenate([splits[s].index for s in ("train", "val", "test")]).tolist()) == list(range(18))
     files = tr.files
-    assert list(files.paths) == sorted(files.paths) and files.labels.tolist() == [0] * 6 + [1] * 6 + [2] * 6
-    assert all(f"/{CLASSES[y]}/" in files.paths[i] for i, y in zip(tr.index, tr.labels.tolist()))
+    paths = [files.path(i) for i in range(len(files))]
+    assert paths == sorted(paths) and files.labels.tolist() == [0] * 6 + [1] * 6 + [2] * 6
+    assert all(f"/{CLASSES[y]}/" in paths[i] for i, y in zip(tr.index, tr.labels.tolist()))
     x, y = next(splits["all"].batches(18))
     assert x.shape == (18, 3, 16, 16) and x.dtype == torch.float32 and 0 <= x.min() and x.max() <= 1
     assert torch.equal(y, splits["all"].labels)

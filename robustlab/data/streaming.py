@@ -21,6 +21,7 @@ worker; every other read resizes the short side to ``round(size * 256 / 224)`` a
 from __future__ import annotations
 
 import math
+import os
 import urllib.parse
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -164,12 +165,20 @@ def open_image(path: str, mode: str | None = None):
 @dataclass(frozen=True)
 class ImageList:
     """The image files of one split (sorted by class, then file name), their class indices, the
-    class names, and the PIL mode every image is converted to."""
+    class names, and the PIL mode every image is converted to. The paths are one numpy array of
+    bytes, not a list of str: forked DataLoader workers then share it without copying (reading a
+    Python object writes its reference count, which copies its memory page into every worker)."""
 
-    paths: tuple[str, ...]
+    paths: np.ndarray
     labels: np.ndarray
     classes: tuple[str, ...]
     mode: str = "RGB"
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def path(self, i: int) -> str:
+        return os.fsdecode(self.paths[i])
 
 
 def class_folders(root: Path) -> list[str]:
@@ -212,12 +221,12 @@ def _list_images(root: Path, folders: list[str], classes: list[str] | None) -> I
     paths, labels = [], []
     for name in folders:
         files = sorted(f.name for f in (root / name).iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
-        paths += [str(root / name / f) for f in files]
+        paths += [os.fsencode(root / name / f) for f in files]
         labels += [classes.index(name)] * len(files)
     if not paths:
         raise InputError(f"{root}: no images found (suffixes {', '.join(sorted(IMAGE_SUFFIXES))})")
-    mode = "L" if open_image(paths[0]).mode in ("1", "L", "I", "I;16", "F") else "RGB"
-    return ImageList(tuple(paths), np.asarray(labels, dtype=np.int64), tuple(classes), mode)
+    mode = "L" if open_image(os.fsdecode(paths[0])).mode in ("1", "L", "I", "I;16", "F") else "RGB"
+    return ImageList(np.array(paths, dtype=bytes), np.asarray(labels, dtype=np.int64), tuple(classes), mode)
 
 
 # ----- the data set ----------------------------------------------------------------------------------
@@ -229,10 +238,10 @@ class _DecodedImages(torch.utils.data.Dataset):
         self.files, self.size, self.augment_seed = files, size, augment_seed
 
     def __len__(self) -> int:
-        return len(self.files.paths)
+        return len(self.files)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        im = open_image(self.files.paths[i], self.files.mode)
+        im = open_image(self.files.path(i), self.files.mode)
         if self.augment_seed is None:
             x = eval_transform(im, self.size)
         else:
@@ -332,11 +341,11 @@ def load_stream(kind: str, rest: str, split: str, seed: int, val_fraction: float
                 raise InputError(f"{root}: an ImageNet-style tree needs {root / sub}/<class>/<image> (train and val)")
         if split == "test":
             files = list_image_folder(root / "val", class_folders(root / "train"))
-            return StreamingDataset(files, np.arange(len(files.paths)), root.name, settings)
+            return StreamingDataset(files, np.arange(len(files)), root.name, settings)
         files = list_image_folder(root / "train")
     elif kind == "imagefolder":
         files = list_image_folder(root)
     else:
         raise InputError(f"unknown streamed source {kind!r}; known: {', '.join(STREAM_SOURCES)}")
-    index = holdout_index(len(files.paths), split, seed, val_fraction, str(root), has_test=kind == "imagenet")
+    index = holdout_index(len(files), split, seed, val_fraction, str(root), has_test=kind == "imagenet")
     return StreamingDataset(files, index, root.name, settings, augment=split in ("train", "all"))
