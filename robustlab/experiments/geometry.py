@@ -23,6 +23,7 @@ from pydantic import Field
 from .. import geometry as G
 from ..argtypes import name_list
 from ..attacks import PGD
+from ..data import in_memory
 from ..errors import InputError
 from ..fileio import atomic_write_json, atomic_write_text
 from ..data import Dataset
@@ -139,7 +140,7 @@ def run_inputs(run_dir: str | Path, n: int = 512, eps: float | None = None, whic
         return RunInputs(model, *moved, got.objective, got.threat)
     model, config = load_model_from_run(run_dir, which, trust_code=trust_code, device=device)
     spec = parse_data_spec(config.get("data", {}))
-    train, test = (on_device(load_split(spec, split).subset(n), device) for split in ("train", "test"))
+    train, test = (on_device(in_memory(load_split(spec, split), n), device) for split in ("train", "test"))  # streamed: first n
     return RunInputs(model.eval(), train, test, task_objective(config), _threat(config, eps))
 
 

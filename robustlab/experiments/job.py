@@ -26,7 +26,7 @@ import torch.nn as nn
 import yaml
 from pydantic import Field, field_validator
 
-from ..data import Dataset, load_dataset
+from ..data import AnyDataset, Dataset, data_identity, load_dataset
 from ..errors import CheckpointError, InputError
 from ..evaluation.sharded import sharded_robustness_curve
 from ..runtime import device_of, device_record, resolve_device, world
@@ -77,8 +77,9 @@ def parse_data_spec(spec: dict | str) -> dict:
     return {"seed": 0, **spec}
 
 
-def load_split(spec: dict, split: str) -> Dataset:
-    """One split ("train", "val", "test") of the dataset a parsed data spec names (see ``parse_data_spec``)."""
+def load_split(spec: dict, split: str) -> AnyDataset:
+    """One split ("train", "val", "test") of the dataset a parsed data spec names (see ``parse_data_spec``):
+    in memory, or streamed from disk for ``imagefolder:`` / ``imagenet:`` sources (``robustlab.data``)."""
     return load_dataset(spec["name"], split, seed=spec.get("seed", 0), data_dir=spec.get("data_dir"))
 
 
@@ -104,7 +105,7 @@ def _resume_mismatch(stored: dict, model_spec: dict, data_spec: dict, cfg: Train
 
     def data_key(spec):
         spec = parse_data_spec(spec or {})
-        return {"name": spec.get("name"), "seed": spec.get("seed", 0), "data_dir": spec.get("data_dir")}
+        return {"name": data_identity(spec.get("name")), "seed": spec.get("seed", 0), "data_dir": spec.get("data_dir")}
 
     diff = {}
     if model_key(stored.get("model")) != model_key(model_spec):
@@ -196,7 +197,9 @@ class ModelDataSettings(StrictSettings):
     """The model to train and the data it is trained on."""
 
     model: str = Field("fast_mnist", description="registered model name or package.module:callable")
-    data: str = Field("mnist", description="dataset name or path (.npz, image folder, IDX dir, CIFAR dir)")
+    data: str = Field("mnist", description="dataset name, path (.npz, image folder, IDX dir, CIFAR dir) or spec: "
+                                           "cifar10:PATH, cifar100:PATH, mnist:PATH (in memory), imagefolder:PATH, "
+                                           "imagenet:PATH (streamed; ?size=224&workers=8)")
 
 
 class TrainSourceSettings(ModelDataSettings):

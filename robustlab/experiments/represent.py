@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 from pydantic import Field
 
-from ..data import Dataset, load_dataset
+from ..data import Dataset, in_memory, load_dataset
 from ..errors import InputError
 from ..fileio import atomic_write_json, atomic_write_text
 from ..models.vae import VAEConfig, pretrained_vae
@@ -236,7 +236,7 @@ def represent_run(run_dir: str | Path, analyses: Sequence[str] = DEFAULT_ANALYSE
     model, config = load_model_from_run(run_dir, which, trust_code=trust_code, device=device)
     others = {Path(c).name: load_model_from_run(c, which, trust_code=trust_code, device=device)[0] for c in compare}
     spec = parse_data_spec(config["data"])
-    test, train = (on_device(load_split(spec, split), device) for split in ("test", "train"))
+    test, train = (on_device(in_memory(load_split(spec, s), what="robustlab represent"), device) for s in ("test", "train"))
     with Run.writing(*split_run_dir(run_dir), "model", create=False) as run:
         run.figures.mkdir(exist_ok=True)
         result = analyse(model, test, train, list(analyses), run.figures, n, others, settings=settings)

@@ -36,7 +36,6 @@ from ..attacks import FGSM, PGD, local_linearity
 from ..data import Dataset
 from ..errors import InputError
 from ..objectives import CrossEntropy, Objective
-from ..targets import index_target
 from .. import runtime
 from ..threat import ThreatModel
 from .checkpoints import check_compatible, load_state, save_state, save_weights
@@ -395,15 +394,14 @@ def _run_epoch(state: _TrainingState, epoch: int, data: Dataset, regularizer, pr
     bar = tqdm(range(state.steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs} [{cfg.method}]", leave=False,
                disable=(not progress or rank != 0) or None)
     lr, eps = cfg.lr, cfg.eps
+    slices = _epoch_slices(order, state)
+    batches = data.batches_at((idx for idx, _, _ in slices), pin_memory=state.device.type == "cuda",
+                              augment_seed=_seed(cfg, epoch))
     for step in bar:
-        idx_global = order[step * state.global_batch:(step + 1) * state.global_batch]
-        n_global = idx_global.numel()
-        if n_global < world:  # too few samples left to give every rank one
+        if step >= len(slices):  # too few samples left to give every rank one
             break
-        lo, hi = _rank_slice(n_global, rank, world)
-        idx = idx_global[lo:hi]
-        xb, yb = data.x[idx], index_target(data.y, idx)
-        xb, yb = _to_device(xb, yb, state.device)
+        idx, n_global, lo = slices[step]
+        xb, yb = _to_device(*next(batches), state.device)
         global_step = epoch * state.steps_per_epoch + step
         lr, eps = _schedule(state, global_step)
         ctx = BatchContext(state.threat.with_eps(eps), _seed(cfg, epoch, step + 1), cfg, attack_model=state.base,
@@ -448,6 +446,21 @@ class _FiniteCheck:
         value_text = f"{value}" if value == value else "non-finite"
         raise FloatingPointError(f"training loss became {value_text} at epoch {self.epoch + 1}, step {step}; "
                                  "lower the learning rate")
+
+
+def _epoch_slices(order: torch.Tensor, state: _TrainingState) -> list[tuple[torch.Tensor, int, int]]:
+    """This rank's (indices, global batch size, offset in the global batch) of each step of an epoch
+    over `order` (DistributedSampler semantics): step k's global batch is ``order[k*B:(k+1)*B]``, each
+    rank its contiguous slice; the steps stop where too few samples are left to give every rank one."""
+    out = []
+    for step in range(state.steps_per_epoch):
+        idx_global = order[step * state.global_batch:(step + 1) * state.global_batch]
+        n_global = idx_global.numel()
+        if n_global < state.world:
+            break
+        lo, hi = _rank_slice(n_global, state.rank, state.world)
+        out.append((idx_global[lo:hi], n_global, lo))
+    return out
 
 
 def _schedule(state: _TrainingState, global_step: int) -> tuple[float, float]:
