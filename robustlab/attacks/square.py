@@ -50,6 +50,7 @@ def _windows(ctx: AttackContext, side: int, h: int, w: int) -> tuple[torch.Tenso
 
 
 def _mask_of(corners: torch.Tensor, side: int, h: int, w: int) -> torch.Tensor:
+    """The bool mask [B, 1, H, W] of the windows with these corners (a row band and a column band, ANDed)."""
     rows, cols = _bands(side, h, corners.device), _bands(side, w, corners.device)
     return (rows[corners[:, 0]][:, :, None] & cols[corners[:, 1]][:, None, :])[:, None]
 
