@@ -51,7 +51,7 @@ class NES(IterativeAttack):
             n = max(1, min(n, (int(ctx.queries_left(self.max_queries).min()) - 1) // 2))
         u = ctx.rand_full((n, *x_adv.shape[1:]), kind="randn")                  # [B, n, ...]
         probes = torch.cat([x_adv[:, None] + self.sigma * u, x_adv[:, None] - self.sigma * u], 1)
-        owners = torch.arange(b, device=x_adv.device).repeat_interleave(2 * n)
+        owners = torch.arange(b, device=x_adv.device)[:, None].expand(b, 2 * n).reshape(-1)  # row i // 2n: sample i
         losses = ctx.probe(probes.flatten(0, 1), owners).reshape(b, 2 * n)
         diff = losses[:, :n] - losses[:, n:]                                     # [B, n]
         grad = (diff.reshape(b, n, *([1] * (x_adv.dim() - 1))) * u).sum(1) / (2 * n * self.sigma)

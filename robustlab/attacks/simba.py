@@ -86,9 +86,16 @@ class SimBA(IterativeAttack):
         better_m = loss_m > s["loss"]
         x_next = torch.where(per_sample(better_m, minus), minus, x_adv)
         loss = torch.where(better_m, loss_m, s["loss"])
-        todo = (~better_m).nonzero().flatten()
-        if self.max_queries is not None and todo.numel():  # the second query only where the budget allows it
-            todo = todo[ctx.queries_left(self.max_queries, oracle=False)[todo] > 0]
+        second = ~better_m                                  # the second query only where the first did not improve
+        if self.max_queries is not None:                    # ... and the budget allows it
+            second = second & (ctx.queries_left(self.max_queries, oracle=False) > 0)
+        if second_query_on_all(ctx):
+            plus = ctx.threat.project(ctx.x, x_adv + self.step_size * q)
+            loss_p = _evaluate_rows(ctx, plus, second)
+            better_p = second & (loss_p > s["loss"])
+            x_next = torch.where(per_sample(better_p, plus), plus, x_next)
+            return {**s, "x_adv": x_next, "loss": torch.where(better_p, loss_p, loss)}
+        todo = second.nonzero().flatten()
         if todo.numel():
             plus = ctx.threat.subset(todo).project(ctx.x[todo], x_adv[todo] + self.step_size * q[todo])
             loss_p, _, _ = ctx.evaluate(plus, sub=todo)
@@ -99,3 +106,27 @@ class SimBA(IterativeAttack):
             loss = loss.clone()
             loss[upd] = loss_p[better_p]
         return {**s, "x_adv": x_next, "loss": loss}
+
+
+def second_query_on_all(ctx: AttackContext) -> bool:
+    """Whether SimBA's second query (x + step q) runs on every active sample, with the samples that do not
+    need it masked out (not counted, not recorded), instead of on the subset that needs it. On a GPU the
+    subset's size is a host synchronisation per step and the extra rows cost microseconds; on a CPU the
+    subset is cheaper, and an oracle is asked only what the attack needs (its queries are counted and
+    budgeted). Both give the same points."""
+    return not ctx.is_oracle and ctx.x.device.type != "cpu"
+
+
+def _evaluate_rows(ctx: AttackContext, v: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """The objective's loss at the threat variable ``v`` of every active sample, counted as a query and
+    offered as a candidate result only where ``rows`` (bool over the active set) is True: what
+    ``ctx.evaluate(v[rows], sub=rows.nonzero())`` does for those rows, without reading ``rows`` on the host."""
+    point = ctx.point(v)
+    with torch.no_grad():
+        out = ctx.forward(point)
+        ctx.forward_calls.index_add_(0, ctx.index, rows.to(ctx.forward_calls.dtype))
+        loss = ctx.objective.loss(out, ctx.target)
+        success = ctx.objective.success(out, ctx.target).to(rows.device)
+    # a row left out offers loss -inf without success: never better than the best point so far
+    ctx.record(point, loss.masked_fill(~rows, float("-inf")), success & rows, ctx.index)
+    return loss

@@ -20,9 +20,10 @@ def square_p(p_init: float, it: int, n_iters: int) -> float:
     return p_init / 2 ** halvings
 
 
-def _corners(u: torch.Tensor, side: int, n: int) -> torch.Tensor:
-    """Window corners along a side of n pixels from uniform draws u in [0, 1): uniform over 0 .. n - side,
-    the paper's range (Algorithm 2 of Andriushchenko et al. 2020: r, s ~ U{0, ..., w - h}).
+def _window_corners(u: torch.Tensor, side: int, h: int, w: int) -> torch.Tensor:
+    """Window corners (top, left) [B, 2] from uniform draws u [B, 2] in [0, 1): along a side of n pixels
+    uniform over 0 .. n - side, the paper's range (Algorithm 2 of Andriushchenko et al. 2020:
+    r, s ~ U{0, ..., w - h}), both sides in one operation.
 
     Deliberately not the reference code's range: auto-attack's ``random_int(0, h - s)`` (as the authors'
     square-attack code) stops at n - side - 1, so no window ever covers the last row or column, which
@@ -30,31 +31,79 @@ def _corners(u: torch.Tensor, side: int, n: int) -> torch.Tensor:
     image). Measured on the 8 x 8 digits MLP (1,000 queries, seeds 0-2): Linf 0.1 successes 0.58-0.60
     with this range, 0.42-0.45 with the reference's; L2 1.0: 0.97-0.99 against 0.86-0.90. Clamped, since
     u (n - side + 1) can round up to n - side + 1 in float32."""
-    return (u * (n - side + 1)).long().clamp_(max=n - side)
+    key = (side, h, w, str(u.device), u.dtype)
+    span = _cached(("span", *key), lambda: torch.tensor([h - side + 1, w - side + 1], dtype=u.dtype, device=u.device))
+    last = _cached(("last", *key), lambda: torch.tensor([h - side, w - side], device=u.device))
+    return torch.minimum((u * span).long(), last)
 
 
 def _window_masks(ctx: AttackContext, side: int, h: int, w: int) -> torch.Tensor:
-    """Per-sample random square windows as a bool mask [B, 1, H, W] (top-left corner from
-    :func:`_corners`)."""
-    u = ctx.rand_full((2,))
-    top, left = _corners(u[:, 0], side, h), _corners(u[:, 1], side, w)
-    rows, cols = _bands(side, h, u.device), _bands(side, w, u.device)
-    return (rows[top][:, :, None] & cols[left][:, None, :])[:, None]
+    """Per-sample random square windows as a bool mask [B, 1, H, W] (corners from :func:`_window_corners`)."""
+    return _mask_of(_window_corners(ctx.rand_full((2,)), side, h, w), side, h, w)
 
 
+def _windows(ctx: AttackContext, side: int, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample random square windows, drawn as :func:`_window_masks` draws them: the bool mask
+    [B, 1, H, W] and the flat pixel indices [B, side * side] (:func:`_window_pixels`)."""
+    corners = _window_corners(ctx.rand_full((2,)), side, h, w)
+    return _mask_of(corners, side, h, w), _window_pixels(corners, side, w)
+
+
+def _mask_of(corners: torch.Tensor, side: int, h: int, w: int) -> torch.Tensor:
+    """The bool mask [B, 1, H, W] of the windows with these corners (a row band and a column band, ANDed)."""
+    rows, cols = _bands(side, h, corners.device), _bands(side, w, corners.device)
+    return (rows[corners[:, 0]][:, :, None] & cols[corners[:, 1]][:, None, :])[:, None]
+
+
+def _two_windows(ctx: AttackContext, side: int, b: int, c: int, h: int, w: int):
+    """The L2/L1 moves' windows 1 and 2 (drawn in this order): both masks expanded to [B, C, H, W], and
+    window 1's pixel indices."""
+    w1, pix1 = _windows(ctx, side, h, w)
+    return w1.expand(b, c, h, w), _window_masks(ctx, side, h, w).expand(b, c, h, w), pix1
+
+
+def _window_pixels(corners: torch.Tensor, side: int, w: int) -> torch.Tensor:
+    """Flat pixel indices [B, side * side] of each sample's window (rows top .. top + side - 1, columns
+    left .. left + side - 1, row-major: the order in which a boolean mask of the window lists them), so
+    windows are read and written with ``gather``/``scatter`` at a size the host knows:
+    top w + left + (i w + j) for the window's offsets (i, j)."""
+    device = corners.device
+    offsets = _cached(("offsets", side, w, str(device)),
+                      lambda: (torch.arange(side, device=device)[:, None] * w + torch.arange(side, device=device)).reshape(-1))
+    return (corners[:, 0] * w + corners[:, 1])[:, None] + offsets
+
+
+def _read_window(t: torch.Tensor, pix: torch.Tensor, side: int) -> torch.Tensor:
+    """The windows ``pix`` of a [B, C, H, W] tensor as [B, C, side, side]."""
+    b, c = t.shape[:2]
+    return t.reshape(b, c, -1).gather(2, pix[:, None].expand(b, c, pix.shape[1])).reshape(b, c, side, side)
+
+
+def _write_window(t: torch.Tensor, pix: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """A copy of the [B, C, H, W] tensor ``t`` with its windows ``pix`` set to ``values`` [B, C, side, side]."""
+    b, c = t.shape[:2]
+    return t.reshape(b, c, -1).scatter(2, pix[:, None].expand(b, c, pix.shape[1]), values.reshape(b, c, -1)).view_as(t)
+
+
+#: constant index tensors (bands, corner spans, window offsets) per size and device, at most 256
 _BANDS: dict = {}
+
+
+def _cached(key: tuple, make):
+    if key not in _BANDS:
+        _BANDS[key] = make()
+        if len(_BANDS) > 256:
+            _BANDS.pop(next(iter(_BANDS)))
+    return _BANDS[key]
 
 
 def _bands(side: int, n: int, device) -> torch.Tensor:
     """bool [n - side + 1, n]: row j marks the band [j, j + side) (cached per size and device)."""
-    key = (side, n, str(device))
-    if key not in _BANDS:
+    def make():
         j = torch.arange(n - side + 1, device=device)[:, None]
         k = torch.arange(n, device=device)[None, :]
-        _BANDS[key] = (k >= j) & (k < j + side)
-        if len(_BANDS) > 256:
-            _BANDS.pop(next(iter(_BANDS)))
-    return _BANDS[key]
+        return (k >= j) & (k < j + side)
+    return _cached(("bands", side, n, str(device)), make)
 
 
 class Square(IterativeAttack):
@@ -140,11 +189,10 @@ class Square(IterativeAttack):
             window = _window_masks(ctx, side, h, w)
             signs = torch.where(ctx.rand_full((c, 1, 1)) < 0.5, -1.0, 1.0).to(x.dtype) * threat.eps
             new = torch.where(window, signs, delta)
+            unchanged = ~(self._apply(threat, x, new) != s["x_adv"]).flatten(1).any(1)
+            # the window already had these signs: flip them so the query is not wasted (a no-op elsewhere)
+            new = torch.where(window & per_sample(unchanged, window), -signs, new)
             x_new = self._apply(threat, x, new)
-            unchanged = ~(x_new != s["x_adv"]).flatten(1).any(1)
-            if unchanged.any():  # the window already had these signs: flip them so the query is not wasted
-                new = torch.where(window & per_sample(unchanged, window), -signs, new)
-                x_new = self._apply(threat, x, new)
         elif threat.norm == "l2":
             x_new = threat.project(x, x + self._l2_update(ctx, delta, p, b, c, h, w))
         else:
@@ -158,14 +206,11 @@ class Square(IterativeAttack):
     def _linf_window_step(ctx: AttackContext, s: dict, side: int) -> dict:
         """The Linf step touching only the window: the iterate is changed in place on the window's
         pixels, queried, and the window restored where the loss did not improve. Equal to the
-        full-image step (same draws, same points) at a cost independent of the image size."""
+        full-image step (same draws, same points) at a cost independent of the image size. No host
+        synchronisation: the flip of an unchanged window and the restore are masks (``torch.where``)."""
         x, (lo, hi), eps = ctx.x, ctx.threat.bounds, ctx.threat.eps
         b, c, h, w = x.shape
-        u = ctx.rand_full((2,))
-        top, left = _corners(u[:, 0], side, h), _corners(u[:, 1], side, w)
-        offsets = torch.arange(side, device=x.device)
-        pix = ((top[:, None] + offsets)[:, :, None] * w + (left[:, None] + offsets)[:, None, :]).reshape(b, 1, -1)
-        pix = pix.expand(b, c, side * side)
+        pix = _window_pixels(_window_corners(ctx.rand_full((2,)), side, h, w), side, w)[:, None].expand(b, c, side * side)
         signs = torch.where(ctx.rand_full((c, 1)) < 0.5, -eps, eps).to(x.dtype)          # [B, C, 1]
         if not s["x_adv"].is_contiguous():
             s["x_adv"] = s["x_adv"].contiguous()
@@ -174,13 +219,12 @@ class Square(IterativeAttack):
         x_win = x.reshape(b, c, h * w).gather(2, pix)
         new = (x_win + signs).clamp(lo, hi)
         unchanged = (new == old).flatten(1).all(1)
-        if unchanged.any():  # the window already had these signs: flip them so the query is not wasted
-            new = torch.where(unchanged[:, None, None], (x_win - signs).clamp(lo, hi), new)
+        # the window already had these signs: flip them so the query is not wasted
+        new = torch.where(unchanged[:, None, None], (x_win - signs).clamp(lo, hi), new)
         flat.scatter_(2, pix, new)
         loss, _, _ = ctx.evaluate(s["x_adv"])
         better = loss > s["loss"]
-        if not better.all():
-            flat.scatter_(2, pix, torch.where(better[:, None, None], new, old))
+        flat.scatter_(2, pix, torch.where(better[:, None, None], new, old))  # restored where not better
         return {"x_adv": s["x_adv"], "loss": torch.where(better, loss, s["loss"])}
 
     @staticmethod
@@ -201,9 +245,8 @@ class Square(IterativeAttack):
         eps = ctx.threat.eps
         side = max(int(round(math.sqrt(p * h * w))), 3)
         side = min(side + (side % 2 == 0), h - 1 if h > 3 else h, w)  # the reference's h - 1 (square images), and the width
-        w1 = _window_masks(ctx, side, h, w).expand(b, c, h, w)
-        w2 = _window_masks(ctx, side, h, w).expand(b, c, h, w)
-        old_w1 = delta[w1].reshape(b, c, side, side)
+        w1, w2, pix1 = _two_windows(ctx, side, b, c, h, w)
+        old_w1 = _read_window(delta, pix1, side)
         norm_old_w1 = old_w1.flatten(2).norm(dim=2)                                   # [B, C]
         norm_image = lp_norm(delta, "l2")                                             # [B]
         norm_windows = (delta * (w1 | w2)).flatten(2).norm(dim=2)                     # [B, C]
@@ -214,8 +257,7 @@ class Square(IterativeAttack):
         new_w1 = bumps[:, None] * signs[:, :, None, None] + old_w1 / (norm_old_w1[:, :, None, None] + 1e-10)
         target = ((eps ** 2 - norm_image ** 2).clamp_min(0)[:, None] / c + norm_windows ** 2).sqrt()
         new_w1 = new_w1 / new_w1.flatten(2).norm(dim=2).clamp_min(1e-12)[:, :, None, None] * target[:, :, None, None]
-        new = delta.masked_fill(w2, 0.0)
-        new[w1] = new_w1.flatten()
+        new = _write_window(delta.masked_fill(w2, 0.0), pix1, new_w1)
         return new / per_sample(lp_norm(new, "l2").clamp_min(1e-12), new) * eps
 
 
@@ -226,9 +268,8 @@ def _l1_window_update(ctx, delta, p, b, c, h, w) -> torch.Tensor:
     eps = ctx.threat.eps
     side = max(int(round(math.sqrt(p * h * w))), 3)
     side = min(side + (side % 2 == 0), h, w)
-    w1 = _window_masks(ctx, side, h, w).expand(b, c, h, w)
-    w2 = _window_masks(ctx, side, h, w).expand(b, c, h, w)
-    old_w1 = delta[w1].reshape(b, c, side, side)
+    w1, w2, pix1 = _two_windows(ctx, side, b, c, h, w)
+    old_w1 = _read_window(delta, pix1, side)
     mass_old_w1 = old_w1.abs().flatten(2).sum(2)                                   # [B, C]
     mass_image = lp_norm(delta, "l1")                                              # [B]
     mass_windows = (delta * (w1 | w2)).abs().flatten(2).sum(2)                     # [B, C]
@@ -239,9 +280,7 @@ def _l1_window_update(ctx, delta, p, b, c, h, w) -> torch.Tensor:
     new_w1 = bumps[:, None] * signs[:, :, None, None] + old_w1 / (mass_old_w1[:, :, None, None] + 1e-12)
     target = ((eps - mass_image).clamp_min(0)[:, None] / c + mass_windows) * c
     new_w1 = new_w1 / (new_w1.abs().flatten(2).sum(2)[:, :, None, None] + 1e-12) * target[:, :, None, None]
-    new = delta.masked_fill(w2, 0.0)
-    new[w1] = new_w1.flatten()
-    return new
+    return _write_window(delta.masked_fill(w2, 0.0), pix1, new_w1)
 
 
 def _pyramid(rows: int, cols: int, like: torch.Tensor, norm: str = "l2") -> torch.Tensor:
