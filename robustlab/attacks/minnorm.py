@@ -113,6 +113,13 @@ class DeepFool(Attack):
 
     name = "deepfool"
 
+    #: when, with ``early_stop``, the working batch drops its broken rows (one host read each): "every" step,
+    #: or "doubling": after steps 1, 2, 4, 8, ... and the last, so a row runs at most twice the steps it
+    #: needed. None: "every" on a CPU, where the read costs nothing and keeps the batch as small as it can
+    #: be (the model then sees the same batches, and gives the same bits, as before issue 21), "doubling"
+    #: on an accelerator
+    shrink: str | None = None
+
     def __init__(self, threat: ThreatModel, *, steps: int = 50, candidates: int = 10, overshoot: float = 0.02,
                  **options):
         super().__init__(threat, None, **options)
@@ -122,8 +129,7 @@ class DeepFool(Attack):
 
     def run(self, ctx: AttackContext) -> None:
         """With ``early_stop``, a row stops moving, counting and being recorded when it breaks (a device-side
-        mask, no host read), and the working batch drops the stopped rows after steps 1, 2, 4, 8, ... and
-        the last (one host read each): a row never runs more than twice the steps it needed."""
+        mask, no host read), and the working batch drops the stopped rows when ``shrink`` says."""
         lo, hi = ctx.threat.bounds
         clean = ctx.output(ctx.x)
         _record_min_norm(ctx, ctx.x, clean)
@@ -142,7 +148,7 @@ class DeepFool(Attack):
                 live = live & ~succ
             r_total = torch.where(per_sample(live, r_total), r_total + self._step(ctx, diffs, w), r_total)
             x_adv = (ctx.x + (1 + self.overshoot) * r_total).clamp(lo, hi).detach()
-            if self.early_stop and (step & (step - 1) == 0 or step == self.steps):
+            if self.early_stop and self._shrink_due(step, x_adv.device):
                 keep = live.nonzero().flatten()  # the one host read of a shrink
                 if not keep.numel():
                     return
@@ -151,6 +157,13 @@ class DeepFool(Attack):
                     x_adv, r_total, others, labels, live = x_adv[keep], r_total[keep], others[keep], labels[keep], live[keep]
         out = ctx.output(x_adv)
         _record_min_norm(ctx, x_adv, out)
+
+    def _shrink_due(self, step: int, device: torch.device) -> bool:
+        """Whether the working batch drops its broken rows after ``step`` (1-based; see ``shrink``)."""
+        shrink = self.shrink or ("every" if device.type == "cpu" else "doubling")
+        if shrink not in ("every", "doubling"):
+            raise InputError(f"DeepFool.shrink must be 'every', 'doubling' or None, got {shrink!r}")
+        return shrink == "every" or step & (step - 1) == 0 or step == self.steps
 
     @staticmethod
     def _linearise(ctx: AttackContext, x_adv: torch.Tensor, labels: torch.Tensor, others: torch.Tensor):
