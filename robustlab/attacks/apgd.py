@@ -143,14 +143,14 @@ class APGD(IterativeAttack):
 
     # ----- L1 (Croce & Hein 2021) -------------------------------------------------------------
     def _l1_eval(self, ctx: AttackContext, x_adv: torch.Tensor, factor: float):
-        """Loss and gradient; iterates of a larger-eps phase are recorded only when inside eps."""
+        """Loss and gradient; iterates of a larger-eps phase are recorded only when inside eps (the others are
+        offered as unsuccessful with loss -inf, which never beats a recorded point: no host read)."""
         if factor == 1:
             loss, grad, _, _ = ctx.loss_and_grad(x_adv)
         else:
             loss, grad, succ, _ = ctx.loss_and_grad(x_adv, record=False)
             inside = lp_norm(x_adv - ctx.x, "l1") <= ctx.threat.eps
-            if inside.any():
-                ctx.record(x_adv[inside], loss[inside], succ[inside], ctx.index[inside])
+            ctx.record(x_adv, torch.where(inside, loss, float("-inf")), succ & inside, ctx.index)
         return loss, grad
 
     def _l1_phase_start(self, ctx: AttackContext, x_init: torch.Tensor, phase: int, fresh: bool) -> dict:

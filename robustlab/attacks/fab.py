@@ -75,22 +75,33 @@ def project_hyperplane_box(t: torch.Tensor, w: torch.Tensor, c: torch.Tensor, no
     return m * torch.sign(wp)
 
 
+#: Newton iterations of :func:`_newton_root` run on every row before the first convergence check (one host
+#: read each): 3 to 4 suffice for almost every FAB projection measured (MNIST CNN, Linf and L2; at most 9)
+NEWTON_FIRST_CHECK = 4
+
+
 def _newton_root(key: torch.Tensor, slope: torch.Tensor, gain: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Per row, the lambda >= 0 with phi(lambda) = target, where phi(lambda) = sum over key_i <= lambda of
     gain_i (= slope_i key_i) plus lambda * sum over key_i > lambda of slope_i; rows where phi never
-    reaches target get a lambda at which every coordinate saturates. Newton steps on the rows still
-    moving; lambda never decreases, so the saturated set only grows and the loop ends."""
+    reaches target get a lambda at which every coordinate saturates. Newton steps: lambda never decreases,
+    so the saturated set only grows and the loop ends; a row whose step no longer moves lambda is done,
+    and further steps leave it as it is. So the first ``NEWTON_FIRST_CHECK`` steps run on every row
+    without looking, then each step checks (one host read) and keeps only the rows still moving."""
     lam = target / torch.linalg.vecdot(slope, (key > 0).to(slope.dtype)).clamp_min(1e-30)
     rows = torch.arange(len(lam), device=lam.device)
     k_, g_, s_, t_, l_ = key, gain, slope, target, lam
-    for _ in range(key.shape[1] + 1):
+    for it in range(key.shape[1] + 1):
         sat = (k_ <= l_[:, None]).to(s_.dtype)  # masked sums as dot products: several times faster than where
         new = torch.maximum((t_ - torch.linalg.vecdot(g_, sat)) / torch.linalg.vecdot(s_, 1 - sat).clamp_min(1e-30), l_)
         moved = new != l_
-        lam[rows] = new
-        if not bool(moved.any()):
+        l_ = new
+        if it + 1 < NEWTON_FIRST_CHECK and it < key.shape[1]:
+            continue
+        lam[rows] = l_
+        moving = moved.nonzero().flatten()  # the check: the one host read
+        if not moving.numel():
             break
-        rows, k_, g_, s_, t_, l_ = rows[moved], k_[moved], g_[moved], s_[moved], t_[moved], new[moved]
+        rows, k_, g_, s_, t_, l_ = rows[moving], k_[moving], g_[moving], s_[moving], t_[moving], l_[moving]
     # past the largest breakpoint every coordinate is saturated: a larger lambda changes nothing (and a
     # row that is feasible only up to rounding would otherwise get lambda ~ 1e30 and inf * 0 = NaN steps)
     return torch.minimum(lam, key.amax(1))
@@ -174,11 +185,10 @@ class FABT(Attack):
             x_k = torch.where(per_sample(adv, x_next), (1 - self.beta) * x0 + self.beta * x_next, x_next).detach()
 
     def _record(self, ctx: AttackContext, x_adv, out) -> torch.Tensor:
-        """Record misclassified points inside eps with loss -norm (the engine keeps the smallest);
-        return misclassification."""
+        """Offer misclassified points inside eps with loss -norm (the engine keeps the smallest; every other
+        row is offered as unsuccessful with loss -inf, which never wins: no host read); return misclassification."""
         mis = ctx.objective.success(out, ctx.target)
         norms = lp_norm(x_adv - ctx.x, ctx.threat.norm)
         good = mis & (norms <= ctx.threat.eps * (1 + 1e-6))
-        if good.any():
-            ctx.record(x_adv[good], -norms[good], torch.ones_like(good[good]), ctx.index[good])
+        ctx.record(x_adv, torch.where(good, -norms, float("-inf")), good, ctx.index)
         return mis

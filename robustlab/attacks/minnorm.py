@@ -14,22 +14,24 @@ from ..threat import ThreatModel, per_sample, lp_norm
 from .base import Attack, AttackContext
 
 
-def _record_min_norm(ctx: AttackContext, x_adv: torch.Tensor, out: torch.Tensor, sub: torch.Tensor | None = None):
+def _record_min_norm(ctx: AttackContext, x_adv: torch.Tensor, out: torch.Tensor, sub: torch.Tensor | None = None,
+                     rows: torch.Tensor | None = None):
     """Record the points inside the eps ball, ranked by (success, smaller norm).
 
-    Points outside the ball are never recorded, so x_adv always satisfies the threat model.
-    Returns (success, success within eps, norms)."""
+    Points outside the ball (and rows where the bool mask ``rows`` is False) are never recorded, so x_adv
+    always satisfies the threat model: they are offered as unsuccessful with loss -inf, which never beats
+    a recorded point (no host read). Returns (success, success within eps, norms)."""
     idx = ctx.index if sub is None else ctx.index[sub]
     target = ctx.target_of(sub)
     x = ctx.x if sub is None else ctx.x[sub]
     succ = ctx.objective.success(out, target)
     norms = lp_norm(x_adv - x, ctx.threat.norm)
-    within = succ & (norms <= ctx.threat.eps * (1 + 1e-6))
-    inside = norms <= ctx.threat.eps * (1 + 1e-6)
+    in_ball = norms <= ctx.threat.eps * (1 + 1e-6)
+    inside = in_ball if rows is None else in_ball & rows
+    within = succ & inside
     loss = torch.where(within, -norms, ctx.objective.loss(out, target))
-    if inside.any():
-        ctx.record(x_adv.detach()[inside], loss.detach()[inside], within[inside], idx[inside])
-    return succ, within, norms
+    ctx.record(x_adv.detach(), torch.where(inside, loss, float("-inf")).detach(), within, idx)
+    return succ, succ & in_ball, norms
 
 
 class CarliniWagnerL2(Attack):
@@ -111,6 +113,13 @@ class DeepFool(Attack):
 
     name = "deepfool"
 
+    #: when, with ``early_stop``, the working batch drops its broken rows (one host read each): "every" step,
+    #: or "doubling": after steps 1, 2, 4, 8, ... and the last, so a row runs at most twice the steps it
+    #: needed. None: "every" on a CPU, where the read costs nothing and keeps the batch as small as it can
+    #: be (the model then sees the same batches, and gives the same bits, as before issue 21), "doubling"
+    #: on an accelerator
+    shrink: str | None = None
+
     def __init__(self, threat: ThreatModel, *, steps: int = 50, candidates: int = 10, overshoot: float = 0.02,
                  **options):
         super().__init__(threat, None, **options)
@@ -119,6 +128,8 @@ class DeepFool(Attack):
         self.steps, self.candidates, self.overshoot = int(steps), int(candidates), float(overshoot)
 
     def run(self, ctx: AttackContext) -> None:
+        """With ``early_stop``, a row stops moving, counting and being recorded when it breaks (a device-side
+        mask, no host read), and the working batch drops the stopped rows when ``shrink`` says."""
         lo, hi = ctx.threat.bounds
         clean = ctx.output(ctx.x)
         _record_min_norm(ctx, ctx.x, clean)
@@ -128,40 +139,58 @@ class DeepFool(Attack):
         others = torch.where(classes[:, :1] == labels[:, None], classes[:, 1:], classes[:, :-1])
         r_total = torch.zeros_like(ctx.x)
         x_adv = ctx.x.clone()
-        for _ in range(self.steps):
-            x_req = x_adv.detach().requires_grad_(True)
-            with torch.enable_grad():
-                out = ctx.forward(x_req)
-                f_y = out.gather(1, labels[:, None])
-                diffs = out.gather(1, others) - f_y
-                grads = []
-                for j in range(diffs.shape[1]):
-                    g, = torch.autograd.grad(diffs[:, j].sum(), x_req, retain_graph=j < diffs.shape[1] - 1)
-                    grads.append(g)
-            ctx.grad_calls[ctx.index] += diffs.shape[1]
-            succ, _, _ = _record_min_norm(ctx, x_adv, out.detach())
-            keep = ~succ if self.early_stop else torch.ones_like(succ)
-            if not keep.any():
-                return
-            w = torch.stack(grads, 1)  # [B, K-1, ...]
-            f = diffs.detach().abs()
-            wf = w.reshape(w.shape[0], w.shape[1], -1)
-            if ctx.threat.norm == "l2":
-                wn = wf.norm(dim=2).clamp_min(1e-12)
-            else:
-                wn = wf.abs().sum(2).clamp_min(1e-12)
-            dist = (f + 1e-4) / wn
-            best = dist.argmin(1)
-            w_best = w[torch.arange(w.shape[0]), best]
-            d_best = dist[torch.arange(w.shape[0]), best]
-            if ctx.threat.norm == "l2":
-                r = per_sample(d_best / wn[torch.arange(w.shape[0]), best], w_best) * w_best
-            else:
-                r = per_sample(d_best, w_best) * w_best.sign()
-            r_total = r_total + r
+        live = torch.ones(ctx.n_active, dtype=torch.bool, device=ctx.x.device)
+        for step in range(1, self.steps + 1):
+            out, diffs, w = self._linearise(ctx, x_adv, labels, others)
+            ctx.grad_calls[ctx.index] += diffs.shape[1] * live
+            succ, _, _ = _record_min_norm(ctx, x_adv, out, rows=live)
+            if self.early_stop:
+                live = live & ~succ
+            r_total = torch.where(per_sample(live, r_total), r_total + self._step(ctx, diffs, w), r_total)
             x_adv = (ctx.x + (1 + self.overshoot) * r_total).clamp(lo, hi).detach()
-            if not keep.all():
-                ctx.shrink(keep)
-                x_adv, r_total, others, labels = x_adv[keep], r_total[keep], others[keep], labels[keep]
+            if self.early_stop and self._shrink_due(step, x_adv.device):
+                keep = live.nonzero().flatten()  # the one host read of a shrink
+                if not keep.numel():
+                    return
+                if keep.numel() < live.numel():
+                    ctx.set_active(ctx.index[keep])
+                    x_adv, r_total, others, labels, live = x_adv[keep], r_total[keep], others[keep], labels[keep], live[keep]
         out = ctx.output(x_adv)
         _record_min_norm(ctx, x_adv, out)
+
+    def _shrink_due(self, step: int, device: torch.device) -> bool:
+        """Whether the working batch drops its broken rows after ``step`` (1-based; see ``shrink``)."""
+        shrink = self.shrink or ("every" if device.type == "cpu" else "doubling")
+        if shrink not in ("every", "doubling"):
+            raise InputError(f"DeepFool.shrink must be 'every', 'doubling' or None, got {shrink!r}")
+        return shrink == "every" or step & (step - 1) == 0 or step == self.steps
+
+    @staticmethod
+    def _linearise(ctx: AttackContext, x_adv: torch.Tensor, labels: torch.Tensor, others: torch.Tensor):
+        """The output at x_adv (detached), f_k - f_y for the candidate classes k, and their input gradients
+        w stacked as [B, K-1, ...] (one backward pass per candidate)."""
+        x_req = x_adv.detach().requires_grad_(True)
+        with torch.enable_grad():
+            out = ctx.forward(x_req)
+            diffs = out.gather(1, others) - out.gather(1, labels[:, None])
+            grads = [torch.autograd.grad(diffs[:, j].sum(), x_req, retain_graph=j < diffs.shape[1] - 1)[0]
+                     for j in range(diffs.shape[1])]
+        return out.detach(), diffs.detach(), torch.stack(grads, 1)
+
+    @staticmethod
+    def _step(ctx: AttackContext, diffs: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """The step to the nearest linearised boundary: r = (|f_k| + 1e-4) w_k / ||w_k||_2^2 (L2) or
+        (|f_k| + 1e-4) sign(w_k) / ||w_k||_1 (Linf), for the k with the smallest distance."""
+        f = diffs.abs()
+        wf = w.reshape(w.shape[0], w.shape[1], -1)
+        if ctx.threat.norm == "l2":
+            wn = wf.norm(dim=2).clamp_min(1e-12)
+        else:
+            wn = wf.abs().sum(2).clamp_min(1e-12)
+        dist = (f + 1e-4) / wn
+        rows = torch.arange(w.shape[0], device=w.device)
+        best = dist.argmin(1)
+        w_best, d_best = w[rows, best], dist[rows, best]
+        if ctx.threat.norm == "l2":
+            return per_sample(d_best / wn[rows, best], w_best) * w_best
+        return per_sample(d_best, w_best) * w_best.sign()
