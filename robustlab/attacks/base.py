@@ -144,9 +144,9 @@ class _DeferredFaults:
 
     def __init__(self, device: torch.device):
         self.flag = torch.zeros((), dtype=torch.bool, device=device)
-        self.notes: list[tuple[str, torch.Tensor, Any]] = []
+        self.notes: list[tuple[str, torch.Tensor, str | None]] = []
 
-    def note(self, kind: str, bad: torch.Tensor, detail: Any = None) -> None:
+    def note(self, kind: str, bad: torch.Tensor, detail: str | None = None) -> None:
         self.notes.append((kind, bad, detail))
         self.flag = self.flag | bad.any()
 
@@ -155,9 +155,8 @@ class _DeferredFaults:
         for kind, bad, detail in self.notes:
             if not bool(bad.any()):
                 continue
-            if kind == "output":  # the model-output check's own message, sample positions included
-                out, what = detail
-                check_model_output(torch.where(per_sample(bad, out), out, torch.zeros((), dtype=out.dtype)), what)
+            if kind == "output":  # the model-output check's own message: NaN exactly at the bad rows' positions
+                check_model_output(torch.where(bad, float("nan"), 0.0)[:, None], detail)
             if kind == "grad":
                 raise ModelOutputError(
                     "the input gradient contains NaN or inf; the model or loss is not differentiable "
@@ -324,7 +323,7 @@ class AttackContext:
         rows = self.index if idx is None else idx
         if torch.is_floating_point(out) and out.dim() and out.shape[0] == rows.numel() and out.numel():
             bad = _nonfinite_rows(out.detach()) & self._live_full[rows]
-            self._faults.note("output", bad, (out.detach(), "model output"))
+            self._faults.note("output", bad, "model output")
         else:
             check_model_output(out)
         if not self._checked_probabilities:
