@@ -47,10 +47,11 @@ _LABELS_CHECKED: ContextVar[bool] = ContextVar("robustlab_labels_checked", defau
 
 
 @contextmanager
-def labels_checked():
+def labels_checked(checked: bool = True):
     """Inside the block ``labels_of`` skips its range check (a host read, which stalls a GPU): for a caller that
-    has checked the labels of the whole batch against the model's outputs once already (the attack engine)."""
-    token = _LABELS_CHECKED.set(True)
+    has checked the labels of the whole batch against the model's outputs once already (the attack engine);
+    ``checked=False`` restores the check inside the block (an attack call nested in another's)."""
+    token = _LABELS_CHECKED.set(checked)
     try:
         yield
     finally:

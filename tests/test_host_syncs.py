@@ -125,3 +125,28 @@ def test_a_fault_after_the_first_step_is_still_the_same_error(points):
 
     with pytest.raises(rl.ModelOutputError, match=r"^model output contains NaN or inf for samples \[0, 1, 2"):
         PGD(THREAT, steps=12, random_start=False, early_stop=False)(NaNLater(), x, y)
+
+
+def test_a_fault_on_a_sample_that_already_broke_is_no_error(digits_model, points):
+    """A sample that succeeded leaves the attack at once, as when the batch was compacted after every step: a
+    NaN output at its frozen state (a point the attack never judges) is not an error. Without early stopping
+    the same point is attacked, and the NaN is the model output error."""
+    x, y = points
+    clean = x.flatten(1)
+    with torch.no_grad():
+        wrong = digits_model(x).argmax(1) != y
+    assert wrong.any() and not wrong.all()
+
+    class NaNWhenBrokenAndMoved(torch.nn.Module):
+        def forward(self, v):
+            gap = (v.flatten(1)[:, None] - clean[None]).abs().amax(2)  # [rows, samples]
+            nan = (gap.amin(1) > 0) & wrong[gap.argmin(1)]  # moved away from a misclassified clean point
+            out = digits_model(v)
+            return torch.where(nan[:, None], torch.full_like(out, float("nan")), out)
+
+    attack = lambda k, **kw: PGD(THREAT, steps=10, random_start=False, shrink_every=k, **kw)  # noqa: E731
+    results = [attack(k)(NaNWhenBrokenAndMoved(), x, y) for k in (1, 5)]
+    assert torch.equal(results[0].success, results[1].success) and torch.equal(results[1].success[wrong], wrong[wrong])
+    assert torch.equal(results[0].grad_calls, results[1].grad_calls)
+    with pytest.raises(rl.ModelOutputError, match="model output contains NaN"):
+        attack(5, early_stop=False)(NaNWhenBrokenAndMoved(), x, y)

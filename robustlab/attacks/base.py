@@ -10,6 +10,11 @@ by accident, and ``success`` is exactly "some evaluated point inside the threat 
 Samples that succeed are removed from the working batch (``early_stop=True``), so they stop costing
 compute; since every per-sample computation is independent of the rest of the batch (random
 numbers are drawn for the whole batch, then indexed), early stopping never changes a success flag.
+
+Host synchronisations (issue 21): a step reads nothing on the host, so a GPU never waits for it. Best points
+are kept with ``torch.where``; NaN/inf faults are noted on the device and raised at the next host read; a
+sample that succeeds stops being *live* at once (frozen, no longer counted or recorded) and leaves the
+working batch at the next compaction, every ``shrink_every`` steps (one read each).
 """
 from __future__ import annotations
 
@@ -709,6 +714,7 @@ class Attack:
         start = time.perf_counter()
         with eval_mode(getattr(model, "module", model) if self.eval_mode else None), ExitStack() as scope:
             ctx._call_scope = scope
+            scope.enter_context(labels_checked(False))  # this call's labels are checked anew (calls may nest)
             try:
                 if threat.eps > 0 or not self.needs_positive_eps:
                     self.run(ctx)
