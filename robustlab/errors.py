@@ -60,8 +60,10 @@ def check_positive_int(value, name: str) -> int:
     return int(value)
 
 
-def check_batch(x: torch.Tensor, target=None, bounds: tuple[float, float] = (0.0, 1.0)) -> None:
-    """Check an input batch lies in `bounds` and matches its targets in length."""
+def check_batch(x: torch.Tensor, target=None, bounds: tuple[float, float] = (0.0, 1.0),
+                extra: Sequence[torch.Tensor] = ()) -> list[float]:
+    """Check an input batch lies in `bounds` and matches its targets in length. ``extra``: scalars on the
+    inputs' device read on the host together with the inputs' extremes (one read); returns their values."""
     if not isinstance(x, torch.Tensor):
         raise InputError(f"inputs must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() < 2:
@@ -76,9 +78,11 @@ def check_batch(x: torch.Tensor, target=None, bounds: tuple[float, float] = (0.0
             f"inputs must be floating point in [{bounds[0]}, {bounds[1]}], got dtype {x.dtype}; "
             "convert uint8 images with x.float() / 255"
         )
-    if not torch.isfinite(x).all():
+    dtype = torch.float32 if x.device.type == "mps" else torch.float64
+    # one host read; NaN and +-inf propagate to the extremes
+    lo, hi, *values = torch.stack([v.to(x.device, dtype) for v in (*torch.aminmax(x), *extra)]).tolist()
+    if not (math.isfinite(lo) and math.isfinite(hi)):
         raise InputError("inputs contain NaN or inf")
-    lo, hi = float(x.min()), float(x.max())
     tol = 1e-6
     if lo < bounds[0] - tol or hi > bounds[1] + tol:
         raise InputError(
@@ -92,6 +96,7 @@ def check_batch(x: torch.Tensor, target=None, bounds: tuple[float, float] = (0.0
             raise InputError(
                 f"batch size mismatch: {x.shape[0]} inputs but {n} targets"
             )
+    return values
 
 
 def target_length(target) -> int | None:
@@ -128,13 +133,21 @@ def check_logits(output, what: str = "the model's output") -> None:
         )
 
 
-def warn_if_probabilities(output: torch.Tensor) -> bool:
-    """Warn when classifier outputs look like probabilities instead of logits."""
+def looks_like_probabilities(output: torch.Tensor) -> torch.Tensor | None:
+    """A bool tensor on the output's device (no host read): every output is non-negative and each row sums
+    to 1; None for outputs that are not [B, C >= 2]."""
     if output.dim() != 2 or output.shape[1] < 2:
-        return False
+        return None
     with torch.no_grad():
         sums = output.sum(1)
-        looks = bool((output >= 0).all() and torch.allclose(sums, torch.ones_like(sums), atol=1e-3))
+        return (output >= 0).all() & torch.isclose(sums, torch.ones_like(sums), atol=1e-3).all()
+
+
+def warn_if_probabilities(output: torch.Tensor, looks: bool | None = None) -> bool:
+    """Warn when classifier outputs look like probabilities instead of logits (``looks``: already read)."""
+    if looks is None:
+        flag = looks_like_probabilities(output)
+        looks = flag is not None and bool(flag)
     if looks:
         warnings.warn(
             "the model's outputs are non-negative and each row sums to 1: they look like "

@@ -6,6 +6,9 @@ An objective maps a model output and a target to ``loss -> [B]`` (to maximise) a
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+from contextvars import ContextVar
+
 import torch
 import torch.nn.functional as F
 
@@ -40,6 +43,21 @@ class Objective:
         return f"{type(self).__name__}()"
 
 
+_LABELS_CHECKED: ContextVar[bool] = ContextVar("robustlab_labels_checked", default=False)
+
+
+@contextmanager
+def labels_checked(checked: bool = True):
+    """Inside the block ``labels_of`` skips its range check (a host read, which stalls a GPU): for a caller that
+    has checked the labels of the whole batch against the model's outputs once already (the attack engine);
+    ``checked=False`` restores the check inside the block (an attack call nested in another's)."""
+    token = _LABELS_CHECKED.set(checked)
+    try:
+        yield
+    finally:
+        _LABELS_CHECKED.reset(token)
+
+
 def labels_of(output: torch.Tensor, target) -> torch.Tensor:
     """The integer labels of a classification target ((labels, ...) tuples too), checked against the logits."""
     if isinstance(target, (tuple, list)):
@@ -50,7 +68,7 @@ def labels_of(output: torch.Tensor, target) -> torch.Tensor:
         raise InputError(f"classification objectives need logits of shape [B, C], got {tuple(output.shape)}")
     if target.shape != output.shape[:1]:
         raise InputError(f"labels have shape {tuple(target.shape)}, expected ({output.shape[0]},)")
-    if target.numel() and (int(target.min()) < 0 or int(target.max()) >= output.shape[1]):
+    if target.numel() and not _LABELS_CHECKED.get() and (int(target.min()) < 0 or int(target.max()) >= output.shape[1]):
         raise InputError(f"labels must lie in [0, {output.shape[1] - 1}] for a model with {output.shape[1]} outputs")
     return target.long()
 

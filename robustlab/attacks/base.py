@@ -10,6 +10,11 @@ by accident, and ``success`` is exactly "some evaluated point inside the threat 
 Samples that succeed are removed from the working batch (``early_stop=True``), so they stop costing
 compute; since every per-sample computation is independent of the rest of the batch (random
 numbers are drawn for the whole batch, then indexed), early stopping never changes a success flag.
+
+Host synchronisations (issue 21): a step reads nothing on the host, so a GPU never waits for it. Best points
+are kept with ``torch.where``; NaN/inf faults are noted on the device and raised at the next host read; a
+sample that succeeds stops being *live* at once (frozen, no longer counted or recorded) and leaves the
+working batch at the next compaction, every ``shrink_every`` steps (one read each).
 """
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ import logging
 import math
 import numbers
 import time
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -25,12 +30,13 @@ import torch
 import torch.nn as nn
 
 from ..cpu import fast_input_gradients
-from ..errors import InputError, ModelOutputError, check_batch, check_model_output, warn_if_probabilities
-from ..objectives import CrossEntropy, Objective, get_objective
+from ..errors import (InputError, ModelOutputError, check_batch, check_model_output, looks_like_probabilities,
+                      warn_if_probabilities)
+from ..objectives import CrossEntropy, Objective, get_objective, labels_checked
 from ..runtime import eval_mode
 from ..oracles import Oracle, OracleError, QueryBudgetExceeded
 from ..targets import index_target
-from ..threat import ThreatModel, lp_norm
+from ..threat import ThreatModel, lp_norm, per_sample
 
 __all__ = ["Attack", "AttackContext", "AttackResult", "IterativeAttack", "TargetRows", "check_query_budget", "finite_or_raise",
            "target_groups", "index_target"]
@@ -116,6 +122,60 @@ def _check_dtype(model, x: torch.Tensor) -> None:
                              f"(x.to({p.dtype}) or model.to({x.dtype}))")
 
 
+def label_extremes(target: Any) -> list[torch.Tensor]:
+    """(lowest, highest) of each integer tensor of a target (labels, target classes), as device scalars."""
+    parts = target if isinstance(target, tuple) else (target,)
+    out: list[torch.Tensor] = []
+    for t in parts:
+        if isinstance(t, torch.Tensor) and t.numel() and t.dtype in (torch.int64, torch.int32, torch.int16, torch.uint8):
+            out.extend(t.aminmax())
+    return out
+
+
+def _nonfinite_rows(t: torch.Tensor) -> torch.Tensor:
+    """bool[B]: rows of ``t`` holding a NaN or an inf, found on the device (the extremes of a row carry any NaN
+    and +-inf, and unlike a sum they never overflow; amax and amin are ten times faster than aminmax per row)."""
+    rows = t.reshape(t.shape[0], -1)
+    return ~(torch.isfinite(rows.amax(1)) & torch.isfinite(rows.amin(1)))
+
+
+class _DeferredFaults:
+    """Faults of the model's outputs, input gradients and losses, noted on the device while an attack runs and
+    raised at the engine's next host read (``AttackContext.read_host``) as the error the first of them makes:
+    checking each pass at once would read a value on the host every step, which stalls a GPU.
+
+    Each note keeps the rows it concerns (samples that are no longer attacked are left out, as the working
+    batch would have dropped them) and ORs "some row is bad" into one device flag that the read carries."""
+
+    def __init__(self, device: torch.device):
+        self.flag = torch.zeros((), dtype=torch.bool, device=device)
+        self.notes: list[tuple[str, torch.Tensor, str | None]] = []
+
+    def note(self, kind: str, bad: torch.Tensor, detail: str | None = None) -> None:
+        self.notes.append((kind, bad, detail))
+        self.flag = self.flag | bad.any()
+
+    def raise_first(self) -> None:
+        """Raise the error of the first note with a bad row (the host reads here happen only on failure)."""
+        for kind, bad, detail in self.notes:
+            if not bool(bad.any()):
+                continue
+            if kind == "output":  # the model-output check's own message: NaN exactly at the bad rows' positions
+                check_model_output(torch.where(bad, float("nan"), 0.0)[:, None], detail)
+            if kind == "grad":
+                raise ModelOutputError(
+                    "the input gradient contains NaN or inf; the model or loss is not differentiable "
+                    "at these inputs (check for log(0), sqrt(0) or a saturated softmax)"
+                )
+            if kind == "loss":
+                raise ModelOutputError(
+                    f"the objective's loss is NaN for {int(bad.sum())} samples, so points cannot be ranked; "
+                    "check the targets (NaN or inf values must be outside the valid mask) and the model's outputs"
+                )
+        self.notes.clear()
+
+    def clear(self) -> None:
+        self.notes.clear()
 
 
 class AttackContext:
@@ -131,7 +191,12 @@ class AttackContext:
         point per sample so far. ``grad_calls`` and ``forward_calls`` (per sample of the whole batch):
         an attack that runs the model through ``forward`` adds its passes there itself.
         ``status``: None, or per sample why the attack stopped (decision attacks set it).
-    Active set: ``set_active(index)``, ``shrink(keep)``, ``unbroken()``, ``retarget(target)``.
+    Active set: ``set_active(index)``, ``shrink(keep)``, ``unbroken()``, ``retarget(target)``; ``live``,
+        ``set_live(mask)``: the active samples still attacked (bool on the device): a sample that is no longer
+        live stays in the working batch until the next compaction, but its passes are neither counted nor
+        recorded, and faults on it are not errors (the engine freezes its state).
+    Host reads: ``read_host(*scalars)``: the values of device scalars in one synchronisation, raising first the
+        error of any fault (NaN/inf output or gradient, NaN loss) noted since the last read.
     Model access (each checks the model's output):
         ``evaluate(v)``: forward pass, judged and recorded, counted;
         ``loss_and_grad(v)``: loss and input gradient (averaged over ``eot`` draws), judged, recorded, counted;
@@ -160,12 +225,22 @@ class AttackContext:
         self.target_full = target
         n = x.shape[0]
         dev = x.device
-        self.best_x = x.clone()
+        # one spare row after the batch: row writes that must not land go there (``write_rows``), so a masked
+        # update is one index_copy_, with no host read
+        self._best_x_rows = torch.cat([x, x[:1]])
+        self.best_x = self._best_x_rows[:n]
         self.best_loss = torch.full((n,), float("-inf"), device=dev, dtype=x.dtype)
         self.success_full = torch.zeros(n, dtype=torch.bool, device=dev)
         self.grad_calls = torch.zeros(n, dtype=torch.long, device=dev)
         self.forward_calls = torch.zeros(n, dtype=torch.long, device=dev)
         self._checked_probabilities = False
+        self._looks_like_probabilities: torch.Tensor | None = None
+        #: (lowest, highest) integer label of the whole batch's target, read at the start of a call (None: unknown)
+        self.label_range: tuple[float, float] | None = None
+        self._live_full = torch.ones(n, dtype=torch.bool, device=dev)
+        self._faults = _DeferredFaults(dev)
+        #: the engine's ExitStack for the call (None outside ``Attack.__call__``): holds ``labels_checked``
+        self._call_scope: ExitStack | None = None
         self.eot = 1
         self.status: list[str] | None = None
         self.set_active(torch.arange(n, device=dev))
@@ -192,8 +267,42 @@ class AttackContext:
         return threat.point(x, v)
 
     def shrink(self, keep: torch.Tensor) -> None:
-        """Keep only the active samples where `keep` (bool over the active set) is True."""
+        """Keep only the active samples where `keep` (bool over the active set) is True, or, without a host
+        read, those at the positions `keep` (long) of the active set."""
         self.set_active(self.index[keep])
+
+    @property
+    def live(self) -> torch.Tensor:
+        """Bool over the active set: still attacked (counted, recorded, checked)."""
+        return self._live_full[self.index]
+
+    def set_live(self, mask: torch.Tensor | None) -> None:
+        """Mark which active samples are still attacked (None: all of them); no host read."""
+        if mask is None:
+            self._live_full[self.index] = True
+        else:
+            self._live_full.index_copy_(0, self.index, mask.to(self._live_full.device))
+
+    def read_host(self, *scalars: torch.Tensor) -> list[float]:
+        """The values of device scalars (bools and counts as floats) in one host read, the one synchronisation
+        the engine makes every few steps; raises the error of the first fault noted since the last read."""
+        dev = self._faults.flag.device
+        dtype = torch.float32 if dev.type == "mps" else torch.float64
+        looks = self._looks_like_probabilities
+        flags = [self._faults.flag, torch.zeros((), dtype=torch.bool, device=dev) if looks is None else looks]
+        values = torch.stack([torch.as_tensor(v, device=dev).to(dtype).reshape(()) for v in (*flags, *scalars)]
+                             ).tolist()
+        if values[0]:
+            self._faults.raise_first()
+        self._faults.clear()
+        if values[1]:
+            warn_if_probabilities(None, looks=True)
+        self._looks_like_probabilities = None
+        return values[2:]
+
+    def _count(self, calls: torch.Tensor, idx: torch.Tensor, k: int = 1) -> None:
+        """Add ``k`` passes to the live samples ``idx`` of the whole batch (repeats add up)."""
+        calls.index_add_(0, idx, self._live_full[idx].to(calls.dtype) * k)
 
     @property
     def n_active(self) -> int:
@@ -219,11 +328,26 @@ class AttackContext:
             out = self.model(x_adv)
         if not isinstance(out, torch.Tensor):
             raise InputError(f"the model must return a tensor, got {type(out).__name__}")
-        check_model_output(out)
+        rows = self.index if idx is None else idx
+        if torch.is_floating_point(out) and out.dim() and out.shape[0] == rows.numel() and out.numel():
+            bad = _nonfinite_rows(out.detach()) & self._live_full[rows]
+            self._faults.note("output", bad, "model output")
+        else:
+            check_model_output(out)
         if not self._checked_probabilities:
             self._checked_probabilities = True
-            warn_if_probabilities(out)
+            self._check_first_output(out.detach())
         return out
+
+    def _check_first_output(self, out: torch.Tensor) -> None:
+        """On the call's first output, with no host read: whether the outputs look like probabilities (warned at
+        the next read), and, when the labels' extremes (read with the inputs' check, ``label_extremes``) lie in
+        [0, classes), no label check on every pass any more (``labels_checked``); out-of-range labels keep the
+        objective's own check and its error."""
+        self._looks_like_probabilities = looks_like_probabilities(out)
+        lo, hi = self.label_range or (None, None)
+        if lo is not None and out.dim() == 2 and lo >= 0 and hi < out.shape[1] and self._call_scope is not None:
+            self._call_scope.enter_context(labels_checked())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The model's output on inputs of the active samples, checked; differentiable when ``x``
@@ -235,7 +359,7 @@ class AttackContext:
         """The model's output on inputs of the active samples, counted as one query each, not judged."""
         with torch.no_grad():
             out = self._forward(x, self.index)
-        self.forward_calls[self.index] += 1
+        self._count(self.forward_calls, self.index)
         return out
 
     def evaluate(self, x_adv: torch.Tensor, sub: torch.Tensor | None = None
@@ -247,7 +371,7 @@ class AttackContext:
         idx = self.index if sub is None else self.index[sub]
         with torch.no_grad():
             out = self._forward(x_adv, idx)
-            self.forward_calls[idx] += 1
+            self._count(self.forward_calls, idx)
             loss, succ = self.judge(x_adv, out, sub)
         return loss, succ, out
 
@@ -269,18 +393,11 @@ class AttackContext:
             loss, grad, out = loss + l_i, grad + g_i, out + o_i
         if self.eot > 1:
             loss, grad, out = loss / self.eot, grad / self.eot, out / self.eot
-        if not bool(torch.isfinite(grad.sum())) and not torch.isfinite(grad).all():
-            raise ModelOutputError(
-                "the input gradient contains NaN or inf; the model or loss is not differentiable "
-                "at these inputs (check for log(0), sqrt(0) or a saturated softmax)"
-            )
-        if torch.isnan(loss).any():
-            raise ModelOutputError(
-                f"the objective's loss is NaN for {int(torch.isnan(loss).sum())} samples, so points cannot be ranked; "
-                "check the targets (NaN or inf values must be outside the valid mask) and the model's outputs"
-            )
         idx = self.index if sub is None else self.index[sub]
-        self.grad_calls[idx] += self.eot
+        live = self._live_full[idx]
+        self._faults.note("grad", _nonfinite_rows(grad) & live)
+        self._faults.note("loss", torch.isnan(loss).reshape(-1) & live)
+        self._count(self.grad_calls, idx, self.eot)
         out = out.detach()
         if not self.threat.variable_is_point:
             threat = self.threat if sub is None or not self.threat.has_per_sample_state else self.threat.subset(sub)
@@ -304,7 +421,7 @@ class AttackContext:
         idx = self.index[owners]
         with torch.no_grad():
             out = self._forward(x_many, idx)
-        self.forward_calls.index_add_(0, idx, torch.ones_like(idx))
+        self._count(self.forward_calls, idx)
         return self.objective.loss(out, index_target(self.target, owners))
 
     def probe_success(self, x_many: torch.Tensor, owners: torch.Tensor) -> torch.Tensor:
@@ -312,7 +429,7 @@ class AttackContext:
         idx = self.index[owners]
         with torch.no_grad():
             out = self._forward(x_many, idx)
-        self.forward_calls.index_add_(0, idx, torch.ones_like(idx))
+        self._count(self.forward_calls, idx)
         return self.objective.success(out, index_target(self.target, owners)).to(x_many.device)
 
     def _loss_grad_once(self, x_adv, sub):
@@ -340,16 +457,24 @@ class AttackContext:
         return loss, succ
 
     def record(self, x_adv: torch.Tensor, loss: torch.Tensor, success: torch.Tensor, idx: torch.Tensor) -> None:
-        """Keep x_adv for samples where it beats the best point so far."""
+        """Keep x_adv for the live samples ``idx`` (of the whole batch, no repeats) where it beats the best point
+        so far: a success beats a failure, then the higher loss wins. Row by row on the device (no host read)."""
         success = success.to(self.success_full.device)
         loss = loss.to(self.best_loss.device, self.best_loss.dtype)
-        prev_succ = self.success_full[idx]
-        better = (success & ~prev_succ) | ((success == prev_succ) & (loss > self.best_loss[idx]))
-        if better.any():
-            sel = idx[better]
-            self.best_x[sel] = x_adv[better].to(self.best_x.dtype)
-            self.best_loss[sel] = loss[better].to(self.best_loss.dtype)
-            self.success_full[sel] = prev_succ[better] | success[better]
+        prev_succ, prev_loss = self.success_full[idx], self.best_loss[idx]
+        better = self._live_full[idx] & ((success & ~prev_succ) | ((success == prev_succ) & (loss > prev_loss)))
+        self.write_rows(idx, better, x_adv)
+        self.best_loss.index_copy_(0, idx, torch.where(better, loss, prev_loss))
+        self.success_full.index_copy_(0, idx, prev_succ | (better & success))
+
+    def write_rows(self, idx: torch.Tensor, mask: torch.Tensor, x_adv: torch.Tensor) -> None:
+        """``best_x[idx[j]] = x_adv[j]`` where ``mask[j]``, with no host read: the other rows go to a spare row."""
+        if self.best_x.data_ptr() != self._best_x_rows.data_ptr():  # best_x was replaced: update it in place
+            self.best_x.index_copy_(0, idx, torch.where(per_sample(mask, x_adv), x_adv.to(self.best_x.dtype),
+                                                        self.best_x[idx]))
+            return
+        dest = torch.where(mask, idx, torch.full_like(idx, self.best_x.shape[0]))
+        self._best_x_rows.index_copy_(0, dest, x_adv.to(self.best_x.dtype))
 
     def random_init(self) -> torch.Tensor:
         """A random start of the threat's variable for the active samples (a point of the feasible
@@ -401,19 +526,18 @@ class TargetRows(AttackContext):
 
     def unbroken(self) -> torch.Tensor:
         """Bool over the active rows: no row of the same sample has succeeded (nor had the sample before)."""
-        broken = self.parent.success_full.clone()
-        broken[self.owner_full[self.success_full]] = True
+        hits = torch.zeros(self._n, dtype=torch.long, device=self.owner_full.device)
+        hits.index_add_(0, self.owner_full, self.success_full.long())
+        broken = self.parent.success_full | (hits > 0).to(self.parent.success_full.device)
         return ~broken[self.owner_full[self.index]]
 
     def merge(self) -> None:
-        """Record each sample's best row in the parent (successful first, then highest loss) and add the passes."""
+        """Record each sample's best row in the parent (successful first, then highest loss) and add the passes.
+        A row never evaluated (loss -inf, no success) beats nothing, so every row is offered, with no host read."""
+        every = torch.arange(self._n, device=self.owner_full.device)
         for j in range(self.n_targets):
             block = slice(j * self._n, (j + 1) * self._n)
-            seen = torch.isfinite(self.best_loss[block]) | self.success_full[block]
-            if seen.any():
-                idx = seen.nonzero().flatten()
-                self.parent.record(self.best_x[block][idx], self.best_loss[block][idx],
-                                   self.success_full[block][idx], idx)
+            self.parent.record(self.best_x[block], self.best_loss[block], self.success_full[block], every)
         self.parent.grad_calls += self.grad_calls.view(self.n_targets, self._n).sum(0)
         self.parent.forward_calls += self.forward_calls.view(self.n_targets, self._n).sum(0)
 
@@ -469,13 +593,22 @@ def _subset_state(state: dict, keep: torch.Tensor, n: int) -> dict:
     return out
 
 
-def _keep_only(ctx: AttackContext, state: dict, keep: torch.Tensor) -> dict:
-    """Drop the active samples where ``keep`` is False from the working batch and the attack's state
-    (nothing to do when every one stays)."""
-    if keep.all():
-        return state
-    ctx.shrink(keep)
-    return _subset_state(state, keep, keep.numel())
+def _freeze(old: dict, new: dict, live: torch.Tensor) -> dict:
+    """The step's new state for the live samples; the others keep their old state (no host read)."""
+    def pick(v, o):
+        if isinstance(v, torch.Tensor) and isinstance(o, torch.Tensor) and v.dim() and v.shape == o.shape \
+                and v.shape[0] == live.numel():
+            return torch.where(per_sample(live.to(v.device), v), v, o)
+        return v
+
+    out = {}
+    for k, v in new.items():
+        o = old.get(k)
+        if isinstance(v, tuple) and isinstance(o, tuple) and len(v) == len(o):
+            out[k] = tuple(pick(a, b) for a, b in zip(v, o))
+        else:
+            out[k] = pick(v, o)
+    return out
 
 
 class Attack:
@@ -576,7 +709,8 @@ class Attack:
         return results  # type: ignore[return-value]
 
     def _call_one(self, model, x, target, threat: ThreatModel) -> AttackResult:
-        check_batch(x, target, threat.bounds)
+        extremes = label_extremes(target)
+        label_values = check_batch(x, target, threat.bounds, extra=[v.to(x.device) for v in extremes])
         _check_dtype(model, x)
         if threat.has_per_sample_state and hasattr(threat, "check_batch"):
             threat.check_batch(x)
@@ -586,24 +720,23 @@ class Attack:
         gen = torch.Generator(device=x.device).manual_seed(self.seed)
         ctx = AttackContext(model, x.detach(), target, threat, self.objective, gen)
         ctx.eot = max(1, int(self.eot))
+        if label_values:
+            ctx.label_range = (min(label_values[0::2]), max(label_values[1::2]))
         start = time.perf_counter()
-        with eval_mode(getattr(model, "module", model) if self.eval_mode else None):
+        with eval_mode(getattr(model, "module", model) if self.eval_mode else None), ExitStack() as scope:
+            ctx._call_scope = scope
+            scope.enter_context(labels_checked(False))  # this call's labels are checked anew (calls may nest)
             try:
                 if threat.eps > 0 or not self.needs_positive_eps:
                     self.run(ctx)
                 else:
                     ctx.evaluate(ctx.x)
             except (OracleError, QueryBudgetExceeded) as e:  # keep what was found; say why the rest stopped
-                why = "oracle_budget" if isinstance(e, QueryBudgetExceeded) else "oracle_error"
-                log.warning("%s stopped early (%s): %s; returning the best points found so far", self.name, why, e)
-                status = list(ctx.status or ["done"] * ctx.x_full.shape[0])
-                active = set(ctx.index.tolist())  # the samples the black box failed on; finished ones keep theirs
-                for i, st in enumerate(status):
-                    if i in active and not bool(ctx.success_full[i]) and st not in ("no_start", "max_queries"):
-                        status[i] = why
-                ctx.status = status
-            if self.verify and not ctx.is_oracle and (ctx.success_full.any() or self.eot_judge == "draw"):
-                self._verify(ctx)
+                ctx.read_host()  # a fault noted before the black box failed is the error to report
+                self._stopped_early(ctx, e)
+            n_success = int(ctx.read_host(ctx.success_full.sum())[0])  # the call's last read: faults, then this
+            if self.verify and not ctx.is_oracle and (n_success or self.eot_judge == "draw"):
+                self._verify(ctx, n_success)
         elapsed = time.perf_counter() - start
         status = ctx.status
         if status is not None:  # success is the final word (verification may have withdrawn one)
@@ -615,7 +748,20 @@ class Attack:
             time_s=elapsed, attack=self.name, threat=threat, x=x.detach(), status=status,
         )
 
-    def _verify(self, ctx: AttackContext) -> None:
+    def _stopped_early(self, ctx: AttackContext, e: Exception) -> None:
+        """The status of each sample after the black box failed or ran out of budget (host reads: once a call)."""
+        why = "oracle_budget" if isinstance(e, QueryBudgetExceeded) else "oracle_error"
+        log.warning("%s stopped early (%s): %s; returning the best points found so far", self.name, why, e)
+        status = list(ctx.status or ["done"] * ctx.x_full.shape[0])
+        live = ctx.live.tolist()  # the samples the black box failed on; finished ones keep theirs
+        active = {i for i, ok in zip(ctx.index.tolist(), live) if ok}
+        success = ctx.success_full.tolist()
+        for i, st in enumerate(status):
+            if i in active and not success[i] and st not in ("no_start", "max_queries"):
+                status[i] = why
+        ctx.status = status
+
+    def _verify(self, ctx: AttackContext, n_success: int) -> None:
         """Re-judge successful points in one pass: points found exactly on a decision boundary can
         flip with the batch composition (float summation order); success must hold at x_adv as returned."""
         if self.eot_judge == "draw":  # every point is judged on one fresh draw, successful or not
@@ -624,13 +770,14 @@ class Attack:
                 out = ctx.model(ctx.best_x)
             ctx.success_full[idx] = ctx.objective.success(out, ctx.target_full).to(idx.device)
             return
-        idx = ctx.success_full.nonzero().flatten()
+        # the successful samples, in order, without a host read (their count is known)
+        idx = (~ctx.success_full).to(torch.uint8).argsort(stable=True)[:n_success]
         with torch.no_grad():
             out = sum(ctx.model(ctx.best_x[idx]) for _ in range(ctx.eot)) / ctx.eot
         ok = ctx.objective.success(out, index_target(ctx.target_full, idx)).to(idx.device)
-        if not ok.all():
+        ctx.success_full.index_copy_(0, idx, ok)  # withdraw those that did not verify
+        if log.isEnabledFor(logging.DEBUG):
             log.debug("%s: %d boundary points did not verify", self.name, int((~ok).sum()))
-            ctx.success_full[idx[~ok]] = False
 
     #: eps = 0 means "no perturbation": only the clean point is evaluated.
     needs_positive_eps = True
@@ -654,15 +801,22 @@ class IterativeAttack(Attack):
         judge_final: with keep_last, evaluate the last iterate once more to report its success and
             loss; off for adversarial training, which needs only the point (success flags then
             describe earlier iterates).
+        shrink_every: steps between two compactions of the working batch when samples stop (early
+            stopping, budgets); each is one host read, a stall on a GPU (None: the attack's default).
+            Never changes a result or a query count.
     """
 
     steps: int = 10
     restarts: int = 1
 
     def __init__(self, threat: ThreatModel, objective: Objective | str | None = None, *,
-                 keep_last: bool = False, judge_final: bool = True, **options):
+                 keep_last: bool = False, judge_final: bool = True, shrink_every: int | None = None, **options):
         super().__init__(threat, objective, **options)
         self.keep_last, self.judge_final = bool(keep_last), bool(judge_final)
+        if shrink_every is not None:
+            if isinstance(shrink_every, bool) or not isinstance(shrink_every, numbers.Integral) or shrink_every < 1:
+                raise InputError(f"shrink_every must be an integer >= 1 (steps between compactions), got {shrink_every!r}")
+            self.shrink_every = int(shrink_every)
 
     @classmethod
     def for_training(cls, *args, **kwargs) -> "IterativeAttack":
@@ -675,43 +829,95 @@ class IterativeAttack(Attack):
 
     def run(self, ctx: AttackContext) -> None:
         for restart in range(self.restarts):
-            if self.early_stop:
-                ctx.set_active(ctx.index[ctx.unbroken()])
-            else:
-                ctx.set_active(torch.arange(ctx.x_full.shape[0], device=ctx.x_full.device))
-            self._drop_spent(ctx, {})
-            if ctx.n_active == 0:
+            if not self._begin_restart(ctx, restart):
                 return
-            state = self.init_state(ctx, restart)
-            for i in range(self.steps):
-                state = self._drop_spent(ctx, state)
-                if ctx.n_active == 0:
-                    break
-                state = self.step(ctx, state, i)
-                if self.early_stop:
-                    state = _keep_only(ctx, state, ctx.unbroken())
-                    if ctx.n_active == 0:
-                        break
-            if ctx.n_active and self.keep_last:
-                ctx.best_x[ctx.index] = ctx.point(state["x_adv"]).to(ctx.best_x.dtype)
-                if self.judge_final:
-                    loss, succ, _ = ctx.evaluate(state["x_adv"])
-                    ctx.best_loss[ctx.index] = loss.to(ctx.best_loss.dtype)
-                    ctx.success_full[ctx.index] = succ.to(ctx.success_full.device)
-            elif ctx.n_active and self.evaluate_final:
-                ctx.evaluate(state["x_adv"])
+            state = self._after(ctx, self.init_state(ctx, restart), broken=False, compact=self.shrink_every == 1)
+            if state is None:
+                continue
+            state = self._run_steps(ctx, state)
+            if state is not None:
+                self._finish(ctx, state)
 
     #: whether the final iterate still needs a forward pass to be judged
     evaluate_final = True
     #: per-sample query budget of a score-based attack (None: bounded by its steps alone)
     max_queries: int | None = None
+    #: steps between two compactions of the working batch (one host read each; 1: after every step). In
+    #: between, a sample that succeeds or spends its budget stops being live: its state is frozen and its passes
+    #: are neither counted nor recorded, so results and query counts are those of compacting after every step
+    shrink_every: int = 1
 
-    def _drop_spent(self, ctx: AttackContext, state: dict) -> dict:
-        """Samples that spent the attack's ``max_queries`` leave the working batch before the next
-        restart or step, so no sample ever passes it (a no-op while every sample has queries left)."""
-        if self.max_queries is None or ctx.n_active == 0:
+    @property
+    def _drops_samples(self) -> bool:
+        return self.early_stop or self.max_queries is not None
+
+    def _runnable(self, ctx: AttackContext, broken: bool = True) -> torch.Tensor:
+        """Bool over the active set, on the device: not yet successful (with early stopping and ``broken``) and
+        with queries left (with ``max_queries``)."""
+        keep = ctx.unbroken() if self.early_stop and broken else \
+            torch.ones(ctx.n_active, dtype=torch.bool, device=ctx.index.device)
+        if self.max_queries is not None:
+            keep = keep & (ctx.queries_left(self.max_queries, oracle=False) > 0).to(keep.device)
+        return keep
+
+    def _begin_restart(self, ctx: AttackContext, restart: int) -> bool:
+        """The working batch of a restart: every sample, or with early stopping the active ones still unbroken;
+        compacted with one host read except on the first restart of an attack that compacts every few steps.
+        False when no sample is left."""
+        if not self.early_stop:
+            ctx.set_active(torch.arange(ctx.x_full.shape[0], device=ctx.x_full.device))
+        ctx.set_live(self._runnable(ctx) if self._drops_samples else None)
+        if self._drops_samples and (restart > 0 or self.shrink_every == 1):
+            self._compact(ctx, {})
+        return ctx.n_active > 0
+
+    def _run_steps(self, ctx: AttackContext, state: dict) -> dict | None:
+        """The steps of one restart; the state of samples no longer live is frozen. None when none is left."""
+        frozen = self._drops_samples and self.shrink_every > 1
+        for i in range(self.steps):
+            new = self.step(ctx, state, i)
+            state = _freeze(state, new, ctx.live) if frozen else new
+            compact = (i + 1) % self.shrink_every == 0 and i + 1 < self.steps
+            state = self._after(ctx, state, broken=True, compact=compact)
+            if state is None:
+                return None
+        return state
+
+    def _after(self, ctx: AttackContext, state: dict, broken: bool, compact: bool) -> dict | None:
+        """After a step (``broken``: successes stop samples) or the start of a restart: update which samples are
+        live, on the device; with ``compact``, drop the others from the working batch (one host read). None
+        when no sample is left."""
+        if not (self.early_stop and broken or self.max_queries is not None):
             return state
-        return _keep_only(ctx, state, ctx.queries_left(self.max_queries, oracle=False) > 0)
+        ctx.set_live(ctx.live & self._runnable(ctx, broken))
+        if compact:
+            state = self._compact(ctx, state)
+        return state if ctx.n_active else None
+
+    def _compact(self, ctx: AttackContext, state: dict) -> dict:
+        """Drop the samples no longer live from the working batch and the state; one host read (their count)."""
+        live = ctx.live
+        n_live, n = int(ctx.read_host(live.sum())[0]), ctx.n_active
+        if n_live == n:
+            return state
+        keep = (~live).to(torch.uint8).argsort(stable=True)[:n_live]  # the live positions, in order
+        ctx.shrink(keep)
+        return _subset_state(state, keep, n)
+
+    def _finish(self, ctx: AttackContext, state: dict) -> None:
+        """The last iterate: returned as is (``keep_last``, judged with ``judge_final``) or evaluated once; for
+        the live samples only."""
+        live = ctx.live
+        if self.keep_last:
+            ctx.write_rows(ctx.index, live, ctx.point(state["x_adv"]))
+            if self.judge_final:
+                loss, succ, _ = ctx.evaluate(state["x_adv"])
+                ctx.best_loss.index_copy_(0, ctx.index, torch.where(
+                    live, loss.to(ctx.best_loss.dtype), ctx.best_loss[ctx.index]))
+                ctx.success_full.index_copy_(0, ctx.index, torch.where(
+                    live, succ.to(ctx.success_full.device), ctx.success_full[ctx.index]))
+        elif self.evaluate_final:
+            ctx.evaluate(state["x_adv"])
 
     def init_state(self, ctx: AttackContext, restart: int) -> dict:
         raise NotImplementedError
