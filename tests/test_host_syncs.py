@@ -3,25 +3,28 @@
 Each attack runs for 10 and for 20 steps on the same 64 digits (eps 0.1: some points break on the way, some
 never do). The increment per step, (total(20) - total(10)) / 10, is pinned exactly, so one more sync in a step
 fails the test; so is the total of a call (setup: one read for the inputs' and labels' check; the end: one
-read for faults and the success count; early stopping: one read per compaction, every ``shrink_every`` = 5
-steps). Before issue 21 PGD-20 made about 300.
+read for faults and the success count; early stopping: one read per compaction, every 5 steps on an
+accelerator, ``IterativeAttack.ACCELERATOR_SHRINK_EVERY``, which the cases set; on a CPU the default compacts
+after every step, where a read is free). Before issue 21 PGD-20 made about 300.
 """
 import pytest
 import torch
 
 import robustlab as rl
-from robustlab.attacks import BIM, FGSM, MIFGSM, PGD
+from robustlab.attacks import APGD, BIM, FGSM, MIFGSM, PGD, Square
+from robustlab.attacks.base import IterativeAttack
 from robustlab.hostsync import count_host_syncs
 
 THREAT = rl.ThreatModel("linf", 0.1)
+ACCEL = IterativeAttack.ACCELERATOR_SHRINK_EVERY  # the compaction interval off the CPU
 
 # attack -> (total for 10 steps, total for 20 steps); the compactions of early stopping: after steps 5 (10
 # steps) and 5, 10, 15 (20 steps), none after the last step
 CASES = {
-    "pgd": (lambda steps: PGD(THREAT, steps=steps), (3, 5)),
+    "pgd": (lambda steps: PGD(THREAT, steps=steps, shrink_every=ACCEL), (3, 5)),
     "pgd, early_stop=False": (lambda steps: PGD(THREAT, steps=steps, early_stop=False), (2, 2)),
-    "bim": (lambda steps: BIM(THREAT, steps=steps), (3, 5)),
-    "mifgsm": (lambda steps: MIFGSM(THREAT, steps=steps), (3, 5)),
+    "bim": (lambda steps: BIM(THREAT, steps=steps, shrink_every=ACCEL), (3, 5)),
+    "mifgsm": (lambda steps: MIFGSM(THREAT, steps=steps, shrink_every=ACCEL), (3, 5)),
     "pgd.for_training": (lambda steps: PGD.for_training(THREAT, steps=steps), (2, 2)),
 }
 
@@ -50,7 +53,7 @@ def test_syncs_per_step_and_per_call_are_pinned(digits_model, points, name):
 
 
 def test_fgsm_makes_two_reads(digits_model, points):
-    total, result = syncs(FGSM(THREAT), digits_model, *points)
+    total, result = syncs(FGSM(THREAT, shrink_every=ACCEL), digits_model, *points)
     assert total == 2 and result.success.any()
 
 
@@ -74,9 +77,9 @@ def test_nothing_breaks_reads_once_per_compaction(digits_model, points):
     tiny = rl.ThreatModel("linf", 1e-4)
     with torch.no_grad():
         right = digits_model(x).argmax(1) == y
-    totals = [syncs(PGD(tiny, steps=s), digits_model, x[right], y[right])[0] for s in (10, 20)]
+    totals = [syncs(PGD(tiny, steps=s, shrink_every=ACCEL), digits_model, x[right], y[right])[0] for s in (10, 20)]
     assert totals == [3, 5]
-    # shrink_every=1 (the engine's default for attacks that read on the host anyway): also at the restart's start
+    # shrink_every=1 (the default on a CPU, where a read is free): also at the restart's start
     assert [syncs(PGD(tiny, steps=20, shrink_every=k), digits_model, x[right], y[right])[0] for k in (1, 4, 20)] \
         == [2 + 1 + 19, 2 + 4, 2]
 
@@ -150,3 +153,23 @@ def test_a_fault_on_a_sample_that_already_broke_is_no_error(digits_model, points
     assert torch.equal(results[0].grad_calls, results[1].grad_calls)
     with pytest.raises(rl.ModelOutputError, match="model output contains NaN"):
         attack(5, early_stop=False)(NaNWhenBrokenAndMoved(), x, y)
+
+
+@pytest.mark.parametrize("name, make", [
+    ("apgd", lambda steps: APGD(THREAT, steps=steps, shrink_every=ACCEL)),
+    ("square", lambda steps: Square(THREAT, max_queries=steps, shrink_every=ACCEL)),
+])
+def test_issue_target_for_apgd_and_square_on_the_accelerator_schedule(digits_model, points, name, make):
+    """At most 0.25 host reads per step over a 20-step call, setup and final judgement included (issue 21)."""
+    totals = [syncs(make(s), digits_model, *points)[0] for s in (10, 20)]
+    print(name, totals)
+    assert totals[1] <= 0.25 * 20
+
+
+def test_the_compaction_interval_follows_the_device():
+    """On a CPU a read is free: compact after every step (results bit-identical to earlier versions); off the
+    CPU every ACCELERATOR_SHRINK_EVERY steps; an explicit shrink_every wins."""
+    assert PGD(THREAT).compaction_interval(torch.device("cpu")) == 1
+    assert PGD(THREAT).compaction_interval(torch.device("cuda", 0)) == ACCEL == 5
+    assert PGD(THREAT, shrink_every=3).compaction_interval(torch.device("cuda", 0)) == 3
+    assert rl.attacks.SimBA(THREAT).compaction_interval(torch.device("cuda", 0)) == 1

@@ -7,9 +7,9 @@ in the attack's module: its step and what the step calls directly (the threat's 
 The engine's share: recording points, dropping spent or finished samples, checking outputs and labels. Per iteration means
 (count over 2k iterations - count over k) / k, setup and final judgement cancelling out.
 
-OWN pins each attack's own share exactly: a sync added to an iteration fails the test. ENGINE is the
-engine's share per iteration as of this change, pinned as a ceiling; the engine is being made sync-free
-separately: re-pin ENGINE (as an exact count) when that lands.
+Both shares are pinned exactly: a sync added to an iteration fails the test. The engine's one read per
+iteration is the compaction of samples that spent ``max_queries``, after every step on a CPU (where a read is
+free); on an accelerator it comes every ``IterativeAttack.ACCELERATOR_SHRINK_EVERY`` steps.
 """
 import sys
 from collections import Counter
@@ -27,14 +27,14 @@ from robustlab.hostsync import count_host_syncs
 ENGINE_FILES = (str(Path(A.base.__file__).resolve()), str(Path(rl.objectives.__file__).resolve()))
 K = 6  # iterations of the short run; the long run makes 2K
 
-#: per iteration: (the attack's own syncs, exactly; the engine's share today, a ceiling)
+#: per iteration: (the attack's own syncs, the engine's share), both exact
 PINS = {
-    "square-linf": (0, 12),
-    "square-l2": (0, 12),
-    "square-l1": (6, 12),   # own: the exact L1-ball-and-box projection (threat.project_l1_box): 1 read, 5 masks
-    "simba": (0, 22),       # two queries an iteration
-    "nes": (0, 15),
-    "bandits": (0, 15),
+    "square-linf": (0, 1),
+    "square-l2": (0, 1),
+    "square-l1": (0, 1),   # the exact L1-ball-and-box projection (threat.project_l1_box) is sync-free too
+    "simba": (0, 0),       # two queries an iteration; no max_queries here, so no compaction
+    "nes": (0, 1),
+    "bandits": (0, 1),
 }
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"))]
@@ -96,7 +96,7 @@ def simba_on_all(monkeypatch):
 def test_syncs_per_iteration_are_pinned(name, device, simba_on_all):
     own, engine = per_iteration(name, device)
     assert own == PINS[name][0], f"{name}: the attack's own host syncs per iteration"
-    assert engine <= PINS[name][1], f"{name}: the engine's host syncs per iteration"
+    assert engine == PINS[name][1], f"{name}: the engine's host syncs per iteration"
 
 
 def test_an_added_sync_is_counted_as_the_attacks_own(monkeypatch):

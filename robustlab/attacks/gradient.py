@@ -18,8 +18,6 @@ class PGD(IterativeAttack):
     """
 
     name = "pgd"
-    #: steps between two compactions of the working batch (one host read each); measured in the report of issue 21
-    shrink_every = 5
 
     def __init__(self, threat: ThreatModel, objective: Objective | str | None = None, *, steps: int = 40,
                  step_size: float | None = None, rel_step_size: float | None = None, restarts: int = 1,
@@ -93,7 +91,6 @@ class MIFGSM(IterativeAttack):
     """
 
     name = "mifgsm"
-    shrink_every = PGD.shrink_every
 
     def __init__(self, threat: ThreatModel, objective: Objective | str | None = None, *, steps: int = 10,
                  decay: float = 1.0, step_size: float | None = None, **options):

@@ -32,6 +32,7 @@ class SimBA(IterativeAttack):
 
     name = "simba"
     needs_gradients = False
+    shrink_every = 1  # its accelerator path forwards rows of its own (_evaluate_rows): compacted after every step
     default_objective = CrossEntropy
     evaluate_final = False
 
