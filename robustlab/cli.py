@@ -345,7 +345,10 @@ def cmd_list(args) -> int:
     print("attacks:")
     for name, meta in ATTACKS.items():
         print(f"  {name:<15} {meta['access']:<10} norms {','.join(meta['norms']):<16} objective {meta['objective']}")
+    from .models.zoo import ZOOS
+
     print("models:    ", ", ".join(list_models()))
+    print("model zoos:", ", ".join(f"{z}:<name>" for z in ZOOS), "(their packages installed; see docs/gpu.md)")
     print("datasets:  ", ", ".join(list_datasets()))
     print("objectives:", ", ".join(OBJECTIVES.names()))
     print("methods:   ", ", ".join(METHODS.names()))

@@ -20,8 +20,9 @@ import platform
 import re
 import types
 import uuid
+import weakref
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -239,3 +240,40 @@ def model_digest(model: Any) -> str:
         _feed(h, re.sub(r"0x[0-9a-fA-F]+", "0x", f"{type(m).__module__}.{type(m).__qualname__}:{m!r}"))
         _feed(h, m.state_dict())
     return h.hexdigest()
+
+
+# ----- optional speed-ups on a GPU: torch.compile and channels_last ----------------------------------
+#: what ``compile=True`` means: TorchInductor, torch.compile's default backend
+DEFAULT_COMPILE_BACKEND = "inductor"
+_COMPILED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def compile_backend(option: Any) -> str | None:
+    """The torch.compile backend an option names: None for False/"off", the default for True, else its name."""
+    if option is None or option is False or option == "off":
+        return None
+    return DEFAULT_COMPILE_BACKEND if option is True else str(option)
+
+
+def compiled_model(model: Callable, option: Any) -> Callable:
+    """`model` through ``torch.compile`` with the backend `option` names (``compile_backend``), compiled once per
+    model and backend and reused; the compiled module shares the model's parameters, so training it trains the
+    model and saving the model saves them. Anything but an ``nn.Module`` (an oracle, a function) is returned as
+    is. Off by default everywhere: compiled kernels may round differently in the last bits."""
+    backend = compile_backend(option)
+    if backend is None or not isinstance(model, torch.nn.Module):
+        return model
+    per_model = _COMPILED.setdefault(model, {})
+    if backend not in per_model:
+        per_model[backend] = torch.compile(model, backend=backend)
+    return per_model[backend]
+
+
+def to_channels_last(t: Any) -> Any:
+    """A 4-d tensor (a batch of images, or a convolutional model's weights) in the channels-last memory format,
+    which tensor cores prefer; the values are unchanged. Anything else is returned as is."""
+    if isinstance(t, torch.nn.Module):
+        return t.to(memory_format=torch.channels_last)
+    if isinstance(t, torch.Tensor) and t.dim() == 4:
+        return t.contiguous(memory_format=torch.channels_last)
+    return t

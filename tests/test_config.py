@@ -26,7 +26,8 @@ DEFAULTS_BEFORE = {
 
 # values other than the defaults that keep a 1-epoch digits run tiny
 CHEAP = {"method": "trades", "epochs": 1, "batch_size": 64, "eval_n": 16, "eval_steps": 1, "attack_steps": 1,
-         "llr_steps": 1, "snapshot_every": 1, "snapshot_steps": 3, "co_action": "stop", "eps": 0.05, "seed": 3}
+         "llr_steps": 1, "snapshot_every": 1, "snapshot_steps": 3, "co_action": "stop", "eps": 0.05, "seed": 3,
+         "compile": "aot_eager", "channels_last": True}
 
 
 def _other_value(name: str):
@@ -72,7 +73,7 @@ def test_every_field_is_reachable_from_the_cli():
     values = _non_default()
     argv = ["train"]
     for name, value in values.items():
-        argv += [flag(name), _cli_text(value)]
+        argv += [flag(name)] if isinstance(value, bool) else [flag(name), _cli_text(value)]  # a boolean is a switch
     args = build_parser().parse_args(argv)
     from robustlab.settings import values_from_args
 

@@ -33,6 +33,7 @@ from ..cpu import fast_input_gradients
 from ..errors import (InputError, ModelOutputError, check_batch, check_model_output, looks_like_probabilities,
                       warn_if_probabilities)
 from ..objectives import CrossEntropy, Objective, get_objective, labels_checked
+from .. import runtime
 from ..runtime import eval_mode
 from ..oracles import Oracle, OracleError, QueryBudgetExceeded
 from ..targets import index_target
@@ -633,6 +634,9 @@ class Attack:
             must survive it).
         verify: re-judge successful points in one batch at the end (see ``_verify``); off only
             inside training loops.
+        compile: run the model through ``torch.compile`` (True: TorchInductor; or a backend name),
+            compiled once per model (``runtime.compiled_model``). Off by default: compiled kernels may
+            round differently in the last bits, so results can differ from an uncompiled run's there.
     """
 
     name = "attack"
@@ -646,7 +650,8 @@ class Attack:
     eval_mode: bool = True
 
     def __init__(self, threat: ThreatModel, objective: Objective | str | None = None, *,
-                 early_stop: bool = True, seed: int = 0, eot: int = 1, eot_judge: str = "mean", verify: bool = True):
+                 early_stop: bool = True, seed: int = 0, eot: int = 1, eot_judge: str = "mean", verify: bool = True,
+                 compile: bool | str = False):
         if not all(hasattr(threat, a) for a in ("eps", "bounds", "with_eps", "apply")):
             raise InputError(f"threat must be a robustlab.ThreatModel (or a ParametricThreat), got {type(threat).__name__}")
         if isinstance(eot, bool) or not isinstance(eot, numbers.Integral) or eot < 1:
@@ -658,6 +663,9 @@ class Attack:
         self.early_stop = early_stop
         self.seed = seed
         self.eot, self.eot_judge, self.verify = int(eot), eot_judge, bool(verify)
+        if not isinstance(compile, (bool, str)):
+            raise InputError(f"compile must be True, False or a torch.compile backend name, got {compile!r}")
+        self.compile = compile
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -673,6 +681,7 @@ class Attack:
         """Attack `x`. ``eps`` overrides the radius (a list: one result per radius); ``threat``
         replaces the attack's threat model for this call (e.g. its ``subset`` for some samples)."""
         base = self.threat if threat is None else threat
+        model = runtime.compiled_model(model, self.compile)  # off by default; compiled once per model
         if isinstance(eps, (list, tuple)):
             return self._multi_eps(model, x, target, [float(e) for e in eps], base)
         return self._call_one(model, x, target, base if eps is None else base.with_eps(eps))

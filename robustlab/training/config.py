@@ -50,6 +50,11 @@ class LoopSettings(StrictSettings):
     amp: Literal["off", "bf16", "fp16"] = Field(
         "off", description="mixed precision of training forward/backward passes (autocast; fp16 with a gradient "
                            "scaler); every per-epoch measurement and evaluation stays float32")
+    channels_last: bool = Field(False, description="keep the model's weights and the batches in the channels-last "
+                                                   "memory format (faster convolutions on GPUs with tensor cores)")
+    compile: Literal["off", "inductor", "aot_eager", "cudagraphs"] = Field(
+        "off", description="torch.compile the training forward/backward with this backend (off by default: "
+                           "compiled kernels may round differently in the last bits)")
 
     @field_validator("method")
     @classmethod
@@ -70,11 +75,11 @@ class LoopSettings(StrictSettings):
 
     #: settings added after state.pt files began storing fingerprints: left out at these values, so the
     #: fingerprint of a run that does not use them stays what it was (older state.pt files still resume)
-    added_later: ClassVar[dict] = {"amp": "off"}
+    added_later: ClassVar[dict] = {"amp": "off", "channels_last": False, "compile": "off"}
 
     def fingerprint(self) -> dict:
         """Settings that must match for a resume to continue the same run (also the run's config.yaml);
-        ``amp`` appears once it is not "off"."""
+        ``amp``, ``channels_last`` and ``compile`` appear once they are not at their defaults."""
         d = self.model_dump()
         d["step_milestones"] = list(d["step_milestones"])
         return {k: v for k, v in d.items() if k not in self.added_later or v != self.added_later[k]}

@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from ..attacks import FGSM, PGD, local_linearity
 from ..data import Dataset
 from ..errors import InputError
-from ..objectives import CrossEntropy, Objective
+from ..objectives import CrossEntropy, Objective, labels_checked
 from .. import runtime
 from ..threat import ThreatModel
 from .checkpoints import check_compatible, load_state, save_state, save_weights
@@ -232,6 +232,7 @@ class _TrainingState:
     steps_per_epoch: int
     device: torch.device = torch.device("cpu")   # where the model lives: batches and sums go there
     scaler: Any = None   # torch.amp.GradScaler (enabled for fp16 only)
+    labels_fit: bool = False   # every training label is a class of the model's outputs (``_labels_fit``, checked once)
     result: TrainResult = field(default_factory=TrainResult)
     start_epoch: int = 0
     best_train_pgd: float = 0.0   # best PGD accuracy on training points so far (catastrophic overfitting)
@@ -301,12 +302,15 @@ def _start(model: nn.Module, train_data: Dataset, cfg: TrainConfig, checkpoint_d
                          "train it on one process")
     device = runtime.device_of(model)
     scaler = _grad_scaler(cfg, device)
+    if cfg.channels_last:
+        model = runtime.to_channels_last(model)  # in place: the same parameters, another memory format
     net = model
     if world > 1 and not isinstance(model, nn.parallel.DistributedDataParallel):
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     base = _unwrap(net)
     optimizer = _make_optimizer(cfg, base)  # after the model is on its device: the state is created there
     averager = _local_sgd(cfg, net, world)
+    net = runtime.compiled_model(net, cfg.compile)  # the training passes; the inner attacks and saving use `base`
     full_threat = ThreatModel(cfg.norm, cfg.eps) if threat is None else threat.with_eps(cfg.eps)
     if full_threat.has_per_sample_state:
         raise InputError("training draws random batches: give a threat model without per-sample state "
@@ -402,11 +406,15 @@ def _run_epoch(state: _TrainingState, epoch: int, data: Dataset, regularizer, pr
             break
         idx, n_global, lo = slices[step]
         xb, yb = _to_device(*next(batches), state.device)
+        if cfg.channels_last:
+            xb = runtime.to_channels_last(xb)
         global_step = epoch * state.steps_per_epoch + step
         lr, eps = _schedule(state, global_step)
         ctx = BatchContext(state.threat.with_eps(eps), _seed(cfg, epoch, step + 1), cfg, attack_model=state.base,
                            global_size=n_global, offset=lo, objective=state.objective)
-        loss, logits = _step(state, xb, yb, ctx, regularizer, functools.partial(finite.check, step=step))
+        with labels_checked(state.labels_fit):  # once all labels are known to fit, no per-batch check (a GPU stall)
+            loss, logits = _step(state, xb, yb, ctx, regularizer, functools.partial(finite.check, step=step))
+        state.labels_fit = state.labels_fit or _labels_fit(data, logits)
         if cfg.snapshot_steps and state.ckpt is not None and rank == 0 and (global_step + 1) % cfg.snapshot_steps == 0:
             save_weights(state.base, state.ckpt / "snapshots" / f"step_{global_step + 1:07d}.safetensors",
                          {"step": str(global_step + 1)})
@@ -446,6 +454,21 @@ class _FiniteCheck:
         value_text = f"{value}" if value == value else "non-finite"
         raise FloatingPointError(f"training loss became {value_text} at epoch {self.epoch + 1}, step {step}; "
                                  "lower the learning rate")
+
+
+def _labels_fit(data: Dataset, logits: torch.Tensor) -> bool:
+    """Whether every class label of the training data lies in [0, classes) of the model's outputs `logits`:
+    checked once, on the labels in host memory (an in-memory split's, or a streamed folder's listing), so no
+    GPU stall; the steps after it skip ``labels_of``'s check of each batch (two reads of device tensors). False
+    for targets that are not class labels, and for labels that do not fit (each batch is then checked, and the
+    first bad one raises its clear error)."""
+    labels = data.y if isinstance(data, Dataset) else getattr(data, "labels", None)
+    if not isinstance(labels, torch.Tensor) or labels.is_floating_point() or logits.dim() != 2:
+        return False
+    if labels.numel() == 0:
+        return True
+    low, high = torch.aminmax(labels.cpu())
+    return bool(low >= 0) and bool(high < logits.shape[1])
 
 
 def _epoch_slices(order: torch.Tensor, state: _TrainingState) -> list[tuple[torch.Tensor, int, int]]:
