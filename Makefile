@@ -58,6 +58,7 @@ $(BENCH_STAMP): $(STAMP)
 
 bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/run.py --out benchmarks/results.md
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/gpu.py --device cpu --small --out benchmarks/gpu_results_cpu.md
 
 # The documentation site (mkdocs.yml, docs/): MkDocs + Material + mkdocstrings (extra "docs"); --strict makes a
 # broken link, a missing page or an unresolved API reference fail the build. Output in build/site (git-ignored).

@@ -467,8 +467,7 @@ def _labels_fit(data: Dataset, logits: torch.Tensor) -> bool:
         return False
     if labels.numel() == 0:
         return True
-    low, high = torch.aminmax(labels.cpu())
-    return bool(low >= 0) and bool(high < logits.shape[1])
+    return bool((labels.min() >= 0) & (labels.max() < logits.shape[1]))  # one read, once per training run
 
 
 def _epoch_slices(order: torch.Tensor, state: _TrainingState) -> list[tuple[torch.Tensor, int, int]]:
