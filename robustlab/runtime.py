@@ -242,6 +242,14 @@ def model_digest(model: Any) -> str:
     return h.hexdigest()
 
 
+def host_reads_are_free(device: torch.device) -> bool:
+    """Whether reading a tensor's value on the host costs only the read (tensors in host memory, the CPU): code
+    may then check at once, or compact a batch every step, where on an accelerator it defers to save a
+    stall. The one place this is decided; tests that count the syncs an accelerator would see
+    (``robustlab.hostsync``) patch it to return False, so they count the accelerator's code path on a CPU."""
+    return torch.device(device).type == "cpu"
+
+
 # ----- optional speed-ups on a GPU: torch.compile and channels_last ----------------------------------
 #: what ``compile=True`` means: TorchInductor, torch.compile's default backend
 DEFAULT_COMPILE_BACKEND = "inductor"

@@ -13,7 +13,15 @@ import torch
 import robustlab as rl
 from robustlab.attacks import APGD, BIM, FGSM, MIFGSM, PGD, Square
 from robustlab.attacks.base import IterativeAttack
+from robustlab import runtime
 from robustlab.hostsync import count_host_syncs
+
+
+@pytest.fixture(autouse=True)
+def as_on_an_accelerator(monkeypatch):
+    """Count the code path an accelerator runs (checks deferred, the batch compacted every few steps) on this
+    CPU, where the engine would otherwise read at once (``runtime.host_reads_are_free``)."""
+    monkeypatch.setattr(runtime, "host_reads_are_free", lambda device: False)
 
 THREAT = rl.ThreatModel("linf", 0.1)
 ACCEL = IterativeAttack.ACCELERATOR_SHRINK_EVERY  # the compaction interval off the CPU
@@ -166,9 +174,10 @@ def test_issue_target_for_apgd_and_square_on_the_accelerator_schedule(digits_mod
     assert totals[1] <= 0.25 * 20
 
 
-def test_the_compaction_interval_follows_the_device():
+def test_the_compaction_interval_follows_the_device(monkeypatch):
     """On a CPU a read is free: compact after every step (results bit-identical to earlier versions); off the
     CPU every ACCELERATOR_SHRINK_EVERY steps; an explicit shrink_every wins."""
+    monkeypatch.undo()  # this CPU as it is
     assert PGD(THREAT).compaction_interval(torch.device("cpu")) == 1
     assert PGD(THREAT).compaction_interval(torch.device("cuda", 0)) == ACCEL == 5
     assert PGD(THREAT, shrink_every=3).compaction_interval(torch.device("cuda", 0)) == 3

@@ -331,8 +331,7 @@ class AttackContext:
             raise InputError(f"the model must return a tensor, got {type(out).__name__}")
         rows = self.index if idx is None else idx
         if torch.is_floating_point(out) and out.dim() and out.shape[0] == rows.numel() and out.numel():
-            bad = _nonfinite_rows(out.detach()) & self._live_full[rows]
-            self._faults.note("output", bad, "model output")
+            self._note_nonfinite("output", out.detach(), self._live_full[rows], "model output")
         else:
             check_model_output(out)
         if not self._checked_probabilities:
@@ -349,6 +348,14 @@ class AttackContext:
         lo, hi = self.label_range or (None, None)
         if lo is not None and out.dim() == 2 and lo >= 0 and hi < out.shape[1] and self._call_scope is not None:
             self._call_scope.enter_context(labels_checked())
+
+    def _note_nonfinite(self, kind: str, t: torch.Tensor, live: torch.Tensor, detail: str | None = None) -> None:
+        """Note the live rows of `t` that hold a NaN or an inf (``_DeferredFaults``). Where a host read is free
+        (``runtime.host_reads_are_free``: the CPU) one sum tells first whether there is any, which is cheaper
+        than the per-row search; an overflowing sum only falls back to the search."""
+        if runtime.host_reads_are_free(t.device) and bool(torch.isfinite(t.sum())):
+            return
+        self._faults.note(kind, _nonfinite_rows(t) & live, detail)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The model's output on inputs of the active samples, checked; differentiable when ``x``
@@ -396,7 +403,7 @@ class AttackContext:
             loss, grad, out = loss / self.eot, grad / self.eot, out / self.eot
         idx = self.index if sub is None else self.index[sub]
         live = self._live_full[idx]
-        self._faults.note("grad", _nonfinite_rows(grad) & live)
+        self._note_nonfinite("grad", grad, live)
         self._faults.note("loss", torch.isnan(loss).reshape(-1) & live)
         self._count(self.grad_calls, idx, self.eot)
         out = out.detach()
@@ -863,11 +870,12 @@ class IterativeAttack(Attack):
     ACCELERATOR_SHRINK_EVERY = 5
 
     def compaction_interval(self, device: torch.device) -> int:
-        """``shrink_every``, or by device: 1 on a CPU, where a host read costs nothing and compacting after every
-        step keeps results bit-identical to earlier versions; ``ACCELERATOR_SHRINK_EVERY`` elsewhere."""
+        """``shrink_every``, or by device: 1 where a host read costs nothing (``runtime.host_reads_are_free``: the
+        CPU), and compacting after every step keeps results bit-identical to earlier versions;
+        ``ACCELERATOR_SHRINK_EVERY`` elsewhere."""
         if self.shrink_every is not None:
             return self.shrink_every
-        return 1 if device.type == "cpu" else self.ACCELERATOR_SHRINK_EVERY
+        return 1 if runtime.host_reads_are_free(device) else self.ACCELERATOR_SHRINK_EVERY
 
     @property
     def _drops_samples(self) -> bool:

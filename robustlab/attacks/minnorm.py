@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from .. import runtime
 from ..errors import InputError
 from ..objectives import Margin, Objective, labels_of
 from ..threat import ThreatModel, per_sample, lp_norm
@@ -160,7 +161,7 @@ class DeepFool(Attack):
 
     def _shrink_due(self, step: int, device: torch.device) -> bool:
         """Whether the working batch drops its broken rows after ``step`` (1-based; see ``shrink``)."""
-        shrink = self.shrink or ("every" if device.type == "cpu" else "doubling")
+        shrink = self.shrink or ("every" if runtime.host_reads_are_free(device) else "doubling")
         if shrink not in ("every", "doubling"):
             raise InputError(f"DeepFool.shrink must be 'every', 'doubling' or None, got {shrink!r}")
         return shrink == "every" or step & (step - 1) == 0 or step == self.steps

@@ -5,6 +5,7 @@ import math
 
 import torch
 
+from .. import runtime
 from ..errors import InputError
 from ..objectives import CrossEntropy, Objective
 from ..threat import ThreatModel, per_sample
@@ -115,7 +116,7 @@ def second_query_on_all(ctx: AttackContext) -> bool:
     subset's size is a host synchronisation per step and the extra rows cost microseconds; on a CPU the
     subset is cheaper, and an oracle is asked only what the attack needs (its queries are counted and
     budgeted). Both give the same points."""
-    return not ctx.is_oracle and ctx.x.device.type != "cpu"
+    return not ctx.is_oracle and not runtime.host_reads_are_free(ctx.x.device)
 
 
 def _evaluate_rows(ctx: AttackContext, v: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
