@@ -62,3 +62,45 @@ def test_one_log_line_per_eps_of_a_robustness_curve(caplog):
     # the cascade at each eps attacks only the points still unbroken at the smaller one
     first = _lines(caplog, "points broke")[0]
     assert "apgd-ce on 20 points" in first and len(curve.reports) == 2
+
+
+# ----- heartbeats on a non-terminal (robustlab.progress) ----------------------------------------------
+def test_a_heartbeat_line_comes_while_a_step_runs_and_carries_the_outer_bars(caplog):
+    """Under pytest stderr is not a terminal: progress_bar gives heartbeats; a line comes from the timer even
+    while no update happens (inside one long attack), with done/total, the postfix, elapsed and ETA."""
+    import time
+
+    from robustlab.progress import Heartbeat, progress_bar
+
+    with caplog.at_level(logging.INFO, logger="robustlab"):
+        outer = progress_bar(total=4, desc="robustness curve", unit="eps", heartbeat_s=10)
+        bar = progress_bar(total=500, desc="evaluate linf eps=0.3", unit="pt", heartbeat_s=0.05)
+        assert isinstance(bar, Heartbeat) and bar.disable  # no live display: loops skip display-only work
+        outer.update(1)
+        bar.update(200)
+        bar.set_postfix_str("square on 312 points")
+        time.sleep(0.3)
+        bar.close()
+        outer.close()
+        time.sleep(0.1)
+    beats = _lines(caplog, "evaluate linf eps=0.3: 200/500 pt (40%), square on 312 points")
+    assert beats, [r.getMessage() for r in caplog.records]
+    assert all(b.startswith("robustness curve: 1/4 eps (25%)") and "elapsed" in b and "ETA" in b for b in beats)
+    n = len(caplog.records)
+    time.sleep(0.15)
+    assert len(caplog.records) == n, "a closed bar is silent"
+
+
+def test_progress_bar_is_tqdm_on_a_terminal_and_silent_when_disabled(monkeypatch):
+    import sys
+
+    from tqdm.auto import tqdm
+
+    from robustlab.progress import Heartbeat, progress_bar
+
+    assert not isinstance(progress_bar(total=3, disable=True), Heartbeat)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    bar = progress_bar(total=3, desc="x")
+    assert isinstance(bar, tqdm) and not isinstance(bar, Heartbeat)
+    bar.close()
+    assert list(progress_bar(range(3), disable=True)) == [0, 1, 2]

@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from tqdm.auto import tqdm
+from ..progress import progress_bar
 
 from ..attacks import APGD, APGDDLR, APGDT, FABT, Attack, Square, create_attack
 from ..targets import concat_targets, index_target, target_to
@@ -223,7 +223,7 @@ def evaluate(model, data, threat: ThreatModel, attacks: str | Sequence[Attack | 
     run = _Evaluation(model, threat, attacks, objective=objective, metrics=metrics, seed=seed, batch_size=batch_size,
                       n_examples=n_examples, already_broken=already_broken, start_points=start_points,
                       progress=progress, keep_points=keep_points, cells_dir=cells_dir)
-    bar = tqdm(total=n, desc=f"evaluate {threat.describe()}", unit="pt", leave=False, disable=(not progress) or None)
+    bar = progress_bar(total=n, desc=f"evaluate {threat.describe()}", unit="pt", leave=False, disable=not progress)
     with eval_mode(model):
         for xb, yb in first_batches(data, n, batch_size):
             run.batch(xb, yb)
@@ -344,8 +344,8 @@ class _Evaluation:
         """Each attack in turn on the points still robust; the cell is saved after each attack."""
         seen, nb = self.seen, xb.shape[0]
         batch_threat = self.threat.subset(torch.arange(seen, seen + nb)) if self.threat.has_per_sample_state else self.threat
-        bar = tqdm(total=len(self.suite), initial=state.done, desc=f"cascade on points {seen}-{seen + nb}",
-                   unit="attack", leave=False, disable=(not self.progress) or None)
+        bar = progress_bar(total=len(self.suite), initial=state.done, desc=f"cascade on points {seen}-{seen + nb}",
+                           unit="attack", leave=False, disable=not self.progress)
         for a_index, (attack, name) in enumerate(zip(self.suite, self.names)):
             if a_index < state.done:
                 continue
@@ -479,8 +479,8 @@ def robustness_curve(model, data, threat: ThreatModel, eps: Sequence[float],
     broken, points = None, None
     keep = kwargs.pop("keep_points", False)
     progress = kwargs.get("progress", True)
-    for i, e in enumerate(tqdm(eps_sorted, desc="robustness curve", unit="eps", leave=False,
-                               disable=(not progress) or None)):
+    for i, e in enumerate(progress_bar(eps_sorted, desc="robustness curve", unit="eps", leave=False,
+                                       disable=not progress)):
         if progress:
             log.info("robustness curve: eps %g (%d of %d)", e, i + 1, len(eps_sorted))
         rep = evaluate(model, (x, target), threat.with_eps(e), attacks, already_broken=broken, start_points=points,

@@ -180,9 +180,9 @@ def _landscape(run: Run, inputs: RunInputs, todo: list[str], loss: str, attack_s
     start = time.perf_counter()
     out["gaps"] = generalisation_gaps(inputs.model, inputs.train, inputs.test, threat, attack_steps, seed,
                                       objective=objective)
-    from tqdm import tqdm
+    from ..progress import progress_bar
 
-    for m in tqdm(todo, desc="geometry", disable=not progress):
+    for m in progress_bar(todo, desc="geometry", unit="measure", disable=not progress):
         t0 = time.perf_counter()
         if _MEASURE[m](ls) is not False:  # False: skipped (no timing)
             out["timings_s"][m] = time.perf_counter() - t0

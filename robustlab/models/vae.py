@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from ..progress import progress_bar
 
 from ..data import Dataset, load_dataset
 from ..errors import InputError
@@ -118,7 +118,7 @@ def train_vae(data: Dataset, cfg: VAEConfig = VAEConfig(), progress: bool = True
     vae = VAE(data.input_shape, cfg.latent_dim, cfg.hidden, data.num_classes if cfg.conditional else 0).to(data.x.device)
     opt = torch.optim.Adam(vae.parameters(), lr=cfg.lr)
     gen = torch.Generator().manual_seed(cfg.seed)
-    for epoch in tqdm(range(cfg.epochs), desc="vae", disable=not progress or None, leave=False):
+    for epoch in progress_bar(range(cfg.epochs), desc="vae", unit="epoch", disable=not progress, leave=False):
         total = 0.0
         for xb, yb in data.batches(cfg.batch_size, shuffle=True, generator=gen):
             recon, mu, logvar = vae(xb, gen, yb if cfg.conditional else None)

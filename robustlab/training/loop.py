@@ -30,7 +30,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from ..progress import progress_bar
 
 from ..attacks import FGSM, PGD, local_linearity
 from ..data import Dataset
@@ -395,8 +395,8 @@ def _run_epoch(state: _TrainingState, epoch: int, data: Dataset, regularizer, pr
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(_seed(cfg, epoch)))
     sums = torch.zeros(3, dtype=torch.float64, device=state.device)  # loss * n, correct, n
     finite = _FiniteCheck(state.device, epoch)
-    bar = tqdm(range(state.steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs} [{cfg.method}]", leave=False,
-               disable=(not progress or rank != 0) or None)
+    bar = progress_bar(range(state.steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs} [{cfg.method}]",
+                       unit="step", leave=False, disable=not progress or rank != 0)
     lr, eps = cfg.lr, cfg.eps
     slices = _epoch_slices(order, state)
     batches = data.batches_at((idx for idx, _, _ in slices), pin_memory=state.device.type == "cuda",

@@ -6,7 +6,7 @@ import logging
 import time
 
 import torch
-from tqdm import tqdm
+from ...progress import progress_bar
 
 from .metrics import ocr_metrics
 from .model import CRNN, ctc_log_likelihood, greedy_decode
@@ -28,7 +28,7 @@ def train_crnn(model: CRNN, steps: int = 1500, batch_size: int = 32, lr: float =
     model.train()
     losses = []
     start = time.perf_counter()
-    bar = tqdm(range(steps), desc="CRNN", disable=not progress, mininterval=5)
+    bar = progress_bar(range(steps), desc="CRNN", unit="step", disable=not progress, mininterval=5)
     for i in bar:
         data = synthetic_lines(batch_size, TRAIN_SEED_BASE + 1_000_000 * seed + i, width=width)
         loss = -ctc_log_likelihood(model(data.x.to(device)), data.texts).mean() / 10

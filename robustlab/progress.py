@@ -1,0 +1,122 @@
+"""Progress that a user sees wherever the output goes: tqdm on a terminal, and elsewhere (``| tee``, CI, nohup,
+a cluster job's log) a heartbeat log line at most every ``HEARTBEAT_S`` seconds, from a background timer so
+that it also comes inside one long step (an attack of several minutes):
+
+    evaluate linf eps=0.3: 200/500 pt (40%), square on 312 points, elapsed 1m35s, ETA 2m23s
+
+    bar = progress_bar(total=n, desc="evaluate", unit="pt", disable=not progress)
+    bar.update(k); bar.set_postfix_str("square on 312 points"); bar.close()
+
+Only rank 0 of a distributed job speaks. ``disable=True`` shows nothing; ``None`` or ``False`` choose by the
+stream (tqdm's own ``None`` meant "off on a non-terminal", which left logged runs silent for minutes).
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from typing import Any, Iterable
+
+import torch.distributed as dist
+from tqdm.auto import tqdm
+
+log = logging.getLogger("robustlab")
+
+#: seconds between two heartbeat lines of one bar on a non-terminal
+HEARTBEAT_S = 30.0
+
+
+def progress_bar(iterable: Iterable | None = None, *, total: int | None = None, desc: str = "", unit: str = "it",
+                 disable: bool | None = None, heartbeat_s: float | None = None, **tqdm_options: Any):
+    """A tqdm bar on a terminal, a ``Heartbeat`` elsewhere, nothing with ``disable=True`` or off rank 0."""
+    if disable is True or (dist.is_available() and dist.is_initialized() and dist.get_rank() != 0):
+        return tqdm(iterable, total=total, disable=True)
+    if sys.stderr.isatty():
+        return tqdm(iterable, total=total, desc=desc, unit=unit, **tqdm_options)
+    return Heartbeat(iterable, total, desc, unit, HEARTBEAT_S if heartbeat_s is None else heartbeat_s,
+                     initial=int(tqdm_options.get("initial", 0)))
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    return f"{minutes}m{seconds:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+class Heartbeat:
+    """The part of tqdm's interface the loops use (iteration, ``update``, ``set_postfix``, ``set_postfix_str``,
+    ``close``, a context manager); it logs one line at most every ``interval`` seconds while open: what, done of
+    total, the postfix, elapsed and the remaining time at the rate so far. ``disable`` is True: there is no
+    live display, so a loop skips work done only to show one (e.g. reading a loss every few steps).
+
+    Bars nest (a curve over eps, its evaluation over points, the cascade of attacks on a batch): only the
+    innermost open one speaks, and its line carries the outer ones' (``outer | inner``)."""
+
+    disable = True
+    _open: list["Heartbeat"] = []   # the open heartbeats, outermost first
+    _lock = threading.Lock()
+
+    def __init__(self, iterable: Iterable | None, total: int | None, desc: str, unit: str, interval: float,
+                 initial: int = 0):
+        self.iterable, self.desc, self.unit, self.interval = iterable, desc, unit, interval
+        self.total = total if total is not None else (len(iterable) if hasattr(iterable, "__len__") else None)
+        self.n, self.postfix, self.start = initial, "", time.monotonic()
+        self._first = initial
+        self._closed = threading.Event()
+        with Heartbeat._lock:
+            Heartbeat._open.append(self)
+        threading.Thread(target=self._beat, name="robustlab-heartbeat", daemon=True).start()
+
+    def _beat(self) -> None:
+        while not self._closed.wait(self.interval):
+            with Heartbeat._lock:
+                bars = list(Heartbeat._open)
+            if bars and bars[-1] is self:
+                log.info("%s", " | ".join(b.line() for b in bars))
+
+    def line(self) -> str:
+        """The heartbeat line now."""
+        elapsed = time.monotonic() - self.start
+        done = f"{self.n}/{self.total} {self.unit}" if self.total else f"{self.n} {self.unit}"
+        if self.total:
+            done += f" ({self.n / self.total:.0%})"
+        rate_n = self.n - self._first  # done since this bar opened (a resumed cascade starts past its first attacks)
+        eta = f", ETA {_duration(elapsed * (self.total - self.n) / rate_n)}" if self.total and rate_n > 0 else ""
+        postfix = f", {self.postfix}" if self.postfix else ""
+        return f"{self.desc}: {done}{postfix}, elapsed {_duration(elapsed)}{eta}"
+
+    def __iter__(self):
+        try:
+            for item in self.iterable:
+                yield item
+                self.n += 1
+        finally:
+            self.close()
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+
+    def set_postfix(self, ordered_dict: dict | None = None, refresh: bool = True, **kwargs: Any) -> None:
+        items = {**(ordered_dict or {}), **kwargs}
+        self.postfix = ", ".join(f"{k}={v}" for k, v in items.items())
+
+    def set_postfix_str(self, s: str = "", refresh: bool = True) -> None:
+        self.postfix = str(s)
+
+    def close(self) -> None:
+        self._closed.set()
+        with Heartbeat._lock:
+            if self in Heartbeat._open:
+                Heartbeat._open.remove(self)
+
+    def __enter__(self) -> "Heartbeat":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()
