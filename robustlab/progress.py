@@ -16,6 +16,7 @@ import logging
 import sys
 import threading
 import time
+import weakref
 from typing import Any, Iterable
 
 import torch.distributed as dist
@@ -38,6 +39,19 @@ def progress_bar(iterable: Iterable | None = None, *, total: int | None = None, 
                      initial=int(tqdm_options.get("initial", 0)))
 
 
+def _beat(ref: weakref.ref, closed: threading.Event, interval: float) -> None:
+    """The timer of one heartbeat: every `interval` seconds, while it is open and alive, a line if it is the
+    innermost open bar (holding only a weak reference, so a bar dropped without ``close`` ends its timer)."""
+    while not closed.wait(interval):
+        bar = ref()
+        if bar is None:
+            return
+        bars = Heartbeat.open_bars()
+        if bars and bars[-1] is bar:
+            log.info("%s", " | ".join(b.line() for b in bars))
+        del bar
+
+
 def _duration(seconds: float) -> str:
     seconds = int(round(seconds))
     if seconds < 60:
@@ -56,7 +70,7 @@ class Heartbeat:
     innermost open one speaks, and its line carries the outer ones' (``outer | inner``)."""
 
     disable = True
-    _open: list["Heartbeat"] = []   # the open heartbeats, outermost first
+    _open: list[weakref.ref] = []   # the open heartbeats, outermost first (weak: a bar dropped unclosed goes)
     _lock = threading.Lock()
 
     def __init__(self, iterable: Iterable | None, total: int | None, desc: str, unit: str, interval: float,
@@ -67,15 +81,16 @@ class Heartbeat:
         self._first = initial
         self._closed = threading.Event()
         with Heartbeat._lock:
-            Heartbeat._open.append(self)
-        threading.Thread(target=self._beat, name="robustlab-heartbeat", daemon=True).start()
+            Heartbeat._open.append(weakref.ref(self))
+        threading.Thread(target=_beat, args=(weakref.ref(self), self._closed, interval), name="robustlab-heartbeat",
+                         daemon=True).start()
 
-    def _beat(self) -> None:
-        while not self._closed.wait(self.interval):
-            with Heartbeat._lock:
-                bars = list(Heartbeat._open)
-            if bars and bars[-1] is self:
-                log.info("%s", " | ".join(b.line() for b in bars))
+    @staticmethod
+    def open_bars() -> list["Heartbeat"]:
+        """The open heartbeats, outermost first (those dropped without ``close`` are forgotten)."""
+        with Heartbeat._lock:
+            Heartbeat._open[:] = [r for r in Heartbeat._open if r() is not None and not r()._closed.is_set()]
+            return [r() for r in Heartbeat._open]
 
     def line(self) -> str:
         """The heartbeat line now."""
@@ -108,9 +123,6 @@ class Heartbeat:
 
     def close(self) -> None:
         self._closed.set()
-        with Heartbeat._lock:
-            if self in Heartbeat._open:
-                Heartbeat._open.remove(self)
 
     def __enter__(self) -> "Heartbeat":
         return self

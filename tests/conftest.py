@@ -1,7 +1,9 @@
 import atexit
 import os
 import shutil
+import subprocess
 import tempfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +17,40 @@ if "HYPOTHESIS_STORAGE_DIRECTORY" not in os.environ:
     _hypothesis_dir = tempfile.mkdtemp(prefix="robustlab-hypothesis-")
     os.environ["HYPOTHESIS_STORAGE_DIRECTORY"] = _hypothesis_dir
     atexit.register(shutil.rmtree, _hypothesis_dir, ignore_errors=True)
+
+
+# ----- no test writes into the checkout: `make test` fails if the tests left a file there ---------------------
+ROOT = Path(__file__).resolve().parents[1]
+#: what may change in the checkout while the tests run: the venv, caches, the shared data cache, build outputs
+MAY_CHANGE = (".venv/", ".pytest_cache/", "data-cache/", "build/", ".import_linter_cache/", "robustlab.egg-info/")
+
+
+def checkout_files() -> set[str] | None:
+    """Every file git sees in the checkout, ignored ones included, less those that may change (None outside git)."""
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--ignored", "--untracked-files=all"], cwd=ROOT,
+                             capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    paths = (line[3:] for line in out.stdout.splitlines())
+    return {p for p in paths if not p.startswith(MAY_CHANGE) and "__pycache__/" not in p}
+
+
+def pytest_sessionstart(session):
+    session.config.checkout_before = checkout_files()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    before, after = getattr(session.config, "checkout_before", None), checkout_files()
+    if before is None or after is None:
+        return
+    new = sorted(after - before)
+    if new:
+        session.exitstatus = 1
+        print(f"\nthe tests changed the checkout ({len(new)} files, e.g. {', '.join(new[:3])}): a test must write "
+              "only under its tmp_path")
 
 
 def train_on_digits(model, epochs=30, seed=0, lr=1e-2):

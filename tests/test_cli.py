@@ -91,3 +91,34 @@ def test_batch_size_sweep_records_generalisation_gaps(tmp_path):
     assert rows[3]["lr"] == pytest.approx(0.05 * 8)
     assert all(r["generalization_gap"] is not None and r["robust_generalization_gap"] is not None for r in rows)
     assert "rob gap" in out.stdout
+
+
+def test_a_job_folder_given_for_a_model_run_names_its_model_runs(tmp_path):
+    """`robustlab evaluate runs/quickstart`, the obvious next step after the demo, names the job's model runs."""
+    import yaml
+
+    from robustlab.errors import InputError
+    from robustlab.experiments.job import load_model_from_run
+
+    job = tmp_path / "quickstart"
+    for label in ("pgd-at", "standard"):
+        (job / "models" / label).mkdir(parents=True)
+        (job / "models" / label / "config.yaml").write_text(yaml.safe_dump({"kind": "model"}))
+    (job / "config.yaml").write_text(yaml.safe_dump({"kind": "job"}))
+    with pytest.raises(InputError) as e:
+        load_model_from_run(job)
+    assert "is a job run, not a model run" in str(e.value)
+    assert str(job / "models" / "pgd-at") in str(e.value) and str(job / "models" / "standard") in str(e.value)
+
+
+def test_attack_records_carry_query_statistics_only_for_attacks_that_count_queries(digits_model, digits_test):
+    import robustlab as rl
+    from robustlab.experiments.attack import _summary
+
+    x, y = digits_test
+    threat = rl.ThreatModel("linf", 0.3)
+    white = _summary(rl.attacks.PGD(threat, steps=5)(digits_model, x[:40], y[:40]), "pgd")
+    black = _summary(rl.attacks.Square(threat, max_queries=50)(digits_model, x[:40], y[:40]), "square")
+    assert white["success_rate"] > 0 and not any(k.startswith("queries_per_success") for k in white)
+    assert black["success_rate"] > 0 and "queries_per_success_mean" in black
+    assert "time_s" not in white  # the record's one time is the caller's

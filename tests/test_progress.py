@@ -85,7 +85,8 @@ def test_a_heartbeat_line_comes_while_a_step_runs_and_carries_the_outer_bars(cap
         time.sleep(0.1)
     beats = _lines(caplog, "evaluate linf eps=0.3: 200/500 pt (40%), square on 312 points")
     assert beats, [r.getMessage() for r in caplog.records]
-    assert all(b.startswith("robustness curve: 1/4 eps (25%)") and "elapsed" in b and "ETA" in b for b in beats)
+    assert all("robustness curve: 1/4 eps (25%)" in b and b.index("robustness curve") < b.index("evaluate linf eps=0.3")
+               and "elapsed" in b and "ETA" in b for b in beats)
     n = len(caplog.records)
     time.sleep(0.15)
     assert len(caplog.records) == n, "a closed bar is silent"
@@ -104,3 +105,21 @@ def test_progress_bar_is_tqdm_on_a_terminal_and_silent_when_disabled(monkeypatch
     assert isinstance(bar, tqdm) and not isinstance(bar, Heartbeat)
     bar.close()
     assert list(progress_bar(range(3), disable=True)) == [0, 1, 2]
+
+
+def test_a_heartbeat_ends_with_its_loop_even_on_an_error_or_when_dropped():
+    import gc
+
+    from robustlab.progress import Heartbeat, progress_bar
+
+    try:
+        with progress_bar(total=3, desc="raising", heartbeat_s=10) as bar:
+            raise ValueError("boom")
+    except ValueError:
+        pass
+    assert bar not in Heartbeat.open_bars()
+    dropped = progress_bar(total=3, desc="dropped", heartbeat_s=10)
+    assert dropped in Heartbeat.open_bars()
+    del dropped
+    gc.collect()
+    assert all(b.desc != "dropped" for b in Heartbeat.open_bars())

@@ -223,13 +223,12 @@ def evaluate(model, data, threat: ThreatModel, attacks: str | Sequence[Attack | 
     run = _Evaluation(model, threat, attacks, objective=objective, metrics=metrics, seed=seed, batch_size=batch_size,
                       n_examples=n_examples, already_broken=already_broken, start_points=start_points,
                       progress=progress, keep_points=keep_points, cells_dir=cells_dir)
-    bar = progress_bar(total=n, desc=f"evaluate {threat.describe()}", unit="pt", leave=False, disable=not progress)
-    with eval_mode(model):
+    with eval_mode(model), progress_bar(total=n, desc=f"evaluate {threat.describe()}", unit="pt", leave=False,
+                                        disable=not progress) as bar:
         for xb, yb in first_batches(data, n, batch_size):
             run.batch(xb, yb)
             bar.update(xb.shape[0])
             bar.set_postfix(robust=f"{float(torch.cat(run.robust_all).float().mean()):.3f}")
-    bar.close()
     report = run.report(data, sanity)
     log.info("%s", report)
     return report
@@ -344,21 +343,20 @@ class _Evaluation:
         """Each attack in turn on the points still robust; the cell is saved after each attack."""
         seen, nb = self.seen, xb.shape[0]
         batch_threat = self.threat.subset(torch.arange(seen, seen + nb)) if self.threat.has_per_sample_state else self.threat
-        bar = progress_bar(total=len(self.suite), initial=state.done, desc=f"cascade on points {seen}-{seen + nb}",
-                           unit="attack", leave=False, disable=not self.progress)
-        for a_index, (attack, name) in enumerate(zip(self.suite, self.names)):
-            if a_index < state.done:
-                continue
-            todo = state.robust.nonzero().flatten()
-            if todo.numel() == 0:
-                break
-            bar.set_postfix_str(f"{name} on {todo.numel()} points")
-            self._attack(attack, name, xb, yb, todo, batch_threat, state)
-            bar.update(1)
-            state.done = a_index + 1
-            if self.cells is not None:
-                self.cells.save(cell, state.to_cell(), fingerprint)
-        bar.close()
+        with progress_bar(total=len(self.suite), initial=state.done, desc=f"cascade on points {seen}-{seen + nb}",
+                          unit="attack", leave=False, disable=not self.progress) as bar:
+            for a_index, (attack, name) in enumerate(zip(self.suite, self.names)):
+                if a_index < state.done:
+                    continue
+                todo = state.robust.nonzero().flatten()
+                if todo.numel() == 0:
+                    break
+                bar.set_postfix_str(f"{name} on {todo.numel()} points")
+                self._attack(attack, name, xb, yb, todo, batch_threat, state)
+                bar.update(1)
+                state.done = a_index + 1
+                if self.cells is not None:
+                    self.cells.save(cell, state.to_cell(), fingerprint)
 
     def _attack(self, attack: Attack, name: str, xb, yb, todo, batch_threat: ThreatModel, state: _BatchState) -> None:
         """One attack on the points `todo`: the points it breaks lose robustness, worst cases update."""

@@ -93,8 +93,8 @@ def attack_model_run(run_dir: str | Path, settings: AttackSettings, *, runs: str
         start = time.perf_counter()
         result = atk(target, test.x, test.y)
         robust = clean_ok & ~result.success
-        out = {**result.summary(), "clean_accuracy": float(clean_ok.float().mean()),
-               "robust_accuracy": float(robust.float().mean()), "seconds": round(time.perf_counter() - start, 2)}
+        out = {**_summary(result, attack_name), "clean_accuracy": float(clean_ok.float().mean()),
+               "robust_accuracy": float(robust.float().mean()), "time_s": round(time.perf_counter() - start, 2)}
         run.write_config({"kind": "attack", "task": run_task(config), "model_run": str(run_dir), "attack": attack_name,
                           "threat": threat.describe(), **s.model_dump(), **(record or {}), **device_record(device)})
         run.write_summary(out)
@@ -102,6 +102,15 @@ def attack_model_run(run_dir: str | Path, settings: AttackSettings, *, runs: str
         atomic_torch_save({k: v.cpu() for k, v in {"x": test.x, "x_adv": result.x_adv, "y": test.y,
                                                      "success": result.success}.items()}, save or run.path / "adversarial.pt")
     return out, run
+
+
+def _summary(result, attack_name: str) -> dict:
+    """The attack's summary for the record: query statistics only for attacks that count queries (a white-box
+    attack's passes are its steps), and the time once (the caller's, which includes the model's clean pass)."""
+    out = {k: v for k, v in result.summary().items() if k != "time_s"}
+    if ATTACKS.metadata(attack_name).get("access") == "white-box":
+        out = {k: v for k, v in out.items() if not k.startswith("queries_per_success")}
+    return out
 
 
 def _write_record(run: Run, out: dict, attack: Attack, name: str, kwargs: dict, run_dir, points: str) -> None:

@@ -211,6 +211,16 @@ class TrainSourceSettings(ModelDataSettings):
     dist_timeout: float = Field(300.0, gt=0, description="seconds before a collective gives up")
 
 
+def _not_a_model_run(run_dir: Path, config: dict) -> str:
+    """What to say for a folder that is not a model run: a job's model runs are named; else how to make one."""
+    models = sorted(p for p in (run_dir / "models").glob("*") if (p / "config.yaml").is_file()) \
+        if (run_dir / "models").is_dir() else []
+    if models:
+        names = ", ".join(str(p) for p in models[:6]) + (", ..." if len(models) > 6 else "")
+        return f"{run_dir} is a {config.get('kind') or 'job'} run, not a model run; its model runs are {names}: give one of them"
+    return f"{run_dir} is not a model run (no model config.yaml); train one with `robustlab train`"
+
+
 def load_model_from_run(run_dir: str | Path, which: str = "best", trust_code: bool = False,
                         device: Any = "auto") -> tuple[nn.Module, dict]:
     """The trained model of a model run (``best`` or ``last`` weights, read onto `device`) and its config.
@@ -224,7 +234,7 @@ def load_model_from_run(run_dir: str | Path, which: str = "best", trust_code: bo
     run = Run(run_dir, create=False)
     config = run.read_config()
     if config.get("kind") != "model":
-        raise InputError(f"{run_dir} is not a model run (no model config.yaml); train one with `robustlab train`")
+        raise InputError(_not_a_model_run(Path(run_dir), config))
     if is_zoo_source(config["model"]["name"]):  # one set of weights, from the zoo: `which` does not apply
         return load_recorded(config["model"]).to(resolve_device(device)), config
     path = run.checkpoints / f"{which}.safetensors"

@@ -401,29 +401,32 @@ def _run_epoch(state: _TrainingState, epoch: int, data: Dataset, regularizer, pr
     slices = _epoch_slices(order, state)
     batches = data.batches_at((idx for idx, _, _ in slices), pin_memory=state.device.type == "cuda",
                               augment_seed=_seed(cfg, epoch))
-    for step in bar:
-        if step >= len(slices):  # too few samples left to give every rank one
-            break
-        idx, n_global, lo = slices[step]
-        xb, yb = _to_device(*next(batches), state.device)
-        if cfg.channels_last:
-            xb = runtime.to_channels_last(xb)
-        global_step = epoch * state.steps_per_epoch + step
-        lr, eps = _schedule(state, global_step)
-        ctx = BatchContext(state.threat.with_eps(eps), _seed(cfg, epoch, step + 1), cfg, attack_model=state.base,
-                           global_size=n_global, offset=lo, objective=state.objective)
-        with labels_checked(state.labels_fit):  # once all labels are known to fit, no per-batch check (a GPU stall)
-            loss, logits = _step(state, xb, yb, ctx, regularizer, functools.partial(finite.check, step=step))
-        state.labels_fit = state.labels_fit or _labels_fit(data, logits)
-        if cfg.snapshot_steps and state.ckpt is not None and rank == 0 and (global_step + 1) % cfg.snapshot_steps == 0:
-            save_weights(state.base, state.ckpt / "snapshots" / f"step_{global_step + 1:07d}.safetensors",
-                         {"step": str(global_step + 1)})
-        nb = xb.shape[0]
-        sums[0] += loss.detach().double() * nb
-        sums[1] += (~state.objective.success(logits.detach(), yb)).sum().double()
-        sums[2] += nb
-        if not bar.disable and step % 20 == 0:  # a host read: only for a visible bar, every 20 steps
-            bar.set_postfix(loss=f"{float(sums[0] / sums[2].clamp_min(1)):.3f}", lr=f"{lr:.2g}")
+    try:
+        for step in bar:
+            if step >= len(slices):  # too few samples left to give every rank one
+                break
+            idx, n_global, lo = slices[step]
+            xb, yb = _to_device(*next(batches), state.device)
+            if cfg.channels_last:
+                xb = runtime.to_channels_last(xb)
+            global_step = epoch * state.steps_per_epoch + step
+            lr, eps = _schedule(state, global_step)
+            ctx = BatchContext(state.threat.with_eps(eps), _seed(cfg, epoch, step + 1), cfg, attack_model=state.base,
+                               global_size=n_global, offset=lo, objective=state.objective)
+            with labels_checked(state.labels_fit):  # once all labels are known to fit, no per-batch check (a GPU stall)
+                loss, logits = _step(state, xb, yb, ctx, regularizer, functools.partial(finite.check, step=step))
+            state.labels_fit = state.labels_fit or _labels_fit(data, logits)
+            if cfg.snapshot_steps and state.ckpt is not None and rank == 0 and (global_step + 1) % cfg.snapshot_steps == 0:
+                save_weights(state.base, state.ckpt / "snapshots" / f"step_{global_step + 1:07d}.safetensors",
+                             {"step": str(global_step + 1)})
+            nb = xb.shape[0]
+            sums[0] += loss.detach().double() * nb
+            sums[1] += (~state.objective.success(logits.detach(), yb)).sum().double()
+            sums[2] += nb
+            if not bar.disable and step % 20 == 0:  # a host read: only for a visible bar, every 20 steps
+                bar.set_postfix(loss=f"{float(sums[0] / sums[2].clamp_min(1)):.3f}", lr=f"{lr:.2g}")
+    finally:
+        bar.close()  # also when a step raises: a heartbeat never outlives its loop
     finite.raise_if_failed()
     return _all_sum(sums), lr, eps
 
