@@ -7,6 +7,7 @@ import torch
 import torch.nn as nn
 
 import robustlab as rl
+from robustlab import runtime
 from robustlab.attacks import PGD
 from robustlab.hostsync import count_host_syncs
 from robustlab.training import TrainConfig, train
@@ -84,7 +85,7 @@ class UncheckedCE(rl.objectives.CrossEntropy):
 def test_epoch_sums_are_read_once_per_epoch_not_per_step(monkeypatch):
     """Before: float(loss) and float(correct) each step (two host syncs per step). Now the sums stay on
     the device; with the per-step finite check off (as on a GPU) an epoch's syncs do not grow with its steps."""
-    monkeypatch.setattr(loop, "CHECK_FINITE_EACH_STEP", set())
+    monkeypatch.setattr(runtime, "host_reads_are_free", lambda device: False)
     totals = {}
     for n in (128, 512):  # 2 and 8 steps
         data = _digits(n)
@@ -103,7 +104,7 @@ def test_a_non_finite_loss_stops_training_on_every_device(monkeypatch):
     with pytest.raises(FloatingPointError, match=r"epoch 1, step \d+; lower the learning rate"):
         train(model, _digits(), None, cfg, progress=False)
     assert all(torch.isfinite(p).all() for p in model.parameters())  # stopped before the bad step's update
-    monkeypatch.setattr(loop, "CHECK_FINITE_EACH_STEP", set())  # the device-side check, read at the epoch's end
+    monkeypatch.setattr(runtime, "host_reads_are_free", lambda device: False)  # the device-side check, read at the epoch's end
     with pytest.raises(FloatingPointError, match=r"non-finite at epoch 1, step \d+"):
         train(_model("cpu"), _digits(), None, cfg, progress=False)
 

@@ -228,7 +228,8 @@ def evaluate(model, data, threat: ThreatModel, attacks: str | Sequence[Attack | 
         for xb, yb in first_batches(data, n, batch_size):
             run.batch(xb, yb)
             bar.update(xb.shape[0])
-            bar.set_postfix(robust=f"{float(torch.cat(run.robust_all).float().mean()):.3f}")
+            if not bar.disable:  # a host read, for a live display only (a heartbeat shows none)
+                bar.set_postfix(robust=f"{float(torch.cat(run.robust_all).float().mean()):.3f}")
     report = run.report(data, sanity)
     log.info("%s", report)
     return report

@@ -88,10 +88,6 @@ def _selection_score(cfg: TrainConfig, record: dict) -> tuple:
     return (record[f"{split}_robust_acc"], record[f"{split}_acc"])
 
 
-#: devices where a non-finite training loss is detected at its step (a free read on a CPU); elsewhere the
-#: check is kept on the device and read once at the end of the epoch (a read per step stalls a GPU)
-CHECK_FINITE_EACH_STEP = {"cpu"}
-
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -433,11 +429,11 @@ def _run_epoch(state: _TrainingState, epoch: int, data: Dataset, regularizer, pr
 
 class _FiniteCheck:
     """Stop on a non-finite training loss (a learning rate too high, an fp16 overflow): at its step where a
-    read is free (``CHECK_FINITE_EACH_STEP``: the CPU); elsewhere the first bad step is kept on the device
-    and read once, at the end of the epoch."""
+    read is free (``runtime.host_reads_are_free``: the CPU); elsewhere the first bad step is kept on the device
+    and read once, at the end of the epoch (a read per step stalls a GPU)."""
 
     def __init__(self, device: torch.device, epoch: int):
-        self.each_step = device.type in CHECK_FINITE_EACH_STEP
+        self.each_step = runtime.host_reads_are_free(device)
         self.epoch = epoch
         self.first_bad = torch.full((), -1, dtype=torch.long, device=device)
 

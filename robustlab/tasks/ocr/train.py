@@ -6,6 +6,7 @@ import logging
 import time
 
 import torch
+from ... import runtime
 from ...progress import progress_bar
 
 from .metrics import ocr_metrics
@@ -22,7 +23,7 @@ def train_crnn(model: CRNN, steps: int = 1500, batch_size: int = 32, lr: float =
                width: int = 256, progress: bool = True) -> list[float]:
     """Minimise the CTC loss on rendered lines; returns the per-step losses."""
     torch.manual_seed(seed)
-    device = next(model.parameters()).device  # the lines are rendered on the CPU, then go where the model is
+    device = runtime.device_of(model)  # the lines are rendered on the CPU, then go where the model is
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
     model.train()
@@ -51,8 +52,9 @@ def read(model: CRNN, x: torch.Tensor, batch_size: int = 64) -> list[str]:
     """Greedy transcriptions of lines [B, 1, 32, W]."""
     model.eval()
     out: list[str] = []
+    device = runtime.device_of(model)
     for s in range(0, x.shape[0], batch_size):
-        out.extend(greedy_decode(model(x[s:s + batch_size].to(next(model.parameters()).device))))
+        out.extend(greedy_decode(model(x[s:s + batch_size].to(device))))
     return out
 
 

@@ -7,6 +7,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from ... import runtime
 from ...objectives import RegressionError
 from ...threat import ThreatModel
 from .data import StereoDataset
@@ -20,7 +21,7 @@ def train_stereo(model: StereoNet, data: StereoDataset, steps: int = 800, batch_
                  seed: int = 0) -> list[float]:
     """Adam (one-cycle schedule) on the smooth-L1 disparity error over valid pixels; returns the loss per step."""
     gen = torch.Generator().manual_seed(seed)
-    device = next(model.parameters()).device  # batches go where the model is
+    device = runtime.device_of(model)  # batches go where the model is
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     if steps >= 20:
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
