@@ -1,0 +1,9 @@
+"""Attacks on the training data (poisons and backdoors), their detectors, and the metrics of both.
+
+See ``base`` for the shared shapes (``PoisonedDataset``, ``Poison``, ``Backdoor``, ``Detector``,
+``DetectionReport``) and DESIGN's Poisoning section for the papers each implementation follows."""
+from .base import (DETECTORS, POISONS, Backdoor, DetectionReport, Detector, Poison, PoisonedDataset, as_xy,
+                   draw_without_replacement)
+
+__all__ = ["POISONS", "DETECTORS", "Poison", "Backdoor", "PoisonedDataset", "Detector", "DetectionReport", "as_xy",
+           "draw_without_replacement"]
