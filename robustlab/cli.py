@@ -83,7 +83,8 @@ def _add_evaluate(sub) -> None:
     for model in (ZooEvaluationSource, ZooSettings, EvaluationSettings, RunTarget, DeviceSettings):
         add_model_arguments(p, model)
     p.add_argument("--report", action="store_true", help="also render report.html in the run directory")
-    p.add_argument("--resume", action="store_true", help="continue a killed evaluation from its stored cells")
+    p.add_argument("--resume", action="store_true", help="kept for old scripts: the same settings always continue a "
+                   "killed evaluation from its stored cells")
 
 
 def _add_run_and_report(sub) -> None:
