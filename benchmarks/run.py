@@ -108,7 +108,7 @@ def bench_pgd(model, x, y, eps, steps, alpha, batch, repeats, torchattacks):
 def demo_time() -> list[str]:
     """The demo's job (`robustlab run configs/quickstart.yaml`, what `make demo` runs after the venv exists)
     in a fresh runs folder, its own process with the Makefile's thread setting: wall time and the robust
-    accuracies from each model's evaluation.json."""
+    accuracies from each model's evaluation.json (``runs.evaluations``)."""
     import json
     import os
     import subprocess
@@ -125,7 +125,8 @@ def demo_time() -> list[str]:
         for f in sorted(Path(runs).rglob("evaluation.json")):
             ev = json.loads(f.read_text())
             accs = ", ".join(f"{e:g}: {r['robust_accuracy']:.1%}" for e, r in zip(ev["eps"], ev["reports"]))
-            rows.append(f"- {f.parent.name}: {accs} ({ev['time_s']:.0f} s evaluating)")
+            model = f.parents[2] if f.parent.parent.name == "evaluations" else f.parent  # runs.evaluations' layout
+            rows.append(f"- {model.name}: {accs} ({ev['time_s']:.0f} s evaluating)")
     return [f"`robustlab run configs/quickstart.yaml` (the demo without creating the venv), "
             f"OMP_NUM_THREADS={env['OMP_NUM_THREADS']}: **{t / 60:.1f} min** ({t:.0f} s). Robust accuracy per eps:", "",
             *rows, ""]

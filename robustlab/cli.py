@@ -72,7 +72,9 @@ def _add_attack(sub) -> None:
 
 def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="robust accuracy of a model run (or a zoo --model) over eps with an attack cascade",
-                       description="Cascade evaluation (per-point worst case) over a list of eps; writes evaluation.json. "
+                       description="Cascade evaluation (per-point worst case) over a list of eps; writes "
+                                   "RUN/evaluations/<settings>/evaluation.json, beside the run's other evaluations (the same settings again "
+                                   "reuse or continue it; --overwrite replaces it). "
                                    "With --model robustbench:<name>|timm:<name>|torchvision:<name> --data DATA instead "
                                    "of RUN, the zoo model is evaluated into a new run (--runs/--name).")
     p.add_argument("run", nargs="?", default=None,
@@ -81,7 +83,8 @@ def _add_evaluate(sub) -> None:
     for model in (ZooEvaluationSource, ZooSettings, EvaluationSettings, RunTarget, DeviceSettings):
         add_model_arguments(p, model)
     p.add_argument("--report", action="store_true", help="also render report.html in the run directory")
-    p.add_argument("--resume", action="store_true", help="continue a killed evaluation from its stored cells")
+    p.add_argument("--resume", action="store_true", help="kept for old scripts: the same settings always continue a "
+                   "killed evaluation from its stored cells")
 
 
 def _add_run_and_report(sub) -> None:
@@ -260,6 +263,10 @@ def cmd_evaluate(args) -> int:
         lo, hi = r["robust_accuracy_ci95"]
         print(f"{r['eps']:>8g} {r['clean_accuracy']:>8.2%} {r['robust_accuracy']:>8.2%} "
               f"[{lo:>6.2%}, {hi:>6.2%}]  {r['per_attack']}")
+    if out.get("key"):
+        from .runs.evaluations import evaluation_dir
+
+        print(f"stored in {evaluation_dir(run_dir, out['key'])}")
     if run_dir != args.run:
         print(f"wrote {run_dir}")
     if args.report:

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from helpers import run_cli
+from robustlab.runs.evaluations import default_evaluation
 
 COMMANDS = ["train", "attack", "evaluate", "run", "report", "list", "launch", "sweep", "stereo", "stereo train",
             "stereo attack", "stereo defend", "stereo evaluate", "stereo reproduce", "landscape", "compare-geometry", "represent", "ocr", "ocr train", "ocr attack",
@@ -38,7 +39,7 @@ def test_train_attack_evaluate_report_through_the_cli(tmp_path):
     assert (saved["x_adv"] - saved["x"]).abs().max() <= 0.1 + 1e-6
     for name in ("std", "pgd"):
         out = run_cli("evaluate", tmp_path / name, "--eps", "0,0.05,0.1", "--attacks", "fast", "--n", "100")
-        ev = json.loads((tmp_path / name / "evaluation.json").read_text())
+        ev = default_evaluation(tmp_path / name).record
         accs = [r["robust_accuracy"] for r in ev["reports"]]
         assert accs == sorted(accs, reverse=True) and ev["n"] == 100
         assert "broken by" in out.stdout

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from robustlab.errors import InputError
+from robustlab.runs.evaluations import default_evaluation
 from robustlab.settings import flag
 from robustlab.training import METHODS, TrainConfig
 
@@ -226,7 +227,7 @@ def test_evaluation_and_attack_settings_round_trip_through_their_records(tmp_pat
                     "eval_steps": 1}, progress=False)
     ev = EvaluationSettings(eps=[0.0, 0.05], attacks=["fgsm"], n=12, batch_size=5, seed=3, norm="linf")
     evaluate_model_run(run, ev, "last", progress=False)
-    assert EvaluationSettings(**json.loads((run / "evaluation.json").read_text())["settings"]) == ev
+    assert EvaluationSettings(**default_evaluation(run).record["settings"]) == ev
     atk = AttackSettings(attack="fgsm", eps=0.05, n=10, seed=2, weights="last")
     _, attack_run = attack_model_run(run, atk, runs=tmp_path)
     stored = attack_run.read_config()

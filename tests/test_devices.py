@@ -1,7 +1,6 @@
 """One ``--device`` setting reaches every verb: resolved once (``runtime.resolve_device``), recorded in the
 run's config, the model and the batches on it; the process-group backend follows the tensors' device.
 Device-dependent tests run on ``cpu`` always and on ``cuda`` where a GPU exists (skipped, saying so, here)."""
-import json
 
 import pytest
 import torch
@@ -12,6 +11,7 @@ from helpers import assert_clear_error, cli
 from robustlab import distributed
 from robustlab.errors import InputError
 from robustlab.evaluation.sharded import to_cpu
+from robustlab.runs.evaluations import default_evaluation
 from robustlab.runs.schema import DeviceSettings, validate_job
 from robustlab.runtime import device_description, resolve_device
 from robustlab.training.checkpoints import load_state, save_state
@@ -132,7 +132,7 @@ def test_device_reaches_the_model_and_the_batches_through_the_cli(capsys, tmp_pa
     code, _, err = cli(capsys, "evaluate", tmp_path / "m", "--eps", "0,0.1", "--attacks", "fgsm", "--n", "16",
                        "--device", device, "--trust-code")
     assert code == 0, err
-    record = json.loads((tmp_path / "m" / "evaluation.json").read_text())
+    record = default_evaluation(tmp_path / "m").record
     assert record["device"].startswith(device) and SEEN and set(SEEN) == {(device, device)}
     SEEN.clear()
     code, _, err = cli(capsys, "attack", tmp_path / "m", "--attack", "fgsm", "--eps", "0.1", "--n", "16", "--device",

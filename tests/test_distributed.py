@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from helpers import run_cli
+from robustlab.runs.evaluations import default_evaluation
 
 COMMON = ["--data", "digits", "--model", "mlp", "--model-kwargs", '{"hidden": [64]}', "--epochs", "2",
           "--eval-n", "64", "--lr", "0.01", "--eps", "0.1", "--attack-steps", "3", "--optimizer", "sgd"]
@@ -105,14 +106,13 @@ def test_post_local_sgd_trains_and_llr_under_ddp_is_refused(tmp_path):
 def test_evaluation_sharded_over_two_ranks_equals_one_process(tmp_path):
     """`launch --nproc 2 -- evaluate`: points dealt out in whole batches, per-point results gathered
     into the record a single process writes (same robust accuracies, same attack that broke each)."""
-    import json
 
     run_cli("train", *COMMON, "--batch-size", "64", "--runs", tmp_path, "--name", "model")
     args = ["--eps", "0.05,0.1", "--attacks", "fgsm,pgd", "--n", "90", "--batch-size", "20"]
     run_cli("evaluate", tmp_path / "model", *args)
-    single = json.loads((tmp_path / "model" / "evaluation.json").read_text())
-    run_cli("launch", "--nproc", "2", "--", "evaluate", tmp_path / "model", *args)
-    sharded = json.loads((tmp_path / "model" / "evaluation.json").read_text())
+    single = default_evaluation(tmp_path / "model").record
+    run_cli("launch", "--nproc", "2", "--", "evaluate", tmp_path / "model", *args, "--overwrite")
+    sharded = default_evaluation(tmp_path / "model").record
     assert sharded["world_size"] == 2 and single["world_size"] == 1
     for a, b in zip(single["reports"], sharded["reports"]):
         assert a["n"] == b["n"] == 90

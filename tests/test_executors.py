@@ -12,6 +12,7 @@ from robustlab.errors import InputError
 from robustlab.experiments.executors import (Cell, CellFailedError, LocalExecutor, RayExecutor, gpus_for,
                                               make_executor)
 from robustlab.experiments.job import read_job_config, run_config
+from robustlab.runs.evaluations import default_evaluation
 
 try:
     import ray
@@ -53,7 +54,7 @@ def _results(model_run: Path) -> dict:
 
     metrics = [json.loads(line) for line in (model_run / "metrics.jsonl").read_text().splitlines()]
     return {"summary": no_clock(json.loads((model_run / "summary.json").read_text())),
-            "evaluation": no_clock(json.loads((model_run / "evaluation.json").read_text())),
+            "evaluation": no_clock(default_evaluation(model_run).record),
             "metrics": no_clock(metrics), "weights": (model_run / "checkpoints" / "best.safetensors").read_bytes()}
 
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from helpers import Payload, cli
+from robustlab.runs.evaluations import default_evaluation
 
 
 def assert_one_line_error(code, err, expected_code, *words):
@@ -31,6 +32,11 @@ def evaluated_run(trained_run, tmp_path_factory):
     shutil.copytree(trained_run, dst)
     assert cli_main(["--no-progress", "evaluate", str(dst), "--n", "8", "--attacks", "fgsm", "--eps", "0.1"]) == 0
     return dst
+
+
+def _run_file(run, name):
+    """Where `name` lies in a run: an evaluation's files in its folder (``runs.evaluations``), others at the top."""
+    return default_evaluation(run).folder / name if name in ("evaluation.json", "examples.pt") else run / name
 
 
 @pytest.fixture
@@ -58,7 +64,7 @@ RUN_FILE_CASES = [
 
 @pytest.mark.parametrize("name,content", RUN_FILE_CASES, ids=[f"{n}-{i}" for i, (n, _) in enumerate(RUN_FILE_CASES)])
 def test_report_on_a_corrupt_or_foreign_run_file_is_one_line(damaged_run, capsys, name, content):
-    f = damaged_run / name
+    f = _run_file(damaged_run, name)
     f.write_bytes(content if isinstance(content, bytes) else content.encode())
     code, _, err = cli(capsys, "report", damaged_run, "-o", damaged_run.parent / "out.html")
     assert_one_line_error(code, err, 2, name)
@@ -66,14 +72,14 @@ def test_report_on_a_corrupt_or_foreign_run_file_is_one_line(damaged_run, capsys
 
 def test_report_on_a_pickle_payload_in_examples_is_one_line(damaged_run, tmp_path, capsys):
     marker = tmp_path / "marker"
-    torch.save({"x": Payload(marker)}, damaged_run / "examples.pt")
+    torch.save({"x": Payload(marker)}, _run_file(damaged_run, "examples.pt"))
     code, _, err = cli(capsys, "report", damaged_run, "-o", damaged_run.parent / "out.html")
     assert_one_line_error(code, err, 2, "examples.pt")
     assert not marker.exists()
 
 
 def test_report_on_foreign_examples_is_one_line(damaged_run, capsys):
-    torch.save(torch.zeros(3), damaged_run / "examples.pt")
+    torch.save(torch.zeros(3), _run_file(damaged_run, "examples.pt"))
     code, _, err = cli(capsys, "report", damaged_run, "-o", damaged_run.parent / "out.html")
     assert_one_line_error(code, err, 2, "examples.pt")
 

@@ -2,7 +2,6 @@
 architecture, the same data points and the same settings; a training resume needs the run's config."""
 
 import copy
-import json
 import logging
 
 import pytest
@@ -12,6 +11,7 @@ import robustlab as rl
 from robustlab.errors import InputError
 from robustlab.experiments import job
 from robustlab.experiments.job import load_model_from_run, train_model_run
+from robustlab.runs.evaluations import default_evaluation
 from robustlab.weights import save_weights
 
 from helpers import TRAIN, assert_clear_error, cli
@@ -112,15 +112,15 @@ def test_cli_resume_with_other_weights_gives_their_number(run_copy, capsys, monk
         m.setattr(job, "atomic_write_json", killed)  # dies after every cell was written
         code, _, err = cli(capsys, *_evaluate_args(run_copy, "--weights", "best"))
     assert code == 1, err
-    assert list((run_copy / "evaluation-cells").rglob("*.pt"))
+    assert list((run_copy / "evaluations").rglob("cells/**/*.pt"))
     code, _, err = cli(capsys, *_evaluate_args(run_copy, "--weights", "last", "--resume"))
     assert code == 0, err
-    resumed = json.loads((run_copy / "evaluation.json").read_text())["reports"][-1]["robust_accuracy"]
+    resumed = default_evaluation(run_copy).record["reports"][-1]["robust_accuracy"]
     code, _, err = cli(capsys, *_evaluate_args(run_copy, "--weights", "last"))
     assert code == 0, err
-    fresh = json.loads((run_copy / "evaluation.json").read_text())["reports"][-1]["robust_accuracy"]
+    fresh = default_evaluation(run_copy).record["reports"][-1]["robust_accuracy"]
     code, _, err = cli(capsys, *_evaluate_args(run_copy, "--weights", "best"))
-    best = json.loads((run_copy / "evaluation.json").read_text())["reports"][-1]["robust_accuracy"]
+    best = default_evaluation(run_copy).record["reports"][-1]["robust_accuracy"]
     assert best != fresh  # the two weights give different numbers
     assert resumed == fresh
 

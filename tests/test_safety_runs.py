@@ -9,6 +9,7 @@ import pytest
 
 from robustlab.errors import CheckpointError, InputError
 from robustlab.experiments.job import evaluate_model_run, run_config, train_model_run
+from robustlab.runs.evaluations import list_evaluations
 from robustlab.runs.rundir import Run, RunLockedError
 
 from helpers import TRAIN, assert_clear_error, cli
@@ -66,7 +67,7 @@ def test_missing_best_weights_is_an_error_not_a_silent_fallback(run_copy):
     (run_copy / "checkpoints" / "best.safetensors").unlink()
     with pytest.raises(CheckpointError, match="--weights last"):
         evaluate_model_run(run_copy, [0.1], attacks="fgsm", n=5, which="best")
-    assert not (run_copy / "evaluation.json").exists()
+    assert not list_evaluations(run_copy)
     out = evaluate_model_run(run_copy, [0.1], attacks="fgsm", n=5, which="last")
     assert out["weights"] == "last"
 

@@ -1,7 +1,6 @@
 """Streamed data (robustlab.data.streaming) on small image files the tests write: listing and labels,
 the transforms, DataLoader workers, per-epoch and per-rank shuffling, training, resume and evaluation
 through the CLI; and ``cifar10:PATH`` in memory."""
-import json
 import pickle
 from types import SimpleNamespace
 
@@ -15,6 +14,7 @@ from robustlab.data import Dataset, in_memory, load_dataset
 from robustlab.data.streaming import (NotInMemoryError, StreamingDataset, eval_transform, random_resized_crop,
                                       train_transform)
 from robustlab.errors import InputError
+from robustlab.runs.evaluations import default_evaluation
 from robustlab.training import TrainConfig, train
 from robustlab.training.loop import _epoch_slices
 from tests.helpers import cli
@@ -159,7 +159,7 @@ def test_train_and_evaluate_a_streamed_folder_through_the_cli(folder, tmp_path, 
     code, out, err = cli(capsys, "evaluate", tmp_path / "folder", "--eps", "0,0.03", "--attacks", "fgsm",
                          "--n", "2", "--batch-size", "1")
     assert code == 0, err
-    record = json.loads((tmp_path / "folder" / "evaluation.json").read_text())
+    record = default_evaluation(tmp_path / "folder").record
     assert record["n"] == 2 and record["eps"] == [0.0, 0.03]
     code, out, err = cli(capsys, "attack", tmp_path / "folder", "--attack", "fgsm", "--eps", "0.03", "--n", "2",
                          "--runs", tmp_path)

@@ -21,6 +21,7 @@ from helpers import assert_clear_error, cli, run_cli
 from robustlab.errors import InputError
 from robustlab.models import Normalize, create_model, is_code_reference
 from robustlab.models.zoo import robustbench_defaults
+from robustlab.runs.evaluations import default_evaluation
 from robustlab.runs.leaderboard import leaderboard_table, rank_rows
 
 MEAN, STD = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
@@ -180,10 +181,10 @@ def test_evaluate_a_zoo_model_writes_a_run(fake_zoos, npz, tmp_path, capsys):
     assert config["kind"] == "model" and config["model"]["name"] == "robustbench:Tiny"
     assert config["model"]["weights_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert config["model"]["kwargs"]["zoo_threat"] == "Linf"  # from --norm linf
-    first = json.loads((run / "evaluation.json").read_text())
+    first = default_evaluation(run).record
     assert first["n"] == 10 and [r["eps"] for r in first["reports"]] == [0.0, 0.03] and "broken by" in out
     code, _, err = cli(capsys, "evaluate", run, *EVAL)  # today's `evaluate RUN` on the zoo run
-    again = json.loads((run / "evaluation.json").read_text())
+    again = default_evaluation(run).record
     assert code == 0 and [r["robust_accuracy"] for r in again["reports"]] == [r["robust_accuracy"] for r in first["reports"]]
     torch.save(tiny_weights(2), path)  # other weights: neither the run nor its cells are reused for them
     assert_clear_error(*cli(capsys, "evaluate", run, *EVAL)[::2], 2, "changed since the run was written")
@@ -264,7 +265,7 @@ def cifar_npz(tmp_path):
 def _evaluate_cli(tmp_path, *args):
     run_cli("evaluate", *args, "--runs", tmp_path / "runs", "--name", "zoo", "--eps", "0,0.03", "--attacks", "fgsm",
             "--n", "4", "--batch-size", "4")
-    ev = json.loads((tmp_path / "runs" / "zoo" / "evaluation.json").read_text())
+    ev = default_evaluation(tmp_path / "runs" / "zoo").record
     assert ev["n"] == 4 and 0 <= ev["reports"][1]["robust_accuracy"] <= ev["reports"][0]["clean_accuracy"] <= 1
     return yaml.safe_load((tmp_path / "runs" / "zoo" / "config.yaml").read_text())
 

@@ -2,8 +2,9 @@
 
 A model run ``runs/<name>/`` holds ``config.yaml`` (model, data, training settings),
 ``metrics.jsonl`` (one line per epoch), ``checkpoints/`` (``best.safetensors``, ``last.safetensors``,
-``state.pt``), ``evaluation.json`` and ``examples.pt``; a zoo model's run (``robustlab evaluate --model
-robustbench:<name>``) has no checkpoints: its config names the source and the SHA-256 of its weights files.
+``state.pt``) and ``evaluations/``, one folder per evaluation (``evaluation.json``, ``examples.pt``; see
+``runs.evaluations``: an evaluation with other settings is stored beside the others); a zoo model's run
+(``robustlab evaluate --model robustbench:<name>``) has no checkpoints: its config names the source and the SHA-256 of its weights files.
 A job run (``robustlab run CONFIG``) holds one model run per entry under ``models/`` (an entry may be a
 zoo source, or ``run: DIR``, a model run made elsewhere), a combined ``report.html`` and the models
 ranked in ``leaderboard.json`` / ``leaderboard.html`` (``runs.leaderboard``).
@@ -11,7 +12,6 @@ ranked in ``leaderboard.json`` / ``leaderboard.html`` (``runs.leaderboard``).
 from __future__ import annotations
 
 import copy
-import json
 import math
 import inspect
 import logging
@@ -34,9 +34,10 @@ from ..targets import target_to
 from ..settings import StrictSettings
 from ..fileio import atomic_torch_save, atomic_write_json
 from ..models import create_model
-from ..models.zoo import is_zoo_source, load_recorded, record_digest, zoo_spec
+from ..models.zoo import files_digest, is_zoo_source, load_recorded, record_digest, zoo_spec
 from ..threat import ThreatModel
 from ..training import TrainConfig, load_state, load_weights, train
+from ..runs import evaluations
 from ..runs.rundir import Run, check_name, split_run_dir
 from ..runs.schema import EvaluationSettings, ExecutorSettings, validate_job
 from .executors import Cell, make_executor
@@ -255,10 +256,13 @@ def evaluate_model_run(run_dir: str | Path, settings: EvaluationSettings | Seque
                        **fields) -> dict:
     """Evaluate a model run on its dataset's test split with ``settings`` (an ``EvaluationSettings``,
     or the eps list with the other settings as keywords: ``attacks="fgsm", n=5``) on `device` (the points
-    go where the model is); writes evaluation.json, which records the device.
+    go where the model is); writes ``evaluations/<slug>-<hash>/evaluation.json`` (``runs.evaluations``),
+    which records the device, and returns that record.
 
-    Every finished (eps, attack, batch) cell is stored under ``evaluation-cells/`` as it completes;
-    ``resume=True`` continues a killed evaluation from there (without it, old cells are discarded)."""
+    Every finished (eps, attack, batch) cell is stored in that folder's ``cells/`` as it completes, so the
+    same settings again continue a killed evaluation (``resume`` is kept for callers; it is always so) and
+    reuse a complete one. Other settings or weights go into another folder; replacing a stored one needs
+    ``settings.overwrite``."""
     if not isinstance(settings, EvaluationSettings):
         settings = EvaluationSettings(eps=list(settings), **fields)
     model, config = load_model_from_run(run_dir, which, trust_code=trust_code, device=device)
@@ -319,18 +323,21 @@ def _check_same_model(run: Run, config: dict) -> None:
 
 def _evaluate(run: Run, model, config: dict, settings: EvaluationSettings, which: str, resume: bool,
               progress: bool) -> dict:
+    """Evaluate `model` into its folder under ``RUN/evaluations/`` (``runs.evaluations``): a complete one with
+    the same settings and weights is returned as stored; an incomplete one continues from its cells whether
+    or not `resume` is set (each cell checks the weights and points it was computed for)."""
+    rank, size = world()
+    key = evaluations.evaluation_key(settings, *_weights_identity(run, config, which), config)
+    action, folder, record = _plan_on_every_rank(run, key, settings.overwrite, rank, size)
+    if action == "reuse":
+        return record
     eps, norm, attacks, n = settings.eps, settings.norm, settings.attacks, settings.n
     test = load_split(parse_data_spec(config["data"]), "test")
     if n > len(test):
         log.warning("asked for %d test points but %s has only %d; evaluating all %d", n, run.path, len(test), len(test))
     test = test.subset(n)
     start = time.perf_counter()
-    rank, size = world()
-    cells = run.path / "evaluation-cells"
-    if not resume and cells.exists() and rank == 0:
-        shutil.rmtree(cells)
-    if size > 1:
-        dist.barrier()
+    cells = folder / evaluations.CELLS
     curve = sharded_robustness_curve(model, test, ThreatModel(norm, max(eps)), eps, attacks, batch_size=settings.batch_size,
                                      seed=settings.seed, cells_dir=cells, progress=progress)
     if rank != 0:
@@ -340,13 +347,40 @@ def _evaluate(run: Run, model, config: dict, settings: EvaluationSettings, which
         "weights": which, "n": len(test), "time_s": time.perf_counter() - start, "world_size": size, **curve.to_dict(),
         "settings": settings.model_dump(), **device_record(device_of(model)),
         "precision": "float32",  # evaluate() turns autocast off (robustlab.evaluation.suite)
+        "key": key,
     }
-    atomic_write_json(run.path / "evaluation.json", out)
     last = curve.reports[-1]
-    atomic_torch_save({"eps": last.threat.eps, **last.examples}, run.path / "examples.pt")
-    run.log_metrics({"kind": "evaluation", "eps": curve.eps, "robust_acc": curve.robust_accuracy})
+    atomic_torch_save({"eps": last.threat.eps, **last.examples}, folder / evaluations.EXAMPLES)
+    atomic_write_json(folder / evaluations.RECORD, out)  # last: its presence marks the evaluation complete
+    run.log_metrics({"kind": "evaluation", "eps": curve.eps, "robust_acc": curve.robust_accuracy,
+                     "evaluation": folder.name})
     shutil.rmtree(cells, ignore_errors=True)  # the record is complete; the cells served only a resume
     return out
+
+
+def _weights_identity(run: Run, config: dict, which: str) -> tuple[str, str | None]:
+    """The weights part of an evaluation's key: a zoo model's recorded SHA-256, or that of the run's
+    ``best``/``last`` weights file."""
+    if is_zoo_source(config["model"]["name"]):
+        return "zoo", config["model"].get("weights_sha256")
+    return which, files_digest([run.checkpoints / f"{which}.safetensors"])
+
+
+def _plan_on_every_rank(run: Run, key: dict, overwrite: bool, rank: int, size: int) -> tuple:
+    """``evaluations.plan`` on rank 0, the same decision (or error) on every rank under torchrun."""
+    if size == 1:
+        return evaluations.plan(run.path, key, overwrite)
+    decision: tuple = ()
+    if rank == 0:
+        try:
+            decision = evaluations.plan(run.path, key, overwrite)
+        except InputError as e:
+            decision = ("error", str(e), None)
+    box = [decision]
+    dist.broadcast_object_list(box, src=0)
+    if box[0][0] == "error":
+        raise InputError(box[0][1])
+    return box[0]
 
 
 def read_job_config(path: str | Path, overrides: dict | None = None) -> dict:
@@ -429,7 +463,7 @@ def _run_job(job: Run, config: dict, resume: bool, progress: bool, trust_code: b
     job.write_summary({"models": {label: Run(p).read_summary() for label, p in model_runs.items()}})
     if (job.path / "models").is_dir():  # the job's own model runs (entries naming runs made elsewhere are ranked only)
         render_report([job.path], job.path / "report.html")
-    write_leaderboard(job.path, model_runs)
+    write_leaderboard(job.path, model_runs, settings=evaluation)
     return job.path
 
 
@@ -455,11 +489,8 @@ def zoo_cell(run_dir: str, model_spec: dict, data_spec: dict, evaluation: dict, 
 def run_cell(run_dir: str, evaluation: dict, resume: bool = False, progress: bool = True, trust_code: bool = False,
              device: str = "auto") -> None:
     """One executor cell of a job's ``run:`` entry: evaluate that model run in place on `device` with the
-    job's settings (as ``robustlab evaluate RUN`` does); with ``resume``, a run already evaluated with
-    these settings is kept."""
-    done = Path(run_dir) / "evaluation.json"
-    if resume and done.exists() and json.loads(done.read_text()).get("settings") == evaluation:
-        return
+    job's settings (as ``robustlab evaluate RUN`` does); an evaluation already stored with these settings
+    and weights is reused (``runs.evaluations``), its other evaluations are left as they are."""
     evaluate_model_run(run_dir, EvaluationSettings(**evaluation), trust_code=trust_code, resume=resume,
                        progress=progress, device=device)
 

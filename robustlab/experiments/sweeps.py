@@ -8,7 +8,6 @@ stored evaluation cells. The cells run on an executor (``executors``: in this pr
 from __future__ import annotations
 
 import io
-import json
 import logging
 from pathlib import Path
 from typing import Any, Optional
@@ -19,6 +18,7 @@ from ..errors import InputError
 from ..fileio import atomic_write_bytes, atomic_write_json
 from ..runtime import device_record, resolve_device
 from ..settings import StrictSettings
+from ..runs.evaluations import chosen_evaluation
 from ..runs.rundir import Run, split_run_dir
 from ..runs.schema import ExecutorSettings
 from .executors import Cell, make_executor
@@ -77,7 +77,7 @@ def sweep_eps(root: str | Path, model_spec: dict, data_spec: dict | str, train_c
         todo = [_eps_cell(root, cell, model_spec, data_spec, train_cfg, eval_eps, evaluation, resume, progress, str(device))
                 for cell in cells if not (resume and Run(root / "runs" / cell["name"]).read_summary().get("evaluated"))]
         make_executor(executor).run(todo)
-        rows = [_eps_row(root / "runs" / cell["name"], cell, eval_eps, norm) for cell in cells]
+        rows = [_eps_row(root / "runs" / cell["name"], cell, eval_eps, norm, evaluation) for cell in cells]
         front = pareto_front([(r["clean_acc"], r["robust_acc"]) for r in rows])
         for i, r in enumerate(rows):
             r["pareto"] = i in front
@@ -99,9 +99,13 @@ def _eps_cell(root: Path, cell: dict, model_spec: dict, data_spec: dict | str, t
     return Cell(f"runs/{cell['name']}", model_cell, kwargs, device=device)
 
 
-def _eps_row(run_dir: Path, cell: dict, eval_eps: float, norm: str) -> dict:
-    """The sweep's row of one cell, read from its run directory (summary.json, evaluation.json)."""
-    ev = json.loads((run_dir / "evaluation.json").read_text())
+def _eps_row(run_dir: Path, cell: dict, eval_eps: float, norm: str, evaluation: dict | None = None) -> dict:
+    """The sweep's row of one cell, read from its run directory: summary.json and its evaluation with the
+    sweep's `evaluation` settings (``runs.evaluations.chosen_evaluation``)."""
+    stored = chosen_evaluation(run_dir, evaluation)
+    if stored is None:
+        raise InputError(f"{run_dir} has no evaluation; resume the sweep (--resume) to evaluate it")
+    ev = stored.record
     last = ev["reports"][-1]
     return {**cell, "run": str(run_dir), "clean_acc": last["clean_accuracy"], "robust_acc": last["robust_accuracy"],
             "robust_acc_ci95": last["robust_accuracy_ci95"], "eval_eps": eval_eps, "norm": norm,

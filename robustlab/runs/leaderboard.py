@@ -1,7 +1,8 @@
 """A job's leaderboard: its evaluated models ranked as RobustBench ranks them.
 
 RobustBench orders a leaderboard by robust accuracy (AutoAttack, at the benchmark's one eps) and breaks
-ties by clean accuracy. Here every model's row is read from its run's ``evaluation.json``: robust
+ties by clean accuracy. Here every model's row is read from its run's evaluation (``runs.evaluations``: the
+one made with the job's evaluation settings, else the run's default): robust
 accuracy at the largest evaluated eps, clean accuracy, both with 95% Wilson score intervals, the attack
 suite, the number of points and the norm. ``write_leaderboard`` writes ``leaderboard.json`` and
 ``leaderboard.html`` into the job folder; ``leaderboard_table`` is the same table as text.
@@ -9,22 +10,23 @@ suite, the number of points and the norm. ``write_leaderboard`` writes ``leaderb
 from __future__ import annotations
 
 import html
-import json
 import math
 from pathlib import Path
 
 from ..errors import InputError
 from ..evaluation.suite import wilson_interval
 from ..fileio import atomic_write_json, atomic_write_text
+from .evaluations import chosen_evaluation
 from .rundir import Run
 
 
-def leaderboard_row(label: str, run_dir: str | Path) -> dict:
-    """One model's row: its evaluation at the largest eps (``evaluation.json`` of the model run)."""
-    path = Path(run_dir) / "evaluation.json"
-    if not path.exists():
-        raise InputError(f"{run_dir} has no evaluation.json; evaluate it first (robustlab evaluate {run_dir})")
-    ev = json.loads(path.read_text(encoding="utf-8"))
+def leaderboard_row(label: str, run_dir: str | Path, settings=None) -> dict:
+    """One model's row: its evaluation at the largest eps (the model run's evaluation with `settings`,
+    else its default one: ``evaluations.chosen_evaluation``)."""
+    stored = chosen_evaluation(run_dir, settings)
+    if stored is None:
+        raise InputError(f"{run_dir} has no evaluation; evaluate it first (robustlab evaluate {run_dir})")
+    ev = stored.record
     last = max(ev["reports"], key=lambda r: r["eps"])
     n = last["n"]
     clean = last["clean_accuracy"]
@@ -80,10 +82,11 @@ def leaderboard_html(rows: list[dict], title: str) -> str:
             f"<table><tr>{head}</tr>{body}</table></body></html>\n")
 
 
-def write_leaderboard(job_dir: str | Path, model_runs: dict[str, str | Path]) -> list[dict]:
-    """Rank the evaluated model runs (label -> run dir) and write leaderboard.json and leaderboard.html."""
+def write_leaderboard(job_dir: str | Path, model_runs: dict[str, str | Path], settings=None) -> list[dict]:
+    """Rank the evaluated model runs (label -> run dir), each by its evaluation with `settings` (the job's
+    ``evaluation:``; None: each run's default), and write leaderboard.json and leaderboard.html."""
     job_dir = Path(job_dir)
-    rows = rank_rows([leaderboard_row(label, p) for label, p in model_runs.items()])
+    rows = rank_rows([leaderboard_row(label, p, settings) for label, p in model_runs.items()])
     atomic_write_json(job_dir / "leaderboard.json", {"ranking": "robust accuracy, then clean accuracy", "rows": rows})
     atomic_write_text(job_dir / "leaderboard.html", leaderboard_html(rows, f"{job_dir.name}: leaderboard"))
     return rows

@@ -22,6 +22,7 @@ from ..errors import InputError  # noqa: E402
 from ..fileio import atomic_write_json, atomic_write_text  # noqa: E402
 from ..taskspec import get_task, run_task  # noqa: E402
 from ..weights import check_utf8_path  # noqa: E402
+from . import evaluations  # noqa: E402
 from .rundir import Run  # noqa: E402
 
 
@@ -218,7 +219,8 @@ def collect_model_runs(paths: list[str | Path]) -> list[dict]:
             continue
         if cfg.get("kind") == "job":
             subs = sorted((run.path / "models").glob("*")) if (run.path / "models").exists() else []
-            found += [_model_entry(Run(s, create=False), f"{run.name}/{s.name}" if len(paths) > 1 else s.name) for s in subs if s.is_dir()]
+            found += [_model_entry(Run(s, create=False), f"{run.name}/{s.name}" if len(paths) > 1 else s.name,
+                                   cfg.get("evaluation")) for s in subs if s.is_dir()]
         elif cfg.get("kind") == "model":
             found.append(_model_entry(run, run.name))
         else:
@@ -317,18 +319,29 @@ def _analysis_figures(run: Run) -> list[Path]:
     return sorted([*figs.glob("geometry_*.png"), *figs.glob("repr-*.png")])
 
 
-def _model_entry(run: Run, label: str) -> dict:
+def _model_entry(run: Run, label: str, settings: dict | None = None) -> dict:
     """A model run's files as the report uses them, each checked (one InputError naming a corrupt or
-    foreign file)."""
+    foreign file). Its evaluation is the one made with `settings` (a job's), else the run's default
+    (``evaluations.chosen_evaluation``); the others are listed in ``other_evaluations``."""
     check_utf8_path(run.path)
+    shown = evaluations.chosen_evaluation(run.path, settings)
     return {
         "label": label, "run": run, "config": read_run_config(run),
         "summary": _read_json(run.path / "summary.json", _SummaryShape, default={}),
         "epochs": _epoch_records(run),
-        "evaluation": _read_json(run.path / "evaluation.json", _EvaluationShape),
-        "examples": _read_examples(run.path / "examples.pt"),
+        "evaluation": _read_json(shown.record_path, _EvaluationShape) if shown else None,
+        "evaluation_label": shown.label() if shown else None,
+        "examples": _read_examples(shown.examples_path) if shown else None,
+        "other_evaluations": [_other_row(label, ev) for ev in evaluations.others(run.path, shown)],
         "analysis_tables": _analysis_tables(run), "analysis_figures": _analysis_figures(run),
     }
+
+
+def _other_row(label: str, ev: "evaluations.StoredEvaluation") -> list[str]:
+    """A row of the "other evaluations" table: model, suite and n, norm, robust accuracy at each eps, folder."""
+    rec = _checked(ev.record_path, ev.record, _EvaluationShape)
+    curve = ", ".join(f"{r['eps']:g}: {100 * r['robust_accuracy']:.1f}%" for r in rec["reports"])
+    return [label, ev.label(), rec["norm"], str(rec.get("weights", "-")), curve, ev.name]
 
 
 def _epoch_records(run: Run) -> list[dict]:
@@ -442,7 +455,8 @@ def render_report(paths: list[str | Path], out: str | Path) -> Path:
         e["environment"] = e["config"].get("environment", {})
     eps_all = sorted({r["eps"] for e in entries if e["evaluation"] for r in e["evaluation"]["reports"]})
     env = Environment(loader=PackageLoader("robustlab.runs", "templates"), autoescape=select_autoescape(["html", "j2"]))
-    page = env.get_template("report.html.j2").render(entries=entries, figures=figures, eps_all=eps_all,
+    others = [row for e in entries for row in e["other_evaluations"]]
+    page = env.get_template("report.html.j2").render(entries=entries, figures=figures, eps_all=eps_all, others=others,
                                                       representations=representation_comparison(entries, out.parent),
                                                       title=", ".join(html.escape(str(Path(p).name)) for p in paths))
     atomic_write_text(out, page)

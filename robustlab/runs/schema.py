@@ -97,6 +97,8 @@ class EvaluationSettings(StrictSettings):
     n: int = Field(1000, ge=1, description="number of test points")
     batch_size: int = Field(500, ge=1, description="points per attack batch")
     seed: int = Field(0, description="seed of the attacks' random starts")
+    overwrite: bool = Field(False, description="replace a stored evaluation with these settings and weights (or a "
+                                               "clashing one in its folder) instead of reusing it")
 
     _eps = field_validator("eps")(_check_eps_list)
     _attacks = field_validator("attacks")(_check_attacks)
