@@ -39,6 +39,16 @@ def progress_bar(iterable: Iterable | None = None, *, total: int | None = None, 
                      initial=int(tqdm_options.get("initial", 0)))
 
 
+def postfix_due(bar, step: int, every: int = 20) -> bool:
+    """Whether a loop should read its running numbers now (a host read on an accelerator) to show them on
+    `bar`: every `every` steps for a live tqdm bar, at most once per half heartbeat interval for a
+    ``Heartbeat`` (so a line carries numbers at most 15 s old for one read per 15 s), never for a bar
+    that shows nothing."""
+    if isinstance(bar, Heartbeat):
+        return bar.postfix_due()
+    return not bar.disable and step % every == 0
+
+
 def _beat(ref: weakref.ref, closed: threading.Event, interval: float) -> None:
     """The timer of one heartbeat: every `interval` seconds, while it is open and alive, a line if it is the
     innermost open bar (holding only a weak reference, so a bar dropped without ``close`` ends its timer)."""
@@ -79,6 +89,7 @@ class Heartbeat:
         self.total = total if total is not None else (len(iterable) if hasattr(iterable, "__len__") else None)
         self.n, self.postfix, self.start = initial, "", time.monotonic()
         self._first = initial
+        self._postfix_at = float("-inf")  # when a loop last refreshed the postfix through ``postfix_due``
         self._closed = threading.Event()
         with Heartbeat._lock:
             Heartbeat._open.append(weakref.ref(self))
@@ -102,6 +113,15 @@ class Heartbeat:
         eta = f", ETA {_duration(elapsed * (self.total - self.n) / rate_n)}" if self.total and rate_n > 0 else ""
         postfix = f", {self.postfix}" if self.postfix else ""
         return f"{self.desc}: {done}{postfix}, elapsed {_duration(elapsed)}{eta}"
+
+    def postfix_due(self) -> bool:
+        """True at most once per half interval (the first call included): time for the loop to refresh the
+        postfix it shows. Reading the clock costs no device read."""
+        now = time.monotonic()
+        if now - self._postfix_at < self.interval / 2:
+            return False
+        self._postfix_at = now
+        return True
 
     def __iter__(self):
         try:

@@ -30,7 +30,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
-from ..progress import progress_bar
+from ..progress import postfix_due, progress_bar
 
 from ..attacks import FGSM, PGD, local_linearity
 from ..data import Dataset
@@ -419,12 +419,18 @@ def _run_epoch(state: _TrainingState, epoch: int, data: Dataset, regularizer, pr
             sums[0] += loss.detach().double() * nb
             sums[1] += (~state.objective.success(logits.detach(), yb)).sum().double()
             sums[2] += nb
-            if not bar.disable and step % 20 == 0:  # a host read: only for a visible bar, every 20 steps
-                bar.set_postfix(loss=f"{float(sums[0] / sums[2].clamp_min(1)):.3f}", lr=f"{lr:.2g}")
+            if postfix_due(bar, step):  # a host read: every 20 steps of a tqdm bar, once per half heartbeat
+                bar.set_postfix_str(_running_note(sums, lr))
     finally:
         bar.close()  # also when a step raises: a heartbeat never outlives its loop
     finite.raise_if_failed()
     return _all_sum(sums), lr, eps
+
+
+def _running_note(sums: torch.Tensor, lr: float) -> str:
+    """The epoch bar's postfix: the training loss and accuracy over the steps so far (one host read)."""
+    loss, correct, n = (float(v) for v in sums.cpu())
+    return f"loss {loss / max(n, 1):.3f}, acc {correct / max(n, 1):.3f}, lr {lr:.2g}"
 
 
 class _FiniteCheck:
