@@ -22,6 +22,7 @@ from .experiments.represent import RepresentSettings  # noqa: E402
 from .experiments.sweeps import EpsSweepSettings  # noqa: E402
 from .runs.schema import DeviceSettings, EvaluationSettings, ExecutorSettings, LaunchSettings  # noqa: E402
 from .settings import add_model_arguments, cli_problems, raise_problems, settings_from_args, values_from_args  # noqa: E402
+from .progress import TENSORBOARD_DIR, TensorBoardSettings, write_evaluation_scalars  # noqa: E402
 from .runs.summary_table import evaluation_rows, results_table, training_table  # noqa: E402
 from .training.config import TrainConfig  # noqa: E402
 
@@ -35,7 +36,7 @@ SETTINGS = {
     "train": (TrainSourceSettings, TrainConfig, RunTarget, DeviceSettings),
     "attack": (AttackSettings, RunTarget, DeviceSettings),
     "evaluate": ((ModelRunSource, ("trust_code",)), ZooEvaluationSource, ZooSettings, EvaluationSettings, RunTarget,
-                 DeviceSettings),
+                 DeviceSettings, TensorBoardSettings),
     "sweep": (ModelDataSettings, (TrainConfig, _SWEEP_TRAIN + ("norm",)), BatchSizeSweepSettings, EpsSweepSettings,
               RunTarget, ExecutorSettings, DeviceSettings),
     "launch": (LaunchSettings, DeviceSettings),
@@ -79,7 +80,7 @@ def _add_evaluate(sub) -> None:
     p.add_argument("run", nargs="?", default=None,
                    help="a model run directory (from `robustlab train` or models/<x> of a job); omit it with --model")
     add_model_arguments(p, ModelRunSource, include=("trust_code",))
-    for model in (ZooEvaluationSource, ZooSettings, EvaluationSettings, RunTarget, DeviceSettings):
+    for model in (ZooEvaluationSource, ZooSettings, EvaluationSettings, RunTarget, DeviceSettings, TensorBoardSettings):
         add_model_arguments(p, model)
     p.add_argument("--report", action="store_true", help="also render report.html in the run directory")
     p.add_argument("--resume", action="store_true", help="continue a killed evaluation from its stored cells")
@@ -254,6 +255,8 @@ def cmd_evaluate(args) -> int:
     if rank != 0:
         return 0
     print(results_table(evaluation_rows(Path(run_dir).name, out)))
+    if args.settings[TensorBoardSettings].tensorboard:
+        print(f"tensorboard: {write_evaluation_scalars(Path(run_dir) / TENSORBOARD_DIR, out)}")
     if run_dir != args.run:
         print(f"wrote {run_dir}")
     if args.report:
