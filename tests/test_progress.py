@@ -131,10 +131,12 @@ def _postfixes(monkeypatch):
     from robustlab.progress import Heartbeat
 
     seen: list[tuple[str, str]] = []
+    totals = _postfixes.totals = {}  # each bar's total (a known total gives the heartbeat its ETA)
     original = Heartbeat.set_postfix_str
 
     def record(self, s="", refresh=True):
         seen.append((self.desc, str(s)))
+        totals[self.desc] = self.total
         original(self, s, refresh)
 
     monkeypatch.setattr(Heartbeat, "set_postfix_str", record)
@@ -153,6 +155,7 @@ def test_the_evaluation_bars_carry_the_points_broken_so_far(monkeypatch):
     last = [s for d, s in seen if d.startswith("evaluate")][-1]
     n_broken = rep.per_attack["apgd-ce"] + rep.per_attack["square"]
     assert last == f"{n_broken} broken, robust {rep.robust_accuracy:.3f}" and n_broken > 0
+    assert _postfixes.totals["evaluate linf eps=0.1"] == 24  # known from the pair without n=: an ETA from the start
 
 
 def test_the_epoch_bar_shows_loss_and_accuracy_with_one_read_per_heartbeat(monkeypatch):

@@ -223,7 +223,7 @@ def evaluate(model, data, threat: ThreatModel, attacks: str | Sequence[Attack | 
     run = _Evaluation(model, threat, attacks, objective=objective, metrics=metrics, seed=seed, batch_size=batch_size,
                       n_examples=n_examples, already_broken=already_broken, start_points=start_points,
                       progress=progress, keep_points=keep_points, cells_dir=cells_dir)
-    with eval_mode(model), progress_bar(total=n, desc=f"evaluate {threat.describe()}", unit="pt", leave=False,
+    with eval_mode(model), progress_bar(total=_points_known(data, n), desc=f"evaluate {threat.describe()}", unit="pt", leave=False,
                                         disable=not progress) as bar:
         for xb, yb in first_batches(data, n, batch_size):
             run.batch(xb, yb)
@@ -232,6 +232,18 @@ def evaluate(model, data, threat: ThreatModel, attacks: str | Sequence[Attack | 
     report = run.report(data, sanity)
     log.info("%s", report)
     return report
+
+
+def _points_known(data, n: int | None) -> int | None:
+    """How many points ``evaluate`` reads, where known without reading any (the bar's total, for its ETA): `n`,
+    capped by the size of an (x, y) pair or of a data set; for a loader, `n` alone."""
+    if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], torch.Tensor):
+        size = data[0].shape[0]
+    elif callable(getattr(data, "batches", None)) and hasattr(data, "__len__"):
+        size = len(data)
+    else:
+        return n
+    return size if n is None else min(n, size)
 
 
 @dataclass
