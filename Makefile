@@ -16,7 +16,7 @@ export OMP_NUM_THREADS ?= 2
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet $(TORCH_PIN)
-	$(BIN)/pip install --quiet -e ".[test,cluster]"
+	$(BIN)/pip install --quiet -e ".[test,cluster,tensorboard]"
 	touch $(STAMP)
 
 # Debian packages for Tesseract, installed when missing and possible (root or passwordless sudo, apt);

@@ -22,6 +22,8 @@ from .experiments.represent import RepresentSettings  # noqa: E402
 from .experiments.sweeps import EpsSweepSettings  # noqa: E402
 from .runs.schema import DeviceSettings, EvaluationSettings, ExecutorSettings, LaunchSettings  # noqa: E402
 from .settings import add_model_arguments, cli_problems, raise_problems, settings_from_args, values_from_args  # noqa: E402
+from .progress import TENSORBOARD_DIR, TensorBoardSettings, write_evaluation_scalars  # noqa: E402
+from .runs.summary_table import evaluation_rows, results_table, training_table  # noqa: E402
 from .training.config import TrainConfig  # noqa: E402
 
 #: the training settings `robustlab sweep` takes (for every cell), and its defaults that differ from TrainConfig's
@@ -34,7 +36,7 @@ SETTINGS = {
     "train": (TrainSourceSettings, TrainConfig, RunTarget, DeviceSettings),
     "attack": (AttackSettings, RunTarget, DeviceSettings),
     "evaluate": ((ModelRunSource, ("trust_code",)), ZooEvaluationSource, ZooSettings, EvaluationSettings, RunTarget,
-                 DeviceSettings),
+                 DeviceSettings, TensorBoardSettings),
     "sweep": (ModelDataSettings, (TrainConfig, _SWEEP_TRAIN + ("norm",)), BatchSizeSweepSettings, EpsSweepSettings,
               RunTarget, ExecutorSettings, DeviceSettings),
     "launch": (LaunchSettings, DeviceSettings),
@@ -80,7 +82,7 @@ def _add_evaluate(sub) -> None:
     p.add_argument("run", nargs="?", default=None,
                    help="a model run directory (from `robustlab train` or models/<x> of a job); omit it with --model")
     add_model_arguments(p, ModelRunSource, include=("trust_code",))
-    for model in (ZooEvaluationSource, ZooSettings, EvaluationSettings, RunTarget, DeviceSettings):
+    for model in (ZooEvaluationSource, ZooSettings, EvaluationSettings, RunTarget, DeviceSettings, TensorBoardSettings):
         add_model_arguments(p, model)
     p.add_argument("--report", action="store_true", help="also render report.html in the run directory")
     p.add_argument("--resume", action="store_true", help="kept for old scripts: the same settings always continue a "
@@ -221,11 +223,8 @@ def cmd_train(args) -> int:
         shutdown()
     if rank != 0:
         return 0
-    final = summary.get("final", {})
-    split = "val" if "val_acc" in final else "train"  # no validation split: the training points' figures
-    print(f"{run_dir}: {split} acc {final.get(f'{split}_acc', float('nan')):.4f}, {split} PGD acc "
-          f"{final.get(f'{split}_robust_acc', float('nan')):.4f} (checkpoint: epoch {summary['best_epoch']}, "
-          f"{summary.get('checkpoint_selection', 'best on validation data')}; {summary['train_time_s']:.1f}s)")
+    print(training_table(run_dir.name, summary, args.settings[TrainConfig].epochs))
+    print(f"wrote {run_dir} (checkpoint: {summary.get('checkpoint_selection', 'best on validation data')})")
     return 0
 
 
@@ -235,7 +234,7 @@ def cmd_attack(args) -> int:
     target = args.settings[RunTarget]
     record = {k: v for k, v in vars(args).items() if k not in ("func", "settings")}
     out, run = attack_model_run(args.run, args.settings[AttackSettings], runs=target.runs, name=target.name,
-                                save=args.save, record=record, device=_device(args))
+                                save=args.save, record=record, device=_device(args), progress=not args.no_progress)
     print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in out.items()}, indent=2))
     print(f"wrote {run.path}")
     return 0
@@ -258,15 +257,13 @@ def cmd_evaluate(args) -> int:
         shutdown()
     if rank != 0:
         return 0
-    print(f"{'eps':>8} {'clean':>8} {'robust':>8} {'95% CI':>17}  broken by")
-    for r in out["reports"]:
-        lo, hi = r["robust_accuracy_ci95"]
-        print(f"{r['eps']:>8g} {r['clean_accuracy']:>8.2%} {r['robust_accuracy']:>8.2%} "
-              f"[{lo:>6.2%}, {hi:>6.2%}]  {r['per_attack']}")
+    print(results_table(evaluation_rows(Path(run_dir).name, out)))
     if out.get("key"):
         from .runs.evaluations import evaluation_dir
 
         print(f"stored in {evaluation_dir(run_dir, out['key'])}")
+    if args.settings[TensorBoardSettings].tensorboard:
+        print(f"tensorboard: {write_evaluation_scalars(Path(run_dir) / TENSORBOARD_DIR, out)}")
     if run_dir != args.run:
         print(f"wrote {run_dir}")
     if args.report:

@@ -9,18 +9,29 @@ that it also comes inside one long step (an attack of several minutes):
 
 Only rank 0 of a distributed job speaks. ``disable=True`` shows nothing; ``None`` or ``False`` choose by the
 stream (tqdm's own ``None`` meant "off on a non-terminal", which left logged runs silent for minutes).
+
+Live curves where researchers look: with ``tensorboard=True`` (``TensorBoardSettings``; the ``tensorboard``
+extra) training writes every epoch's numbers and an evaluation its per-eps results as TensorBoard scalars
+into the run folder (``RUN/tensorboard/``), so ``tensorboard --logdir runs`` follows the runs live.
 """
 from __future__ import annotations
 
+import importlib.util
 import logging
+import math
 import sys
 import threading
 import time
 import weakref
-from typing import Any, Iterable
+from pathlib import Path
+from typing import Any, ClassVar, Iterable
 
 import torch.distributed as dist
+from pydantic import Field, field_validator
 from tqdm.auto import tqdm
+
+from .errors import InputError
+from .settings import StrictSettings
 
 log = logging.getLogger("robustlab")
 
@@ -31,12 +42,27 @@ HEARTBEAT_S = 30.0
 def progress_bar(iterable: Iterable | None = None, *, total: int | None = None, desc: str = "", unit: str = "it",
                  disable: bool | None = None, heartbeat_s: float | None = None, **tqdm_options: Any):
     """A tqdm bar on a terminal, a ``Heartbeat`` elsewhere, nothing with ``disable=True`` or off rank 0."""
-    if disable is True or (dist.is_available() and dist.is_initialized() and dist.get_rank() != 0):
+    if disable is True or not _rank0():
         return tqdm(iterable, total=total, disable=True)
     if sys.stderr.isatty():
         return tqdm(iterable, total=total, desc=desc, unit=unit, **tqdm_options)
     return Heartbeat(iterable, total, desc, unit, HEARTBEAT_S if heartbeat_s is None else heartbeat_s,
                      initial=int(tqdm_options.get("initial", 0)))
+
+
+def _rank0() -> bool:
+    """Whether this process speaks: rank 0 of a distributed job, or the only process."""
+    return not (dist.is_available() and dist.is_initialized() and dist.get_rank() != 0)
+
+
+def postfix_due(bar, step: int, every: int = 20) -> bool:
+    """Whether a loop should read its running numbers now (a host read on an accelerator) to show them on
+    `bar`: every `every` steps for a live tqdm bar, at most once per half heartbeat interval for a
+    ``Heartbeat`` (so a line carries numbers at most 15 s old for one read per 15 s), never for a bar
+    that shows nothing."""
+    if isinstance(bar, Heartbeat):
+        return bar.postfix_due()
+    return not bar.disable and step % every == 0
 
 
 def _beat(ref: weakref.ref, closed: threading.Event, interval: float) -> None:
@@ -79,6 +105,7 @@ class Heartbeat:
         self.total = total if total is not None else (len(iterable) if hasattr(iterable, "__len__") else None)
         self.n, self.postfix, self.start = initial, "", time.monotonic()
         self._first = initial
+        self._postfix_at = float("-inf")  # when a loop last refreshed the postfix through ``postfix_due``
         self._closed = threading.Event()
         with Heartbeat._lock:
             Heartbeat._open.append(weakref.ref(self))
@@ -102,6 +129,15 @@ class Heartbeat:
         eta = f", ETA {_duration(elapsed * (self.total - self.n) / rate_n)}" if self.total and rate_n > 0 else ""
         postfix = f", {self.postfix}" if self.postfix else ""
         return f"{self.desc}: {done}{postfix}, elapsed {_duration(elapsed)}{eta}"
+
+    def postfix_due(self) -> bool:
+        """True at most once per half interval (the first call included): time for the loop to refresh the
+        postfix it shows. Reading the clock costs no device read."""
+        now = time.monotonic()
+        if now - self._postfix_at < self.interval / 2:
+            return False
+        self._postfix_at = now
+        return True
 
     def __iter__(self):
         try:
@@ -132,3 +168,72 @@ class Heartbeat:
 
     def __del__(self) -> None:
         self.close()
+
+
+# ----- TensorBoard: live curves in the run folder -------------------------------------------------------
+#: the folder of a run that holds its TensorBoard event files
+TENSORBOARD_DIR = "tensorboard"
+_INSTALL = "pip install 'robustlab[tensorboard]' (or pip install tensorboard)"
+
+
+class TensorBoardSettings(StrictSettings):
+    """Whether a command also writes its curves as TensorBoard scalars into its run folder (``--tensorboard``;
+    a job's ``train: {tensorboard: true}``). Off by default; needs the ``tensorboard`` package."""
+
+    settings_name: ClassVar[str] = "the TensorBoard setting"
+
+    tensorboard: bool = Field(False, description="also write per-epoch training metrics and per-eps evaluation "
+                                                 "results as TensorBoard scalars into RUN/tensorboard/ (watch them "
+                                                 "with `tensorboard --logdir runs`; needs the tensorboard extra)")
+
+    @field_validator("tensorboard")
+    @classmethod
+    def _installed(cls, v: bool) -> bool:
+        if v and importlib.util.find_spec("tensorboard") is None:
+            raise ValueError(f"the tensorboard package is not installed: {_INSTALL}")
+        return v
+
+
+def tensorboard_writer(log_dir: str | Path):
+    """A ``torch.utils.tensorboard.SummaryWriter`` into `log_dir` on rank 0 (None on the other ranks); one-line
+    InputError without the package."""
+    if not _rank0():
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise InputError(f"--tensorboard: the tensorboard package is not installed: {_INSTALL}") from None
+    return SummaryWriter(log_dir=str(log_dir))
+
+
+def write_scalars(writer, prefix: str, values: dict, step: int) -> None:
+    """Every finite number of `values` (not flags) as the scalar ``prefix/key`` at `step`, flushed at once (a
+    live reader sees it)."""
+    for key, v in values.items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+            writer.add_scalar(f"{prefix}/{key}", v, global_step=step)
+    writer.flush()
+
+
+def eps_step(eps: float) -> int:
+    """An eps as a TensorBoard step (steps are integers): eps x 1000, rounded (0.1 -> 100, 8/255 -> 31)."""
+    return int(round(float(eps) * 1000))
+
+
+def write_evaluation_scalars(log_dir: str | Path, evaluation: dict) -> Path | None:
+    """An evaluation's results (its dict: ``attacks``, ``n`` and the per-eps ``reports``) as scalars over eps
+    (the step is ``eps_step``: eps x 1000) into ``log_dir/evaluation-<suite>-n<n>``: clean and robust
+    accuracy, and the points each attack broke first (``broken_by/<attack>``). Returns the folder (None off
+    rank 0)."""
+    attacks = evaluation.get("attacks")
+    suite = attacks if isinstance(attacks, str) else "+".join(map(str, attacks or []))
+    folder = Path(log_dir) / f"evaluation-{suite}-n{evaluation.get('n', '')}"
+    writer = tensorboard_writer(folder)
+    if writer is None:
+        return None
+    with writer:
+        for r in evaluation["reports"]:
+            numbers = {"clean_accuracy": r["clean_accuracy"], "robust_accuracy": r["robust_accuracy"],
+                       **{f"broken_by/{k}": v for k, v in (r.get("per_attack") or {}).items()}}
+            write_scalars(writer, "evaluation", numbers, eps_step(r["eps"]))
+    return folder

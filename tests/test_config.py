@@ -3,6 +3,7 @@ from the CLI (``robustlab train --flag``), from a job's YAML ``train:`` section,
 through a run's ``config.yaml``; every method's own settings are among them."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import typing
 
@@ -28,7 +29,8 @@ DEFAULTS_BEFORE = {
 # values other than the defaults that keep a 1-epoch digits run tiny
 CHEAP = {"method": "trades", "epochs": 1, "batch_size": 64, "eval_n": 16, "eval_steps": 1, "attack_steps": 1,
          "llr_steps": 1, "snapshot_every": 1, "snapshot_steps": 3, "co_action": "stop", "eps": 0.05, "seed": 3,
-         "compile": "aot_eager", "channels_last": True}
+         "compile": "aot_eager", "channels_last": True,
+         "tensorboard": importlib.util.find_spec("tensorboard") is not None}  # True needs the package (the extra)
 
 
 def _other_value(name: str):

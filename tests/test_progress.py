@@ -123,3 +123,79 @@ def test_a_heartbeat_ends_with_its_loop_even_on_an_error_or_when_dropped():
     del dropped
     gc.collect()
     assert all(b.desc != "dropped" for b in Heartbeat.open_bars())
+
+
+# ----- what the bars carry: points broken so far, running loss and accuracy (issue 26) -----------------
+def _postfixes(monkeypatch):
+    """Every postfix a heartbeat is given, as (its description, the text)."""
+    from robustlab.progress import Heartbeat
+
+    seen: list[tuple[str, str]] = []
+    totals = _postfixes.totals = {}  # each bar's total (a known total gives the heartbeat its ETA)
+    original = Heartbeat.set_postfix_str
+
+    def record(self, s="", refresh=True):
+        seen.append((self.desc, str(s)))
+        totals[self.desc] = self.total
+        original(self, s, refresh)
+
+    monkeypatch.setattr(Heartbeat, "set_postfix_str", record)
+    return seen
+
+
+def test_the_evaluation_bars_carry_the_points_broken_so_far(monkeypatch):
+    model, x, y = _linear_problem()
+    threat = rl.ThreatModel("linf", 0.1)
+    seen = _postfixes(monkeypatch)
+    rep = evaluate(model, (x, y), threat, _suite(threat), sanity=None, batch_size=12)
+    cascade = [s for d, s in seen if d.startswith("cascade")]
+    # batch 0-12 then 12-24: the count carries over batches and grows by what each attack broke
+    broke = [int(re.search(r"(\d+) broken so far", s).group(1)) for s in cascade]
+    assert broke == sorted(broke) and broke[0] == 0 and cascade[0].startswith("apgd-ce on ")
+    last = [s for d, s in seen if d.startswith("evaluate")][-1]
+    n_broken = rep.per_attack["apgd-ce"] + rep.per_attack["square"]
+    assert last == f"{n_broken} broken, robust {rep.robust_accuracy:.3f}" and n_broken > 0
+    assert _postfixes.totals["evaluate linf eps=0.1"] == 24  # known from the pair without n=: an ETA from the start
+
+
+def test_the_epoch_bar_shows_loss_and_accuracy_with_one_read_per_heartbeat(monkeypatch):
+    """The running loss/accuracy is read at the first step and then at most once per half heartbeat: on the
+    accelerator's path (host reads not free) an epoch's syncs do not grow with its steps."""
+    from robustlab import runtime
+    from robustlab.hostsync import count_host_syncs
+    from robustlab.training import TrainConfig, loop
+
+    class UncheckedCE(rl.objectives.CrossEntropy):
+        """Cross-entropy without the label-range check (its scalar reads are the objective's, not the bar's)."""
+
+        def loss(self, output, target):
+            return nn.functional.cross_entropy(output, target, reduction="none")
+
+        def success(self, output, target):
+            return output.argmax(1) != target
+
+    monkeypatch.setattr(runtime, "host_reads_are_free", lambda device: False)
+    seen = _postfixes(monkeypatch)
+    totals = {}
+    for n in (128, 512):  # 2 and 8 steps, well inside one heartbeat interval
+        data = rl.load_dataset("digits", "train").take(torch.arange(n))
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+        cfg = TrainConfig(optimizer="sgd", epochs=1, batch_size=64, eval_n=64, eval_steps=2, eps=0.1)
+        state = loop._start(net, data, cfg, None, UncheckedCE(), None)
+        with count_host_syncs() as syncs:
+            loop._run_epoch(state, 0, data, None, True)
+        totals[n] = syncs.total
+    assert totals[128] == totals[512], totals
+    epoch = [s for d, s in seen if d.startswith("epoch 1/1")]
+    assert len(epoch) == 2 and re.fullmatch(r"loss \d\.\d{3}, acc \d\.\d{3}, lr 0\.001", epoch[0]), epoch
+
+
+def test_postfix_due_follows_the_bar():
+    from robustlab.progress import postfix_due, progress_bar
+
+    beat = progress_bar(total=10, desc="x", heartbeat_s=60)
+    assert postfix_due(beat, 0) and not postfix_due(beat, 20)  # once, then not before 30 s
+    beat.close()
+    quiet = progress_bar(total=10, disable=True)
+    assert not postfix_due(quiet, 0)

@@ -223,16 +223,27 @@ def evaluate(model, data, threat: ThreatModel, attacks: str | Sequence[Attack | 
     run = _Evaluation(model, threat, attacks, objective=objective, metrics=metrics, seed=seed, batch_size=batch_size,
                       n_examples=n_examples, already_broken=already_broken, start_points=start_points,
                       progress=progress, keep_points=keep_points, cells_dir=cells_dir)
-    with eval_mode(model), progress_bar(total=n, desc=f"evaluate {threat.describe()}", unit="pt", leave=False,
+    with eval_mode(model), progress_bar(total=_points_known(data, n), desc=f"evaluate {threat.describe()}", unit="pt", leave=False,
                                         disable=not progress) as bar:
         for xb, yb in first_batches(data, n, batch_size):
             run.batch(xb, yb)
             bar.update(xb.shape[0])
-            if not bar.disable:  # a host read, for a live display only (a heartbeat shows none)
-                bar.set_postfix(robust=f"{float(torch.cat(run.robust_all).float().mean()):.3f}")
+            bar.set_postfix_str(run.progress_note())  # counts on the host already: no read from the device
     report = run.report(data, sanity)
     log.info("%s", report)
     return report
+
+
+def _points_known(data, n: int | None) -> int | None:
+    """How many points ``evaluate`` reads, where known without reading any (the bar's total, for its ETA): `n`,
+    capped by the size of an (x, y) pair or of a data set; for a loader, `n` alone."""
+    if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], torch.Tensor):
+        size = data[0].shape[0]
+    elif callable(getattr(data, "batches", None)) and hasattr(data, "__len__"):
+        size = len(data)
+    else:
+        return n
+    return size if n is None else min(n, size)
 
 
 @dataclass
@@ -287,6 +298,7 @@ class _Evaluation:
         self.attack_time = {nm: 0.0 for nm in self.names}
         self.examples: dict[str, list] = {"x": [], "x_adv": [], "y": [], "pred_adv": []}
         self.seen = 0
+        self.broken = 0  # points the attacks broke so far (host counts the cascade reads anyway)
         self.start = time.perf_counter()
 
     def batch(self, xb, yb) -> None:
@@ -336,6 +348,7 @@ class _Evaluation:
         if saved is None:
             return None
         state = _BatchState.from_cell(saved, self.device)
+        self.broken += int(saved["broken_here"].sum())  # the saved copy is on the host
         for k, v in state.times.items():
             self.attack_time[k] += v
         return state
@@ -352,7 +365,7 @@ class _Evaluation:
                 todo = state.robust.nonzero().flatten()
                 if todo.numel() == 0:
                     break
-                bar.set_postfix_str(f"{name} on {todo.numel()} points")
+                bar.set_postfix_str(f"{name} on {todo.numel()} points, {self.broken} broken so far")
                 self._attack(attack, name, xb, yb, todo, batch_threat, state)
                 bar.update(1)
                 state.done = a_index + 1
@@ -376,10 +389,17 @@ class _Evaluation:
         state.worst_loss[todo[sel]] = res.loss[sel].to(state.worst_loss)
         for i in hit.tolist():
             state.broken_by[i] = name
+        self.broken += hit.numel()
         if self.progress:
             log.info("%s, points %d-%d: %s on %d points broke %d, robust %.4f (%.1fs)", self.threat.describe(),
                      self.seen, self.seen + xb.shape[0], name, todo.numel(), hit.numel(),
                      float(state.robust.float().mean()), seconds)
+
+    def progress_note(self) -> str:
+        """The evaluation bar's postfix: points broken by the attacks so far and the robust accuracy over the
+        points done (both from host copies: no device read)."""
+        robust = sum(int(r.sum()) for r in self.robust_all)
+        return f"{self.broken} broken, robust {robust / max(self.seen, 1):.3f}"
 
     def _record(self, xb, yb, out_clean, correct, state: _BatchState) -> None:
         """Add the batch to the totals: metric sums (clean and at the worst cases), outcomes, examples."""

@@ -17,6 +17,7 @@ from ..data import in_memory
 from ..errors import InputError
 from ..fileio import atomic_torch_save
 from ..oracles import DecisionOracle, ScoreOracle
+from ..progress import progress_bar
 from ..runs import Run, write_page
 from ..runtime import device_record, resolve_device
 from ..taskspec import run_task
@@ -73,10 +74,12 @@ def _target(model, attack: Attack, name: str, black_box: bool):
 
 
 def attack_model_run(run_dir: str | Path, settings: AttackSettings, *, runs: str | Path = "runs", name: str | None = None,
-                     save: str | Path | None = None, record: dict | None = None, device: Any = "auto") -> tuple[dict, Run]:
+                     save: str | Path | None = None, record: dict | None = None, device: Any = "auto",
+                     progress: bool = True) -> tuple[dict, Run]:
     """Attack the first ``settings.n`` test points of the model run ``run_dir`` on `device` and record it in
     ``runs/<name>`` (default ``attack-<attack>-<run>``); ``record``: more to record in the config
-    (the CLI's arguments). Returns the summary and the new run; what it saves is on the CPU."""
+    (the CLI's arguments); ``progress``: a bar (tqdm, or heartbeat lines in a log) while the attack runs.
+    Returns the summary and the new run; what it saves is on the CPU."""
     s, device = settings, resolve_device(device)
     model, config = load_model_from_run(run_dir, s.weights, trust_code=s.trust_code, device=device)  # no run: nothing made
     name = name or f"attack-{ATTACKS.canonical(s.attack)}-{Path(run_dir).name}"
@@ -91,7 +94,7 @@ def attack_model_run(run_dir: str | Path, settings: AttackSettings, *, runs: str
         with torch.no_grad():
             clean_ok = ~objective.success(model(test.x), test.y)
         start = time.perf_counter()
-        result = atk(target, test.x, test.y)
+        result = _attack_with_progress(atk, attack_name, threat, target, test, clean_ok, progress)
         robust = clean_ok & ~result.success
         out = {**_summary(result, attack_name), "clean_accuracy": float(clean_ok.float().mean()),
                "robust_accuracy": float(robust.float().mean()), "time_s": round(time.perf_counter() - start, 2)}
@@ -102,6 +105,20 @@ def attack_model_run(run_dir: str | Path, settings: AttackSettings, *, runs: str
         atomic_torch_save({k: v.cpu() for k, v in {"x": test.x, "x_adv": result.x_adv, "y": test.y,
                                                      "success": result.success}.items()}, save or run.path / "adversarial.pt")
     return out, run
+
+
+def _attack_with_progress(atk: Attack, name: str, threat: ThreatModel, target, test, clean_ok, progress: bool):
+    """One call of the attack on every point, under a progress bar: on a non-terminal a heartbeat line every
+    30 s while it runs (attack, points done, broken so far, elapsed), then the count it broke. The counts
+    are read once before and once after the call, never during it."""
+    if not progress:
+        return atk(target, test.x, test.y)
+    with progress_bar(total=len(test), desc=f"attack {name} {threat.describe()}", unit="pt", disable=not progress) as bar:
+        bar.set_postfix_str(f"{name} on {len(test)} points ({int(clean_ok.sum())} clean-correct), 0 broken so far")
+        result = atk(target, test.x, test.y)
+        bar.update(len(test))
+        bar.set_postfix_str(f"{int((clean_ok & result.success).sum())} broken")
+    return result
 
 
 def _summary(result, attack_name: str) -> dict:

@@ -5,19 +5,19 @@ ties by clean accuracy. Here every model's row is read from its run's evaluation
 one made with the job's evaluation settings, else the run's default): robust
 accuracy at the largest evaluated eps, clean accuracy, both with 95% Wilson score intervals, the attack
 suite, the number of points and the norm. ``write_leaderboard`` writes ``leaderboard.json`` and
-``leaderboard.html`` into the job folder; ``leaderboard_table`` is the same table as text.
+``leaderboard.html`` into the job folder; ``leaderboard_table`` is the table printed at the end of
+``robustlab run``: every model at each eps, in rank order.
 """
 from __future__ import annotations
 
 import html
-import math
 from pathlib import Path
 
 from ..errors import InputError
-from ..evaluation.suite import wilson_interval
 from ..fileio import atomic_write_json, atomic_write_text
 from .evaluations import chosen_evaluation
 from .rundir import Run
+from .summary_table import clean_ci, evaluation_rows, results_table, text_table
 
 
 def leaderboard_row(label: str, run_dir: str | Path, settings=None) -> dict:
@@ -33,10 +33,11 @@ def leaderboard_row(label: str, run_dir: str | Path, settings=None) -> dict:
     model = (Run(run_dir, create=False).read_config().get("model") or {})
     return {
         "model": label, "source": model.get("name"), "weights_sha256": model.get("weights_sha256"), "run": str(run_dir),
-        "clean_accuracy": clean, "clean_accuracy_ci95": list(wilson_interval(round(clean * n), n)) if n else [math.nan] * 2,
+        "clean_accuracy": clean, "clean_accuracy_ci95": clean_ci(clean, n),
         "robust_accuracy": last["robust_accuracy"], "robust_accuracy_ci95": last["robust_accuracy_ci95"],
         "suite": ev["attacks"] if isinstance(ev["attacks"], str) else ",".join(ev["attacks"]),
         "n": n, "eps": last["eps"], "norm": ev.get("norm", last.get("norm")),
+        "per_eps": evaluation_rows(label, ev),  # every eps, for the printed results table
     }
 
 
@@ -64,10 +65,12 @@ COLUMNS = (
 
 
 def leaderboard_table(rows: list[dict]) -> str:
-    """The ranked rows as an aligned text table (what ``robustlab run`` prints)."""
-    cells = [[h for h, _ in COLUMNS]] + [[cell(r) for _, cell in COLUMNS] for r in rows]
-    widths = [max(len(c[i]) for c in cells) for i in range(len(COLUMNS))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in cells)
+    """The ranked rows as aligned text (what ``robustlab run`` prints): every model at each evaluated eps, in
+    rank order (``summary_table.results_table``); rows without their per-eps results (a leaderboard.json
+    written before they were kept) as one line each at the largest eps."""
+    if rows and all("per_eps" in r for r in rows):
+        return results_table([{"rank": r["rank"], **e} for r in rows for e in r["per_eps"]])
+    return text_table(COLUMNS, rows)
 
 
 def leaderboard_html(rows: list[dict], title: str) -> str:

@@ -15,13 +15,14 @@ from typing import ClassVar, Literal
 from pydantic import Field, create_model, field_validator, model_validator
 
 from ..errors import InputError, UnknownNameError
-from ..settings import StrictSettings
+from ..progress import TensorBoardSettings
 from ..threat import ThreatModel
 from .methods import METHODS, method_settings_fields
 
 
-class LoopSettings(StrictSettings):
-    """The settings of the loop itself (every method). ``batch_size`` is per process."""
+class LoopSettings(TensorBoardSettings):
+    """The settings of the loop itself (every method). ``batch_size`` is per process; ``tensorboard``
+    (declared in ``progress.TensorBoardSettings``) also writes each epoch's numbers for TensorBoard."""
 
     settings_name: ClassVar[str] = "the training settings"
     settings_prefix: ClassVar[str] = "train."
@@ -75,11 +76,11 @@ class LoopSettings(StrictSettings):
 
     #: settings added after state.pt files began storing fingerprints: left out at these values, so the
     #: fingerprint of a run that does not use them stays what it was (older state.pt files still resume)
-    added_later: ClassVar[dict] = {"amp": "off", "channels_last": False, "compile": "off"}
+    added_later: ClassVar[dict] = {"amp": "off", "channels_last": False, "compile": "off", "tensorboard": False}
 
     def fingerprint(self) -> dict:
         """Settings that must match for a resume to continue the same run (also the run's config.yaml);
-        ``amp``, ``channels_last`` and ``compile`` appear once they are not at their defaults."""
+        ``amp``, ``channels_last``, ``compile`` and ``tensorboard`` appear once they are not at their defaults."""
         d = self.model_dump()
         d["step_milestones"] = list(d["step_milestones"])
         return {k: v for k, v in d.items() if k not in self.added_later or v != self.added_later[k]}

@@ -17,6 +17,7 @@ included (see ``methods.Float32Gradients``); the per-epoch measurements run in f
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
@@ -30,7 +31,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
-from ..progress import progress_bar
+from ..progress import TENSORBOARD_DIR, postfix_due, progress_bar, tensorboard_writer, write_scalars
 
 from ..attacks import FGSM, PGD, local_linearity
 from ..data import Dataset
@@ -242,7 +243,7 @@ def train(model: nn.Module, train_data: Dataset, val_data: Dataset | None, cfg: 
           checkpoint_dir: str | Path | None = None, resume: bool = False,
           on_epoch: Callable[[dict], None] | None = None, progress: bool = True,
           regularizer: Callable | None = None, objective: Objective | None = None,
-          threat: ThreatModel | None = None) -> TrainResult:
+          threat: ThreatModel | None = None, tensorboard_dir: str | Path | None = None) -> TrainResult:
     """Train `model` in place (on every rank when torch.distributed is initialised).
 
     With `checkpoint_dir`, rank 0 writes ``last.safetensors``, ``best.safetensors`` (best robust
@@ -252,7 +253,9 @@ def train(model: nn.Module, train_data: Dataset, val_data: Dataset | None, cfg: 
     training minimises its per-sample ``loss``, the inner attacks and the per-epoch measurements use
     it too, and "accuracy" is the share of points where it does not succeed. ``threat``: the
     threat model of the inner attacks (default: ``ThreatModel(cfg.norm, cfg.eps)``), e.g. one with
-    a mask (the left view only); its eps is set from ``cfg.eps``.
+    a mask (the left view only); its eps is set from ``cfg.eps``. With ``cfg.tensorboard`` rank 0 writes
+    every epoch's record as TensorBoard scalars (``epoch/<key>`` at step = epoch) into `tensorboard_dir`
+    (default: ``tensorboard/`` beside `checkpoint_dir`, i.e. in the run folder).
     """
     state = _start(model, train_data, cfg, checkpoint_dir, objective, threat)
     if resume:
@@ -262,6 +265,26 @@ def train(model: nn.Module, train_data: Dataset, val_data: Dataset | None, cfg: 
     state.best_train_pgd = max((h.get("train_robust_acc", 0.0) for h in state.result.history), default=0.0)
     if cfg.snapshot_steps and state.ckpt is not None and state.rank == 0 and state.start_epoch == 0:
         save_weights(state.base, state.ckpt / "snapshots" / "step_0000000.safetensors", {"step": "0"})
+    with _tensorboard(cfg, checkpoint_dir, tensorboard_dir) as writer:
+        _epochs(state, train_data, train_eval, val_eval, on_epoch, progress, regularizer, writer)
+    return state.result
+
+
+def _tensorboard(cfg: TrainConfig, checkpoint_dir, tensorboard_dir):
+    """The TensorBoard writer of a run (rank 0, ``cfg.tensorboard``) as a context, else an empty context."""
+    if not cfg.tensorboard:
+        return contextlib.nullcontext(None)
+    if tensorboard_dir is None and checkpoint_dir is None:
+        raise InputError("tensorboard=True needs a folder for the event files: pass tensorboard_dir= (or checkpoint_dir=)")
+    folder = Path(tensorboard_dir) if tensorboard_dir is not None else Path(checkpoint_dir).parent / TENSORBOARD_DIR
+    writer = tensorboard_writer(folder)
+    return writer if writer is not None else contextlib.nullcontext(None)
+
+
+def _epochs(state: _TrainingState, train_data: Dataset, train_eval: Dataset, val_eval: Dataset | None, on_epoch,
+            progress: bool, regularizer, writer) -> None:
+    """The epochs still to run: train, measure, select, save, report (and the TensorBoard scalars)."""
+    cfg = state.cfg
     for epoch in range(state.start_epoch, cfg.epochs):
         t0 = time.perf_counter()
         sums, lr, eps = _run_epoch(state, epoch, train_data, regularizer, progress)
@@ -279,13 +302,14 @@ def train(model: nn.Module, train_data: Dataset, val_data: Dataset | None, cfg: 
             dist.barrier()
         if on_epoch is not None and state.rank == 0:
             on_epoch(record)
+        if writer is not None:
+            write_scalars(writer, "epoch", record, epoch + 1)
         _log_epoch(state, epoch, record, tr, train_time, co)
         if co:
             state.result.catastrophic_overfitting_epoch = state.result.catastrophic_overfitting_epoch or epoch + 1
             if cfg.co_action == "stop":
                 state.result.stopped_early = True
                 break
-    return state.result
 
 
 def _start(model: nn.Module, train_data: Dataset, cfg: TrainConfig, checkpoint_dir, objective, threat) -> _TrainingState:
@@ -419,12 +443,18 @@ def _run_epoch(state: _TrainingState, epoch: int, data: Dataset, regularizer, pr
             sums[0] += loss.detach().double() * nb
             sums[1] += (~state.objective.success(logits.detach(), yb)).sum().double()
             sums[2] += nb
-            if not bar.disable and step % 20 == 0:  # a host read: only for a visible bar, every 20 steps
-                bar.set_postfix(loss=f"{float(sums[0] / sums[2].clamp_min(1)):.3f}", lr=f"{lr:.2g}")
+            if postfix_due(bar, step):  # a host read: every 20 steps of a tqdm bar, once per half heartbeat
+                bar.set_postfix_str(_running_note(sums, lr))
     finally:
         bar.close()  # also when a step raises: a heartbeat never outlives its loop
     finite.raise_if_failed()
     return _all_sum(sums), lr, eps
+
+
+def _running_note(sums: torch.Tensor, lr: float) -> str:
+    """The epoch bar's postfix: the training loss and accuracy over the steps so far (one host read)."""
+    loss, correct, n = (float(v) for v in sums.cpu())
+    return f"loss {loss / max(n, 1):.3f}, acc {correct / max(n, 1):.3f}, lr {lr:.2g}"
 
 
 class _FiniteCheck:
