@@ -142,3 +142,21 @@ def test_screenshot_without_chromium_is_one_clear_error(tmp_path, no_chromium):
     (tmp_path / "p.html").write_text("<html><body>x</body></html>")
     with pytest.raises(InputError, match="no Chromium on PATH"):
         render(tmp_path / "p.html", tmp_path / "p.png", 1000)
+
+
+def test_ocr_attack_cli_writes_the_page(tmp_path, capsys):
+    """`robustlab ocr attack` end to end on an untrained CRNN (it reads no line right: nothing can flip)."""
+    from helpers import cli
+
+    from robustlab.tasks.ocr import CRNN
+    from robustlab.tasks.ocr.pretrained import CRNNSetup, save_crnn
+
+    torch.manual_seed(0)
+    save_crnn(CRNN(), CRNNSetup(), tmp_path / "crnn.safetensors")
+    code, _, err = cli(capsys, "ocr", "attack", "--runs", tmp_path, "--name", "a", "--target", "crnn", "--model",
+                       tmp_path / "crnn.safetensors", "--n", "2", "--budget", "20")
+    assert code == 0, err
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert summary["flipped"] == [False, False] and list(summary["metrics"]["success_at"]) == ["20"]
+    html = (tmp_path / "a" / "report.html").read_text()
+    assert "none of the 2 lines was read correctly when clean" in html and "no line flipped" in html
