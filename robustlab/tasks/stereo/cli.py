@@ -261,7 +261,7 @@ def cmd_defend(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from .attacks import stereo_attack
-    from .report import HEADER, curves_figure, metric_cells, write_report
+    from .report import HEADER, change_text, curves_figure, metric_cells, write_report
     from ...runs import Cells
     from .train import evaluate_stereo, predict
 
