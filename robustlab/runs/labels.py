@@ -37,8 +37,8 @@ LABELS: dict[str, Label] = {
     "success_rate": Label("attack success, all points", **_PCT),
     "queries_median": Label("queries per success (median)", "queries", digits=0),
     "queries_mean": Label("queries per success (mean)", "queries", digits=0),
-    "l2": Label("perturbation L2 (mean)", digits=3),
-    "linf": Label("perturbation Linf (mean)", digits=3),
+    "l2": Label("perturbation L2 (mean; pixel values in [0, 1])", digits=3),
+    "linf": Label("perturbation Linf (mean; pixel values in [0, 1])", digits=3),
     "l0": Label("pixels changed (mean)", "pixels", digits=0),
     "in_mask": Label("perturbation inside the mask", **_PCT),
     # OCR
