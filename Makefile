@@ -6,12 +6,14 @@ STAMP := $(VENV)/.installed-test
 OCR_STAMP := $(VENV)/.installed-ocr
 # Tesseract for the OCR task: the engine + English model, and what the tesserocr binding builds against
 OCR_DEB := tesseract-ocr tesseract-ocr-eng libtesseract-dev libleptonica-dev pkg-config
+PAGES_STAMP := $(VENV)/.installed-pages
+PAGES_DEB := chromium
 BENCH_STAMP := $(VENV)/.installed-bench
 DOCS_STAMP := $(VENV)/.installed-docs
 TORCH_PIN := torch==2.13.0
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: install demo test test-all bench docs mutation clean ocr-system
+.PHONY: install demo test test-all bench docs mutation clean ocr-system pages-system
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,17 +21,30 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e ".[test,cluster,tensorboard]"
 	touch $(STAMP)
 
-# Debian packages for Tesseract, installed when missing and possible (root or passwordless sudo, apt);
-# otherwise a message, and the OCR tests that need the engine skip with the reason.
-ocr-system:
-	@if dpkg -s $(OCR_DEB) >/dev/null 2>&1; then :; \
+# $(call apt-install,PACKAGES,WHAT SKIPS): Debian PACKAGES, installed when missing and possible (root or passwordless
+# sudo, apt-get update first); otherwise one line saying how to install them and what skips meanwhile.
+define apt-install
+	@if dpkg -s $(1) >/dev/null 2>&1; then :; \
 	elif ! command -v apt-get >/dev/null 2>&1; then \
-	  echo "note: no apt-get; install Tesseract 5 + English data and its headers yourself ($(OCR_DEB) on Debian)"; \
+	  echo "note: no apt-get; install $(1) (Debian names) yourself; meanwhile $(2)"; \
 	else SUDO=""; if [ "$$(id -u)" != 0 ]; then if sudo -n true 2>/dev/null; then SUDO="sudo -n"; else SUDO=none; fi; fi; \
 	  if [ "$$SUDO" = none ]; then \
-	    echo "note: not root: run 'sudo apt-get install -y $(OCR_DEB)' for the OCR task (its Tesseract tests skip meanwhile)"; \
-	  else ( $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(OCR_DEB) ) || \
-	    echo "note: apt-get could not install $(OCR_DEB); the OCR task's Tesseract tests will skip"; fi; fi
+	    echo "note: not root: run 'sudo apt-get install -y $(1)'; meanwhile $(2)"; \
+	  else ( $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(1) ) || \
+	    echo "note: apt-get could not install $(1); $(2)"; fi; fi
+endef
+
+# Tesseract 5 + English data and its headers for the OCR task
+ocr-system:
+	$(call apt-install,$(OCR_DEB),the OCR task's Tesseract tests skip)
+
+# Headless Chromium: tests/test_pages_chromium.py screenshots the report pages at 1000 and 1400 px
+pages-system:
+	$(call apt-install,$(PAGES_DEB),the page screenshot tests skip)
+
+$(PAGES_STAMP): $(STAMP)
+	@$(MAKE) --no-print-directory pages-system
+	touch $(PAGES_STAMP)
 
 # The tesserocr binding (extra "ocr") after the system library; a failed build only skips the Tesseract tests.
 $(OCR_STAMP): $(STAMP)
@@ -37,16 +52,16 @@ $(OCR_STAMP): $(STAMP)
 	$(BIN)/pip install --quiet -e ".[ocr]" || echo "note: tesserocr did not install (see above); the OCR task's Tesseract tests will skip"
 	touch $(OCR_STAMP)
 
-install: $(STAMP) $(OCR_STAMP)
+install: $(STAMP) $(OCR_STAMP) $(PAGES_STAMP)
 
 demo: $(STAMP)
 	$(BIN)/robustlab run configs/quickstart.yaml
 
-# the docs extra too: tests/test_docs.py builds the site with --strict, as `make docs` does
-test: $(STAMP) $(OCR_STAMP) $(DOCS_STAMP)
+# the docs extra too: tests/test_docs.py builds the site with --strict, as `make docs` does; Chromium for the page checks
+test: $(STAMP) $(OCR_STAMP) $(DOCS_STAMP) $(PAGES_STAMP)
 	$(BIN)/python -m pytest -q
 
-test-all: $(STAMP) $(OCR_STAMP) $(DOCS_STAMP)
+test-all: $(STAMP) $(OCR_STAMP) $(DOCS_STAMP) $(PAGES_STAMP)
 	$(BIN)/python -m pytest -q -m "slow or not slow"
 
 # Comparison libraries, benchmark-only. --no-deps: their metadata would pull torchvision (a CUDA torch)

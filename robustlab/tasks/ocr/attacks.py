@@ -20,7 +20,7 @@ from ...errors import InputError
 from ...oracles import Oracle
 from ...threat import ThreatModel
 from .masks import text_threat
-from .metrics import attack_metrics
+from .metrics import QUERY_MARKS, attack_metrics
 from .objectives import TextTargeted, TextUntargeted, targeted_pairs
 from .train import read as crnn_read
 
@@ -57,6 +57,12 @@ def build_attack(name: str, threat: ThreatModel, objective, budget: int = 1000, 
     raise InputError(f"unknown OCR attack {name!r}; known: {', '.join(ATTACK_NAMES)}")
 
 
+def budget_marks(budget: int) -> tuple[int, ...]:
+    """The query budgets success is counted within: the standard marks below the attack's own budget,
+    then the budget itself (never a mark the attack could not reach)."""
+    return tuple(m for m in QUERY_MARKS if m < budget) + (budget,)
+
+
 def reader(model) -> Callable[[torch.Tensor], list[str]]:
     """Text of lines for a CRNN or an oracle (oracle reads of already-queried points are memoised)."""
     if isinstance(model, Oracle):
@@ -84,8 +90,10 @@ def attack_lines(model, x: torch.Tensor, truth: Sequence[str], *, attack: str = 
     clean = read(x)
     res = build_attack(attack, threat, objective, budget, steps, seed, starting_points)(model, x, target)
     adv = read(res.x_adv)
-    metrics = attack_metrics(x, res.x_adv, res.success, res.queries, truth, clean, adv,
-                             mask=threat.mask, marks=(100, 500, 1000, 5000, 10000))
+    metrics = attack_metrics(x, res.x_adv, res.success, res.queries, truth, clean, adv, mask=threat.mask,
+                             marks=budget_marks(budget))
+    if attack in WHITE_BOX:  # its passes are gradient steps, not queries: no query statistics
+        metrics = {k: v for k, v in metrics.items() if k != "success_at" and not k.startswith("queries_")}
     metrics.update(attack=attack, norm=norm, eps=eps, mask=mask, budget=budget,
                    goal="untargeted" if wanted is None else "targeted", time_s=res.time_s)
     res.texts = {"truth": truth, "clean": clean, "adversarial": adv}  # type: ignore[attr-defined]

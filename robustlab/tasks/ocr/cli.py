@@ -99,7 +99,7 @@ def _lines(name: str, n: int):
 def cmd_attack(args) -> int:
     from .attacks import attack_lines
     from .objectives import change_one_word
-    from .report import lines_figure, write_html
+    from .report import flipped_lines, write_attack_page
 
     data = _lines(args.data, args.n)
     if args.target == "tesseract":  # an external program: its lines stay on the CPU
@@ -115,16 +115,10 @@ def cmd_attack(args) -> int:
     run = _start(args, "ocr-attack")
     res, metrics = attack_lines(model, data.x, data.texts, attack=args.attack, norm=args.norm, eps=args.eps,
                                 mask=args.mask, budget=args.budget, steps=args.steps, wanted=wanted, seed=args.seed)
-    texts = res.texts
-    run.write_summary({"metrics": metrics, "texts": texts, "wanted": wanted})
-    lines_figure(run.figures / "lines.png", data.x.cpu(), res.x_adv.cpu(), texts["clean"], texts["adversarial"],
-                 title=f"{args.attack} on {args.target}, {args.norm} eps={args.eps}, mask {args.mask}")
-    rows = [[k, f"{v:.4g}" if isinstance(v, float) else str(v)] for k, v in metrics.items()]
-    write_html(run.path / "report.html", f"OCR attack {run.name}", [("metrics", ["", "value"], rows)],
-               ["figures/lines.png"])
-    log.info("%s on %s: success %.0f%% (of lines read right when clean: %.0f%%), CER %.1f%% -> %.1f%%",
-             args.attack, args.target, 100 * metrics["success_rate"], 100 * metrics["success_rate_of_correct"],
-             100 * metrics["cer_clean"], 100 * metrics["cer_adv"])
+    flipped = flipped_lines(res.success, res.texts)
+    run.write_summary({"metrics": metrics, "texts": res.texts, "wanted": wanted, "flipped": flipped})
+    setting = {k: getattr(args, k) for k in ("target", "attack", "goal", "norm", "eps", "mask", "budget", "steps", "data")}
+    log.info("%s", write_attack_page(run, setting, data.x, res, metrics, flipped))
     if hasattr(model, "close"):
         model.close()
     log.info("wrote %s", run.path)

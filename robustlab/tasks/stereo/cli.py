@@ -130,21 +130,10 @@ def _maps_figure(run: Run, data, preds: dict, title: str, name: str = "maps.png"
     return f"figures/{name}"
 
 
-def _metric_cells(m: dict) -> list[str]:
-    return [f"{m['epe']:.3f}", f"{100 * m['bad1']:.1f}%", f"{100 * m['bad3']:.1f}%", f"{100 * m['d1']:.1f}%"]
-
-
-def _metric_rows(results: dict[str, dict]) -> list[list[str]]:
-    return [[name, *_metric_cells(m)] for name, m in results.items()]
-
-
-HEADER = ["", "EPE (px)", "bad-1", "bad-3", "D1"]
-
-
 def cmd_train(args) -> int:
     from .data import motorcycle
     from .pretrained import MODEL_FILE, StereoSetup, pretrained_stereo, save_stereo_model
-    from .report import write_report
+    from .report import HEADER, metric_rows, results_text, setup_text, write_report
     from .train import evaluate_stereo, predict
 
     setup = StereoSetup(h=args.height, w=args.width, max_disp=args.max_disp, n_train=args.scenes, steps=args.steps,
@@ -163,7 +152,8 @@ def cmd_train(args) -> int:
     if moto is not None:
         figs.append(_maps_figure(run, moto, {"prediction": predict(model, moto.x)}, "motorcycle (zero-shot)", "moto.png"))
     write_report(run.path / "report.html", f"stereo network {run.name}",
-                 [("setup", str(asdict(setup)))], [("clean disparity error", HEADER, _metric_rows(results))], figs)
+                 [("summary", results_text(results)),
+                  ("setup", setup_text(asdict(setup)))], [("clean disparity error", HEADER, metric_rows(results))], figs)
     for k, m in results.items():
         log.info("%s: EPE %.3f px, bad-3 %.1f%%", k, m["epe"], 100 * m["bad3"])
     log.info("wrote %s", run.path)
@@ -198,7 +188,7 @@ def _target_map(spec: str, clean: torch.Tensor, data):
 def cmd_attack(args) -> int:
     from .attacks import stereo_attack
     from .metrics import stereo_metrics
-    from .report import write_report
+    from .report import HEADER, change_text, metric_rows, write_report
     from .train import predict
 
     model, setup = _model(args.model, args.device)
@@ -223,9 +213,10 @@ def cmd_attack(args) -> int:
     fig = _maps_figure(run, data, {"clean": clean, f"attacked ({args.views})": attacked},
                        f"{args.method.upper()} eps {args.eps} on {args.views}, target {args.target}")
     write_report(run.path / "report.html", f"stereo attack {run.name}",
-                 [("attack", f"{args.method} eps={args.eps} views={args.views} steps={args.steps} target={args.target} "
-                             f"on {args.data} ({len(data)} pairs), {seconds:.1f} s")],
-                 [("disparity error vs ground truth", HEADER, _metric_rows(results))], [fig])
+                 [("summary", f"{change_text(results['clean'], results['attacked'])} ({len(data)} pairs)"),
+                  ("attack", f"{args.method.upper()}, {args.steps} steps, Linf eps {args.eps:g} on {args.views} views, target "
+                             f"{args.target}, on {args.data} ({len(data)} pairs); time {seconds:.1f} s")],
+                 [("disparity error vs ground truth", HEADER, metric_rows(results))], [fig])
     log.info("EPE %.3f -> %.3f px (bad-3 %.1f%% -> %.1f%%)", results["clean"]["epe"], results["attacked"]["epe"],
              100 * results["clean"]["bad3"], 100 * results["attacked"]["bad3"])
     if target is not None:
@@ -237,7 +228,7 @@ def cmd_attack(args) -> int:
 def cmd_defend(args) -> int:
     from .defense import DefenseConfig, defend_stereo, evaluate_defense, stereo_checks
     from .pretrained import MODEL_FILE, save_stereo_model
-    from .report import write_report
+    from .report import HEADER, change_text, checks_table, defence_text, metric_rows, write_report
 
     model, setup = _model(args.model, args.device)
     cfg = DefenseConfig(steps=args.steps, eps=args.eps, attack_steps=args.attack_steps, adversarial=not args.no_adversarial,
@@ -253,11 +244,13 @@ def cmd_defend(args) -> int:
     after = evaluate_defense(model, val, eps=args.eps, seed=args.seed)
     checks = stereo_checks(model, val, eps=args.eps, checks=args.checks)
     run.write_summary({"before": before, "after": after, "checks": checks.to_dict(), "finetune_seconds": seconds})
-    rows = _metric_rows({"before, clean": before["clean"], "before, adaptive PGD-10": before["adaptive"],
+    rows = metric_rows({"before, clean": before["clean"], "before, adaptive PGD-10": before["adaptive"],
                          "after, clean": after["clean"], "after, adaptive PGD-10": after["adaptive"]})
     write_report(run.path / "report.html", f"stereo defence {run.name}",
-                 [("defence", str(asdict(cfg))), ("gradient-masking checks", str(checks))],
-                 [(f"synthetic validation, eps {args.eps} on both views (attacks re-optimised against each model)", HEADER, rows)], [])
+                 [("summary", "adaptive PGD-10: " + change_text(before["adaptive"], after["adaptive"], "before", "after")),
+                  ("defence", defence_text(asdict(cfg)))],
+                 [(f"synthetic validation, eps {args.eps:g} on both views (attacks re-optimised against each model)", HEADER, rows),
+                  checks_table(checks.to_dict())], [])
     log.info("adaptive-attack EPE %.3f -> %.3f px; clean %.3f -> %.3f px (%.0f s)", before["adaptive"]["epe"],
              after["adaptive"]["epe"], before["clean"]["epe"], after["clean"]["epe"], seconds)
     for line in str(checks).splitlines():
@@ -268,7 +261,7 @@ def cmd_defend(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from .attacks import stereo_attack
-    from .report import curves_figure, write_report
+    from .report import HEADER, change_text, curves_figure, metric_cells, write_report
     from ...runs import Cells
     from .train import evaluate_stereo, predict
 
@@ -291,18 +284,20 @@ def cmd_evaluate(args) -> int:
         for eps in args.eps:
             pts[eps] = cells.get(f"{k}-eps{eps}", lambda eps=eps: evaluate_stereo(model, data, x=attacked(eps)))
         curves[label] = pts
-        rows += [[label, f"{e:g}", *_metric_cells(m)] for e, m in pts.items()]
+        rows += [[label, f"{e:g}", *metric_cells(m)] for e, m in pts.items()]
         worst = max(args.eps)  # after a resume its pairs are re-crafted (the attack is seeded)
         figs.append(_maps_figure(run, data, {"clean": predict(model, data.x[:1]), f"eps {worst:g}": predict(model, attacked(worst)[:1])},
                                  label, f"maps-{k}.png"))
     curves_figure(run.figures / "curves.png", curves, f"PGD-{args.steps} on {args.views} views, {args.data}")
     run.write_summary({"curves": {m: {str(e): v for e, v in pts.items()} for m, pts in curves.items()}})
     write_report(run.path / "report.html", f"stereo evaluation {run.name}",
-                 [("attack", f"PGD-{args.steps} (step eps/4, random start) on {args.views} views of {args.data}")],
-                 [("disparity error vs eps", ["model", "eps", "EPE (px)", "bad-1", "bad-3", "D1"], rows)],
+                 [("summary", "; ".join(f"{m}: " + change_text(pts[0.0], pts[max(args.eps)], "clean", f"at eps {max(args.eps):g}")
+                                        for m, pts in curves.items())),
+                  ("attack", f"PGD-{args.steps} (step eps/4, random start), Linf, on {args.views} views of {args.data}")],
+                 [("disparity error vs eps", ["model", "eps (Linf)", *HEADER[1:]], rows)],
                  ["figures/curves.png", *figs])
     for row in rows:
-        log.info("%s eps %s: EPE %s, bad-3 %s", row[0], row[1], row[2], row[4])
+        log.info("%s eps %s: EPE %s px, bad-3 %s%%", row[0], row[1], row[2], row[4])
     log.info("wrote %s", run.path)
     return 0
 

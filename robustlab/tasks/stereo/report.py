@@ -1,5 +1,9 @@
 """The stereo report: for each model, the left image, the ground truth, the clean and attacked
-disparity maps on one colour scale, their error maps on one scale, and EPE / bad-3 vs eps curves."""
+disparity maps on one colour scale, their error maps on one scale, and EPE / bad-3 vs eps curves.
+
+The pages are in the summary style of every task's page (``runs.labels``): a one-line summary, then
+tables whose headers carry the units (EPE in px, bad-k and D1 in % of valid pixels) and settings
+written out in words, never a raw dict."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,7 +15,56 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from ...fileio import atomic_write_bytes  # noqa: E402
-from ...runs import run_page_sections, write_run_page  # noqa: E402
+from ...runs import labels, run_page_sections, write_run_page  # noqa: E402
+
+#: the metrics of every stereo table, in this order
+METRIC_KEYS = ("epe", "bad1", "bad3", "d1")
+#: a table of named rows of metrics: "EPE (px)", "bad-1 (%)", "bad-3 (%)", "D1 (%)"
+HEADER = ["", *(labels.header(k) for k in METRIC_KEYS)]
+
+
+def metric_cells(m: dict) -> list[str]:
+    """EPE (px, 3 decimals), bad-1, bad-3, D1 (% of valid pixels, 1 decimal): units in the header."""
+    return [labels.value(k, m[k]) for k in METRIC_KEYS]
+
+
+def metric_rows(results: dict[str, dict]) -> list[list[str]]:
+    return [[name, *metric_cells(m)] for name, m in results.items()]
+
+
+def change_text(before: dict, after: dict, what: str = "clean", then: str = "attacked") -> str:
+    """"EPE 0.512 px clean, 3.204 px attacked; bad-3 2.0% clean, 41.3% attacked"."""
+    return "; ".join(f"{labels.label(k).text} {labels.cell(k, before[k])} {what}, {labels.cell(k, after[k])} {then}"
+                     for k in ("epe", "bad3"))
+
+
+def results_text(results: dict[str, dict]) -> str:
+    """"synthetic validation: EPE 0.512 px, bad-3 2.0%; ..." for named results."""
+    return "; ".join(f"{name}: " + ", ".join(f"{labels.label(k).text} {labels.cell(k, m[k])}" for k in ("epe", "bad3"))
+                     for name, m in results.items())
+
+
+def setup_text(setup: dict) -> str:
+    """A network's setup in words."""
+    return (f"{setup['h']}x{setup['w']} px pairs, disparities up to {setup['max_disp']} px; trained on "
+            f"{setup['n_train']:,} synthetic scenes, {setup['steps']:,} steps of batch {setup['batch_size']}, learning "
+            f"rate {setup['lr']:g}, {setup['features']} features, {setup['hidden']} hidden channels, seed {setup['seed']}")
+
+
+def defence_text(cfg: dict) -> str:
+    """A defence fine-tune's settings in words."""
+    on = (f"PGD-{cfg['attack_steps']} pairs (eps {cfg['eps']:g} on {cfg['views']} views)" if cfg["adversarial"]
+          else "clean pairs")
+    terms = [f"left-right consistency weight {cfg['lr_consistency']:g}"] if cfg["lr_consistency"] else []
+    terms += [f"local-linearity weight {cfg['llr']:g} ({cfg['llr_steps']} steps)"] if cfg["llr"] else []
+    return (f"{cfg['steps']:,} fine-tuning steps of batch {cfg['batch_size']} on {on}, learning rate {cfg['lr']:g}"
+            + "".join(f", {t}" for t in terms) + f", seed {cfg['seed']}")
+
+
+def checks_table(checks: list[dict]) -> tuple[str, list[str], list[list[str]]]:
+    """The gradient-masking checks (``SanityReport.to_dict()``) as a table."""
+    return ("gradient-masking checks", ["check", "verdict", "evidence"],
+            [[c["name"].replace("_", " "), c["verdict"], c["message"]] for c in checks])
 
 
 def _save(fig, path: Path) -> None:
@@ -38,8 +91,7 @@ def disparity_figure(path: Path, left: torch.Tensor, gt: torch.Tensor, mask: tor
         axes[0, 2 + k].imshow(pred.numpy(), cmap="magma", vmin=0, vmax=max_disp)
         axes[0, 2 + k].set_title(name, fontsize=11)
         err = torch.where(mask.bool(), (pred - torch.nan_to_num(gt, posinf=0.0)).abs(), torch.full_like(pred, float("nan")))
-        cmap = plt.get_cmap("inferno").copy()
-        cmap.set_bad("0.6")
+        cmap = plt.get_cmap("inferno").with_extremes(bad="0.6")
         em = axes[1, 2 + k].imshow(err.numpy(), cmap=cmap, vmin=0, vmax=max_error)
         epe = float(err[mask.bool()].mean()) if mask.any() else float("nan")
         axes[1, 2 + k].set_title(f"|error| {name}: EPE {epe:.2f}", fontsize=11)
