@@ -74,3 +74,12 @@ def test_a_writer_without_torchs_tensorboard_module_is_an_input_error(tmp_path, 
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails
     with pytest.raises(InputError, match="pip install"):
         tensorboard_writer(tmp_path / "tb")
+
+
+def test_a_resume_may_turn_it_on(tmp_path, capsys):
+    """--tensorboard changes only what is written beside the run, so a resume may add or drop it."""
+    pytest.importorskip("tensorboard")
+    code, _, err = cli(capsys, *TRAIN, "--epochs", "1", "--runs", tmp_path, "--name", "m")
+    assert code == 0, err
+    code, _, err = cli(capsys, *TRAIN, "--epochs", "1", "--runs", tmp_path, "--name", "m", "--resume", "--tensorboard")
+    assert code == 0, err

@@ -147,7 +147,7 @@ def _check_resume(run: Run, model_spec: dict, data_spec: dict, cfg: TrainConfig,
 def _train_model_run(run: Run, model_spec: dict, data_spec: dict, cfg: TrainConfig, resume: bool, progress: bool,
                      trust_code: bool, device: torch.device) -> dict:
     _check_resume(run, model_spec, data_spec, cfg, resume)
-    state = load_state(run.checkpoints, cfg.fingerprint()) if resume else None  # checks settings and integrity
+    state = load_state(run.checkpoints, cfg.fingerprint(), ignore=cfg.output_only) if resume else None  # checks settings and integrity
     if resume and run.read_summary().get("trained"):
         log.info("%s: already trained, skipping", run.path)
         return run.read_summary()

@@ -65,11 +65,13 @@ def save_state(directory: str | Path, state: dict[str, Any]) -> Path:
     return path
 
 
-def load_state(directory: str | Path, fingerprint: dict | None = None, map_location: Any = "cpu") -> dict[str, Any] | None:
+def load_state(directory: str | Path, fingerprint: dict | None = None, map_location: Any = "cpu",
+               ignore: tuple[str, ...] = ()) -> dict[str, Any] | None:
     """The resumable state in `directory` (its tensors on `map_location`), or None if there is none.
 
     Raises CheckpointError if it is corrupt, or if its fingerprint (the settings that must not
-    change across a resume) differs from `fingerprint`.
+    change across a resume) differs from `fingerprint` in a key not in `ignore` (settings that change only
+    what is written alongside, such as ``tensorboard``).
     """
     path = Path(directory) / STATE_FILE
     if not path.exists():
@@ -89,8 +91,9 @@ def load_state(directory: str | Path, fingerprint: dict | None = None, map_locat
         ) from None
     if not isinstance(state, dict) or "model" not in state or "epoch" not in state:
         raise CheckpointError(f"{path} is not a robustlab training state")
-    if fingerprint is not None and state.get("fingerprint") != fingerprint:
-        old = state.get("fingerprint") or {}
+    kept = (lambda d: {k: v for k, v in (d or {}).items() if k not in ignore})
+    if fingerprint is not None and kept(state.get("fingerprint")) != kept(fingerprint):
+        old, fingerprint = kept(state.get("fingerprint")), kept(fingerprint)
         diff = {k: (old.get(k), fingerprint.get(k)) for k in set(old) | set(fingerprint) if old.get(k) != fingerprint.get(k)}
         raise CheckpointError(
             f"cannot resume from {path}: the run was started with different settings "

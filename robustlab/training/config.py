@@ -78,6 +78,9 @@ class LoopSettings(TensorBoardSettings):
     #: fingerprint of a run that does not use them stays what it was (older state.pt files still resume)
     added_later: ClassVar[dict] = {"amp": "off", "channels_last": False, "compile": "off", "tensorboard": False}
 
+    #: settings that change only what is written beside the run (not its numbers): a resume may change them
+    output_only: ClassVar[tuple[str, ...]] = ("tensorboard",)
+
     def fingerprint(self) -> dict:
         """Settings that must match for a resume to continue the same run (also the run's config.yaml);
         ``amp``, ``channels_last``, ``compile`` and ``tensorboard`` appear once they are not at their defaults."""

@@ -371,7 +371,7 @@ def _restore(state: _TrainingState) -> None:
     history, best epoch and time, after checking the settings and the model match."""
     if state.ckpt is None:
         raise InputError("resume=True needs a checkpoint directory")
-    saved = load_state(state.ckpt, state.cfg.fingerprint())
+    saved = load_state(state.ckpt, state.cfg.fingerprint(), ignore=state.cfg.output_only)
     if saved is None:
         return
     result = state.result
