@@ -79,3 +79,13 @@ def test_reproduce_quick(capsys, tmp_path):
     for f in results["sections"]["backdoors"]["figures"]:
         assert Path(f).is_file() and Path(f).suffix == ".png"
     assert (tmp_path / "r" / "report.html").is_file()
+
+
+def test_poison_verbs_have_help_and_evaluate_takes_device():
+    from robustlab.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command").choices
+    verbs = next(a for a in sub["poison"]._actions if a.dest == "poison_verb").choices
+    assert {"craft", "evaluate", "reproduce"} <= set(verbs)
+    assert all(verbs[v].format_help().startswith("usage: robustlab poison") for v in verbs)
+    assert any("--device" in a.option_strings for a in verbs["evaluate"]._actions)

@@ -63,7 +63,7 @@ def _data(name: str, p: dict):
 
 
 def _run_cells(out: Path, p: dict, seed: int, progress: bool) -> tuple[list[dict], dict]:
-    cells = out / "cells"
+    cells = out / "cells" / f"seed{seed}-epochs{p['epochs']}-n{p['n_train'] or 'all'}"  # a rerun reuses only its own
     keys = [(d, None, None) for d in p["datasets"]] + [(d, a, r) for d in p["datasets"] for a in ATTACKS for r in p["rates"]]
     rows, attacks = [], {}
     for d, a, r in progress_bar(keys, desc="backdoor victims", unit="cell", disable=not progress):
