@@ -73,7 +73,7 @@ def test_reproduce_quick(capsys, tmp_path):
     assert code == 0, err
     results = json.loads((tmp_path / "r" / "results.json").read_text())
     rows = results["sections"]["backdoors"]["rows"]
-    assert {r["attack"] for r in rows} == {"clean", "BadNets", "Blend", "WaNet"}
+    assert {r["attack"] for r in rows} == {"clean", "BadNets", "Blend", "WaNet", "WaNet-no-noise"}
     assert all(0 <= r["asr"] <= 1 for r in rows if r["attack"] != "clean")
     assert "## Backdoors" in (tmp_path / "r" / "results.md").read_text()
     for f in results["sections"]["backdoors"]["figures"]:

@@ -81,7 +81,7 @@ def target_success(model, x_targets: torch.Tensor, adversarial_labels: torch.Ten
 
 
 def defence_effectiveness_rate(acc_before: float, asr_before: float, acc_after: float, asr_after: float) -> float:
-    """BackdoorBench's DER (Wu et al. 2022, eq. in section 4.1): ``[max(0, ASR_before - ASR_after) -
+    """BackdoorBench's defence-effectiveness rating (DER, Wu et al. 2022): ``[max(0, ASR_before - ASR_after) -
     max(0, ACC_before - ACC_after) + 1] / 2``, rates in [0, 1]."""
     values = (acc_before, asr_before, acc_after, asr_after)
     if any(not 0.0 <= float(v) <= 1.0 for v in values):
