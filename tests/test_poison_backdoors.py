@@ -186,6 +186,10 @@ def test_metrics_follow_the_model_device(device):
     x[:, 0, 0, 0] = y / 10
     m = backdoor_metrics(_Rule().to(device), BadNets(), x, y)
     assert m["asr"] == 1.0 and m["clean_accuracy"] == 1.0
+    for attack in (Blend(), WaNet(), BadNets(trigger=torch.ones(3, 2, 2))):  # triggers follow the images' device
+        xd = torch.rand(2, 3, 8, 8, device=device)
+        out = attack.apply_trigger(xd)
+        assert out.device == xd.device and torch.allclose(out.cpu(), attack.apply_trigger(xd.cpu()), atol=1e-6)
 
 
 # ----- the poisoned-data run ---------------------------------------------------------------------------------------
