@@ -255,11 +255,15 @@ def cmd_evaluate(args) -> int:
         shutdown()
     if rank != 0:
         return 0
+    from .runs.report import broken_by_text, cascade_order, suite_label
+
+    order = cascade_order(out)
+    print(f"{suite_label(out)}, {out['norm']}")
     print(f"{'eps':>8} {'clean':>8} {'robust':>8} {'95% CI':>17}  broken by")
     for r in out["reports"]:
         lo, hi = r["robust_accuracy_ci95"]
         print(f"{r['eps']:>8g} {r['clean_accuracy']:>8.2%} {r['robust_accuracy']:>8.2%} "
-              f"[{lo:>6.2%}, {hi:>6.2%}]  {r['per_attack']}")
+              f"[{lo:>6.2%}, {hi:>6.2%}]  {broken_by_text(r['per_attack'], order)}")
     if run_dir != args.run:
         print(f"wrote {run_dir}")
     if args.report:
