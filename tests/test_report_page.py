@@ -48,13 +48,13 @@ def _model_run(path, method, evaluation=None, examples=None, epochs=4):
 
 
 WARN = {"name": "one_step_vs_iterative", "verdict": "warn", "message": "FGSM is stronger than PGD-20", "evidence": {}}
-NOT_RUN = {"name": "cascade_black_box", "verdict": "not run", "message": "not run: no black-box attack in the cascade",
+NOT_RUN = {"name": "cascade_black_box", "verdict": "not run", "message": "no black-box attack in the cascade",
            "evidence": {}}
 OLD_SKIP = {"name": "probabilities", "verdict": "pass", "message": "skipped: outputs are not class scores", "evidence": {}}
 
 
-@pytest.fixture
-def runs(tmp_path):
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
     """A PGD model on the standard suite (n=500, a warning at eps 0.3) and a standard model on the fast
     suite (n=1000) whose examples are empty: every point was broken at a smaller eps."""
     pgd = {"norm": "linf", "attacks": "standard", "n": 500, "reports": [
@@ -64,17 +64,24 @@ def runs(tmp_path):
     std = {"norm": "linf", "attacks": "fast", "n": 1000, "reports": [
         _row(0.0, 1000, 0.95, {"clean": 50, "apgd-ce": 0, "apgd-t": 0}),
         _row(0.3, 1000, 0.0, {"clean": 50, "apgd-ce": 0, "apgd-t": 0, "smaller-eps": 950}, [NOT_RUN])]}
-    a = _model_run(tmp_path / "runs" / "pgd-at", "pgd", pgd, _examples())
-    b = _model_run(tmp_path / "runs" / "standard", "standard", std, {**_examples(0), "x": torch.empty(0)})
+    root = tmp_path_factory.mktemp("report")
+    a = _model_run(root / "runs" / "pgd-at", "pgd", pgd, _examples())
+    b = _model_run(root / "runs" / "standard", "standard", std, {**_examples(0), "x": torch.empty(0)})
     return a, b
+
+
+@pytest.fixture(scope="module")
+def page(runs):
+    """The two runs side by side, rendered once: ``p.html`` with ``p_files/`` beside it."""
+    return render_report(list(runs), runs[0].parent.parent / "out" / "p.html")
 
 
 def _summary(page):
     return page[page.index('<h2 id="summary">'):page.index("Per-attack breakdown")]
 
 
-def test_the_summary_carries_every_warning_with_a_link_to_its_section(runs, tmp_path):
-    page = render_report(list(runs), tmp_path / "out" / "page.html").read_text()
+def test_the_summary_carries_every_warning_with_a_link_to_its_section(page):
+    page = page.read_text()
     items = re.findall(r'<li class="warn"><a href="#([^"]+)">([^<]+)</a></li>', _summary(page))
     texts = [t for _, t in items]
     assert any("pgd-at: gradient-masking check one_step_vs_iterative warns at eps 0.3" in t for t in texts)
@@ -85,8 +92,8 @@ def test_the_summary_carries_every_warning_with_a_link_to_its_section(runs, tmp_
         assert f'id="{target}"' in page, target
 
 
-def test_suite_and_n_stand_beside_every_robust_accuracy(runs, tmp_path):
-    page = render_report(list(runs), tmp_path / "both.html").read_text()
+def test_suite_and_n_stand_beside_every_robust_accuracy(runs, page, tmp_path):
+    page = page.read_text()
     summary = _summary(page)
     cells = re.findall(r"<td>(?:[\d.]+%.*?)</td>", summary, flags=re.S)
     assert len(cells) == 4 and all(("standard suite, n=500" in c) != ("fast suite, n=1,000" in c) for c in cells)
@@ -95,8 +102,8 @@ def test_suite_and_n_stand_beside_every_robust_accuracy(runs, tmp_path):
     assert "robust acc @ eps=0.3<br><small>standard suite, n=500</small>" in one and "evaluated differently" not in one
 
 
-def test_broken_by_lists_attacks_in_cascade_order_apart_from_the_points_not_attacked(runs, tmp_path):
-    page = render_report(list(runs), tmp_path / "p.html").read_text()
+def test_broken_by_lists_attacks_in_cascade_order_apart_from_the_points_not_attacked(page):
+    page = page.read_text()
     assert "<td>apgd-ce 200, apgd-t 20, fab-t 0, square 30</td>\n<td>already wrong 50</td>" in page
     assert "<td>apgd-ce 0, apgd-t 0</td>\n<td>already wrong 50; broken at a smaller eps 950</td>" in page
     assert "clean:" not in page and "smaller-eps" not in page
@@ -115,12 +122,12 @@ def test_plurals(tmp_path):
     assert "(clean loss, 1 point)" in page and "1 points" not in page
 
 
-def test_checks_that_did_not_run_say_so_and_why_never_pass(runs, tmp_path):
-    page = render_report(list(runs), tmp_path / "p.html").read_text()
-    assert '<td class="notrun">not run</td>\n<td style="text-align:left">not run: no black-box attack in the cascade' in page
+def test_checks_that_did_not_run_say_so_and_why_never_pass(page):
+    page = page.read_text()
+    assert '<td class="notrun">not run</td>\n<td style="text-align:left">no black-box attack in the cascade' in page
     # a record written before "not run" existed: its skipped check is shown as not run too
-    assert '<td>probabilities</td><td class="notrun">not run</td>' in page
-    report = SanityReport([Check("a", "pass", "ok"), Check.not_run("b", "not run: no images")])
+    assert '<td>probabilities</td><td class="notrun">not run</td>\n<td style="text-align:left">outputs are not class scores' in page
+    report = SanityReport([Check("a", "pass", "ok"), Check.not_run("b", "no images")])
     assert report.ok and [c.name for c in report.not_run] == ["b"] and "not run" in str(report)
 
 
@@ -141,7 +148,7 @@ def test_each_model_keeps_one_colour_on_every_figure_and_page(runs):
     assert curve_colours == [tuple(colours["pgd-at"]), tuple(colours["standard"])]
 
 
-def test_figures_are_readable_at_1000_px(runs, tmp_path):
+def test_figures_are_readable_at_1000_px(runs, page):
     from robustlab.runs.report import _model_entry
     from robustlab.runs.rundir import Run
 
@@ -153,30 +160,31 @@ def test_figures_are_readable_at_1000_px(runs, tmp_path):
         assert ticks and all(float(t).is_integer() for t in ticks), ticks
         assert min(t.get_fontsize() for t in ax.get_xticklabels()) >= 10 and ax.title.get_fontsize() >= 11
     assert fig.legends and min(t.get_fontsize() for t in fig.legends[0].get_texts()) >= 10
-    render_report(list(runs), tmp_path / "p.html")
     for name in ("training_curves.png", "robustness_curve.png"):
-        width = mpimg.imread(tmp_path / "p_files" / name).shape[1]
+        width = mpimg.imread(page.parent / "p_files" / name).shape[1]
         assert 700 <= width <= 1400, (name, width)  # shown near its natural size on a 1000-1400 px page
 
 
-def test_examples_are_the_flipped_ones_and_a_model_without_says_why(runs, tmp_path):
-    page = render_report(list(runs), tmp_path / "p.html").read_text()
+def test_examples_are_the_flipped_ones_and_a_model_without_says_why(page):
+    files, page = page.parent / "p_files", page.read_text()
     assert '<img src="p_files/examples_pgd-at.png"' in page
     assert "2 examples the attack flipped" in page  # of 4 kept, 2 kept their label
-    assert mpimg.imread(tmp_path / "p_files" / "examples_pgd-at.png").shape[1] < 800  # two columns, not four
-    assert not (tmp_path / "p_files" / "examples_standard.png").exists()
+    assert mpimg.imread(files / "examples_pgd-at.png").shape[1] < 800  # two columns, not four
+    assert not (files / "examples_standard.png").exists()
     why = re.search(r'<div id="examples-standard"><p class="note">No adversarial examples: ([^<]+)</p>', page)
     assert why and "no attack broke a point at eps=0.3" in why.group(1) and "broken at a smaller eps 950" in why.group(1)
 
 
-def test_the_config_is_collapsible(runs, tmp_path):
-    page = render_report(list(runs), tmp_path / "p.html").read_text()
+def test_the_config_is_collapsible(page):
+    page = page.read_text()
     assert page.count("<details><summary>config: ") == 2
     assert re.search(r"<details><summary>config: pgd-at</summary><pre>kind: model", page)
 
 
-def test_report_o_is_self_contained_and_the_default_stays_in_place(runs, tmp_path, capsys):
-    a, b = runs
+def test_report_o_is_self_contained_and_the_default_stays_in_place(runs, tmp_path):
+    import shutil
+
+    a, b = (shutil.copytree(r, tmp_path / "runs" / r.name) for r in runs)
     (a / "figures").mkdir()
     (a / "figures" / "geometry_slice.png").write_bytes(b"png")
     assert main(["report", str(a), str(b), "-o", str(tmp_path / "site" / "page.html")]) == 0
@@ -189,3 +197,16 @@ def test_report_o_is_self_contained_and_the_default_stays_in_place(runs, tmp_pat
     assert main(["report", str(a)]) == 0  # default: in place, figures in the run's figures/
     assert (a / "report.html").is_file() and (a / "figures" / "robustness_curve.png").is_file()
     assert 'src="figures/geometry_slice.png"' in (a / "report.html").read_text()
+
+
+def test_a_task_runs_page_is_self_contained_too(tmp_path):
+    """Stereo and OCR runs (their own report hook): figures copied into page_files/, config collapsible."""
+    run = tmp_path / "runs" / "att"
+    (run / "figures").mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump({"kind": "stereo-attack", "task": "stereo", "environment": {}}))
+    (run / "figures" / "maps.png").write_bytes(b"png")
+    (run / "report.json").write_text(json.dumps({"title": "att", "sections": [["headline", "EPE 3 px"]],
+                                                 "tables": [], "figures": ["figures/maps.png"]}))
+    page = render_report([run], tmp_path / "stereo.html").read_text()
+    assert (tmp_path / "stereo_files" / "att" / "figures" / "maps.png").read_bytes() == b"png"
+    assert "src='stereo_files/att/figures/maps.png'" in page and "<details><summary>config</summary>" in page

@@ -544,6 +544,7 @@ def _page_entry(e: dict, assets: _Assets) -> None:
             r["broken_attacks"], r["broken_before"] = broken_by(r["per_attack"], order)
             for c in r.get("sanity") or []:
                 c["shown_verdict"] = shown_verdict(c)
+                c["shown_message"] = str(c.get("message", "")).removeprefix("skipped: ")
 
 
 def render_report(paths: list[str | Path], out: str | Path) -> Path:
