@@ -256,7 +256,7 @@ def cmd_evaluate(args) -> int:
         shutdown()
     if rank != 0:
         return 0
-    from .runs.report import broken_by_text, cascade_order, suite_label
+    from .runs.report_summary import broken_by_text, cascade_order, suite_label
 
     order = cascade_order(out)
     print(f"{suite_label(out)}, {out['norm']}")

@@ -13,7 +13,7 @@ import yaml
 from robustlab.cli import main
 from robustlab.evaluation.checks import Check, SanityReport
 from robustlab.runs import render_report
-from robustlab.runs.report import broken_by_text, cascade_order, plural
+from robustlab.runs.report_summary import broken_by_text, cascade_order, plural
 from robustlab.runs.report_figures import curve_figure, model_colours, training_figure
 
 STANDARD = ["apgd-ce", "apgd-t", "fab-t", "square"]
