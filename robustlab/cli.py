@@ -259,7 +259,7 @@ def cmd_evaluate(args) -> int:
     from .runs.report_summary import broken_by_text, cascade_order, suite_label
 
     order = cascade_order(out)
-    print(f"{suite_label(out)}, {out['norm']}")
+    print(f"{suite_label(out)}, {out.get('norm', '?')}")
     print(f"{'eps':>8} {'clean':>8} {'robust':>8} {'95% CI':>17}  broken by")
     for r in out["reports"]:
         lo, hi = r["robust_accuracy_ci95"]

@@ -210,3 +210,12 @@ def test_a_task_runs_page_is_self_contained_too(tmp_path):
     page = render_report([run], tmp_path / "stereo.html").read_text()
     assert (tmp_path / "stereo_files" / "att" / "figures" / "maps.png").read_bytes() == b"png"
     assert "src='stereo_files/att/figures/maps.png'" in page and "<details><summary>config</summary>" in page
+
+
+def test_a_foreign_broken_by_record_is_one_line_naming_the_file(runs, tmp_path):
+    from robustlab.errors import InputError
+
+    run = _model_run(tmp_path / "odd", "pgd", {"norm": "linf", "attacks": {"odd": 1}, "reports": [
+        _row(0.1, 10, 0.5, {"apgd-ce": "many"}, [{"verdict": "warn"}])]})
+    with pytest.raises(InputError, match="evaluation.json is corrupt"):
+        render_report([run], tmp_path / "odd.html")

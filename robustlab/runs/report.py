@@ -389,13 +389,15 @@ def _draw_figures(entries: list[dict], assets: _Assets) -> dict:
         if fig is not None and save_figure(fig, assets.path(name)):
             figures[key] = assets.link(assets.path(name))
     for e in entries:
-        ex = e["examples"]
-        keep = flipped(ex) if ex and ex.get("x") is not None and ex["x"].numel() else []
-        name = f"examples_{e['label'].replace('/', '_')}.png"
-        fig = examples_figure(e["label"], ex, keep) if keep else None
+        with _reading(e["run"].path / "examples.pt"):
+            ex = e["examples"]
+            keep = flipped(ex) if ex and ex.get("x") is not None and ex["x"].numel() else []
+            name = f"examples_{e['label'].replace('/', '_')}.png"
+            fig = examples_figure(e["label"], ex, keep) if keep else None
         e["examples_shown"] = len(keep)
         e["examples_fig"] = assets.link(assets.path(name)) if fig is not None and save_figure(fig, assets.path(name)) else None
-        e["examples_note"] = examples_note(e)
+        with _reading(e["run"].path / "evaluation.json"):
+            e["examples_note"] = examples_note(e)
     return figures
 
 
@@ -438,7 +440,8 @@ def render_report(paths: list[str | Path], out: str | Path) -> Path:
         raise InputError(f"no model runs found in {[str(p) for p in paths]}")
     figures = _draw_figures(entries, assets)
     for e in entries:
-        _page_entry(e, assets)
+        with _reading(e["run"].path / "evaluation.json"):  # a foreign record: one line naming it
+            _page_entry(e, assets)
     suites = {e["suite"] for e in entries if e["evaluation"]}
     eps_all = sorted({r["eps"] for e in entries if e["evaluation"] for r in e["evaluation"]["reports"]})
     env = Environment(loader=PackageLoader("robustlab.runs", "templates"), autoescape=select_autoescape(["html", "j2"]))
