@@ -14,7 +14,7 @@ from robustlab.cli import main
 from robustlab.evaluation.checks import Check, SanityReport
 from robustlab.runs import render_report
 from robustlab.runs.report_summary import broken_by_text, cascade_order, plural
-from robustlab.runs.report_figures import curve_figure, model_colours, training_figure
+from robustlab.runs.report_figures import PALETTE, curve_figure, model_colours, training_figure
 
 STANDARD = ["apgd-ce", "apgd-t", "fab-t", "square"]
 
@@ -99,7 +99,8 @@ def test_suite_and_n_stand_beside_every_robust_accuracy(runs, page, tmp_path):
     assert len(cells) == 4 and all(("standard suite, n=500" in c) != ("fast suite, n=1,000" in c) for c in cells)
     assert "robust acc<br><small>standard suite, n=500</small>" in page  # the per-attack tables too
     one = render_report([runs[0]], tmp_path / "one.html").read_text()  # alike: once, in the column headers
-    assert "robust acc @ eps=0.3<br><small>standard suite, n=500</small>" in one and "evaluated differently" not in one
+    assert ">robust accuracy (standard suite, n=500)</th>" in one and "<th>eps=0.3</th>" in one
+    assert "evaluated differently" not in one and "<small>standard suite" not in _summary(one)
 
 
 def test_broken_by_lists_attacks_in_cascade_order_apart_from_the_points_not_attacked(page):
@@ -133,7 +134,10 @@ def test_checks_that_did_not_run_say_so_and_why_never_pass(page):
 
 def test_each_model_keeps_one_colour_on_every_figure_and_page(runs):
     a = model_colours(["pgd-at", "standard", "trades"])
-    assert a["pgd-at"] != a["standard"] != a["trades"] != a["pgd-at"]
+    assert len(set(a.values())) == 3 and set(a.values()) <= set(PALETTE)
+    assert len(set(model_colours([f"m{i}" for i in range(10)]).values())) == 10
+    two_jobs = model_colours(["quickstart/standard", "rerun/standard"])  # the same model name in two jobs
+    assert two_jobs["quickstart/standard"] != two_jobs["rerun/standard"]
     assert model_colours(["standard"])["standard"] == a["standard"]  # another page, fewer models
     assert model_colours(["job/standard", "pgd-at"])["job/standard"] == a["standard"]
     from robustlab.runs.report import _model_entry

@@ -24,26 +24,28 @@ FONT = {"font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11, "xtick.labe
 DPI = 100  # a 10-11 inch wide figure is shown near its natural size on a 1000-1400 px page
 
 
-def colour_key(label: str) -> str:
-    """The part of a model's label that names the model: ``job/model`` and ``model`` share a colour."""
-    return label.rsplit("/", 1)[-1]
+def colour_keys(labels: list[str]) -> dict[str, str]:
+    """The name each label is coloured by: the model's own name (``job/model`` and ``model`` share a
+    colour), or the whole label where two labels on the page name the same model (two jobs side by side)."""
+    short = {lb: lb.rsplit("/", 1)[-1] for lb in labels}
+    shared = {k for k in short.values() if list(short.values()).count(k) > 1}
+    return {lb: lb if k in shared else k for lb, k in short.items()}
 
 
 def model_colours(labels: list[str]) -> dict[str, tuple]:
-    """One colour per model label, shared by every figure: each model's preferred palette slot comes from
-    a hash of its name (so a model keeps its colour on every page that shows it), and models whose slots
-    collide take the next free one, in sorted order (the same on every page that shows the same models)."""
-    taken: dict[int, str] = {}
+    """One colour per model label, shared by every figure: each model's preferred colour (tab10) comes
+    from a hash of its name, so a model keeps its colour on every page that shows it; models whose
+    colours collide take the next free one, in sorted order (the same on every page that shows the same
+    models); past ten models colours repeat."""
+    keys = colour_keys(labels)
+    taken: set[int] = set()
     slots: dict[str, int] = {}
-    for key in sorted({colour_key(lb) for lb in labels}):
-        slot = zlib.crc32(key.encode("utf-8")) % len(PALETTE)
-        for step in range(len(PALETTE)):
-            if (slot + step) % len(PALETTE) not in taken:
-                slot = (slot + step) % len(PALETTE)
-                break
-        taken.setdefault(slot, key)
+    for key in sorted(set(keys.values())):
+        first = zlib.crc32(key.encode("utf-8")) % len(PALETTE)
+        slot = next((s for s in ((first + i) % len(PALETTE) for i in range(len(PALETTE))) if s not in taken), first)
+        taken.add(slot)
         slots[key] = slot
-    return {lb: PALETTE[slots[colour_key(lb)]] for lb in labels}
+    return {lb: PALETTE[slots[keys[lb]]] for lb in labels}
 
 
 def save_figure(fig: Figure | None, path: Path) -> bool:
