@@ -105,8 +105,8 @@ def test_suite_and_n_stand_beside_every_robust_accuracy(runs, page, tmp_path):
 
 def test_broken_by_lists_attacks_in_cascade_order_apart_from_the_points_not_attacked(page):
     page = page.read_text()
-    assert "<td>apgd-ce 200, apgd-t 20, fab-t 0, square 30</td>\n<td>already wrong 50</td>" in page
-    assert "<td>apgd-ce 0, apgd-t 0</td>\n<td>already wrong 50; broken at a smaller eps 950</td>" in page
+    assert '>apgd-ce 200, apgd-t 20, fab-t 0, square 30</td>\n<td class="text">already wrong 50</td>' in page
+    assert '>apgd-ce 0, apgd-t 0</td>\n<td class="text">already wrong 50; broken at a smaller eps 950</td>' in page
     assert "clean:" not in page and "smaller-eps" not in page
     order = cascade_order({"attacks": "standard", "norm": "linf", "reports": [{"eps": 0.3}]})
     assert order == STANDARD  # the cascade, not the alphabet (evaluation.json stores its keys sorted)
@@ -128,6 +128,9 @@ def test_checks_that_did_not_run_say_so_and_why_never_pass(page):
     assert '<td class="notrun">not run</td>\n<td style="text-align:left">no black-box attack in the cascade' in page
     # a record written before "not run" existed: its skipped check is shown as not run too
     assert '<td>probabilities</td><td class="notrun">not run</td>\n<td style="text-align:left">outputs are not class scores' in page
+    # checks that all passed fold away; a warning keeps its table open
+    assert "<details open><summary>Gradient-masking checks at eps=0.3: <span class=\"warn\">1 warn, 1 pass, 1 not run</span>" in page
+    assert "<details><summary>Gradient-masking checks at eps=0.3: <span class=\"\">1 not run</span>" in page
     report = SanityReport([Check("a", "pass", "ok"), Check.not_run("b", "no images")])
     assert report.ok and [c.name for c in report.not_run] == ["b"] and "not run" in str(report)
 

@@ -416,6 +416,10 @@ def _page_entry(e: dict, assets: _Assets) -> None:
             for c in r.get("sanity") or []:
                 c["shown_verdict"] = shown_verdict(c)
                 c["shown_message"] = str(c.get("message", "")).removeprefix("skipped: ")
+            verdicts = [c["shown_verdict"] for c in r.get("sanity") or []]
+            r["verdict_counts"] = ", ".join(f"{verdicts.count(v)} {v}" for v in ("fail", "warn", "pass", "not run")
+                                            if v in verdicts)
+            r["checks_warn"] = any(v in ("warn", "fail") for v in verdicts)
 
 
 def render_report(paths: list[str | Path], out: str | Path) -> Path:
