@@ -107,7 +107,8 @@ def _add_run_and_report(sub) -> None:
     p = sub.add_parser("report", help="render runs side by side as a static HTML page",
                        description="Render one or several runs into one HTML page.")
     p.add_argument("runs", nargs="+", help="run directories (model runs or jobs)")
-    p.add_argument("-o", "--out", default=None, help="output HTML (default: <first run>/report.html)")
+    p.add_argument("-o", "--out", default=None, help="output HTML page: PAGE.html is written with its figures in "
+                   "PAGE_files/ beside it (default: <first run>/report.html, figures in that run's figures/)")
 
 
 def _add_launch(sub) -> None:

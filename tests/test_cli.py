@@ -42,7 +42,8 @@ def test_train_attack_evaluate_report_through_the_cli(tmp_path):
         ev = default_evaluation(tmp_path / name).record
         accs = [r["robust_accuracy"] for r in ev["reports"]]
         assert accs == sorted(accs, reverse=True) and ev["n"] == 100
-        assert "broken by" in out.stdout
+        assert "broken by" in out.stdout and "fast suite, n=100" in out.stdout
+        assert "apgd-ce " in out.stdout and "{" not in out.stdout  # readable text in cascade order, not a dict
     # analyses a run holds (robustlab landscape / represent) show up in the shared report
     (tmp_path / "pgd" / "geometry.json").write_text(json.dumps({"loss": "clean", "n": 64, "scalars": {"top_eigenvalue": 12.5},
                                                                 "gaps": {"acc_gap": 0.01}}))
@@ -51,7 +52,8 @@ def test_train_attack_evaluate_report_through_the_cli(tmp_path):
     assert "std" in page and "pgd" in page and "robustness_curve.png" in page
     assert "Gradient-masking checks at eps=0.1" in page and "one_step_vs_iterative" in page
     assert "loss-landscape geometry" in page and "top_eigenvalue" in page and "12.5" in page
-    assert (tmp_path / "figures" / "robustness_curve.png").stat().st_size > 1000
+    assert (tmp_path / "both_files" / "robustness_curve.png").stat().st_size > 1000  # self-contained: page + page_files/
+    assert not (tmp_path / "figures").exists()
 
 
 def test_run_config_job_and_resume(tmp_path):

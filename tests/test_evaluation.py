@@ -230,4 +230,4 @@ def test_black_box_vs_white_box_runs_for_l1_and_flags_masked_gradients(digits_mo
     ok = sanity.check_black_box_vs_white_box(digits_model, x, y, threat, CrossEntropy(), max_queries=300)
     assert ok.verdict == "pass" and ok.evidence["apgd_success"] > ok.evidence["square_success"] > 0.2
     flat = sanity.check_black_box_vs_white_box(digits_model, x.flatten(1), y, threat, CrossEntropy())
-    assert flat.verdict == "pass" and "image inputs" in flat.message
+    assert flat.verdict == "not run" and "image inputs" in flat.message

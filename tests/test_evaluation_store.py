@@ -38,7 +38,7 @@ def test_the_newcomers_sequence_keeps_the_demo_result(evaluated, capsys, caplog,
     assert evaluations.default_evaluation(evaluated).folder == a.folder  # the most thorough is shown
     code, _, err = cli(capsys, "report", evaluated, "-o", tmp_path / "page.html")
     page = (tmp_path / "page.html").read_text()
-    assert code == 0 and "fgsm,pgd, n=80" in page and "Other evaluations" in page and "fast, n=100" in page, err
+    assert code == 0 and "attacks fgsm, pgd, n=80" in page and "Other evaluations" in page and "fast suite, n=100" in page, err
     assert b.folder.name in page
 
     def recompute(*args, **kwargs):
@@ -95,4 +95,4 @@ def test_a_legacy_run_is_read_and_kept(evaluated, capsys, tmp_path):
     assert leaderboard_row("m", evaluated)["suite"] == "fgsm,pgd"
     code, _, err = cli(capsys, "report", evaluated, "-o", tmp_path / "page.html")
     page = (tmp_path / "page.html").read_text()
-    assert code == 0 and "fgsm,pgd, n=80" in page and "fast, n=100" in page, err
+    assert code == 0 and "attacks fgsm, pgd, n=80" in page and "fast suite, n=100" in page, err

@@ -2,7 +2,8 @@
 number comes from obfuscated gradients rather than from robustness, for any task.
 
 ``sanity_checks(model, data, threat, objective=...)`` runs each check and returns verdicts ("pass" /
-"warn" / "fail") with the evidence behind them; ``evaluate(..., sanity="cheap")`` runs the cheap ones.
+"warn" / "fail", or "not run" with the reason where a check cannot apply) with the evidence behind
+them; ``evaluate(..., sanity="cheap")`` runs the cheap ones.
 Every check is stated on the task's objective: attack strength is compared first by the share of
 points where the objective succeeds and, where no attack reaches success (an untargeted regression
 attack that never stops early), by the mean objective loss reached (the mean error, for disparity).
@@ -64,7 +65,7 @@ def check_probabilities(model, x, y, threat, objective) -> Check:
     with torch.no_grad():
         out = model(x)
     if out.dim() != 2 or getattr(objective, "task", None) != "classification":
-        return Check("probabilities", "pass", "skipped: outputs are not class scores", {})
+        return Check.not_run("probabilities", "the outputs are not class scores")
     sums = out.sum(1)
     looks = bool((out >= 0).all() and torch.allclose(sums, torch.ones_like(sums), atol=1e-3))
     if looks:
@@ -119,9 +120,9 @@ def check_one_step_vs_iterative(model, x, y, threat, objective) -> Check:
 
 def check_black_box_vs_white_box(model, x, y, threat, objective, max_queries: int = 1000) -> Check:
     if not (threat.variable_is_point and threat.norm in ("linf", "l2", "l1")):
-        return Check("black_box_vs_white_box", "pass", "skipped: Square supports linf, l2 and l1 pixel threats only", {})
+        return Check.not_run("black_box_vs_white_box", "Square supports linf, l2 and l1 pixel threats only")
     if x.dim() != 4:
-        return Check("black_box_vs_white_box", "pass", "skipped: Square needs image inputs [B, C, H, W]", {})
+        return Check.not_run("black_box_vs_white_box", "Square needs image inputs [B, C, H, W]")
     white = APGD(threat, objective, steps=50)(model, x, y)
     black = Square(threat, objective, max_queries=max_queries)(model, x, y)
     beats = int((black.success & ~white.success).sum())

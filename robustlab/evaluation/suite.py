@@ -449,7 +449,7 @@ def cascade_check(suite, names, broken_by):
     by_black = sum(counts[nm] for nm in black)
     ev = {"per_attack": counts, "black_box_attacks": black}
     if not black:
-        return Check("cascade_black_box", "pass", "no black-box attack in the cascade", ev)
+        return Check.not_run("cascade_black_box", "no black-box attack in the cascade", ev)
     if by_black > max(2, 0.005 * len(broken_by)):
         return Check("cascade_black_box", "warn",
                      f"{by_black} points were broken only by black-box attacks ({', '.join(black)}) after the "

@@ -126,10 +126,10 @@ class StoredEvaluation:
             return {}
 
     def label(self) -> str:
-        """Suite and n, as every number of it is labelled: ``standard, n=500``."""
-        attacks = self.record.get("attacks", "?")
-        suite = attacks if isinstance(attacks, str) else ",".join(map(str, attacks))
-        return f"{suite}, n={self.record.get('n', '?')}"
+        """Suite and n, as every number of it is labelled: ``standard suite, n=500`` (the report's words)."""
+        from .report_summary import suite_label
+
+        return suite_label(self.record)
 
 
 def _read_record(path: Path) -> dict:

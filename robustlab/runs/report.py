@@ -9,21 +9,19 @@ import pickle
 from pathlib import Path
 from typing import Any, Iterator, Optional, Union
 
-import matplotlib
+import torch
+import yaml
+from jinja2 import Environment, PackageLoader, select_autoescape
+from pydantic import BaseModel, ConfigDict, StrictFloat, StrictInt, StrictStr, ValidationError
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-import yaml  # noqa: E402
-from jinja2 import Environment, PackageLoader, select_autoescape  # noqa: E402
-from pydantic import BaseModel, ConfigDict, StrictFloat, StrictInt, StrictStr, ValidationError  # noqa: E402
-
-from ..errors import InputError  # noqa: E402
-from ..fileio import atomic_write_json, atomic_write_text  # noqa: E402
-from ..taskspec import get_task, run_task  # noqa: E402
-from ..weights import check_utf8_path  # noqa: E402
-from . import evaluations  # noqa: E402
-from .rundir import Run  # noqa: E402
+from ..errors import InputError
+from ..fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, make_dirs
+from ..taskspec import get_task, run_task
+from ..weights import check_utf8_path
+from .report_figures import curve_figure, examples_figure, flipped, model_colours, save_figure, training_figure
+from .report_summary import anchor, broken_by, cascade_order, examples_note, plural, report_warnings, shown_verdict, suite_label
+from . import evaluations
+from .rundir import Run
 
 
 STYLE = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222;padding:0 1em}"
@@ -160,7 +158,8 @@ def page_html(title: str, sections: list[tuple[str, str]], tables: list[tuple[st
         parts.append("</table>")
     parts += [f"<figure><img src='{html.escape(f)}' alt='{html.escape(Path(f).stem)}'></figure>" for f in figures]
     if metadata:
-        parts.append("<h2>Configuration</h2><pre>" + html.escape(yaml.safe_dump(metadata, sort_keys=False)) + "</pre>")
+        parts.append("<h2>Configuration</h2><details><summary>config</summary><pre>"
+                     + html.escape(yaml.safe_dump(metadata, sort_keys=False)) + "</pre></details>")
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -271,7 +270,7 @@ def _representation_table(a: dict) -> list[tuple[str, str]]:
     return rows
 
 
-def representation_comparison(entries: list[dict], out_dir: Path) -> dict | None:
+def representation_comparison(entries: list[dict], assets: "_Assets") -> dict | None:
     """Standard vs robust side by side: one table (analysis x run) of every run's ``represent``
     numbers, and per figure kind (repr-saliency.png, ...) one row of the runs' images; None when
     fewer than two runs hold representation analyses."""
@@ -285,8 +284,8 @@ def representation_comparison(entries: list[dict], out_dir: Path) -> dict | None
         names += [k for k in rows if k not in names]
     table = [[n, *(rows.get(n, "-") for _, rows, _ in per_run)] for n in names]
     kinds = sorted({f.name for _, _, path in per_run for f in (path / "figures").glob("repr-*.png")})
-    figures = [[k, [os.path.relpath((path / "figures" / k).resolve(), out_dir.resolve())
-                    if (path / "figures" / k).exists() else None for _, _, path in per_run]] for k in kinds]
+    figures = [[k, [assets.run_figure(path / "figures" / k, label) if (path / "figures" / k).exists() else None
+                    for label, _, path in per_run]] for k in kinds]
     return {"labels": [label for label, _, _ in per_run], "rows": table, "figures": figures}
 
 
@@ -309,7 +308,9 @@ def _geometry_table(d: dict) -> tuple[str, list[str], list[list[str]]]:
     """The table of one ``geometry*.json`` (``robustlab landscape``)."""
     rows = [[k, f"{v:.4g}" if isinstance(v, (int, float)) else str(v)] for k, v in sorted(d.get("scalars", {}).items())]
     rows += [[k, f"{v:.4g}"] for k, v in sorted(d.get("gaps", {}).items()) if isinstance(v, (int, float))]
-    return (f"loss-landscape geometry ({d.get('loss', 'clean')} loss, {d.get('n', '?')} points)", ["measure", "value"], rows)
+    n = d.get("n")
+    points = plural(n, "point") if isinstance(n, int) else "? points"
+    return (f"loss-landscape geometry ({d.get('loss', 'clean')} loss, {points})", ["measure", "value"], rows)
 
 
 def _analysis_figures(run: Run) -> list[Path]:
@@ -330,7 +331,7 @@ def _model_entry(run: Run, label: str, settings: dict | None = None) -> dict:
         "summary": _read_json(run.path / "summary.json", _SummaryShape, default={}),
         "epochs": _epoch_records(run),
         "evaluation": _read_json(shown.record_path, _EvaluationShape) if shown else None,
-        "evaluation_label": shown.label() if shown else None,
+        "evaluation_path": shown.record_path if shown else run.path / "evaluation.json",
         "examples": _read_examples(shown.examples_path) if shown else None,
         "other_evaluations": [_other_row(label, ev) for ev in evaluations.others(run.path, shown)],
         "analysis_tables": _analysis_tables(run), "analysis_figures": _analysis_figures(run),
@@ -350,84 +351,98 @@ def _epoch_records(run: Run) -> list[dict]:
     return [_checked(run.metrics_path, m, _EpochShape) for m in epochs]
 
 
-def _fig_training(entries: list[dict], path: Path) -> bool:
-    with_epochs = [e for e in entries if e["epochs"]]
-    if not with_epochs:
-        return False
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    for e in with_epochs:
-        ep = [m["epoch"] for m in e["epochs"]]
-        line, = axes[0].plot(ep, [m.get("val_acc", m["train_acc"]) for m in e["epochs"]], label=f"{e['label']} clean")
-        axes[0].plot(ep, [m.get("val_robust_acc", m["train_robust_acc"]) for m in e["epochs"]], "--",
-                     color=line.get_color(), label=f"{e['label']} PGD")
-        axes[1].plot(ep, [m["train_robust_acc"] for m in e["epochs"]], color=line.get_color(), label=f"{e['label']} train")
-        if "val_robust_acc" in e["epochs"][0]:
-            axes[1].plot(ep, [m["val_robust_acc"] for m in e["epochs"]], ":", color=line.get_color(), label=f"{e['label']} val")
-        if "local_linearity" in e["epochs"][0]:
-            axes[2].plot(ep, [m.get("local_linearity", float("nan")) for m in e["epochs"]], color=line.get_color(),
-                         label=e["label"])
-    axes[2].set(title="local linearity gamma (train points)", xlabel="epoch", yscale="log")
-    axes[0].set(title="validation accuracy (clean, PGD)", xlabel="epoch", ylabel="accuracy", ylim=(0, 1))
-    axes[1].set(title="robust accuracy: train vs validation", xlabel="epoch", ylim=(0, 1))
-    for ax in axes:
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+# ----- the page --------------------------------------------------------------------------------------
+def _output_paths(paths: list[str | Path], out: str | Path) -> tuple[Path, Path, bool]:
+    """(the page, its figures folder, whether figures from the runs are copied into it).
+    In place (the page inside one of the runs, the default): the run's ``figures/``, the runs' own
+    figures referenced where they are. Elsewhere: self-contained, ``page.html`` with ``page_files/``
+    beside it (an existing folder given as `out`: ``report.html`` with ``figures/`` inside it)."""
+    out = Path(out)
+    if out.is_dir():  # -o <folder>: the page and its figures go inside it
+        return out / "report.html", out / "figures", True
+    in_run = any(Path(p).resolve() == out.parent.resolve() for p in paths)
+    return out, out.parent / ("figures" if in_run else f"{out.stem}_files"), not in_run
 
 
-def _fig_curve(entries: list[dict], path: Path) -> bool:
-    evald = [e for e in entries if e["evaluation"]]
-    if not evald:
-        return False
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for e in evald:
-        reps = e["evaluation"]["reports"]
-        eps = [r["eps"] for r in reps]
-        acc = [r["robust_accuracy"] for r in reps]
-        lo = [max(0.0, r["robust_accuracy"] - r["robust_accuracy_ci95"][0]) for r in reps]
-        hi = [max(0.0, r["robust_accuracy_ci95"][1] - r["robust_accuracy"]) for r in reps]
-        ax.errorbar(eps, acc, yerr=[lo, hi], marker="o", capsize=3, label=e["label"])
-    ax.set(xlabel=f"eps ({evald[0]['evaluation']['norm']})", ylabel="robust accuracy", ylim=(0, 1),
-           title="robustness curve (95% CI)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+class _Assets:
+    """The page's figures: drawn into its folder, or taken from the runs (copied in when self-contained)."""
+
+    def __init__(self, out: Path, folder: Path, copy: bool):
+        self.out, self.folder, self.copy, self.made = out, folder, copy, False
+
+    def path(self, name: str) -> Path:
+        if not self.made:
+            make_dirs(self.folder)
+            self.made = True
+        return self.folder / name
+
+    def link(self, path: Path) -> str:
+        """`path` relative to the page."""
+        return Path(os.path.relpath(Path(path).resolve(), self.out.parent.resolve())).as_posix()
+
+    def run_figure(self, src: Path, prefix: str) -> str:
+        """A figure a run holds, as the page links it (a copy inside the page's folder when self-contained)."""
+        if not self.copy:
+            return self.link(src)
+        dst = self.folder / prefix / src.parent.name / src.name  # <run label>/figures/<name>
+        make_dirs(dst.parent)
+        atomic_write_bytes(dst, Path(src).read_bytes())
+        return self.link(dst)
 
 
-def _fig_examples(entry: dict, path: Path) -> bool:
-    ex = entry["examples"]
-    if not ex or ex.get("x") is None or ex["x"].numel() == 0:
-        return False
-    k = ex["x"].shape[0]
-    fig, axes = plt.subplots(2, k, figsize=(1.4 * k, 3.2), squeeze=False)
-    for i in range(k):
-        for row, key, title in ((0, "x", f"y={int(ex['y'][i])}"), (1, "x_adv", f"pred {int(ex['pred_adv'][i])}")):
-            img = ex[key][i]
-            img = img[0] if img.shape[0] == 1 else img.permute(1, 2, 0)
-            axes[row][i].imshow(img.numpy(), cmap="gray" if img.dim() == 2 else None, vmin=0, vmax=1)
-            axes[row][i].set_title(title, fontsize=8)
-            axes[row][i].axis("off")
-    fig.suptitle(f"{entry['label']}: clean (top) vs adversarial at eps={ex['eps']:g} (bottom)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+def _draw_figures(entries: list[dict], assets: _Assets) -> dict:
+    """The page's figures (training curves, robustness curve, each model's examples), one colour per model."""
+    colours = model_colours([e["label"] for e in entries])
+    for e in entries:
+        if e["evaluation"]:
+            e["curve_label"] = f"{e['label']} ({suite_label(e['evaluation'])})"
+    figures = {}
+    for key, name, fig in (("training", "training_curves.png", training_figure(entries, colours)),
+                           ("curve", "robustness_curve.png", curve_figure(entries, colours))):
+        if fig is not None and save_figure(fig, assets.path(name)):
+            figures[key] = assets.link(assets.path(name))
+    for e in entries:
+        with _reading(e["run"].path / "examples.pt"):
+            ex = e["examples"]
+            keep = flipped(ex) if ex and ex.get("x") is not None and ex["x"].numel() else []
+            name = f"examples_{e['label'].replace('/', '_')}.png"
+            fig = examples_figure(e["label"], ex, keep) if keep else None
+        e["examples_shown"] = len(keep)
+        e["examples_fig"] = assets.link(assets.path(name)) if fig is not None and save_figure(fig, assets.path(name)) else None
+        with _reading(e["evaluation_path"]):
+            e["examples_note"] = examples_note(e)
+    return figures
+
+
+def _page_entry(e: dict, assets: _Assets) -> None:
+    """What the template shows of a model besides its files: suite and n, the cascade, the verdicts, the config."""
+    e["analysis_figs"] = [assets.run_figure(f, e["label"]) for f in e["analysis_figures"]]
+    e["config_yaml"] = yaml.safe_dump({k: v for k, v in e["config"].items() if k != "environment"}, sort_keys=False)
+    e["environment"] = e["config"].get("environment", {})
+    e["anchors"] = {k: anchor(k, e["label"]) for k in ("checks", "examples", "model")}
+    if e["evaluation"]:
+        ev = e["evaluation"]
+        e["suite"] = suite_label(ev)
+        order = cascade_order(ev)
+        for r in ev["reports"]:
+            r["broken_attacks"], r["broken_before"] = broken_by(r["per_attack"], order)
+            for c in r.get("sanity") or []:
+                c["shown_verdict"] = shown_verdict(c)
+                c["shown_message"] = str(c.get("message", "")).removeprefix("skipped: ")
+            verdicts = [c["shown_verdict"] for c in r.get("sanity") or []]
+            r["verdict_counts"] = ", ".join(f"{verdicts.count(v)} {v}" for v in ("fail", "warn", "pass", "not run")
+                                            if v in verdicts)
+            r["checks_warn"] = any(v in ("warn", "fail") for v in verdicts)
 
 
 def render_report(paths: list[str | Path], out: str | Path) -> Path:
-    """Render the runs in `paths` side by side into the HTML file `out` (figures next to it; an existing
-    folder `out` gets ``report.html`` inside it).
+    """Render the runs in `paths` side by side into the HTML file `out`: in place (inside a run: figures
+    in its ``figures/``), or self-contained elsewhere (``page.html`` and ``page_files/``; an existing
+    folder `out` gets ``report.html`` and ``figures/`` inside it).
     Classification model runs and jobs share the full report; runs of other tasks (stereo, OCR)
     are rendered by their task's report hook, in the same style, on the same page."""
-    out = Path(out)
-    if out.is_dir():  # -o <folder>: the page and its figures go inside it
-        out = out / "report.html"
+    out, folder, copy = _output_paths(paths, out)
+    assets = _Assets(out, folder, copy)
     task_runs = []
     for p in paths:
         if Path(p).exists() and (Path(p) / "config.yaml").exists():
@@ -437,39 +452,31 @@ def render_report(paths: list[str | Path], out: str | Path) -> Path:
                 task_runs.append(_task_entry(Run(p, create=False), cfg))
     entries = collect_model_runs(paths)
     if task_runs and not entries:
-        return _render_task_runs(task_runs, out)
+        return _render_task_runs(task_runs, out, assets)
     if not entries:
         raise InputError(f"no model runs found in {[str(p) for p in paths]}")
-    fig_dir = out.parent / "figures"
-    fig_dir.mkdir(parents=True, exist_ok=True)
-    figures = {}
-    if _fig_training(entries, fig_dir / "training_curves.png"):
-        figures["training"] = "figures/training_curves.png"
-    if _fig_curve(entries, fig_dir / "robustness_curve.png"):
-        figures["curve"] = "figures/robustness_curve.png"
+    figures = _draw_figures(entries, assets)
     for e in entries:
-        name = f"examples_{e['label'].replace('/', '_')}.png"
-        e["examples_fig"] = f"figures/{name}" if _fig_examples(e, fig_dir / name) else None
-        e["analysis_figs"] = [os.path.relpath(f.resolve(), out.parent.resolve()) for f in e["analysis_figures"]]
-        e["config_yaml"] = yaml.safe_dump({k: v for k, v in e["config"].items() if k != "environment"}, sort_keys=False)
-        e["environment"] = e["config"].get("environment", {})
+        with _reading(e["evaluation_path"]):  # a foreign record: one line naming it
+            _page_entry(e, assets)
+    suites = {e["suite"] for e in entries if e["evaluation"]}
     eps_all = sorted({r["eps"] for e in entries if e["evaluation"] for r in e["evaluation"]["reports"]})
     env = Environment(loader=PackageLoader("robustlab.runs", "templates"), autoescape=select_autoescape(["html", "j2"]))
     others = [row for e in entries for row in e["other_evaluations"]]
-    page = env.get_template("report.html.j2").render(entries=entries, figures=figures, eps_all=eps_all, others=others,
-                                                      representations=representation_comparison(entries, out.parent),
-                                                      title=", ".join(html.escape(str(Path(p).name)) for p in paths))
+    page = env.get_template("report.html.j2").render(
+        entries=entries, figures=figures, eps_all=eps_all, warnings=report_warnings(entries), others=others,
+        common_suite=suites.pop() if len(suites) == 1 else None, plural=plural,
+        representations=representation_comparison(entries, assets),
+        title=", ".join(html.escape(str(Path(p).name)) for p in paths))
     atomic_write_text(out, page)
     return out
 
 
-def _render_task_runs(entries: list[dict], out: Path) -> Path:
-    import os
-
+def _render_task_runs(entries: list[dict], out: Path, assets: _Assets) -> Path:
     sections, tables, figures = [], [], []
     for e in entries:
         sections += [(f"{e['label']} ({e['task']}): {h}", t) for h, t in e["sections"]]
         tables += [(f"{e['label']}: {c}", h, r) for c, h, r in e["tables"]]
-        figures += [os.path.relpath(f, out.parent.resolve()) for f in e["figures"]]
+        figures += [assets.run_figure(Path(f), e["label"]) for f in e["figures"]]
     meta = {e["label"]: {k: v for k, v in e["config"].items() if k != "environment"} for e in entries}
     return write_page(out, ", ".join(e["label"] for e in entries), sections, tables, figures, meta)

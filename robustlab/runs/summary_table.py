@@ -17,10 +17,7 @@ import math
 from typing import Callable, Sequence
 
 from ..evaluation.suite import wilson_interval
-
-#: ``broken by`` leaves these out: points wrong before any attack, and points broken at a smaller eps
-NOT_ATTACKS = ("clean", "smaller-eps")
-
+from .report_summary import broken_by_text, cascade_order, shown_verdict
 
 def text_table(columns: Sequence[tuple[str, Callable[[dict], str]]], rows: Sequence[dict]) -> str:
     """Rows as aligned plain text: a heading line, then one line per row (``columns``: heading, cell text)."""
@@ -41,17 +38,17 @@ def clean_ci(clean: float, n: int) -> list[float]:
     return list(wilson_interval(round(clean * n), n)) if n else [math.nan, math.nan]
 
 
-def _broken_by(per_attack: dict, eps: float) -> str:
-    """The points each attack broke first, in cascade order (``-`` at eps 0, where no attack runs)."""
-    counts = [f"{name} {k}" for name, k in per_attack.items() if name not in NOT_ATTACKS]
-    return ", ".join(counts) if counts and eps > 0 else "-"
+def _broken_by(per_attack: dict, eps: float, order: list[str]) -> str:
+    """The points each attack broke first, in cascade order, then those no attack was needed for (the
+    report's words: ``apgd-ce 41, apgd-t 3; already wrong 12``); ``-`` at eps 0, where no attack runs."""
+    return broken_by_text(per_attack, order) if per_attack and eps > 0 else "-"
 
 
 def _checks(sanity: list | None) -> str:
     """The gradient-masking checks in one cell: ``ok``, or every check that did not pass with its verdict."""
     if not sanity:
         return "-"
-    bad = [f"{c['verdict']}: {c['name']}" for c in sanity if c.get("verdict") != "pass"]
+    bad = [f"{shown_verdict(c)}: {c['name']}" for c in sanity if shown_verdict(c) in ("warn", "fail")]
     return "; ".join(bad) if bad else "ok"
 
 
@@ -59,13 +56,13 @@ def evaluation_rows(label: str, evaluation: dict) -> list[dict]:
     """One row per eps of an evaluation (its dict: ``norm``, ``attacks`` and the per-eps ``reports``)."""
     attacks = evaluation.get("attacks")
     suite = attacks if isinstance(attacks, str) else ",".join(map(str, attacks or []))
-    rows = []
+    rows, order = [], cascade_order(evaluation)
     for r in evaluation["reports"]:
         n, clean = r["n"], r["clean_accuracy"]
         rows.append({"model": label, "norm": r.get("norm", evaluation.get("norm")), "eps": r["eps"], "n": n,
                      "suite": suite, "clean_accuracy": clean, "clean_accuracy_ci95": clean_ci(clean, n),
                      "robust_accuracy": r["robust_accuracy"], "robust_accuracy_ci95": r["robust_accuracy_ci95"],
-                     "broken_by": _broken_by(r.get("per_attack") or {}, r["eps"]), "checks": _checks(r.get("sanity"))})
+                     "broken_by": _broken_by(r.get("per_attack") or {}, r["eps"], order), "checks": _checks(r.get("sanity"))})
     return rows
 
 
