@@ -86,6 +86,50 @@ def _duration(seconds: float) -> str:
     return f"{minutes}m{seconds:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
 
 
+class _InnerWork:
+    """The steps of the attack running now (host-side counts, no device read): ``attack_steps`` opens one (they
+    nest: an attack that calls another), ``step`` counts, ``plan`` adds the steps it means to run. The
+    innermost heartbeat line shows the innermost one: ``square step 340 of 999``."""
+
+    def __init__(self):
+        self.stack: list[list] = []  # [what, done, planned]
+
+    def line(self) -> str:
+        if not self.stack:
+            return ""
+        what, done, planned = self.stack[-1]
+        return f", {what} step {done:,}" + (f" of {planned:,}" if planned else "")
+
+
+_INNER = _InnerWork()
+
+
+class attack_steps:
+    """``with attack_steps("square"):`` around one attack call; ``attack_steps.step()`` once per step and
+    ``attack_steps.plan(n)`` when a run of n steps starts (both free: host integers)."""
+
+    def __init__(self, what: str):
+        self.what = what
+
+    def __enter__(self) -> "attack_steps":
+        _INNER.stack.append([self.what, 0, 0])
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if _INNER.stack:
+            _INNER.stack.pop()
+
+    @staticmethod
+    def step(k: int = 1) -> None:
+        if _INNER.stack:
+            _INNER.stack[-1][1] += k
+
+    @staticmethod
+    def plan(n: int) -> None:
+        if _INNER.stack:
+            _INNER.stack[-1][2] += int(n)
+
+
 class Heartbeat:
     """The part of tqdm's interface the loops use (iteration, ``update``, ``set_postfix``, ``set_postfix_str``,
     ``close``, a context manager); it logs one line at most every ``interval`` seconds while open: what, done of
@@ -128,7 +172,8 @@ class Heartbeat:
         rate_n = self.n - self._first  # done since this bar opened (a resumed cascade starts past its first attacks)
         eta = f", ETA {_duration(elapsed * (self.total - self.n) / rate_n)}" if self.total and rate_n > 0 else ""
         postfix = f", {self.postfix}" if self.postfix else ""
-        return f"{self.desc}: {done}{postfix}, elapsed {_duration(elapsed)}{eta}"
+        inner = _INNER.line() if Heartbeat.open_bars()[-1:] == [self] else ""  # the innermost bar shows the attack's steps
+        return f"{self.desc}: {done}{postfix}{inner}, elapsed {_duration(elapsed)}{eta}"
 
     def postfix_due(self) -> bool:
         """True at most once per half interval (the first call included): time for the loop to refresh the

@@ -199,3 +199,46 @@ def test_postfix_due_follows_the_bar():
     beat.close()
     quiet = progress_bar(total=10, disable=True)
     assert not postfix_due(quiet, 0)
+
+
+def test_the_heartbeat_line_shows_the_running_attacks_steps():
+    """Inside one long attack call the innermost line says how far the attack is (host counts, no device read)."""
+    import torch
+
+    from robustlab.attacks import create_attack
+    from robustlab.progress import Heartbeat, attack_steps
+    from robustlab.threat import ThreatModel
+
+    seen = []
+
+    class Spy(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(4, 3)
+
+        def forward(self, x):
+            seen.append(bar.line())
+            return self.lin(x.flatten(1))
+
+    torch.manual_seed(0)
+    model = Spy()
+    attack = create_attack("pgd", ThreatModel("linf", 0.1, bounds=(-10.0, 10.0)), steps=7, restarts=2, early_stop=False)
+    bar = Heartbeat(None, 1, "evaluate", "pt", interval=3600)
+    try:
+        attack(model, torch.randn(5, 4), torch.zeros(5, dtype=torch.long))
+    finally:
+        bar.close()
+    assert any("pgd step 3 of 14" in line for line in seen)
+    assert any("pgd step 14 of 14" in line for line in seen)
+    assert "pgd step" not in bar.line()  # the attack ended
+    bar = Heartbeat(None, 1, "attack", "pt", interval=3600)
+    try:
+        with attack_steps("outer"):  # nested calls: the innermost shows; the outer resumes when it ends
+            attack_steps.plan(5)
+            attack_steps.step(2)
+            with attack_steps("inner"):
+                attack_steps.step()
+                assert bar.line().startswith("attack: 0/1 pt (0%), inner step 1, elapsed")
+            assert bar.line().startswith("attack: 0/1 pt (0%), outer step 2 of 5, elapsed")
+    finally:
+        bar.close()

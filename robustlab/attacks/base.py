@@ -34,6 +34,7 @@ from ..errors import (InputError, ModelOutputError, check_batch, check_model_out
                       warn_if_probabilities)
 from ..objectives import CrossEntropy, Objective, get_objective, labels_checked
 from .. import runtime
+from ..progress import attack_steps
 from ..runtime import eval_mode
 from ..oracles import Oracle, OracleError, QueryBudgetExceeded
 from ..targets import index_target
@@ -741,6 +742,7 @@ class Attack:
         start = time.perf_counter()
         with eval_mode(getattr(model, "module", model) if self.eval_mode else None), ExitStack() as scope:
             ctx._call_scope = scope
+            scope.enter_context(attack_steps(self.name))  # its steps in the heartbeat line (host counts)
             scope.enter_context(labels_checked(False))  # this call's labels are checked anew (calls may nest)
             try:
                 if threat.eps > 0 or not self.needs_positive_eps:
@@ -845,6 +847,7 @@ class IterativeAttack(Attack):
 
     def run(self, ctx: AttackContext) -> None:
         self._every = self.compaction_interval(ctx.x_full.device)
+        attack_steps.plan(self.restarts * self.steps)
         for restart in range(self.restarts):
             if not self._begin_restart(ctx, restart):
                 return
@@ -905,6 +908,7 @@ class IterativeAttack(Attack):
         """The steps of one restart; the state of samples no longer live is frozen. None when none is left."""
         frozen = self._drops_samples and self._every > 1
         for i in range(self.steps):
+            attack_steps.step()
             new = self.step(ctx, state, i)
             state = _freeze(state, new, ctx.live) if frozen else new
             compact = (i + 1) % self._every == 0 and i + 1 < self.steps

@@ -6,6 +6,7 @@ import torch
 
 from ..errors import InputError
 from ..objectives import CrossEntropy, labels_of
+from ..progress import attack_steps
 from ..threat import ThreatModel, per_sample, lp_norm
 from .base import Attack, AttackContext, target_groups
 
@@ -159,7 +160,9 @@ class FABT(Attack):
         x0 = ctx.x
         y, t = labels_full[ctx.index], targets_full[ctx.index]
         x_k = x0.clone()
+        attack_steps.plan(self.steps)
         for _ in range(self.steps):
+            attack_steps.step()
             x_req = x_k.detach().requires_grad_(True)
             with torch.enable_grad():
                 out = ctx.forward(x_req)

@@ -11,6 +11,7 @@ import torch
 from .. import runtime
 from ..errors import InputError
 from ..objectives import Margin, Objective, labels_of
+from ..progress import attack_steps
 from ..threat import ThreatModel, per_sample, lp_norm
 from .base import Attack, AttackContext
 
@@ -74,7 +75,9 @@ class CarliniWagnerL2(Attack):
             m1, m2 = torch.zeros_like(w), torch.zeros_like(w)
             found = torch.zeros(ctx.n_active, dtype=torch.bool, device=dev)
             c = const[ctx.index]
+            attack_steps.plan(self.steps)
             for t in range(1, self.steps + 1):
+                attack_steps.step()
                 w_req = w.detach().requires_grad_(True)
                 with torch.enable_grad():
                     x_adv = lo + (hi - lo) * (torch.tanh(w_req) + 1) / 2
@@ -141,7 +144,9 @@ class DeepFool(Attack):
         r_total = torch.zeros_like(ctx.x)
         x_adv = ctx.x.clone()
         live = torch.ones(ctx.n_active, dtype=torch.bool, device=ctx.x.device)
+        attack_steps.plan(self.steps)
         for step in range(1, self.steps + 1):
+            attack_steps.step()
             out, diffs, w = self._linearise(ctx, x_adv, labels, others)
             ctx.grad_calls[ctx.index] += diffs.shape[1] * live
             succ, _, _ = _record_min_norm(ctx, x_adv, out, rows=live)
