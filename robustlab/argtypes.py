@@ -63,4 +63,4 @@ def add_run_args(parser: argparse.ArgumentParser, default_name: str) -> None:
     """The arguments every run-writing verb shares: ``--runs`` (parent folder), ``--name``, ``--seed``."""
     parser.add_argument("--runs", default="runs", help="parent folder of run directories")
     parser.add_argument("--name", default=default_name, help="run directory name")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="random seed")

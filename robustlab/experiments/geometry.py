@@ -44,8 +44,8 @@ SCALARS = ("top_eigenvalue", "trace", "keskar", "sam", "asam", "average", "avera
 class GeometrySettings(ModelRunSource):
     """``robustlab landscape RUN``: which landscape measures, of which loss, on how many points."""
 
-    measures: str = Field("all", description="comma-separated landscape measures, or 'all' (the groups of "
-                          "robustlab.geometry.MEASURES, then flatness and the surfaces; an unknown name lists them all)")
+    measures: str = Field("all", description="comma-separated landscape measures or all (details: `robustlab list "
+                          "measures`); the measures", json_schema_extra={"known": lambda: landscape_measures()})
     loss: Literal["clean", "robust"] = Field("clean", description="the loss whose landscape is measured")
     n: int = Field(512, ge=1, description="training (and test) points the measures use")
     eps: Optional[float] = Field(None, ge=0, description="attack radius (default: the run's training eps; "

@@ -376,8 +376,10 @@ def run_config(path: str | Path, runs_root: str | Path = "runs", resume: bool = 
 
     The whole file is validated first; models named ``module:callable`` need ``trust_code=True``."""
     from ..models import is_code_reference
+    from .names import check_names, job_names
 
     config = read_job_config(path, overrides)
+    check_names(job_names(config), str(path))  # every model and data name before the first model trains
     name = check_name(config.get("name") or Path(path).stem, "job name")
     if not trust_code:
         for entry in config["models"]:
