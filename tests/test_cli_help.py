@@ -84,3 +84,40 @@ def test_list_an_unknown_kind_is_one_line(capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "attacks" in err
+
+
+def _command_lines(page):
+    """The `robustlab ...` lines of a page's shell blocks (continued lines joined, comments dropped)."""
+    import shlex
+
+    text = page.read_text().replace("\\\n", " ")
+    for block in re.findall(r"^```[a-z]*\n(.*?)^```", text, flags=re.S | re.M):
+        for line in block.splitlines():
+            if line.startswith("robustlab ") and "..." not in line and "|" not in line.split("#")[0]:  # not a template
+                yield shlex.split(line, comments=True)[1:]
+
+
+def test_docs_command_lines_parse_and_name_runs_that_exist_by_then():
+    """Every `robustlab` line of the README and docs parses, and the runs it reads are the demo's
+    (runs/quickstart/...) or made by an earlier line of the same page (`--name X`: runs/X)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    parser, problems = build_parser(), []
+    for page in [root / "README.md", *sorted((root / "docs").rglob("*.md"))]:
+        made = {"runs/quickstart"}
+        for argv in _command_lines(page):
+            if argv[0] == "launch":
+                argv = argv[argv.index("--") + 1:]
+            try:
+                args = parser.parse_args(argv)
+            except SystemExit:
+                problems.append(f"{page.name}: `robustlab {' '.join(argv)}` does not parse")
+                continue
+            read = [args.run] if isinstance(getattr(args, "run", None), str) else list(getattr(args, "runs", None) or [])
+            for run in (r for r in read if r.startswith("runs/")):
+                if not any(run == m or run.startswith(m + "/") for m in made):
+                    problems.append(f"{page.name}: {run} is not made first")
+            if getattr(args, "name", None):
+                made.add(f"runs/{args.name}")
+    assert not problems, "\n".join(problems)
