@@ -49,12 +49,12 @@ SETTINGS = {
 #: check the training methods and the --attacks of evaluate themselves
 NAMES = {
     "train": (("model", "model"), ("data", "data", "data_dir")),
-    "attack": (("attack", "attack"),),
-    "evaluate": (("model", "model"), ("data", "data", "data_dir")),
+    "attack": (("run", "run"), ("attack", "attack")),
+    "evaluate": (("run", "run"), ("model", "model"), ("data", "data", "data_dir")),
     "sweep": (("model", "model"), ("data", "data"), ("attacks", "attacks")),
-    "landscape": (("measures", "measures"),),
-    "compare-geometry": (("measures", "measures"),),
-    "represent": (("analyses", "analyses"),),
+    "landscape": (("run", "run"), ("measures", "measures")),
+    "compare-geometry": (("runs", "run"), ("measures", "measures")),
+    "represent": (("run", "run"), ("compare", "run"), ("analyses", "analyses")),
 }
 
 
@@ -63,7 +63,8 @@ def _check_names(args) -> None:
     from .experiments.names import check_names
 
     given = vars(args)
-    check_names([(f"--{dest.replace('_', '-')}", kind, given.get(dest), *(given.get(d) for d in more))
+    check_names([(dest.upper() if dest in ("run", "runs") else f"--{dest.replace('_', '-')}", kind, given.get(dest),
+                  *(given.get(d) for d in more))
                  for dest, kind, *more in NAMES.get(args.command, ())], f"`robustlab {args.command}` arguments")
 
 

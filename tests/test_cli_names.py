@@ -37,8 +37,9 @@ CASES = [  # (command line, the words of the one-line error)
 
 @pytest.mark.parametrize("argv,words", CASES, ids=[" ".join(c[0][:2]) for c in CASES])
 def test_an_unknown_name_fails_before_any_work(tmp_path, capsys, no_work, argv, words):
-    run = tmp_path / "runs" / "model"  # a model run that is not even there: it must never be read
-    runs = tmp_path / "runs"
+    run, runs = tmp_path / "model", tmp_path / "runs"  # a model run without weights: they must never be read
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump({"kind": "model"}))
     argv = [str(run) if a == "RUN" else a for a in argv]
     if argv[0] not in ("landscape", "compare-geometry", "represent"):
         argv += ["--runs", str(runs)]
@@ -46,6 +47,19 @@ def test_an_unknown_name_fails_before_any_work(tmp_path, capsys, no_work, argv, 
     assert_clear_error(code, err, 2, *words)
     assert err.count("\n") == 1, err
     assert not runs.exists(), "a run folder was made"
+
+
+@pytest.mark.parametrize("verb", ["attack", "evaluate", "landscape", "represent", "compare-geometry"])
+def test_a_job_folder_for_a_model_run_names_its_model_runs_first(tmp_path, capsys, no_work, verb):
+    """`robustlab <verb> runs/quickstart` (the demo's job) says which model runs to give, before anything else."""
+    job = tmp_path / "quickstart"
+    for label in ("pgd-at", "standard"):
+        (job / "models" / label).mkdir(parents=True)
+        (job / "models" / label / "config.yaml").write_text(yaml.safe_dump({"kind": "model"}))
+    (job / "config.yaml").write_text(yaml.safe_dump({"kind": "job"}))
+    code, out, err = cli(capsys, verb, job, *([job] if verb == "compare-geometry" else []))
+    assert_clear_error(code, err, 2, "is a job run, not a model run", str(job / "models" / "pgd-at"),
+                       str(job / "models" / "standard"))
 
 
 def test_a_job_names_every_unknown_name_before_the_first_model_trains(tmp_path, capsys, no_work):
@@ -57,7 +71,7 @@ def test_a_job_names_every_unknown_name_before_the_first_model_trains(tmp_path, 
     path.write_text(yaml.safe_dump(config))
     code, out, err = cli(capsys, "run", path, "--runs", tmp_path / "runs")
     assert_clear_error(code, err, 2, "models.1 (typo).model: unknown model 'fast_mnst'", "fast_mnist",
-                       "no-such-dir", "models.2 (elsewhere).run")
+                       "no-such-dir", "models.2 (elsewhere).run", "no such directory")
     assert not (tmp_path / "runs").exists()
 
 

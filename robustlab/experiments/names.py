@@ -1,5 +1,5 @@
 """The names a command or a job gives (models, datasets, attacks, training methods, landscape measures,
-representation analyses) checked against what is registered before any work starts: a misspelt name
+representation analyses, model runs) checked against what is registered before any work starts: a misspelt name
 fails in a second with the known names, not after a model has trained or a run folder was made.
 
 Each ``*_problem`` function returns the one-line problem of one value (None when it is fine); the
@@ -25,6 +25,7 @@ from ..runs.schema import EvaluationSettings
 from ..settings import SettingsError, raise_problems
 from ..training import METHODS
 from .geometry import landscape_measures
+from .job import model_run_problem
 from .represent import ANALYSES
 
 
@@ -99,15 +100,17 @@ def analyses_problem(value: list[str]) -> str | None:
     return _known_items("analysis", "analyses", list(value), ANALYSES)
 
 
-def run_problem(path: str) -> str | None:
-    """A model run a job entry names (``run:``) exists as a folder."""
-    return None if Path(path).is_dir() else f"no such model run folder {path!r}"
+def model_runs_problem(paths: str | list[str]) -> str | None:
+    """Model run folders (a job's folder is not one: its model runs are named); nothing is loaded."""
+    problems = [p for p in map(model_run_problem, [paths] if isinstance(paths, (str, Path)) else paths) if p]
+    return "; ".join(problems) or None
 
 
 #: kind of name -> its check (``check_names``' second item)
 CHECKS: dict[str, Callable[..., str | None]] = {
     "model": model_problem, "data": data_problem, "attack": attack_problem, "attacks": attacks_problem,
-    "method": method_problem, "measures": measures_problem, "analyses": analyses_problem, "run": run_problem}
+    "method": method_problem, "measures": measures_problem, "analyses": analyses_problem,
+    "run": model_runs_problem}
 
 
 def name_problems(given: Iterable[tuple]) -> list[str]:
