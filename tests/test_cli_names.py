@@ -32,16 +32,19 @@ CASES = [  # (command line, the words of the one-line error)
     (["landscape", "RUN", "--measures", "hessian,sharpnes"], ["--measures", "'sharpnes'", "sharpness"]),
     (["compare-geometry", "RUN", "RUN", "--measures", "tr"], ["--measures", "trace"]),
     (["represent", "RUN", "--analyses", "cka,saliancy"], ["--analyses", "'saliancy'", "saliency"]),
+    (["stereo", "attack", "--model", "pretrained.safetensors"], ["--model pretrained.safetensors", "'pretrained'"]),
+    (["stereo", "evaluate", "--model", "pretrained", "--model", "nope"], ["--model nope", "'pretrained'"]),
+    (["ocr", "attack", "--target", "crnn", "--model", "nope"], ["--model nope", "'pretrained'"]),
 ]
 
 
-@pytest.mark.parametrize("argv,words", CASES, ids=[" ".join(c[0][:2]) for c in CASES])
+@pytest.mark.parametrize("argv,words", CASES, ids=[" ".join(c[0][:3]) for c in CASES])
 def test_an_unknown_name_fails_before_any_work(tmp_path, capsys, no_work, argv, words):
     run, runs = tmp_path / "model", tmp_path / "runs"  # a model run without weights: they must never be read
     run.mkdir()
     (run / "config.yaml").write_text(yaml.safe_dump({"kind": "model"}))
     argv = [str(run) if a == "RUN" else a for a in argv]
-    if argv[0] not in ("landscape", "compare-geometry", "represent"):
+    if argv[0] not in ("landscape", "compare-geometry", "represent"):  # the verbs that write a new run
         argv += ["--runs", str(runs)]
     code, out, err = cli(capsys, *argv)
     assert_clear_error(code, err, 2, *words)

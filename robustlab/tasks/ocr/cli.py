@@ -11,7 +11,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from ...argtypes import add_run_args, float_list
+from ...argtypes import add_run_args, check_model_specs, float_list
 from ...runs.rundir import Run
 from ...runs.schema import DeviceSettings
 from ...runtime import device_record, resolve_device
@@ -150,5 +150,7 @@ def run_cli(args) -> int:
     if args.ocr_command not in KINDS:
         return command(args)
     args.device = resolve_device(args.device)  # one-line InputError for a device this machine lacks
+    if getattr(args, "target", None) == "crnn":
+        check_model_specs(args.model, "'pretrained', a run directory written by `robustlab ocr train` or a .safetensors file")
     with Run.writing(args.runs, args.name, KINDS[args.ocr_command]):
         return command(args)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from ...argtypes import add_run_args, int_list, name_list
+from ...argtypes import add_run_args, check_model_specs, int_list, name_list
 from ...argtypes import float_list as _floats
 from ...errors import InputError
 from ...fileio import atomic_torch_save
@@ -335,5 +335,7 @@ def run(args) -> int:
     if args.stereo_command == "reproduce":
         return COMMANDS[args.stereo_command](args)
     args.device = resolve_device(args.device)  # one-line InputError for a device this machine lacks
+    check_model_specs(getattr(args, "model", None), "'pretrained', a run directory written by `robustlab stereo "
+                      "train/defend`, or a .safetensors file")
     with Run.writing(args.runs, args.name, KINDS[args.stereo_command]):
         return COMMANDS[args.stereo_command](args)
