@@ -139,8 +139,10 @@ def _add_launch(sub) -> None:
 
 
 def _add_sweep(sub) -> None:
-    p = sub.add_parser("sweep", help="parameter sweeps: `robustlab sweep batch-size ...`",
-                       description="The large-batch generalisation experiment: several global batch sizes x LR rules.")
+    p = sub.add_parser("sweep", help="parameter sweeps: `robustlab sweep batch-size|eps ...`",
+                       description="Parameter sweeps: batch-size trains at several global batch sizes x LR rules (the "
+                                   "large-batch generalisation experiment); eps trains at several eps (and TRADES "
+                                   "betas) and evaluates each model (the clean/robust trade-off).")
     p.add_argument("kind", choices=["batch-size", "eps"], help="batch-size: global batch sizes x LR rules; eps: "
                    "training eps (and TRADES beta) x evaluation eps, with the clean/robust Pareto front")
     add_model_arguments(p, BatchSizeSweepSettings)
@@ -162,8 +164,10 @@ def _add_geometry(sub) -> None:
             ("compare-geometry", CompareGeometrySettings,
              "geometry of several runs side by side, Kendall tau vs generalisation gap")):
         p = sub.add_parser(verb, help=text, description=text + "; writes JSON and figures into the run(s).")
-        p.add_argument("runs" if verb == "compare-geometry" else "run", nargs="+" if verb == "compare-geometry" else None,
-                       help="model run directories")
+        several = verb == "compare-geometry"
+        p.add_argument("runs" if several else "run", nargs="+" if several else None,
+                       help="model run directories" if several else "a model run directory (from `robustlab train` "
+                       "or models/<x> of a job)")
         add_model_arguments(p, model)
         add_model_arguments(p, DeviceSettings)
 

@@ -63,7 +63,8 @@ class GeometrySettings(ModelRunSource):
 class CompareGeometrySettings(GeometrySettings):
     """``robustlab compare-geometry RUN...``: the landscape settings, and where the comparison goes."""
 
-    measures: str = Field("hessian,trace,sharpness,flatness", description=GeometrySettings.model_fields["measures"].description)
+    measures: str = Field("hessian,trace,sharpness,flatness", description=GeometrySettings.model_fields["measures"].description,
+                          json_schema_extra=GeometrySettings.model_fields["measures"].json_schema_extra)
     out: Optional[str] = Field(None, description="folder for geometry_comparison.{json,md}")
     recompute: bool = Field(False, description="measure again even where geometry.json exists")
 

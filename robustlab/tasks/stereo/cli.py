@@ -88,7 +88,8 @@ def add_parser(sub) -> None:
     p = s.add_parser("evaluate", help="EPE / bad-k vs eps curves of one or more models")
     add_run_args(p, "stereo-evaluate")
     add_model_arguments(p, DeviceSettings)
-    p.add_argument("--model", action="append", default=None, help="repeat for several models (default: pretrained)")
+    p.add_argument("--model", action="append", default=None, help="a model: pretrained, a run directory or a "
+                   ".safetensors file; repeat for several models (default: pretrained)")
     _data_args(p)
     p.add_argument("--eps", type=_floats, default=[0.005, 0.01, 0.02], help="Linf radii (comma-separated)")
     _views_arg(p)
