@@ -608,13 +608,23 @@ def _exit_code_and_message(e: BaseException) -> tuple[int, str]:
                "rerun with --debug for the traceback")
 
 
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """The parsed command line; a flag the command does not take is that command's one-line usage error
+    (pointing at `robustlab <command> --help`, where its flags are listed), not the top level's."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        commands = parser._subparsers._group_actions[0].choices
+        commands.get(args.command, parser).error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     import signal
 
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["--"]:  # from `robustlab launch`: torchrun passes its separator on
         argv = argv[1:]
-    args = build_parser().parse_args(argv)
+    args = _parse(build_parser(), argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # SIGTERM (e.g. a job scheduler's kill) unwinds like Ctrl-C: temporaries are removed, locks released

@@ -121,3 +121,13 @@ def test_docs_command_lines_parse_and_name_runs_that_exist_by_then():
             if getattr(args, "name", None):
                 made.add(f"runs/{args.name}")
     assert not problems, "\n".join(problems)
+
+
+def test_a_flag_the_command_does_not_take_points_at_that_commands_help(capsys):
+    from robustlab.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["landscape", "runs/quickstart/models/pgd-at", "--runs", "elsewhere"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1
+    assert "unrecognized arguments: --runs elsewhere" in err and "`robustlab landscape --help`" in err
