@@ -121,9 +121,9 @@ def _add_run_and_report(sub) -> None:
     p.add_argument("--trust-code", action="store_true",
                    help="allow the config to name model factories module:callable (imports and runs them)")
     # unset flags stay None, so the job config's executor: key holds unless a flag is given
-    g = p.add_argument_group("executor (a flag given overrides the job config's executor: key)")
+    g = p.add_argument_group("executor and device (a flag given overrides the job config's executor: and device: keys)")
     add_model_arguments(g, ExecutorSettings, defaults=dict.fromkeys(ExecutorSettings.model_fields))
-    add_model_arguments(p, DeviceSettings, defaults={"device": None})  # None: the config's device: (else auto)
+    add_model_arguments(g, DeviceSettings, defaults={"device": None})  # None: the config's device: (else auto)
     p = sub.add_parser("report", help="render runs side by side as a static HTML page",
                        description="Render one or several runs into one HTML page.")
     p.add_argument("runs", nargs="+", help="run directories (model runs or jobs)")
