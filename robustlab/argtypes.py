@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Callable, TypeVar
 
 from .errors import InputError
@@ -63,4 +64,13 @@ def add_run_args(parser: argparse.ArgumentParser, default_name: str) -> None:
     """The arguments every run-writing verb shares: ``--runs`` (parent folder), ``--name``, ``--seed``."""
     parser.add_argument("--runs", default="runs", help="parent folder of run directories")
     parser.add_argument("--name", default=default_name, help="run directory name")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="random seed")
+
+
+def check_model_specs(specs, what: str) -> None:
+    """A task verb's ``--model`` values (one or a list): ``pretrained`` or a path that exists, checked
+    before a run folder is made or a model loads; else one InputError naming `what` may be given."""
+    missing = [str(s) for s in ([specs] if isinstance(specs, str) else specs or []) if str(s) != "pretrained"
+               and not Path(s).exists()]
+    if missing:
+        raise InputError(f"--model {', '.join(missing)}: no such file or folder; pass {what}")

@@ -22,7 +22,8 @@ from .experiments.represent import RepresentSettings  # noqa: E402
 from .experiments.sweeps import EpsSweepSettings  # noqa: E402
 from .experiments.poisoning.cli import add_cli as add_poison_cli, run_cli as run_poison_cli  # noqa: E402
 from .runs.schema import DeviceSettings, EvaluationSettings, ExecutorSettings, LaunchSettings  # noqa: E402
-from .settings import add_model_arguments, cli_problems, raise_problems, settings_from_args, values_from_args  # noqa: E402
+from .settings import (add_model_arguments, cli_problems, help_with_default, raise_problems,  # noqa: E402
+                       settings_from_args, values_from_args)
 from .progress import TENSORBOARD_DIR, TensorBoardSettings, write_evaluation_scalars  # noqa: E402
 from .runs.summary_table import evaluation_rows, results_table, training_table  # noqa: E402
 from .training.config import TrainConfig  # noqa: E402
@@ -46,12 +47,39 @@ SETTINGS = {
     "represent": (RepresentSettings, DeviceSettings),
 }
 
+#: the names each command's flags give, checked against the registries before any work starts
+#: (``experiments.names``): ``(flag, kind of name, more flags the check takes)``; the settings models
+#: check the training methods and the --attacks of evaluate themselves
+NAMES = {
+    "train": (("model", "model"), ("data", "data", "data_dir")),
+    "attack": (("run", "run"), ("attack", "attack")),
+    "evaluate": (("run", "run"), ("model", "model"), ("data", "data", "data_dir")),
+    "sweep": (("model", "model"), ("data", "data"), ("attacks", "attacks")),
+    "landscape": (("run", "run"), ("measures", "measures")),
+    "compare-geometry": (("runs", "run"), ("measures", "measures")),
+    "represent": (("run", "run"), ("compare", "run"), ("analyses", "analyses")),
+}
+
+
+def _check_names(args) -> None:
+    """One InputError (exit 2) for every unknown name the command's flags give, before any work starts."""
+    from .experiments.names import check_names
+
+    given = vars(args)
+    check_names([(dest.upper() if dest in ("run", "runs") else f"--{dest.replace('_', '-')}", kind, given.get(dest),
+                  *(given.get(d) for d in more))
+                 for dest, kind, *more in NAMES.get(args.command, ())], f"`robustlab {args.command}` arguments")
+
 
 def _add_train(sub) -> None:
-    p = sub.add_parser("train", help="train a model (standard, PGD-AT, FGSM-RS) into a run directory",
-                       description="Train a model; writes runs/<name>/ with config, metrics, checkpoints.")
+    from .training import METHODS
+
+    methods = ", ".join(METHODS.names())
+    p = sub.add_parser("train", help=f"train a model ({methods}) into a run directory",
+                       description=f"Train a model with one of the training methods ({methods}); writes "
+                                   "runs/<name>/ with config, metrics, checkpoints.")
     add_model_arguments(p, TrainSourceSettings)
-    add_model_arguments(p.add_argument_group("training settings (robustlab.training.TrainConfig)"), TrainConfig)
+    add_model_arguments(p.add_argument_group("training settings"), TrainConfig)
     add_model_arguments(p, RunTarget)
     add_model_arguments(p, DeviceSettings)
     p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
@@ -87,7 +115,7 @@ def _add_evaluate(sub) -> None:
         add_model_arguments(p, model)
     p.add_argument("--report", action="store_true", help="also render report.html in the run directory")
     p.add_argument("--resume", action="store_true", help="kept for old scripts: the same settings always continue a "
-                   "killed evaluation from its stored cells")
+                   "killed evaluation from the results it stored")
 
 
 def _add_run_and_report(sub) -> None:
@@ -99,11 +127,9 @@ def _add_run_and_report(sub) -> None:
     p.add_argument("--trust-code", action="store_true",
                    help="allow the config to name model factories module:callable (imports and runs them)")
     # unset flags stay None, so the job config's executor: key holds unless a flag is given
-    g = p.add_argument_group("executor (a flag given overrides the job config's executor: key)")
+    g = p.add_argument_group("executor and device (a flag given overrides the job config's executor: and device: keys)")
     add_model_arguments(g, ExecutorSettings, defaults=dict.fromkeys(ExecutorSettings.model_fields))
-    for action in g._group_actions:
-        action.help = action.help.replace("%(default)s", str(ExecutorSettings.model_fields[action.dest].default))
-    add_model_arguments(p, DeviceSettings, defaults={"device": None})  # None: the config's device: (else auto)
+    add_model_arguments(g, DeviceSettings, defaults={"device": None})  # None: the config's device: (else auto)
     p = sub.add_parser("report", help="render runs side by side as a static HTML page",
                        description="Render one or several runs into one HTML page.")
     p.add_argument("runs", nargs="+", help="run directories (model runs or jobs)")
@@ -120,16 +146,19 @@ def _add_launch(sub) -> None:
 
 
 def _add_sweep(sub) -> None:
-    p = sub.add_parser("sweep", help="parameter sweeps: `robustlab sweep batch-size ...`",
-                       description="The large-batch generalisation experiment: several global batch sizes x LR rules.")
-    p.add_argument("kind", choices=["batch-size", "eps"])
+    p = sub.add_parser("sweep", help="parameter sweeps: `robustlab sweep batch-size|eps ...`",
+                       description="Parameter sweeps: batch-size trains at several global batch sizes x LR rules (the "
+                                   "large-batch generalisation experiment); eps trains at several eps (and TRADES "
+                                   "betas) and evaluates each model (the clean/robust trade-off).")
+    p.add_argument("kind", choices=["batch-size", "eps"], help="batch-size: global batch sizes x LR rules; eps: "
+                   "training eps (and TRADES beta) x evaluation eps, with the clean/robust Pareto front")
     add_model_arguments(p, BatchSizeSweepSettings)
     add_model_arguments(p, ModelDataSettings)
-    add_model_arguments(p.add_argument_group("training settings of every cell"), TrainConfig, include=_SWEEP_TRAIN,
+    add_model_arguments(p.add_argument_group("training settings of every model of the sweep"), TrainConfig, include=_SWEEP_TRAIN,
                         defaults=_SWEEP_DEFAULTS)
     add_model_arguments(p, RunTarget)
     add_model_arguments(p, DeviceSettings)
-    p.add_argument("--resume", action="store_true")
+    p.add_argument("--resume", action="store_true", help="continue a killed sweep (finished models are kept)")
     add_model_arguments(p, ExecutorSettings)
     g = p.add_argument_group("eps sweep (`robustlab sweep eps`)")
     add_model_arguments(g, EpsSweepSettings)
@@ -142,8 +171,10 @@ def _add_geometry(sub) -> None:
             ("compare-geometry", CompareGeometrySettings,
              "geometry of several runs side by side, Kendall tau vs generalisation gap")):
         p = sub.add_parser(verb, help=text, description=text + "; writes JSON and figures into the run(s).")
-        p.add_argument("runs" if verb == "compare-geometry" else "run", nargs="+" if verb == "compare-geometry" else None,
-                       help="model run directories")
+        several = verb == "compare-geometry"
+        p.add_argument("runs" if several else "run", nargs="+" if several else None,
+                       help="model run directories" if several else "a model run directory (from `robustlab train` "
+                       "or models/<x> of a job)")
         add_model_arguments(p, model)
         add_model_arguments(p, DeviceSettings)
 
@@ -162,20 +193,36 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="robustlab", description=__doc__)
+    parser = OneLineParser(prog="robustlab", description=__doc__.split("\n\n")[0] + " `robustlab list` shows the "
+                           "names of models, datasets, attacks and methods; `robustlab <command> --help` a command's flags.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_train, _add_attack, _add_evaluate, _add_run_and_report, _add_launch, _add_sweep):
         add(sub)
-    sub.add_parser("list", help="list registered tasks, models, datasets, attacks, objectives and training methods")
+    p = sub.add_parser("list", help="list the registered tasks, attacks, models, datasets, objectives, training "
+                                    "methods, ...: `robustlab list attacks`", description="List what is registered: "
+                                    "the names other commands' flags take.")
+    p.add_argument("kind", nargs="?", choices=list(LISTS), help="list only this kind (default: all but the measures)")
     _add_geometry(sub)
     _add_represent(sub)
     add_poison_cli(sub)
     for task in _cli_tasks():
         task.add_cli(sub)
+    _show_defaults(parser)
     return parser
+
+
+def _show_defaults(parser: argparse.ArgumentParser) -> None:
+    """Every flag's help, in every command (the tasks' too), ends with its default; the flags made from
+    settings models have it already (``settings.add_model_arguments``)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command in action.choices.values():
+                _show_defaults(command)
+        elif action.option_strings and action.help is not argparse.SUPPRESS:
+            action.help = help_with_default(action.help, action.default)
 
 
 def _cli_tasks():
@@ -333,13 +380,8 @@ def cmd_report(args) -> int:
     return 0
 
 
-def cmd_list(args) -> int:
-    from .attacks import ATTACKS
-    from .data import list_datasets
-    from .models import list_models
-    from .objectives import OBJECTIVES
+def _list_tasks(one: bool) -> None:
     from .taskspec import TASKS, get_task
-    from .training import METHODS
 
     print("tasks:")
     for name in TASKS.names():
@@ -349,16 +391,105 @@ def cmd_list(args) -> int:
             print(f"  {'':<15} objectives: {', '.join(t.objectives)}; datasets: {', '.join(t.datasets)}")
         except ImportError as e:
             print(f"  {name:<15} (unavailable: {e})")
+
+
+def _list_attacks(one: bool) -> None:
+    from .attacks import ATTACKS
+    from .evaluation.suite import SUITES
+
     print("attacks:")
     for name, meta in ATTACKS.items():
         print(f"  {name:<15} {meta['access']:<10} norms {','.join(meta['norms']):<16} objective {meta['objective']}")
+    if one:
+        print("suites (robustlab evaluate --attacks):", ", ".join(SUITES))
+
+
+def _listing(one: bool, brief: str, names, heading: str, rows, note: str = "") -> None:
+    """`robustlab list`'s line of one kind (`brief`, then `names` and `note`), or `robustlab list KIND`'s
+    `heading` and one of `rows` per entry."""
+    if not one:
+        print(brief, ", ".join(names), *([note] if note else []))
+        return
+    print(heading)
+    for row in rows:
+        print("  " + row)
+
+
+def _list_models(one: bool) -> None:
+    from .models import MODELS
+
+    _listing(one, "models:    ", MODELS.names(), "models (also zoo sources, see `robustlab list zoos`, and "
+             "package.module:callable with --trust-code):",
+             (f"{name:<16} {meta.get('task', '')}, input {meta.get('input', 'any')}" for name, meta in MODELS.items()))
+
+
+def _list_zoos(one: bool) -> None:
     from .models.zoo import ZOOS
 
-    print("models:    ", ", ".join(list_models()))
-    print("model zoos:", ", ".join(f"{z}:<name>" for z in ZOOS), "(their packages installed; see docs/gpu.md)")
+    _listing(one, "model zoos:", [f"{z}:<name>" for z in ZOOS], "model zoos (--model <zoo>:<name>; see docs/gpu.md):",
+             (f"{zoo + ':<name>':<22} needs: {install}" for zoo, install in ZOOS.items()),
+             note="(their packages installed; see docs/gpu.md)")
+
+
+def _list_datasets(one: bool) -> None:
+    from .data import list_datasets
+
     print("datasets:  ", ", ".join(list_datasets()))
-    print("objectives:", ", ".join(OBJECTIVES.names()))
-    print("methods:   ", ", ".join(METHODS.names()))
+    if one:
+        print("also a path (.npz, image folder, MNIST IDX or CIFAR folder), cifar10:PATH, cifar100:PATH, mnist:PATH "
+              "(in memory), imagefolder:PATH, imagenet:PATH (streamed)")
+
+
+def _list_objectives(one: bool) -> None:
+    from .objectives import OBJECTIVES
+
+    _listing(one, "objectives:", OBJECTIVES.names(), "objectives:",
+             (f"{name:<18} {meta.get('task', ''):<15} {(meta.get('doc') or '').split(chr(10))[0]}"
+              for name, meta in OBJECTIVES.items()))
+
+
+def _list_methods(one: bool) -> None:
+    from .training import METHODS
+
+    _listing(one, "methods:   ", METHODS.names(), "training methods (robustlab train --method):",
+             (f"{name:<12} {'adversarial' if meta.get('adversarial') else 'clean':<12} objectives: "
+              f"{meta.get('objectives', 'any')}" for name, meta in METHODS.items()))
+
+
+def _list_measures(one: bool) -> None:
+    import robustlab.geometry as G
+
+    from .experiments.geometry import _MEASURE, landscape_measures
+
+    print("landscape measures (robustlab landscape --measures; the values each reports):")
+    for group in landscape_measures():
+        scalars = [n for n, meta in G.MEASURES.items() if meta.get("landscape") == group]
+        what = ", ".join(scalars) or " ".join((_MEASURE[group].__doc__ or "").split("\n\n")[0].split()).split(";")[0]
+        print(f"  {group:<12} {what}")
+
+
+def _list_poisons(one: bool) -> None:
+    from .poisoning import DETECTORS, POISONS
+
+    def first_line(registry, name: str) -> str:
+        return ((registry.get(name).__doc__ or "").strip().splitlines() or [""])[0]
+
+    for registry, brief, heading in ((POISONS, "poisons:   ", "poisoning attacks (robustlab poison craft --attack):"),
+                                     (DETECTORS, "detectors: ", "poison detectors (robustlab poison detect --detector):")):
+        _listing(one, brief, registry.names(), heading,
+                 (f"{name:<18} {first_line(registry, name)}" for name in registry.names()))
+
+
+#: `robustlab list KIND`: what each kind prints; `robustlab list` alone prints all but the measures, briefly
+LISTS = {"tasks": _list_tasks, "attacks": _list_attacks, "models": _list_models, "zoos": _list_zoos,
+         "datasets": _list_datasets, "objectives": _list_objectives, "methods": _list_methods,
+         "poisons": _list_poisons, "measures": _list_measures}
+
+
+def cmd_list(args) -> int:
+    for kind, show in LISTS.items():
+        if args.kind == kind or (args.kind is None and kind != "measures"):
+            show(one=args.kind is not None)
     return 0
 
 
@@ -496,13 +627,23 @@ def _exit_code_and_message(e: BaseException) -> tuple[int, str]:
                "rerun with --debug for the traceback")
 
 
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """The parsed command line; a flag the command does not take is that command's one-line usage error
+    (pointing at `robustlab <command> --help`, where its flags are listed), not the top level's."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        commands = parser._subparsers._group_actions[0].choices
+        commands.get(args.command, parser).error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     import signal
 
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["--"]:  # from `robustlab launch`: torchrun passes its separator on
         argv = argv[1:]
-    args = build_parser().parse_args(argv)
+    args = _parse(build_parser(), argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # SIGTERM (e.g. a job scheduler's kill) unwinds like Ctrl-C: temporaries are removed, locks released
@@ -512,6 +653,7 @@ def main(argv: list[str] | None = None) -> int:
     tune_allocator()  # keep freed buffers: passes stop page-faulting them in anew (robustlab.cpu)
     try:
         args.settings = _validated_settings(args)
+        _check_names(args)
         if args.command not in COMMANDS:
             from .taskspec import get_task
 

@@ -139,11 +139,16 @@ def _list_parser(field, item: Any):
 
 def _argument_options(field) -> dict:
     """argparse keywords (type, choices, action, nargs, default, help) for one pydantic field. A
-    field's ``json_schema_extra`` may set ``nargs`` (the list is given as separate words) or, for a
-    boolean that defaults to true, ``negative_flag`` (the flag that turns it off)."""
+    field's ``json_schema_extra`` may set ``nargs`` (the list is given as separate words), for a
+    boolean that defaults to true ``negative_flag`` (the flag that turns it off), or ``known``: a
+    function returning the names the field takes (a registry's ``names``), listed in the help when the
+    parser is built, so that names registered later (plug-ins) show too."""
     annotation = _unwrap_optional(field.annotation)
     extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
-    opts: dict[str, Any] = {"default": field.default, "help": field.description}
+    help = field.description
+    if help and "known" in extra:
+        help = f"{help}: {', '.join(extra['known']())}"
+    opts: dict[str, Any] = {"default": field.default, "help": help}
     if annotation is bool:
         return {**opts, "action": "store_false" if field.default else "store_true"}
     if typing.get_origin(annotation) is Literal:
@@ -152,23 +157,37 @@ def _argument_options(field) -> dict:
         opts.update(nargs=extra["nargs"], default=list(field.default))
     elif typing.get_origin(annotation) in (tuple, list):
         opts["type"] = _list_parser(field, typing.get_args(annotation)[0])
-        default = field.default
-        opts["help"] = f"{field.description} (comma-separated)" if field.description else None
-        opts["default"] = list(default) if default is not None else None
+        opts["help"] = f"{help} (comma-separated)" if help else None
+        opts["default"] = list(field.default) if field.default is not None else None
     elif annotation is dict or typing.get_origin(annotation) is dict:
         opts["type"] = json_object
     elif annotation in (int, float, str):
         opts["type"] = annotation
-    if opts["help"] and opts["default"] not in (None, [], {}):
-        opts["help"] += " (default: %(default)s)"
     return opts
+
+
+def default_text(value: Any) -> str:
+    """A default as a user types it on the command line: a list comma-separated, ``0.03`` as is."""
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+def help_with_default(help: str | None, default: Any) -> str | None:
+    """`help` followed by ``(default: <value>)``, unless there is no help or no default (None, empty,
+    a boolean switch) or the help already says its default ("(default ...")."""
+    none = default is None or isinstance(default, bool) or (isinstance(default, (list, tuple, dict)) and not default)
+    if not help or none or default is argparse.SUPPRESS or "(default" in help:
+        return help
+    return f"{help} (default: {default_text(default).replace('%', '%%')})"
 
 
 def add_model_arguments(parser, model: type[BaseModel], include: Iterable[str] | None = None,
                         exclude: Iterable[str] = (), defaults: dict | None = None) -> None:
     """Add a ``--flag-name`` argument per field of `model` (those in `include`, all by default, less
-    `exclude`) to an argparse parser or argument group; `defaults` overrides the model's defaults
-    (a command whose own defaults differ, e.g. a sweep's shorter training)."""
+    `exclude`) to an argparse parser or argument group, its help ending with its default; `defaults`
+    overrides the model's defaults (a command whose own defaults differ, e.g. a sweep's shorter
+    training; an override None leaves the flag unset and the help shows the model's default)."""
     names = list(model.model_fields) if include is None else list(include)
     for name in names:
         if name in exclude:
@@ -177,6 +196,8 @@ def add_model_arguments(parser, model: type[BaseModel], include: Iterable[str] |
         opts = _argument_options(field)
         if defaults and name in defaults:
             opts["default"] = defaults[name]
+        shown = opts["default"] if opts["default"] is not None else field.default
+        opts["help"] = help_with_default(opts["help"], shown)
         parser.add_argument(field_flag(name, field), dest=name, **opts)
 
 

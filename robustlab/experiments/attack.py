@@ -31,7 +31,7 @@ class AttackSettings(ModelRunSource):
     """One attack on a model run's first ``n`` test points (``robustlab attack``'s flags, recorded in
     the attack run's ``config.yaml``). Unset options (None) keep the attack's own defaults."""
 
-    attack: str = Field("pgd", description="attack name (see `robustlab list`)")
+    attack: str = Field("pgd", description="attack (details: `robustlab list attacks`)", json_schema_extra={"known": ATTACKS.names})
     norm: Literal["linf", "l2", "l1"] = Field("linf", description="threat norm")
     eps: float = Field(0.3, ge=0, description="threat radius")
     n: int = Field(1000, ge=1, description="number of test points")

@@ -44,8 +44,8 @@ SCALARS = ("top_eigenvalue", "trace", "keskar", "sam", "asam", "average", "avera
 class GeometrySettings(ModelRunSource):
     """``robustlab landscape RUN``: which landscape measures, of which loss, on how many points."""
 
-    measures: str = Field("all", description="comma-separated landscape measures, or 'all' (the groups of "
-                          "robustlab.geometry.MEASURES, then flatness and the surfaces; an unknown name lists them all)")
+    measures: str = Field("all", description="comma-separated landscape measures or all (details: `robustlab list "
+                          "measures`); the measures", json_schema_extra={"known": lambda: landscape_measures()})
     loss: Literal["clean", "robust"] = Field("clean", description="the loss whose landscape is measured")
     n: int = Field(512, ge=1, description="training (and test) points the measures use")
     eps: Optional[float] = Field(None, ge=0, description="attack radius (default: the run's training eps; "
@@ -63,7 +63,8 @@ class GeometrySettings(ModelRunSource):
 class CompareGeometrySettings(GeometrySettings):
     """``robustlab compare-geometry RUN...``: the landscape settings, and where the comparison goes."""
 
-    measures: str = Field("hessian,trace,sharpness,flatness", description=GeometrySettings.model_fields["measures"].description)
+    measures: str = Field("hessian,trace,sharpness,flatness", description=GeometrySettings.model_fields["measures"].description,
+                          json_schema_extra=GeometrySettings.model_fields["measures"].json_schema_extra)
     out: Optional[str] = Field(None, description="folder for geometry_comparison.{json,md}")
     recompute: bool = Field(False, description="measure again even where geometry.json exists")
 

@@ -226,6 +226,14 @@ def _not_a_model_run(run_dir: Path, config: dict) -> str:
     return f"{run_dir} is not a model run (no model config.yaml); train one with `robustlab train`"
 
 
+def model_run_problem(run_dir: str | Path) -> str | None:
+    """Why `run_dir` is not a model run (a job's folder: its model runs are named), None when it is one."""
+    if not Path(run_dir).is_dir():
+        return f"{run_dir} is not a model run (no such directory); train one with `robustlab train`"
+    config = Run(run_dir, create=False).read_config()
+    return None if config.get("kind") == "model" else _not_a_model_run(Path(run_dir), config)
+
+
 def load_model_from_run(run_dir: str | Path, which: str = "best", trust_code: bool = False,
                         device: Any = "auto") -> tuple[nn.Module, dict]:
     """The trained model of a model run (``best`` or ``last`` weights, read onto `device`) and its config.
@@ -234,12 +242,11 @@ def load_model_from_run(run_dir: str | Path, which: str = "best", trust_code: bo
     A config naming a ``module:callable`` model is refused unless ``trust_code=True`` (``--trust-code``)."""
     if which not in ("best", "last"):
         raise InputError(f"weights must be 'best' or 'last', got {which!r}")
-    if not Path(run_dir).is_dir():
-        raise InputError(f"{run_dir} is not a model run (no such directory); train one with `robustlab train`")
+    problem = model_run_problem(run_dir)
+    if problem is not None:
+        raise InputError(problem)
     run = Run(run_dir, create=False)
     config = run.read_config()
-    if config.get("kind") != "model":
-        raise InputError(_not_a_model_run(Path(run_dir), config))
     if is_zoo_source(config["model"]["name"]):  # one set of weights, from the zoo: `which` does not apply
         return load_recorded(config["model"]).to(resolve_device(device)), config
     path = run.checkpoints / f"{which}.safetensors"
@@ -414,8 +421,10 @@ def run_config(path: str | Path, runs_root: str | Path = "runs", resume: bool = 
 
     The whole file is validated first; models named ``module:callable`` need ``trust_code=True``."""
     from ..models import is_code_reference
+    from .names import check_names, job_names
 
     config = read_job_config(path, overrides)
+    check_names(job_names(config), str(path))  # every model and data name before the first model trains
     name = check_name(config.get("name") or Path(path).stem, "job name")
     if not trust_code:
         for entry in config["models"]:

@@ -33,7 +33,7 @@ class EpsSweepSettings(StrictSettings):
     train_eps: list[float] = Field([0.0, 0.05, 0.1, 0.2, 0.3], min_length=1,
                                    description="PGD-AT training eps values (0 = standard training)")
     trades_betas: list[float] = Field([1.0, 6.0], description="TRADES betas (at --trades-eps); an empty string "
-                                      "trains no TRADES cells")
+                                      "trains no TRADES models")
     trades_eps: Optional[float] = Field(None, ge=0, description="TRADES training eps (default: the largest --train-eps)")
     eval_eps: Optional[float] = Field(None, ge=0, description="robust accuracy eps (default: the largest training eps)")
     attacks: str = Field("fast", description="evaluation suite: fast, standard or attack names")

@@ -93,7 +93,8 @@ class EvaluationSettings(StrictSettings):
 
     eps: list[float] = Field([0.0, 0.1, 0.2, 0.3], min_length=1, description="eps values")
     norm: Literal["linf", "l2", "l1"] = Field("linf", description="threat norm")
-    attacks: Union[str, list[str]] = Field("standard", description="'standard', 'rand', 'fast' or comma-separated attack names")
+    attacks: Union[str, list[str]] = Field("standard", description="a suite (standard, rand, fast) or comma-separated attack names",
+                                           json_schema_extra={"known": ATTACKS.names})
     n: int = Field(1000, ge=1, description="number of test points")
     batch_size: int = Field(500, ge=1, description="points per attack batch")
     seed: int = Field(0, description="seed of the attacks' random starts")
@@ -121,9 +122,9 @@ class ExecutorSettings(StrictSettings):
     settings_name: ClassVar[str] = "the executor settings"
     settings_prefix: ClassVar[str] = "executor."
 
-    executor: str = Field("local", description="where independent cells (a job's models, sweep cells) run: local "
+    executor: str = Field("local", description="where the models of a job or a sweep run: local "
                           "(in this process), ray (a local Ray started here) or ray:ADDRESS (a Ray cluster)")
-    executor_cpus: float = Field(1.0, gt=0, description="CPUs Ray reserves for each cell")
+    executor_cpus: float = Field(1.0, gt=0, description="CPUs Ray reserves for each model of a job or sweep")
 
     @field_validator("executor")
     @classmethod

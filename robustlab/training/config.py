@@ -27,7 +27,7 @@ class LoopSettings(TensorBoardSettings):
     settings_name: ClassVar[str] = "the training settings"
     settings_prefix: ClassVar[str] = "train."
 
-    method: str = Field("standard", description="training method: " + ", ".join(METHODS.names()))
+    method: str = Field("standard", description="training method", json_schema_extra={"known": METHODS.names})
     epochs: int = Field(10, ge=1, description="training epochs")
     batch_size: int = Field(128, ge=1, description="batch size per process")
     optimizer: Literal["adam", "sgd"] = Field("adam", description="optimizer")

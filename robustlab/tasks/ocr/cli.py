@@ -11,7 +11,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from ...argtypes import add_run_args, float_list
+from ...argtypes import add_run_args, check_model_specs, float_list
 from ...runs.rundir import Run
 from ...runs.schema import DeviceSettings
 from ...runtime import device_record, resolve_device
@@ -31,37 +31,38 @@ def add_cli(sub) -> None:
     p = s.add_parser("train", help="train the CRNN on rendered lines (cached)")
     add_run_args(p, "ocr-train")
     add_model_arguments(p, DeviceSettings)
-    p.add_argument("--steps", type=int, default=1500)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--steps", type=int, default=1500, help="optimizer steps")
+    p.add_argument("--batch-size", type=int, default=32, help="rendered lines per step")
+    p.add_argument("--lr", type=float, default=3e-3, help="learning rate (Adam)")
     p.add_argument("--retrain", action="store_true", help="ignore cached weights")
 
     p = s.add_parser("attack", help="attack Tesseract or the CRNN on rendered or scanned lines")
     add_run_args(p, "ocr-attack")
     add_model_arguments(p, DeviceSettings)
     p.add_argument("--target", default="tesseract", choices=["tesseract", "crnn"], help="the recogniser attacked")
-    p.add_argument("--model", default="pretrained", help="the CRNN (with --target crnn)")
-    p.add_argument("--data", default="synthetic", choices=["synthetic", "clean", "scanned"])
+    p.add_argument("--model", default="pretrained", help="the CRNN (with --target crnn): pretrained (the cached "
+                   "reference net), a run directory or a .safetensors file")
+    p.add_argument("--data", default="synthetic", choices=["synthetic", "clean", "scanned"], help="the text lines")
     p.add_argument("--n", type=int, default=10, help="rendered lines")
-    p.add_argument("--attack", default="square", choices=ATTACK_NAMES)
+    p.add_argument("--attack", default="square", choices=ATTACK_NAMES, help="the attack")
     p.add_argument("--budget", type=int, default=1000, help="queries per line (black-box attacks)")
     p.add_argument("--steps", type=int, default=50, help="steps of white-box attacks")
-    p.add_argument("--norm", default="linf", choices=["linf", "l2"])
-    p.add_argument("--eps", type=float, default=0.2)
-    p.add_argument("--mask", default="whole", choices=MASKS)
+    p.add_argument("--norm", default="linf", choices=["linf", "l2"], help="threat norm")
+    p.add_argument("--eps", type=float, default=0.2, help="threat radius (pixel values in [0, 1])")
+    p.add_argument("--mask", default="whole", choices=MASKS, help="which pixels may change")
     p.add_argument("--goal", default="untargeted", choices=["untargeted", "targeted"],
                    help="targeted: one letter of each line's longest word changed")
     p.add_argument("--workers", type=int, default=1, help="Tesseract worker processes")
 
-    p = s.add_parser("reproduce", help="the issue's tables: success vs queries, masks, transfer")
-    p.add_argument("--out", default="runs/ocr-reproduce")
+    p = s.add_parser("reproduce", help="measure the reference tables: success vs queries, masks, transfer")
+    p.add_argument("--out", default="runs/ocr-reproduce", help="output folder")
     p.add_argument("--n", type=int, default=50, help="rendered lines")
     p.add_argument("--budget", type=int, default=500, help="queries per line")
     p.add_argument("--eps", type=float_list, default=[0.05, 0.2], help="two perturbation sizes (Linf)")
     p.add_argument("--cw-eps", type=float, default=1.0, help="L2 size of Carlini-Wagner on the CRNN")
     p.add_argument("--ensemble", type=int, default=3, help="CRNNs in the transfer ensemble (< 2: no ensemble row)")
-    p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=1, help="Tesseract worker processes")
+    p.add_argument("--seed", type=int, default=0, help="seed of the rendered lines and the attacks")
 
 
 def _start(args, kind: str, extra: dict | None = None) -> Run:
@@ -143,5 +144,7 @@ def run_cli(args) -> int:
     if args.ocr_command not in KINDS:
         return command(args)
     args.device = resolve_device(args.device)  # one-line InputError for a device this machine lacks
+    if getattr(args, "target", None) == "crnn":
+        check_model_specs(args.model, "'pretrained', a run directory written by `robustlab ocr train` or a .safetensors file")
     with Run.writing(args.runs, args.name, KINDS[args.ocr_command]):
         return command(args)

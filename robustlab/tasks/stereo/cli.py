@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from ...argtypes import add_run_args, int_list, name_list
+from ...argtypes import add_run_args, check_model_specs, int_list, name_list
 from ...argtypes import float_list as _floats
 from ...errors import InputError
 from ...fileio import atomic_torch_save
@@ -34,6 +34,11 @@ def _data_args(p) -> None:
     p.add_argument("--n", type=int, default=None, help="number of synthetic scenes (default: the setup's n_val)")
 
 
+def _views_arg(p) -> None:
+    p.add_argument("--views", default="both", choices=["left", "right", "both", "consistent"],
+                   help="the views perturbed; consistent: the left one is the right one warped by the true disparity")
+
+
 def add_parser(sub) -> None:
     stereo = sub.add_parser("stereo", help="stereo disparity: train, attack, defend, evaluate, reproduce",
                             description="Attacks on disparity and the defence, on procedural scenes and the "
@@ -43,23 +48,24 @@ def add_parser(sub) -> None:
     p = s.add_parser("train", help="train the stereo network on procedural scenes (cached)")
     add_run_args(p, "stereo-train")
     add_model_arguments(p, DeviceSettings)
-    p.add_argument("--steps", type=int, default=1600)
+    p.add_argument("--steps", type=int, default=1600, help="optimizer steps")
     p.add_argument("--scenes", type=int, default=800, help="training scenes")
-    p.add_argument("--height", type=int, default=64)
-    p.add_argument("--width", type=int, default=128)
-    p.add_argument("--max-disp", type=int, default=32)
-    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--height", type=int, default=64, help="scene height in pixels")
+    p.add_argument("--width", type=int, default=128, help="scene width in pixels")
+    p.add_argument("--max-disp", type=int, default=32, help="largest disparity the network predicts, in pixels")
+    p.add_argument("--lr", type=float, default=2e-3, help="learning rate")
     p.add_argument("--retrain", action="store_true", help="ignore cached weights")
 
     p = s.add_parser("attack", help="attack a stereo model (untargeted or targeted) and show the maps")
     add_run_args(p, "stereo-attack")
     add_model_arguments(p, DeviceSettings)
-    p.add_argument("--model", default="pretrained")
+    p.add_argument("--model", default="pretrained", help="pretrained (the cached reference net), a run directory "
+                   "or a .safetensors file")
     _data_args(p)
-    p.add_argument("--views", default="both", choices=["left", "right", "both", "consistent"])
-    p.add_argument("--method", default="pgd", choices=["pgd", "fgsm"])
-    p.add_argument("--eps", type=float, default=0.02)
-    p.add_argument("--steps", type=int, default=10)
+    _views_arg(p)
+    p.add_argument("--method", default="pgd", choices=["pgd", "fgsm"], help="the attack")
+    p.add_argument("--eps", type=float, default=0.02, help="Linf radius (pixel values in [0, 1])")
+    p.add_argument("--steps", type=int, default=10, help="PGD steps")
     p.add_argument("--reference", default="gt", choices=["gt", "prediction"],
                    help="untargeted: maximise the error to the ground truth or to the clean prediction")
     p.add_argument("--target", default="none",
@@ -69,9 +75,10 @@ def add_parser(sub) -> None:
     p = s.add_parser("defend", help="adversarial fine-tuning with LR consistency and local linearity")
     add_run_args(p, "stereo-defend")
     add_model_arguments(p, DeviceSettings)
-    p.add_argument("--model", default="pretrained")
+    p.add_argument("--model", default="pretrained", help="the model fine-tuned: pretrained (the cached reference "
+                   "net), a run directory or a .safetensors file")
     p.add_argument("--steps", type=int, default=150, help="fine-tuning steps")
-    p.add_argument("--eps", type=float, default=0.02)
+    p.add_argument("--eps", type=float, default=0.02, help="Linf radius of the training attack")
     p.add_argument("--attack-steps", type=int, default=3, help="PGD steps per training batch")
     p.add_argument("--no-adversarial", action="store_true", help="fine-tune on clean pairs (ablation)")
     p.add_argument("--lr-consistency", type=float, default=0.0, help="weight of the left-right feature consistency")
@@ -81,17 +88,19 @@ def add_parser(sub) -> None:
     p = s.add_parser("evaluate", help="EPE / bad-k vs eps curves of one or more models")
     add_run_args(p, "stereo-evaluate")
     add_model_arguments(p, DeviceSettings)
-    p.add_argument("--model", action="append", default=None, help="repeat for several models (default: pretrained)")
+    p.add_argument("--model", action="append", default=None, help="a model: pretrained, a run directory or a "
+                   ".safetensors file; repeat for several models (default: pretrained)")
     _data_args(p)
-    p.add_argument("--eps", type=_floats, default=[0.005, 0.01, 0.02])
-    p.add_argument("--views", default="both", choices=["left", "right", "both", "consistent"])
-    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--eps", type=_floats, default=[0.005, 0.01, 0.02], help="Linf radii (comma-separated)")
+    _views_arg(p)
+    p.add_argument("--steps", type=int, default=10, help="PGD steps")
 
-    p = s.add_parser("reproduce", help="measure the issue's tables (attacks, transfer, physical, defence ablation)")
-    p.add_argument("--out", default="runs/stereo-reproduce")
-    p.add_argument("--seeds", type=int_list, default="0,1,2")
-    p.add_argument("--parts", type=name_list, default="attacks,transfer,physical,defence")
-    p.add_argument("--finetune-steps", type=int, default=150)
+    p = s.add_parser("reproduce", help="measure the reference tables (attacks, transfer, physical, defence ablation)")
+    p.add_argument("--out", default="runs/stereo-reproduce", help="output folder")
+    p.add_argument("--seeds", type=int_list, default="0,1,2", help="seeds of the defence fine-tuning (comma-separated)")
+    p.add_argument("--parts", type=name_list, default="attacks,transfer,physical,defence",
+                   help="tables to measure (comma-separated)")
+    p.add_argument("--finetune-steps", type=int, default=150, help="fine-tuning steps of the defence")
 
 
 def _dataset(name: str, setup, n: int | None, device: torch.device):
@@ -322,5 +331,7 @@ def run(args) -> int:
     if args.stereo_command == "reproduce":
         return COMMANDS[args.stereo_command](args)
     args.device = resolve_device(args.device)  # one-line InputError for a device this machine lacks
+    check_model_specs(getattr(args, "model", None), "'pretrained', a run directory written by `robustlab stereo "
+                      "train/defend`, or a .safetensors file")
     with Run.writing(args.runs, args.name, KINDS[args.stereo_command]):
         return COMMANDS[args.stereo_command](args)
