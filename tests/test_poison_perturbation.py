@@ -63,7 +63,8 @@ def test_clean_label_draws_target_class_and_stamps_the_trigger():
     i = int(p.poisoned_indices[0])
     assert torch.allclose(unperturbed.x[i, :, 2:5, 3:6], x[i, :, 2:5, 3:6] + 0.25 * (pattern - x[i, :, 2:5, 3:6]))
     full = attack.apply_trigger(x[:2])
-    assert torch.equal(full[:, :, 2:5, 3:6], pattern.expand(2, 1, 3, 3)) and torch.equal(full[:, :, ~free], x[:2, :, ~free])
+    assert torch.equal(full[:, :, 2:5, 3:6], pattern.expand(2, 1, 3, 3))
+    assert torch.equal(full[:, :, ~free], x[:2, :, ~free])
     assert torch.equal(attack.target_labels(y), torch.full_like(y, 1))
     with pytest.raises(InputError):
         CleanLabel(target=1)  # no surrogate to perturb with
@@ -197,3 +198,21 @@ def test_differentiable_augment_shifts_and_flips_with_gradients():
     assert len(set(seen)) > 4 and any(k >= 9 for k in seen) and any(k < 9 for k in seen)  # varied draws
     out.sum().backward()
     assert x.grad.abs().sum() > 0
+
+
+NO_CUDA = "no CUDA device on this machine (CPU-only torch); the cuda variant runs where a GPU is"
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason=NO_CUDA))])
+def test_poisons_run_with_the_model_on_the_device(device):
+    """The data stay on the CPU; each poison runs the model where it lives and returns CPU tensors."""
+    x, y = data(24)
+    model = tiny_net().to(device)
+    attacks = [CleanLabel(model, target=0, rate=0.5, steps=2), AdversarialPoison(model, steps=2, rate=0.5),
+               Unlearnable(model, pgd_steps=2, train_steps=2, max_rounds=1),
+               GradientMatching(model, x[:1], adv_class=1, rate=0.1, steps=2, restarts=1, shift=1)]
+    for attack in attacks:
+        p = attack.poison((x, y))
+        assert p.x.device.type == "cpu" and p.poisoned.any() and torch.equal(p.y, y)
+        assert torch.equal(p.x[~p.poisoned], x[~p.poisoned]) and not torch.equal(p.x, x)

@@ -69,7 +69,7 @@ class AdversarialPoison(Poison):
     """Adversarial poisons (Fowl et al. 2021): each poisoned training image becomes a class-targeted
     adversarial example of a trained ``model``, towards ``(y + shift) mod K`` (a fixed permutation of the
     classes), found by the engine's PGD maximising ``-CE(f(x + delta), t)`` over the Linf ball of radius
-    ``eps`` (paper: 8/255, 250 steps) intersected with [0, 1]; labels unchanged. ``rate``: the share of the
+    ``eps`` (paper: 8/255; 250 steps by default) intersected with [0, 1]; labels unchanged. ``rate``: the share of the
     training set poisoned (paper: all of it), drawn without replacement. The engine keeps the point of the
     lowest target CE over all steps (no early stop at the first success: the poison should be confident)."""
 
