@@ -216,3 +216,22 @@ def test_poisons_run_with_the_model_on_the_device(device):
         p = attack.poison((x, y))
         assert p.x.device.type == "cpu" and p.poisoned.any() and torch.equal(p.y, y)
         assert torch.equal(p.x[~p.poisoned], x[~p.poisoned]) and not torch.equal(p.x, x)
+
+
+def test_reproduction_markdown_says_what_reproduces():
+    from robustlab.experiments.poisoning.repro_perturbation import BREW_EPS, TITLE, markdown
+
+    cl = [{"rate": 0.1, "poisons": p, "n_poisoned": 35, "clean_acc": 0.9, "asr": a}
+          for p, a in (("trigger only", 0.1), ("PGD 8/255 + trigger", 0.5), ("PGD 0.3 + trigger", 0.6))]
+    gm = [{"eps": e, "target": t, "label": 1, "adv_class": 2, "n_poisoned": 35, "loss_clean": 0.5, "loss_poison": 0.2,
+           "craft_s": 1.0, "success": t < 3, "clean_victim_hit": t == 0} for e in BREW_EPS for t in range(4)]
+    delusive = [{"training set": n, "craft_s": 0.0, "standard": s, "pgd_at": a}
+                for n, s, a in (("clean", 0.93, 0.91), ("adversarial poisons", 0.3, 0.8), ("unlearnable", 0.7, 0.85))]
+    text = markdown({"sizes": {"n_train": None, "epochs": 5, "gm_steps": 250, "gm_restarts": 2}, "seed": 0,
+                     "clean_acc": 0.93, "time_s": 60.0, "clean_label": cl, "gradient_matching": gm,
+                     "delusive": delusive}, quick=False)
+    assert text.startswith(TITLE) and "| adversarial poisons | 30.0% | 80.0% |" in text
+    assert "+50.0 points, reproduces" in text                       # adversarial poisons vs PGD-AT
+    assert "at most +50.0 points of ASR over the trigger alone, reproduces" in text
+    assert "2/4 targets here beyond the clean victims' hits, reproduces" in text
+    assert "(to 70.0%), does not reproduce" in text                 # unlearnable
