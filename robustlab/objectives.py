@@ -349,6 +349,38 @@ class SmoothL1Error(RegressionError):
         return err.reshape(output.shape[0], -1).sum(1) / m.reshape(output.shape[0], -1).sum(1).clamp_min(1)
 
 
+class GradientMatchingLoss(Objective):
+    """Witches' Brew's alignment (Geiping et al. 2021) as a quantity to maximise: ``cos(g_t, g_p) - 1`` with
+    ``g_t = grad_theta L(f(x_t), y_adv)`` (the target images towards the adversarial class, fixed) and
+    ``g_p = grad_theta mean_i L(f(x_i), y_i)`` over the whole batch of poisons, each over *all* parameters
+    ``params`` concatenated into one vector (one cosine). Minimising the paper's ``1 - cos`` is maximising this.
+
+    The loss is one number for the batch, returned for every row (so the engine's best point is the batch's
+    best iterate); it needs outputs whose graph reaches ``params`` (a gradient pass), and nothing succeeds
+    (poisons are judged on a retrained victim, not here). Not in the registry: it needs a model."""
+
+    name = "gradient_matching"
+    task = "classification"
+
+    def __init__(self, params, target_output: torch.Tensor, target_labels: torch.Tensor):
+        self.params = [p for p in params if p.requires_grad]
+        loss = F.cross_entropy(target_output, labels_of(target_output, target_labels))
+        self.target_grad = torch.cat([g.detach().reshape(-1) for g in torch.autograd.grad(loss, self.params)])
+
+    def loss(self, output, target):
+        if not output.requires_grad:
+            raise InputError("the gradient-matching loss needs outputs with a graph to the parameters "
+                             "(judge its points in a gradient pass)")
+        mean_ce = F.cross_entropy(output, labels_of(output, target))
+        grads = torch.autograd.grad(mean_ce, self.params, create_graph=True)
+        g = torch.cat([t.reshape(-1) for t in grads])
+        cos = F.cosine_similarity(g, self.target_grad.to(g), dim=0)
+        return (cos - 1).expand(output.shape[0])
+
+    def success(self, output, target):
+        return torch.zeros(output.shape[0], dtype=torch.bool, device=output.device)
+
+
 OBJECTIVES = Registry("objective")
 for _cls, _aliases in ((CrossEntropy, ()), (Margin, ("cw",)), (DLR, ()), (TargetedCE, ()), (TargetedMargin, ()),
                        (TargetedDLR, ()), (RegressionError, ()), (RegressionTarget, ()), (SmoothL1Error, ())):

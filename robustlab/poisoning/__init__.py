@@ -13,3 +13,8 @@ from .metrics import (backdoor_metrics, clean_accuracy, defence_effectiveness_ra
 
 __all__ += ["BadNets", "Blend", "WaNet", "LabelFlip", "backdoor_metrics", "clean_accuracy", "defence_effectiveness_rate",
             "predict", "target_success"]
+from .clean_label import CleanLabel  # noqa: E402
+from .delusive import AdversarialPoison, Unlearnable  # noqa: E402
+from .gradient_matching import GradientMatching  # noqa: E402
+
+__all__ += ["CleanLabel", "GradientMatching", "AdversarialPoison", "Unlearnable"]
