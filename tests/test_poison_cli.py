@@ -41,6 +41,15 @@ def test_craft_train_evaluate_end_to_end(capsys, tmp_path):
     lo, hi = record["asr_ci95"]
     assert lo <= record["asr"] <= hi
     assert (tmp_path / "m" / "poison_report.html").is_file() and (tmp_path / "m" / "figures" / "poison-triggered.png").is_file()
+    # a poison crafted on a trained model (--model RUN): clean-label, from the target class only, labels kept
+    code, out, err = cli(capsys, "poison", "craft", "--attack", "clean_label", "--data", "digits", "--rate", "0.1",
+                         "--model", tmp_path / "m", "--attack-kwargs", '{"steps": 2}', "--runs", tmp_path, "--name", "cl")
+    assert code == 0, err
+    cl = json.loads((tmp_path / "cl" / "summary.json").read_text())
+    assert cl["n_poisoned"] == round(0.1 * int((load_dataset("digits", "train").y == 0).sum()))
+    for attack, needs in (("adversarial_poison", "--model RUN"), ("gradient_matching", "Python API")):
+        code, _, err = cli(capsys, "poison", "craft", "--attack", attack, "--data", "digits", "--runs", tmp_path)
+        assert_clear_error(code, err, 2, needs)
 
 
 def test_resume_refuses_other_poisoned_data(capsys, tmp_path):

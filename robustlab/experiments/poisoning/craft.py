@@ -29,6 +29,9 @@ class CraftSettings(StrictSettings):
     seed: int = Field(0, description="seed of the poisoned-sample draw and of random triggers")
     attack_kwargs: dict[str, Any] = Field({}, description="JSON settings of the attack, e.g. "
                                                           "'{\"position\": [0, 0]}', '{\"alpha\": 0.1}', '{\"s\": 0.75}'")
+    model: Optional[str] = Field(None, description="a trained model run (its best weights) for the poisons crafted on a "
+                                                   "model: clean_label's surrogate, adversarial_poison's and "
+                                                   "unlearnable's model")
 
 
 def build_attack(s: CraftSettings):
@@ -44,7 +47,27 @@ def build_attack(s: CraftSettings):
     common = {k: getattr(s, k) for k in ("rate", "target", "all_to_all", "seed") if k in params}
     if "target" in common and s.attack in ("label_flip",):
         common.pop("target")  # label flipping's target goes with its source (class-targeted), in attack_kwargs
-    return cls(**{**common, **s.attack_kwargs})
+    return cls(**{**common, **_model_arguments(s, params), **s.attack_kwargs})
+
+
+def _model_arguments(s: CraftSettings, params: set[str]) -> dict:
+    """The trained model a poison is crafted on (``--model RUN``), under the name its constructor takes, and a
+    progress bar where it has one; an InputError where it needs what the command line cannot give."""
+    if "target_x" in params:
+        raise InputError(f"{s.attack} poisons against chosen target images: craft it with the Python API "
+                         "(robustlab.poisoning) or `robustlab poison reproduce`")
+    name = next((k for k in ("surrogate", "model") if k in params), None)
+    if name is None:
+        if s.model is not None:
+            raise InputError(f"--model: {s.attack} is crafted without a model; leave --model out")
+        return {}
+    if s.model is None:
+        raise InputError(f"{s.attack} is crafted on a trained model: give --model RUN (a model run from `robustlab "
+                         "train` on the same data)")
+    from ..job import load_model_from_run
+
+    model, _ = load_model_from_run(s.model)
+    return {name: model, **({"progress": True} if "progress" in params else {})}
 
 
 def craft(s: CraftSettings, run_dir: str | Path) -> Path:
