@@ -58,7 +58,7 @@ def add_cli(sub) -> None:
     _attack_args(p)
     p.add_argument("--attack", default="pgd", choices=list(ATTACKS))
     p.add_argument("--eps", type=float, default=1.0, help="Linf radius in units of each dimension's clean std")
-    p = s.add_parser("evaluate", help="return against eps for several attacks (table with 95% CIs)")
+    p = s.add_parser("evaluate", help="return against eps for several attacks (table with 95%% confidence intervals)")
     add_run_args(p, "rl-evaluate")
     _agent_args(p)
     _attack_args(p)
