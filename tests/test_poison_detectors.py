@@ -11,7 +11,7 @@ from robustlab.errors import InputError
 from robustlab.poisoning.base import DETECTORS, DetectionReport
 from robustlab.poisoning.detectors import (STRIP, ActivationClustering, FinePruning, NeuralCleanse,
                                            SpectralSignatures, anomaly_index, trigger_similarity)
-from robustlab.poisoning.features import ClassMoments, class_moments, feature_batches
+from robustlab.poisoning.features import ClassMoments, class_moments, feature_batches, top_eigenvectors
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
                                                                   reason="no CUDA device on this machine"))]
@@ -184,3 +184,12 @@ def test_registered():
     for name in ("ss", "ac", "strip", "nc", "fine-pruning"):
         assert DETECTORS.get(name) is not None
     assert isinstance(DETECTORS.create("spectral-signatures"), SpectralSignatures)
+
+
+def test_subspace_iteration_matches_eigh():
+    g = torch.Generator().manual_seed(3)
+    a = torch.randn(600, 40, generator=g, dtype=torch.float64) * torch.linspace(3, 0.1, 40, dtype=torch.float64)
+    sym = a.T @ a
+    exact = torch.linalg.eigh(sym)[1][:, -3:].flip(1)
+    approx = top_eigenvectors(sym, 3)
+    torch.testing.assert_close((exact * approx).sum(0).abs(), torch.ones(3, dtype=torch.float64))

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from typing import Any, Callable, Iterator
 
 import torch
@@ -135,8 +136,10 @@ class ActivationClustering(Detector):
             return np.zeros(n, bool), np.zeros(n), {"n": n, "flagged": False, "share": None, "silhouette": None}
         z = z[:, :min(self.dims, n - 1)]
         if self.reduce == "ica":
-            z = FastICA(n_components=z.shape[1], whiten="unit-variance", random_state=self.seed,
-                        max_iter=400, tol=1e-3).fit_transform(z)
+            with warnings.catch_warnings():  # FastICA's ConvergenceWarning: the rotation is still a valid basis
+                warnings.simplefilter("ignore")
+                z = FastICA(n_components=z.shape[1], whiten="unit-variance", random_state=self.seed,
+                            max_iter=400, tol=1e-3).fit_transform(z)
         km = KMeans(2, n_init=10, random_state=self.seed).fit(z)
         sizes = np.bincount(km.labels_, minlength=2)
         small = int(sizes.argmin())

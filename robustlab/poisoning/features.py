@@ -32,6 +32,8 @@ from ..runtime import device_of, eval_mode
 #: the largest feature dimension whose per-class D x D scatter matrix ``ClassMoments`` accepts (float64:
 #: 8192^2 x 8 bytes = 512 MiB per class)
 MAX_SCATTER_DIM = 8192
+#: above this dimension, the top directions come from subspace iteration rather than a full eigendecomposition
+EXACT_EIGH_DIM = 512
 
 
 def feature_module(model: nn.Module, layer: str | None = None) -> tuple[nn.Module, str]:
@@ -137,9 +139,24 @@ class ClassMoments:
 
     def top_directions(self, c: int, k: int) -> torch.Tensor:
         """The top-`k` eigenvectors of class `c`'s scatter matrix, as columns [D, k] (largest first): the top
-        right singular vectors of the class's centred feature matrix."""
-        _, vecs = torch.linalg.eigh(self.scatter[c])
-        return vecs[:, -k:].flip(1)
+        right singular vectors of the class's centred feature matrix. Up to ``EXACT_EIGH_DIM`` dimensions by a
+        full eigendecomposition; above, by seeded subspace iteration (``top_eigenvectors``)."""
+        scatter = self.scatter[c]
+        if len(scatter) <= EXACT_EIGH_DIM:
+            return torch.linalg.eigh(scatter)[1][:, -k:].flip(1)
+        return top_eigenvectors(scatter, k)
+
+
+def top_eigenvectors(sym: torch.Tensor, k: int, oversample: int = 8, iters: int = 60) -> torch.Tensor:
+    """The top-`k` eigenvectors [D, k] of the symmetric positive semi-definite matrix `sym` by subspace
+    iteration (Q <- orth(S Q), ``iters`` times, from a seeded Gaussian start of ``k + oversample`` columns) and
+    a Rayleigh-Ritz step (the eigenvectors of Q^T S Q); O(D^2 k) per iteration instead of O(D^3)."""
+    gen = torch.Generator().manual_seed(0)
+    q = torch.randn(len(sym), k + oversample, generator=gen, dtype=sym.dtype).to(sym.device)
+    for _ in range(iters):
+        q, _ = torch.linalg.qr(sym @ q)
+    _, vecs = torch.linalg.eigh(q.T @ sym @ q)
+    return (q @ vecs)[:, -k:].flip(1)
 
 
 def class_moments(model: nn.Module, x: Any, y: torch.Tensor, layer: str | None = None, batch_size: int = 256,
