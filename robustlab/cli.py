@@ -20,6 +20,7 @@ from .experiments.job import (BatchSizeSweepSettings, ModelDataSettings, ModelRu
 from .models.zoo import ZooSettings  # noqa: E402
 from .experiments.represent import RepresentSettings  # noqa: E402
 from .experiments.sweeps import EpsSweepSettings  # noqa: E402
+from .experiments.poisoning.cli import add_cli as add_poison_cli, run_cli as run_poison_cli  # noqa: E402
 from .runs.schema import DeviceSettings, EvaluationSettings, ExecutorSettings, LaunchSettings  # noqa: E402
 from .settings import add_model_arguments, cli_problems, raise_problems, settings_from_args, values_from_args  # noqa: E402
 from .training.config import TrainConfig  # noqa: E402
@@ -165,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="list registered tasks, models, datasets, attacks, objectives and training methods")
     _add_geometry(sub)
     _add_represent(sub)
+    add_poison_cli(sub)
     for task in _cli_tasks():
         task.add_cli(sub)
     return parser
@@ -463,7 +465,7 @@ def _print_representations(res: dict) -> None:
 
 COMMANDS = {"sweep": cmd_sweep, "launch": cmd_launch, "train": cmd_train, "attack": cmd_attack, "evaluate": cmd_evaluate,
             "run": cmd_run, "report": cmd_report, "list": cmd_list, "landscape": cmd_landscape,
-            "compare-geometry": cmd_compare_geometry, "represent": cmd_represent}
+            "compare-geometry": cmd_compare_geometry, "represent": cmd_represent, "poison": run_poison_cli}
 
 
 def _exit_code_and_message(e: BaseException) -> tuple[int, str]:

@@ -27,6 +27,7 @@ import torch
 from ..errors import InputError, unknown_name
 from . import formats
 from .batches import batch_list, first_batches, iterate_batches, materialize
+from .poisoned import is_poisoned_run, load_poisoned_split, poisoned_digest
 from .splits import holdout_index, split_pool
 from .streaming import STREAM_SOURCES, StreamingDataset, data_identity, load_stream
 from ..registry import Registry
@@ -179,6 +180,8 @@ def load_dataset(name: str, split: str = "train", seed: int = 0, data_dir: str |
         idx = split_pool(len(y), seed, n_test, n_val)[split]
         return Dataset(torch.from_numpy(x[idx]).contiguous(), torch.from_numpy(y[idx]), key, classes)
     path = Path(name)
+    if is_poisoned_run(path):  # `robustlab poison craft`'s run: its poisoned train split, the source's val/test
+        return load_poisoned_split(path, split, seed, lambda n, s, sd, d: load_dataset(n, s, sd, d, val_fraction))
     if path.exists():
         return _load_path(path, split, seed, val_fraction)
     raise unknown_name("dataset", name, list(BUILTIN) + ["<path to .npz / image folder / IDX dir / CIFAR dir>"]
@@ -216,5 +219,5 @@ def _load_path(path: Path, split: str, seed: int, val_fraction: float) -> Datase
     return _holdout(x, y, split, seed, val_fraction, path.name, classes, has_test=False)
 
 
-__all__ = ["Dataset", "StreamingDataset", "AnyDataset", "in_memory", "data_identity", "load_dataset", "list_datasets", "formats", "generate_shapes", "iterate_batches", "first_batches",
+__all__ = ["Dataset", "StreamingDataset", "AnyDataset", "in_memory", "data_identity", "is_poisoned_run", "poisoned_digest", "load_dataset", "list_datasets", "formats", "generate_shapes", "iterate_batches", "first_batches",
            "materialize", "batch_list"]

@@ -26,7 +26,7 @@ import torch.nn as nn
 import yaml
 from pydantic import Field, field_validator
 
-from ..data import AnyDataset, Dataset, data_identity, load_dataset
+from ..data import AnyDataset, Dataset, data_identity, is_poisoned_run, load_dataset, poisoned_digest
 from ..errors import CheckpointError, InputError
 from ..evaluation.sharded import sharded_robustness_curve
 from ..runtime import device_of, device_record, resolve_device, world
@@ -90,6 +90,8 @@ def train_model_run(run_dir: str | Path, model_spec: dict, data_spec: dict | str
     Holds the run's lock while it writes (a second writer gets RunLockedError). A resume must name the
     same data, split (data seed), model and method as the stored config."""
     data_spec = parse_data_spec(data_spec)
+    if is_poisoned_run(data_spec["name"]):  # recorded, and a resume on other poisoned data is refused
+        data_spec = {**data_spec, "sha256": poisoned_digest(data_spec["name"])}
     cfg = TrainConfig(**train_cfg)
     # under DDP every rank runs this; rank 0 writes the run and holds its lock
     ddp_worker = torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank() != 0
@@ -105,13 +107,15 @@ def _resume_mismatch(stored: dict, model_spec: dict, data_spec: dict, cfg: Train
 
     def data_key(spec):
         spec = parse_data_spec(spec or {})
-        return {"name": data_identity(spec.get("name")), "seed": spec.get("seed", 0), "data_dir": spec.get("data_dir")}
+        return {"name": data_identity(spec.get("name")), "seed": spec.get("seed", 0), "data_dir": spec.get("data_dir"),
+                "sha256": spec.get("sha256")}
 
     diff = {}
     if model_key(stored.get("model")) != model_key(model_spec):
         diff["model"] = (model_key(stored.get("model")), model_key(model_spec))
     old_d, new_d = data_key(stored.get("data")), data_key(data_spec)
-    for k, label in (("name", "data"), ("data_dir", "data_dir"), ("seed", "data seed (split)")):
+    for k, label in (("name", "data"), ("data_dir", "data_dir"), ("seed", "data seed (split)"),
+                     ("sha256", "poisoned data sha256")):
         if old_d[k] != new_d[k]:
             diff[label] = (old_d[k], new_d[k])
     old_method = (stored.get("train") or {}).get("method")

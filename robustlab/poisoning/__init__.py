@@ -7,3 +7,9 @@ from .base import (DETECTORS, POISONS, Backdoor, DetectionReport, Detector, Pois
 
 __all__ = ["POISONS", "DETECTORS", "Poison", "Backdoor", "PoisonedDataset", "Detector", "DetectionReport", "as_xy",
            "draw_without_replacement"]
+from .backdoors import BadNets, Blend, LabelFlip, WaNet  # noqa: E402
+from .metrics import (backdoor_metrics, clean_accuracy, defence_effectiveness_rate, predict,  # noqa: E402
+                      target_success)
+
+__all__ += ["BadNets", "Blend", "WaNet", "LabelFlip", "backdoor_metrics", "clean_accuracy", "defence_effectiveness_rate",
+            "predict", "target_success"]

@@ -123,7 +123,8 @@ class Poison:
         gen = torch.Generator().manual_seed(self.seed if seed is None else int(seed))
         x_new, y_new, poisoned = self._poison(x.clone(), y.clone(), gen)
         settings = {**self.settings(), "seed": self.seed if seed is None else int(seed)}
-        return PoisonedDataset(x_new, y_new, name, classes, poisoned, y.clone(), settings)
+        original_y = torch.cat([y, y_new[len(y):]])  # samples a poison appends (WaNet's noise mode) keep their labels
+        return PoisonedDataset(x_new, y_new, name, classes, poisoned, original_y, settings)
 
     def _poison(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
