@@ -193,3 +193,28 @@ def test_subspace_iteration_matches_eigh():
     exact = torch.linalg.eigh(sym)[1][:, -3:].flip(1)
     approx = top_eigenvectors(sym, 3)
     torch.testing.assert_close((exact * approx).sum(0).abs(), torch.ones(3, dtype=torch.float64))
+
+
+def test_poison_detect_cli_writes_the_record(capsys, tmp_path):
+    """`robustlab poison craft -> train --data -> poison detect --detector ss`: detection.json evaluated against
+    the run's true poisons, and the score histogram."""
+    import json
+
+    from helpers import TRAIN, cli
+
+    code, _, err = cli(capsys, "poison", "craft", "--attack", "badnets", "--data", "digits", "--rate", "0.05",
+                       "--runs", tmp_path, "--name", "bd")
+    assert code == 0, err
+    flags = [x for k, v in TRAIN.items() for x in (f"--{k.replace('_', '-')}", v)]
+    code, _, err = cli(capsys, "train", "--model", "mlp", "--data", tmp_path / "bd", "--eps", "0", *flags,
+                       "--runs", tmp_path, "--name", "m")
+    assert code == 0, err
+    code, out, err = cli(capsys, "poison", "detect", tmp_path / "m", "--data", tmp_path / "bd", "--detector", "ss")
+    assert code == 0 and "recall" in out, err
+    folder = tmp_path / "m" / "detections" / "ss-bd"
+    record = json.loads((folder / "detection.json").read_text())
+    assert record["n"] == 1257 and record["true_poisons"] == round(0.05 * 1257)
+    assert record["tp"] + record["fn"] == record["true_poisons"] and record["flagged"] == record["tp"] + record["fp"]
+    assert record["flagged"] < 0.2 * 1257 and (folder / "scores.png").stat().st_size > 0
+    code, _, err = cli(capsys, "poison", "detect", tmp_path / "m", "--detector", "ss")
+    assert code == 2 and "--data" in err
