@@ -168,21 +168,21 @@ def prediction_entropy(logits: torch.Tensor) -> torch.Tensor:
 
 @DETECTORS.register("strip", paper="Gao et al. 2019")
 class STRIP(Detector):
-    """STRIP (Gao et al. 2019). Each input is superimposed with ``n`` = 20 random held-out clean images,
-    ``alpha * x + (1 - alpha) * x_clean`` (an equal blend by default, which keeps images in [0, 1]; Gao et
-    al. add the two images); its score is minus the mean prediction entropy over the superimpositions. A
-    trigger that dominates the prediction keeps the entropy low. The threshold is the ``frr`` quantile of the
-    held-out clean images' own entropies (their superimpositions with other clean images): a share ``frr`` of
-    clean inputs is rejected (the false-rejection rate of the paper; it fixes the threshold from clean data
-    alone, then reports the false-acceptance rate it gives)."""
+    """STRIP (Gao et al. 2019). Each input is superimposed with ``n`` = 20 random held-out clean images; its
+    score is minus the mean prediction entropy over the superimpositions: a trigger that dominates the
+    prediction keeps the entropy low. Superimposition as in the paper, the sum of the two images clipped to
+    [0, 1] (``alpha=None``), or the blend ``alpha * x + (1 - alpha) * x_clean``. The threshold is the ``frr``
+    quantile of the held-out clean images' own entropies (their superimpositions with other clean images): a
+    share ``frr`` of clean inputs is rejected (the paper's false-rejection rate fixes the threshold from clean
+    data alone; the false-acceptance rate is what it gives on poisons)."""
 
     name = "strip"
 
-    def __init__(self, clean: Any = None, n: int = 20, frr: float = 0.01, alpha: float = 0.5, batch_size: int = 128,
-                 seed: int = 0, progress: bool = False):
-        if not 0.0 < frr < 1.0 or not 0.0 < alpha < 1.0 or n < 1:
+    def __init__(self, clean: Any = None, n: int = 20, frr: float = 0.01, alpha: float | None = None,
+                 batch_size: int = 128, seed: int = 0, progress: bool = False):
+        if not 0.0 < frr < 1.0 or not (alpha is None or 0.0 < alpha < 1.0) or n < 1:
             raise InputError(f"STRIP: frr and alpha in (0, 1), n >= 1; got frr={frr}, alpha={alpha}, n={n}")
-        self.clean, self.n, self.frr, self.alpha = clean, int(n), float(frr), float(alpha)
+        self.clean, self.n, self.frr, self.alpha = clean, int(n), float(frr), alpha
         self.batch_size, self.seed, self.progress = int(batch_size), int(seed), progress
 
     def entropies(self, model: nn.Module, x: Any, overlays: torch.Tensor, seed: int) -> torch.Tensor:
@@ -193,10 +193,15 @@ class STRIP(Detector):
             for xb in progress_bar(input_batches(x, self.batch_size), total=-(-len(x) // self.batch_size),
                                    desc="STRIP", unit="batch", disable=not self.progress):
                 pick = torch.randint(len(overlays), (len(xb), self.n), generator=gen)
-                blended = self.alpha * xb.to(device)[:, None] + (1 - self.alpha) * overlays[pick].to(device)
-                h = prediction_entropy(model(blended.flatten(0, 1))).view(len(xb), self.n).mean(1)
-                out.append(h.cpu())
+                h = prediction_entropy(model(self.superimpose(xb.to(device), overlays[pick].to(device))))
+                out.append(h.view(len(xb), self.n).mean(1).cpu())
         return torch.cat(out) if out else torch.zeros(0)
+
+    def superimpose(self, x: torch.Tensor, overlays: torch.Tensor) -> torch.Tensor:
+        """Each input of `x` [B, ...] with each of its `overlays` [B, n, ...]: [B * n, ...]."""
+        x = x[:, None]
+        mixed = (x + overlays).clamp(0, 1) if self.alpha is None else self.alpha * x + (1 - self.alpha) * overlays
+        return mixed.flatten(0, 1)
 
     def detect(self, model: nn.Module, x: Any, y: Any = None) -> DetectionReport:
         clean = _clean_inputs(self.clean, "STRIP")

@@ -68,8 +68,8 @@ def detection_record(model: torch.nn.Module, data: PoisonedDataset, detector: De
 
 def score_histogram(scores: torch.Tensor, truth: torch.Tensor, path: str | Path, title: str,
                     flagged: torch.Tensor | None = None) -> Path:
-    """A histogram of detector scores, clean samples and true poisons apart (written atomically as PNG); the
-    lowest score among the flagged samples, if any, as a dashed line."""
+    """A histogram of detector scores, clean samples and true poisons apart (written atomically as PNG), with
+    the samples the detector flagged (`flagged`) outlined."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -81,7 +81,7 @@ def score_histogram(scores: torch.Tensor, truth: torch.Tensor, path: str | Path,
     ax.hist(s[~t].numpy(), bins=bins, alpha=0.6, label=f"clean ({int((~t).sum())})", color="tab:blue")
     ax.hist(s[t].numpy(), bins=bins, alpha=0.8, label=f"true poisons ({int(t.sum())})", color="tab:red")
     if flagged is not None and bool(flagged.any()):
-        ax.axvline(float(s[flagged.cpu()].min()), ls="--", color="k", lw=1, label="flagged from here")
+        ax.hist(s[flagged.cpu()].numpy(), bins=bins, histtype="step", color="k", label=f"flagged ({int(flagged.sum())})")
     ax.set(xlabel="score (larger = more suspicious)", ylabel="samples", title=title, yscale="log")
     ax.legend(fontsize=7)
     buf = io.BytesIO()
