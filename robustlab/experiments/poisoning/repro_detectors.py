@@ -152,5 +152,5 @@ def section(out: Path, quick: bool, seed: int, progress: bool) -> dict:
                                       "fine_pruning": _fine_pruning(model, attack, clean, test, s, seed, progress)}
         figures += figs
     results["clean"] = _clean_check(train_set, s, seed, progress, _cache(out, "clean", s, seed))
-    command = "robustlab poison reproduce" + (" --quick" if quick else "")
+    command = "robustlab poison reproduce --sections detectors" + (" --quick" if quick else "")
     return {"markdown": _markdown(results, command), "results": results, "figures": [str(f) for f in figures]}
