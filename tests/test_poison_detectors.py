@@ -45,10 +45,11 @@ def test_spectral_signatures_find_planted_cluster(device):
     assert report.scores[truth].min() > report.scores[(y == 0) & ~truth].max()
 
 
-def test_activation_clustering_finds_planted_cluster():
+@pytest.mark.parametrize("device", DEVICES)
+def test_activation_clustering_finds_planted_cluster(device):
     x, y, truth = planted()
     for reduce in ("ica", "pca"):
-        report = ActivationClustering(reduce=reduce, batch_size=32).detect(linear_model(20, 3), x, y)
+        report = ActivationClustering(reduce=reduce, batch_size=32).detect(linear_model(20, 3).to(device), x, y)
         m = report.evaluate(truth)
         assert m["recall"] == 1.0 and m["fpr"] == 0.0, (reduce, m)
         assert report.details["classes"][0]["flagged"] and report.details["classes"][0]["share"] == pytest.approx(0.1)
@@ -120,9 +121,15 @@ ROWS = {0: 2, 2: 4, 3: 6, 4: 7}  # class -> the image row whose brightness means
 
 
 class PatchNet(nn.Module):
-    """Class c (0, 2, 3, 4) when its row is bright; class 1 when the 2x2 top-left patch is (a trigger)."""
+    """Class c (0, 2, 3, 4) when its row is bright; class 1 when the 2x2 top-left patch is (a trigger). A buffer
+    places it on a device (``runtime.device_of``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("scale", torch.ones(()))
 
     def forward(self, x):
+        x = x * self.scale
         rows = {c: 10 * (x[:, :, r].mean((1, 2)) - 0.3) for c, r in ROWS.items()}
         trig = 200 * (x[:, :, :2, :2].mean((1, 2, 3)) - 0.45)
         return torch.stack([rows[0], trig, rows[2], rows[3], rows[4]], 1)
@@ -142,21 +149,24 @@ def patch_data(n=100, seed=0):
     return x, y, truth
 
 
-def test_strip_flags_triggered_inputs():
+@pytest.mark.parametrize("device", DEVICES)
+def test_strip_flags_triggered_inputs(device):
     x, y, truth = patch_data()
     clean, _, truth_clean = patch_data(60, seed=1)
     clean = clean[~truth_clean]
-    report = STRIP(clean=clean, n=20, frr=0.05).detect(PatchNet(), x, y)
+    report = STRIP(clean=clean, n=20, frr=0.05).detect(PatchNet().to(device), x, y)
     m = report.evaluate(truth)
     assert m["recall"] == 1.0 and m["fpr"] <= 0.1
     with pytest.raises(InputError):
         STRIP().detect(PatchNet(), x, y)
 
 
-def test_neural_cleanse_flags_the_target():
+@pytest.mark.parametrize("device", DEVICES)
+def test_neural_cleanse_flags_the_target(device):
     x, y, truth = patch_data()
     clean, _, truth_clean = patch_data(60, seed=1)
-    report = NeuralCleanse(clean=clean[~truth_clean], steps=80, batch_size=16).detect(PatchNet(), x, y)
+    model = PatchNet().to(device)
+    report = NeuralCleanse(clean=clean[~truth_clean], steps=80, batch_size=16).detect(model, x, y)
     d = report.details
     assert d["flagged_targets"] == [1], d["norms"]
     assert min(d["norms"]) == d["norms"][1]
