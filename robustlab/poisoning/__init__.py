@@ -18,3 +18,6 @@ from .delusive import AdversarialPoison, Unlearnable  # noqa: E402
 from .gradient_matching import GradientMatching  # noqa: E402
 
 __all__ += ["CleanLabel", "GradientMatching", "AdversarialPoison", "Unlearnable"]
+from .detectors import STRIP, ActivationClustering, FinePruning, NeuralCleanse, SpectralSignatures, anomaly_index  # noqa: E402
+
+__all__ += ["ActivationClustering", "SpectralSignatures", "STRIP", "NeuralCleanse", "FinePruning", "anomaly_index"]
