@@ -333,6 +333,16 @@ def _ocr(task):
     return task.models["crnn"](hidden=8, channels=(4, 4, 4, 4)), d.x, d.texts
 
 
+@_task_case("rl")
+def _rl(task):
+    pytest.importorskip("gymnasium", reason="the rl task needs gymnasium (the rl extra)")
+    from robustlab.tasks.rl.agents import PolicyNet
+
+    d = task.datasets["random-policy-observations"](n=3)
+    policy = PolicyNet(torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2)))
+    return policy, d.x, policy(d.x).argmax(1)  # the greedy actions: the label of the untargeted objective
+
+
 def _numbers(value) -> torch.Tensor:
     return torch.as_tensor(value, dtype=torch.float64).reshape(-1)
 

@@ -23,14 +23,14 @@ def _agent_args(p) -> None:
     from .agents import ALGOS
     from .envs import ENVS
 
-    p.add_argument("--env", default="CartPole-v1", choices=list(ENVS))
-    p.add_argument("--algo", default="ppo", choices=list(ALGOS))
+    p.add_argument("--env", default="CartPole-v1", choices=list(ENVS), help="the Gymnasium environment")
+    p.add_argument("--algo", default="ppo", choices=list(ALGOS), help="the SB3 algorithm of the agent")
 
 
 def _attack_args(p) -> None:
     p.add_argument("--agent", default="pretrained", help="pretrained, an SB3 .zip or a .safetensors agent")
     p.add_argument("--activation", default=None, choices=["tanh", "relu"], help="of an SB3 zip's MLP (default: the algorithm's)")
-    p.add_argument("--n", type=int, default=10, help="seeded episodes per cell")
+    p.add_argument("--n", type=int, default=10, help="seeded episodes per eps and attack")
     p.add_argument("--steps", type=int, default=10, help="PGD steps per observation")
     p.add_argument("--threshold", type=float, default=0.5, help="timed attack: attack when max pi - min pi exceeds it")
     p.add_argument("--budget", type=int, default=100, help="black-box queries per observation")
@@ -56,18 +56,19 @@ def add_cli(sub) -> None:
     add_run_args(p, "rl-attack")
     _agent_args(p)
     _attack_args(p)
-    p.add_argument("--attack", default="pgd", choices=list(ATTACKS))
+    p.add_argument("--attack", default="pgd", choices=list(ATTACKS), help="the per-step attack")
     p.add_argument("--eps", type=float, default=1.0, help="Linf radius in units of each dimension's clean std")
     p = s.add_parser("evaluate", help="return against eps for several attacks (table with 95%% confidence intervals)")
     add_run_args(p, "rl-evaluate")
     _agent_args(p)
     _attack_args(p)
     p.add_argument("--attacks", type=name_list, default=["pgd"], help=f"comma list of {', '.join(ATTACKS)}")
-    p.add_argument("--eps", type=float_list, default=[0.0, 0.5, 1.0, 2.0])
+    p.add_argument("--eps", type=float_list, default=[0.0, 0.5, 1.0, 2.0],
+                   help="comma list of Linf radii in units of each dimension's clean std")
     p = s.add_parser("reproduce", help="the return-vs-eps table of docs/results/rl.md")
-    p.add_argument("--out", default="runs/rl-reproduce")
+    p.add_argument("--out", default="runs/rl-reproduce", help="output folder")
     p.add_argument("--quick", action="store_true", help="tiny settings (a smoke test, not the table)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the episodes")
 
 
 def _start(args, kind: str):

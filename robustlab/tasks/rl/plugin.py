@@ -23,6 +23,29 @@ def _agent(algo):
     return make
 
 
+def random_policy_observations(env: str = "CartPole-v1", n: int = 256, seed: int = 0):
+    """``n`` observations of seeded episodes under a uniformly random policy (a ``Dataset``: x the observations
+    [n, D] as float32, y the actions taken): states to probe a policy on without a trained agent."""
+    import numpy as np
+    import torch
+
+    from ...data import Dataset
+    from .envs import make_env
+
+    environment, rng = make_env(env), np.random.default_rng(seed)
+    observations, actions = [], []
+    obs, _ = environment.reset(seed=seed)
+    while len(observations) < n:
+        action = int(rng.integers(environment.action_space.n))
+        observations.append(np.asarray(obs, dtype=np.float32))
+        actions.append(action)
+        obs, _, terminated, truncated, _ = environment.step(action)
+        if terminated or truncated:
+            obs, _ = environment.reset(seed=int(rng.integers(2 ** 31)))
+    environment.close()
+    return Dataset(torch.from_numpy(np.stack(observations)), torch.tensor(actions), f"{env}-random-policy")
+
+
 def _threat(scale, eps: float = 0.1, **kwargs):
     from .threat import ObservationThreat
 
@@ -36,6 +59,7 @@ TASK = Task(
     train_objective="untargeted",
     metrics=_metrics,
     models={"ppo": _agent("ppo"), "dqn": _agent("dqn")},
+    datasets={"random-policy-observations": random_policy_observations},
     threats={"observation": _threat},
     add_cli=cli.add_cli,
     run_cli=cli.run_cli,
