@@ -6,30 +6,42 @@ STAMP := $(VENV)/.installed-test
 OCR_STAMP := $(VENV)/.installed-ocr
 # Tesseract for the OCR task: the engine + English model, and what the tesserocr binding builds against
 OCR_DEB := tesseract-ocr tesseract-ocr-eng libtesseract-dev libleptonica-dev pkg-config
+# espeak-ng for the audio task's synthesised corpus (soundfile and librosa come with the extra "audio")
+AUDIO_DEB := espeak-ng
 BENCH_STAMP := $(VENV)/.installed-bench
 DOCS_STAMP := $(VENV)/.installed-docs
 TORCH_PIN := torch==2.13.0
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: install demo test test-all bench docs mutation clean ocr-system
+.PHONY: install demo test test-all bench docs mutation clean ocr-system audio-system
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet $(TORCH_PIN)
-	$(BIN)/pip install --quiet -e ".[test,cluster]"
+	$(BIN)/pip install --quiet -e ".[test,cluster,audio]"
+	@$(MAKE) --no-print-directory audio-system
 	touch $(STAMP)
 
-# Debian packages for Tesseract, installed when missing and possible (root or passwordless sudo, apt);
-# otherwise a message, and the OCR tests that need the engine skip with the reason.
-ocr-system:
-	@if dpkg -s $(OCR_DEB) >/dev/null 2>&1; then :; \
+# $(call apt-install,PACKAGES,WHO NEEDS THEM): Debian packages installed when missing and possible (root or
+# passwordless sudo, apt-get update first); otherwise a one-line note, and the tests that need them skip with the reason.
+define apt-install
+	@if dpkg -s $(1) >/dev/null 2>&1; then :; \
 	elif ! command -v apt-get >/dev/null 2>&1; then \
-	  echo "note: no apt-get; install Tesseract 5 + English data and its headers yourself ($(OCR_DEB) on Debian)"; \
+	  echo "note: no apt-get; install $(1) yourself for $(2) (its tests skip meanwhile)"; \
 	else SUDO=""; if [ "$$(id -u)" != 0 ]; then if sudo -n true 2>/dev/null; then SUDO="sudo -n"; else SUDO=none; fi; fi; \
 	  if [ "$$SUDO" = none ]; then \
-	    echo "note: not root: run 'sudo apt-get install -y $(OCR_DEB)' for the OCR task (its Tesseract tests skip meanwhile)"; \
-	  else ( $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(OCR_DEB) ) || \
-	    echo "note: apt-get could not install $(OCR_DEB); the OCR task's Tesseract tests will skip"; fi; fi
+	    echo "note: not root: run 'sudo apt-get install -y $(1)' for $(2) (its tests skip meanwhile)"; \
+	  else ( $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(1) ) || \
+	    echo "note: apt-get could not install $(1); the tests of $(2) that need it will skip"; fi; fi
+endef
+
+# Tesseract 5 + English data and its headers for the OCR task
+ocr-system:
+	$(call apt-install,$(OCR_DEB),the OCR task)
+
+# espeak-ng, the speech synthesiser of the audio task's corpus
+audio-system:
+	$(call apt-install,$(AUDIO_DEB),the audio task)
 
 # The tesserocr binding (extra "ocr") after the system library; a failed build only skips the Tesseract tests.
 $(OCR_STAMP): $(STAMP)
