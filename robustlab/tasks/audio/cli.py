@@ -75,7 +75,7 @@ def add_cli(sub) -> None:
 
     p = s.add_parser("reproduce", help="the reproduction table (docs/results/audio.md)")
     p.add_argument("--out", default="runs/audio-reproduce")
-    p.add_argument("--n", type=int, default=200, help="test clips attacked")
+    p.add_argument("--n", type=int, default=100, help="test clips attacked")
     p.add_argument("--quick", action="store_true", help="tiny settings (a smoke test, not the published numbers)")
     p.add_argument("--seed", type=int, default=0)
 

@@ -4,9 +4,11 @@ that every attack acts on the waveform ``[B, 1, T]`` (16 kHz, in [-1, 1]).
 The front end is a short-time Fourier transform (``torch.stft``: Hann window of 25 ms, hop 10 ms,
 512-point FFT, centred frames with zero padding), the power spectrum projected on a mel filterbank
 computed once by librosa (``librosa.filters.mel``, Slaney-style, kept in a buffer so the weights file
-carries it), and log compression in dB relative to the clip's loudest bin, floored at -80 dB (what
-``librosa.power_to_db(ref=np.max, top_db=80)`` computes). Relative to the clip's maximum, the
-features do not change with the playback gain.
+carries it), and log compression in dB relative to the clip's loudest bin, floored at -top_db dB (what
+``librosa.power_to_db(ref=np.max, top_db=top_db)`` computes). Relative to the clip's maximum, the
+features do not change with the playback gain. The floor matters for robustness: the synthesised clips
+are padded with digital silence, whose bins sit at the floor, so a perturbation far below the speech
+but above the floor changes them; the reference CNNs use a floor of -50 dB.
 
 torchaudio would supply the same front end, but it has no build for the pinned torch 2.13 (its last
 release is built against torch 2.11), so the well-kept filterbank comes from librosa.
@@ -59,9 +61,10 @@ class KeywordCNN(nn.Module):
     """LogMel -> three conv blocks (3x3 conv, batch norm, ReLU, 2x2 max-pool) -> global average pool
     -> linear: logits [B, classes]."""
 
-    def __init__(self, classes: int = 14, channels: tuple[int, ...] = (16, 32, 64), n_mels: int = 40):
+    def __init__(self, classes: int = 14, channels: tuple[int, ...] = (16, 32, 64), n_mels: int = 40,
+                 top_db: float = 80.0):
         super().__init__()
-        self.frontend = LogMel(n_mels=n_mels)
+        self.frontend = LogMel(n_mels=n_mels, top_db=top_db)
         blocks, cin = [], 1
         for c in channels:
             blocks.append(_block(cin, c))

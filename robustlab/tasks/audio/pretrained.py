@@ -39,13 +39,14 @@ class KWSSetup:
     method: str = "standard"
     at_db: float = -30.0
     attack_steps: int = 5
+    top_db: float = 50.0
     seed: int = 0
 
     def key(self) -> str:
         return settings_key(self)
 
     def new_model(self) -> KeywordCNN:
-        return KeywordCNN(self.classes, self.channels)
+        return KeywordCNN(self.classes, self.channels, top_db=self.top_db)
 
     def threat(self) -> ThreatModel:
         """The inner attacks' threat: Linf of ``at_db`` dB relative to clips of peak ``PEAK``."""
@@ -54,10 +55,10 @@ class KWSSetup:
 
 #: the range of each setting a weight file's metadata may ask for (checked before building the model)
 KWS_BOUNDS = {"channels": (1, 512), "classes": (2, 10_000), "epochs": (1, 10 ** 5), "batch_size": (1, 4096),
-              "lr": (1e-12, 10.0), "at_db": (-200.0, 0.0), "attack_steps": (1, 10 ** 4), "seed": (0, 2 ** 63 - 1)}
+              "lr": (1e-12, 10.0), "at_db": (-200.0, 0.0), "top_db": (1.0, 200.0), "attack_steps": (1, 10 ** 4), "seed": (0, 2 ** 63 - 1)}
 
 STANDARD = KWSSetup()
-ADVERSARIAL = replace(STANDARD, method="fgsm_rs", at_db=-40.0)  # FGSM-RS (Wong et al. 2020): AT at about twice the cost
+ADVERSARIAL = replace(STANDARD, method="fgsm_rs", at_db=-50.0)  # FGSM-RS (Wong et al. 2020): AT at about twice the cost
 
 
 def train_kws(model: KeywordCNN, setup: KWSSetup, train: Dataset, test: Dataset | None = None,
