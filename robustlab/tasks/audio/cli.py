@@ -87,7 +87,7 @@ def corpus_setup(args):
     names = tuple(voices()[:args.voices] if args.voices > 0 else voices())
     if args.takes < 1 or len(names) < 2 or len(words) < 2:
         raise InputError("the corpus needs --takes >= 1, at least two voices and two words")
-    return SpeechSetup(words=words, voices=names, takes=args.takes, seed=args.seed)
+    return SpeechSetup(words=words, voices=names, takes=args.takes)  # --seed is the run's, not the corpus's
 
 
 def _start(args, kind: str, extra: dict | None = None) -> Run:

@@ -38,7 +38,7 @@ class Plan:
     """The settings of one reproduction."""
 
     n: int = 100
-    bounds_db: tuple[float, ...] = (-80.0, -70.0, -60.0, -50.0, -40.0, -30.0)
+    bounds_db: tuple[float, ...] = (-70.0, -60.0, -50.0, -40.0, -30.0)
     black_box_db: float = -40.0
     air_db: float = -30.0
     defence_db: float = -50.0
