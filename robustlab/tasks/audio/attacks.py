@@ -47,7 +47,7 @@ def build_attack(name: str, threat, budget: int = 1000, steps: int = 50, seed: i
     if name == "cw":
         if threat.norm != "l2":
             raise InputError(f"cw (Carlini-Wagner L2) is an L2 attack: bound the SNR (got {threat.norm})")
-        return CarliniWagnerL2(threat, steps=steps, binary_search_steps=5, initial_const=1.0, lr=0.002, seed=seed)
+        return CarliniWagnerL2(threat, steps=steps, binary_search_steps=5, initial_const=1.0, lr=5e-4, seed=seed)
     if name in BLACK_BOX and not isinstance(threat, ThreatModel):
         raise InputError(f"{name} needs one radius for every clip: a dB bound on clips of one peak")
     if name == "square":

@@ -44,7 +44,7 @@ class Plan:
     defence_db: float = -50.0
     bound_snr: float = 30.0
     steps: int = 20
-    cw_steps: int = 50
+    cw_steps: int = 100
     budget: int = 500
     n_black_box: int = 50
     eot: int = 8
