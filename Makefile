@@ -8,17 +8,20 @@ OCR_STAMP := $(VENV)/.installed-ocr
 OCR_DEB := tesseract-ocr tesseract-ocr-eng libtesseract-dev libleptonica-dev pkg-config
 PAGES_STAMP := $(VENV)/.installed-pages
 PAGES_DEB := chromium
+# espeak-ng for the audio task's synthesised corpus (soundfile and librosa come with the extra "audio")
+AUDIO_DEB := espeak-ng
 BENCH_STAMP := $(VENV)/.installed-bench
 DOCS_STAMP := $(VENV)/.installed-docs
 TORCH_PIN := torch==2.13.0
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: install demo test test-all bench docs mutation clean ocr-system pages-system
+.PHONY: install demo test test-all bench docs mutation clean ocr-system pages-system audio-system
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet $(TORCH_PIN)
-	$(BIN)/pip install --quiet -e ".[test,cluster,tensorboard,rl]"  # rl: gymnasium, SB3 (torch already pinned above)
+	$(BIN)/pip install --quiet -e ".[test,cluster,tensorboard,rl,audio]"  # rl: gymnasium, SB3 (torch already pinned above)
+	@$(MAKE) --no-print-directory audio-system
 	touch $(STAMP)
 
 # $(call apt-install,PACKAGES,WHAT SKIPS): Debian PACKAGES, installed when missing and possible (root or passwordless
@@ -45,6 +48,10 @@ pages-system:
 $(PAGES_STAMP): $(STAMP)
 	@$(MAKE) --no-print-directory pages-system
 	touch $(PAGES_STAMP)
+
+# espeak-ng, the speech synthesiser of the audio task's corpus
+audio-system:
+	$(call apt-install,$(AUDIO_DEB),the audio task's tests that synthesise speech skip)
 
 # The tesserocr binding (extra "ocr") after the system library; a failed build only skips the Tesseract tests.
 $(OCR_STAMP): $(STAMP)

@@ -87,6 +87,7 @@ TASKS.register("classification", "robustlab.tasks.classification:TASK", kind="bu
 TASKS.register("stereo", "robustlab.tasks.stereo.plugin:TASK", kind="builtin")
 TASKS.register("ocr", "robustlab.tasks.ocr.plugin:TASK", kind="builtin")
 TASKS.register("rl", "robustlab.tasks.rl.plugin:TASK", kind="builtin")
+TASKS.register("audio", "robustlab.tasks.audio.plugin:TASK", kind="builtin")
 
 
 def get_task(name: str) -> Task:

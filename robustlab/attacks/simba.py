@@ -14,10 +14,15 @@ from .base import AttackContext, IterativeAttack, check_query_budget
 
 def dct_matrix(n: int, dtype=torch.float32, device=None) -> torch.Tensor:
     """Orthonormal DCT-II matrix: row u is the u-th cosine basis vector of length n."""
-    k = torch.arange(n, dtype=dtype, device=device)
-    m = torch.cos(math.pi / n * (k[None, :] + 0.5) * k[:, None]) * math.sqrt(2.0 / n)
-    m[0] /= math.sqrt(2.0)
-    return m
+    return dct_rows(torch.arange(n, device=device), n, dtype)
+
+
+def dct_rows(u: torch.Tensor, n: int, dtype=torch.float32) -> torch.Tensor:
+    """Rows ``u`` [B] of the orthonormal DCT-II matrix of size n, [B, n], without building the n x n
+    matrix (a 1 s waveform has n = 16,000: the matrix would take 1 GB)."""
+    k = torch.arange(n, dtype=dtype, device=u.device)
+    m = torch.cos(math.pi / n * (k[None, :] + 0.5) * u.to(dtype)[:, None]) * math.sqrt(2.0 / n)
+    return torch.where(u[:, None] == 0, m / math.sqrt(2.0), m)
 
 
 class SimBA(IterativeAttack):
@@ -60,9 +65,6 @@ class SimBA(IterativeAttack):
             order = keys.argsort(1)
         loss, _, _ = ctx.evaluate(ctx.x)
         state = {"x_adv": ctx.x.clone(), "loss": loss, "order": order}
-        if self.basis == "dct":
-            # a list, not a tuple: the engine subsets tuples of [B, ...] tensors, and an H x H matrix is one when B == H
-            state["_dct"] = [dct_matrix(h, ctx.x.dtype, ctx.x.device), dct_matrix(w, ctx.x.dtype, ctx.x.device)]
         return state
 
     def _directions(self, s: dict, k: torch.Tensor, shape) -> torch.Tensor:
@@ -71,10 +73,10 @@ class SimBA(IterativeAttack):
         if self.basis == "pixel":
             q.scatter_(1, k[:, None], 1.0)
             return q.reshape(shape)
-        dh, dw = s["_dct"]
         ch, rem = k // (h * w), k % (h * w)
         u, v = rem // w, rem % w
-        img = dh[u][:, :, None] * dw[v][:, None, :]                          # [B, H, W], unit norm
+        dtype = s["x_adv"].dtype
+        img = dct_rows(u, h, dtype)[:, :, None] * dct_rows(v, w, dtype)[:, None, :]   # [B, H, W], unit norm
         q = q.reshape(shape)
         q[torch.arange(b, device=k.device), ch] = img
         return q

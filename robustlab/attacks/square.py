@@ -20,7 +20,7 @@ def square_p(p_init: float, it: int, n_iters: int) -> float:
     return p_init / 2 ** halvings
 
 
-def _window_corners(u: torch.Tensor, side: int, h: int, w: int) -> torch.Tensor:
+def _window_corners(u: torch.Tensor, side: int | tuple[int, int], h: int, w: int) -> torch.Tensor:
     """Window corners (top, left) [B, 2] from uniform draws u [B, 2] in [0, 1): along a side of n pixels
     uniform over 0 .. n - side, the paper's range (Algorithm 2 of Andriushchenko et al. 2020:
     r, s ~ U{0, ..., w - h}), both sides in one operation.
@@ -31,10 +31,25 @@ def _window_corners(u: torch.Tensor, side: int, h: int, w: int) -> torch.Tensor:
     image). Measured on the 8 x 8 digits MLP (1,000 queries, seeds 0-2): Linf 0.1 successes 0.58-0.60
     with this range, 0.42-0.45 with the reference's; L2 1.0: 0.97-0.99 against 0.86-0.90. Clamped, since
     u (n - side + 1) can round up to n - side + 1 in float32."""
-    key = (side, h, w, str(u.device), u.dtype)
-    span = _cached(("span", *key), lambda: torch.tensor([h - side + 1, w - side + 1], dtype=u.dtype, device=u.device))
-    last = _cached(("last", *key), lambda: torch.tensor([h - side, w - side], device=u.device))
+    sh, sw = _sides(side)
+    key = (sh, sw, h, w, str(u.device), u.dtype)
+    span = _cached(("span", *key), lambda: torch.tensor([h - sh + 1, w - sw + 1], dtype=u.dtype, device=u.device))
+    last = _cached(("last", *key), lambda: torch.tensor([h - sh, w - sw], device=u.device))
     return torch.minimum((u * span).long(), last)
+
+
+def _sides(side: int | tuple[int, int]) -> tuple[int, int]:
+    """(rows, columns) of a window: a square's side, or a 1-D window's (1, length)."""
+    return (side, side) if isinstance(side, int) else side
+
+
+def linf_window(p: float, h: int, w: int) -> int:
+    """The side of the Linf window covering a fraction p of the input: a square of side sqrt(p H W), at most
+    H - 1 (the reference's cap for square images) and W; on one-row inputs (a waveform as [B, C, 1, T]) the
+    length of a 1-D window, round(p T) samples."""
+    if h == 1:
+        return int(min(max(round(p * w), 1), w))
+    return int(min(max(round(math.sqrt(p * h * w)), 1), h - 1, w))
 
 
 def _window_masks(ctx: AttackContext, side: int, h: int, w: int) -> torch.Tensor:
@@ -62,14 +77,15 @@ def _two_windows(ctx: AttackContext, side: int, b: int, c: int, h: int, w: int):
     return w1.expand(b, c, h, w), _window_masks(ctx, side, h, w).expand(b, c, h, w), pix1
 
 
-def _window_pixels(corners: torch.Tensor, side: int, w: int) -> torch.Tensor:
+def _window_pixels(corners: torch.Tensor, side: int | tuple[int, int], w: int) -> torch.Tensor:
     """Flat pixel indices [B, side * side] of each sample's window (rows top .. top + side - 1, columns
     left .. left + side - 1, row-major: the order in which a boolean mask of the window lists them), so
     windows are read and written with ``gather``/``scatter`` at a size the host knows:
     top w + left + (i w + j) for the window's offsets (i, j)."""
     device = corners.device
-    offsets = _cached(("offsets", side, w, str(device)),
-                      lambda: (torch.arange(side, device=device)[:, None] * w + torch.arange(side, device=device)).reshape(-1))
+    sh, sw = _sides(side)
+    offsets = _cached(("offsets", sh, sw, w, str(device)),
+                      lambda: (torch.arange(sh, device=device)[:, None] * w + torch.arange(sw, device=device)).reshape(-1))
     return (corners[:, 0] * w + corners[:, 1])[:, None] + offsets
 
 
@@ -179,13 +195,12 @@ class Square(IterativeAttack):
         x, threat = ctx.x, ctx.threat
         b, c, h, w = x.shape
         p = square_p(self.p_init, i, self.max_queries)  # iteration i = 0, 1, ...: the reference's p_selection(i_iter)
-        # Linf window side: sqrt(p H W), at most H - 1 (the reference's cap for square images) and W
-        linf_side = int(min(max(round(math.sqrt(p * h * w)), 1), h - 1 if h > 1 else 1, w))
+        linf_side = linf_window(p, h, w)
         if threat.norm == "linf" and threat.mask is None and threat.variable_is_point:
             return self._linf_window_step(ctx, s, linf_side)
         delta = s["x_adv"] - x
         if threat.norm == "linf":
-            side = linf_side
+            side = linf_side if h > 1 else 1  # masked: square windows (one sample on one-row inputs)
             window = _window_masks(ctx, side, h, w)
             signs = torch.where(ctx.rand_full((c, 1, 1)) < 0.5, -1.0, 1.0).to(x.dtype) * threat.eps
             new = torch.where(window, signs, delta)
@@ -210,7 +225,8 @@ class Square(IterativeAttack):
         synchronisation: the flip of an unchanged window and the restore are masks (``torch.where``)."""
         x, (lo, hi), eps = ctx.x, ctx.threat.bounds, ctx.threat.eps
         b, c, h, w = x.shape
-        pix = _window_pixels(_window_corners(ctx.rand_full((2,)), side, h, w), side, w)[:, None].expand(b, c, side * side)
+        window = (1, side) if h == 1 else side  # one-row inputs: a 1-D window of `side` samples
+        pix = _window_pixels(_window_corners(ctx.rand_full((2,)), window, h, w), window, w)[:, None].expand(b, c, -1)
         signs = torch.where(ctx.rand_full((c, 1)) < 0.5, -eps, eps).to(x.dtype)          # [B, C, 1]
         if not s["x_adv"].is_contiguous():
             s["x_adv"] = s["x_adv"].contiguous()

@@ -143,10 +143,21 @@ def _read_examples(path: Path) -> dict | None:
     return ex
 
 
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
+
+
+def _figure_html(f: str) -> str:
+    """An image, or an audio file (by its suffix) as a captioned HTML ``<audio>`` player."""
+    name = html.escape(Path(f).stem)
+    if f.lower().endswith(AUDIO_SUFFIXES):
+        return f"<figure><figcaption>{name}</figcaption><audio controls preload='none' src='{html.escape(f)}'></audio></figure>"
+    return f"<figure><img src='{html.escape(f)}' alt='{name}'></figure>"
+
+
 def page_html(title: str, sections: list[tuple[str, str]], tables: list[tuple[str, list[str], list[list[str]]]],
               figures: list[str], metadata: dict | None = None) -> str:
     """One report page in the shared style: free-text sections, tables (caption, header, rows),
-    figures (paths relative to the page, shown at full width) and the run's metadata."""
+    figures (paths relative to the page, shown at full width; audio files as players) and the run's metadata."""
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
              f"<style>{STYLE}</style></head><body>", f"<h1>robustlab report: {html.escape(title)}</h1>"]
     for head, text in sections:
@@ -156,7 +167,7 @@ def page_html(title: str, sections: list[tuple[str, str]], tables: list[tuple[st
                      + "</tr>")
         parts += ["<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows]
         parts.append("</table>")
-    parts += [f"<figure><img src='{html.escape(f)}' alt='{html.escape(Path(f).stem)}'></figure>" for f in figures]
+    parts += [_figure_html(f) for f in figures]
     if metadata:
         parts.append("<h2>Configuration</h2><details><summary>config</summary><pre>"
                      + html.escape(yaml.safe_dump(metadata, sort_keys=False)) + "</pre></details>")

@@ -1,0 +1,94 @@
+"""What ``robustlab audio attack`` and ``evaluate`` do with a model and clips: run the attack (engine
+attacks, a universal perturbation, over the air with EOT, through a BPDA-wrapped preprocessing defence),
+then write the summary, the figures, the WAV files and the page of the run."""
+from __future__ import annotations
+
+import torch
+
+from ...attacks.universal import UniversalPerturbation
+from ...data import Dataset
+from ...threat import ThreatModel
+from .attacks import OneRow, OverTheAir, attack_clips, defended, over_the_air_success
+from .metrics import audio_metrics, predict
+from ...runs import write_run_page
+from .report import clips_figure, write_clips
+from .speech import PEAK
+from .threats import BOUNDS, same_peak
+
+
+def universal(model, x: torch.Tensor, y: torch.Tensor, bound_db: float, epochs: int = 5, seed: int = 0):
+    """One perturbation for every clip (clips of one peak: the dB bound is one radius); returns the
+    perturbed clips and the fitted perturbation."""
+    from ...errors import InputError
+
+    if not same_peak(x):
+        raise InputError("a universal perturbation needs clips of one peak (the synthesised corpus, or peak-normalised clips)")
+    threat = ThreatModel("linf", float(x[0].abs().max()) * 10 ** (bound_db / 20), bounds=BOUNDS)
+    uap = UniversalPerturbation.fit(model, x, y, threat, epochs=epochs, batch_size=32, seed=seed)
+    return uap.apply(x), uap
+
+
+def run_attack(model, x: torch.Tensor, y: torch.Tensor, args) -> tuple[torch.Tensor, dict]:
+    """The adversarial clips and metrics of ``args`` (attack, db / snr, steps, budget, eot, defence);
+    with eot > 1, also the share of (clip, room) pairs misclassified over the air."""
+    target = defended(model, args.defence) if args.defence != "none" else model
+    attacked = OverTheAir(target, seed=args.seed) if args.eot > 1 else target
+    if args.attack == "universal":
+        x_adv, _ = universal(attacked, x, y, args.db, seed=args.seed)
+        metrics = audio_metrics(target, x, x_adv, y, bound_db=args.db)
+    else:
+        x_adv, _, metrics = attack_clips(attacked, x, y, attack=args.attack, bound_db=args.db, bound_snr=args.snr,
+                                         steps=args.steps, budget=args.budget, seed=args.seed, eot=args.eot)
+        if attacked is not target:  # judged on the model without the channel too
+            metrics.update({k: v for k, v in audio_metrics(target, x, x_adv, y, args.db, args.snr).items()
+                            if k.endswith("accuracy") or k == "success_rate"})
+    if args.eot > 1:
+        metrics["over_the_air_error"] = over_the_air_success(target, x_adv, y, seed=args.seed + 1)
+        metrics["over_the_air_error_clean"] = over_the_air_success(target, x, y, seed=args.seed + 1)
+    return x_adv, metrics
+
+
+def attack_run(run, model, data: Dataset, words: list[str], args) -> dict:
+    """Attack, then write summary.json, figures/clips.png, audio/*.wav and report.html."""
+    device = next(model.parameters()).device
+    x, y = data.x.to(device), data.y.to(device)
+    x_adv, metrics = run_attack(model, x, y, args)
+    clean, adv = predict(model, x[:4]), predict(model, x_adv[:4])
+    run.write_summary({"metrics": metrics, "clean": [words[i] for i in clean], "adversarial": [words[i] for i in adv]})
+    bound = f"SNR >= {args.snr:g} dB" if args.snr is not None else f"{args.db:g} dB"
+    clips_figure(run.figures / "clips.png", x.cpu(), x_adv.cpu(), [words[i] for i in clean], [words[i] for i in adv],
+                 frontend=model.frontend.cpu() if hasattr(model, "frontend") else None,
+                 title=f"{args.attack} at {bound}")
+    model.to(device)
+    wavs = write_clips(run.path, x.cpu(), x_adv.cpu())
+    rows = [[k, f"{v:.4g}" if isinstance(v, float) else str(v)] for k, v in metrics.items()]
+    write_run_page(run.path / "report.html", f"audio attack {run.name}", [], [("metrics", ["", "value"], rows)],
+               ["figures/clips.png", *wavs])
+    return metrics
+
+
+def evaluate_run(run, model, data: Dataset, bounds_db: list[float], attacks: str, seed: int = 0) -> list[list[str]]:
+    """Clean and robust accuracy at each dB bound with the shared ``robustness_curve`` (nested balls);
+    writes summary.json and report.html; returns the table rows."""
+    from ...errors import InputError
+    from ...evaluation import robustness_curve
+
+    if not same_peak(data.x):
+        raise InputError("evaluate needs clips of one peak (one radius per dB bound); the corpus's clips have "
+                         f"peak {PEAK}; peak-normalise a WAV folder's clips")
+    peak = float(data.x[0].abs().max())
+    eps = {b: peak * 10 ** (b / 20) for b in bounds_db}
+    device = next(model.parameters()).device
+    # clips as one-row images [B, 1, 1, T]: Square (in the standard suite) then uses 1-D windows
+    curve = robustness_curve(OneRow(model), (data.x[:, :, None].to(device), data.y.to(device)),
+                             ThreatModel("linf", 0.0, bounds=BOUNDS), sorted(eps.values()), attacks, seed=seed,
+                             progress=False, sanity=None)
+    by_eps = dict(zip(curve.eps, curve.reports))
+    rows = [[f"{b:g}", f"{by_eps[eps[b]].clean_accuracy:.3f}", f"{by_eps[eps[b]].robust_accuracy:.3f}", f"{eps[b]:.3g}"]
+            for b in sorted(bounds_db)]
+    run.write_summary({"attacks": attacks, "n": len(data), "rows": [dict(zip(("db", "clean", "robust", "eps"), r))
+                                                                     for r in rows]})
+    write_run_page(run.path / "report.html", f"audio evaluation {run.name}", [],
+                   [(f"robust accuracy ({attacks} suite)", ["bound (dB)", "clean accuracy", "robust accuracy", "Linf eps"],
+                 rows)], [])
+    return rows
