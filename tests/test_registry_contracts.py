@@ -343,6 +343,14 @@ def _rl(task):
     return policy, d.x, policy(d.x).argmax(1)  # the greedy actions: the label of the untargeted objective
 
 
+@_task_case("audio")
+def _audio(task):
+    pytest.importorskip("librosa", reason="the audio task's mel filterbank needs librosa (the audio extra)")
+    t = torch.arange(8000) / 16000
+    clip = (0.5 * torch.sin(2 * torch.pi * 440 * t)).reshape(1, 1, 1, -1)  # 0.5 s of a 440 Hz tone, peak 0.5
+    return task.models["cnn"](classes=3, channels=(4,), n_mels=16), clip, torch.tensor([1])
+
+
 def _numbers(value) -> torch.Tensor:
     return torch.as_tensor(value, dtype=torch.float64).reshape(-1)
 
