@@ -1,9 +1,11 @@
-"""`robustlab rl reproduce`: the return-vs-eps table of docs/results/rl.md on CartPole-v1.
+"""`robustlab rl reproduce`: the return-vs-eps table of docs/results/rl.md.
 
-Rows: PPO and DQN (cached, trained once) clean and under per-step PGD, the strategically-timed PGD
-(with the fraction of steps attacked), RayS on the policy's actions only (black-box), transfer from
-the other algorithm's agent, and the adversarially fine-tuned PPO under PGD. eps is in units of each
-observation dimension's std under the clean policy. ``--quick``: tiny settings for a smoke test.
+Rows on CartPole-v1: PPO and DQN (cached, trained once) clean and under per-step PGD, the worst-action
+targeted PGD, the strategically-timed PGD (with the fraction of steps attacked), RayS on the policy's
+actions only (black-box), transfer from the other algorithm's agent; the defences under PGD and the
+worst-action PGD: PPO adversarially fine-tuned, and PPO fine-tuned with SA-PPO's regulariser. On
+Acrobot-v1: PPO under PGD and the worst-action PGD. eps is in units of each observation dimension's
+std under the clean policy. ``--quick``: tiny settings for a smoke test.
 """
 from __future__ import annotations
 
@@ -19,25 +21,42 @@ from .evaluate import markdown_table, return_curve
 log = logging.getLogger(__name__)
 
 FULL = dict(n=10, eps=[0.0, 0.5, 1.0, 2.0], bb_eps=[0.0, 2.0], budget=30, steps=10, adv_eps=1.0, adv_steps=40_000,
-            train_steps=None)
+            sa_eps=2.0, sa_kappas=[0.1, 1.0], sa_steps=60_000, train_steps=None, acrobot_steps=None)
 QUICK = dict(n=2, eps=[0.0, 2.0], bb_eps=[0.0, 2.0], budget=10, steps=3, adv_eps=1.0, adv_steps=512,
-             train_steps=512)
+             sa_eps=2.0, sa_kappas=[1.0], sa_steps=512, train_steps=512, acrobot_steps=512)
+
+
+def _agents(cfg: dict, seed: int, cache) -> dict:
+    """The table's agents by row name (trained and cached on first use)."""
+    def agent(**kw):
+        return pretrained_agent(AgentSetup(seed=seed, **kw), cache)
+
+    base = dict(algo="ppo", steps=cfg["train_steps"])
+    agents = {"PPO": agent(**base), "DQN": agent(algo="dqn", steps=cfg["train_steps"]),
+              f"PPO adv. fine-tuned (eps {cfg['adv_eps']:g})": agent(**base, adv_eps=cfg["adv_eps"],
+                                                                     adv_steps=cfg["adv_steps"])}
+    for kappa in cfg["sa_kappas"]:
+        agents[f"PPO SA-PPO (eps {cfg['sa_eps']:g}, kappa {kappa:g})"] = agent(
+            **base, adv_eps=cfg["sa_eps"], adv_steps=cfg["sa_steps"], sa_kappa=kappa)
+    agents["Acrobot PPO"] = agent(env="Acrobot-v1", algo="ppo", steps=cfg["acrobot_steps"])
+    return agents
 
 
 def _plan(cfg: dict, seed: int, cache) -> list[tuple]:
     """(row name, victim, attack, eps list, options) for every row of the table."""
-    ppo = pretrained_agent(AgentSetup(algo="ppo", steps=cfg["train_steps"], seed=seed), cache)
-    dqn = pretrained_agent(AgentSetup(algo="dqn", steps=cfg["train_steps"], seed=seed), cache)
-    defended = pretrained_agent(AgentSetup(algo="ppo", steps=cfg["train_steps"], seed=seed, adv_eps=cfg["adv_eps"],
-                                           adv_steps=cfg["adv_steps"]), cache)
+    agents = _agents(cfg, seed, cache)
     steps = dict(steps=cfg["steps"])
     rows = []
-    for name, victim, other in (("PPO", ppo, dqn), ("DQN", dqn, ppo)):
+    for name, other in (("PPO", "DQN"), ("DQN", "PPO")):
+        victim = agents[name]
         rows += [(name, victim, "pgd", cfg["eps"], steps),
+                 (name, victim, "worst", cfg["eps"], steps),
                  (name, victim, "timed", cfg["eps"], dict(steps, threshold=0.5)),
                  (name, victim, "rays", cfg["bb_eps"], dict(budget=cfg["budget"])),
-                 (name, victim, "transfer", cfg["eps"], dict(steps, surrogate=other))]
-    rows.append((f"PPO adv. fine-tuned (eps {cfg['adv_eps']:g})", defended, "pgd", cfg["eps"], steps))
+                 (name, victim, "transfer", cfg["eps"], dict(steps, surrogate=agents[other]))]
+    defended = [name for name in agents if name.startswith("PPO ")]
+    rows += [(name, agents[name], attack, cfg["eps"], steps) for name in defended for attack in ("pgd", "worst")]
+    rows += [("Acrobot PPO", agents["Acrobot PPO"], attack, cfg["eps"], steps) for attack in ("pgd", "worst")]
     return rows
 
 
