@@ -165,6 +165,8 @@ def test_cache_keys_keep_old_agents_and_bump_the_changed_recipe():
     assert AgentSetup(algo="ppo").key() == "ccfc79d73dc2"                          # unchanged recipe: reused
     assert AgentSetup(algo="ppo", adv_eps=1.0, adv_steps=40_000).key() == "a674f5972719"
     assert AgentSetup(algo="dqn").key().endswith("-r2") and "recipe" in AgentSetup(algo="dqn").record()
+    control = AgentSetup(algo="ppo", adv_eps=1.0, adv_steps=60_000, adv_prob=0.0, adv_pgd_steps=3, sa_kappa=0.1)
+    assert control.base() == AgentSetup(algo="ppo")                                # fine-tuned from the cached base
     assert AgentSetup(algo="ppo", adv_eps=2.0, adv_steps=10, sa_kappa=1.0).key() not in (
         AgentSetup(algo="ppo", adv_eps=2.0, adv_steps=10).key(),)
 

@@ -13,7 +13,7 @@ import io
 import json
 import logging
 import zipfile
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
@@ -171,7 +171,8 @@ class AgentSetup:
         return HYPER[(self.env, self.algo)].get("recipe", 1)
 
     def base(self) -> "AgentSetup":
-        return replace(self, adv_eps=0.0, adv_steps=0, sa_kappa=0.0)
+        """The undefended agent this one is fine-tuned from (every defence field at its default)."""
+        return replace(self, **{f.name: f.default for f in fields(self) if f.name.startswith(("adv_", "sa_"))})
 
     def key(self) -> str:
         """The cache key: the settings' hash, with ``-r<recipe>`` once the table's recipe has changed."""
