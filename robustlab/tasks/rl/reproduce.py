@@ -24,9 +24,10 @@ log = logging.getLogger(__name__)
 
 FULL = dict(n=10, eps=[0.0, 0.5, 1.0, 2.0], bb_eps=[0.0, 2.0], budget=30, steps=10, adv_eps=1.0, adv_steps=40_000,
             sa=[(2.0, 1.0), (2.0, 0.1), (2.0, 0.03), (1.0, 1.0), (1.0, 0.1)], sa_steps=60_000, train_steps=None,
-            acrobot_steps=None)
+            acrobot_steps=None, acrobot_eps=[0.0, 0.1, 0.25, 0.5, 1.0, 2.0], acrobot_bb_eps=[0.0, 0.25, 0.5])
 QUICK = dict(n=2, eps=[0.0, 2.0], bb_eps=[0.0, 2.0], budget=10, steps=3, adv_eps=1.0, adv_steps=512,
-             sa=[(2.0, 1.0)], sa_steps=512, train_steps=512, acrobot_steps=512)
+             sa=[(2.0, 1.0)], sa_steps=512, train_steps=512, acrobot_steps=512, acrobot_eps=[0.0, 0.25],
+             acrobot_bb_eps=[0.0, 0.25])
 
 
 def _agents(cfg: dict, seed: int, cache) -> dict:
@@ -61,10 +62,10 @@ def _plan(cfg: dict, seed: int, cache) -> list[tuple]:
                  (name, victim, "transfer", cfg["eps"], dict(steps, surrogate=agents[other]))]
     defended = [name for name in agents if name.startswith("PPO ")]
     rows += [(name, agents[name], "pgd", cfg["eps"], steps) for name in defended]
-    acrobot = agents["Acrobot PPO"]
-    rows += [("Acrobot PPO", acrobot, "pgd", cfg["eps"], steps), ("Acrobot PPO", acrobot, "worst", cfg["eps"], steps),
-             ("Acrobot PPO", acrobot, "timed", cfg["eps"], dict(steps, threshold=0.5)),
-             ("Acrobot PPO", acrobot, "rays", cfg["bb_eps"], dict(budget=cfg["budget"]))]
+    acrobot, eps = agents["Acrobot PPO"], cfg["acrobot_eps"]   # smaller radii too: it breaks by eps 0.5
+    rows += [("Acrobot PPO", acrobot, "pgd", eps, steps), ("Acrobot PPO", acrobot, "worst", eps, steps),
+             ("Acrobot PPO", acrobot, "timed", eps, dict(steps, threshold=0.5)),
+             ("Acrobot PPO", acrobot, "rays", cfg["acrobot_bb_eps"], dict(budget=cfg["budget"]))]
     return rows
 
 

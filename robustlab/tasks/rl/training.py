@@ -14,7 +14,8 @@ KEEP_BEST_SEED = 20_000
 
 
 def keep_best_callback(algo: str, env: str, every: int):
-    """An SB3 callback that remembers the best greedy policy's state dict (``.best_state``, ``.best``)."""
+    """An SB3 callback that remembers the best greedy policy's state dict (``.best_state``, ``.best``,
+    ``.best_step``)."""
     from stable_baselines3.common.callbacks import BaseCallback
 
     from .agents import live_policy
@@ -23,7 +24,7 @@ def keep_best_callback(algo: str, env: str, every: int):
     class KeepBest(BaseCallback):
         def __init__(self):
             super().__init__()
-            self.best, self.best_state, self.next = float("-inf"), None, every
+            self.best, self.best_state, self.best_step, self.next = float("-inf"), None, 0, every
 
         def _on_step(self) -> bool:
             if self.num_timesteps >= self.next:
@@ -34,6 +35,7 @@ def keep_best_callback(algo: str, env: str, every: int):
                 log.info("step %d: greedy return %.1f (best so far %.1f)", self.num_timesteps, mean, self.best)
                 if mean > self.best:
                     self.best, self.best_state = mean, copy.deepcopy(self.model.policy.state_dict())
+                    self.best_step = self.num_timesteps
             return True
 
     return KeepBest()
@@ -41,11 +43,12 @@ def keep_best_callback(algo: str, env: str, every: int):
 
 def learn(model, algo: str, env: str, steps: int, keep_best: int | None = None, **learn_kwargs) -> dict:
     """``model.learn(steps)``; with ``keep_best`` the best evaluated weights are loaded back at the end.
-    Returns what to record with the agent (the selected evaluation return and its step count)."""
+    Returns what to record with the agent (the selected policy's selection return and its step)."""
     callback = keep_best_callback(algo, env, keep_best) if keep_best else None
     model.learn(steps, callback=callback, **learn_kwargs)
     if callback is None or callback.best_state is None:
         return {}
     model.policy.load_state_dict(callback.best_state)
-    log.info("kept the best greedy policy: return %.1f on the selection episodes", callback.best)
-    return {"selection_return": callback.best}
+    log.info("kept the greedy policy of step %d: return %.1f on the selection episodes", callback.best_step,
+             callback.best)
+    return {"selection_return": callback.best, "selection_step": callback.best_step}
