@@ -195,3 +195,18 @@ def test_sa_ppo_adds_its_regulariser_to_sb3_ppo_training():
     model.learn(128)
     assert len(model.sa_history) == 2 and min(model.sa_history) > 0
     assert "evaluate_actions" not in vars(model.policy)                             # SB3 restored
+
+
+def test_keep_best_loads_back_the_best_evaluated_policy():
+    from stable_baselines3 import PPO
+
+    from robustlab.tasks.rl import training
+    from robustlab.tasks.rl.agents import live_policy
+
+    model = PPO("MlpPolicy", "CartPole-v1", n_steps=64, batch_size=64, n_epochs=1, seed=0, device="cpu",
+                policy_kwargs=dict(net_arch=[8]))
+    info = training.learn(model, "ppo", "CartPole-v1", 256, keep_best=64)
+    assert info["selection_step"] in (64, 128, 192, 256)
+    again = run_episodes(live_policy(model.policy, "ppo"), "CartPole-v1", training.KEEP_BEST_EPISODES,
+                         training.KEEP_BEST_SEED).returns.mean()
+    assert again == info["selection_return"]                     # the weights in the model are the kept ones
