@@ -144,3 +144,69 @@ def test_cli_train_attack_evaluate_and_list(tmp_path, monkeypatch, capsys):
     assert main(["rl", "attack", "--runs", str(runs), "--name", "d", "--agent", str(tmp_path / "nope.pt")]) == 2
     assert "--agent must be" in capsys.readouterr().err
     assert main(["list"]) == 0 and "rl" in capsys.readouterr().out
+
+
+def test_worst_action_attack_forces_the_lowest_scoring_action():
+    lin = nn.Linear(4, 3)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[0.0, 0.0, 10.0, 0.0], [0.0, 0.0, 0.0, 5.0], [0.0, 0.0, -10.0, -5.0]]))
+        lin.bias.zero_()
+    agent = Agent(PolicyNet(nn.Sequential(lin)).eval(), "ppo", "CartPole-v1", SCALE)
+    obs = torch.tensor([[0.0, 0.0, 0.01, 0.0], [0.0, 0.0, -0.01, 0.02], [0.0, 0.0, 0.0, 0.03]])
+    worst = agent.policy(obs).argmin(1)
+    adv, attacked, ratio = StepAttack(agent, "worst", 3.0, steps=20)(obs)
+    assert attacked.all() and (ratio <= 3.0 * (1 + 1e-5)).all()
+    assert agent.actions(adv).tolist() == worst.tolist() != agent.actions(obs).tolist()
+
+
+def test_cache_keys_keep_old_agents_and_bump_the_changed_recipe():
+    from robustlab.tasks.rl.agents import AgentSetup
+
+    assert AgentSetup(algo="ppo").key() == "ccfc79d73dc2"                          # unchanged recipe: reused
+    assert AgentSetup(algo="ppo", adv_eps=1.0, adv_steps=40_000).key() == "a674f5972719"
+    assert AgentSetup(algo="dqn").key().endswith("-r2") and "recipe" in AgentSetup(algo="dqn").record()
+    control = AgentSetup(algo="ppo", adv_eps=1.0, adv_steps=60_000, adv_prob=0.0, adv_pgd_steps=3, sa_kappa=0.1)
+    assert control.base() == AgentSetup(algo="ppo")                                # fine-tuned from the cached base
+    assert AgentSetup(algo="ppo", adv_eps=2.0, adv_steps=10, sa_kappa=1.0).key() not in (
+        AgentSetup(algo="ppo", adv_eps=2.0, adv_steps=10).key(),)
+
+
+def test_sa_regulariser_is_zero_at_eps_0_and_positive_after_the_inner_pgd():
+    from robustlab.tasks.rl.defense import sa_regulariser
+
+    torch.manual_seed(0)
+    policy = PolicyNet(nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2)))
+    obs = torch.randn(16, 4) * SCALE
+    assert float(sa_regulariser(policy, ObservationThreat(SCALE, 0.0), obs, 1.0, 5, seed=0)) == 0.0
+    small = sa_regulariser(policy, ObservationThreat(SCALE, 2.0), obs, 1.0, 1, seed=0)
+    reg = sa_regulariser(policy, ObservationThreat(SCALE, 2.0), obs, 1.0, 5, seed=0)
+    assert float(reg.detach()) > 0 and float(reg.detach()) >= 0.99 * float(small.detach())  # more steps: larger KL
+    assert torch.isclose(sa_regulariser(policy, ObservationThreat(SCALE, 2.0), obs, 3.0, 5, seed=0), 3 * reg)
+    reg.backward()
+    assert policy.net[0].weight.grad.abs().sum() > 0                               # differentiable in the weights
+
+
+def test_sa_ppo_adds_its_regulariser_to_sb3_ppo_training():
+    from robustlab.tasks.rl.defense import sa_ppo_class
+
+    model = sa_ppo_class()("MlpPolicy", "CartPole-v1", n_steps=64, batch_size=32, n_epochs=1, seed=0, device="cpu",
+                           policy_kwargs=dict(net_arch=[8]))
+    model.sa_threat, model.sa_kappa, model.sa_steps = ObservationThreat(SCALE, 2.0), 1.0, 2
+    model.learn(128)
+    assert len(model.sa_history) == 2 and min(model.sa_history) > 0
+    assert "evaluate_actions" not in vars(model.policy)                             # SB3 restored
+
+
+def test_keep_best_loads_back_the_best_evaluated_policy():
+    from stable_baselines3 import PPO
+
+    from robustlab.tasks.rl import training
+    from robustlab.tasks.rl.agents import live_policy
+
+    model = PPO("MlpPolicy", "CartPole-v1", n_steps=64, batch_size=64, n_epochs=1, seed=0, device="cpu",
+                policy_kwargs=dict(net_arch=[8]))
+    info = training.learn(model, "ppo", "CartPole-v1", 256, keep_best=64)
+    assert info["selection_step"] in (64, 128, 192, 256)
+    again = run_episodes(live_policy(model.policy, "ppo"), "CartPole-v1", training.KEEP_BEST_EPISODES,
+                         training.KEEP_BEST_SEED).returns.mean()
+    assert again == info["selection_return"]                     # the weights in the model are the kept ones

@@ -13,7 +13,7 @@ import io
 import json
 import logging
 import zipfile
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
@@ -31,20 +31,24 @@ DEFAULT_ACTIVATION = {"ppo": "tanh", "dqn": "relu"}
 #: where each algorithm's action head lives in an SB3 policy's state dict (hidden layers, then the head)
 PREFIXES = {"ppo": ("mlp_extractor.policy_net.", "action_net."), "dqn": ("q_net.q_net.", None)}
 
-#: SB3 hyperparameters per (environment, algorithm): tuned classic-control settings in the style of
-#: the RL Baselines3 Zoo, shortened where a CPU minute allows; ``steps`` are environment steps
+#: SB3 hyperparameters per (environment, algorithm): the RL Baselines3 Zoo's tuned classic-control
+#: settings (hyperparams/{ppo,dqn}.yml), shortened where a CPU minute allows; ``steps`` are environment
+#: steps. ``keep_best``: evaluate the greedy policy every that many steps on KEEP_BEST_EPISODES episodes
+#: (seeds apart from the evaluation's) and keep the best weights, as the Zoo keeps its best model
+#: (DQN on CartPole can collapse late: its last weights at 50 000 steps returned 18). ``recipe``: bumped
+#: when an entry changes, so that agents cached under the old recipe are not reused.
 HYPER = {
     ("CartPole-v1", "ppo"): dict(steps=60_000, n_envs=8, kwargs=dict(
         n_steps=32, batch_size=256, gae_lambda=0.8, gamma=0.98, n_epochs=20, ent_coef=0.0, learning_rate=1e-3)),
     ("CartPole-v1", "dqn"): dict(steps=50_000, n_envs=1, kwargs=dict(
         learning_rate=2.3e-3, batch_size=64, buffer_size=100_000, learning_starts=1000, gamma=0.99,
         target_update_interval=10, train_freq=256, gradient_steps=128, exploration_fraction=0.16,
-        exploration_final_eps=0.04, policy_kwargs=dict(net_arch=[256, 256]))),
+        exploration_final_eps=0.04, policy_kwargs=dict(net_arch=[256, 256])), keep_best=2_500, recipe=2),
     ("Acrobot-v1", "dqn"): dict(steps=100_000, n_envs=1, kwargs=dict(
         learning_rate=6.3e-4, batch_size=128, buffer_size=50_000, learning_starts=0, gamma=0.99,
         target_update_interval=250, train_freq=4, gradient_steps=-1, exploration_fraction=0.12,
         exploration_final_eps=0.1, policy_kwargs=dict(net_arch=[256, 256]))),
-    ("Acrobot-v1", "ppo"): dict(steps=200_000, n_envs=16, kwargs=dict(
+    ("Acrobot-v1", "ppo"): dict(steps=200_000, n_envs=16, keep_best=20_480, recipe=2, kwargs=dict(
         n_steps=256, gae_lambda=0.94, gamma=0.99, n_epochs=4, ent_coef=0.0)),
     ("MountainCar-v0", "dqn"): dict(steps=120_000, n_envs=1, kwargs=dict(
         learning_rate=4e-3, batch_size=128, buffer_size=10_000, learning_starts=1000, gamma=0.98,
@@ -134,8 +138,10 @@ class Agent:
 @dataclass(frozen=True)
 class AgentSetup:
     """What determines a cached agent: environment, algorithm, training steps (None: the table's), seed,
-    and for a defended agent the adversarial fine-tuning (``adv_eps`` > 0, ``adv_steps`` steps, a
-    fraction ``adv_prob`` of observations perturbed by ``adv_pgd_steps``-step PGD)."""
+    and for a defended agent its fine-tuning from the base agent for ``adv_steps`` steps at training
+    radius ``adv_eps`` > 0: adversarial observations (a fraction ``adv_prob`` of them replaced by
+    ``adv_pgd_steps``-step PGD points) or, with ``sa_kappa`` > 0 (PPO only), SA-PPO's regulariser of
+    weight ``sa_kappa`` with an ``adv_pgd_steps``-step inner maximisation."""
 
     env: str = "CartPole-v1"
     algo: str = "ppo"
@@ -145,6 +151,7 @@ class AgentSetup:
     adv_steps: int = 0
     adv_prob: float = 0.5
     adv_pgd_steps: int = 5
+    sa_kappa: float = 0.0
 
     def __post_init__(self):
         check_env(self.env)
@@ -152,16 +159,30 @@ class AgentSetup:
             raise InputError(f"unknown algorithm {self.algo!r}; known: {', '.join(ALGOS)}")
         if self.steps is not None and self.steps < 1:
             raise InputError(f"steps must be >= 1, got {self.steps}")
+        if self.sa_kappa < 0 or (self.sa_kappa > 0 and self.algo != "ppo"):
+            raise InputError(f"SA-PPO's sa_kappa must be >= 0 and is for PPO only, got {self.sa_kappa} for {self.algo}")
 
     @property
     def train_steps(self) -> int:
         return self.steps if self.steps is not None else HYPER[(self.env, self.algo)]["steps"]
 
+    @property
+    def recipe(self) -> int:
+        return HYPER[(self.env, self.algo)].get("recipe", 1)
+
     def base(self) -> "AgentSetup":
-        return replace(self, adv_eps=0.0, adv_steps=0)
+        """The undefended agent this one is fine-tuned from (every defence field at its default)."""
+        return replace(self, **{f.name: f.default for f in fields(self) if f.name.startswith(("adv_", "sa_"))})
 
     def key(self) -> str:
-        return settings_key(self, drop_defaults=("adv_eps", "adv_steps", "adv_prob", "adv_pgd_steps"))
+        """The cache key: the settings' hash, with ``-r<recipe>`` once the table's recipe has changed."""
+        key = settings_key(self, drop_defaults=("adv_eps", "adv_steps", "adv_prob", "adv_pgd_steps", "sa_kappa"))
+        return key if self.recipe == 1 else f"{key}-r{self.recipe}"
+
+    def record(self) -> dict:
+        """What the cached weights were made from (checked when they are reused; the recipe once bumped)."""
+        record = {k: v for k, v in asdict(self).items() if k != "sa_kappa" or v}
+        return {**record, **({"recipe": self.recipe} if self.recipe > 1 else {})}
 
 
 def new_sb3(setup: AgentSetup, env=None):
@@ -173,6 +194,10 @@ def new_sb3(setup: AgentSetup, env=None):
     if env is None:
         env = make_vec_env(setup.env, n_envs=hyper["n_envs"], seed=setup.seed)
     cls = sb3.PPO if setup.algo == "ppo" else sb3.DQN
+    if setup.sa_kappa > 0:
+        from .defense import sa_ppo_class
+
+        cls = sa_ppo_class()
     return cls("MlpPolicy", env, seed=setup.seed, device="cpu", verbose=0, **hyper["kwargs"])
 
 
@@ -192,22 +217,24 @@ def pretrained_agent(setup: AgentSetup = AgentSetup(), cache: str | Path | None 
 
     def train(_policy) -> dict:
         if setup.adv_eps > 0:
-            from .defense import adversarial_finetune
+            from .defense import defended_agent
 
             base = pretrained_agent(setup.base(), cache)
-            adversarial_finetune(model, setup, base, agent_path(setup.base(), cache))
+            info = defended_agent(model, setup, base, agent_path(setup.base(), cache))
             scale = base.scale
         else:
+            from .training import learn
+
             log.info("training %s on %s for %d steps (seed %d); cached at %s", setup.algo.upper(), setup.env,
                      setup.train_steps, setup.seed, path)
-            model.learn(setup.train_steps)
+            info = learn(model, setup.algo, setup.env, setup.train_steps, HYPER[(setup.env, setup.algo)].get("keep_best"))
             scale = None
         policy, _ = policy_from_state(model.policy.state_dict())
         if scale is None:
             scale = measure_scale(policy, setup.env)
-        return {"scale": scale.tolist(), "algo": setup.algo, "env": setup.env}
+        return {"scale": scale.tolist(), "algo": setup.algo, "env": setup.env, **info}
 
-    cached_weights(model.policy, path, train, asdict(setup), retrain)
+    cached_weights(model.policy, path, train, setup.record(), retrain)
     info = json.loads(path.with_suffix(".json").read_text())
     policy, algo = policy_from_state(model.policy.state_dict())
     return Agent(policy, algo, setup.env, torch.tensor(info["scale"], dtype=torch.float32), info)

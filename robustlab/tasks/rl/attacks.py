@@ -4,6 +4,9 @@
 - ``fgsm`` / ``pgd``: on every step (Huang et al. 2017, "Adversarial attacks on neural network
   policies"), white-box on the policy's action scores, untargeted (the greedy action changes) or
   targeted (the action becomes ``target_action``).
+- ``worst``: targeted PGD on every step towards the worst action, the one with the lowest score
+  (probability or Q-value) at the clean observation (Pattanaik et al. 2018, "Robust deep
+  reinforcement learning with adversarial attacks"); success = the agent takes that action.
 - ``timed``: the strategically-timed attack (Lin et al. 2017, "Tactics of adversarial attack on deep
   reinforcement learning agents"): PGD only on steps whose action preference
   c(s) = max_a pi(a|s) - min_a pi(a|s) exceeds ``threshold`` (pi = softmax of the action scores;
@@ -24,8 +27,8 @@ from ...oracles import DecisionOracle
 from .agents import Agent
 from .threat import ObservationThreat
 
-ATTACKS = ("none", "fgsm", "pgd", "timed", "rays", "hopskipjump", "transfer")
-WHITE_BOX = ("fgsm", "pgd", "timed")
+ATTACKS = ("none", "fgsm", "pgd", "worst", "timed", "rays", "hopskipjump", "transfer")
+WHITE_BOX = ("fgsm", "pgd", "worst", "timed")
 
 
 def action_preference(scores: torch.Tensor) -> torch.Tensor:
@@ -59,14 +62,21 @@ class StepAttack:
         self.model = self.threat.model(self.victim.policy)
         self.calls = 0
 
+    @property
+    def targeted(self) -> bool:
+        return self.target_action is not None or self.kind == "worst"
+
     def objective(self):
         from .plugin import TASK
 
-        return TASK.objective("targeted" if self.target_action is not None else "untargeted")
+        return TASK.objective("targeted" if self.targeted else "untargeted")
 
-    def _target(self, labels: torch.Tensor):
-        if self.target_action is None:
+    def _target(self, labels: torch.Tensor, scores: torch.Tensor):
+        """The attack's target: the clean action, or (clean action, action to force) when targeted."""
+        if not self.targeted:
             return labels
+        if self.target_action is None:
+            return (labels, scores.argmin(1))
         return (labels, torch.full_like(labels, self.target_action))
 
     def _engine_attack(self):
@@ -74,7 +84,7 @@ class StepAttack:
         seed = self.seed + self.calls
         if self.kind == "fgsm":
             return create_attack("fgsm", ball, objective=self.objective(), seed=seed)
-        if self.kind in ("pgd", "timed"):
+        if self.kind in ("pgd", "worst", "timed"):
             return create_attack("pgd", ball, objective=self.objective(), steps=self.steps, seed=seed)
         return create_attack(self.kind, ball, max_queries=self.budget, seed=seed)
 
@@ -91,11 +101,12 @@ class StepAttack:
         z_adv = z.clone()
         rows = attacked.nonzero().flatten()
         if rows.numel():
-            z_adv[rows] = self._attack_rows(z[rows], scores[rows].argmax(1))
+            z_adv[rows] = self._attack_rows(z[rows], scores[rows])
         obs_adv = self.threat.perturbed(obs, z, z_adv)
         return obs_adv, attacked, self.threat.ratio(obs, obs_adv)
 
-    def _attack_rows(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def _attack_rows(self, z: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        labels = scores.argmax(1)
         if self.kind == "transfer":
             source = self.threat.model(self.surrogate.policy)
             with torch.no_grad():
@@ -106,4 +117,4 @@ class StepAttack:
         if self.kind in ("rays", "hopskipjump"):
             oracle = DecisionOracle.from_model(self.model, check_determinism=0)
             return self._engine_attack()(oracle, z, labels).x_adv
-        return self._engine_attack()(self.model, z, self._target(labels)).x_adv
+        return self._engine_attack()(self.model, z, self._target(labels, scores)).x_adv

@@ -1,7 +1,8 @@
 """`robustlab rl train | attack | evaluate | reproduce`.
 
 ``train`` trains (or reuses the cached) SB3 agent and writes its weights (safetensors + JSON) under the
-run's checkpoints/; with ``--adv-eps`` it is the defence (adversarial fine-tuning). ``attack`` measures
+run's checkpoints/; with ``--adv-eps`` it is the defence (adversarial fine-tuning, or SA-PPO's
+regulariser with ``--sa-kappa``). ``attack`` measures
 one attack at one eps, ``evaluate`` the return-vs-eps table of several, each in a run directory.
 ``--agent`` names a policy: ``pretrained`` (the cached agent for --env/--algo), an SB3 ``.zip`` (read
 without unpickling) or a ``.safetensors`` agent written by ``robustlab rl train``.
@@ -50,6 +51,8 @@ def add_cli(sub) -> None:
     p.add_argument("--steps", type=int, default=None, help="environment steps (default: the tuned table's)")
     p.add_argument("--adv-eps", type=float, default=0.0, help="defence: fine-tune on PGD observations of this eps")
     p.add_argument("--adv-steps", type=int, default=50_000, help="defence: fine-tuning steps")
+    p.add_argument("--sa-kappa", type=float, default=0.0,
+                   help="defence: SA-PPO's KL regulariser of this weight at --adv-eps instead of adversarial observations")
     p.add_argument("--n", type=int, default=10, help="clean evaluation episodes")
     p.add_argument("--retrain", action="store_true", help="ignore cached weights")
     p = s.add_parser("attack", help="one attack at one eps: return over N episodes")
@@ -85,7 +88,7 @@ def cmd_train(args) -> int:
     from .evaluate import evaluate_cell
 
     setup = AgentSetup(env=args.env, algo=args.algo, steps=args.steps, seed=args.seed, adv_eps=args.adv_eps,
-                       adv_steps=args.adv_steps if args.adv_eps > 0 else 0)
+                       adv_steps=args.adv_steps if args.adv_eps > 0 else 0, sa_kappa=args.sa_kappa)
     run = _start(args, "rl-agent")
     agent = pretrained_agent(setup, retrain=args.retrain)
     src = agent_path(setup)

@@ -1,8 +1,16 @@
-"""Defence: adversarial fine-tuning with perturbed observations (Kos & Song 2017; Pattanaik et al.
-2018): the agent keeps learning with SB3 while a fraction ``adv_prob`` of the observations it is shown
-are replaced by ``adv_pgd_steps``-step PGD points against its current policy, within the same
-per-dimension threat (radius ``adv_eps`` x the base agent's observation scales). The environment still
-moves from the true state, so the agent learns to act well on what an attacker lets it see."""
+"""Defences, each a fine-tuning of the cached base agent with SB3 within the same per-dimension threat
+(radius ``adv_eps`` x the base agent's observation scales):
+
+- adversarial fine-tuning with perturbed observations (Kos & Song 2017; Pattanaik et al. 2018): a
+  fraction ``adv_prob`` of the observations the agent is shown are replaced by ``adv_pgd_steps``-step
+  PGD points against its current policy. The environment still moves from the true state, so the
+  agent learns to act well on what an attacker lets it see.
+- SA-PPO (Zhang et al. 2020, "Robust deep reinforcement learning against adversarial perturbations
+  on state observations"): PPO's loss plus kappa * R(theta), the state-adversarial regulariser
+  R(theta) = mean_s max_{delta in B(s)} KL(pi_theta(.|s) || pi_theta(.|s + delta)),
+  the max taken by a few projected sign-gradient steps from a small random start. That inner problem
+  and its KL are exactly TRADES's divergence term (Zhang et al. 2019), so the shared ``trades`` training
+  method computes R on the policy's action logits (with a zero task loss); SB3's PPO does the rest."""
 from __future__ import annotations
 
 import logging
@@ -11,6 +19,9 @@ import numpy as np
 import torch
 
 from ...attacks import PGD
+from ...objectives import CrossEntropy
+from ...training import BatchContext, get_method
+from ...training.methods import TradesSettings
 from .agents import Agent, AgentSetup, live_policy
 from .threat import ObservationThreat
 
@@ -61,16 +72,91 @@ def adversarial_vec_env(venv, policy, threat: ObservationThreat, prob: float, st
     return AdversarialObservations()
 
 
-def adversarial_finetune(model, setup: AgentSetup, base: Agent, base_path) -> None:
-    """Fine-tune `model` (a fresh SB3 model for `setup`) from the base agent's weights (``base_path``)
-    for ``setup.adv_steps`` steps on adversarially perturbed observations."""
+class PolicyKL(CrossEntropy):
+    """The classification objective with a zero loss: TRADES with it is its KL term alone."""
+
+    name = "policy-kl"
+
+    def loss(self, output, target):
+        return output.new_zeros(output.shape[0])
+
+
+def sa_regulariser(policy, threat: ObservationThreat, obs: torch.Tensor, kappa: float, steps: int,
+                   seed: int) -> torch.Tensor:
+    """kappa * mean_s max_{delta} KL(pi(.|s) || pi(.|s + delta)) over the batch `obs` [B, D], |delta_d| <=
+    eps * scale_d, the max by `steps` PGD steps (differentiable in the policy's parameters; 0 at eps 0)."""
+    z = threat.to_z(obs)
+    model = threat.model(policy)
+    with torch.no_grad():
+        labels = model(z).argmax(1)
+    ctx = BatchContext(threat=threat.ball(), seed=seed, objective=PolicyKL(),
+                       settings=TradesSettings(attack_steps=steps, trades_beta=kappa))
+    loss, _ = get_method("trades")(model, z, labels, ctx)
+    return loss
+
+
+def sa_ppo_class():
+    """SB3's PPO whose loss gains SA-PPO's regulariser (set ``sa_threat``, ``sa_kappa``, ``sa_steps``).
+
+    ``train`` is SB3's own; around it, the policy's ``evaluate_actions`` notes each minibatch's
+    observations and an optimizer step pre-hook adds the gradient of kappa * R(theta) on them before
+    the step: the gradient of PPO's loss + kappa * R. (SB3 clips the gradient norm of PPO's loss
+    before the hook runs; the regulariser's part is not clipped.) R's mean is logged as train/sa_regulariser and kept in ``sa_history``."""
+    from stable_baselines3 import PPO
+
+    class SAPPO(PPO):
+        sa_threat: ObservationThreat | None = None
+        sa_kappa: float = 0.0
+        sa_steps: int = 5
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.sa_history: list[float] = []   # R's mean over each train() call's minibatches
+
+        def train(self) -> None:
+            if self.sa_threat is None or self.sa_kappa == 0:
+                return super().train()
+            policy, seen, values = self.policy, {}, []
+
+            def evaluate_actions(obs, actions):
+                seen["obs"] = obs
+                return type(policy).evaluate_actions(policy, obs, actions)
+
+            def add_regulariser(_optimizer, _args, _kwargs):
+                reg = sa_regulariser(live_policy(policy, "ppo"), self.sa_threat, seen["obs"].float(), self.sa_kappa,
+                                     self.sa_steps, seed=self.seed + self._n_updates + len(values))
+                reg.backward()
+                values.append(float(reg.detach()) / self.sa_kappa)
+
+            policy.evaluate_actions = evaluate_actions
+            handle = policy.optimizer.register_step_pre_hook(add_regulariser)
+            try:
+                super().train()
+            finally:
+                handle.remove()
+                del policy.evaluate_actions
+            self.sa_history.append(float(np.mean(values)) if values else 0.0)
+            self.logger.record("train/sa_regulariser", self.sa_history[-1])
+
+    return SAPPO
+
+
+def defended_agent(model, setup: AgentSetup, base: Agent, base_path) -> dict:
+    """Fine-tune `model` (a fresh SB3 model for `setup`: an SA-PPO one when ``setup.sa_kappa`` > 0)
+    from the base agent's weights (``base_path``) for ``setup.adv_steps`` steps; returns what to record."""
     from ...weights import load_weights
 
     load_weights(model.policy, base_path)
     threat = ObservationThreat(base.scale, setup.adv_eps)
-    policy = live_policy(model.policy, setup.algo)
-    model.set_env(adversarial_vec_env(model.get_env(), policy, threat, setup.adv_prob, setup.adv_pgd_steps,
-                                      setup.seed))
-    log.info("adversarial fine-tuning of %s on %s: %d steps at eps %g", setup.algo.upper(), setup.env,
-             setup.adv_steps, setup.adv_eps)
+    if setup.sa_kappa > 0:
+        model.sa_threat, model.sa_kappa, model.sa_steps = threat, setup.sa_kappa, setup.adv_pgd_steps
+        kind = f"SA-PPO (kappa {setup.sa_kappa:g})"
+    else:
+        policy = live_policy(model.policy, setup.algo)
+        model.set_env(adversarial_vec_env(model.get_env(), policy, threat, setup.adv_prob, setup.adv_pgd_steps,
+                                          setup.seed))
+        kind = "adversarial fine-tuning"
+    log.info("%s of %s on %s: %d steps at eps %g", kind, setup.algo.upper(), setup.env, setup.adv_steps,
+             setup.adv_eps)
     model.learn(setup.adv_steps, reset_num_timesteps=False)
+    return {"defence": kind}
