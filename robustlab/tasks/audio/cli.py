@@ -52,13 +52,13 @@ def add_cli(sub) -> None:
     _corpus_args(p)
     p.add_argument("--method", default="standard", choices=METHODS, help="a shared training method")
     p.add_argument("--at-db", type=float, default=-30.0, help="Linf bound of the inner attacks, dB relative to the clip")
-    p.add_argument("--epochs", type=int, default=12)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--epochs", type=int, default=12, help="training epochs")
+    p.add_argument("--batch-size", type=int, default=64, help="clips per training step")
+    p.add_argument("--lr", type=float, default=3e-3, help="learning rate (Adam)")
 
     p = s.add_parser("attack", help="attack the keyword CNN on the waveform")
     _model_data_args(p, "audio-attack")
-    p.add_argument("--attack", default="pgd", choices=ATTACKS)
+    p.add_argument("--attack", default="pgd", choices=ATTACKS, help="the attack on the waveform")
     p.add_argument("--db", type=float, default=-30.0, help="Linf bound, dB relative to each clip (C&W 2018)")
     p.add_argument("--snr", type=float, default=None, help="L2 bound as a minimum SNR in dB (instead of --db)")
     p.add_argument("--steps", type=int, default=50, help="steps of white-box attacks")
@@ -74,10 +74,10 @@ def add_cli(sub) -> None:
     p.add_argument("--attacks", default="fast", help="the shared suite (fast, standard) or attack names")
 
     p = s.add_parser("reproduce", help="the reproduction table (docs/results/audio.md)")
-    p.add_argument("--out", default="runs/audio-reproduce")
+    p.add_argument("--out", default="runs/audio-reproduce", help="output folder")
     p.add_argument("--n", type=int, default=100, help="test clips attacked")
     p.add_argument("--quick", action="store_true", help="tiny settings (a smoke test, not the published numbers)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the test clips drawn and of the attacks")
 
 
 def corpus_setup(args):
