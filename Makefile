@@ -18,7 +18,7 @@ export OMP_NUM_THREADS ?= 2
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet $(TORCH_PIN)
-	$(BIN)/pip install --quiet -e ".[test,cluster,tensorboard]"
+	$(BIN)/pip install --quiet -e ".[test,cluster,tensorboard,detection]"
 	touch $(STAMP)
 
 # $(call apt-install,PACKAGES,WHAT SKIPS): Debian PACKAGES, installed when missing and possible (root or passwordless
