@@ -46,6 +46,7 @@ def add_cli(sub) -> None:
     p.add_argument("--width", type=int, default=16)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--retrain", action="store_true", help="ignore cached weights")
+    p.add_argument("--n", type=int, default=200, help="validation scenes")
     p = s.add_parser("attack", help="attack a detector for one goal and draw the boxes")
     _common(p, "detection-attack")
     p.add_argument("--goal", default="vanishing", choices=GOALS)
@@ -74,6 +75,12 @@ def _start(args, kind: str, extra: dict | None = None) -> Run:
     run = Run(Path(args.runs) / args.name)  # inside run_cli()'s Run.writing
     run.write_config({"kind": kind, "task": "detection", **vars(args), **(extra or {}), **device_record(args.device)})
     return run
+
+
+def _check_data(spec: str) -> None:
+    """Refuse a bad --data before any model is loaded (or trained)."""
+    if spec != "synthetic" and not (spec.startswith("coco:") and Path(spec[5:]).is_dir()):
+        raise InputError(f"--data must be synthetic or coco:FOLDER (an existing folder), got {spec!r}")
 
 
 def _data(spec: str, n: int, setup, device):
@@ -107,17 +114,17 @@ def cmd_train(args) -> int:
     setup = DetectorSetup(width=args.width, scenes=args.scenes, steps=args.steps, lr=args.lr, seed=args.seed)
     run = _start(args, "detection-model", {"setup": asdict(setup)})
     start = time.perf_counter()
-    model = pretrained_detector(setup, retrain=args.retrain, device=args.device)
+    model = pretrained_detector(setup, retrain=args.retrain, device=args.device, validation=args.n)
     save_detector(model, setup, run.checkpoints / MODEL_FILE)
-    val = setup.validation_data().to(args.device)
-    results = {"validation (200 scenes)": detection_metrics(predict(model, val.x), val.targets)}
+    val = setup.validation_data(args.n).to(args.device)
+    results = {f"validation ({args.n} scenes)": detection_metrics(predict(model, val.x), val.targets)}
     run.write_summary({"setup": asdict(setup), "metrics": results, "seconds": time.perf_counter() - start})
     fig = _figure(run, val, model, {"clean": val.x}, "validation scenes")
     write_report(run.path / "report.html", f"detector {run.name}",
                  [("setup", f"{setup.scenes:,} scenes, {setup.steps:,} steps of batch {setup.batch_size}, width "
                             f"{setup.width}, learning rate {setup.lr:g}, seed {setup.seed}")],
                  [("clean detection", HEADER, metric_rows(results))], [fig])
-    log.info("validation: mAP@0.5 %.3f, mAP %.3f, recall %.3f", *(results["validation (200 scenes)"][k]
+    log.info("validation: mAP@0.5 %.3f, mAP %.3f, recall %.3f", *(results[f"validation ({args.n} scenes)"][k]
                                                                      for k in ("map_50", "map", "recall")))
     log.info("wrote %s", run.path)
     return 0
@@ -184,7 +191,7 @@ def cmd_defend(args) -> int:
     if setup is None:
         raise InputError("defend fine-tunes the task's own detector, not a torchvision one")
     data = _data(args.data, args.n, setup, args.device)
-    new = replace(setup, method="pgd", eps=args.eps, attack_steps=args.attack_steps, steps=args.steps, seed=args.seed)
+    new = replace(setup, eps=args.eps, attack_steps=args.attack_steps, steps=args.steps, seed=args.seed)
     run = _start(args, "detection-model", {"setup": asdict(new)})
     before = evaluate_detector(model, data.x, data.targets, args.eps, "vanishing", seed=args.seed)
     history = defend_detector(model, setup.train_data().to(args.device), args.steps, args.eps, args.attack_steps,
@@ -224,6 +231,8 @@ def run_cli(args) -> int:
     command = COMMANDS[args.detection_command]
     if args.detection_command not in KINDS:
         return command(args)
+    if hasattr(args, "data"):
+        _check_data(args.data)
     args.device = resolve_device(args.device)
     with Run.writing(args.runs, args.name, KINDS[args.detection_command]):
         return command(args)
