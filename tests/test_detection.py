@@ -252,3 +252,15 @@ def test_plugin_and_cli_end_to_end(tmp_path, monkeypatch):
     with pytest.raises(InputError):
         task.run_cli(parser.parse_args(["detection", "attack", "--name", "x", "--data", "nope", *runs]))
     assert np.isfinite(json.loads((tmp_path / "runs" / "e" / "summary.json").read_text())["metrics"]["clean"]["map"])
+
+
+def test_reproduce_quick(tmp_path, monkeypatch):
+    from robustlab.tasks.detection.reproduce import reproduce
+
+    monkeypatch.setenv("ROBUSTLAB_DATA", str(tmp_path / "cache"))
+    text = reproduce(tmp_path / "out", quick=True)
+    for title in ("mAP against eps", "Square", "Printable patch under EOT", "Transfer", "Adversarial training"):
+        assert title in text
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["quick"] and len(results["mAP against eps for each objective"]) == 1 + 5  # clean + 5 goals x 1 eps
+    assert (tmp_path / "out" / "boxes.png").exists()
