@@ -264,3 +264,22 @@ def test_reproduce_quick(tmp_path, monkeypatch):
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert results["quick"] and len(results["mAP against eps for each objective"]) == 1 + 5  # clean + 5 goals x 1 eps
     assert (tmp_path / "out" / "boxes.png").exists()
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device here"))])
+def test_detection_follows_the_device(device):
+    from robustlab.attacks import AdversarialPatch
+    from robustlab.tasks.detection.attacks import attack_detector
+    from robustlab.tasks.detection.data import synthetic_scenes
+    from robustlab.tasks.detection.patch import PatchOnObject
+
+    data = synthetic_scenes(3, seed=9, size=32).to(device)
+    model = TinyDetector(num_classes=4, width=4).to(device).eval()
+    for goal in ("vanishing", "fabrication", "mislabel", "box-shift", "untargeted"):
+        res, objective, targets = attack_detector(model, data.x, data.targets, goal, "pgd", 4 / 255, steps=2)
+        assert res.x_adv.device.type == device and res.success.shape == (3,)
+    out, _ = PatchOnObject()(data.x, data.targets, torch.rand(3, 4, 4), torch.Generator().manual_seed(0))
+    assert out.device.type == device
+    patch = AdversarialPatch.fit(model, data.x, data.targets, 4, Vanishing(), epochs=1, placement=PatchOnObject())
+    assert patch.patch.shape == (3, 4, 4)

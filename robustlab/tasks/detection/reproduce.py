@@ -52,11 +52,12 @@ class Scale:
     patch_epochs: int = 30
     transfer_steps: int = 1000  # of the second detector
     finetune_steps: int = 400
+    validation: int = 200       # scenes a newly trained detector is validated on
 
 
 FULL = Scale(DetectorSetup())
 QUICK = Scale(DetectorSetup(width=4, scenes=32, steps=5), n=6, steps=2, eps=(4 / 255,), queries=10, universal_epochs=1,
-              patch_scenes=8, patch_epochs=1, transfer_steps=5, finetune_steps=2)
+              patch_scenes=8, patch_epochs=1, transfer_steps=5, finetune_steps=2, validation=6)
 
 
 def _pct(v: float) -> str:
@@ -118,7 +119,8 @@ def patch_table(model, scale: Scale, seed: int) -> tuple[dict, list[str]]:
 
 def transfer_table(model, val, scale: Scale, seed: int) -> tuple[dict, list[str]]:
     """Vanishing PGD crafted on one detector, judged on another (trained from seed + 1)."""
-    other = pretrained_detector(replace(scale.setup, seed=scale.setup.seed + 1, steps=scale.transfer_steps), progress=False)
+    other = pretrained_detector(replace(scale.setup, seed=scale.setup.seed + 1, steps=scale.transfer_steps), progress=False,
+                                validation=scale.validation)
     eps = max(scale.eps)
     ab = transfer(model, other, val.x, val.targets, "vanishing", eps, scale.steps, seed)
     ba = transfer(other, model, val.x, val.targets, "vanishing", eps, scale.steps, seed)
@@ -156,7 +158,7 @@ def reproduce(out: str | Path, quick: bool = False, seed: int = 0) -> str:
     out = Path(out)
     scale = QUICK if quick else FULL
     start = time.perf_counter()
-    model = pretrained_detector(scale.setup, progress=False)
+    model = pretrained_detector(scale.setup, progress=False, validation=scale.validation)
     val = scale.setup.validation_data(scale.n)
     train = scale.setup.train_data()[: min(200, scale.setup.scenes)]
     results, md = {"eps": list(scale.eps), "n": scale.n, "quick": quick}, []
