@@ -95,6 +95,15 @@ def _data(spec: str, n: int, setup, device):
     raise InputError(f"--data must be synthetic or coco:FOLDER, got {spec!r}")
 
 
+def _inputs(args, kind: str):
+    """The verb's detector (and its setup: None for torchvision), its images and its run directory."""
+    from .pretrained import load_detector
+
+    model, setup = load_detector(args.model, args.device)
+    data = _data(args.data, args.n, setup, args.device)
+    return model, setup, data, _start(args, kind, {"setup": asdict(setup) if setup else None})
+
+
 def _figure(run: Run, data, model, versions: dict, title: str, name: str = "boxes.png") -> str:
     """The first 4 images of each version (name -> images) with the model's boxes and the truth."""
     from .report import boxes_figure
@@ -133,13 +142,10 @@ def cmd_train(args) -> int:
 def cmd_attack(args) -> int:
     from .attacks import attack_detector
     from .metrics import detection_metrics
-    from .pretrained import load_detector
     from .report import HEADER, metric_rows, write_report
     from .train import predict
 
-    model, setup = load_detector(args.model, args.device)
-    data = _data(args.data, args.n, setup, args.device)
-    run = _start(args, "detection-attack", {"setup": asdict(setup) if setup else None})
+    model, _, data, run = _inputs(args, "detection-attack")
     res, _, _ = attack_detector(model, data.x, data.targets, args.goal, args.attack, args.eps, args.steps, args.queries,
                                 args.seed)
     results = {"clean": detection_metrics(predict(model, data.x), data.targets),
@@ -161,12 +167,9 @@ def cmd_attack(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from .defense import evaluate_detector
-    from .pretrained import load_detector
     from .report import HEADER, metric_rows, write_report
 
-    model, setup = load_detector(args.model, args.device)
-    data = _data(args.data, args.n, setup, args.device)
-    run = _start(args, "detection-evaluation", {"setup": asdict(setup) if setup else None})
+    model, _, data, run = _inputs(args, "detection-evaluation")
     results = {}
     for eps in args.eps:
         r = evaluate_detector(model, data.x, data.targets, eps, args.goal, args.steps, args.seed)
@@ -184,7 +187,7 @@ def cmd_evaluate(args) -> int:
 
 def cmd_defend(args) -> int:
     from .defense import defend_detector, detection_checks, evaluate_detector
-    from .pretrained import MODEL_FILE, DetectorSetup, load_detector, save_detector
+    from .pretrained import MODEL_FILE, load_detector, save_detector
     from .report import HEADER, metric_rows, write_report
 
     model, setup = load_detector(args.model, args.device)
