@@ -4,6 +4,7 @@ score (the share of ground-truth boxes matched, IoU >= 0.5 and same label, by a 
 above the threshold)."""
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import torch
@@ -62,6 +63,7 @@ def _pycocotools_map(preds: Sequence[Detections], targets: Sequence[Detections])
     return {"map_50": float(ev.stats[1]), "map": float(ev.stats[0])}
 
 
+@functools.lru_cache(maxsize=None)
 def _torchvision_imports() -> bool:
     try:
         import torchvision  # noqa: F401
