@@ -20,7 +20,7 @@ export OMP_NUM_THREADS ?= 2
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet $(TORCH_PIN)
-	$(BIN)/pip install --quiet -e ".[test,cluster,tensorboard,rl,audio]"  # rl: gymnasium, SB3 (torch already pinned above)
+	$(BIN)/pip install --quiet -e ".[test,cluster,tensorboard,rl,audio,detection]"  # rl: gymnasium, SB3 (torch already pinned above)
 	@$(MAKE) --no-print-directory audio-system
 	touch $(STAMP)
 

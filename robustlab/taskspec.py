@@ -88,6 +88,7 @@ TASKS.register("stereo", "robustlab.tasks.stereo.plugin:TASK", kind="builtin")
 TASKS.register("ocr", "robustlab.tasks.ocr.plugin:TASK", kind="builtin")
 TASKS.register("rl", "robustlab.tasks.rl.plugin:TASK", kind="builtin")
 TASKS.register("audio", "robustlab.tasks.audio.plugin:TASK", kind="builtin")
+TASKS.register("detection", "robustlab.tasks.detection.plugin:TASK", kind="builtin")
 
 
 def get_task(name: str) -> Task:

@@ -351,6 +351,12 @@ def _audio(task):
     return task.models["cnn"](classes=3, channels=(4,), n_mels=16), clip, torch.tensor([1])
 
 
+@_task_case("detection")
+def _detection(task):
+    d = task.datasets["synthetic"](n=2, size=32)
+    return task.models["tiny"](num_classes=4, width=4), d.x, d.targets
+
+
 def _numbers(value) -> torch.Tensor:
     return torch.as_tensor(value, dtype=torch.float64).reshape(-1)
 
