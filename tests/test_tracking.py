@@ -7,7 +7,7 @@ import torch
 from robustlab.errors import InputError
 from robustlab.tasks.detection.boxes import Detections
 from robustlab.tasks.detection.tracking import KalmanBoxFilter, SortTracker, assign, iou_matrix, track_sequence
-from robustlab.tasks.detection.tracking_hijack import HijackObjective, hijack_track, replace_detection, shift_box
+from robustlab.tasks.detection.tracking_hijack import HijackObjective, hijack_curve, hijack_track, replace_detection, shift_box
 from robustlab.tasks.detection.tracking_metrics import tracking_metrics
 from robustlab.tasks.detection.video import make_sequence
 
@@ -138,8 +138,8 @@ def test_hijack_objective_success_and_loss_exact_on_hand_made_detections():
     assert obj.success(raw, target[:1]).tolist() == [False]
     with pytest.raises(InputError, match=r"\[B, 2, 4\]"):
         obj.loss(raw, target[:1, 0])
-    kept = replace_detection(np.stack([orig, orig + 40]), orig, adv)
-    assert kept.tolist() == [(orig + 40).tolist(), adv.tolist()]
+    kept = replace_detection(np.stack([orig + [1, 0, 1, 0], orig, orig + 40]), orig, adv)
+    assert kept.tolist() == [(orig + [1, 0, 1, 0]).tolist(), (orig + 40).tolist(), adv.tolist()]  # only the best match goes
 
 
 def test_hijacking_succeeds_with_enough_attacked_frames_on_controlled_detections():
@@ -152,6 +152,8 @@ def test_hijacking_succeeds_with_enough_attacked_frames_on_controlled_detections
     assert [r.success for r in results] == [False, False, True, True]
     assert not results[0].id_lost and results[2].id_lost and results[2].survived
     assert results[3].drift > results[2].drift > 5
-    assert results[3].frame_success == [True] * 3
+    assert results[3].frame_success == [True] * 3 and all(len(r.tracks) == len(seq) for r in results)
+    curve = hijack_curve(seq, dets, target=1, direction=away, frames=range(4), start=4, after=3, max_age=3, min_hits=3)
+    assert [c.summary() for c in curve] == [r.summary() for r in results]   # one shared attack, the same outcomes
     with pytest.raises(InputError, match="do not fit"):
         hijack_track(seq, dets, frames=20)

@@ -98,10 +98,13 @@ def _kept_boxes(det: Detections, score_threshold: float) -> np.ndarray:
 
 
 def replace_detection(boxes: np.ndarray, orig: np.ndarray, adv: np.ndarray, match_iou: float = 0.5) -> np.ndarray:
-    """The detections an attacker in control of the detector's output shows: those matching ``orig`` (IoU >=
-    ``match_iou``) erased, ``adv`` added."""
+    """The detections an attacker in control of the detector's output shows: the one detection of the original
+    object (the best IoU with ``orig``, if >= ``match_iou``; overlapping neighbours stay) erased, ``adv`` added."""
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    keep = iou_matrix(boxes, orig)[:, 0] < match_iou
+    iou = iou_matrix(boxes, orig)[:, 0]
+    keep = np.ones(len(boxes), dtype=bool)
+    if len(boxes) and iou.max() >= match_iou:
+        keep[int(iou.argmax())] = False
     return np.concatenate([boxes[keep], np.asarray(adv, dtype=np.float64).reshape(1, 4)])
 
 
@@ -147,50 +150,78 @@ def _centre(box: np.ndarray) -> np.ndarray:
 
 
 def hijack_track(seq: VideoSequence, detections: list[np.ndarray], attack_frame: FrameAttack | None = None, *,
-                 target: int = 1, direction=(1.0, 0.0), frames: int = 3, start: int = 4, after: int = 3,
-                 shift_iou: float = 0.4, match_iou: float = 0.5, **sort_options) -> HijackOutcome:
-    """Track ``seq`` with SORT on ``detections`` (clean, per frame), attacking frames ``start .. start+frames-1``
-    so that the track of object ``target`` (its ground-truth id) drifts along ``direction`` (x, y); judged on the
-    ``after`` frames that follow (see the module). ``attack_frame`` defaults to ``detections_attack``."""
-    if start < 1 or frames < 0 or after < 1 or start + frames + after > len(seq):
-        raise InputError(f"start {start} + {frames} attacked + {after} judged frames do not fit a {len(seq)}-frame "
-                         "sequence (start >= 1)")
-    k = int(np.flatnonzero(seq.ids == target)[0]) if target in seq.ids else None
-    if k is None:
+                 frames: int = 3, **options) -> HijackOutcome:
+    """One hijacking with ``frames`` attacked frames (``hijack_curve``'s options)."""
+    return hijack_curve(seq, detections, attack_frame, frames=(frames,), **options)[0]
+
+
+def hijack_curve(seq: VideoSequence, detections: list[np.ndarray], attack_frame: FrameAttack | None = None, *,
+                 target: int = 1, direction=(1.0, 0.0), frames=(0, 1, 2, 3), start: int = 4, after: int = 3,
+                 shift_iou: float = 0.4, match_iou: float = 0.5, **sort_options) -> list[HijackOutcome]:
+    """Track ``seq`` with SORT on ``detections`` (clean, per frame), attacking frames ``start, start+1, ...`` so that
+    the track of object ``target`` (its ground-truth id) drifts along ``direction`` (x, y); for each n in ``frames``
+    the outcome of stopping after n attacked frames, judged on the ``after`` frames that follow (see the module) and
+    tracked clean to the sequence's end. The attacks are shared: n + 1 attacked frames extend the n.
+    ``attack_frame`` defaults to ``detections_attack``."""
+    frames = sorted({int(n) for n in frames})
+    if start < 1 or not frames or frames[0] < 0 or after < 1 or start + frames[-1] + after > len(seq):
+        raise InputError(f"start {start} + {frames[-1] if frames else '?'} attacked + {after} judged frames do not "
+                         f"fit a {len(seq)}-frame sequence (start >= 1)")
+    if target not in seq.ids:
         raise InputError(f"no object {target} in the sequence (ids {seq.ids.tolist()})")
+    k = int(np.flatnonzero(seq.ids == target)[0])
     attack_frame = attack_frame or detections_attack(detections, match_iou)
     d = np.asarray(direction, dtype=np.float64) / max(float(np.linalg.norm(direction)), 1e-12)
     tracker = SortTracker(**sort_options)
     reported = [tracker.update(detections[t]) for t in range(start)]
     track_id = _target_track(tracker, seq.boxes[start - 1, k], match_iou)
-    fooled = []
-    for t in range(start, start + frames):
-        track = tracker.track(track_id)
+    fooled, outcomes = [], []
+    for n in range(frames[-1] + 1):
+        if n in frames:
+            judge = _Judge(seq, k, track_id, d, start + n, after, match_iou)
+            outcomes.append(judge(copy.deepcopy(tracker), detections, list(reported), n, list(fooled)))
+        if n == frames[-1]:
+            break
+        t, track = start + n, tracker.track(track_id)
         if track is None:   # the hijacked track ended during the attack: nothing left to steer
             reported.append(tracker.update(detections[t]))
             continue
-        adv = shift_box(copy.deepcopy(track.kf).predict(), d, shift_iou)
-        boxes, ok = attack_frame(t, seq.boxes[t, k], adv)
+        boxes, ok = attack_frame(t, seq.boxes[t, k], shift_box(copy.deepcopy(track.kf).predict(), d, shift_iou))
         fooled.append(ok)
         reported.append(tracker.update(boxes))
-    return _judge(seq, detections, tracker, reported, k, track_id, d, frames, start, after, match_iou, fooled)
+    return outcomes
 
 
-def _judge(seq, detections, tracker, reported, k, track_id, d, frames, start, after, match_iou, fooled) -> HijackOutcome:
-    """Run the ``after`` clean frames; whether object ``k`` lost ``track_id`` and the track drifted along ``d``."""
-    id_lost, survived, drift = True, False, 0.0
-    for i, t in enumerate(range(start + frames, start + frames + after)):
-        reported.append(tracker.update(detections[t]))
-        mine = tracker.matched()
-        mine = mine[mine[:, 4] == track_id]
-        if len(mine) and iou_matrix(mine[:, :4], seq.boxes[t, k])[0, 0] >= match_iou:
-            id_lost = False
-        track = tracker.track(track_id)
-        if i == 0 and track is not None:
-            survived = True
-            drift = float((_centre(track.kf.box()) - _centre(seq.boxes[t, k])) @ d)
-    return HijackOutcome(frames, id_lost and survived and drift > 0, id_lost, survived, drift, track_id, fooled,
-                         reported)
+@dataclass
+class _Judge:
+    """The clean frames after an attack that stopped before frame ``first``: whether object ``k`` lost
+    ``track_id`` during ``after`` frames, and how far the track drifted along ``d`` on the first of them."""
+
+    seq: VideoSequence
+    k: int
+    track_id: int
+    d: np.ndarray
+    first: int
+    after: int
+    match_iou: float
+
+    def __call__(self, tracker: SortTracker, detections, reported: list, n: int, fooled: list) -> HijackOutcome:
+        id_lost, survived, drift = True, False, 0.0
+        box = self.seq.boxes[:, self.k]
+        for t in range(self.first, len(self.seq)):
+            reported.append(tracker.update(detections[t]))
+            if t >= self.first + self.after:
+                continue
+            mine = tracker.matched()
+            mine = mine[mine[:, 4] == self.track_id]
+            if len(mine) and iou_matrix(mine[:, :4], box[t])[0, 0] >= self.match_iou:
+                id_lost = False
+            track = tracker.track(self.track_id)
+            if t == self.first and track is not None:
+                survived = True
+                drift = float((_centre(track.kf.box()) - _centre(box[t])) @ self.d)
+        return HijackOutcome(n, id_lost and survived and drift > 0, id_lost, survived, drift, self.track_id, fooled,
+                             reported)
 
 
 @torch.no_grad()
