@@ -157,3 +157,34 @@ def test_hijacking_succeeds_with_enough_attacked_frames_on_controlled_detections
     assert [c.summary() for c in curve] == [r.summary() for r in results]   # one shared attack, the same outcomes
     with pytest.raises(InputError, match="do not fit"):
         hijack_track(seq, dets, frames=20)
+
+
+# ----- CLI verbs ----------------------------------------------------------------------------
+def _run_verb(argv):
+    import argparse
+
+    from robustlab.tasks.detection.tracking_cli import add_verbs, run_verb
+
+    parser = argparse.ArgumentParser()
+    add_verbs(parser.add_subparsers(dest="command", required=True))
+    return run_verb(parser.parse_args(argv))
+
+
+def test_track_and_hijack_verbs_write_their_runs(tmp_path):
+    import json
+
+    assert _run_verb(["track", "--runs", str(tmp_path), "--name", "t", "--device", "cpu"]) == 0
+    summary = json.loads((tmp_path / "t" / "summary.json").read_text())
+    assert summary["metrics"]["idf1"] == 1.0 and summary["metrics"]["num_switches"] == 0
+    assert (tmp_path / "t" / "figures" / "tracks.png").stat().st_size > 0
+    assert len(json.loads((tmp_path / "t" / "tracks.json").read_text())) == 16
+    assert _run_verb(["hijack", "--runs", str(tmp_path), "--name", "h", "--device", "cpu",
+                      "--attacked-frames", "0,3"]) == 0
+    rows = json.loads((tmp_path / "h" / "summary.json").read_text())["hijack"]
+    assert [(r["frames"], r["success"]) for r in rows] == [(0, False), (3, True)] and rows[1]["idf1"] < rows[0]["idf1"]
+    with pytest.raises(InputError, match="--target 9"):
+        _run_verb(["hijack", "--runs", str(tmp_path), "--name", "h2", "--device", "cpu", "--target", "9"])
+    with pytest.raises(InputError, match="detector loader"):
+        _run_verb(["track", "--runs", str(tmp_path), "--name", "t2", "--device", "cpu", "--detections", "detector"])
+    with pytest.raises(InputError, match="max-age"):
+        _run_verb(["track", "--runs", str(tmp_path), "--name", "t3", "--device", "cpu", "--max-age", "-1"])

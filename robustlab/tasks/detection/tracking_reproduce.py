@@ -121,20 +121,26 @@ def tracking_markdown(results: dict) -> str:
     return "\n".join(md + ["", "![tracks of a hijacked sequence](figures/tracks-hijacked.png)", ""])
 
 
-def tracks_figure(path: Path, seq: VideoSequence, detections: list, target: int = 1, frames: int = 3) -> None:
-    """Frames of ``seq`` with SORT's boxes coloured by track id: clean (top row) and hijacked for ``frames``
-    attacked frames (bottom row)."""
+def tracks_figure(path: Path, seq: VideoSequence, detections: list, target: int = 1, hijack_frames: int = 3,
+                  sort: dict | None = None) -> None:
+    """Frames of ``seq`` with SORT's boxes coloured by track id: clean (top row) and, with ``hijack_frames`` > 0, the
+    track of object ``target`` hijacked for that many frames from ``START`` (bottom row)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    k = int(np.flatnonzero(seq.ids == target)[0])
-    hijacked = hijack_curve(seq, detections, target=target, frames=(frames,), start=START, after=AFTER,
-                            direction=perpendicular(seq, k, START), **SORT)[0]
-    rows = {"clean": track_sequence(detections, **SORT), f"hijacked ({frames} frames from {START})": hijacked.tracks}
-    shown = list(range(START - 1, min(len(seq), START + frames + AFTER + 1)))
-    fig, axes = plt.subplots(2, len(shown), figsize=(1.6 * len(shown), 3.6), squeeze=False)
+    sort = SORT if sort is None else sort
+    rows = {"clean": track_sequence(detections, **sort)}
+    if hijack_frames:
+        k = int(np.flatnonzero(seq.ids == target)[0])
+        rows[f"hijacked ({hijack_frames} frames from {START})"] = hijack_curve(
+            seq, detections, target=target, frames=(hijack_frames,), start=START, after=AFTER,
+            direction=perpendicular(seq, k, START), **sort)[0].tracks
+        shown = list(range(START - 1, min(len(seq), START + hijack_frames + AFTER + 1)))
+    else:
+        shown = list(range(0, len(seq), max(1, len(seq) // 8)))[:8]
+    fig, axes = plt.subplots(len(rows), len(shown), figsize=(1.6 * len(shown), 1.8 * len(rows)), squeeze=False)
     colours = plt.get_cmap("tab10")
     for r, (name, tracks) in enumerate(rows.items()):
         for c, t in enumerate(shown):
