@@ -117,7 +117,7 @@ def tracking_markdown(results: dict) -> str:
            "|---|---|---|---|---|---|---|---|"]
     for name, curve in results["hijack"].items():
         md += [f"| {name} | {c['frames']} | {c['runs']} | {100 * c['success']:.0f}% | {100 * c['id_lost']:.0f}% | "
-               f"{c['drift']:.1f} | {c['mota']:.3f} | {c['idf1']:.3f} |" for c in curve]
+               f"{round(c['drift'], 1) + 0.0:.1f} | {c['mota']:.3f} | {c['idf1']:.3f} |" for c in curve]
     return "\n".join(md + ["", "![tracks of a hijacked sequence](figures/tracks-hijacked.png)", ""])
 
 
