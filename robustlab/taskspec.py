@@ -86,6 +86,7 @@ TASKS = Registry("task")
 TASKS.register("classification", "robustlab.tasks.classification:TASK", kind="builtin", default=True)
 TASKS.register("stereo", "robustlab.tasks.stereo.plugin:TASK", kind="builtin")
 TASKS.register("ocr", "robustlab.tasks.ocr.plugin:TASK", kind="builtin")
+TASKS.register("detection", "robustlab.tasks.detection.plugin:TASK", kind="builtin")
 
 
 def get_task(name: str) -> Task:

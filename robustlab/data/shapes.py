@@ -38,6 +38,10 @@ def _masks(kind: int, yy, xx, cy, cx, r):
     return box & (((np.floor(dy / 3).astype(int) + np.floor(dx / 3).astype(int)) % 2) == 0)
 
 
+#: the public name of one shape's mask: ``shape_mask(kind, yy, xx, cy, cx, r) -> bool [H, W]`` (detection scenes)
+shape_mask = _masks
+
+
 def generate_shapes(n: int, seed: int = 0, size: int = 32) -> tuple[np.ndarray, np.ndarray]:
     """n images (float32 [n, 3, size, size] in [0, 1]) and balanced labels."""
     rng = np.random.default_rng(seed)

@@ -23,17 +23,17 @@ def _conv(c_in: int, c_out: int, stride: int = 1, dilation: int = 1) -> nn.Seque
 
 
 class TinyDetector(nn.Module):
-    """``width`` channels at full resolution, 2 x width at stride 4 (two stride-2 convs), then dilated
+    """``width`` channels at stride 2, 2 x width at stride 4, then dilated
     convs (dilation 2 and 4) so a cell sees objects up to about 40 px; one 1x1 head for K logits,
     2 offsets (centre = anchor + stride * tanh(o)) and 2 log sizes (size = stride * exp(s))."""
 
     stride = 4
 
-    def __init__(self, num_classes: int = 4, width: int = 24, in_channels: int = 3):
+    def __init__(self, num_classes: int = 4, width: int = 16, in_channels: int = 3):
         super().__init__()
         self.num_classes = int(num_classes)
         w = int(width)
-        self.body = nn.Sequential(_conv(in_channels, w), _conv(w, 2 * w, 2), _conv(2 * w, 2 * w, 2),
+        self.body = nn.Sequential(_conv(in_channels, w, 2), _conv(w, 2 * w, 2),
                                   _conv(2 * w, 2 * w, dilation=2), _conv(2 * w, 2 * w, dilation=4), _conv(2 * w, 2 * w))
         self.head = nn.Conv2d(2 * w, self.num_classes + 4, 1)
         with torch.no_grad():

@@ -1,0 +1,229 @@
+"""`robustlab detection train | attack | evaluate | defend | reproduce`.
+
+Each command writes a run directory (``runs/<name>/``: config.yaml, summary.json, figures/,
+report.html; the detector's weights under checkpoints/ for train and defend). ``--model`` names a
+detector: ``pretrained`` (the cached reference), a run directory, a .safetensors file, or
+``torchvision:<name>`` where torchvision imports. ``--data`` is ``synthetic`` (validation scenes) or
+a COCO-format folder (``coco:PATH``).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from ...argtypes import add_run_args, float_list
+from ...errors import InputError
+from ...runs.rundir import Run
+from ...runs.schema import DeviceSettings
+from ...runtime import device_record, resolve_device
+from ...settings import add_model_arguments
+
+log = logging.getLogger(__name__)
+
+GOALS = ("vanishing", "fabrication", "mislabel", "box-shift", "untargeted")
+
+
+def _common(p, name: str, model: bool = True) -> None:
+    add_run_args(p, name)
+    add_model_arguments(p, DeviceSettings)
+    if model:
+        p.add_argument("--model", default="pretrained", help="pretrained | run dir | .safetensors | torchvision:<name>")
+        p.add_argument("--data", default="synthetic", help="synthetic (validation scenes) or coco:FOLDER")
+        p.add_argument("--n", type=int, default=64, help="images")
+
+
+def add_cli(sub) -> None:
+    det = sub.add_parser("detection", help="object detection: train, attack, evaluate, defend, reproduce",
+                         description="Adversarial attacks on a one-stage detector: objects vanish, appear, change "
+                                     "label or move.")
+    s = det.add_subparsers(dest="detection_command", required=True)
+    p = s.add_parser("train", help="train the detector on procedural scenes (cached)")
+    _common(p, "detection-train", model=False)
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--scenes", type=int, default=4000, help="training scenes")
+    p.add_argument("--width", type=int, default=16)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--retrain", action="store_true", help="ignore cached weights")
+    p = s.add_parser("attack", help="attack a detector for one goal and draw the boxes")
+    _common(p, "detection-attack")
+    p.add_argument("--goal", default="vanishing", choices=GOALS)
+    p.add_argument("--attack", default="pgd", choices=["pgd", "apgd", "square"])
+    p.add_argument("--eps", type=float, default=8 / 255)
+    p.add_argument("--steps", type=int, default=20, help="white-box steps")
+    p.add_argument("--queries", type=int, default=500, help="Square's queries per image")
+    p = s.add_parser("evaluate", help="mAP and recall against eps (adaptive PGD then APGD, the shared evaluate)")
+    _common(p, "detection-evaluate")
+    p.add_argument("--goal", default="vanishing", choices=GOALS)
+    p.add_argument("--eps", type=float_list, default=[2 / 255, 4 / 255, 8 / 255])
+    p.add_argument("--steps", type=int, default=20)
+    p = s.add_parser("defend", help="PGD adversarial fine-tuning (shared method), adaptive evaluation, masking checks")
+    _common(p, "detection-defend")
+    p.add_argument("--steps", type=int, default=300, help="fine-tuning steps")
+    p.add_argument("--eps", type=float, default=4 / 255)
+    p.add_argument("--attack-steps", type=int, default=3, help="PGD steps per training batch")
+    p.add_argument("--checks", default="cheap", choices=["cheap", "all"])
+    p = s.add_parser("reproduce", help="measure the reproduction tables (docs/results/detection.md)")
+    p.add_argument("--out", default="runs/detection-reproduce")
+    p.add_argument("--quick", action="store_true", help="tiny settings (a smoke test, not the table)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _start(args, kind: str, extra: dict | None = None) -> Run:
+    run = Run(Path(args.runs) / args.name)  # inside run_cli()'s Run.writing
+    run.write_config({"kind": kind, "task": "detection", **vars(args), **(extra or {}), **device_record(args.device)})
+    return run
+
+
+def _data(spec: str, n: int, setup, device):
+    from .data import coco_folder
+
+    if spec == "synthetic":
+        from .pretrained import DetectorSetup
+
+        return (setup or DetectorSetup()).validation_data(n).to(device)
+    if spec.startswith("coco:"):
+        return coco_folder(spec[5:], limit=n).to(device)
+    raise InputError(f"--data must be synthetic or coco:FOLDER, got {spec!r}")
+
+
+def _figure(run: Run, data, model, versions: dict, title: str, name: str = "boxes.png") -> str:
+    """The first 4 images of each version (name -> images) with the model's boxes and the truth."""
+    from .report import boxes_figure
+    from .train import predict
+
+    dets = {k: model.decode(predict(model, x[:4])) for k, x in versions.items()}
+    boxes_figure(run.figures / name, versions, dets, data.targets, data.classes, title=title)
+    return f"figures/{name}"
+
+
+def cmd_train(args) -> int:
+    from .metrics import detection_metrics
+    from .pretrained import MODEL_FILE, DetectorSetup, pretrained_detector, save_detector
+    from .report import HEADER, metric_rows, write_report
+    from .train import predict
+
+    setup = DetectorSetup(width=args.width, scenes=args.scenes, steps=args.steps, lr=args.lr, seed=args.seed)
+    run = _start(args, "detection-model", {"setup": asdict(setup)})
+    start = time.perf_counter()
+    model = pretrained_detector(setup, retrain=args.retrain, device=args.device)
+    save_detector(model, setup, run.checkpoints / MODEL_FILE)
+    val = setup.validation_data().to(args.device)
+    results = {"validation (200 scenes)": detection_metrics(predict(model, val.x), val.targets)}
+    run.write_summary({"setup": asdict(setup), "metrics": results, "seconds": time.perf_counter() - start})
+    fig = _figure(run, val, model, {"clean": val.x}, "validation scenes")
+    write_report(run.path / "report.html", f"detector {run.name}",
+                 [("setup", f"{setup.scenes:,} scenes, {setup.steps:,} steps of batch {setup.batch_size}, width "
+                            f"{setup.width}, learning rate {setup.lr:g}, seed {setup.seed}")],
+                 [("clean detection", HEADER, metric_rows(results))], [fig])
+    log.info("validation: mAP@0.5 %.3f, mAP %.3f, recall %.3f", *(results["validation (200 scenes)"][k]
+                                                                     for k in ("map_50", "map", "recall")))
+    log.info("wrote %s", run.path)
+    return 0
+
+
+def cmd_attack(args) -> int:
+    from .attacks import attack_detector
+    from .metrics import detection_metrics
+    from .pretrained import load_detector
+    from .report import HEADER, metric_rows, write_report
+    from .train import predict
+
+    model, setup = load_detector(args.model, args.device)
+    data = _data(args.data, args.n, setup, args.device)
+    run = _start(args, "detection-attack", {"setup": asdict(setup) if setup else None})
+    res, _, _ = attack_detector(model, data.x, data.targets, args.goal, args.attack, args.eps, args.steps, args.queries,
+                                args.seed)
+    results = {"clean": detection_metrics(predict(model, data.x), data.targets),
+               "attacked": detection_metrics(predict(model, res.x_adv), data.targets)}
+    rate = float(res.success.float().mean())
+    run.write_summary({"metrics": results, "success_rate": rate, "seconds": res.time_s,
+                       "linf": float((res.x_adv - data.x).abs().max())})
+    fig = _figure(run, data, model, {"clean": data.x, "attacked": res.x_adv},
+                  f"{args.attack} {args.goal}, Linf eps {args.eps:.4g}")
+    write_report(run.path / "report.html", f"detection attack {run.name}",
+                 [("summary", f"{args.goal} succeeded on {100 * rate:.1f}% of {len(data)} images"),
+                  ("attack", f"{args.attack}, {args.steps} steps / {args.queries} queries, Linf eps {args.eps:.4g}")],
+                 [("detection vs ground truth", HEADER, metric_rows(results))], [fig])
+    log.info("%s success %.1f%%; mAP@0.5 %.3f -> %.3f", args.goal, 100 * rate, results["clean"]["map_50"],
+             results["attacked"]["map_50"])
+    log.info("wrote %s", run.path)
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .defense import evaluate_detector
+    from .pretrained import load_detector
+    from .report import HEADER, metric_rows, write_report
+
+    model, setup = load_detector(args.model, args.device)
+    data = _data(args.data, args.n, setup, args.device)
+    run = _start(args, "detection-evaluation", {"setup": asdict(setup) if setup else None})
+    results = {}
+    for eps in args.eps:
+        r = evaluate_detector(model, data.x, data.targets, eps, args.goal, args.steps, args.seed)
+        results.setdefault("clean", r["clean"])
+        results[f"eps {eps:.4g}"] = r["adaptive"]
+    run.write_summary({"goal": args.goal, "metrics": results})
+    write_report(run.path / "report.html", f"detection evaluation {run.name}",
+                 [("attack", f"PGD-{args.steps} then APGD-{args.steps} for {args.goal}, Linf, no early stop")],
+                 [("mAP and recall against eps", HEADER, metric_rows(results))], [])
+    for k, m in results.items():
+        log.info("%s: mAP@0.5 %.3f, recall %.3f", k, m["map_50"], m["recall"])
+    log.info("wrote %s", run.path)
+    return 0
+
+
+def cmd_defend(args) -> int:
+    from .defense import defend_detector, detection_checks, evaluate_detector
+    from .pretrained import MODEL_FILE, DetectorSetup, load_detector, save_detector
+    from .report import HEADER, metric_rows, write_report
+
+    model, setup = load_detector(args.model, args.device)
+    if setup is None:
+        raise InputError("defend fine-tunes the task's own detector, not a torchvision one")
+    data = _data(args.data, args.n, setup, args.device)
+    new = replace(setup, method="pgd", eps=args.eps, attack_steps=args.attack_steps, steps=args.steps, seed=args.seed)
+    run = _start(args, "detection-model", {"setup": asdict(new)})
+    before = evaluate_detector(model, data.x, data.targets, args.eps, "vanishing", seed=args.seed)
+    history = defend_detector(model, setup.train_data().to(args.device), args.steps, args.eps, args.attack_steps,
+                              seed=args.seed)
+    save_detector(model, new, run.checkpoints / MODEL_FILE)
+    after = evaluate_detector(model, data.x, data.targets, args.eps, "vanishing", seed=args.seed)
+    checks = detection_checks(model, data.x, data.targets, args.eps, args.checks)
+    run.write_summary({"before": before, "after": after, "checks": checks.to_dict(), "final_loss": history[-1]})
+    rows = metric_rows({"before, clean": before["clean"], "before, adaptive": before["adaptive"],
+                        "after, clean": after["clean"], "after, adaptive": after["adaptive"]})
+    write_report(run.path / "report.html", f"detection defence {run.name}",
+                 [("defence", f"PGD-{args.attack_steps} adversarial fine-tuning, {args.steps} steps, eps {args.eps:.4g}")],
+                 [(f"vanishing attack, eps {args.eps:.4g}, re-optimised against each model", HEADER, rows),
+                  ("gradient-masking checks", ["check", "verdict", "evidence"],
+                   [[c["name"].replace("_", " "), c["verdict"], c["message"]] for c in checks.to_dict()])], [])
+    log.info("adaptive recall %.3f -> %.3f", before["adaptive"]["recall"], after["adaptive"]["recall"])
+    log.info("wrote %s", run.path)
+    return 0
+
+
+def cmd_reproduce(args) -> int:
+    from .reproduce import reproduce
+
+    print(reproduce(Path(args.out), quick=args.quick, seed=args.seed))
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "attack": cmd_attack, "evaluate": cmd_evaluate, "defend": cmd_defend,
+            "reproduce": cmd_reproduce}
+#: the kind of run each verb writes (a verb refuses a run of another kind)
+KINDS = {"train": "detection-model", "attack": "detection-attack", "evaluate": "detection-evaluation",
+         "defend": "detection-model"}
+
+
+def run_cli(args) -> int:
+    """Run one detection verb; all but reproduce through ``Run.writing`` (name checked, lock held, links refused)."""
+    command = COMMANDS[args.detection_command]
+    if args.detection_command not in KINDS:
+        return command(args)
+    args.device = resolve_device(args.device)
+    with Run.writing(args.runs, args.name, KINDS[args.detection_command]):
+        return command(args)

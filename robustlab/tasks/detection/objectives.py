@@ -1,0 +1,164 @@
+"""Detection objectives on the shared ``Objective`` interface (``loss -> [B]`` maximised,
+``success -> bool[B]``), each with an exact per-image success read from the decoded detections
+(``score > score_threshold``, class-wise NMS at ``iou_threshold``; a box *matches* another when their
+IoU is at least ``match_iou``, 0.5 as in mAP@0.5).
+
+Outputs are the dense raw tensor [B, N, 6 + K] (scores, differentiable) or a list of ``Detections``
+(success only). Targets are lists with one ``Detections`` per image (the engine's ``index_target``
+selects them):
+
+- ``Untargeted``: loss = the detector's training loss (``detection_loss``) on the target (the ground
+  truth or the detector's own clean detections); success = the detections changed: some target box
+  has no match of its label, or some detection matches no target box of its label.
+- ``Vanishing``: loss = minus the training loss towards an empty image (every score pushed down);
+  success = no detection at all.
+- ``Fabrication``: loss = the largest class logit (a soft maximum) among candidates anchored outside
+  every target box; success = some detection overlaps no target box (IoU < match_iou with each, of
+  any label): a false positive in mAP's sense.
+- ``Mislabel``: target = the wanted boxes (the truth with other labels, ``relabelled``); loss = minus
+  the training loss towards them; success = every wanted box is matched by a detection of its wanted
+  label and by none of another label (an image without boxes never succeeds).
+- ``BoxShift``: target = the wanted boxes (``shifted``); loss = minus the training loss towards them;
+  success = every wanted box is matched by a detection of its label (none without boxes).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from ...errors import InputError
+from ...objectives import Objective
+from .boxes import ANCHOR, LOGITS, Detections, box_iou, check_raw, detections_of, matched, pad_truth
+from .losses import detection_loss
+
+
+def _targets(target, n: int) -> list[Detections]:
+    if isinstance(target, Detections):
+        target = [target]
+    if not isinstance(target, (list, tuple)) or len(target) != n or not all(isinstance(t, Detections) for t in target):
+        raise InputError(f"detection targets are a list of {n} Detections (one per image), got {type(target).__name__}")
+    return list(target)
+
+
+class DetectionObjective(Objective):
+    """Shared settings: the decoding thresholds and the IoU at which two boxes match."""
+
+    task = "detection"
+    name = "detection"
+
+    def __init__(self, score_threshold: float = 0.5, iou_threshold: float = 0.5, match_iou: float = 0.5):
+        for v, what in ((score_threshold, "score_threshold"), (iou_threshold, "iou_threshold"), (match_iou, "match_iou")):
+            if not 0.0 <= float(v) <= 1.0:
+                raise InputError(f"{what} must lie in [0, 1], got {v}")
+        self.score_threshold, self.iou_threshold, self.match_iou = float(score_threshold), float(iou_threshold), float(match_iou)
+
+    def detections(self, output) -> list[Detections]:
+        return detections_of(output, self.score_threshold, self.iou_threshold)
+
+    def _judge(self, output, target, rule) -> torch.Tensor:
+        dets = self.detections(output)
+        targets = _targets(target, len(dets))
+        device = output.device if isinstance(output, torch.Tensor) else torch.device("cpu")
+        return torch.tensor([bool(rule(d, t)) for d, t in zip(dets, targets)], dtype=torch.bool, device=device)
+
+    def _towards(self, output, target) -> torch.Tensor:
+        return -detection_loss(output, _targets(target, output.shape[0]))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(score_threshold={self.score_threshold}, match_iou={self.match_iou})"
+
+
+class Untargeted(DetectionObjective):
+    name = "detection_untargeted"
+
+    def loss(self, output, target):
+        return detection_loss(output, _targets(target, output.shape[0]))
+
+    def success(self, output, target):
+        def changed(d: Detections, t: Detections) -> bool:
+            return not bool(matched(d, t, self.match_iou).all()) or not bool(matched(t, d, self.match_iou).all())
+        return self._judge(output, target, changed)
+
+
+class Vanishing(DetectionObjective):
+    name = "detection_vanishing"
+
+    def loss(self, output, target=None):
+        return -detection_loss(output, [Detections.empty(output.device)] * output.shape[0])
+
+    def success(self, output, target=None):
+        dets = self.detections(output)
+        device = output.device if isinstance(output, torch.Tensor) else torch.device("cpu")
+        return torch.tensor([len(d) == 0 for d in dets], dtype=torch.bool, device=device)
+
+
+class Fabrication(DetectionObjective):
+    name = "detection_fabrication"
+
+    def loss(self, output, target):
+        check_raw(output)
+        boxes, _, valid = pad_truth(_targets(target, output.shape[0]), output.device)
+        a = output[..., ANCHOR].detach()[:, :, None, :]                              # [B, N, 1, 2]
+        inside = ((a >= boxes[:, None, :, :2]) & (a <= boxes[:, None, :, 2:])).all(-1) & valid[:, None, :]
+        z = output[..., LOGITS:].amax(-1).masked_fill(inside.any(-1), -1e4)
+        return torch.logsumexp(z, dim=1)
+
+    def success(self, output, target):
+        def fabricated(d: Detections, t: Detections) -> bool:
+            if len(d) == 0:
+                return False
+            if len(t) == 0:
+                return True
+            return bool((box_iou(d.boxes, t.boxes.to(d.boxes.device)) < self.match_iou).all(1).any())
+        return self._judge(output, target, fabricated)
+
+
+class Mislabel(DetectionObjective):
+    name = "detection_mislabel"
+
+    def loss(self, output, target):
+        return self._towards(output, target)
+
+    def success(self, output, target):
+        def relabelled_ok(d: Detections, t: Detections) -> bool:
+            if len(t) == 0:
+                return False
+            if len(d) == 0:
+                return False
+            over = box_iou(t.boxes, d.boxes.to(t.boxes.device)) >= self.match_iou          # [G, M]
+            same = t.labels[:, None] == d.labels.to(t.labels.device)[None, :]
+            return bool((over & same).any(1).all()) and not bool((over & ~same).any())
+        return self._judge(output, target, relabelled_ok)
+
+
+class BoxShift(DetectionObjective):
+    name = "detection_box_shift"
+
+    def loss(self, output, target):
+        return self._towards(output, target)
+
+    def success(self, output, target):
+        return self._judge(output, target, lambda d, t: len(t) > 0 and bool(matched(d, t, self.match_iou).all()))
+
+
+def relabelled(targets: Sequence[Detections], num_classes: int, shift: int = 1) -> list[Detections]:
+    """The mislabelling goal: every box with label (label + shift) mod num_classes."""
+    if num_classes < 2 or shift % num_classes == 0:
+        raise InputError(f"relabelling needs 2+ classes and a shift that changes the label, got {num_classes}, {shift}")
+    return [Detections(t.boxes, None, (t.labels + shift) % num_classes) for t in targets]
+
+
+def shifted(targets: Sequence[Detections], dx: float = 0.0, dy: float = 0.0, relative: bool = True) -> list[Detections]:
+    """The box-shift goal: every box moved by (dx, dy), in units of its own width and height when
+    ``relative`` (0.5: half a box to the right), else in pixels."""
+    out = []
+    for t in targets:
+        wh = (t.boxes[:, 2:] - t.boxes[:, :2]) if relative else torch.ones_like(t.boxes[:, :2])
+        step = wh * torch.tensor([dx, dy], dtype=t.boxes.dtype, device=t.boxes.device)
+        out.append(Detections(t.boxes + step.repeat(1, 2), None, t.labels))
+    return out
+
+
+OBJECTIVES = {"untargeted": Untargeted, "vanishing": Vanishing, "fabrication": Fabrication, "mislabel": Mislabel,
+              "box-shift": BoxShift}
