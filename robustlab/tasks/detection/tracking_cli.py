@@ -7,9 +7,10 @@
   in control of the detections or through the detector with the engine's PGD; writes ``summary.json`` (the outcome
   and MOTA/IDF1 per number of attacked frames).
 
-The detection CLI calls ``add_verbs(subparsers, load_model)`` where it builds its sub-commands and, first thing in
-its ``run_cli``, ``run_verb(args)`` (None when the verb is not a tracking one). ``load_model(spec, device)``
-loads the detector a ``--model`` names; without it ``--detections detector`` is refused.
+The detection CLI calls ``add_verbs(subparsers)`` where it builds its sub-commands and, first thing in its
+``run_cli``, ``run_verb(args)`` (None when the verb is not a tracking one). ``--model`` names a detector as every
+detection verb does (``pretrained.load_detector``); ``add_verbs(sub, load_model)`` replaces that loader
+(``load_model(spec, device) -> model``).
 """
 from __future__ import annotations
 
@@ -71,7 +72,14 @@ class HijackSettings(StrictSettings):
 KINDS = {"track": "detection-track", "hijack": "detection-hijack"}
 
 
-def add_verbs(sub, load_model: Callable | None = None) -> None:
+def load_task_detector(spec: str, device):
+    """The detector ``spec`` names (``pretrained``, a run directory, a .safetensors file, ``torchvision:<name>``)."""
+    from .pretrained import load_detector
+
+    return load_detector(spec, device)[0]
+
+
+def add_verbs(sub, load_model: Callable | None = load_task_detector) -> None:
     """Add ``track`` and ``hijack`` to the detection CLI's sub-command parsers ``sub``."""
     p = sub.add_parser("track", help="SORT on a generated crossing-shape sequence: MOTA, IDF1, tracks figure")
     add_run_args(p, "detection-track")

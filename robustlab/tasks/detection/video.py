@@ -1,7 +1,8 @@
 """Short video sequences of moving, crossing shapes with ground-truth track identities.
 
-Each sequence is a static textured background (as in ``robustlab.data.shapes``) over which ``n_objects`` shapes
-move at constant velocity. Objects come in crossing pairs: both members of a pair pass through the same point
+Each sequence is a static textured background (as in ``robustlab.data.shapes`` and the detection scenes, whose
+classes and colours it shares, so the task's detector sees them) over which ``n_objects`` shapes move at constant
+velocity. Objects come in crossing pairs: both members of a pair pass through the same point
 ``c`` at the middle frame from directions at least 60 degrees apart, so the later-drawn one occludes the other
 around the crossing; an odd object out moves alone. Everything is drawn from ``numpy.random.default_rng(seed)``,
 so a sequence is a pure function of its arguments.
@@ -15,21 +16,23 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...data.shapes import SHAPE_CLASSES, _masks
+from ...data.shapes import SHAPE_CLASSES, shape_mask
 from ...errors import InputError
+from .data import SCENE_CLASSES
 
 
 @dataclass(frozen=True)
 class VideoSequence:
     """``frames`` float32 [T, 3, H, W] in [0, 1]; ``boxes`` float32 [T, K, 4] (xyxy pixels, amodal);
     ``visible`` float32 [T, K] (fraction of the shape's pixels not covered by shapes drawn later);
-    ``ids`` int64 [K] (track identities, 1..K); ``labels`` int64 [K] (shape classes, ``SHAPE_CLASSES``)."""
+    ``ids`` int64 [K] (track identities, 1..K); ``labels`` int64 [K] (indices into ``classes``)."""
 
     frames: np.ndarray
     boxes: np.ndarray
     visible: np.ndarray
     ids: np.ndarray
     labels: np.ndarray
+    classes: tuple = SCENE_CLASSES
 
     def __len__(self) -> int:
         return int(self.frames.shape[0])
@@ -78,16 +81,30 @@ def _box(mask: np.ndarray) -> np.ndarray:
     return np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=np.float32)
 
 
-def make_sequence(seed: int = 0, frames: int = 16, n_objects: int = 3, size: int = 64) -> VideoSequence:
-    """One sequence of ``frames`` RGB ``size`` x ``size`` frames with ``n_objects`` moving shapes (see the module)."""
+def _colours(rng, n: int, bg: np.ndarray) -> np.ndarray:
+    """One colour per object, each differing from the background by at least 0.6 (summed over channels)."""
+    out = np.empty((n, 3), dtype=np.float32)
+    for k in range(n):
+        out[k] = rng.uniform(0.0, 1.0, 3)
+        while np.abs(out[k] - bg).sum() < 0.6:
+            out[k] = rng.uniform(0.0, 1.0, 3)
+    return out
+
+
+def make_sequence(seed: int = 0, frames: int = 16, n_objects: int = 3, size: int = 64,
+                  classes: tuple[str, ...] = SCENE_CLASSES) -> VideoSequence:
+    """One sequence of ``frames`` RGB ``size`` x ``size`` frames with ``n_objects`` moving shapes of ``classes``
+    (names from ``SHAPE_CLASSES``; by default the detection scenes' classes), see the module."""
     if frames < 2 or n_objects < 1 or size < 32:
         raise InputError(f"a sequence needs frames >= 2, n_objects >= 1 and size >= 32, got {frames}, {n_objects}, {size}")
+    if not classes or any(c not in SHAPE_CLASSES for c in classes):
+        raise InputError(f"sequence classes must be among {SHAPE_CLASSES}, got {classes}")
     rng = np.random.default_rng(seed)
-    labels = rng.choice(len(SHAPE_CLASSES), n_objects, replace=n_objects > len(SHAPE_CLASSES)).astype(np.int64)
-    radius = rng.uniform(0.08 * size, 0.12 * size, n_objects)
-    bg = rng.uniform(0.0, 0.5, 3).astype(np.float32)
-    colours = rng.uniform(0.6, 1.0, (n_objects, 3)).astype(np.float32)
-    colours[np.arange(n_objects), rng.integers(0, 3, n_objects)] = rng.uniform(0.0, 0.3, n_objects)
+    labels = rng.integers(0, len(classes), n_objects).astype(np.int64)
+    kinds = [SHAPE_CLASSES.index(classes[i]) for i in labels]
+    radius = rng.uniform(0.1 * size, 0.15 * size, n_objects)
+    bg = rng.uniform(0.0, 1.0, 3).astype(np.float32)
+    colours = _colours(rng, n_objects, bg)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     texture = 0.08 * np.sin(xx * rng.uniform(0.2, 0.8) + yy * rng.uniform(0.2, 0.8))
     background = bg[:, None, None] + texture[None]
@@ -96,8 +113,8 @@ def make_sequence(seed: int = 0, frames: int = 16, n_objects: int = 3, size: int
     boxes = np.empty((frames, n_objects, 4), dtype=np.float32)
     visible = np.empty((frames, n_objects), dtype=np.float32)
     for t in range(frames):
-        masks = [_masks(int(labels[k]), yy, xx, centres[t, k, 0], centres[t, k, 1], radius[k]) for k in range(n_objects)]
+        masks = [shape_mask(kinds[k], yy, xx, centres[t, k, 0], centres[t, k, 1], radius[k]) for k in range(n_objects)]
         img, visible[t] = _draw(background, masks, colours)
         boxes[t] = np.stack([_box(m) for m in masks])
         out[t] = np.clip(img + rng.normal(0, 0.02, img.shape), 0, 1)
-    return VideoSequence(out, boxes, visible, np.arange(1, n_objects + 1, dtype=np.int64), labels)
+    return VideoSequence(out, boxes, visible, np.arange(1, n_objects + 1, dtype=np.int64), labels, tuple(classes))
