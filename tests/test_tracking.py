@@ -13,6 +13,9 @@ from robustlab.tasks.detection.video import make_sequence
 
 pytest.importorskip("motmetrics", reason="tracking metrics need motmetrics (the detection extra)")
 
+NO_CUDA = "no CUDA device on this machine (CPU-only torch); the cuda variant runs where a GPU is"
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_CUDA))]
+
 
 def _centres(boxes):
     return np.stack([(boxes[..., 0] + boxes[..., 2]) / 2, (boxes[..., 1] + boxes[..., 3]) / 2], -1)
@@ -142,6 +145,36 @@ def test_hijack_objective_success_and_loss_exact_on_hand_made_detections():
         obj.loss(raw, target[:1, 0])
     kept = replace_detection(np.stack([orig + [1, 0, 1, 0], orig, orig + 40]), orig, adv)
     assert kept.tolist() == [(orig + [1, 0, 1, 0]).tolist(), (orig + 40).tolist(), adv.tolist()]  # only the best match goes
+
+
+class _TwoCandidates(torch.nn.Module):
+    """A hand-made detector: candidate 0 at ``adv``, candidate 1 at ``orig``, with logits +-10 (mean of channel 0 -
+    0.5): on a grey frame both score exactly 0.5; brightening channel 0 by 0.1 scores them 0.73 / 0.27."""
+
+    def __init__(self, orig, adv):
+        super().__init__()
+        self.register_buffer("boxes", torch.tensor(np.stack([adv, orig]), dtype=torch.float32))
+        self.anchor = torch.nn.Parameter(torch.zeros(1))   # a parameter, so that the model has a device
+
+    def forward(self, x):
+        z = 10 * (x[:, 0].mean((1, 2)) - 0.5)
+        logits = torch.stack([z, -z], 1)[..., None]                          # [B, 2, 1]
+        boxes = self.boxes.expand(x.shape[0], -1, -1)
+        return torch.cat([torch.zeros_like(boxes[..., :2]), boxes, logits], -1)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_hijack_objective_through_the_engine_pgd_on_a_hand_made_detector(device):
+    from robustlab.tasks.detection.tracking_hijack import detect_frames, detector_attack
+
+    orig, adv = np.array([10.0, 10, 20, 20]), np.array([15.0, 10, 25, 20])
+    model = _TwoCandidates(orig, adv).to(device)
+    frames = np.full((2, 3, 32, 32), 0.5, dtype=np.float32)
+    assert [len(d) for d in detect_frames(model, frames)] == [0, 0]          # score 0.5 is not above 0.5
+    boxes, ok = detector_attack(model, frames, eps=0.1, steps=3, score_threshold=0.6)(1, orig, adv)
+    assert ok and np.allclose(boxes, [adv])                   # sigmoid(1) = 0.73 at adv kept, the original 0.27 gone
+    boxes, ok = detector_attack(model, frames, eps=0.01, steps=3, score_threshold=0.6)(1, orig, adv)
+    assert not ok and len(boxes) == 0                         # too small a budget: sigmoid(0.1) = 0.52 < 0.6
 
 
 def test_hijacking_succeeds_with_enough_attacked_frames_on_controlled_detections():
