@@ -130,7 +130,7 @@ def cmd_track(args, run: Run, _device, seq_s: SequenceSettings, trk: TrackerSett
     tracks = track_sequence(dets, **trk.model_dump())
     metrics = tracking_metrics(seq.truth(), tracks)
     atomic_write_json(run.path / "tracks.json", [t.tolist() for t in tracks], inside=run.path)
-    tracks_figure(run.figures / "tracks.png", seq, dets, sort=trk.model_dump(), hijack_frames=0)
+    tracks_figure(run.figures / "tracks.png", seq, {"tracks": tracks})
     run.write_summary({"metrics": metrics, "frames": len(seq), "objects": int(len(seq.ids))})
     log.info("MOTA %.3f, IDF1 %.3f, %d id switches; wrote %s", metrics["mota"], metrics["idf1"],
              metrics["num_switches"], run.path)
@@ -140,7 +140,7 @@ def cmd_track(args, run: Run, _device, seq_s: SequenceSettings, trk: TrackerSett
 def cmd_hijack(args, run: Run, _device, seq_s: SequenceSettings, trk: TrackerSettings, hj: HijackSettings) -> int:
     from .tracking_hijack import detector_attack, hijack_curve
     from .tracking_metrics import tracking_metrics
-    from .tracking_reproduce import perpendicular
+    from .tracking_reproduce import perpendicular, tracks_figure
 
     seq, dets, model = _sequence_and_detections(args, seq_s)
     if hj.target not in seq.ids:
@@ -156,6 +156,8 @@ def cmd_hijack(args, run: Run, _device, seq_s: SequenceSettings, trk: TrackerSet
                          start=hj.start, after=hj.after, **trk.model_dump())
     rows = [{**o.summary(), **{k: tracking_metrics(seq.truth(), o.tracks)[k] for k in ("mota", "idf1")}} for o in curve]
     run.write_summary({"direction": direction.tolist(), "hijack": rows})
+    shown = list(range(hj.start - 1, min(len(seq), hj.start + curve[-1].frames + hj.after + 1)))
+    tracks_figure(run.figures / "tracks.png", seq, {f"{o.frames} attacked frames": o.tracks for o in curve}, shown)
     for r in rows:
         log.info("%d attacked frames: %s (id lost %s, drift %.1f px), MOTA %.3f, IDF1 %.3f", r["frames"],
                  "hijacked" if r["success"] else "not hijacked", r["id_lost"], r["drift"], r["mota"], r["idf1"])

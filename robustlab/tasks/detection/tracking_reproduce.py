@@ -98,7 +98,7 @@ def tracking_section(out: str | Path, quick: bool = False, seed: int = 0, model=
             attack_for = lambda _d, s=s: detector_attack(model, s.frames, eps=eps, steps=steps, seed=seed)  # noqa: E731
             rows += hijack_sequence(s, d, attack_for, frames if not quick else frames[:3])
         results["hijack"][f"detector, PGD Linf {eps:.4g} x {steps}"] = _curve(rows, frames)
-    tracks_figure(out / "figures" / "tracks-hijacked.png", seqs[0], truth_dets[0])
+    tracks_figure(out / "figures" / "tracks-hijacked.png", seqs[0], *_hijacked_rows(seqs[0], truth_dets[0]))
     results["seconds"] = time.perf_counter() - start
     atomic_write_json(out / "tracking.json", results)
     return tracking_markdown(results), results
@@ -121,25 +121,24 @@ def tracking_markdown(results: dict) -> str:
     return "\n".join(md + ["", "![tracks of a hijacked sequence](figures/tracks-hijacked.png)", ""])
 
 
-def tracks_figure(path: Path, seq: VideoSequence, detections: list, target: int = 1, hijack_frames: int = 3,
-                  sort: dict | None = None) -> None:
-    """Frames of ``seq`` with SORT's boxes coloured by track id: clean (top row) and, with ``hijack_frames`` > 0, the
-    track of object ``target`` hijacked for that many frames from ``START`` (bottom row)."""
+def _hijacked_rows(seq: VideoSequence, detections: list, target: int = 1, frames: int = 3) -> tuple[dict, list]:
+    """The clean tracks and those with object ``target`` hijacked for ``frames`` frames; the frames worth showing."""
+    k = int(np.flatnonzero(seq.ids == target)[0])
+    hijacked = hijack_curve(seq, detections, target=target, frames=(frames,), start=START, after=AFTER,
+                            direction=perpendicular(seq, k, START), **SORT)[0]
+    rows = {"clean": track_sequence(detections, **SORT), f"hijacked ({frames} frames from {START})": hijacked.tracks}
+    return rows, list(range(START - 1, min(len(seq), START + frames + AFTER + 1)))
+
+
+def tracks_figure(path: Path, seq: VideoSequence, rows: dict, shown: list[int] | None = None) -> None:
+    """Frames ``shown`` of ``seq`` (default: 8 spread over the sequence), one row per entry of ``rows`` (name ->
+    the tracker's reported [N, 5] per frame), boxes coloured and labelled by track id."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    sort = SORT if sort is None else sort
-    rows = {"clean": track_sequence(detections, **sort)}
-    if hijack_frames:
-        k = int(np.flatnonzero(seq.ids == target)[0])
-        rows[f"hijacked ({hijack_frames} frames from {START})"] = hijack_curve(
-            seq, detections, target=target, frames=(hijack_frames,), start=START, after=AFTER,
-            direction=perpendicular(seq, k, START), **sort)[0].tracks
-        shown = list(range(START - 1, min(len(seq), START + hijack_frames + AFTER + 1)))
-    else:
-        shown = list(range(0, len(seq), max(1, len(seq) // 8)))[:8]
+    shown = list(range(0, len(seq), max(1, len(seq) // 8)))[:8] if shown is None else shown
     fig, axes = plt.subplots(len(rows), len(shown), figsize=(1.6 * len(shown), 1.8 * len(rows)), squeeze=False)
     colours = plt.get_cmap("tab10")
     for r, (name, tracks) in enumerate(rows.items()):
