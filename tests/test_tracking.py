@@ -224,3 +224,14 @@ def test_track_and_hijack_verbs_write_their_runs(tmp_path):
                   load_model=None)
     with pytest.raises(InputError, match="max-age"):
         _run_verb(["track", "--runs", str(tmp_path), "--name", "t3", "--device", "cpu", "--max-age", "-1"])
+
+
+def test_tracking_section_quick_without_a_detector(tmp_path):
+    from robustlab.tasks.detection.tracking_reproduce import tracking_section
+
+    md, results = tracking_section(tmp_path, quick=True, seed=0)
+    curve = results["hijack"]["controlled detections"]
+    assert [c["frames"] for c in curve] == [0, 1, 2, 3] and curve[0]["success"] == 0 and curve[3]["success"] == 1
+    assert curve[3]["mota"] < curve[0]["mota"] and "detector" not in results["clean"]
+    assert "| controlled detections | 3 |" in md and "figures/tracks-hijacked.png" in md
+    assert (tmp_path / "tracking.json").exists() and (tmp_path / "figures" / "tracks-hijacked.png").stat().st_size > 0
