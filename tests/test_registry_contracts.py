@@ -333,6 +333,12 @@ def _ocr(task):
     return task.models["crnn"](hidden=8, channels=(4, 4, 4, 4)), d.x, d.texts
 
 
+@_task_case("detection")
+def _detection(task):
+    d = task.datasets["synthetic"](n=2, size=32)
+    return task.models["tiny"](num_classes=4, width=4), d.x, d.targets
+
+
 def _numbers(value) -> torch.Tensor:
     return torch.as_tensor(value, dtype=torch.float64).reshape(-1)
 

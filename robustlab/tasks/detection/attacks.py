@@ -45,12 +45,14 @@ def goal_targets(goal: str, truth: Sequence[Detections], num_classes: int, shift
 
 
 def attack_detector(model, x: torch.Tensor, truth: Sequence[Detections], goal: str = "vanishing", attack: str = "pgd",
-                    eps: float = 8 / 255, steps: int = 20, queries: int = 500, seed: int = 0, score_threshold: float = 0.5):
-    """Run one attack against ``model`` for ``goal``: ``(AttackResult, objective, targets)``."""
+                    eps: float = 8 / 255, steps: int = 20, queries: int = 500, seed: int = 0, score_threshold: float = 0.5,
+                    **options):
+    """Run one attack against ``model`` for ``goal``: ``(AttackResult, objective, targets)``; ``options``
+    go to the engine (``early_stop=False``: keep maximising after success)."""
     objective = OBJECTIVES[goal](score_threshold=score_threshold) if goal in OBJECTIVES else None
     targets = goal_targets(goal, truth, model.num_classes)
     threat = ThreatModel("linf", eps)
-    result = build_attack(attack, threat, objective, steps, queries, seed)(model, x, targets)
+    result = build_attack(attack, threat, objective, steps, queries, seed, **options)(model, x, targets)
     return result, objective, targets
 
 
@@ -64,7 +66,7 @@ def universal_perturbation(model, x: torch.Tensor, truth: Sequence[Detections], 
 
 def transfer(source, target_model, x: torch.Tensor, truth: Sequence[Detections], goal: str = "vanishing",
              eps: float = 8 / 255, steps: int = 20, seed: int = 0) -> dict[str, float]:
-    """Craft with PGD on ``source``, judge on ``target_model``: success rate on each and the target's raw outputs."""
-    res, objective, targets = attack_detector(source, x, truth, goal, "pgd", eps, steps, seed=seed)
+    """Craft with PGD on ``source`` (all ``steps``, no early stop), judge on ``target_model``: the success rate on each."""
+    res, objective, targets = attack_detector(source, x, truth, goal, "pgd", eps, steps, seed=seed, early_stop=False)
     on_target = objective.success(predict(target_model, res.x_adv), targets)
     return {"source_success": float(res.success.float().mean()), "transfer_success": float(on_target.float().mean())}

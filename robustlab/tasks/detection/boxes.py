@@ -7,8 +7,8 @@
   in pixels (a constant: where the candidate looks), ``raw[..., 2:6]`` its box xyxy in pixels,
   ``raw[..., 6:]`` its K class logits (score = sigmoid(logit), one independent score per class as in
   focal-loss detectors). Every objective, metric and attack reads this one format.
-- ``decode(raw, score_threshold, iou_threshold)``: per candidate its best class; candidates scoring
-  above the threshold are kept and class-wise greedy non-maximum suppression removes any box
+- ``decode(raw, score_threshold, iou_threshold)``: per candidate its best class; the (at most 100)
+  highest-scoring candidates above the threshold are kept and class-wise greedy non-maximum suppression removes any box
   overlapping a higher-scoring box of its class by IoU > ``iou_threshold``. NMS only removes
   candidates, so "no detection" is exactly "no class score above the threshold".
 """
@@ -17,10 +17,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+import numpy as np
 import torch
 
 from ...errors import InputError
 
+#: candidates kept per image before NMS (COCO evaluates at most 100 detections per image)
+MAX_CANDIDATES = 100
 #: the columns of the dense raw output before the class logits
 ANCHOR, BOX, LOGITS = slice(0, 2), slice(2, 6), 6
 
@@ -86,12 +89,12 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, iou_thr
         return order
     b, lab = boxes[order], labels[order]
     suppress = (box_iou(b, b) > iou_threshold) & (lab[:, None] == lab[None, :])
-    suppress = torch.triu(suppress, diagonal=1).cpu()
-    kept = torch.ones(order.numel(), dtype=torch.bool)
+    suppress = torch.triu(suppress, diagonal=1).cpu().numpy()
+    kept = np.ones(order.numel(), dtype=bool)
     for i in range(order.numel()):  # a box removes later ones only if it is kept itself
         if kept[i]:
             kept &= ~suppress[i]
-    return order[kept.to(order.device)]
+    return order[torch.from_numpy(kept).to(order.device)]
 
 
 def check_raw(raw: torch.Tensor) -> int:
@@ -110,12 +113,15 @@ def candidate_scores(raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @torch.no_grad()
-def decode(raw: torch.Tensor, score_threshold: float = 0.5, iou_threshold: float = 0.5) -> list[Detections]:
-    """The detections per image of a dense raw output: best class per candidate, score > threshold, NMS."""
+def decode(raw: torch.Tensor, score_threshold: float = 0.5, iou_threshold: float = 0.5,
+           max_candidates: int = MAX_CANDIDATES) -> list[Detections]:
+    """The detections per image of a dense raw output: best class per candidate, score > threshold, the
+    ``max_candidates`` highest-scoring ones, NMS."""
     score, label = candidate_scores(raw)
     out = []
     for i in range(raw.shape[0]):
-        keep = score[i] > score_threshold
+        keep = torch.nonzero(score[i] > score_threshold).squeeze(1)
+        keep = keep[torch.argsort(score[i, keep], descending=True, stable=True)[:max_candidates]]
         d = Detections(raw[i, keep, BOX].float(), score[i, keep], label[i, keep])
         out.append(d.take(nms(d.boxes, d.scores, d.labels, iou_threshold)))
     return out

@@ -46,6 +46,7 @@ def add_cli(sub) -> None:
     p.add_argument("--width", type=int, default=16)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--retrain", action="store_true", help="ignore cached weights")
+    p.add_argument("--n", type=int, default=200, help="validation scenes")
     p = s.add_parser("attack", help="attack a detector for one goal and draw the boxes")
     _common(p, "detection-attack")
     p.add_argument("--goal", default="vanishing", choices=GOALS)
@@ -76,6 +77,12 @@ def _start(args, kind: str, extra: dict | None = None) -> Run:
     return run
 
 
+def _check_data(spec: str) -> None:
+    """Refuse a bad --data before any model is loaded (or trained)."""
+    if spec != "synthetic" and not (spec.startswith("coco:") and Path(spec[5:]).is_dir()):
+        raise InputError(f"--data must be synthetic or coco:FOLDER (an existing folder), got {spec!r}")
+
+
 def _data(spec: str, n: int, setup, device):
     from .data import coco_folder
 
@@ -86,6 +93,15 @@ def _data(spec: str, n: int, setup, device):
     if spec.startswith("coco:"):
         return coco_folder(spec[5:], limit=n).to(device)
     raise InputError(f"--data must be synthetic or coco:FOLDER, got {spec!r}")
+
+
+def _inputs(args, kind: str):
+    """The verb's detector (and its setup: None for torchvision), its images and its run directory."""
+    from .pretrained import load_detector
+
+    model, setup = load_detector(args.model, args.device)
+    data = _data(args.data, args.n, setup, args.device)
+    return model, setup, data, _start(args, kind, {"setup": asdict(setup) if setup else None})
 
 
 def _figure(run: Run, data, model, versions: dict, title: str, name: str = "boxes.png") -> str:
@@ -107,17 +123,17 @@ def cmd_train(args) -> int:
     setup = DetectorSetup(width=args.width, scenes=args.scenes, steps=args.steps, lr=args.lr, seed=args.seed)
     run = _start(args, "detection-model", {"setup": asdict(setup)})
     start = time.perf_counter()
-    model = pretrained_detector(setup, retrain=args.retrain, device=args.device)
+    model = pretrained_detector(setup, retrain=args.retrain, device=args.device, validation=args.n)
     save_detector(model, setup, run.checkpoints / MODEL_FILE)
-    val = setup.validation_data().to(args.device)
-    results = {"validation (200 scenes)": detection_metrics(predict(model, val.x), val.targets)}
+    val = setup.validation_data(args.n).to(args.device)
+    results = {f"validation ({args.n} scenes)": detection_metrics(predict(model, val.x), val.targets)}
     run.write_summary({"setup": asdict(setup), "metrics": results, "seconds": time.perf_counter() - start})
     fig = _figure(run, val, model, {"clean": val.x}, "validation scenes")
     write_report(run.path / "report.html", f"detector {run.name}",
                  [("setup", f"{setup.scenes:,} scenes, {setup.steps:,} steps of batch {setup.batch_size}, width "
                             f"{setup.width}, learning rate {setup.lr:g}, seed {setup.seed}")],
                  [("clean detection", HEADER, metric_rows(results))], [fig])
-    log.info("validation: mAP@0.5 %.3f, mAP %.3f, recall %.3f", *(results["validation (200 scenes)"][k]
+    log.info("validation: mAP@0.5 %.3f, mAP %.3f, recall %.3f", *(results[f"validation ({args.n} scenes)"][k]
                                                                      for k in ("map_50", "map", "recall")))
     log.info("wrote %s", run.path)
     return 0
@@ -126,13 +142,10 @@ def cmd_train(args) -> int:
 def cmd_attack(args) -> int:
     from .attacks import attack_detector
     from .metrics import detection_metrics
-    from .pretrained import load_detector
     from .report import HEADER, metric_rows, write_report
     from .train import predict
 
-    model, setup = load_detector(args.model, args.device)
-    data = _data(args.data, args.n, setup, args.device)
-    run = _start(args, "detection-attack", {"setup": asdict(setup) if setup else None})
+    model, _, data, run = _inputs(args, "detection-attack")
     res, _, _ = attack_detector(model, data.x, data.targets, args.goal, args.attack, args.eps, args.steps, args.queries,
                                 args.seed)
     results = {"clean": detection_metrics(predict(model, data.x), data.targets),
@@ -154,12 +167,9 @@ def cmd_attack(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from .defense import evaluate_detector
-    from .pretrained import load_detector
     from .report import HEADER, metric_rows, write_report
 
-    model, setup = load_detector(args.model, args.device)
-    data = _data(args.data, args.n, setup, args.device)
-    run = _start(args, "detection-evaluation", {"setup": asdict(setup) if setup else None})
+    model, _, data, run = _inputs(args, "detection-evaluation")
     results = {}
     for eps in args.eps:
         r = evaluate_detector(model, data.x, data.targets, eps, args.goal, args.steps, args.seed)
@@ -177,14 +187,14 @@ def cmd_evaluate(args) -> int:
 
 def cmd_defend(args) -> int:
     from .defense import defend_detector, detection_checks, evaluate_detector
-    from .pretrained import MODEL_FILE, DetectorSetup, load_detector, save_detector
+    from .pretrained import MODEL_FILE, load_detector, save_detector
     from .report import HEADER, metric_rows, write_report
 
     model, setup = load_detector(args.model, args.device)
     if setup is None:
         raise InputError("defend fine-tunes the task's own detector, not a torchvision one")
     data = _data(args.data, args.n, setup, args.device)
-    new = replace(setup, method="pgd", eps=args.eps, attack_steps=args.attack_steps, steps=args.steps, seed=args.seed)
+    new = replace(setup, eps=args.eps, attack_steps=args.attack_steps, steps=args.steps, seed=args.seed)
     run = _start(args, "detection-model", {"setup": asdict(new)})
     before = evaluate_detector(model, data.x, data.targets, args.eps, "vanishing", seed=args.seed)
     history = defend_detector(model, setup.train_data().to(args.device), args.steps, args.eps, args.attack_steps,
@@ -224,6 +234,8 @@ def run_cli(args) -> int:
     command = COMMANDS[args.detection_command]
     if args.detection_command not in KINDS:
         return command(args)
+    if hasattr(args, "data"):
+        _check_data(args.data)
     args.device = resolve_device(args.device)
     with Run.writing(args.runs, args.name, KINDS[args.detection_command]):
         return command(args)

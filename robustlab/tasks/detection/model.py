@@ -19,7 +19,8 @@ PRIOR = 0.05
 
 
 def _conv(c_in: int, c_out: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride, padding=dilation, dilation=dilation), nn.ReLU(inplace=True))
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride, padding=dilation, dilation=dilation, bias=False),
+                         nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
 
 
 class TinyDetector(nn.Module):

@@ -10,8 +10,9 @@ selects them):
 - ``Untargeted``: loss = the detector's training loss (``detection_loss``) on the target (the ground
   truth or the detector's own clean detections); success = the detections changed: some target box
   has no match of its label, or some detection matches no target box of its label.
-- ``Vanishing``: loss = minus the training loss towards an empty image (every score pushed down);
-  success = no detection at all.
+- ``Vanishing``: loss = ``-T sum_{i,k} softplus((z_ik - logit(score_threshold)) / T)`` over candidates i and
+  classes k (T = 0.25): a soft hinge at the threshold, so the scores above it are pushed down first
+  (the many background candidates far below it weigh nothing); success = no detection at all.
 - ``Fabrication``: loss = the largest class logit (a soft maximum) among candidates anchored outside
   every target box; success = some detection overlaps no target box (IoU < match_iou with each, of
   any label): a false positive in mAP's sense.
@@ -23,6 +24,7 @@ selects them):
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -84,8 +86,14 @@ class Untargeted(DetectionObjective):
 class Vanishing(DetectionObjective):
     name = "detection_vanishing"
 
+    #: the temperature of the soft hinge
+    temperature = 0.25
+
     def loss(self, output, target=None):
-        return -detection_loss(output, [Detections.empty(output.device)] * output.shape[0])
+        check_raw(output)
+        t = math.log(self.score_threshold / (1 - self.score_threshold)) if 0 < self.score_threshold < 1 else 0.0
+        above = torch.nn.functional.softplus((output[..., LOGITS:] - t) / self.temperature)
+        return -self.temperature * above.flatten(1).sum(1)
 
     def success(self, output, target=None):
         dets = self.detections(output)

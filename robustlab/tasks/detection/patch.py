@@ -62,6 +62,7 @@ class PatchOnObject:
 
     def __call__(self, x: torch.Tensor, target, patch: torch.Tensor, gen: torch.Generator, *_):
         b, c, h, w = x.shape
+        patch = patch.to(x)  # the engine keeps the patch on the CPU; the images may be on a GPU
         centre, side, angle = self.squares(target, gen)
         a = self._uniform(self.contrast, b, gen).view(b, 1, 1, 1).to(x)
         shift = self._uniform(self.brightness, b, gen).view(b, 1, 1, 1).to(x)

@@ -51,8 +51,8 @@ class TorchvisionDetector(nn.Module):
         return decode(raw, score_threshold, iou_threshold)
 
 
-def torchvision_detector(name: str, weights: str = "DEFAULT") -> TorchvisionDetector:
-    """``torchvision.models.detection.<name>(weights=weights)`` wrapped (COCO: 91 class ids)."""
+def torchvision_detector(name: str, weights: str | None = "DEFAULT", **kwargs) -> TorchvisionDetector:
+    """``torchvision.models.detection.<name>(weights=weights, **kwargs)`` wrapped (COCO: 91 class ids)."""
     try:
         from torchvision.models import detection
     except Exception as e:  # a CUDA torchvision wheel against a CPU torch fails at import with RuntimeError
@@ -61,5 +61,5 @@ def torchvision_detector(name: str, weights: str = "DEFAULT") -> TorchvisionDete
     builder = getattr(detection, name, None)
     if builder is None or not callable(builder):
         raise InputError(f"torchvision has no detector {name!r}")
-    net = builder(weights=weights)
+    net = builder(weights=weights, **kwargs)
     return TorchvisionDetector(net, num_classes=int(getattr(net, "num_classes", 0) or 91))
