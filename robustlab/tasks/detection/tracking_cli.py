@@ -42,8 +42,8 @@ class SequenceSettings(StrictSettings):
                                                      "boxes or the detector's (--model)")
     model: str = Field("pretrained", description="the detector with --detections detector")
     score_threshold: float = Field(0.3, ge=0, le=1, description="the detector's score threshold (tracking keeps "
-                                   "lower-scoring boxes than detection's 0.5: the reference detector's recall is "
-                                   "about 0.9 at 0.3, 0.8 at 0.5)")
+                                   "lower-scoring boxes than detection's 0.5: the reference detector finds 90% "
+                                   "of the fully visible shapes at 0.3, 82% at 0.5)")
 
 
 class TrackerSettings(StrictSettings):
