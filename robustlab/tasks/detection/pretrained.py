@@ -68,7 +68,7 @@ DETECTOR_BOUNDS = {"width": (1, 512), "num_classes": (1, len(SCENE_CLASSES)), "s
 
 def pretrained_detector(setup: DetectorSetup = DetectorSetup(), cache: str | Path | None = None, retrain: bool = False,
                         device: str | torch.device = "cpu", progress: bool = True, validation: int = 200) -> TinyDetector:
-    """The trained detector of `setup` (trained and cached on first use: about 3 minutes on 2 CPU cores), on
+    """The trained detector of `setup` (trained and cached on first use: 3-6 minutes on 2 CPU cores), on
     `device`; its metrics on ``validation`` scenes are written in the JSON file next to the weights."""
     from .metrics import detection_metrics
 
