@@ -307,6 +307,9 @@ def cmd_evaluate(args) -> int:
         shutdown()
     if rank != 0:
         return 0
+    from .runs.report_summary import suite_label
+
+    print(f"{suite_label(out)}, {out.get('norm', '?')}")
     print(results_table(evaluation_rows(Path(run_dir).name, out)))
     if out.get("key"):
         from .runs.evaluations import evaluation_dir

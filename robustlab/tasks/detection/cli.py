@@ -14,6 +14,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from ...argtypes import add_run_args, float_list
+from . import tracking_cli
 from ...errors import InputError
 from ...runs.rundir import Run
 from ...runs.schema import DeviceSettings
@@ -39,6 +40,7 @@ def add_cli(sub) -> None:
                          description="Adversarial attacks on a one-stage detector: objects vanish, appear, change "
                                      "label or move.")
     s = det.add_subparsers(dest="detection_command", required=True)
+    tracking_cli.add_verbs(s)
     p = s.add_parser("train", help="train the detector on procedural scenes (cached)")
     _common(p, "detection-train", model=False)
     p.add_argument("--steps", type=int, default=2000)
@@ -231,6 +233,8 @@ KINDS = {"train": "detection-model", "attack": "detection-attack", "evaluate": "
 
 def run_cli(args) -> int:
     """Run one detection verb; all but reproduce through ``Run.writing`` (name checked, lock held, links refused)."""
+    if (code := tracking_cli.run_verb(args)) is not None:  # track, hijack
+        return code
     command = COMMANDS[args.detection_command]
     if args.detection_command not in KINDS:
         return command(args)

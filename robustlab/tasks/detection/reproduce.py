@@ -175,6 +175,10 @@ def reproduce(out: str | Path, quick: bool = False, seed: int = 0) -> str:
         results[title], lines = part()
         md += [f"### {title}", "", *lines, ""]
         log.info("%s: %.0f s", title, time.perf_counter() - t)
+    from .tracking_reproduce import tracking_section
+
+    tracking_md, results["tracking"] = tracking_section(out, quick, seed, model=model)
+    md += [tracking_md, ""]
     results["seconds"] = time.perf_counter() - start
     md.append(f"Measured in {results['seconds'] / 60:.1f} min on {scale.n} held-out scenes (seed {seed}).")
     text = "\n".join(md) + "\n"
