@@ -145,7 +145,7 @@ def _argument_options(field) -> dict:
     parser is built, so that names registered later (plug-ins) show too."""
     annotation = _unwrap_optional(field.annotation)
     extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
-    help = field.description
+    help = field.description and field.description.replace("%", "%%")  # argparse formats help with %
     if help and "known" in extra:
         help = f"{help}: {', '.join(extra['known']())}"
     opts: dict[str, Any] = {"default": field.default, "help": help}

@@ -31,7 +31,7 @@ def test_the_results_table_is_aligned_and_rounded():
     assert _columns(table[1]) == ["pgd", "linf 0", "97.0% [91.5, 99.0]", "97.0% [91.5, 99.0]", "fast", "100", "-", "-"]
     # broken by in cascade order ("clean" is not an attack); every check that did not pass is named
     assert _columns(table[2]) == ["pgd", "linf 0.1", "97.0% [91.5, 99.0]", "81.3% [72.4, 87.6]", "fast", "100",
-                                  "apgd-ce 15, apgd-t 1", "warn: cascade_black_box"]
+                                  "apgd-ce 15, apgd-t 1; already wrong 3", "warn: cascade_black_box"]
     starts = [[m.start() for m in re.finditer(r"(?<=  )\S", line)] for line in table]
     assert starts[0] == starts[1] == starts[2]  # aligned columns
 
@@ -55,7 +55,8 @@ def test_train_evaluate_and_run_end_with_the_results_table(tmp_path, capsys):
 
     code, out, err = cli(capsys, "evaluate", tmp_path / "m", "--eps", "0,0.1", "--attacks", "fast", "--n", "30")
     assert code == 0, err
-    lines = out.splitlines()
+    lines = out.splitlines()[1:]  # under the line naming the suite, n and norm
+    assert out.startswith("fast suite, n=30, linf\n")
     assert "broken by" in lines[0] and [_columns(x)[1] for x in lines[1:3]] == ["linf 0", "linf 0.1"]
     assert all(_columns(x)[4:6] == ["fast", "30"] for x in lines[1:3]) and not LONG_FLOAT.search(out)
 
