@@ -98,3 +98,10 @@ def test_poison_verbs_have_help_and_evaluate_takes_device():
     assert {"craft", "evaluate", "reproduce"} <= set(verbs)
     assert all(verbs[v].format_help().startswith("usage: robustlab poison") for v in verbs)
     assert any("--device" in a.option_strings for a in verbs["evaluate"]._actions)
+
+
+def test_without_rate_the_attack_keeps_its_own_default(capsys, tmp_path):
+    code, out, err = cli(capsys, "poison", "craft", "--attack", "blend", "--data", "digits", "--runs", tmp_path)
+    assert code == 0, err
+    summary = json.loads((tmp_path / "poison-blend-digits" / "summary.json").read_text())
+    assert summary["n_poisoned"] == round(0.1 * 1257)  # Blend's own rate

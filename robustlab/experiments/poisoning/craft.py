@@ -23,7 +23,9 @@ class CraftSettings(StrictSettings):
     data: str = Field("mnist", description="data set whose train split is poisoned (as `robustlab train --data`)")
     data_seed: int = Field(0, ge=0, description="seed of the train/val/test split")
     data_dir: Optional[str] = Field(None, description="directory with the full MNIST (IDX) or CIFAR-10 batches")
-    rate: float = Field(0.1, ge=0, le=1, description="poisoned share of the train split (round(rate * N) samples)")
+    rate: Optional[float] = Field(None, ge=0, le=1, description="poisoned share (round(rate * N) samples; clean-label: "
+                                  "of the target class); unset: the attack's own default (0.1 for the backdoors, "
+                                  "the whole set for adversarial poisons and unlearnable examples)")
     target: int = Field(0, ge=0, description="the attacker's target class (all-to-one)")
     all_to_all: bool = Field(False, description="all-to-all backdoor: y -> (y + 1) mod K")
     seed: int = Field(0, description="seed of the poisoned-sample draw and of random triggers")
@@ -44,7 +46,7 @@ def build_attack(s: CraftSettings):
     unknown = sorted(set(s.attack_kwargs) - params)
     if unknown:
         raise InputError(f"--attack-kwargs: {s.attack} takes no {', '.join(unknown)}; it takes {', '.join(sorted(params))}")
-    common = {k: getattr(s, k) for k in ("rate", "target", "all_to_all", "seed") if k in params}
+    common = {k: getattr(s, k) for k in ("rate", "target", "all_to_all", "seed") if k in params and getattr(s, k) is not None}
     if "target" in common and s.attack in ("label_flip",):
         common.pop("target")  # label flipping's target goes with its source (class-targeted), in attack_kwargs
     return cls(**{**common, **_model_arguments(s, params), **s.attack_kwargs})
@@ -96,7 +98,8 @@ def add_parser(subparsers):
 def main(args) -> int:
     settings = settings_from_args((CraftSettings, RunTarget), args, "`robustlab poison craft` arguments")
     s, target = settings[CraftSettings], settings[RunTarget]
-    run_dir = Path(target.runs) / (target.name or f"poison-{s.attack}-{s.data.replace('/', '_').replace(':', '_')}-{s.rate:g}")
+    default_name = f"poison-{s.attack}-{s.data.replace('/', '_').replace(':', '_')}" + (f"-{s.rate:g}" if s.rate is not None else "")
+    run_dir = Path(target.runs) / (target.name or default_name)
     path = craft(s, run_dir)
     import json
 
