@@ -123,6 +123,17 @@ def _is_number(v: Any, kind: type) -> bool:
     return isinstance(v, int) if kind is int else math.isfinite(v)
 
 
+def weights_file(spec: str | Path, model_file: str, what: str, sources: str) -> Path:
+    """The weights file `spec` names: a run directory's ``checkpoints/<model_file>`` or a .safetensors path; a
+    CheckpointError ``no <what> at <spec>: pass <sources>`` when there is none."""
+    path = Path(spec)
+    if path.is_dir():
+        path = path / "checkpoints" / model_file
+    if not path.exists():
+        raise CheckpointError(f"no {what} at {spec}: pass {sources}")
+    return path
+
+
 def cache_dir(*parts: str) -> Path:
     """The folder of cached trained weights: ``$ROBUSTLAB_DATA`` (default ``./data-cache``, relative
     to the working directory) joined with ``parts``, e.g. ``cache_dir("stereo")``."""

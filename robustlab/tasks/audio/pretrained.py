@@ -13,7 +13,7 @@ import torch
 from ...data import Dataset
 from ...errors import CheckpointError
 from ...threat import ThreatModel
-from ...weights import (cache_dir, cached_weights, load_weights, read_metadata, save_weights, settings_key,
+from ...weights import (weights_file, cache_dir, cached_weights, load_weights, read_metadata, save_weights, settings_key,
                         setup_from_metadata)
 from .metrics import accuracy
 from .model import KeywordCNN
@@ -108,12 +108,8 @@ def load_kws(spec: str | Path = "pretrained") -> tuple[KeywordCNN, KWSSetup, lis
     if str(spec) in ("pretrained", "pretrained-at"):
         setup = STANDARD if str(spec) == "pretrained" else ADVERSARIAL
         return pretrained_kws(setup), setup, list(WORDS)
-    path = Path(spec)
-    if path.is_dir():
-        path = path / "checkpoints" / MODEL_FILE
-    if not path.exists():
-        raise CheckpointError(f"no keyword CNN at {spec}: pass 'pretrained', 'pretrained-at', a run directory "
-                              "written by `robustlab audio train`, or a .safetensors file")
+    path = weights_file(spec, MODEL_FILE, "keyword CNN", "'pretrained', 'pretrained-at', a run directory "
+                        "written by `robustlab audio train`, or a .safetensors file")
     setup = setup_from_metadata(path, KWSSetup, KWS_BOUNDS, "keyword CNN")
     meta = read_metadata(path)
     setup = replace(setup, method=meta.get("method", "standard")[:40])

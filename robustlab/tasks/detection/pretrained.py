@@ -11,8 +11,7 @@ from pathlib import Path
 
 import torch
 
-from ...errors import CheckpointError
-from ...weights import cache_dir, cached_weights, load_weights, save_weights, settings_key, setup_from_metadata
+from ...weights import weights_file, cache_dir, cached_weights, load_weights, save_weights, settings_key, setup_from_metadata
 from .data import SCENE_CLASSES, synthetic_scenes
 from .model import TinyDetector
 from .train import predict, train_detector
@@ -101,11 +100,7 @@ def load_detector(spec: str | Path = "pretrained", device: str | torch.device = 
         from .zoo import torchvision_detector
 
         return torchvision_detector(str(spec).split(":", 1)[1]).to(device), None
-    path = Path(spec)
-    if path.is_dir():
-        path = path / "checkpoints" / MODEL_FILE
-    if not path.exists():
-        raise CheckpointError(f"no detector at {spec}: pass 'pretrained', a run directory written by `robustlab detection "
-                              "train` or `defend`, a .safetensors file, or torchvision:<name>")
+    path = weights_file(spec, MODEL_FILE, "detector", "'pretrained', a run directory written by `robustlab detection "
+                        "train` or `defend`, a .safetensors file, or torchvision:<name>")
     setup = setup_from_metadata(path, DetectorSetup, DETECTOR_BOUNDS, "detector")
     return load_weights(setup.new_model(), path).to(device).eval(), setup

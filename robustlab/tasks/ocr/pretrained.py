@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 
 
-from ...errors import CheckpointError, InputError
-from ...weights import cache_dir, cached_weights, load_weights, save_weights, settings_key, setup_from_metadata
+from ...errors import InputError
+from ...weights import weights_file, cache_dir, cached_weights, load_weights, save_weights, settings_key, setup_from_metadata
 from .model import CRNN
 from .render import synthetic_lines
 from .train import evaluate_crnn, train_crnn
@@ -85,11 +85,7 @@ def load_crnn(spec: str | Path = "pretrained") -> tuple[CRNN, CRNNSetup]:
     """``"pretrained"``, a run directory written by ``robustlab ocr train`` or a .safetensors file."""
     if str(spec) == "pretrained":
         return pretrained_crnn(), CRNNSetup()
-    path = Path(spec)
-    if path.is_dir():
-        path = path / "checkpoints" / MODEL_FILE
-    if not path.exists():
-        raise CheckpointError(f"no CRNN at {spec}: pass 'pretrained', a run directory written by `robustlab ocr train`, "
-                              "or a .safetensors file")
+    path = weights_file(spec, MODEL_FILE, "CRNN", "'pretrained', a run directory written by `robustlab ocr train`, "
+                        "or a .safetensors file")
     setup = setup_from_metadata(path, CRNNSetup, CRNN_BOUNDS, "CRNN")
     return load_weights(setup.new_model(), path).eval(), setup

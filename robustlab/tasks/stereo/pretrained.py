@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from ...weights import cache_dir, cached_weights, load_weights, save_weights, settings_key, setup_from_metadata
+from ...weights import weights_file, cache_dir, cached_weights, load_weights, save_weights, settings_key, setup_from_metadata
 from .data import StereoDataset, synthetic_stereo
 from .model import StereoNet
 from .train import train_stereo
@@ -85,17 +85,11 @@ def save_stereo_model(model: StereoNet, setup: StereoSetup, path: str | Path, **
 
 def load_stereo_model(spec: str | Path) -> tuple[StereoNet, StereoSetup]:
     """``"pretrained"`` (the cached reference net), a run directory, or a .safetensors file."""
-    from ...errors import CheckpointError
-
     if str(spec) == "pretrained":
         setup = StereoSetup()
         return pretrained_stereo(setup), setup
-    path = Path(spec)
-    if path.is_dir():
-        path = path / "checkpoints" / MODEL_FILE
-    if not path.exists():
-        raise CheckpointError(f"no stereo model at {spec}: pass 'pretrained', a run directory written by "
-                              f"`robustlab stereo train/defend`, or a .safetensors file")
+    path = weights_file(spec, MODEL_FILE, "stereo model", "'pretrained', a run directory written by "
+                        "`robustlab stereo train/defend`, or a .safetensors file")
     setup = setup_from_metadata(path, StereoSetup, STEREO_BOUNDS, "stereo")
     model = load_weights(setup.new_model(), path)
     return model.eval(), setup
