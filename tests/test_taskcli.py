@@ -1,0 +1,79 @@
+"""The task command line helper (robustlab.runs.taskcli): flags, checks and the run from one declaration."""
+from __future__ import annotations
+
+import argparse
+from typing import Literal
+
+import pytest
+import yaml
+from pydantic import Field
+
+from robustlab.errors import InputError
+from robustlab.runs.schema import DeviceSettings
+from robustlab.runs.taskcli import TaskCommand, Verb
+from robustlab.settings import StrictSettings
+
+
+class ToyAttackSettings(StrictSettings):
+    eps: float = Field(0.1, gt=0, description="radius")
+    steps: int = Field(10, ge=1, description="attack steps")
+    goal: Literal["vanish", "move"] = Field("vanish", description="what the attack wants")
+
+
+seen = []
+
+
+def _record(args) -> int:
+    seen.append(args)
+    if args.run is not None:
+        (args.run.path / "out.txt").write_text(f"{args.eps} {args.steps}")
+    return 0
+
+
+TOY = TaskCommand("toy", "a toy task", "A toy task's verbs.", (
+    Verb("attack", "attack it", _record, (ToyAttackSettings, DeviceSettings), kind="toy-attack", defaults={"steps": 5}),
+    Verb("reproduce", "the table", _record, (ToyAttackSettings,)),
+))
+
+
+def _parse(argv):
+    parser = argparse.ArgumentParser()
+    TOY.add_cli(parser.add_subparsers(dest="command"))
+    return parser.parse_args(argv)
+
+
+def test_flags_defaults_and_run(tmp_path):
+    seen.clear()
+    args = _parse(["toy", "attack", "--runs", str(tmp_path), "--eps", "0.3", "--device", "cpu"])
+    assert TOY.run_cli(args) == 0
+    got = seen[-1]
+    assert (got.eps, got.steps, got.goal, got.name, str(got.device)) == (0.3, 5, "vanish", "toy-attack", "cpu")
+    config = yaml.safe_load((tmp_path / "toy-attack" / "config.yaml").read_text())
+    assert config["kind"] == "toy-attack" and config["task"] == "toy" and config["eps"] == 0.3
+    assert config["steps"] == 5 and config["device"] == "cpu" and config["seed"] == 0
+    assert (tmp_path / "toy-attack" / "out.txt").read_text() == "0.3 5"
+
+
+def test_verb_without_run_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    seen.clear()
+    assert TOY.run_cli(_parse(["toy", "reproduce", "--goal", "move"])) == 0
+    assert seen[-1].run is None and seen[-1].goal == "move" and seen[-1].steps == 10
+    assert not hasattr(seen[-1], "name") and list(tmp_path.iterdir()) == []
+
+
+def test_every_problem_in_one_error(tmp_path):
+    args = _parse(["toy", "attack", "--runs", str(tmp_path), "--eps", "-1", "--steps", "0"])
+    with pytest.raises(InputError) as e:
+        TOY.run_cli(args)
+    assert "--eps" in str(e.value) and "--steps" in str(e.value)
+    assert not (tmp_path / "toy-attack").exists()
+
+
+def test_refuses_a_run_of_another_kind(tmp_path):
+    TOY.run_cli(_parse(["toy", "attack", "--runs", str(tmp_path), "--name", "r"]))
+    other = TaskCommand("toy", "", "", (Verb("attack", "", _record, (ToyAttackSettings,), kind="toy-other"),))
+    parser = argparse.ArgumentParser()
+    other.add_cli(parser.add_subparsers(dest="command"))
+    with pytest.raises(InputError):
+        other.run_cli(parser.parse_args(["toy", "attack", "--runs", str(tmp_path), "--name", "r"]))
