@@ -302,7 +302,7 @@ def cmd_evaluate(args) -> int:
     try:
         out = evaluate(progress=not args.no_progress, device=device) if run_dir != args.run else evaluate_model_run(
             args.run, settings, args.settings[ZooSettings].weights or "best", trust_code=source.trust_code,
-            resume=args.resume, progress=not args.no_progress, device=device)
+            progress=not args.no_progress, device=device)
     finally:
         shutdown()
     if rank != 0:
@@ -348,8 +348,7 @@ def _evaluation_target(args, settings):
     kwargs = {k: v for k, v in zoo.model_dump().items() if v is not None and (robustbench or k != "model_dir")}
     run_dir = str(Path(target.runs) / (target.name or zoo_run_name(src.model)))
     data = {"name": src.data, "seed": src.data_seed, "data_dir": src.data_dir}
-    return run_dir, partial(evaluate_zoo_model, run_dir, {"name": src.model, "kwargs": kwargs}, data, settings,
-                            resume=args.resume)
+    return run_dir, partial(evaluate_zoo_model, run_dir, {"name": src.model, "kwargs": kwargs}, data, settings)
 
 
 def _job_overrides(args, executor: dict) -> dict | None:

@@ -263,23 +263,21 @@ def load_model_from_run(run_dir: str | Path, which: str = "best", trust_code: bo
 
 
 def evaluate_model_run(run_dir: str | Path, settings: EvaluationSettings | Sequence[float], which: str = "best", *,
-                       trust_code: bool = False, resume: bool = False, progress: bool = True, device: Any = "auto",
-                       **fields) -> dict:
+                       trust_code: bool = False, progress: bool = True, device: Any = "auto", **fields) -> dict:
     """Evaluate a model run on its dataset's test split with ``settings`` (an ``EvaluationSettings``,
     or the eps list with the other settings as keywords: ``attacks="fgsm", n=5``) on `device` (the points
     go where the model is); writes ``evaluations/<slug>-<hash>/evaluation.json`` (``runs.evaluations``),
     which records the device, and returns that record.
 
     Every finished (eps, attack, batch) cell is stored in that folder's ``cells/`` as it completes, so the
-    same settings again continue a killed evaluation (``resume`` is kept for callers; it is always so) and
-    reuse a complete one. Other settings or weights go into another folder; replacing a stored one needs
+    same settings again continue a killed evaluation and reuse a complete one. Other settings or weights go into another folder; replacing a stored one needs
     ``settings.overwrite``."""
     if not isinstance(settings, EvaluationSettings):
         settings = EvaluationSettings(eps=list(settings), **fields)
     model, config = load_model_from_run(run_dir, which, trust_code=trust_code, device=device)
     # under torchrun: rank 0 holds the run's lock and writes the record
     with Run.writing(*split_run_dir(run_dir), "model", create=False, lock=world()[0] == 0) as run:
-        return _evaluate(run, model, config, settings, which, resume, progress)
+        return _evaluate(run, model, config, settings, which, progress)
 
 
 class ZooEvaluationSource(StrictSettings):
@@ -299,7 +297,7 @@ def zoo_run_name(source: str) -> str:
 
 
 def evaluate_zoo_model(run_dir: str | Path, model_spec: dict, data_spec: dict | str, settings: EvaluationSettings, *,
-                       resume: bool = False, progress: bool = True, device: Any = "auto") -> dict:
+                       progress: bool = True, device: Any = "auto") -> dict:
     """Evaluate a zoo model (``{name, kwargs}``, kwargs: ``ZooSettings``) on `data_spec`'s test split into
     the model run `run_dir` on `device`: its config.yaml names the source and the SHA-256 of the weights files."""
     if not is_zoo_source(model_spec["name"]):
@@ -316,7 +314,7 @@ def evaluate_zoo_model(run_dir: str | Path, model_spec: dict, data_spec: dict | 
         if writer:
             _check_same_model(run, config)
             run.write_config(config)
-        out = _evaluate(run, model, config, settings, f"sha256:{spec['weights_sha256'][:16] or 'none'}", resume, progress)
+        out = _evaluate(run, model, config, settings, f"sha256:{spec['weights_sha256'][:16] or 'none'}", progress)
         if writer:
             run.write_summary({**run.read_summary(), "evaluated": True, "source": spec["name"]})
         return out
@@ -332,11 +330,10 @@ def _check_same_model(run: Run, config: dict) -> None:
                          "or data); evaluate into a new run with another --name")
 
 
-def _evaluate(run: Run, model, config: dict, settings: EvaluationSettings, which: str, resume: bool,
-              progress: bool) -> dict:
+def _evaluate(run: Run, model, config: dict, settings: EvaluationSettings, which: str, progress: bool) -> dict:
     """Evaluate `model` into its folder under ``RUN/evaluations/`` (``runs.evaluations``): a complete one with
-    the same settings and weights is returned as stored; an incomplete one continues from its cells whether
-    or not `resume` is set (each cell checks the weights and points it was computed for)."""
+    the same settings and weights is returned as stored; an incomplete one continues from its cells (each
+    cell checks the weights and points it was computed for)."""
     rank, size = world()
     key = evaluations.evaluation_key(settings, *_weights_identity(run, config, which), config)
     action, folder, record = _plan_on_every_rank(run, key, settings.overwrite, rank, size)
@@ -486,8 +483,7 @@ def model_cell(run_dir: str, model_spec: dict, data_spec: dict, train_cfg: dict,
     the ``evaluation`` settings (an ``EvaluationSettings`` as a dict) and mark it evaluated in its summary."""
     train_model_run(run_dir, model_spec, data_spec, train_cfg, resume=resume, progress=progress, trust_code=trust_code,
                     device=device)
-    evaluate_model_run(run_dir, EvaluationSettings(**evaluation), trust_code=trust_code, resume=resume,
-                       progress=progress, device=device)
+    evaluate_model_run(run_dir, EvaluationSettings(**evaluation), trust_code=trust_code, progress=progress, device=device)
     run = Run(run_dir)
     run.write_summary({**run.read_summary(), "evaluated": True})
 
@@ -495,17 +491,16 @@ def model_cell(run_dir: str, model_spec: dict, data_spec: dict, train_cfg: dict,
 def zoo_cell(run_dir: str, model_spec: dict, data_spec: dict, evaluation: dict, resume: bool = False,
              progress: bool = True, device: str = "auto") -> None:
     """One executor cell of a job: evaluate a zoo model into the model run `run_dir` on `device` (``evaluate_zoo_model``)."""
-    evaluate_zoo_model(run_dir, model_spec, data_spec, EvaluationSettings(**evaluation), resume=resume, progress=progress,
-                       device=device)
+    evaluate_zoo_model(run_dir, model_spec, data_spec, EvaluationSettings(**evaluation), progress=progress, device=device)
 
 
 def run_cell(run_dir: str, evaluation: dict, resume: bool = False, progress: bool = True, trust_code: bool = False,
              device: str = "auto") -> None:
     """One executor cell of a job's ``run:`` entry: evaluate that model run in place on `device` with the
     job's settings (as ``robustlab evaluate RUN`` does); an evaluation already stored with these settings
-    and weights is reused (``runs.evaluations``), its other evaluations are left as they are."""
-    evaluate_model_run(run_dir, EvaluationSettings(**evaluation), trust_code=trust_code, resume=resume,
-                       progress=progress, device=device)
+    and weights is reused (``runs.evaluations``), its other evaluations are left as they are (an incomplete
+    one continues, whether or not `resume` is set)."""
+    evaluate_model_run(run_dir, EvaluationSettings(**evaluation), trust_code=trust_code, progress=progress, device=device)
 
 
 def _merge(base: dict, over: dict) -> dict:
