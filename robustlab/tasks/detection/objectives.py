@@ -31,7 +31,7 @@ import torch
 
 from ...errors import InputError
 from ...objectives import Objective
-from .boxes import ANCHOR, LOGITS, Detections, box_iou, check_raw, detections_of, matched, pad_truth
+from .boxes import ANCHOR, LOGITS, Detections, check_raw, detections_of, matched, overlaps, pad_truth
 from .losses import detection_loss
 
 
@@ -59,8 +59,10 @@ class DetectionObjective(Objective):
         return detections_of(output, self.score_threshold, self.iou_threshold)
 
     def _judge(self, output, target, rule) -> torch.Tensor:
+        """bool [B]: ``rule(detections, target)`` per image, the detections decoded from ``output`` and the
+        target an image's ``Detections`` (None for every image when ``target`` is None)."""
         dets = self.detections(output)
-        targets = _targets(target, len(dets))
+        targets = [None] * len(dets) if target is None else _targets(target, len(dets))
         device = output.device if isinstance(output, torch.Tensor) else torch.device("cpu")
         return torch.tensor([bool(rule(d, t)) for d, t in zip(dets, targets)], dtype=torch.bool, device=device)
 
@@ -96,9 +98,7 @@ class Vanishing(DetectionObjective):
         return -self.temperature * above.flatten(1).sum(1)
 
     def success(self, output, target=None):
-        dets = self.detections(output)
-        device = output.device if isinstance(output, torch.Tensor) else torch.device("cpu")
-        return torch.tensor([len(d) == 0 for d in dets], dtype=torch.bool, device=device)
+        return self._judge(output, None, lambda d, _: len(d) == 0)
 
 
 class Fabrication(DetectionObjective):
@@ -113,12 +113,8 @@ class Fabrication(DetectionObjective):
         return torch.logsumexp(z, dim=1)
 
     def success(self, output, target):
-        def fabricated(d: Detections, t: Detections) -> bool:
-            if len(d) == 0:
-                return False
-            if len(t) == 0:
-                return True
-            return bool((box_iou(d.boxes, t.boxes.to(d.boxes.device)) < self.match_iou).all(1).any())
+        def fabricated(d: Detections, t: Detections) -> bool:  # some detection overlaps no true box, of any label
+            return not bool(matched(t, d, self.match_iou, same_label=False).all())
         return self._judge(output, target, fabricated)
 
 
@@ -130,12 +126,9 @@ class Mislabel(DetectionObjective):
 
     def success(self, output, target):
         def relabelled_ok(d: Detections, t: Detections) -> bool:
-            if len(t) == 0:
+            if len(t) == 0 or len(d) == 0:
                 return False
-            if len(d) == 0:
-                return False
-            over = box_iou(t.boxes, d.boxes.to(t.boxes.device)) >= self.match_iou          # [G, M]
-            same = t.labels[:, None] == d.labels.to(t.labels.device)[None, :]
+            over, same = overlaps(d, t, self.match_iou)                                     # [G, M]
             return bool((over & same).any(1).all()) and not bool((over & ~same).any())
         return self._judge(output, target, relabelled_ok)
 
