@@ -63,6 +63,15 @@ def test_each_objective_success_is_exact_on_hand_made_detections(objective, targ
         assert objective.success(dets, target).tolist() == [expected], (dets, expected)
 
 
+def test_a_copy_next_to_the_object_is_no_box_shift_and_fabrication_without_truth():
+    moved = [[5, 0, 15, 10], [30, 20, 50, 40]]
+    assert BoxShift().success(_dets(moved + [[0, 0, 10, 10]], [0, 1, 0]), shifted(GT, 0.5)).tolist() == [False]
+    assert BoxShift().success(_dets(moved + [[0, 0, 10, 10]], [0, 1, 1]), shifted(GT, 0.5)).tolist() == [True]
+    assert Fabrication().success(_dets([[0, 0, 10, 10]], [0]), [truth([], [])]).tolist() == [True]
+    with pytest.raises(InputError, match="shift further"):
+        shifted(GT, 0.1)
+
+
 def test_goals_and_a_raw_output_agree_with_the_detections():
     assert relabelled(GT, 2)[0].labels.tolist() == [1, 0]
     assert shifted(GT, 0.5, -0.1)[0].boxes.tolist() == [[5, -1, 15, 9], [30, 18, 50, 38]]

@@ -19,19 +19,22 @@ selects them):
 - ``Mislabel``: target = the wanted boxes (the truth with other labels, ``relabelled``); loss = minus
   the training loss towards them; success = every wanted box is matched by a detection of its wanted
   label and by none of another label (an image without boxes never succeeds).
-- ``BoxShift``: target = the wanted boxes (``shifted``); loss = minus the training loss towards them;
-  success = every wanted box is matched by a detection of its label (none without boxes).
+- ``BoxShift``: target = the wanted boxes (``shifted``, which keeps where each box was); loss = minus the
+  training loss towards them; success = every wanted box is matched by a detection of its label and no
+  detection of that label is left on the original box (none without boxes): a copy next to the object is
+  no move.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 
 from ...errors import InputError
 from ...objectives import Objective
-from .boxes import ANCHOR, LOGITS, Detections, check_raw, detections_of, matched, overlaps, pad_truth
+from .boxes import ANCHOR, LOGITS, Detections, box_iou, check_raw, detections_of, matched, overlaps, pad_truth
 from .losses import detection_loss
 
 
@@ -133,6 +136,17 @@ class Mislabel(DetectionObjective):
         return self._judge(output, target, relabelled_ok)
 
 
+@dataclass
+class ShiftedBoxes(Detections):
+    """One image's box-shift goal: the wanted (moved) boxes, and ``origin`` [M, 4], where each box was."""
+
+    origin: torch.Tensor | None = None
+
+    def to(self, device) -> "ShiftedBoxes":
+        return ShiftedBoxes(self.boxes.to(device), self.scores.to(device), self.labels.to(device),
+                            None if self.origin is None else self.origin.to(device))
+
+
 class BoxShift(DetectionObjective):
     name = "detection_box_shift"
 
@@ -140,7 +154,12 @@ class BoxShift(DetectionObjective):
         return self._towards(output, target)
 
     def success(self, output, target):
-        return self._judge(output, target, lambda d, t: len(t) > 0 and bool(matched(d, t, self.match_iou).all()))
+        def moved(d: Detections, t: Detections) -> bool:
+            if len(t) == 0 or not bool(matched(d, t, self.match_iou).all()):
+                return False
+            origin = getattr(t, "origin", None)  # a ShiftedBoxes: no box of the label may stay where it was
+            return origin is None or not bool(matched(d, Detections(origin, None, t.labels), self.match_iou).any())
+        return self._judge(output, target, moved)
 
 
 def relabelled(targets: Sequence[Detections], num_classes: int, shift: int = 1) -> list[Detections]:
@@ -150,14 +169,21 @@ def relabelled(targets: Sequence[Detections], num_classes: int, shift: int = 1) 
     return [Detections(t.boxes, None, (t.labels + shift) % num_classes) for t in targets]
 
 
-def shifted(targets: Sequence[Detections], dx: float = 0.0, dy: float = 0.0, relative: bool = True) -> list[Detections]:
+def shifted(targets: Sequence[Detections], dx: float = 0.0, dy: float = 0.0, relative: bool = True,
+            match_iou: float = 0.5) -> list[ShiftedBoxes]:
     """The box-shift goal: every box moved by (dx, dy), in units of its own width and height when
-    ``relative`` (0.5: half a box to the right), else in pixels."""
+    ``relative`` (0.5: half a box to the right), else in pixels; each keeps where it was (``origin``). A shift
+    that leaves some box at IoU >= ``match_iou`` with where it was is refused: the moved box would also
+    count as the original one."""
     out = []
     for t in targets:
         wh = (t.boxes[:, 2:] - t.boxes[:, :2]) if relative else torch.ones_like(t.boxes[:, :2])
         step = wh * torch.tensor([dx, dy], dtype=t.boxes.dtype, device=t.boxes.device)
-        out.append(Detections(t.boxes + step.repeat(1, 2), None, t.labels))
+        moved = ShiftedBoxes(t.boxes + step.repeat(1, 2), None, t.labels, t.boxes)
+        if len(t) and bool((box_iou(moved.boxes, t.boxes).diagonal() >= match_iou).any()):
+            raise InputError(f"a shift of ({dx}, {dy}) leaves a box at IoU >= {match_iou} with where it was: "
+                             "shift further")
+        out.append(moved)
     return out
 
 
