@@ -213,8 +213,23 @@ def test_black_box_universal_and_patch_run_through_the_engine(quick_detector):
     assert int(res.queries.max()) <= 20 and (res.x_adv - val.x[:4]).abs().max() <= 8 / 255 + 1e-6
     uni = universal_perturbation(model, val.x, val.targets, eps=4 / 255, epochs=1, batch_size=8)
     assert uni.delta.shape == (1, 3, 48, 48) and uni.delta.abs().max() <= 4 / 255 + 1e-6 and len(uni.history) == 1
+    tiled = universal_perturbation(model, val.x, val.targets, eps=4 / 255, epochs=1, batch_size=8, tile=8)
+    d = tiled.apply(torch.full((1, 3, 48, 48), 0.5)) - 0.5                     # the pattern repeats every 8 pixels
+    assert tiled.delta.shape == (1, 3, 8, 8) and torch.allclose(d[..., 8:, 16:], d[..., :-8, :-16], atol=1e-6)
     patch = fit_patch(model, val.x, val.targets, size=8, epochs=1, batch_size=8)
     assert patch.patch.shape == (3, 8, 8) and 0 <= patch_success(model, patch, val.x, val.targets, draws=2) <= 1
+
+
+def test_transfer_through_the_engine(quick_detector):
+    from robustlab.tasks.detection.attacks import transfer
+
+    model, val = quick_detector
+    x, t = val.x[:6], val.targets[:6]
+    for source in (model, [model, model]):  # a model, and an ensemble of two copies (the same raw output)
+        r = transfer(source, model, x, t, "vanishing", 8 / 255, 5, attack="mifgsm")
+        assert r["transfer_success"] == r["source_success"] and 0 <= r["target_recall"] <= 1
+    r = transfer(model, model, x, t, "vanishing", 8 / 255, 5, attack="mifgsm", diversity=0.5)
+    assert set(r) == {"source_success", "transfer_success", "target_recall"}
 
 
 def test_torchvision_source_where_torchvision_imports():
@@ -273,6 +288,10 @@ def test_reproduce_quick(tmp_path, monkeypatch):
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert results["quick"] and len(results["mAP against eps for each objective"]) == 1 + 5  # clean + 5 goals x 1 eps
     assert (tmp_path / "out" / "boxes.png").exists()
+    universal = results["Black-box Square and a universal perturbation"]
+    assert {u["tile"] for k, u in universal.items() if k.startswith("universal")} == {None, 8}
+    with pytest.raises(InputError, match="already holds"):  # a second run never overwrites the first's results
+        reproduce(tmp_path / "out", quick=True)
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(

@@ -16,6 +16,7 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import AfterValidator, Field, field_validator
 
 from ...settings import StrictSettings
+from .objectives import OBJECTIVES
 
 def existing_detector(spec: str) -> str:
     """Refuse a --model path that does not exist before a run folder is made or a model loads."""
@@ -27,7 +28,8 @@ def existing_detector(spec: str) -> str:
 
 #: a detector's name: ``pretrained``, ``torchvision:<name>``, or an existing run directory or .safetensors file
 DetectorSpec = Annotated[str, AfterValidator(existing_detector)]
-Goal = Literal["vanishing", "fabrication", "mislabel", "box-shift", "untargeted"]
+#: the attacker's goals: the objectives' names
+Goal = Literal[tuple(OBJECTIVES)]  # type: ignore[valid-type]
 
 
 class DetectorInputSettings(StrictSettings):
