@@ -142,6 +142,8 @@ def cmd_defend(args) -> int:
     from .pretrained import MODEL_FILE, load_detector, save_detector
     from .report import HEADER, metric_rows, write_report
 
+    if args.data != "synthetic":
+        raise InputError("defend fine-tunes on the procedural scenes and evaluates on them: use --data synthetic")
     model, setup = load_detector(args.model, args.device)
     if setup is None:
         raise InputError("defend fine-tunes the task's own detector, not a torchvision one")

@@ -15,7 +15,8 @@ selects them):
   (the many background candidates far below it weigh nothing); success = no detection at all.
 - ``Fabrication``: loss = the largest class logit (a soft maximum) among candidates anchored outside
   every target box; success = some detection overlaps no target box (IoU < match_iou with each, of
-  any label): a false positive in mAP's sense.
+  any label): a false positive in mAP's sense. (The loss leaves out candidates *anchored* inside a true
+  box, so a small box fabricated inside a large object counts as a success but gets no gradient.)
 - ``Mislabel``: target = the wanted boxes (the truth with other labels, ``relabelled``); loss = minus
   the training loss towards them; success = every wanted box is matched by a detection of its wanted
   label and by none of another label (an image without boxes never succeeds).
@@ -34,7 +35,7 @@ import torch
 
 from ...errors import InputError
 from ...objectives import Objective
-from .boxes import ANCHOR, LOGITS, Detections, box_iou, check_raw, detections_of, matched, overlaps, pad_truth
+from .boxes import ANCHOR, LOGITS, Detections, box_iou, candidate_scores, check_raw, detections_of, matched, overlaps, pad_truth
 from .losses import detection_loss
 
 
@@ -96,11 +97,14 @@ class Vanishing(DetectionObjective):
 
     def loss(self, output, target=None):
         check_raw(output)
-        t = math.log(self.score_threshold / (1 - self.score_threshold)) if 0 < self.score_threshold < 1 else 0.0
+        p = min(max(self.score_threshold, 1e-6), 1 - 1e-6)  # thresholds 0 and 1 hinge far below and far above
+        t = math.log(p / (1 - p))
         above = torch.nn.functional.softplus((output[..., LOGITS:] - t) / self.temperature)
         return -self.temperature * above.flatten(1).sum(1)
 
     def success(self, output, target=None):
+        if isinstance(output, torch.Tensor):  # on the device: NMS only removes boxes, and never the best one
+            return ~(candidate_scores(output)[0] > self.score_threshold).any(1)
         return self._judge(output, None, lambda d, _: len(d) == 0)
 
 

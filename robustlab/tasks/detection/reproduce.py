@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from ...errors import InputError
+from ...evaluation.suite import wilson_interval
 from ...fileio import atomic_write_json, atomic_write_text
 from .attacks import attack_detector, transfer, universal_perturbation
 from .data import SCENE_CLASSES, synthetic_scenes
@@ -69,6 +70,12 @@ def _pct(v: float) -> str:
     return f"{100 * v:.0f}%"
 
 
+def _pct_ci(rate: float, n: int) -> str:
+    """A success rate over ``n`` images with its 95% Wilson interval: ``3% (1-8%)``."""
+    lo, hi = wilson_interval(round(rate * n), n)
+    return f"{_pct(rate)} ({100 * lo:.0f}-{100 * hi:.0f}%)"
+
+
 def _eps(e: float) -> str:
     return f"{e * 255:.0f}/255"
 
@@ -111,13 +118,16 @@ def black_box_and_universal(model, val, train, scale: Scale, seed: int) -> tuple
         out[f"universal full@{e:.5f}"] = _universal_row(model, val, train[:200], e, scale, seed, None)
         out[f"universal tiled@{e:.5f}"] = _universal_row(model, val, train[:scale.universal_scenes], e, scale, seed,
                                                          scale.universal_tile)
-    lines = ["| attack | eps | success (vanishing) | recall at 0.5 | queries / image |", "|---|---|---|---|---|",
-             f"| Square (black-box, scores) | {_eps(eps)} | {_pct(sq['success'])} | {_pct(sq['recall'])} | {sq['queries_mean']:.0f} |"]
+    n = len(val)
+    lines = [f"| attack | eps | success (vanishing, 95% CI, {n} images) | recall at 0.5 | queries / image |",
+             "|---|---|---|---|---|",
+             f"| Square (black-box, scores) | {_eps(eps)} | {_pct_ci(sq['success'], n)} | {_pct(sq['recall'])} | "
+             f"{sq['queries_mean']:.0f} |"]
     for key, u in out.items():
         if key != "square":
             shape = (f"{u['tile']}x{u['tile']} tile" if u["tile"] else "full image")
             lines.append(f"| universal ({shape}, {scale.universal_epochs} epochs on {u['scenes']} training scenes; "
-                         f"{_pct(u['train_success'])} of them emptied) | {_eps(u['eps'])} | {_pct(u['success'])} | "
+                         f"{_pct(u['train_success'])} of them emptied) | {_eps(u['eps'])} | {_pct_ci(u['success'], n)} | "
                          f"{_pct(u['recall'])} | - |")
     return out, lines
 
@@ -151,8 +161,8 @@ def transfer_table(model, val, scale: Scale, seed: int) -> tuple[dict, list[str]
              (f"MI-FGSM-{scale.transfer_mi_steps} + DI", ("seed-1", "seed-2"), "reference",
               {"attack": "mifgsm", "diversity": 0.5})]
     res = {name: {"clean_recall": recall_at(m.decode(predict(m, val.x)), val.targets)} for name, m in named.items()}
-    lines = ["| attack | crafted on -> judged on | eps | success on source | success on target | target recall "
-             "(clean -> attacked) |", "|---|---|---|---|---|---|"]
+    lines = [f"| attack | crafted on -> judged on | eps | success on source | success on target (95% CI, {len(val)} "
+             "images) | target recall (clean -> attacked) |", "|---|---|---|---|---|---|"]
     for eps in scale.transfer_eps:
         for attack, sources, target, options in plans:
             steps = scale.steps if attack.startswith("PGD") else scale.transfer_mi_steps
@@ -161,7 +171,7 @@ def transfer_table(model, val, scale: Scale, seed: int) -> tuple[dict, list[str]
                          seed, **options)
             res[f"{attack}: {'+'.join(sources)} -> {target}@{eps:.5f}"] = r
             lines.append(f"| {attack} | {' + '.join(sources)} -> {target} | {_eps(eps)} | {_pct(r['source_success'])} | "
-                         f"{_pct(r['transfer_success'])} | {_pct(res[target]['clean_recall'])} -> "
+                         f"{_pct_ci(r['transfer_success'], len(val))} | {_pct(res[target]['clean_recall'])} -> "
                          f"{_pct(r['target_recall'])} |")
     return res, lines
 
