@@ -70,6 +70,10 @@ def test_a_copy_next_to_the_object_is_no_box_shift_and_fabrication_without_truth
     assert Fabrication().success(_dets([[0, 0, 10, 10]], [0]), [truth([], [])]).tolist() == [True]
     with pytest.raises(InputError, match="shift further"):
         shifted(GT, 0.1)
+    from robustlab.tasks.detection.attacks import goal_targets
+
+    with pytest.raises(InputError, match="do not match"):  # label 1 for a one-class detector
+        goal_targets("vanishing", GT, num_classes=1)
     at = _raw([[30, 30, 25, 25, 35, 35, 0.0, -BIG], [5, 5, 0, 0, 10, 10, -BIG, 0.01]])  # 0.5 and just above
     assert Vanishing().success(at[:, :1]).tolist() == [True] and Vanishing().success(at).tolist() == [False]
 

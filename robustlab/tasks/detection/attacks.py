@@ -33,9 +33,20 @@ def build_attack(name: str, threat: ThreatModel, objective: DetectionObjective, 
     raise InputError(f"unknown detection attack {name!r}; choose from {', '.join(ATTACK_NAMES)}")
 
 
+def check_labels(truth: Sequence[Detections], num_classes: int) -> None:
+    """One InputError when a true label is not one of the detector's ``num_classes`` (the data's classes and
+    the model's disagree: the loss would fold the label into another class)."""
+    labels = [int(t.labels.min()) for t in truth if len(t)] + [int(t.labels.max()) for t in truth if len(t)]
+    if labels and (min(labels) < 0 or max(labels) >= num_classes):
+        raise InputError(f"the data has labels {min(labels)}..{max(labels)} but the detector has {num_classes} "
+                         f"classes (0..{num_classes - 1}): the data's classes do not match the model's")
+
+
 def goal_targets(goal: str, truth: Sequence[Detections], num_classes: int, shift: float = 0.5) -> list[Detections]:
     """The target list of a goal: the truth (untargeted, vanishing, fabrication), relabelled
-    (mislabel: label + 1 mod K) or shifted by ``shift`` box widths to the right (box-shift)."""
+    (mislabel: label + 1 mod K) or shifted by ``shift`` box widths to the right (box-shift); the labels checked
+    against the detector's ``num_classes``."""
+    check_labels(truth, num_classes)
     if goal == "mislabel":
         return relabelled(truth, num_classes)
     if goal == "box-shift":
