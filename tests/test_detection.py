@@ -161,6 +161,13 @@ def test_coco_folder(tmp_path):
     (tmp_path / "other.json").write_text("{}")
     with pytest.raises(InputError):
         coco_folder(tmp_path)  # two JSON files: which one?
+    (tmp_path / "images" / "1.png").unlink()
+    with pytest.raises(InputError, match="not a readable image"):
+        coco_folder(tmp_path, annotations="instances.json")
+    coco["annotations"][0]["category_id"] = 5
+    (tmp_path / "instances.json").write_text(json.dumps(coco))
+    with pytest.raises(InputError, match=r"unlisted categories \[5\]"):
+        coco_folder(tmp_path, annotations="instances.json")
 
 
 def test_the_patch_is_applied_where_it_is_placed():
