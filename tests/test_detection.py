@@ -63,6 +63,21 @@ def test_each_objective_success_is_exact_on_hand_made_detections(objective, targ
         assert objective.success(dets, target).tolist() == [expected], (dets, expected)
 
 
+def test_a_copy_next_to_the_object_is_no_box_shift_and_fabrication_without_truth():
+    moved = [[5, 0, 15, 10], [30, 20, 50, 40]]
+    assert BoxShift().success(_dets(moved + [[0, 0, 10, 10]], [0, 1, 0]), shifted(GT, 0.5)).tolist() == [False]
+    assert BoxShift().success(_dets(moved + [[0, 0, 10, 10]], [0, 1, 1]), shifted(GT, 0.5)).tolist() == [True]
+    assert Fabrication().success(_dets([[0, 0, 10, 10]], [0]), [truth([], [])]).tolist() == [True]
+    with pytest.raises(InputError, match="shift further"):
+        shifted(GT, 0.1)
+    from robustlab.tasks.detection.attacks import goal_targets
+
+    with pytest.raises(InputError, match="do not match"):  # label 1 for a one-class detector
+        goal_targets("vanishing", GT, num_classes=1)
+    at = _raw([[30, 30, 25, 25, 35, 35, 0.0, -BIG], [5, 5, 0, 0, 10, 10, -BIG, 0.01]])  # 0.5 and just above
+    assert Vanishing().success(at[:, :1]).tolist() == [True] and Vanishing().success(at).tolist() == [False]
+
+
 def test_goals_and_a_raw_output_agree_with_the_detections():
     assert relabelled(GT, 2)[0].labels.tolist() == [1, 0]
     assert shifted(GT, 0.5, -0.1)[0].boxes.tolist() == [[5, -1, 15, 9], [30, 18, 50, 38]]
@@ -146,6 +161,13 @@ def test_coco_folder(tmp_path):
     (tmp_path / "other.json").write_text("{}")
     with pytest.raises(InputError):
         coco_folder(tmp_path)  # two JSON files: which one?
+    (tmp_path / "images" / "1.png").unlink()
+    with pytest.raises(InputError, match="not a readable image"):
+        coco_folder(tmp_path, annotations="instances.json")
+    coco["annotations"][0]["category_id"] = 5
+    (tmp_path / "instances.json").write_text(json.dumps(coco))
+    with pytest.raises(InputError, match=r"unlisted categories \[5\]"):
+        coco_folder(tmp_path, annotations="instances.json")
 
 
 def test_the_patch_is_applied_where_it_is_placed():
@@ -204,8 +226,23 @@ def test_black_box_universal_and_patch_run_through_the_engine(quick_detector):
     assert int(res.queries.max()) <= 20 and (res.x_adv - val.x[:4]).abs().max() <= 8 / 255 + 1e-6
     uni = universal_perturbation(model, val.x, val.targets, eps=4 / 255, epochs=1, batch_size=8)
     assert uni.delta.shape == (1, 3, 48, 48) and uni.delta.abs().max() <= 4 / 255 + 1e-6 and len(uni.history) == 1
+    tiled = universal_perturbation(model, val.x, val.targets, eps=4 / 255, epochs=1, batch_size=8, tile=8)
+    d = tiled.apply(torch.full((1, 3, 48, 48), 0.5)) - 0.5                     # the pattern repeats every 8 pixels
+    assert tiled.delta.shape == (1, 3, 8, 8) and torch.allclose(d[..., 8:, 16:], d[..., :-8, :-16], atol=1e-6)
     patch = fit_patch(model, val.x, val.targets, size=8, epochs=1, batch_size=8)
     assert patch.patch.shape == (3, 8, 8) and 0 <= patch_success(model, patch, val.x, val.targets, draws=2) <= 1
+
+
+def test_transfer_through_the_engine(quick_detector):
+    from robustlab.tasks.detection.attacks import transfer
+
+    model, val = quick_detector
+    x, t = val.x[:6], val.targets[:6]
+    for source in (model, [model, model]):  # a model, and an ensemble of two copies (the same raw output)
+        r = transfer(source, model, x, t, "vanishing", 8 / 255, 5, attack="mifgsm")
+        assert r["transfer_success"] == r["source_success"] and 0 <= r["target_recall"] <= 1
+    r = transfer(model, model, x, t, "vanishing", 8 / 255, 5, attack="mifgsm", diversity=0.5)
+    assert set(r) == {"source_success", "transfer_success", "target_recall"}
 
 
 def test_torchvision_source_where_torchvision_imports():
@@ -264,6 +301,10 @@ def test_reproduce_quick(tmp_path, monkeypatch):
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert results["quick"] and len(results["mAP against eps for each objective"]) == 1 + 5  # clean + 5 goals x 1 eps
     assert (tmp_path / "out" / "boxes.png").exists()
+    universal = results["Black-box Square and a universal perturbation"]
+    assert {u["tile"] for k, u in universal.items() if k.startswith("universal")} == {None, 8}
+    with pytest.raises(InputError, match="already holds"):  # a second run never overwrites the first's results
+        reproduce(tmp_path / "out", quick=True)
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(

@@ -195,14 +195,14 @@ def test_hijacking_succeeds_with_enough_attacked_frames_on_controlled_detections
 
 
 # ----- CLI verbs ----------------------------------------------------------------------------
-def _run_verb(argv, **loader):
+def _run_verb(argv):
     import argparse
 
-    from robustlab.tasks.detection.tracking_cli import add_verbs, run_verb
+    from robustlab.tasks.detection.cli import COMMAND
 
     parser = argparse.ArgumentParser()
-    add_verbs(parser.add_subparsers(dest="command", required=True), **loader)
-    return run_verb(parser.parse_args(argv))
+    COMMAND.add_cli(parser.add_subparsers(dest="command", required=True))
+    return COMMAND.run_cli(parser.parse_args(["detection", *argv]))
 
 
 def test_track_and_hijack_verbs_write_their_runs(tmp_path):
@@ -219,9 +219,9 @@ def test_track_and_hijack_verbs_write_their_runs(tmp_path):
     assert [(r["frames"], r["success"]) for r in rows] == [(0, False), (3, True)] and rows[1]["idf1"] < rows[0]["idf1"]
     with pytest.raises(InputError, match="--target 9"):
         _run_verb(["hijack", "--runs", str(tmp_path), "--name", "h2", "--device", "cpu", "--target", "9"])
-    with pytest.raises(InputError, match="detector loader"):
-        _run_verb(["track", "--runs", str(tmp_path), "--name", "t2", "--device", "cpu", "--detections", "detector"],
-                  load_model=None)
+    with pytest.raises(InputError, match="missing.safetensors"):
+        _run_verb(["track", "--runs", str(tmp_path), "--name", "t2", "--device", "cpu", "--detections", "detector",
+                   "--model", str(tmp_path / "missing.safetensors")])
     with pytest.raises(InputError, match="max-age"):
         _run_verb(["track", "--runs", str(tmp_path), "--name", "t3", "--device", "cpu", "--max-age", "-1"])
 

@@ -7,8 +7,9 @@ from typing import Sequence
 
 import torch
 
-from ...attacks import APGD, PGD, Square, UniversalPerturbation
+from ...attacks import APGD, MIFGSM, PGD, Square, UniversalPerturbation
 from ...attacks.base import Attack
+from ...attacks.transfer import Ensemble, InputDiversity
 from ...errors import InputError
 from ...threat import ThreatModel
 from .boxes import Detections
@@ -32,9 +33,20 @@ def build_attack(name: str, threat: ThreatModel, objective: DetectionObjective, 
     raise InputError(f"unknown detection attack {name!r}; choose from {', '.join(ATTACK_NAMES)}")
 
 
+def check_labels(truth: Sequence[Detections], num_classes: int) -> None:
+    """One InputError when a true label is not one of the detector's ``num_classes`` (the data's classes and
+    the model's disagree: the loss would fold the label into another class)."""
+    labels = [int(t.labels.min()) for t in truth if len(t)] + [int(t.labels.max()) for t in truth if len(t)]
+    if labels and (min(labels) < 0 or max(labels) >= num_classes):
+        raise InputError(f"the data has labels {min(labels)}..{max(labels)} but the detector has {num_classes} "
+                         f"classes (0..{num_classes - 1}): the data's classes do not match the model's")
+
+
 def goal_targets(goal: str, truth: Sequence[Detections], num_classes: int, shift: float = 0.5) -> list[Detections]:
     """The target list of a goal: the truth (untargeted, vanishing, fabrication), relabelled
-    (mislabel: label + 1 mod K) or shifted by ``shift`` box widths to the right (box-shift)."""
+    (mislabel: label + 1 mod K) or shifted by ``shift`` box widths to the right (box-shift); the labels checked
+    against the detector's ``num_classes``."""
+    check_labels(truth, num_classes)
     if goal == "mislabel":
         return relabelled(truth, num_classes)
     if goal == "box-shift":
@@ -57,16 +69,45 @@ def attack_detector(model, x: torch.Tensor, truth: Sequence[Detections], goal: s
 
 
 def universal_perturbation(model, x: torch.Tensor, truth: Sequence[Detections], goal: str = "vanishing",
-                           eps: float = 8 / 255, epochs: int = 5, batch_size: int = 32, seed: int = 0) -> UniversalPerturbation:
-    """One Linf perturbation for every image (the engine's ``UniversalPerturbation.fit``) towards ``goal``."""
+                           eps: float = 8 / 255, epochs: int = 5, batch_size: int = 32, seed: int = 0,
+                           tile: int | None = None, step_size: float | None = None) -> UniversalPerturbation:
+    """One Linf perturbation for every image (the engine's ``UniversalPerturbation.fit``: sign ascent on the
+    objective's loss averaged over mini-batches, step ``step_size``, default eps / 10) towards ``goal``.
+
+    ``tile``: the perturbation is a ``tile`` x ``tile`` pattern repeated over the image. The detector is fully
+    convolutional, so a pattern whose period is a multiple of its stride acts alike at every anchor, and every
+    object of every scene trains every pixel of it. A full-image perturbation instead learns each position from
+    the few training objects that happen to lie there, and it overfits (see docs/results/detection.md)."""
     objective = OBJECTIVES[goal]()
     return UniversalPerturbation.fit(model, x, goal_targets(goal, truth, model.num_classes), ThreatModel("linf", eps),
-                                     objective, epochs=epochs, batch_size=batch_size, seed=seed)
+                                     objective, epochs=epochs, batch_size=batch_size, step_size=step_size,
+                                     tile=(tile, tile) if tile else None, seed=seed)
 
 
 def transfer(source, target_model, x: torch.Tensor, truth: Sequence[Detections], goal: str = "vanishing",
-             eps: float = 8 / 255, steps: int = 20, seed: int = 0) -> dict[str, float]:
-    """Craft with PGD on ``source`` (all ``steps``, no early stop), judge on ``target_model``: the success rate on each."""
-    res, objective, targets = attack_detector(source, x, truth, goal, "pgd", eps, steps, seed=seed, early_stop=False)
-    on_target = objective.success(predict(target_model, res.x_adv), targets)
-    return {"source_success": float(res.success.float().mean()), "transfer_success": float(on_target.float().mean())}
+             eps: float = 8 / 255, steps: int = 20, seed: int = 0, attack: str = "pgd", diversity: float = 0.0,
+             decay: float = 1.0) -> dict[str, float]:
+    """Craft on ``source`` (a detector, or a list of detectors: the engine's ``Ensemble``, the mean of their raw
+    outputs, valid for detectors of one architecture whose anchors coincide), judge on ``target_model``: the
+    success rate on the source (without input diversity) and on the target, and the target's recall at 0.5.
+
+    ``attack``: ``pgd`` (step 2.5 eps / steps) or ``mifgsm`` (momentum ``decay``, step eps / steps, Dong et al.
+    2018, returning its last iterate as transfer attacks do); both run every step (no early stop). ``diversity`` > 0: the surrogate sees
+    each step's input randomly resized and padded with that probability (the engine's ``InputDiversity``, Xie
+    et al. 2019); it moves the objects, so it suits the goals whose target has no boxes to hit (vanishing)."""
+    from .metrics import recall_at
+
+    plain = Ensemble(list(source)) if isinstance(source, (list, tuple)) else source
+    surrogate = InputDiversity(plain, p=diversity, generator=torch.Generator().manual_seed(seed)) if diversity > 0 else plain
+    objective = OBJECTIVES[goal]()
+    targets = goal_targets(goal, truth, target_model.num_classes)
+    threat = ThreatModel("linf", eps)
+    if attack == "mifgsm":
+        crafted = MIFGSM(threat, objective, steps=steps, decay=decay, early_stop=False, keep_last=True, seed=seed)
+    else:
+        crafted = build_attack(attack, threat, objective, steps, seed=seed, early_stop=False)
+    x_adv = crafted(surrogate, x, targets).x_adv
+    raw = predict(target_model, x_adv)
+    return {"source_success": float(objective.success(predict(plain, x_adv), targets).float().mean()),
+            "transfer_success": float(objective.success(raw, targets).float().mean()),
+            "target_recall": recall_at(target_model.decode(raw), truth)}

@@ -137,16 +137,21 @@ def detections_of(output, score_threshold: float = 0.5, iou_threshold: float = 0
                      f"got {type(output).__name__}")
 
 
+def overlaps(pred: Detections, target: Detections, iou: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(over, same)``, both bool [len(target), len(pred)] on the target's device: target box i and predicted
+    box j overlap at IoU >= ``iou``; they have the same label."""
+    over = box_iou(target.boxes, pred.boxes.to(target.boxes.device)) >= iou
+    return over, target.labels[:, None] == pred.labels.to(target.labels.device)[None, :]
+
+
 def matched(pred: Detections, target: Detections, iou: float = 0.5, same_label: bool = True) -> torch.Tensor:
     """bool [len(target)]: each target box has a predicted box with IoU >= ``iou`` (of its label)."""
     if len(target) == 0:
         return torch.zeros(0, dtype=torch.bool)
     if len(pred) == 0:
         return torch.zeros(len(target), dtype=torch.bool)
-    ok = box_iou(target.boxes, pred.boxes.to(target.boxes.device)) >= iou
-    if same_label:
-        ok &= target.labels[:, None] == pred.labels.to(target.labels.device)[None, :]
-    return ok.any(1).cpu()
+    over, same = overlaps(pred, target, iou)
+    return (over & same if same_label else over).any(1).cpu()
 
 
 def pad_truth(targets: Sequence[Detections], device=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -1,6 +1,8 @@
-"""`robustlab detection train | attack | evaluate | defend | reproduce`.
+"""`robustlab detection train | attack | evaluate | defend | reproduce | track | hijack`, declared once
+(``robustlab.runs.taskcli``): each verb's flags come from its settings models (``settings.py``; the tracking
+verbs' from ``tracking_cli``).
 
-Each command writes a run directory (``runs/<name>/``: config.yaml, summary.json, figures/,
+Each verb but reproduce writes a run directory (``runs/<name>/``: config.yaml, summary.json, figures/,
 report.html; the detector's weights under checkpoints/ for train and defend). ``--model`` names a
 detector: ``pretrained`` (the cached reference), a run directory, a .safetensors file, or
 ``torchvision:<name>`` where torchvision imports. ``--data`` is ``synthetic`` (validation scenes) or
@@ -13,76 +15,20 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from ...argtypes import add_run_args, float_list
-from . import tracking_cli
 from ...errors import InputError
 from ...runs.rundir import Run
 from ...runs.schema import DeviceSettings
-from ...runtime import device_record, resolve_device
-from ...settings import add_model_arguments
+from ...runs.taskcli import TaskCommand, Verb
+from .settings import (AttackSettings, DefenceSettings, DetectorInputSettings, EvaluationSettings, ReproduceSettings,
+                       TrainingSettings)
+from .tracking_cli import VERBS as TRACKING_VERBS
 
 log = logging.getLogger(__name__)
 
-GOALS = ("vanishing", "fabrication", "mislabel", "box-shift", "untargeted")
 
-
-def _common(p, name: str, model: bool = True) -> None:
-    add_run_args(p, name)
-    add_model_arguments(p, DeviceSettings)
-    if model:
-        p.add_argument("--model", default="pretrained", help="pretrained | run dir | .safetensors | torchvision:<name>")
-        p.add_argument("--data", default="synthetic", help="synthetic (validation scenes) or coco:FOLDER")
-        p.add_argument("--n", type=int, default=64, help="images")
-
-
-def add_cli(sub) -> None:
-    det = sub.add_parser("detection", help="object detection: train, attack, evaluate, defend, reproduce",
-                         description="Adversarial attacks on a one-stage detector: objects vanish, appear, change "
-                                     "label or move.")
-    s = det.add_subparsers(dest="detection_command", required=True)
-    tracking_cli.add_verbs(s)
-    p = s.add_parser("train", help="train the detector on procedural scenes (cached)")
-    _common(p, "detection-train", model=False)
-    p.add_argument("--steps", type=int, default=2000, help="training steps")
-    p.add_argument("--scenes", type=int, default=4000, help="training scenes")
-    p.add_argument("--width", type=int, default=16, help="channels of the first conv layer")
-    p.add_argument("--lr", type=float, default=3e-3, help="learning rate (Adam)")
-    p.add_argument("--retrain", action="store_true", help="ignore cached weights")
-    p.add_argument("--n", type=int, default=200, help="validation scenes")
-    p = s.add_parser("attack", help="attack a detector for one goal and draw the boxes")
-    _common(p, "detection-attack")
-    p.add_argument("--goal", default="vanishing", choices=GOALS, help="the attacker's objective")
-    p.add_argument("--attack", default="pgd", choices=["pgd", "apgd", "square"], help="the attack")
-    p.add_argument("--eps", type=float, default=8 / 255, help="Linf size of the perturbation")
-    p.add_argument("--steps", type=int, default=20, help="white-box steps")
-    p.add_argument("--queries", type=int, default=500, help="Square's queries per image")
-    p = s.add_parser("evaluate", help="mAP and recall against eps (adaptive PGD then APGD, the shared evaluate)")
-    _common(p, "detection-evaluate")
-    p.add_argument("--goal", default="vanishing", choices=GOALS, help="the attacker's objective")
-    p.add_argument("--eps", type=float_list, default=[2 / 255, 4 / 255, 8 / 255], help="comma list of Linf sizes")
-    p.add_argument("--steps", type=int, default=20, help="white-box steps")
-    p = s.add_parser("defend", help="PGD adversarial fine-tuning (shared method), adaptive evaluation, masking checks")
-    _common(p, "detection-defend")
-    p.add_argument("--steps", type=int, default=300, help="fine-tuning steps")
-    p.add_argument("--eps", type=float, default=4 / 255, help="Linf size of the training and evaluation attacks")
-    p.add_argument("--attack-steps", type=int, default=3, help="PGD steps per training batch")
-    p.add_argument("--checks", default="cheap", choices=["cheap", "all"], help="which gradient-masking checks run")
-    p = s.add_parser("reproduce", help="measure the reproduction tables (docs/results/detection.md)")
-    p.add_argument("--out", default="runs/detection-reproduce", help="output folder")
-    p.add_argument("--quick", action="store_true", help="tiny settings (a smoke test, not the table)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the attacks")
-
-
-def _start(args, kind: str, extra: dict | None = None) -> Run:
-    run = Run(Path(args.runs) / args.name)  # inside run_cli()'s Run.writing
-    run.write_config({"kind": kind, "task": "detection", **vars(args), **(extra or {}), **device_record(args.device)})
-    return run
-
-
-def _check_data(spec: str) -> None:
-    """Refuse a bad --data before any model is loaded (or trained)."""
-    if spec != "synthetic" and not (spec.startswith("coco:") and Path(spec[5:]).is_dir()):
-        raise InputError(f"--data must be synthetic or coco:FOLDER (an existing folder), got {spec!r}")
+def _record_setup(args, setup) -> None:
+    """config.yaml: the validated settings and the detector's setup (None for a torchvision detector)."""
+    args.run.write_config({**args.config, "setup": asdict(setup) if setup else None})
 
 
 def _data(spec: str, n: int, setup, device):
@@ -97,13 +43,17 @@ def _data(spec: str, n: int, setup, device):
     raise InputError(f"--data must be synthetic or coco:FOLDER, got {spec!r}")
 
 
-def _inputs(args, kind: str):
-    """The verb's detector (and its setup: None for torchvision), its images and its run directory."""
+def _inputs(args):
+    """The verb's detector (and its setup: None for torchvision) and its images; the setup recorded."""
     from .pretrained import load_detector
 
     model, setup = load_detector(args.model, args.device)
     data = _data(args.data, args.n, setup, args.device)
-    return model, setup, data, _start(args, kind, {"setup": asdict(setup) if setup else None})
+    if setup is not None and len(data.classes) != model.num_classes:
+        raise InputError(f"--data has {len(data.classes)} classes ({', '.join(data.classes)}), the detector "
+                         f"{model.num_classes}: train one on these classes or pick matching data")
+    _record_setup(args, setup)
+    return model, setup, data
 
 
 def _figure(run: Run, data, model, versions: dict, title: str, name: str = "boxes.png") -> str:
@@ -123,7 +73,8 @@ def cmd_train(args) -> int:
     from .train import predict
 
     setup = DetectorSetup(width=args.width, scenes=args.scenes, steps=args.steps, lr=args.lr, seed=args.seed)
-    run = _start(args, "detection-model", {"setup": asdict(setup)})
+    run = args.run
+    _record_setup(args, setup)
     start = time.perf_counter()
     model = pretrained_detector(setup, retrain=args.retrain, device=args.device, validation=args.n)
     save_detector(model, setup, run.checkpoints / MODEL_FILE)
@@ -147,9 +98,10 @@ def cmd_attack(args) -> int:
     from .report import HEADER, metric_rows, write_report
     from .train import predict
 
-    model, _, data, run = _inputs(args, "detection-attack")
-    res, _, _ = attack_detector(model, data.x, data.targets, args.goal, args.attack, args.eps, args.steps, args.queries,
-                                args.seed)
+    model, _, data = _inputs(args)
+    run = args.run
+    res, _, _ = attack_detector(model, data.x, data.targets, args.goal, args.attack, args.eps, args.steps,
+                                args.max_queries, args.seed)
     results = {"clean": detection_metrics(predict(model, data.x), data.targets),
                "attacked": detection_metrics(predict(model, res.x_adv), data.targets)}
     rate = float(res.success.float().mean())
@@ -159,7 +111,7 @@ def cmd_attack(args) -> int:
                   f"{args.attack} {args.goal}, Linf eps {args.eps:.4g}")
     write_report(run.path / "report.html", f"detection attack {run.name}",
                  [("summary", f"{args.goal} succeeded on {100 * rate:.1f}% of {len(data)} images"),
-                  ("attack", f"{args.attack}, {args.steps} steps / {args.queries} queries, Linf eps {args.eps:.4g}")],
+                  ("attack", f"{args.attack}, {args.steps} steps / {args.max_queries} queries, Linf eps {args.eps:.4g}")],
                  [("detection vs ground truth", HEADER, metric_rows(results))], [fig])
     log.info("%s success %.1f%%; mAP@0.5 %.3f -> %.3f", args.goal, 100 * rate, results["clean"]["map_50"],
              results["attacked"]["map_50"])
@@ -171,7 +123,8 @@ def cmd_evaluate(args) -> int:
     from .defense import evaluate_detector
     from .report import HEADER, metric_rows, write_report
 
-    model, _, data, run = _inputs(args, "detection-evaluation")
+    model, _, data = _inputs(args)
+    run = args.run
     results = {}
     for eps in args.eps:
         r = evaluate_detector(model, data.x, data.targets, eps, args.goal, args.steps, args.seed)
@@ -192,12 +145,15 @@ def cmd_defend(args) -> int:
     from .pretrained import MODEL_FILE, load_detector, save_detector
     from .report import HEADER, metric_rows, write_report
 
+    if args.data != "synthetic":
+        raise InputError("defend fine-tunes on the procedural scenes and evaluates on them: use --data synthetic")
     model, setup = load_detector(args.model, args.device)
     if setup is None:
         raise InputError("defend fine-tunes the task's own detector, not a torchvision one")
     data = _data(args.data, args.n, setup, args.device)
     new = replace(setup, eps=args.eps, attack_steps=args.attack_steps, steps=args.steps, seed=args.seed)
-    run = _start(args, "detection-model", {"setup": asdict(new)})
+    run = args.run
+    _record_setup(args, new)
     before = evaluate_detector(model, data.x, data.targets, args.eps, "vanishing", seed=args.seed)
     history = defend_detector(model, setup.train_data().to(args.device), args.steps, args.eps, args.attack_steps,
                               seed=args.seed)
@@ -224,22 +180,17 @@ def cmd_reproduce(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "attack": cmd_attack, "evaluate": cmd_evaluate, "defend": cmd_defend,
-            "reproduce": cmd_reproduce}
-#: the kind of run each verb writes (a verb refuses a run of another kind)
-KINDS = {"train": "detection-model", "attack": "detection-attack", "evaluate": "detection-evaluation",
-         "defend": "detection-model"}
-
-
-def run_cli(args) -> int:
-    """Run one detection verb; all but reproduce through ``Run.writing`` (name checked, lock held, links refused)."""
-    if (code := tracking_cli.run_verb(args)) is not None:  # track, hijack
-        return code
-    command = COMMANDS[args.detection_command]
-    if args.detection_command not in KINDS:
-        return command(args)
-    if hasattr(args, "data"):
-        _check_data(args.data)
-    args.device = resolve_device(args.device)
-    with Run.writing(args.runs, args.name, KINDS[args.detection_command]):
-        return command(args)
+COMMAND = TaskCommand(
+    "detection", "object detection: train, attack, evaluate, defend, reproduce; tracking: track, hijack",
+    "Adversarial attacks on a one-stage detector: objects vanish, appear, change label or move.", (
+        Verb("train", "train the detector on procedural scenes (cached)", cmd_train, (DeviceSettings, TrainingSettings),
+             kind="detection-model"),
+        Verb("attack", "attack a detector for one goal and draw the boxes", cmd_attack,
+             (DeviceSettings, DetectorInputSettings, AttackSettings), kind="detection-attack"),
+        Verb("evaluate", "mAP and recall against eps (adaptive PGD then APGD, the shared evaluate)", cmd_evaluate,
+             (DeviceSettings, DetectorInputSettings, EvaluationSettings), kind="detection-evaluation"),
+        Verb("defend", "PGD adversarial fine-tuning (shared method), adaptive evaluation, masking checks", cmd_defend,
+             (DeviceSettings, DetectorInputSettings, DefenceSettings), kind="detection-model"),
+        Verb("reproduce", "measure the reproduction tables (docs/results/detection.md)", cmd_reproduce,
+             (ReproduceSettings,)),
+        *TRACKING_VERBS))

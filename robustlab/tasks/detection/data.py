@@ -108,11 +108,14 @@ def _coco_file(folder: Path, annotations: str | None) -> Path:
 
 
 def _read_image(path: Path, size: int) -> np.ndarray:
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
-    with Image.open(path) as im:
-        im = im.convert("RGB").resize((size, size), Image.BILINEAR)
-        return np.asarray(im, dtype=np.float32).transpose(2, 0, 1) / 255.0
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB").resize((size, size), Image.BILINEAR)
+            return np.asarray(im, dtype=np.float32).transpose(2, 0, 1) / 255.0
+    except (OSError, UnidentifiedImageError) as e:
+        raise InputError(f"{path}: not a readable image ({e})") from None
 
 
 def coco_folder(folder: str | Path, annotations: str | None = None, size: int = 64, images: str = "images",
@@ -141,6 +144,9 @@ def coco_folder(folder: str | Path, annotations: str | None = None, size: int = 
         boxes = [[a["bbox"][0] * sx, a["bbox"][1] * sy, (a["bbox"][0] + a["bbox"][2]) * sx,
                   (a["bbox"][1] + a["bbox"][3]) * sy] for a in anns]
         xs.append(_read_image(img_dir / info["file_name"], size))
+        unknown = sorted({a["category_id"] for a in anns} - set(label_of))
+        if unknown:
+            raise InputError(f"{path}: image {img_id} has annotations of unlisted categories {unknown}")
         targets.append(truth(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
                              torch.tensor([label_of[a["category_id"]] for a in anns], dtype=torch.int64)))
     if not xs:

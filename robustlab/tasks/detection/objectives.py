@@ -15,23 +15,27 @@ selects them):
   (the many background candidates far below it weigh nothing); success = no detection at all.
 - ``Fabrication``: loss = the largest class logit (a soft maximum) among candidates anchored outside
   every target box; success = some detection overlaps no target box (IoU < match_iou with each, of
-  any label): a false positive in mAP's sense.
+  any label): a false positive in mAP's sense. (The loss leaves out candidates *anchored* inside a true
+  box, so a small box fabricated inside a large object counts as a success but gets no gradient.)
 - ``Mislabel``: target = the wanted boxes (the truth with other labels, ``relabelled``); loss = minus
   the training loss towards them; success = every wanted box is matched by a detection of its wanted
   label and by none of another label (an image without boxes never succeeds).
-- ``BoxShift``: target = the wanted boxes (``shifted``); loss = minus the training loss towards them;
-  success = every wanted box is matched by a detection of its label (none without boxes).
+- ``BoxShift``: target = the wanted boxes (``shifted``, which keeps where each box was); loss = minus the
+  training loss towards them; success = every wanted box is matched by a detection of its label and no
+  detection of that label is left on the original box (none without boxes): a copy next to the object is
+  no move.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 
 from ...errors import InputError
 from ...objectives import Objective
-from .boxes import ANCHOR, LOGITS, Detections, box_iou, check_raw, detections_of, matched, pad_truth
+from .boxes import ANCHOR, LOGITS, Detections, box_iou, candidate_scores, check_raw, detections_of, matched, overlaps, pad_truth
 from .losses import detection_loss
 
 
@@ -59,8 +63,10 @@ class DetectionObjective(Objective):
         return detections_of(output, self.score_threshold, self.iou_threshold)
 
     def _judge(self, output, target, rule) -> torch.Tensor:
+        """bool [B]: ``rule(detections, target)`` per image, the detections decoded from ``output`` and the
+        target an image's ``Detections`` (None for every image when ``target`` is None)."""
         dets = self.detections(output)
-        targets = _targets(target, len(dets))
+        targets = [None] * len(dets) if target is None else _targets(target, len(dets))
         device = output.device if isinstance(output, torch.Tensor) else torch.device("cpu")
         return torch.tensor([bool(rule(d, t)) for d, t in zip(dets, targets)], dtype=torch.bool, device=device)
 
@@ -91,14 +97,15 @@ class Vanishing(DetectionObjective):
 
     def loss(self, output, target=None):
         check_raw(output)
-        t = math.log(self.score_threshold / (1 - self.score_threshold)) if 0 < self.score_threshold < 1 else 0.0
+        p = min(max(self.score_threshold, 1e-6), 1 - 1e-6)  # thresholds 0 and 1 hinge far below and far above
+        t = math.log(p / (1 - p))
         above = torch.nn.functional.softplus((output[..., LOGITS:] - t) / self.temperature)
         return -self.temperature * above.flatten(1).sum(1)
 
     def success(self, output, target=None):
-        dets = self.detections(output)
-        device = output.device if isinstance(output, torch.Tensor) else torch.device("cpu")
-        return torch.tensor([len(d) == 0 for d in dets], dtype=torch.bool, device=device)
+        if isinstance(output, torch.Tensor):  # on the device: NMS only removes boxes, and never the best one
+            return ~(candidate_scores(output)[0] > self.score_threshold).any(1)
+        return self._judge(output, None, lambda d, _: len(d) == 0)
 
 
 class Fabrication(DetectionObjective):
@@ -113,12 +120,8 @@ class Fabrication(DetectionObjective):
         return torch.logsumexp(z, dim=1)
 
     def success(self, output, target):
-        def fabricated(d: Detections, t: Detections) -> bool:
-            if len(d) == 0:
-                return False
-            if len(t) == 0:
-                return True
-            return bool((box_iou(d.boxes, t.boxes.to(d.boxes.device)) < self.match_iou).all(1).any())
+        def fabricated(d: Detections, t: Detections) -> bool:  # some detection overlaps no true box, of any label
+            return not bool(matched(t, d, self.match_iou, same_label=False).all())
         return self._judge(output, target, fabricated)
 
 
@@ -130,14 +133,22 @@ class Mislabel(DetectionObjective):
 
     def success(self, output, target):
         def relabelled_ok(d: Detections, t: Detections) -> bool:
-            if len(t) == 0:
+            if len(t) == 0 or len(d) == 0:
                 return False
-            if len(d) == 0:
-                return False
-            over = box_iou(t.boxes, d.boxes.to(t.boxes.device)) >= self.match_iou          # [G, M]
-            same = t.labels[:, None] == d.labels.to(t.labels.device)[None, :]
+            over, same = overlaps(d, t, self.match_iou)                                     # [G, M]
             return bool((over & same).any(1).all()) and not bool((over & ~same).any())
         return self._judge(output, target, relabelled_ok)
+
+
+@dataclass
+class ShiftedBoxes(Detections):
+    """One image's box-shift goal: the wanted (moved) boxes, and ``origin`` [M, 4], where each box was."""
+
+    origin: torch.Tensor | None = None
+
+    def to(self, device) -> "ShiftedBoxes":
+        return ShiftedBoxes(self.boxes.to(device), self.scores.to(device), self.labels.to(device),
+                            None if self.origin is None else self.origin.to(device))
 
 
 class BoxShift(DetectionObjective):
@@ -147,7 +158,12 @@ class BoxShift(DetectionObjective):
         return self._towards(output, target)
 
     def success(self, output, target):
-        return self._judge(output, target, lambda d, t: len(t) > 0 and bool(matched(d, t, self.match_iou).all()))
+        def moved(d: Detections, t: Detections) -> bool:
+            if len(t) == 0 or not bool(matched(d, t, self.match_iou).all()):
+                return False
+            origin = getattr(t, "origin", None)  # a ShiftedBoxes: no box of the label may stay where it was
+            return origin is None or not bool(matched(d, Detections(origin, None, t.labels), self.match_iou).any())
+        return self._judge(output, target, moved)
 
 
 def relabelled(targets: Sequence[Detections], num_classes: int, shift: int = 1) -> list[Detections]:
@@ -157,14 +173,21 @@ def relabelled(targets: Sequence[Detections], num_classes: int, shift: int = 1) 
     return [Detections(t.boxes, None, (t.labels + shift) % num_classes) for t in targets]
 
 
-def shifted(targets: Sequence[Detections], dx: float = 0.0, dy: float = 0.0, relative: bool = True) -> list[Detections]:
+def shifted(targets: Sequence[Detections], dx: float = 0.0, dy: float = 0.0, relative: bool = True,
+            match_iou: float = 0.5) -> list[ShiftedBoxes]:
     """The box-shift goal: every box moved by (dx, dy), in units of its own width and height when
-    ``relative`` (0.5: half a box to the right), else in pixels."""
+    ``relative`` (0.5: half a box to the right), else in pixels; each keeps where it was (``origin``). A shift
+    that leaves some box at IoU >= ``match_iou`` with where it was is refused: the moved box would also
+    count as the original one."""
     out = []
     for t in targets:
         wh = (t.boxes[:, 2:] - t.boxes[:, :2]) if relative else torch.ones_like(t.boxes[:, :2])
         step = wh * torch.tensor([dx, dy], dtype=t.boxes.dtype, device=t.boxes.device)
-        out.append(Detections(t.boxes + step.repeat(1, 2), None, t.labels))
+        moved = ShiftedBoxes(t.boxes + step.repeat(1, 2), None, t.labels, t.boxes)
+        if len(t) and bool((box_iou(moved.boxes, t.boxes).diagonal() >= match_iou).any()):
+            raise InputError(f"a shift of ({dx}, {dy}) leaves a box at IoU >= {match_iou} with where it was: "
+                             "shift further")
+        out.append(moved)
     return out
 
 

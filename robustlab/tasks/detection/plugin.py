@@ -55,6 +55,6 @@ TASK = Task(
     models={"pretrained": _pretrained, "tiny": _tiny, "torchvision": _torchvision},
     threats={"linf": lambda eps=8 / 255: ThreatModel("linf", eps), "patch-on-object": _patch},
     report_sections=report_sections,
-    add_cli=cli.add_cli,
-    run_cli=cli.run_cli,
+    add_cli=cli.COMMAND.add_cli,
+    run_cli=cli.COMMAND.run_cli,
 )

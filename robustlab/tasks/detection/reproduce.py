@@ -22,6 +22,8 @@ from pathlib import Path
 
 import torch
 
+from ...errors import InputError
+from ...evaluation.suite import wilson_interval
 from ...fileio import atomic_write_json, atomic_write_text
 from .attacks import attack_detector, transfer, universal_perturbation
 from .data import SCENE_CLASSES, synthetic_scenes
@@ -48,6 +50,10 @@ class Scale:
     eps: tuple = EPS
     queries: int = 500          # Square
     universal_epochs: int = 10
+    universal_scenes: int = 1000      # training scenes the tiled universal perturbation is fit on
+    universal_tile: int = 16          # its period in pixels (4 cells of the detector's stride 4)
+    transfer_eps: tuple = (8 / 255, 16 / 255)
+    transfer_mi_steps: int = 50       # MI-FGSM steps of the strengthened transfer attack
     patch_scenes: int = 256
     patch_epochs: int = 30
     transfer_steps: int = 1000  # of the second detector
@@ -57,11 +63,17 @@ class Scale:
 
 FULL = Scale(DetectorSetup())
 QUICK = Scale(DetectorSetup(width=4, scenes=32, steps=5), n=6, steps=2, eps=(4 / 255,), queries=10, universal_epochs=1,
-              patch_scenes=8, patch_epochs=1, transfer_steps=5, finetune_steps=2, validation=6)
+              universal_scenes=16, universal_tile=8, transfer_eps=(4 / 255,), transfer_mi_steps=2, patch_scenes=8, patch_epochs=1, transfer_steps=5, finetune_steps=2, validation=6)
 
 
 def _pct(v: float) -> str:
     return f"{100 * v:.0f}%"
+
+
+def _pct_ci(rate: float, n: int) -> str:
+    """A success rate over ``n`` images with its 95% Wilson interval: ``3% (1-8%)``."""
+    lo, hi = wilson_interval(round(rate * n), n)
+    return f"{_pct(rate)} ({100 * lo:.0f}-{100 * hi:.0f}%)"
 
 
 def _eps(e: float) -> str:
@@ -84,21 +96,40 @@ def objectives_table(model, val, scale: Scale, seed: int) -> tuple[dict, list[st
     return results, lines
 
 
+def _universal_row(model, val, train, eps: float, scale: Scale, seed: int, tile: int | None) -> dict:
+    """A vanishing universal perturbation fit on ``train``: its success and recall on the held-out scenes."""
+    uni = universal_perturbation(model, train.x, train.targets, "vanishing", eps, scale.universal_epochs, seed=seed,
+                                 tile=tile)
+    raw = predict(model, uni.apply(val.x))
+    return {"success": float(Vanishing().success(raw).float().mean()), "recall": recall_at(model.decode(raw), val.targets),
+            "train_success": uni.history[-1], "eps": eps, "tile": tile, "scenes": len(train)}
+
+
 def black_box_and_universal(model, val, train, scale: Scale, seed: int) -> tuple[dict, list[str]]:
-    """Square (vanishing, score-based) and a universal perturbation (vanishing) at the largest eps."""
+    """Square (vanishing, score-based) at the largest eps; universal perturbations (vanishing): a full-image one
+    fit on 200 training scenes (as first measured) and a tiled one fit on ``universal_scenes``, at each eps of
+    ``transfer_eps``."""
     eps = max(scale.eps)
     res, _, _ = attack_detector(model, val.x, val.targets, "vanishing", "square", eps, queries=scale.queries, seed=seed)
     sq = {"success": float(res.success.float().mean()), "recall": recall_at(model.decode(predict(model, res.x_adv)), val.targets),
           "queries_mean": float(res.queries.float().mean())}
-    uni = universal_perturbation(model, train.x, train.targets, "vanishing", eps, scale.universal_epochs, seed=seed)
-    x_u = uni.apply(val.x)
-    un = {"success": float(Vanishing().success(predict(model, x_u)).float().mean()),
-          "recall": recall_at(model.decode(predict(model, x_u)), val.targets)}
-    lines = ["| attack | eps | success (vanishing) | recall at 0.5 | queries / image |", "|---|---|---|---|---|",
-             f"| Square (black-box, scores) | {_eps(eps)} | {_pct(sq['success'])} | {_pct(sq['recall'])} | {sq['queries_mean']:.0f} |",
-             f"| universal (one perturbation, fit on {len(train)} training scenes) | {_eps(eps)} | {_pct(un['success'])} | "
-             f"{_pct(un['recall'])} | - |"]
-    return {"square": sq, "universal": un}, lines
+    out = {"square": sq}
+    for e in scale.transfer_eps:
+        out[f"universal full@{e:.5f}"] = _universal_row(model, val, train[:200], e, scale, seed, None)
+        out[f"universal tiled@{e:.5f}"] = _universal_row(model, val, train[:scale.universal_scenes], e, scale, seed,
+                                                         scale.universal_tile)
+    n = len(val)
+    lines = [f"| attack | eps | success (vanishing, 95% CI, {n} images) | recall at 0.5 | queries / image |",
+             "|---|---|---|---|---|",
+             f"| Square (black-box, scores) | {_eps(eps)} | {_pct_ci(sq['success'], n)} | {_pct(sq['recall'])} | "
+             f"{sq['queries_mean']:.0f} |"]
+    for key, u in out.items():
+        if key != "square":
+            shape = (f"{u['tile']}x{u['tile']} tile" if u["tile"] else "full image")
+            lines.append(f"| universal ({shape}, {scale.universal_epochs} epochs on {u['scenes']} training scenes; "
+                         f"{_pct(u['train_success'])} of them emptied) | {_eps(u['eps'])} | {_pct_ci(u['success'], n)} | "
+                         f"{_pct(u['recall'])} | - |")
+    return out, lines
 
 
 def patch_table(model, scale: Scale, seed: int) -> tuple[dict, list[str]]:
@@ -119,16 +150,30 @@ def patch_table(model, scale: Scale, seed: int) -> tuple[dict, list[str]]:
 
 
 def transfer_table(model, val, scale: Scale, seed: int) -> tuple[dict, list[str]]:
-    """Vanishing PGD crafted on one detector, judged on another (trained from seed + 1)."""
-    other = pretrained_detector(replace(scale.setup, seed=scale.setup.seed + 1, steps=scale.transfer_steps), progress=False,
-                                validation=scale.validation)
-    eps = max(scale.eps)
-    ab = transfer(model, other, val.x, val.targets, "vanishing", eps, scale.steps, seed)
-    ba = transfer(other, model, val.x, val.targets, "vanishing", eps, scale.steps, seed)
-    lines = ["| crafted on -> judged on | eps | success on source | success on target |", "|---|---|---|---|",
-             f"| reference -> seed-1 detector | {_eps(eps)} | {_pct(ab['source_success'])} | {_pct(ab['transfer_success'])} |",
-             f"| seed-1 detector -> reference | {_eps(eps)} | {_pct(ba['source_success'])} | {_pct(ba['transfer_success'])} |"]
-    return {"reference_to_other": ab, "other_to_reference": ba}, lines
+    """Vanishing attacks crafted on detectors of the same architecture trained from other seeds, judged on another:
+    PGD-20 from one detector (as first measured) and MI-FGSM with input diversity on an ensemble of two."""
+    other, third = (pretrained_detector(replace(scale.setup, seed=scale.setup.seed + k, steps=scale.transfer_steps),
+                                        progress=False, validation=scale.validation) for k in (1, 2))
+    named = {"reference": model, "seed-1": other, "seed-2": third}
+    plans = [("PGD-20", ("reference",), "seed-1", {}), ("PGD-20", ("seed-1",), "reference", {}),
+             (f"MI-FGSM-{scale.transfer_mi_steps} + DI", ("reference", "seed-2"), "seed-1",
+              {"attack": "mifgsm", "diversity": 0.5}),
+             (f"MI-FGSM-{scale.transfer_mi_steps} + DI", ("seed-1", "seed-2"), "reference",
+              {"attack": "mifgsm", "diversity": 0.5})]
+    res = {name: {"clean_recall": recall_at(m.decode(predict(m, val.x)), val.targets)} for name, m in named.items()}
+    lines = [f"| attack | crafted on -> judged on | eps | success on source | success on target (95% CI, {len(val)} "
+             "images) | target recall (clean -> attacked) |", "|---|---|---|---|---|---|"]
+    for eps in scale.transfer_eps:
+        for attack, sources, target, options in plans:
+            steps = scale.steps if attack.startswith("PGD") else scale.transfer_mi_steps
+            src = [named[n] for n in sources]
+            r = transfer(src[0] if len(src) == 1 else src, named[target], val.x, val.targets, "vanishing", eps, steps,
+                         seed, **options)
+            res[f"{attack}: {'+'.join(sources)} -> {target}@{eps:.5f}"] = r
+            lines.append(f"| {attack} | {' + '.join(sources)} -> {target} | {_eps(eps)} | {_pct(r['source_success'])} | "
+                         f"{_pct_ci(r['transfer_success'], len(val))} | {_pct(res[target]['clean_recall'])} -> "
+                         f"{_pct(r['target_recall'])} |")
+    return res, lines
 
 
 def defence_table(model, val, scale: Scale, seed: int) -> tuple[dict, list[str]]:
@@ -157,13 +202,16 @@ def defence_table(model, val, scale: Scale, seed: int) -> tuple[dict, list[str]]
 
 
 def reproduce(out: str | Path, quick: bool = False, seed: int = 0) -> str:
-    """Every part in turn; results.json and results.md under ``out`` (the markdown is returned)."""
+    """Every part in turn; results.json and results.md under ``out`` (the markdown is returned). An ``out`` that
+    already holds results is refused (a user's results are never overwritten)."""
     out = Path(out)
+    if (out / "results.json").exists() or (out / "results.md").exists():
+        raise InputError(f"{out} already holds reproduction results; pass another output folder (--out) or move them")
     scale = QUICK if quick else FULL
     start = time.perf_counter()
     model = pretrained_detector(scale.setup, progress=False, validation=scale.validation)
     val = scale.setup.validation_data(scale.n)
-    train = scale.setup.train_data()[: min(200, scale.setup.scenes)]
+    train = scale.setup.train_data()
     results, md = {"eps": list(scale.eps), "n": scale.n, "quick": quick}, []
     for title, part in (("mAP against eps for each objective", lambda: objectives_table(model, val, scale, seed)),
                         ("Black-box Square and a universal perturbation",

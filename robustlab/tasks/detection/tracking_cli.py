@@ -1,4 +1,5 @@
-"""`robustlab detection track | hijack`: the tracking verbs, added to the detection CLI by ``add_verbs``.
+"""`robustlab detection track | hijack`: the tracking verbs, declared as ``VERBS`` (``runs.taskcli``) and added
+to the detection command by ``cli``.
 
 - ``track``: SORT on a generated crossing-shape sequence, with the ground-truth detections or the detector's;
   writes ``summary.json`` (MOTA, IDF1, id switches, ...), ``tracks.json`` (the reported tracks per frame) and a
@@ -7,26 +8,22 @@
   in control of the detections or through the detector with the engine's PGD; writes ``summary.json`` (the outcome
   and MOTA/IDF1 per number of attacked frames).
 
-The detection CLI calls ``add_verbs(subparsers)`` where it builds its sub-commands and, first thing in its
-``run_cli``, ``run_verb(args)`` (None when the verb is not a tracking one). ``--model`` names a detector as every
-detection verb does (``pretrained.load_detector``); ``add_verbs(sub, load_model)`` replaces that loader
-(``load_model(spec, device) -> model``).
+``--model`` names a detector as every detection verb does (``pretrained.load_detector``).
 """
 from __future__ import annotations
 
 import logging
-from typing import Callable, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
 
-from ...argtypes import add_run_args
 from ...errors import InputError
 from ...fileio import atomic_write_json
-from ...runs.rundir import Run
 from ...runs.schema import DeviceSettings
-from ...runtime import device_record, resolve_device
-from ...settings import StrictSettings, add_model_arguments, settings_from_args
+from ...runs.taskcli import Verb
+from ...settings import StrictSettings
+from .settings import DetectorSpec
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +37,7 @@ class SequenceSettings(StrictSettings):
     size: int = Field(64, ge=32, le=1024, description="frame height and width in pixels")
     detections: Literal["truth", "detector"] = Field("truth", description="what the tracker sees: the ground-truth "
                                                      "boxes or the detector's (--model)")
-    model: str = Field("pretrained", description="the detector with --detections detector")
+    model: DetectorSpec = Field("pretrained", description="the detector with --detections detector")
     score_threshold: float = Field(0.3, ge=0, le=1, description="the detector's score threshold (tracking keeps "
                                    "lower-scoring boxes than detection's 0.5: the reference detector finds 90% "
                                    "of the fully visible shapes at 0.3, 82% at 0.5)")
@@ -71,43 +68,11 @@ class HijackSettings(StrictSettings):
     steps: int = Field(20, ge=1, description="PGD steps per attacked frame")
 
 
-KINDS = {"track": "detection-track", "hijack": "detection-hijack"}
-
-
 def load_task_detector(spec: str, device):
     """The detector ``spec`` names (``pretrained``, a run directory, a .safetensors file, ``torchvision:<name>``)."""
     from .pretrained import load_detector
 
     return load_detector(spec, device)[0]
-
-
-def add_verbs(sub, load_model: Callable | None = load_task_detector) -> None:
-    """Add ``track`` and ``hijack`` to the detection CLI's sub-command parsers ``sub``."""
-    p = sub.add_parser("track", help="SORT on a generated crossing-shape sequence: MOTA, IDF1, tracks figure")
-    add_run_args(p, "detection-track")
-    for model in (DeviceSettings, SequenceSettings, TrackerSettings):
-        add_model_arguments(p, model)
-    p.set_defaults(tracking_verb="track", load_detector=load_model)
-    p = sub.add_parser("hijack", help="tracker hijacking (Jia et al. 2020) against the number of attacked frames")
-    add_run_args(p, "detection-hijack")
-    for model in (DeviceSettings, SequenceSettings, TrackerSettings, HijackSettings):
-        add_model_arguments(p, model)
-    p.set_defaults(tracking_verb="hijack", load_detector=load_model)
-
-
-def run_verb(args) -> int | None:
-    """Run a tracking verb (None when ``args`` is another verb's): through ``Run.writing`` like every verb."""
-    verb = getattr(args, "tracking_verb", None)
-    if verb is None:
-        return None
-    models = (DeviceSettings, SequenceSettings, TrackerSettings) + ((HijackSettings,) if verb == "hijack" else ())
-    settings = settings_from_args(models, args, f"detection {verb}")
-    args.device = resolve_device(args.device)
-    with Run.writing(args.runs, args.name, KINDS[verb]) as run:
-        run.write_config({"kind": KINDS[verb], "task": "detection", "seed": args.seed,
-                          **{k: v for s in settings.values() for k, v in s.model_dump().items()},
-                          **device_record(args.device)})
-        return (cmd_track if verb == "track" else cmd_hijack)(args, run, *settings.values())
 
 
 def _sequence_and_detections(args, seq_s: SequenceSettings):
@@ -117,17 +82,16 @@ def _sequence_and_detections(args, seq_s: SequenceSettings):
     seq = make_sequence(args.seed, seq_s.frames, seq_s.objects, seq_s.size)
     if seq_s.detections == "truth":
         return seq, seq.detections(), None
-    if args.load_detector is None:
-        raise InputError("--detections detector needs the detection task's detector loader; use --detections truth")
-    model = args.load_detector(seq_s.model, args.device).eval()
+    model = load_task_detector(seq_s.model, args.device).eval()
     return seq, detect_frames(model, seq.frames, seq_s.score_threshold), model
 
 
-def cmd_track(args, run: Run, _device, seq_s: SequenceSettings, trk: TrackerSettings) -> int:
+def cmd_track(args) -> int:
     from .tracking import track_sequence
     from .tracking_metrics import tracking_metrics
     from .tracking_reproduce import tracks_figure
 
+    run, seq_s, trk = args.run, args.settings[SequenceSettings], args.settings[TrackerSettings]
     seq, dets, _ = _sequence_and_detections(args, seq_s)
     tracks = track_sequence(dets, **trk.model_dump())
     metrics = tracking_metrics(seq.truth(), tracks)
@@ -139,11 +103,12 @@ def cmd_track(args, run: Run, _device, seq_s: SequenceSettings, trk: TrackerSett
     return 0
 
 
-def cmd_hijack(args, run: Run, _device, seq_s: SequenceSettings, trk: TrackerSettings, hj: HijackSettings) -> int:
+def cmd_hijack(args) -> int:
     from .tracking_hijack import detector_attack, hijack_curve
     from .tracking_metrics import tracking_metrics
     from .tracking_reproduce import perpendicular, tracks_figure
 
+    run, seq_s, trk, hj = (args.run, *(args.settings[m] for m in (SequenceSettings, TrackerSettings, HijackSettings)))
     seq, dets, model = _sequence_and_detections(args, seq_s)
     if hj.target not in seq.ids:
         raise InputError(f"--target {hj.target}: the sequence has objects {seq.ids.tolist()}")
@@ -165,3 +130,11 @@ def cmd_hijack(args, run: Run, _device, seq_s: SequenceSettings, trk: TrackerSet
                  "hijacked" if r["success"] else "not hijacked", r["id_lost"], r["drift"], r["mota"], r["idf1"])
     log.info("wrote %s", run.path)
     return 0
+
+
+VERBS = (
+    Verb("track", "SORT on a generated crossing-shape sequence: MOTA, IDF1, tracks figure", cmd_track,
+         (DeviceSettings, SequenceSettings, TrackerSettings), kind="detection-track"),
+    Verb("hijack", "tracker hijacking (Jia et al. 2020) against the number of attacked frames", cmd_hijack,
+         (DeviceSettings, SequenceSettings, TrackerSettings, HijackSettings), kind="detection-hijack"),
+)
