@@ -144,6 +144,49 @@ def test_cli_train_attack_evaluate_and_list(tmp_path, monkeypatch, capsys):
     assert main(["rl", "attack", "--runs", str(runs), "--name", "d", "--agent", str(tmp_path / "nope.pt")]) == 2
     assert "--agent must be" in capsys.readouterr().err
     assert main(["list"]) == 0 and "rl" in capsys.readouterr().out
+    # defend: the defended agent (fine-tuned from the base trained above) and both under PGD and worst at eps 0, 1
+    assert main(["--no-progress", "rl", "defend", "--runs", str(runs), "--name", "e", "--base-steps", "256",
+                 "--adv-steps", "64", "--n", "2", "--steps", "2"]) == 0
+    defended = runs / "e" / "checkpoints" / "agent.safetensors"
+    assert defended.exists() and json.loads(defended.with_suffix(".json").read_text())["defence"] == "adversarial fine-tuning"
+    summary = json.loads((runs / "e" / "summary.json").read_text())
+    cells = {(c["agent"], c["attack"], c["eps"]) for c in summary["cells"]}
+    assert cells == {(a, k, e) for a in ("ppo base", "ppo defended") for k in ("pgd", "worst") for e in (0.0, 1.0)}
+    assert summary["setup"]["adv_eps"] == 1.0 and summary["setup"]["steps"] == 256
+    assert main(["rl", "defend", "--runs", str(runs), "--name", "f", "--adv-eps", "0"]) == 2
+    assert "--adv-eps > 0" in capsys.readouterr().err
+
+
+def test_cli_flags_come_from_the_settings_models(tmp_path, monkeypatch, capsys):
+    from robustlab.cli import main
+    from robustlab.tasks.rl import agents, evaluate
+
+    seen = {}
+    monkeypatch.setattr(agents, "load_agent", lambda *a, **k: controller())
+    monkeypatch.setattr(evaluate, "evaluate_cell", lambda *a, **k: seen.update(k) or evaluate.Cell(
+        "ppo", a[1], a[2], 1.0, 0.0, 1.0, 0.0, True, [1.0]))
+    assert main(["rl", "attack", "--runs", str(tmp_path), "--attack", "rays", "--max-queries", "7", "--n", "1"]) == 0
+    assert seen["budget"] == 7 and seen["steps"] == 10 and seen["target_action"] is None
+    assert (tmp_path / "rl-attack" / "config.yaml").exists()
+    with pytest.raises(SystemExit):
+        main(["rl", "attack", "--budget", "7"])                      # renamed --max-queries
+    assert main(["rl", "evaluate", "--runs", str(tmp_path), "--attacks", "pgd,nope", "--n", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "--attacks" in err and "--n" in err                        # every problem in one error
+    assert main(["rl", "train", "--runs", str(tmp_path), "--sa-kappa", "1"]) == 2
+    assert "--adv-eps > 0" in capsys.readouterr().err
+
+
+def test_seeds_table_reports_mean_and_spread_across_training_seeds():
+    from robustlab.tasks.rl.evaluate import Cell
+    from robustlab.tasks.rl.reproduce import seeds_table
+
+    def cell(eps, mean):
+        return Cell("PPO", "pgd", eps, mean, 0.0, 1.0, 0.0, True, [mean])
+
+    table = seeds_table({0: [cell(0.0, 500.0), cell(2.0, 10.0)], 1: [cell(0.0, 500.0), cell(2.0, 30.0)],
+                         2: [cell(0.0, 500.0), cell(2.0, 20.0)]})
+    assert table.splitlines()[2] == "| PPO | pgd | 500.0 ± 0.0 [500 / 500 / 500] | 20.0 ± 10.0 [10 / 30 / 20] |"
 
 
 def test_worst_action_attack_forces_the_lowest_scoring_action():
