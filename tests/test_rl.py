@@ -116,6 +116,8 @@ def test_sb3_zip_loads_without_unpickling_and_malicious_pickles_are_refused(tmp_
     agent = load_agent(_zip(tmp_path, entries), env="CartPole-v1")
     x = torch.randn(5, 4)
     assert agent.algo == "dqn" and torch.equal(agent.policy(x), real(x)) and not marker.exists()
+    with pytest.raises(CheckpointError, match="takes 4 observations .* Acrobot-v1 gives 6"):
+        load_agent(_zip(tmp_path, entries), env="Acrobot-v1")          # one line, not a shape error deep inside
     buf = io.BytesIO()
     torch.save({"q_net.q_net.0.weight": Boom()}, buf)              # a pickle that runs code on load
     entries["policy.pth"] = buf.getvalue()
@@ -161,8 +163,8 @@ def test_cli_flags_come_from_the_settings_models(tmp_path, monkeypatch, capsys):
     from robustlab.cli import main
     from robustlab.tasks.rl import agents, evaluate
 
-    seen = {}
-    monkeypatch.setattr(agents, "load_agent", lambda *a, **k: controller())
+    seen, loaded = {}, []
+    monkeypatch.setattr(agents, "load_agent", lambda *a, **k: loaded.append(a) or controller())
     monkeypatch.setattr(evaluate, "evaluate_cell", lambda *a, **k: seen.update(k) or evaluate.Cell(
         "ppo", a[1], a[2], 1.0, 0.0, 1.0, 0.0, True, [1.0]))
     assert main(["rl", "attack", "--runs", str(tmp_path), "--attack", "rays", "--max-queries", "7", "--n", "1"]) == 0
@@ -175,6 +177,20 @@ def test_cli_flags_come_from_the_settings_models(tmp_path, monkeypatch, capsys):
     assert "--attacks" in err and "--n" in err                        # every problem in one error
     assert main(["rl", "train", "--runs", str(tmp_path), "--sa-kappa", "1"]) == 2
     assert "--adv-eps > 0" in capsys.readouterr().err
+    assert main(["rl", "attack", "--runs", str(tmp_path), "--name", "t", "--attack", "transfer"]) == 0
+    assert loaded[-1] == ("pretrained", "CartPole-v1", "dqn")         # the surrogate: the other algorithm
+    assert main(["rl", "attack", "--runs", str(tmp_path), "--name", "u", "--attack", "transfer", "--surrogate", "ppo"]) == 2
+    assert "is the victim itself" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bad", [dict(sa_kappa=1.0), dict(adv_eps=-1.0), dict(adv_eps=1.0, adv_steps=0),
+                                 dict(adv_eps=1.0, adv_steps=5, adv_prob=3.0)])
+def test_defence_settings_that_describe_no_defence_are_refused(bad):
+    from robustlab.errors import InputError
+    from robustlab.tasks.rl.agents import AgentSetup
+
+    with pytest.raises(InputError):
+        AgentSetup(algo="ppo", **bad)
 
 
 def test_seeds_table_reports_mean_and_spread_across_training_seeds():

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from ...errors import CheckpointError, InputError
+from ...errors import CheckpointError, InputError, check_eps
 from ...weights import cache_dir, cached_weights, check_utf8_path, settings_key
 from .envs import check_env, require
 
@@ -161,6 +161,18 @@ class AgentSetup:
             raise InputError(f"steps must be >= 1, got {self.steps}")
         if self.sa_kappa < 0 or (self.sa_kappa > 0 and self.algo != "ppo"):
             raise InputError(f"SA-PPO's sa_kappa must be >= 0 and is for PPO only, got {self.sa_kappa} for {self.algo}")
+        self._check_defence()
+
+    def _check_defence(self) -> None:
+        """A defence's settings describe one: a radius > 0 with fine-tuning steps, or none at all."""
+        check_eps(self.adv_eps)
+        if self.sa_kappa > 0 and self.adv_eps == 0:
+            raise InputError(f"SA-PPO's sa_kappa {self.sa_kappa:g} needs the radius it regularises: adv_eps > 0")
+        if self.adv_eps > 0 and self.adv_steps < 1:
+            raise InputError(f"a defence at adv_eps {self.adv_eps:g} needs adv_steps >= 1, got {self.adv_steps}")
+        if not 0 <= self.adv_prob <= 1 or self.adv_pgd_steps < 1:
+            raise InputError(f"adv_prob must lie in [0, 1] and adv_pgd_steps be >= 1, got {self.adv_prob}, "
+                             f"{self.adv_pgd_steps}")
 
     @property
     def train_steps(self) -> int:
@@ -269,6 +281,20 @@ def read_sb3_state(path: str | Path) -> dict:
     return state
 
 
+def check_fits(policy: PolicyNet, env: str, what) -> None:
+    """Refuse, in one line, a policy whose input or action count is not the environment's."""
+    from .envs import make_env
+
+    environment = make_env(env)
+    wanted = (int(torch.tensor(environment.observation_space.shape).prod()), int(environment.action_space.n))
+    environment.close()
+    linears = [m for m in policy.net if isinstance(m, nn.Linear)]
+    got = (linears[0].in_features, linears[-1].out_features)
+    if got != wanted:
+        raise CheckpointError(f"{what} takes {got[0]} observations and scores {got[1]} actions; {env} gives "
+                              f"{wanted[0]} observations and {wanted[1]} actions")
+
+
 def load_agent(spec: str | Path = "pretrained", env: str = "CartPole-v1", algo: str = "ppo",
                activation: str | None = None, cache: str | Path | None = None) -> Agent:
     """``pretrained`` (the cached agent for env/algo), an SB3 ``.zip`` (any PPO/DQN MlpPolicy, loaded
@@ -280,7 +306,8 @@ def load_agent(spec: str | Path = "pretrained", env: str = "CartPole-v1", algo: 
     path = Path(spec)
     if path.suffix == ".zip":
         policy, found = policy_from_state(read_sb3_state(path), activation)
-        return Agent(policy, found, check_env(env), measure_scale(policy, env), {"file": str(path)})
+        check_fits(policy, check_env(env), path)
+        return Agent(policy, found, env, measure_scale(policy, env), {"file": str(path)})
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -290,5 +317,6 @@ def load_agent(spec: str | Path = "pretrained", env: str = "CartPole-v1", algo: 
             raise CheckpointError(f"no agent at {path} (with its {side.name})")
         info = json.loads(side.read_text())
         policy, found = policy_from_state(load_file(str(path)), activation)
-        return Agent(policy, found, check_env(info.get("env", env)), torch.tensor(info["scale"]), info)
+        check_fits(policy, check_env(info.get("env", env)), path)
+        return Agent(policy, found, info.get("env", env), torch.tensor(info["scale"]), info)
     raise InputError(f"--agent must be 'pretrained', an SB3 .zip or a cached .safetensors agent, got {spec}")

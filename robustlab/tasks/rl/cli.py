@@ -97,9 +97,22 @@ def _victim(args):
 
 
 def _surrogate(args, attack: str) -> dict:
-    from .agents import load_agent
+    """The transfer attack's surrogate: the cached agent of ``--surrogate`` (default: the other algorithm),
+    never the victim itself (that would be a white-box attack reported as a transfer)."""
+    from .agents import ALGOS, load_agent
 
-    return {"surrogate": load_agent("pretrained", args.env, args.surrogate)} if attack == "transfer" else {}
+    if attack != "transfer":
+        return {}
+    algo = args.surrogate or next(a for a in ALGOS if a != args.algo)
+    if args.agent == "pretrained" and algo == args.algo:
+        raise InputError(f"--surrogate {algo} is the victim itself (the cached {algo} agent); "
+                         "transfer from another algorithm")
+    return {"surrogate": load_agent("pretrained", args.env, algo)}
+
+
+def _victim_record(args, victim) -> dict:
+    """What the summary says of the attacked agent: --agent, its algorithm and environment as loaded, its scales."""
+    return {"victim": {"agent": args.agent, "algo": victim.algo, "env": victim.env}, "scale": victim.scale.tolist()}
 
 
 def cmd_attack(args) -> int:
@@ -107,9 +120,9 @@ def cmd_attack(args) -> int:
 
     victim = _victim(args)
     options = args.settings[AttackSettings].options()
-    cell = evaluate_cell(victim, args.attack, args.eps, args.n, args.seed, args.algo, **options,
+    cell = evaluate_cell(victim, args.attack, args.eps, args.n, args.seed, victim.algo, **options,
                          **_surrogate(args, args.attack))
-    args.run.write_summary({"cell": cell.row(), "scale": victim.scale.tolist()})
+    args.run.write_summary({"cell": cell.row(), **_victim_record(args, victim)})
     log.info("%s eps=%g: return %.1f ± %.1f, %.0f%% of steps attacked, %.0f%% actions changed; wrote %s",
              args.attack, args.eps, cell.mean, cell.ci, 100 * cell.attacked, 100 * cell.changed, args.run.path)
     return 0
@@ -121,8 +134,9 @@ def cmd_evaluate(args) -> int:
     victim = _victim(args)
     options = args.settings[AttackSettings].options()
     cells = [c for a in args.attacks
-             for c in return_curve(victim, a, args.eps, args.n, args.seed, args.algo, **options, **_surrogate(args, a))]
-    table = _write_table(args.run, cells, scale=victim.scale.tolist())
+             for c in return_curve(victim, a, args.eps, args.n, args.seed, victim.algo, **options,
+                                   **_surrogate(args, a))]
+    table = _write_table(args.run, cells, **_victim_record(args, victim))
     log.info("\n%s\nwrote %s", table, args.run.path)
     return 0
 

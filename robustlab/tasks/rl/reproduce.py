@@ -11,7 +11,8 @@ the same points, so no row.) eps is in units of each observation dimension's std
 
 The second table repeats the CartPole PPO rows (the base agent, adversarial fine-tuning, the control and
 SA-PPO at each (eps, kappa) of ``seed_sa``) for every training seed of ``seeds`` (``--seeds``), on the
-same evaluation episodes: mean and standard deviation across seeds. ``--quick``: tiny settings for a
+same evaluation episodes (``--seed``): mean and standard deviation across seeds; the first table's
+agents are those of the first training seed. ``--quick``: tiny settings for a
 smoke test (one seed).
 """
 from __future__ import annotations
@@ -91,13 +92,10 @@ def _plan(cfg: dict, seed: int, cache) -> list[tuple]:
 def seed_study(cfg: dict, seeds, episode_seed: int, cache, done: list) -> dict[int, list]:
     """The CartPole PPO agent and its defences (SA-PPO at each (eps, kappa) of ``seed_sa``) trained with each
     training seed in `seeds`, each under PGD at ``eps`` on the same episodes (seeds `episode_seed`..):
-    training seed -> cells. The cells of `done` (the main table's, training seed `episode_seed`) are reused."""
+    training seed -> cells. The cells of `done` (the main table's, whose agents use the first seed) are reused."""
     setups = _ppo_setups(cfg, cfg["seed_sa"])
-    out = {}
-    for seed in seeds:
-        if seed == episode_seed:
-            out[seed] = [c for c in done if c.agent in setups and c.attack == "pgd"]
-            continue
+    out = {seeds[0]: [c for c in done if c.agent in setups and c.attack == "pgd"]}
+    for seed in seeds[1:]:
         out[seed] = [c for name, kw in setups.items()
                      for c in return_curve(pretrained_agent(AgentSetup(seed=seed, **kw), cache), "pgd", cfg["eps"],
                                            cfg["n"], episode_seed, name, steps=cfg["steps"])]
@@ -123,14 +121,15 @@ def seeds_table(by_seed: dict[int, list]) -> str:
 
 
 def reproduce(out: Path, quick: bool = False, seed: int = 0, seeds=None, cache=None) -> str:
-    """Measure every row and the defences across training seeds (`seeds`, default the config's), write
-    ``table.md`` and ``results.json`` under `out`, return the tables."""
+    """Measure every row on the episodes seeded `seed`.. with the agents of the first training seed of
+    `seeds` (default: the config's), and the defences across all of them; write ``table.md`` and
+    ``results.json`` under `out`, return the tables."""
     cfg = QUICK if quick else FULL
-    seeds = list(seeds) if seeds is not None else cfg["seeds"]
+    seeds = list(dict.fromkeys(seeds if seeds is not None else cfg["seeds"]))
     make_dirs(out)
     start = time.perf_counter()
     cells = []
-    for name, victim, attack, eps, options in _plan(cfg, seed, cache):
+    for name, victim, attack, eps, options in _plan(cfg, seeds[0], cache):
         cells += return_curve(victim, attack, eps, cfg["n"], seed, name, **options)
     by_seed = seed_study(cfg, seeds, seed, cache, cells)
     table = markdown_table(cells) + f"\n\nAcross training seeds {', '.join(map(str, seeds))}:\n\n" + seeds_table(by_seed)

@@ -46,7 +46,8 @@ class AttackSettings(StrictSettings):
     threshold: float = Field(0.5, ge=0, le=1, description="timed attack: attack when max pi - min pi exceeds it")
     max_queries: int = Field(100, ge=1, description="black-box queries per observation")
     target_action: Optional[int] = Field(None, ge=0, description="targeted: the action to force")
-    surrogate: Algo = Field("dqn", description="transfer: the surrogate's algorithm (its cached agent)")
+    surrogate: Optional[Algo] = Field(None, description="transfer: the surrogate's algorithm, its cached agent "
+                                                       "(default: the other algorithm than --algo)")
 
     def options(self) -> dict:
         """The ``StepAttack`` options (``budget``: its name for the queries per observation)."""
@@ -82,7 +83,7 @@ class DefenceSettings(StrictSettings):
     observations, or with SA-PPO's KL regulariser of weight ``sa_kappa`` > 0 (PPO only)."""
 
     adv_eps: float = Field(0.0, ge=0, description="defence: fine-tune at this eps (0: no defence)")
-    adv_steps: int = Field(50_000, ge=1, description="defence: fine-tuning environment steps")
+    adv_steps: int = Field(40_000, ge=1, description="defence: fine-tuning environment steps")
     sa_kappa: float = Field(0.0, ge=0, description="defence: SA-PPO's KL regulariser of this weight at --adv-eps "
                                                    "instead of adversarial observations (PPO only)")
     adv_prob: float = Field(0.5, ge=0, le=1, description="adversarial fine-tuning: fraction of observations attacked")
@@ -111,6 +112,7 @@ class ReproduceSettings(StrictSettings):
 
     out: str = Field("runs/rl-reproduce", description="output folder")
     quick: bool = Field(False, description="tiny settings (a smoke test, not the table)")
-    seed: int = Field(0, description="seed of the episodes and of the table's agents")
-    seeds: Optional[list[int]] = Field(None, min_length=1, description="training seeds of the defence rows measured "
-                                                                       "across seeds (default: 0,1,2; --quick: 0)")
+    seed: int = Field(0, description="seed of the evaluation episodes (seeds --seed, --seed + 1, ...)")
+    seeds: Optional[list[int]] = Field(None, min_length=1, description="training seeds: the first one's agents make "
+                                       "the table, the defence rows are measured across all (default: 0,1,2; "
+                                       "--quick: 0)")
