@@ -269,3 +269,29 @@ def test_keep_best_loads_back_the_best_evaluated_policy():
     again = run_episodes(live_policy(model.policy, "ppo"), "CartPole-v1", training.KEEP_BEST_EPISODES,
                          training.KEEP_BEST_SEED).returns.mean()
     assert again == info["selection_return"]                     # the weights in the model are the kept ones
+
+
+def test_sa_ppo_regulariser_reaches_the_weights():
+    from robustlab.tasks.rl.defense import sa_ppo_class
+
+    def trained(kappa):
+        model = sa_ppo_class()("MlpPolicy", "CartPole-v1", n_steps=64, batch_size=32, n_epochs=1, seed=0,
+                               device="cpu", policy_kwargs=dict(net_arch=[8]))
+        model.sa_threat, model.sa_kappa, model.sa_steps = ObservationThreat(SCALE, 2.0), kappa, 2
+        model.learn(64)
+        return torch.cat([p.detach().flatten() for p in model.policy.parameters()])
+
+    assert not torch.equal(trained(0.0), trained(1.0))               # same seed: only the regulariser differs
+
+
+def test_adversarial_observations_replace_only_the_chosen_rows_within_the_bound():
+    from robustlab.tasks.rl.defense import perturb_batch
+
+    agent = controller()
+    threat = ObservationThreat(SCALE, 2.0)
+    obs = np.array([[0.0, 0.0, 0.01, 0.0], [0.0, 0.0, -0.01, 0.02], [0.0, 0.0, 0.02, 0.01]], dtype=np.float32)
+    out = perturb_batch(agent.policy, threat, obs, np.array([True, False, True]), steps=5, seed=0)
+    assert np.array_equal(out[1], obs[1])                              # not chosen: bit for bit
+    chosen = torch.from_numpy(out[[0, 2]])
+    assert threat.contains(torch.from_numpy(obs[[0, 2]]), chosen).all()
+    assert (agent.actions(chosen) != agent.actions(torch.from_numpy(obs[[0, 2]]))).all()
