@@ -295,3 +295,23 @@ def test_adversarial_observations_replace_only_the_chosen_rows_within_the_bound(
     chosen = torch.from_numpy(out[[0, 2]])
     assert threat.contains(torch.from_numpy(obs[[0, 2]]), chosen).all()
     assert (agent.actions(chosen) != agent.actions(torch.from_numpy(obs[[0, 2]]))).all()
+
+
+#: each tuned recipe's hash: editing an entry of agents.HYPER without bumping its ``recipe`` (so that agents
+#: cached under the old one would be reused as if trained under the new one) fails here
+RECIPES = {("CartPole-v1", "ppo"): (1, "2a94cfb9cadc"), ("CartPole-v1", "dqn"): (2, "d9dda36f90dc"),
+           ("Acrobot-v1", "dqn"): (1, "06baf7a655c4"), ("Acrobot-v1", "ppo"): (2, "76437004c45d"),
+           ("MountainCar-v0", "dqn"): (1, "8f027436bd41"), ("MountainCar-v0", "ppo"): (1, "83f077a57af6")}
+
+
+def test_a_changed_recipe_bumps_its_number():
+    import hashlib
+    import json
+
+    from robustlab.tasks.rl.agents import HYPER
+
+    got = {k: (v.get("recipe", 1), hashlib.sha256(json.dumps(v, sort_keys=True).encode()).hexdigest()[:12])
+           for k, v in HYPER.items()}
+    changed = [k for k in got if got[k][1] != RECIPES.get(k, (0, ""))[1] and got[k][0] == RECIPES.get(k, (0, ""))[0]]
+    assert not changed, f"{changed}: a changed recipe needs a new 'recipe' number (then update RECIPES here)"
+    assert got == RECIPES
