@@ -315,3 +315,18 @@ def test_a_changed_recipe_bumps_its_number():
     changed = [k for k in got if got[k][1] != RECIPES.get(k, (0, ""))[1] and got[k][0] == RECIPES.get(k, (0, ""))[0]]
     assert not changed, f"{changed}: a changed recipe needs a new 'recipe' number (then update RECIPES here)"
     assert got == RECIPES
+
+
+def test_sb3_zip_activation_is_read_from_its_data_as_json(tmp_path):
+    from stable_baselines3 import PPO
+
+    from robustlab.errors import InputError
+    from robustlab.tasks.rl.agents import live_policy
+
+    ppo = PPO("MlpPolicy", "CartPole-v1", seed=0, device="cpu", policy_kwargs=dict(net_arch=[8], activation_fn=nn.ReLU))
+    ppo.save(tmp_path / "relu.zip")
+    x = torch.randn(5, 4)
+    agent = load_agent(tmp_path / "relu.zip", env="CartPole-v1")        # PPO's default would be tanh
+    assert torch.allclose(agent.policy(x), live_policy(ppo.policy, "ppo")(x))
+    with pytest.raises(InputError, match="contradicts"):
+        load_agent(tmp_path / "relu.zip", env="CartPole-v1", activation="tanh")

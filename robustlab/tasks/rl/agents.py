@@ -4,8 +4,9 @@ network read as a classifier over actions, and SB3 ``.zip`` files loaded without
 An SB3 zip holds ``data`` (JSON whose objects, e.g. the spaces and ``policy_kwargs``, are cloudpickled)
 and ``policy.pth`` (the policy's state dict, a torch pickle). Loading it through SB3 unpickles ``data``.
 :func:`load_sb3_zip` reads only ``policy.pth``, with ``torch.load(weights_only=True)`` (tensors only: a
-pickle that builds any other object is refused), and never opens ``data``; the network's shape is read
-off the tensors and its activation is the algorithm's default (PPO: tanh, DQN: ReLU) unless given.
+pickle that builds any other object is refused), and reads ``data`` as JSON only (its cloudpickled
+values stay strings) for the activation it names; the network's shape is read off the tensors and its
+activation is that one, else the one given, else the algorithm's default (PPO: tanh, DQN: ReLU).
 """
 from __future__ import annotations
 
@@ -281,6 +282,29 @@ def read_sb3_state(path: str | Path) -> dict:
     return state
 
 
+#: the activations an SB3 zip's ``data`` may name: the repr of the class, which SB3 writes as a plain JSON string
+ACTIVATION_NAMES = {"<class 'torch.nn.modules.activation.Tanh'>": "tanh",
+                    "<class 'torch.nn.modules.activation.ReLU'>": "relu"}
+
+
+def sb3_zip_activation(path: Path) -> str | None:
+    """The activation an SB3 zip's ``data`` names in ``policy_kwargs`` (``data`` read with ``json.loads``
+    only: its cloudpickled ``:serialized:`` values stay strings, never unpickled); None when it names none
+    (the algorithm's default) or ``data`` is not JSON. An activation robustlab cannot build is refused."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            data = json.loads(z.read("data"))
+    except (OSError, KeyError, zipfile.BadZipFile, ValueError):
+        return None
+    kwargs = data.get("policy_kwargs") if isinstance(data, dict) else None
+    named = kwargs.get("activation_fn") if isinstance(kwargs, dict) else None
+    if named is None:
+        return None
+    if named not in ACTIVATION_NAMES:
+        raise CheckpointError(f"{path}'s policy uses {named}; robustlab builds {' or '.join(ACTIVATIONS)} MLPs only")
+    return ACTIVATION_NAMES[named]
+
+
 def check_fits(policy: PolicyNet, env: str, what) -> None:
     """Refuse, in one line, a policy whose input or action count is not the environment's."""
     from .envs import make_env
@@ -298,14 +322,18 @@ def check_fits(policy: PolicyNet, env: str, what) -> None:
 def load_agent(spec: str | Path = "pretrained", env: str = "CartPole-v1", algo: str = "ppo",
                activation: str | None = None, cache: str | Path | None = None) -> Agent:
     """``pretrained`` (the cached agent for env/algo), an SB3 ``.zip`` (any PPO/DQN MlpPolicy, loaded
-    safely; its observation scale measured on clean rollouts of `env`) or a cached ``.safetensors`` agent."""
+    safely, its activation the one its ``data`` names, else `activation`, else the algorithm's; its
+    observation scale measured on clean rollouts of `env`) or a cached ``.safetensors`` agent."""
     from .rollout import measure_scale
 
     if str(spec) == "pretrained":
         return pretrained_agent(AgentSetup(env=env, algo=algo), cache)
     path = Path(spec)
     if path.suffix == ".zip":
-        policy, found = policy_from_state(read_sb3_state(path), activation)
+        named = sb3_zip_activation(path)
+        if activation and named and activation != named:
+            raise InputError(f"--activation {activation} contradicts {path}, whose policy uses {named}")
+        policy, found = policy_from_state(read_sb3_state(path), activation or named)
         check_fits(policy, check_env(env), path)
         return Agent(policy, found, env, measure_scale(policy, env), {"file": str(path)})
     if path.suffix == ".safetensors":
