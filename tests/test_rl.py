@@ -330,3 +330,33 @@ def test_sb3_zip_activation_is_read_from_its_data_as_json(tmp_path):
     assert torch.allclose(agent.policy(x), live_policy(ppo.policy, "ppo")(x))
     with pytest.raises(InputError, match="contradicts"):
         load_agent(tmp_path / "relu.zip", env="CartPole-v1", activation="tanh")
+
+
+def test_mean_ci_and_the_return_table():
+    from robustlab.tasks.rl.evaluate import Cell, markdown_table
+    from robustlab.tasks.rl.rollout import mean_ci
+
+    mean, half = mean_ci([1.0, 2.0, 3.0])
+    assert mean == 2.0 and abs(half - 2.4841) < 1e-3                 # t(0.975, 2) * 1 / sqrt(3)
+    cells = [Cell("PPO", "timed", 0.0, 500.0, 0.0, 0.0, 0.0, True, []), Cell("PPO", "timed", 2.0, 12.0, 0.7, 1.0, 0.5, True, [])]
+    assert markdown_table(cells).splitlines()[2] == "| PPO | timed | 500.0 ± 0.0 | 12.0 ± 0.7 (100% attacked) |"
+
+
+def test_reproduce_wires_the_table_and_the_seed_study(tmp_path, monkeypatch):
+    import json
+
+    from robustlab.tasks.rl import reproduce
+    from robustlab.tasks.rl.evaluate import Cell
+
+    trained = []
+    monkeypatch.setattr(reproduce, "pretrained_agent", lambda setup, cache: trained.append(setup) or controller())
+    monkeypatch.setattr(reproduce, "return_curve", lambda victim, attack, eps, n, seed, name, **o: [
+        Cell(name, attack, e, 100.0 * len(trained), 0.0, 1.0, 0.0, True, []) for e in eps])
+    reproduce.reproduce(tmp_path, quick=True, seed=5, seeds=[3, 4])
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["seeds"] == [3, 4] and set(results["seed_cells"]) == {"3", "4"}
+    first = {s.seed for s in trained[:-4]}
+    assert first == {3} and {s.seed for s in trained[-4:]} == {4}     # the table's agents: the first seed's
+    rows = {(c["agent"], c["eps"]) for c in results["seed_cells"]["3"]}
+    assert rows == {(c["agent"], c["eps"]) for c in results["seed_cells"]["4"]} and len(rows) == 4 * 2
+    assert "Across training seeds 3, 4:" in (tmp_path / "table.md").read_text()

@@ -253,16 +253,6 @@ def pretrained_agent(setup: AgentSetup = AgentSetup(), cache: str | Path | None 
     return Agent(policy, algo, setup.env, torch.tensor(info["scale"], dtype=torch.float32), info)
 
 
-def sb3_model_of(agent_setup: AgentSetup, cache: str | Path | None = None):
-    """The cached agent as an SB3 model (its whole policy, value head included), e.g. to fine-tune it."""
-    from ...weights import load_weights
-
-    pretrained_agent(agent_setup, cache)
-    model = new_sb3(agent_setup)
-    load_weights(model.policy, agent_path(agent_setup, cache))
-    return model
-
-
 def read_sb3_state(path: str | Path) -> dict:
     """The tensors of an SB3 zip's ``policy.pth``, read with ``weights_only=True``; ``data`` is never read."""
     path = Path(path)
