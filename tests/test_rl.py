@@ -116,6 +116,8 @@ def test_sb3_zip_loads_without_unpickling_and_malicious_pickles_are_refused(tmp_
     agent = load_agent(_zip(tmp_path, entries), env="CartPole-v1")
     x = torch.randn(5, 4)
     assert agent.algo == "dqn" and torch.equal(agent.policy(x), real(x)) and not marker.exists()
+    with pytest.raises(CheckpointError, match="takes 4 observations .* Acrobot-v1 gives 6"):
+        load_agent(_zip(tmp_path, entries), env="Acrobot-v1")          # one line, not a shape error deep inside
     buf = io.BytesIO()
     torch.save({"q_net.q_net.0.weight": Boom()}, buf)              # a pickle that runs code on load
     entries["policy.pth"] = buf.getvalue()
@@ -144,6 +146,63 @@ def test_cli_train_attack_evaluate_and_list(tmp_path, monkeypatch, capsys):
     assert main(["rl", "attack", "--runs", str(runs), "--name", "d", "--agent", str(tmp_path / "nope.pt")]) == 2
     assert "--agent must be" in capsys.readouterr().err
     assert main(["list"]) == 0 and "rl" in capsys.readouterr().out
+    # defend: the defended agent (fine-tuned from the base trained above) and both under PGD and worst at eps 0, 1
+    assert main(["--no-progress", "rl", "defend", "--runs", str(runs), "--name", "e", "--base-steps", "256",
+                 "--adv-steps", "64", "--n", "2", "--steps", "2"]) == 0
+    defended = runs / "e" / "checkpoints" / "agent.safetensors"
+    assert defended.exists() and json.loads(defended.with_suffix(".json").read_text())["defence"] == "adversarial fine-tuning"
+    summary = json.loads((runs / "e" / "summary.json").read_text())
+    cells = {(c["agent"], c["attack"], c["eps"]) for c in summary["cells"]}
+    assert cells == {(a, k, e) for a in ("ppo base", "ppo defended") for k in ("pgd", "worst") for e in (0.0, 1.0)}
+    assert summary["setup"]["adv_eps"] == 1.0 and summary["setup"]["steps"] == 256
+    assert main(["rl", "defend", "--runs", str(runs), "--name", "f", "--adv-eps", "0"]) == 2
+    assert "--adv-eps > 0" in capsys.readouterr().err
+
+
+def test_cli_flags_come_from_the_settings_models(tmp_path, monkeypatch, capsys):
+    from robustlab.cli import main
+    from robustlab.tasks.rl import agents, evaluate
+
+    seen, loaded = {}, []
+    monkeypatch.setattr(agents, "load_agent", lambda *a, **k: loaded.append(a) or controller())
+    monkeypatch.setattr(evaluate, "evaluate_cell", lambda *a, **k: seen.update(k) or evaluate.Cell(
+        "ppo", a[1], a[2], 1.0, 0.0, 1.0, 0.0, True, [1.0]))
+    assert main(["rl", "attack", "--runs", str(tmp_path), "--attack", "rays", "--max-queries", "7", "--n", "1"]) == 0
+    assert seen["budget"] == 7 and seen["steps"] == 10 and seen["target_action"] is None
+    assert (tmp_path / "rl-attack" / "config.yaml").exists()
+    with pytest.raises(SystemExit):
+        main(["rl", "attack", "--budget", "7"])                      # renamed --max-queries
+    assert main(["rl", "evaluate", "--runs", str(tmp_path), "--attacks", "pgd,nope", "--n", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "--attacks" in err and "--n" in err                        # every problem in one error
+    assert main(["rl", "train", "--runs", str(tmp_path), "--sa-kappa", "1"]) == 2
+    assert "--adv-eps > 0" in capsys.readouterr().err
+    assert main(["rl", "attack", "--runs", str(tmp_path), "--name", "t", "--attack", "transfer"]) == 0
+    assert loaded[-1] == ("pretrained", "CartPole-v1", "dqn")         # the surrogate: the other algorithm
+    assert main(["rl", "attack", "--runs", str(tmp_path), "--name", "u", "--attack", "transfer", "--surrogate", "ppo"]) == 2
+    assert "is the victim itself" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bad", [dict(sa_kappa=1.0), dict(adv_eps=-1.0), dict(adv_eps=1.0, adv_steps=0),
+                                 dict(adv_eps=1.0, adv_steps=5, adv_prob=3.0)])
+def test_defence_settings_that_describe_no_defence_are_refused(bad):
+    from robustlab.errors import InputError
+    from robustlab.tasks.rl.agents import AgentSetup
+
+    with pytest.raises(InputError):
+        AgentSetup(algo="ppo", **bad)
+
+
+def test_seeds_table_reports_mean_and_spread_across_training_seeds():
+    from robustlab.tasks.rl.evaluate import Cell
+    from robustlab.tasks.rl.reproduce import seeds_table
+
+    def cell(eps, mean):
+        return Cell("PPO", "pgd", eps, mean, 0.0, 1.0, 0.0, True, [mean])
+
+    table = seeds_table({0: [cell(0.0, 500.0), cell(2.0, 10.0)], 1: [cell(0.0, 500.0), cell(2.0, 30.0)],
+                         2: [cell(0.0, 500.0), cell(2.0, 20.0)]})
+    assert table.splitlines()[2] == "| PPO | pgd | 500.0 ± 0.0 [500 / 500 / 500] | 20.0 ± 10.0 [10 / 30 / 20] |"
 
 
 def test_worst_action_attack_forces_the_lowest_scoring_action():
@@ -210,3 +269,94 @@ def test_keep_best_loads_back_the_best_evaluated_policy():
     again = run_episodes(live_policy(model.policy, "ppo"), "CartPole-v1", training.KEEP_BEST_EPISODES,
                          training.KEEP_BEST_SEED).returns.mean()
     assert again == info["selection_return"]                     # the weights in the model are the kept ones
+
+
+def test_sa_ppo_regulariser_reaches_the_weights():
+    from robustlab.tasks.rl.defense import sa_ppo_class
+
+    def trained(kappa):
+        model = sa_ppo_class()("MlpPolicy", "CartPole-v1", n_steps=64, batch_size=32, n_epochs=1, seed=0,
+                               device="cpu", policy_kwargs=dict(net_arch=[8]))
+        model.sa_threat, model.sa_kappa, model.sa_steps = ObservationThreat(SCALE, 2.0), kappa, 2
+        model.learn(64)
+        return torch.cat([p.detach().flatten() for p in model.policy.parameters()])
+
+    assert not torch.equal(trained(0.0), trained(1.0))               # same seed: only the regulariser differs
+
+
+def test_adversarial_observations_replace_only_the_chosen_rows_within_the_bound():
+    from robustlab.tasks.rl.defense import perturb_batch
+
+    agent = controller()
+    threat = ObservationThreat(SCALE, 2.0)
+    obs = np.array([[0.0, 0.0, 0.01, 0.0], [0.0, 0.0, -0.01, 0.02], [0.0, 0.0, 0.02, 0.01]], dtype=np.float32)
+    out = perturb_batch(agent.policy, threat, obs, np.array([True, False, True]), steps=5, seed=0)
+    assert np.array_equal(out[1], obs[1])                              # not chosen: bit for bit
+    chosen = torch.from_numpy(out[[0, 2]])
+    assert threat.contains(torch.from_numpy(obs[[0, 2]]), chosen).all()
+    assert (agent.actions(chosen) != agent.actions(torch.from_numpy(obs[[0, 2]]))).all()
+
+
+#: each tuned recipe's hash: editing an entry of agents.HYPER without bumping its ``recipe`` (so that agents
+#: cached under the old one would be reused as if trained under the new one) fails here
+RECIPES = {("CartPole-v1", "ppo"): (1, "2a94cfb9cadc"), ("CartPole-v1", "dqn"): (2, "d9dda36f90dc"),
+           ("Acrobot-v1", "dqn"): (1, "06baf7a655c4"), ("Acrobot-v1", "ppo"): (2, "76437004c45d"),
+           ("MountainCar-v0", "dqn"): (1, "8f027436bd41"), ("MountainCar-v0", "ppo"): (1, "83f077a57af6")}
+
+
+def test_a_changed_recipe_bumps_its_number():
+    import hashlib
+    import json
+
+    from robustlab.tasks.rl.agents import HYPER
+
+    got = {k: (v.get("recipe", 1), hashlib.sha256(json.dumps(v, sort_keys=True).encode()).hexdigest()[:12])
+           for k, v in HYPER.items()}
+    changed = [k for k in got if got[k][1] != RECIPES.get(k, (0, ""))[1] and got[k][0] == RECIPES.get(k, (0, ""))[0]]
+    assert not changed, f"{changed}: a changed recipe needs a new 'recipe' number (then update RECIPES here)"
+    assert got == RECIPES
+
+
+def test_sb3_zip_activation_is_read_from_its_data_as_json(tmp_path):
+    from stable_baselines3 import PPO
+
+    from robustlab.errors import InputError
+    from robustlab.tasks.rl.agents import live_policy
+
+    ppo = PPO("MlpPolicy", "CartPole-v1", seed=0, device="cpu", policy_kwargs=dict(net_arch=[8], activation_fn=nn.ReLU))
+    ppo.save(tmp_path / "relu.zip")
+    x = torch.randn(5, 4)
+    agent = load_agent(tmp_path / "relu.zip", env="CartPole-v1")        # PPO's default would be tanh
+    assert torch.allclose(agent.policy(x), live_policy(ppo.policy, "ppo")(x))
+    with pytest.raises(InputError, match="contradicts"):
+        load_agent(tmp_path / "relu.zip", env="CartPole-v1", activation="tanh")
+
+
+def test_mean_ci_and_the_return_table():
+    from robustlab.tasks.rl.evaluate import Cell, markdown_table
+    from robustlab.tasks.rl.rollout import mean_ci
+
+    mean, half = mean_ci([1.0, 2.0, 3.0])
+    assert mean == 2.0 and abs(half - 2.4841) < 1e-3                 # t(0.975, 2) * 1 / sqrt(3)
+    cells = [Cell("PPO", "timed", 0.0, 500.0, 0.0, 0.0, 0.0, True, []), Cell("PPO", "timed", 2.0, 12.0, 0.7, 1.0, 0.5, True, [])]
+    assert markdown_table(cells).splitlines()[2] == "| PPO | timed | 500.0 ± 0.0 | 12.0 ± 0.7 (100% attacked) |"
+
+
+def test_reproduce_wires_the_table_and_the_seed_study(tmp_path, monkeypatch):
+    import json
+
+    from robustlab.tasks.rl import reproduce
+    from robustlab.tasks.rl.evaluate import Cell
+
+    trained = []
+    monkeypatch.setattr(reproduce, "pretrained_agent", lambda setup, cache: trained.append(setup) or controller())
+    monkeypatch.setattr(reproduce, "return_curve", lambda victim, attack, eps, n, seed, name, **o: [
+        Cell(name, attack, e, 100.0 * len(trained), 0.0, 1.0, 0.0, True, []) for e in eps])
+    reproduce.reproduce(tmp_path, quick=True, seed=5, seeds=[3, 4])
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["seeds"] == [3, 4] and set(results["seed_cells"]) == {"3", "4"}
+    first = {s.seed for s in trained[:-4]}
+    assert first == {3} and {s.seed for s in trained[-4:]} == {4}     # the table's agents: the first seed's
+    rows = {(c["agent"], c["eps"]) for c in results["seed_cells"]["3"]}
+    assert rows == {(c["agent"], c["eps"]) for c in results["seed_cells"]["4"]} and len(rows) == 4 * 2
+    assert "Across training seeds 3, 4:" in (tmp_path / "table.md").read_text()

@@ -4,8 +4,9 @@ network read as a classifier over actions, and SB3 ``.zip`` files loaded without
 An SB3 zip holds ``data`` (JSON whose objects, e.g. the spaces and ``policy_kwargs``, are cloudpickled)
 and ``policy.pth`` (the policy's state dict, a torch pickle). Loading it through SB3 unpickles ``data``.
 :func:`load_sb3_zip` reads only ``policy.pth``, with ``torch.load(weights_only=True)`` (tensors only: a
-pickle that builds any other object is refused), and never opens ``data``; the network's shape is read
-off the tensors and its activation is the algorithm's default (PPO: tanh, DQN: ReLU) unless given.
+pickle that builds any other object is refused), and reads ``data`` as JSON only (its cloudpickled
+values stay strings) for the activation it names; the network's shape is read off the tensors and its
+activation is that one, else the one given, else the algorithm's default (PPO: tanh, DQN: ReLU).
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from ...errors import CheckpointError, InputError
+from ...errors import CheckpointError, InputError, check_eps
 from ...weights import cache_dir, cached_weights, check_utf8_path, settings_key
 from .envs import check_env, require
 
@@ -53,7 +54,7 @@ HYPER = {
     ("MountainCar-v0", "dqn"): dict(steps=120_000, n_envs=1, kwargs=dict(
         learning_rate=4e-3, batch_size=128, buffer_size=10_000, learning_starts=1000, gamma=0.98,
         target_update_interval=600, train_freq=16, gradient_steps=8, exploration_fraction=0.2,
-        exploration_final_eps=0.07, policy_kwargs=dict(net_arch=[256, 256]))),
+        exploration_final_eps=0.07, policy_kwargs=dict(net_arch=[256, 256])), keep_best=10_000),
     ("MountainCar-v0", "ppo"): dict(steps=200_000, n_envs=16, kwargs=dict(
         n_steps=16, gae_lambda=0.98, gamma=0.99, n_epochs=4, ent_coef=0.0)),
 }
@@ -161,6 +162,18 @@ class AgentSetup:
             raise InputError(f"steps must be >= 1, got {self.steps}")
         if self.sa_kappa < 0 or (self.sa_kappa > 0 and self.algo != "ppo"):
             raise InputError(f"SA-PPO's sa_kappa must be >= 0 and is for PPO only, got {self.sa_kappa} for {self.algo}")
+        self._check_defence()
+
+    def _check_defence(self) -> None:
+        """A defence's settings describe one: a radius > 0 with fine-tuning steps, or none at all."""
+        check_eps(self.adv_eps)
+        if self.sa_kappa > 0 and self.adv_eps == 0:
+            raise InputError(f"SA-PPO's sa_kappa {self.sa_kappa:g} needs the radius it regularises: adv_eps > 0")
+        if self.adv_eps > 0 and self.adv_steps < 1:
+            raise InputError(f"a defence at adv_eps {self.adv_eps:g} needs adv_steps >= 1, got {self.adv_steps}")
+        if not 0 <= self.adv_prob <= 1 or self.adv_pgd_steps < 1:
+            raise InputError(f"adv_prob must lie in [0, 1] and adv_pgd_steps be >= 1, got {self.adv_prob}, "
+                             f"{self.adv_pgd_steps}")
 
     @property
     def train_steps(self) -> int:
@@ -240,16 +253,6 @@ def pretrained_agent(setup: AgentSetup = AgentSetup(), cache: str | Path | None 
     return Agent(policy, algo, setup.env, torch.tensor(info["scale"], dtype=torch.float32), info)
 
 
-def sb3_model_of(agent_setup: AgentSetup, cache: str | Path | None = None):
-    """The cached agent as an SB3 model (its whole policy, value head included), e.g. to fine-tune it."""
-    from ...weights import load_weights
-
-    pretrained_agent(agent_setup, cache)
-    model = new_sb3(agent_setup)
-    load_weights(model.policy, agent_path(agent_setup, cache))
-    return model
-
-
 def read_sb3_state(path: str | Path) -> dict:
     """The tensors of an SB3 zip's ``policy.pth``, read with ``weights_only=True``; ``data`` is never read."""
     path = Path(path)
@@ -269,18 +272,60 @@ def read_sb3_state(path: str | Path) -> dict:
     return state
 
 
+#: the activations an SB3 zip's ``data`` may name: the repr of the class, which SB3 writes as a plain JSON string
+ACTIVATION_NAMES = {"<class 'torch.nn.modules.activation.Tanh'>": "tanh",
+                    "<class 'torch.nn.modules.activation.ReLU'>": "relu"}
+
+
+def sb3_zip_activation(path: Path) -> str | None:
+    """The activation an SB3 zip's ``data`` names in ``policy_kwargs`` (``data`` read with ``json.loads``
+    only: its cloudpickled ``:serialized:`` values stay strings, never unpickled); None when it names none
+    (the algorithm's default) or ``data`` is not JSON. An activation robustlab cannot build is refused."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            data = json.loads(z.read("data"))
+    except (OSError, KeyError, zipfile.BadZipFile, ValueError):
+        return None
+    kwargs = data.get("policy_kwargs") if isinstance(data, dict) else None
+    named = kwargs.get("activation_fn") if isinstance(kwargs, dict) else None
+    if named is None:
+        return None
+    if named not in ACTIVATION_NAMES:
+        raise CheckpointError(f"{path}'s policy uses {named}; robustlab builds {' or '.join(ACTIVATIONS)} MLPs only")
+    return ACTIVATION_NAMES[named]
+
+
+def check_fits(policy: PolicyNet, env: str, what) -> None:
+    """Refuse, in one line, a policy whose input or action count is not the environment's."""
+    from .envs import make_env
+
+    environment = make_env(env)
+    wanted = (int(torch.tensor(environment.observation_space.shape).prod()), int(environment.action_space.n))
+    environment.close()
+    linears = [m for m in policy.net if isinstance(m, nn.Linear)]
+    got = (linears[0].in_features, linears[-1].out_features)
+    if got != wanted:
+        raise CheckpointError(f"{what} takes {got[0]} observations and scores {got[1]} actions; {env} gives "
+                              f"{wanted[0]} observations and {wanted[1]} actions")
+
+
 def load_agent(spec: str | Path = "pretrained", env: str = "CartPole-v1", algo: str = "ppo",
                activation: str | None = None, cache: str | Path | None = None) -> Agent:
     """``pretrained`` (the cached agent for env/algo), an SB3 ``.zip`` (any PPO/DQN MlpPolicy, loaded
-    safely; its observation scale measured on clean rollouts of `env`) or a cached ``.safetensors`` agent."""
+    safely, its activation the one its ``data`` names, else `activation`, else the algorithm's; its
+    observation scale measured on clean rollouts of `env`) or a cached ``.safetensors`` agent."""
     from .rollout import measure_scale
 
     if str(spec) == "pretrained":
         return pretrained_agent(AgentSetup(env=env, algo=algo), cache)
     path = Path(spec)
     if path.suffix == ".zip":
-        policy, found = policy_from_state(read_sb3_state(path), activation)
-        return Agent(policy, found, check_env(env), measure_scale(policy, env), {"file": str(path)})
+        named = sb3_zip_activation(path)
+        if activation and named and activation != named:
+            raise InputError(f"--activation {activation} contradicts {path}, whose policy uses {named}")
+        policy, found = policy_from_state(read_sb3_state(path), activation or named)
+        check_fits(policy, check_env(env), path)
+        return Agent(policy, found, env, measure_scale(policy, env), {"file": str(path)})
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -290,5 +335,6 @@ def load_agent(spec: str | Path = "pretrained", env: str = "CartPole-v1", algo: 
             raise CheckpointError(f"no agent at {path} (with its {side.name})")
         info = json.loads(side.read_text())
         policy, found = policy_from_state(load_file(str(path)), activation)
-        return Agent(policy, found, check_env(info.get("env", env)), torch.tensor(info["scale"]), info)
+        check_fits(policy, check_env(info.get("env", env)), path)
+        return Agent(policy, found, info.get("env", env), torch.tensor(info["scale"]), info)
     raise InputError(f"--agent must be 'pretrained', an SB3 .zip or a cached .safetensors agent, got {spec}")

@@ -62,7 +62,7 @@ def markdown_table(cells: list[Cell]) -> str:
                 parts.append("")
                 continue
             text = f"{c.mean:.1f} ± {c.ci:.1f}"
-            if c.attack == "timed":
+            if c.attack == "timed" and c.eps > 0:   # at eps 0 the attack is not run: no fraction to show
                 text += f" ({100 * c.attacked:.0f}% attacked)"
             parts.append(text)
         lines.append(f"| {agent} | {attack} | " + " | ".join(parts) + " |")

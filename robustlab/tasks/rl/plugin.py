@@ -61,6 +61,6 @@ TASK = Task(
     models={"ppo": _agent("ppo"), "dqn": _agent("dqn")},
     datasets={"random-policy-observations": random_policy_observations},
     threats={"observation": _threat},
-    add_cli=cli.add_cli,
-    run_cli=cli.run_cli,
+    add_cli=cli.COMMAND.add_cli,
+    run_cli=cli.COMMAND.run_cli,
 )
