@@ -112,7 +112,7 @@ def test_square_uses_one_dimensional_windows():
     assert linf_window(0.05, 1, 16000) == 800                     # samples in a row
     assert linf_window(0.1, 32, 32) == 10 and linf_window(0.8, 8, 8) == 7  # square sides, as before
     model, x, y = tiny_trained_model()
-    _, _, m = attack_clips(model, x[:4], y[:4], attack="square", bound_db=-10.0, budget=30)
+    _, _, m = attack_clips(model, x[:4], y[:4], attack="square", bound_db=-10.0, max_queries=30)
     assert m["within_bound"] and m["queries_mean"] <= 30
 
 
@@ -161,9 +161,9 @@ def test_cli_train_attack_evaluate(tmp_path, monkeypatch, capsys):
     assert code == 0, err
     rows = json.loads((tmp_path / "e" / "summary.json").read_text())["rows"]
     assert [r["db"] for r in rows] == ["-30", "-20"]
-    code, _, err = cli(capsys, "audio", "attack", "--runs", tmp_path, "--name", "b", "--model", model, "--snr", "30",
-                       "--attack", "square", *corpus)
-    assert code == 2 and "one radius" in err
+    code, _, err = cli(capsys, "audio", "attack", "--runs", tmp_path, "--name", "b", "--model", model, "--steps", "0",
+                       "--max-queries", "0", *corpus)
+    assert code == 2 and "--steps" in err and "--max-queries" in err
 
 
 @needs_espeak

@@ -45,7 +45,7 @@ class Plan:
     bound_snr: float = 30.0
     steps: int = 20
     cw_steps: int = 100
-    budget: int = 500
+    max_queries: int = 500
     n_black_box: int = 50
     eot: int = 8
     data: SpeechSetup = SpeechSetup()
@@ -55,7 +55,7 @@ class Plan:
 def quick_plan() -> Plan:
     data = SpeechSetup(words=("yes", "no"), voices=tuple(voices()[:3]), takes=1)
     tiny = replace(STANDARD, classes=2, epochs=1)
-    return Plan(n=4, bounds_db=(-40.0, -20.0), steps=3, cw_steps=4, budget=20, n_black_box=2, eot=2, data=data,
+    return Plan(n=4, bounds_db=(-40.0, -20.0), steps=3, cw_steps=4, max_queries=20, n_black_box=2, eot=2, data=data,
                 models={"standard": tiny, "adversarial (FGSM-RS, -50 dB)": replace(tiny, method="fgsm_rs")})
 
 
@@ -88,9 +88,9 @@ def _attack_rows(plan: Plan, model, train, x, y, out: Path) -> tuple[list, list,
     rows, results, figs = [], [], []
     xb, yb = x[:plan.n_black_box], y[:plan.n_black_box]
     for attack in ("square", "simba"):
-        _, _, m = attack_clips(model, xb, yb, attack=attack, bound_db=plan.black_box_db, budget=plan.budget)
+        _, _, m = attack_clips(model, xb, yb, attack=attack, bound_db=plan.black_box_db, max_queries=plan.max_queries)
         results.append({"attack": attack, "bound_db": plan.black_box_db, **m})
-        rows.append([f"{attack} ({plan.budget} queries)", f"{plan.black_box_db:g} dB", str(m["n"]), _pct(m["success_rate"]),
+        rows.append([f"{attack} ({plan.max_queries} queries)", f"{plan.black_box_db:g} dB", str(m["n"]), _pct(m["success_rate"]),
                      _pct(m["adversarial_accuracy"]), f"{m['queries_mean']:.0f}"])
     for b in (-50.0, -40.0):
         _, uap = universal(model, train.x, train.y, b, epochs=2)
@@ -152,7 +152,7 @@ def reproduce(out: Path, n: int = 100, quick: bool = False, seed: int = 0) -> di
     t2, r2, figs = _attack_rows(plan, standard, sets["train"].take(torch.arange(min(500, len(sets["train"])))),
                                 test.x, test.y, out)
     t4, r4 = _defence_rows(plan, standard, test.x, test.y)
-    results = {"settings": {"n": len(test), "quick": quick, "seed": seed, "steps": plan.steps, "budget": plan.budget},
+    results = {"settings": {"n": len(test), "quick": quick, "seed": seed, "steps": plan.steps, "max_queries": plan.max_queries},
                "robust": r1, "attacks": r2, "defences": r4, "seconds": time.perf_counter() - start}
     bounds = [f"{b:g} dB" for b in plan.bounds_db]
     tables = [(f"accuracy on unseen voices (n={len(test)}): clean, APGD-CE ({plan.steps} steps) at each Linf bound "
