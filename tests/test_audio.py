@@ -175,4 +175,6 @@ def test_reproduce_quick(tmp_path, monkeypatch):
     assert {r["attack"] for r in res["attacks"]} == {"square", "simba", "universal", "over-the-air pgd"}
     assert all(r["within_bound"] for r in res["robust"] if r["attack"] != "cw")
     assert len(res["defences"]) == 3 and (tmp_path / "r" / "results.md").exists()
+    assert [r["attack"] for r in res["mixed_loudness"]] == ["square", "simba", "universal"]
+    assert all(r["within_bound"] for r in res["mixed_loudness"])
     assert "<audio" in (tmp_path / "r" / "report.html").read_text()

@@ -23,7 +23,7 @@ import torch
 
 from ...fileio import atomic_write_json, atomic_write_text
 from .attacks import OverTheAir, attack_clips, defended, over_the_air_success
-from .experiment import universal
+from .experiment import universal, universal_threat
 from .metrics import accuracy, audio_metrics
 from .pretrained import ADVERSARIAL, STANDARD, pretrained_kws
 from ...runs import write_run_page
@@ -112,6 +112,33 @@ def _attack_rows(plan: Plan, model, train, x, y, out: Path) -> tuple[list, list,
     return rows, results, figs
 
 
+def with_gains(x: torch.Tensor, seed: int, low_db: float = -20.0) -> torch.Tensor:
+    """The clips at random gains, uniform in [low_db, 0] dB per clip (peaks 0.05 to 0.5 for the corpus)."""
+    g = low_db * torch.rand(x.shape[0], generator=torch.Generator().manual_seed(seed))
+    return x * (10 ** (g / 20)).reshape(-1, 1, 1)
+
+
+def _loudness_rows(plan: Plan, model, train, x, y, seed: int = 0) -> tuple[list, list]:
+    """Table 3: the black-box and universal attacks on clips of mixed loudness, in one batch, each clip
+    within its own dB bound (one radius per clip, ``RelativeThreat``)."""
+    rows, results = [], []
+    x, train_x = with_gains(x, seed + 1), with_gains(train.x, seed + 2)
+    xb, yb = x[:plan.n_black_box], y[:plan.n_black_box]
+    for attack in ("square", "simba"):
+        _, _, m = attack_clips(model, xb, yb, attack=attack, bound_db=plan.black_box_db, max_queries=plan.max_queries)
+        results.append({"attack": attack, "bound_db": plan.black_box_db, "mixed_loudness": True, **m})
+        rows.append([f"{attack} ({plan.max_queries} queries)", f"{plan.black_box_db:g} dB", str(m["n"]),
+                     _pct(m["clean_accuracy"]), _pct(m["success_rate"]), _pct(m["adversarial_accuracy"]),
+                     f"{m['db_max']:.2f}"])
+    _, uap = universal(model, train_x, train.y, plan.black_box_db, epochs=2)
+    m = audio_metrics(model, x, uap.apply(x, universal_threat(x, uap)), y, bound_db=plan.black_box_db)
+    results.append({"attack": "universal", "bound_db": plan.black_box_db, "mixed_loudness": True, **m})
+    rows.append(["universal (fitted on training clips)", f"{plan.black_box_db:g} dB", str(m["n"]),
+                 _pct(m["clean_accuracy"]), _pct(m["success_rate"]), _pct(m["adversarial_accuracy"]),
+                 f"{m['db_max']:.2f}"])
+    return rows, results
+
+
 def _defence_rows(plan: Plan, model, x, y) -> tuple[list, list]:
     """Table 4: each preprocessing defence, clean and under PGD at ``defence_db`` without and with BPDA."""
     from .attacks import DEFENCES
@@ -137,6 +164,18 @@ class _Module(torch.nn.Module):
         return self.fn(x)
 
 
+LOUDNESS_CAPTION = ("clips of mixed loudness (gains uniform in -20..0 dB), attacked in one batch with one radius "
+                    "per clip, standard CNN")
+LOUDNESS_HEADER = ["attack", "bound (each clip's own)", "n", "clean", "success (of clips right when clean)",
+                   "accuracy after", "largest dB_x"]
+
+
+def loudness_table(plan: Plan, model, train, test, seed: int = 0) -> tuple[list, list]:
+    """The mixed-loudness table alone (also run by ``reproduce``): training clips for the universal
+    perturbation, the first 500 as everywhere in the reproduction."""
+    return _loudness_rows(plan, model, train.take(torch.arange(min(500, len(train)))), test.x, test.y, seed)
+
+
 def reproduce(out: Path, n: int = 100, quick: bool = False, seed: int = 0) -> dict:
     """Run every table; returns the results (also ``out/results.json``)."""
     plan = quick_plan() if quick else Plan(n=n)
@@ -152,8 +191,9 @@ def reproduce(out: Path, n: int = 100, quick: bool = False, seed: int = 0) -> di
     t2, r2, figs = _attack_rows(plan, standard, sets["train"].take(torch.arange(min(500, len(sets["train"])))),
                                 test.x, test.y, out)
     t4, r4 = _defence_rows(plan, standard, test.x, test.y)
+    t3, r3 = loudness_table(plan, standard, sets["train"], test, seed)  # after the older tables: their numbers stay
     results = {"settings": {"n": len(test), "quick": quick, "seed": seed, "steps": plan.steps, "max_queries": plan.max_queries},
-               "robust": r1, "attacks": r2, "defences": r4, "seconds": time.perf_counter() - start}
+               "robust": r1, "attacks": r2, "mixed_loudness": r3, "defences": r4, "seconds": time.perf_counter() - start}
     bounds = [f"{b:g} dB" for b in plan.bounds_db]
     tables = [(f"accuracy on unseen voices (n={len(test)}): clean, APGD-CE ({plan.steps} steps) at each Linf bound "
                "(dB relative to the clip), APGD-L2 at SNR >= " f"{plan.bound_snr:g} dB; Carlini-Wagner's mean SNR",
@@ -161,6 +201,7 @@ def reproduce(out: Path, n: int = 100, quick: bool = False, seed: int = 0) -> di
                 f"CW L2: mean SNR (first {plan.n_black_box} clips)"], t1),
               ("black-box, universal and over-the-air attacks on the standard CNN",
                ["attack", "bound", "n", "success (of clips right when clean)", "accuracy after", "queries"], t2),
+              (LOUDNESS_CAPTION, LOUDNESS_HEADER, t3),
               (f"preprocessing defences (standard CNN), PGD ({plan.steps} steps) at {plan.defence_db:g} dB",
                ["defence", "clean", "PGD through the defence's own gradient", "PGD with BPDA (identity backward)"], t4)]
     _write(out, results, tables, figs)
