@@ -116,6 +116,35 @@ def test_square_uses_one_dimensional_windows():
     assert m["within_bound"] and m["queries_mean"] <= 30
 
 
+def test_cw_needs_an_snr_bound_and_corpus_labels_follow_the_model():
+    from robustlab.data import Dataset
+    from robustlab.errors import InputError
+    from robustlab.tasks.audio.cli import in_classes
+
+    model, x, y = tiny_trained_model()
+    with pytest.raises(InputError, match="bound the SNR"):
+        attack_clips(model, x[:2], y[:2], attack="cw", bound_db=-30.0)
+    corpus = Dataset(x[:3], torch.tensor([0, 1, 1]), classes=["no", "yes"])
+    mapped = in_classes(corpus, ["zero", "yes", "no"])
+    assert mapped.y.tolist() == [2, 1, 1] and mapped.classes == ["zero", "yes", "no"]
+    with pytest.raises(InputError, match="no class for no"):
+        in_classes(corpus, ["yes", "go"])
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_over_the_air_channel_on_the_device(device):
+    from robustlab.tasks.audio import OverTheAir
+
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("no CUDA device here")
+    model, x, _ = tiny_trained_model()
+    x = x[:3].to(device)
+    a, b = OverTheAir(model.to(device), seed=3, bank=4).to(device), OverTheAir(model, seed=3, bank=4).to(device)
+    ya, yb = a.channel(x), b.channel(x)
+    assert ya.device.type == device and torch.equal(ya, yb)             # reproducible in its seed
+    assert not torch.equal(a.channel(x), ya)                            # a new room, noise and gain per call
+
+
 def test_wav_folder(tmp_path):
     import soundfile as sf
 
@@ -159,8 +188,9 @@ def test_cli_train_attack_evaluate(tmp_path, monkeypatch, capsys):
     code, _, err = cli(capsys, "audio", "evaluate", "--runs", tmp_path, "--name", "e", "--model", model, "--n", "2",
                        "--db=-30,-20", "--attacks", "apgd-ce", *corpus)
     assert code == 0, err
-    rows = json.loads((tmp_path / "e" / "summary.json").read_text())["rows"]
-    assert [r["db"] for r in rows] == ["-30", "-20"]
+    summary = json.loads((tmp_path / "e" / "summary.json").read_text())
+    assert [r["db"] for r in summary["rows"]] == ["-30", "-20"]
+    assert set(summary["sanity"]) == {"-30", "-20"}                     # the shared checks at each bound
     code, _, err = cli(capsys, "audio", "attack", "--runs", tmp_path, "--name", "b", "--model", model, "--steps", "0",
                        "--max-queries", "0", *corpus)
     assert code == 2 and "--steps" in err and "--max-queries" in err

@@ -11,6 +11,7 @@ from test_audio import tiny_trained_model  # noqa: E402
 
 from robustlab.tasks.audio import RelativeThreat, attack_clips, audio_threat, db_relative, snr  # noqa: E402
 from robustlab.tasks.audio.experiment import universal, universal_threat  # noqa: E402
+from robustlab.errors import InputError  # noqa: E402
 from robustlab.threat import lp_norm  # noqa: E402
 
 GAINS = torch.tensor([1.0, 0.25, 0.06, 0.5, 0.125, 1.0])   # peaks 0.5 ... 0.03 (0 to -24 dB)
@@ -53,5 +54,5 @@ def test_universal_perturbation_is_relative_to_each_clip():
     quiet = x[:2] * 0.5                                            # other clips: their own radii
     other = uap.apply(quiet, universal_threat(quiet, uap))
     assert (db_relative(quiet, other - quiet) <= -20.0 + 1e-5).all()
-    with pytest.raises(Exception, match="pixel ThreatModel"):
+    with pytest.raises(InputError, match="pixel ThreatModel"):
         uap.save("unused.pt")

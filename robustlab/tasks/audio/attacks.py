@@ -66,6 +66,8 @@ def attack_clips(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, attack: 
     adversarial clips, the engine's results per batch and ``audio_metrics``."""
     if bound_snr is not None:
         bound_db = None
+    if attack == "cw" and bound_snr is None:
+        raise InputError("cw (Carlini-Wagner L2) is an L2 attack: bound the SNR (--snr), not the Linf dB")
     model.eval()
     outs, results = [], []
     for s in range(0, x.shape[0], batch_size):

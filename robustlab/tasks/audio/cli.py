@@ -68,12 +68,28 @@ def pick_clips(data, n: int, seed: int):
     return data.take(idx[:n]) if n < len(data) else data
 
 
+def in_classes(data, classes: list[str]):
+    """The corpus's clips labelled by the model's class indices (its words may be fewer or in another order)."""
+    import torch
+
+    from ...data import Dataset
+
+    if list(data.classes) == list(classes):
+        return data
+    missing = [w for w in data.classes if w not in classes]
+    if missing:
+        raise InputError(f"the model has no class for {', '.join(missing)} (its classes: {', '.join(classes)}); "
+                         "choose --words among them")
+    index = torch.tensor([classes.index(w) for w in data.classes])
+    return Dataset(data.x, index[data.y], name=data.name, classes=list(classes))
+
+
 def load_clips(args, classes: list[str]):
     """The clips of ``--data``: the corpus's unseen voices or a WAV folder (the model's classes), ``--n`` of them."""
     from .speech import speech_commands, wav_folder
 
     if args.data == "espeak":
-        data = speech_commands(corpus_setup(args))["test"]
+        data = in_classes(speech_commands(corpus_setup(args))["test"], classes)
     else:
         data = wav_folder(args.data, classes)
     return pick_clips(data, args.n, args.seed)
@@ -104,7 +120,8 @@ def cmd_evaluate(args) -> int:
 
     model, words = _model(args)
     data = load_clips(args, words)
-    rows = evaluate_run(args.run, model, data, args.db, args.attacks, args.seed)
+    rows = evaluate_run(args.run, model, data, args.db, args.attacks, args.seed,
+                        sanity=None if args.sanity == "none" else args.sanity)
     for r in rows:
         log.info("%s dB: robust accuracy %s (clean %s)", r[0], r[2], r[1])
     log.info("wrote %s", args.run.path)

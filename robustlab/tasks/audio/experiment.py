@@ -7,6 +7,7 @@ import torch
 
 from ...attacks.universal import UniversalPerturbation
 from ...data import Dataset
+from ...errors import InputError
 from ...threat import ThreatModel, lp_norm
 from .attacks import OneRow, OverTheAir, attack_clips, defended, over_the_air_success
 from .metrics import audio_metrics, predict
@@ -43,6 +44,8 @@ def run_attack(model, x: torch.Tensor, y: torch.Tensor, args) -> tuple[torch.Ten
     target = defended(model, args.defence) if args.defence != "none" else model
     attacked = OverTheAir(target, seed=args.seed) if args.eot > 1 else target
     if args.attack == "universal":
+        if args.snr is not None:
+            raise InputError("the universal perturbation is bounded in dB (Linf, --db), not by SNR")
         x_adv, _ = universal(attacked, x, y, args.db, seed=args.seed)
         metrics = audio_metrics(target, x, x_adv, y, bound_db=args.db)
     else:
@@ -81,7 +84,6 @@ def evaluate_run(run, model, data: Dataset, bounds_db: list[float], attacks: str
     """Clean and robust accuracy at each dB bound with the shared ``robustness_curve`` (nested balls) and,
     with ``sanity`` ("cheap", "all"), the shared gradient-masking checks at each bound; writes summary.json
     (``summary`` added to it) and report.html; returns the table rows."""
-    from ...errors import InputError
     from ...evaluation import robustness_curve
 
     if not same_peak(data.x):

@@ -16,7 +16,8 @@ METHODS = ("standard", "pgd", "fgsm_rs", "trades")
 class CorpusSettings(StrictSettings):
     """The espeak-ng corpus synthesised (train clips, and the unseen voices attacked with ``--data espeak``)."""
 
-    voices: int = Field(0, ge=0, description="synthesise only the first N voices (0: all 84)")
+    voices: int = Field(0, ge=0, description="synthesise only the first N voices (0: all 84); a quarter of them "
+                                             "is held out, but a model trained on the full corpus may have heard them")
     words: str = Field("", description="comma-separated words (default: the ten digits, yes, no, stop, go)")
     takes: int = Field(2, ge=1, description="utterances per word and voice")
 
@@ -49,6 +50,8 @@ class EvaluationSettings(StrictSettings):
 
     db: list[float] = Field([-40.0, -30.0, -20.0], min_length=1, description="Linf bounds, dB relative to the clip")
     attacks: str = Field("fast", description="the shared suite (fast, standard) or attack names")
+    sanity: Literal["cheap", "all", "none"] = Field("cheap", description="the shared gradient-masking checks at "
+                                                                          "each bound (verdicts in summary.json)")
 
 
 class TrainingSettings(StrictSettings):
@@ -68,7 +71,6 @@ class DefendSettings(StrictSettings):
     model: str = Field("", description="fine-tune this model (pretrained | pretrained-at | a run directory | a "
                                        ".safetensors file); empty: train from scratch")
     n: int = Field(100, ge=1, description="unseen-voice clips of the evaluation")
-    sanity: Literal["cheap", "all", "none"] = Field("cheap", description="the shared gradient-masking checks")
 
 
 class ReproduceSettings(StrictSettings):
