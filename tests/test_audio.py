@@ -11,6 +11,7 @@ pytest.importorskip("librosa", reason="the audio task needs soundfile and libros
 
 from robustlab.tasks.audio import (KeywordCNN, RelativeThreat, attack_clips, audio_threat, db_relative,  # noqa: E402
                                    espeak_status, snr, wav_folder, within_bound)
+from robustlab.errors import InputError  # noqa: E402
 from robustlab.threat import ThreatModel  # noqa: E402
 
 ESPEAK, WHY = espeak_status()
@@ -47,7 +48,7 @@ def test_relative_db_and_snr_bounds_are_exact_per_clip():
     v = l2.project(x, torch.randn(x.shape, generator=torch.Generator().manual_seed(1)))
     delta = l2.apply(x, v) - x
     assert torch.allclose(snr(x, delta), torch.full((2,), 20.0), atol=1e-3)
-    with pytest.raises(Exception, match="one audio bound"):
+    with pytest.raises(InputError, match="one audio bound"):
         audio_threat(x)
 
 
@@ -118,7 +119,6 @@ def test_square_uses_one_dimensional_windows():
 
 def test_cw_needs_an_snr_bound_and_corpus_labels_follow_the_model():
     from robustlab.data import Dataset
-    from robustlab.errors import InputError
     from robustlab.tasks.audio.cli import in_classes
 
     model, x, y = tiny_trained_model()
@@ -157,8 +157,11 @@ def test_wav_folder(tmp_path):
     assert data.classes == ["no", "yes"] and data.y.tolist() == [0, 0, 1, 1]
     assert data.x.shape == (4, 1, 16000) and torch.allclose(data.x.abs().amax(-1), torch.tensor(0.5))
     assert wav_folder(tmp_path, ["yes", "no", "up"]).y.tolist() == [1, 1, 0, 0]
-    with pytest.raises(Exception, match="not classes"):
+    with pytest.raises(InputError, match="not classes"):
         wav_folder(tmp_path, ["yes"])
+    (tmp_path / "yes" / "broken.wav").write_bytes(b"RIFF not audio")
+    with pytest.raises(InputError, match="broken.wav: not a readable WAV"):
+        wav_folder(tmp_path)
 
 
 def test_list_shows_the_task(capsys):

@@ -53,7 +53,8 @@ def build_attack(name: str, threat, max_queries: int = 1000, steps: int = 50, se
         return CarliniWagnerL2(threat, steps=steps, binary_search_steps=5, initial_const=1.0, lr=5e-4, seed=seed)
     if name == "square":
         return Square(threat, max_queries=max_queries, p_init=0.05, seed=seed)
-    if name == "simba":
+    if name == "simba":  # the first RATE / 16 = 1,000 DCT rows of 1 s: 0-500 Hz (row k is k / 2 Hz), tried first;
+        # a step of 64 eps along a unit direction moves each sample by at most 64 eps sqrt(2 / 16000) = 0.72 eps
         return SimBA(threat, step_size=threat.eps * 64, basis="dct", freq_dims=RATE // 16, steps=max_queries,
                      max_queries=max_queries, seed=seed)
     raise InputError(f"unknown audio attack {name!r}; known: {', '.join(ATTACK_NAMES)}")
@@ -131,7 +132,8 @@ def over_the_air_success(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor,
 
 
 def quantise(x: torch.Tensor, bits: int = 8) -> torch.Tensor:
-    """Uniform quantisation of [-1, 1] to 2^bits levels."""
+    """Uniform quantisation of [-1, 1] with step 2^-(bits - 1): round(2^(bits-1) x) / 2^(bits-1), 2^bits + 1
+    levels from -1 to 1 (257 for 8 bits)."""
     q = 2 ** (bits - 1)
     return torch.round(x.clamp(*BOUNDS) * q) / q
 

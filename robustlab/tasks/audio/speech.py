@@ -227,8 +227,13 @@ def wav_folder(root: str | Path, labels: list[str] | None = None) -> Dataset:
     clips, ys = [], []
     for label in found:
         for f in sorted((root / label).glob("*.wav")):
-            wave, sr = sf.read(str(f), dtype="float64")
-            clips.append(fit_clip(resample(wave, sr)))
+            try:
+                wave, sr = sf.read(str(f), dtype="float64")
+                clips.append(fit_clip(resample(wave, sr)))
+            except sf.SoundFileError as e:
+                raise InputError(f"{f}: not a readable WAV file ({e})") from None
+            except InputError as e:
+                raise InputError(f"{f}: {e}") from None
             ys.append(classes.index(label))
     if not clips:
         raise InputError(f"{root} holds no <label>/<file>.wav files")
