@@ -56,3 +56,20 @@ def test_universal_perturbation_is_relative_to_each_clip():
     assert (db_relative(quiet, other - quiet) <= -20.0 + 1e-5).all()
     with pytest.raises(InputError, match="pixel ThreatModel"):
         uap.save("unused.pt")
+
+
+def test_evaluate_clips_of_different_peaks_with_one_radius_per_clip(tmp_path):
+    import json
+
+    from robustlab.data import Dataset
+    from robustlab.runs.rundir import Run
+    from robustlab.tasks.audio.experiment import curve_threat, evaluate_run
+
+    model, x, y = loud_and_quiet()
+    threat, eps = curve_threat(x, [-30.0, -10.0])
+    assert isinstance(threat, RelativeThreat) and eps == {-30.0: 10 ** (-30 / 20), -10.0: 10 ** (-10 / 20)}
+    rows = evaluate_run(Run(tmp_path / "e"), model, Dataset(x, y), [-10.0, -30.0], "apgd-ce", sanity="cheap")
+    assert [r[0] for r in rows] == ["-30", "-10"] and all(float(r[2]) <= float(r[1]) for r in rows)
+    summary = json.loads((tmp_path / "e" / "summary.json").read_text())
+    assert summary["eps_relative_to_peak"] and set(summary["sanity"]) == {"-30", "-10"}
+    assert float(rows[1][2]) < 1.0                                    # -10 dB breaks some clip of each loudness

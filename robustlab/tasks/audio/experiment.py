@@ -13,7 +13,6 @@ from .attacks import OneRow, OverTheAir, attack_clips, defended, over_the_air_su
 from .metrics import audio_metrics, predict
 from ...runs import write_run_page
 from .report import clips_figure, write_clips
-from .speech import PEAK
 from .threats import BOUNDS, RelativeThreat, audio_threat, same_peak
 
 
@@ -79,28 +78,35 @@ def attack_run(run, model, data: Dataset, words: list[str], args) -> dict:
     return metrics
 
 
+def curve_threat(x: torch.Tensor, bounds_db: list[float]):
+    """(threat, {bound: eps}) of a robustness curve over dB bounds: clips of one peak, the pixel threat with
+    eps = peak 10^(D/20); else a ``RelativeThreat`` (one radius per clip) with eps = 10^(D/20), relative to
+    each clip's peak. Both sets of balls are nested, as ``robustness_curve`` needs."""
+    if same_peak(x):
+        peak = float(x[0].abs().max())
+        return ThreatModel("linf", 0.0, bounds=BOUNDS), {b: peak * 10 ** (b / 20) for b in bounds_db}
+    return RelativeThreat("linf", 0.0, lp_norm(x, "linf")), {b: 10 ** (b / 20) for b in bounds_db}
+
+
 def evaluate_run(run, model, data: Dataset, bounds_db: list[float], attacks: str, seed: int = 0,
                  sanity: str | None = None, summary: dict | None = None) -> list[list[str]]:
     """Clean and robust accuracy at each dB bound with the shared ``robustness_curve`` (nested balls) and,
     with ``sanity`` ("cheap", "all"), the shared gradient-masking checks at each bound; writes summary.json
-    (``summary`` added to it) and report.html; returns the table rows."""
+    (``summary`` added to it) and report.html; returns the table rows. Clips of different peaks are
+    evaluated with one radius per clip (``curve_threat``); their eps column is relative to each peak."""
     from ...evaluation import robustness_curve
 
-    if not same_peak(data.x):
-        raise InputError("evaluate needs clips of one peak (one radius per dB bound); the corpus's clips have "
-                         f"peak {PEAK}; peak-normalise a WAV folder's clips")
-    peak = float(data.x[0].abs().max())
-    eps = {b: peak * 10 ** (b / 20) for b in bounds_db}
+    threat, eps = curve_threat(data.x, bounds_db)
     device = next(model.parameters()).device
     # clips as one-row images [B, 1, 1, T]: Square (in the standard suite) then uses 1-D windows
-    curve = robustness_curve(OneRow(model), (data.x[:, :, None].to(device), data.y.to(device)),
-                             ThreatModel("linf", 0.0, bounds=BOUNDS), sorted(eps.values()), attacks, seed=seed,
-                             progress=False, sanity=sanity)
+    curve = robustness_curve(OneRow(model), (data.x[:, :, None].to(device), data.y.to(device)), threat,
+                             sorted(eps.values()), attacks, seed=seed, progress=False, sanity=sanity)
     by_eps = dict(zip(curve.eps, curve.reports))
     rows = [[f"{b:g}", f"{by_eps[eps[b]].clean_accuracy:.3f}", f"{by_eps[eps[b]].robust_accuracy:.3f}", f"{eps[b]:.3g}"]
             for b in sorted(bounds_db)]
     checks = {f"{b:g}": by_eps[eps[b]].sanity.to_dict() for b in sorted(bounds_db) if by_eps[eps[b]].sanity is not None}
     run.write_summary({**(summary or {}), "attacks": attacks, "n": len(data),
+                       "eps_relative_to_peak": isinstance(threat, RelativeThreat),
                        "rows": [dict(zip(("db", "clean", "robust", "eps"), r)) for r in rows],
                        **({"sanity": checks} if checks else {})})
     tables = [(f"robust accuracy ({attacks} suite)", ["bound (dB)", "clean accuracy", "robust accuracy", "Linf eps"], rows)]
