@@ -210,4 +210,5 @@ def test_reproduce_quick(tmp_path, monkeypatch):
     assert len(res["defences"]) == 3 and (tmp_path / "r" / "results.md").exists()
     assert [r["attack"] for r in res["mixed_loudness"]] == ["square", "simba", "universal"]
     assert all(r["within_bound"] for r in res["mixed_loudness"])
+    assert [len(r["rows"]) for r in res["shared_evaluation"]] == [2, 2]
     assert "<audio" in (tmp_path / "r" / "report.html").read_text()

@@ -88,25 +88,32 @@ def curve_threat(x: torch.Tensor, bounds_db: list[float]):
     return RelativeThreat("linf", 0.0, lp_norm(x, "linf")), {b: 10 ** (b / 20) for b in bounds_db}
 
 
-def evaluate_run(run, model, data: Dataset, bounds_db: list[float], attacks: str, seed: int = 0,
-                 sanity: str | None = None, summary: dict | None = None) -> list[list[str]]:
+def shared_curve(model, x: torch.Tensor, y: torch.Tensor, bounds_db: list[float], attacks: str, seed: int = 0,
+                 sanity: str | None = None) -> tuple[list[list[str]], dict, bool]:
     """Clean and robust accuracy at each dB bound with the shared ``robustness_curve`` (nested balls) and,
-    with ``sanity`` ("cheap", "all"), the shared gradient-masking checks at each bound; writes summary.json
-    (``summary`` added to it) and report.html; returns the table rows. Clips of different peaks are
-    evaluated with one radius per clip (``curve_threat``); their eps column is relative to each peak."""
+    with ``sanity`` ("cheap", "all"), the shared gradient-masking checks at each bound. Returns the rows
+    [bound, clean, robust, eps], the checks' verdicts per bound and whether eps is relative to each clip's
+    peak (clips of different peaks: one radius per clip, ``curve_threat``)."""
     from ...evaluation import robustness_curve
 
-    threat, eps = curve_threat(data.x, bounds_db)
+    threat, eps = curve_threat(x, bounds_db)
     device = next(model.parameters()).device
     # clips as one-row images [B, 1, 1, T]: Square (in the standard suite) then uses 1-D windows
-    curve = robustness_curve(OneRow(model), (data.x[:, :, None].to(device), data.y.to(device)), threat,
+    curve = robustness_curve(OneRow(model), (x[:, :, None].to(device), y.to(device)), threat,
                              sorted(eps.values()), attacks, seed=seed, progress=False, sanity=sanity)
     by_eps = dict(zip(curve.eps, curve.reports))
     rows = [[f"{b:g}", f"{by_eps[eps[b]].clean_accuracy:.3f}", f"{by_eps[eps[b]].robust_accuracy:.3f}", f"{eps[b]:.3g}"]
             for b in sorted(bounds_db)]
     checks = {f"{b:g}": by_eps[eps[b]].sanity.to_dict() for b in sorted(bounds_db) if by_eps[eps[b]].sanity is not None}
-    run.write_summary({**(summary or {}), "attacks": attacks, "n": len(data),
-                       "eps_relative_to_peak": isinstance(threat, RelativeThreat),
+    return rows, checks, isinstance(threat, RelativeThreat)
+
+
+def evaluate_run(run, model, data: Dataset, bounds_db: list[float], attacks: str, seed: int = 0,
+                 sanity: str | None = None, summary: dict | None = None) -> list[list[str]]:
+    """``shared_curve`` on ``data``; writes summary.json (``summary`` added to it) and report.html; returns
+    the table rows."""
+    rows, checks, relative = shared_curve(model, data.x, data.y, bounds_db, attacks, seed, sanity)
+    run.write_summary({**(summary or {}), "attacks": attacks, "n": len(data), "eps_relative_to_peak": relative,
                        "rows": [dict(zip(("db", "clean", "robust", "eps"), r)) for r in rows],
                        **({"sanity": checks} if checks else {})})
     tables = [(f"robust accuracy ({attacks} suite)", ["bound (dB)", "clean accuracy", "robust accuracy", "Linf eps"], rows)]

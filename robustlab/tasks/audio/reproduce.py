@@ -23,7 +23,7 @@ import torch
 
 from ...fileio import atomic_write_json, atomic_write_text
 from .attacks import OverTheAir, attack_clips, defended, over_the_air_success
-from .experiment import universal, universal_threat
+from .experiment import shared_curve, universal, universal_threat
 from .metrics import accuracy, audio_metrics
 from .pretrained import ADVERSARIAL, STANDARD, pretrained_kws
 from ...runs import write_run_page
@@ -48,6 +48,7 @@ class Plan:
     max_queries: int = 500
     n_black_box: int = 50
     eot: int = 8
+    suite: str = "fast"  # of the shared evaluation (table 1b)
     data: SpeechSetup = SpeechSetup()
     models: dict = field(default_factory=lambda: {"standard": STANDARD, "adversarial (FGSM-RS, -50 dB)": ADVERSARIAL})
 
@@ -55,7 +56,7 @@ class Plan:
 def quick_plan() -> Plan:
     data = SpeechSetup(words=("yes", "no"), voices=tuple(voices()[:3]), takes=1)
     tiny = replace(STANDARD, classes=2, epochs=1)
-    return Plan(n=4, bounds_db=(-40.0, -20.0), steps=3, cw_steps=4, max_queries=20, n_black_box=2, eot=2, data=data,
+    return Plan(n=4, bounds_db=(-40.0, -20.0), suite="apgd-ce", steps=3, cw_steps=4, max_queries=20, n_black_box=2, eot=2, data=data,
                 models={"standard": tiny, "adversarial (FGSM-RS, -50 dB)": replace(tiny, method="fgsm_rs")})
 
 
@@ -110,6 +111,19 @@ def _attack_rows(plan: Plan, model, train, x, y, out: Path) -> tuple[list, list,
                  title=f"PGD with EOT over rooms, {plan.air_db:g} dB")
     figs += ["figures/over-the-air.png", *write_clips(out, xb, x_adv, n=2, prefix="air-")]
     return rows, results, figs
+
+
+def shared_table(plan: Plan, models: dict, x, y, seed: int = 0) -> tuple[list, list]:
+    """Table 1b: the shared evaluation (``robustness_curve``, ``plan.suite``: ``fast`` is APGD-CE and APGD-T,
+    nested balls) with the cheap sanity checks at each bound, for each model: the robust accuracy as ``robustlab
+    audio evaluate`` reports it, below table 1's single APGD-CE."""
+    rows, results = [], []
+    for name, model in models.items():
+        found, checks, _ = shared_curve(model, x, y, list(plan.bounds_db), plan.suite, seed, sanity="cheap")
+        warned = sorted({f"{c['name']} at {b} dB" for b, cs in checks.items() for c in cs if c["verdict"] in ("warn", "fail")})
+        rows.append([name, _pct(float(found[0][1])), *[_pct(float(r[2])) for r in found], ", ".join(warned) or "none"])
+        results.append({"model": name, "rows": found, "sanity": checks})
+    return rows, results
 
 
 def with_gains(x: torch.Tensor, seed: int, low_db: float = -20.0) -> torch.Tensor:
@@ -192,13 +206,16 @@ def reproduce(out: Path, n: int = 100, quick: bool = False, seed: int = 0) -> di
                                 test.x, test.y, out)
     t4, r4 = _defence_rows(plan, standard, test.x, test.y)
     t3, r3 = loudness_table(plan, standard, sets["train"], test, seed)  # after the older tables: their numbers stay
+    t1b, r1b = shared_table(plan, models, test.x, test.y, seed)
     results = {"settings": {"n": len(test), "quick": quick, "seed": seed, "steps": plan.steps, "max_queries": plan.max_queries},
-               "robust": r1, "attacks": r2, "mixed_loudness": r3, "defences": r4, "seconds": time.perf_counter() - start}
+               "robust": r1, "attacks": r2, "mixed_loudness": r3, "shared_evaluation": r1b, "defences": r4, "seconds": time.perf_counter() - start}
     bounds = [f"{b:g} dB" for b in plan.bounds_db]
     tables = [(f"accuracy on unseen voices (n={len(test)}): clean, APGD-CE ({plan.steps} steps) at each Linf bound "
                "(dB relative to the clip), APGD-L2 at SNR >= " f"{plan.bound_snr:g} dB; Carlini-Wagner's mean SNR",
                ["model", "clean", *bounds, f"SNR {plan.bound_snr:g} dB",
                 f"CW L2: mean SNR (first {plan.n_black_box} clips)"], t1),
+              (f"the shared evaluation (robustness_curve, {plan.suite} suite; nested balls) with the cheap sanity "
+               "checks at each bound", ["model", "clean", *bounds, "sanity checks (cheap) warning"], t1b),
               ("black-box, universal and over-the-air attacks on the standard CNN",
                ["attack", "bound", "n", "success (of clips right when clean)", "accuracy after", "queries"], t2),
               (LOUDNESS_CAPTION, LOUDNESS_HEADER, t3),
