@@ -145,6 +145,17 @@ def test_over_the_air_channel_on_the_device(device):
     assert not torch.equal(a.channel(x), ya)                            # a new room, noise and gain per call
 
 
+def test_wav_files_hold_the_attacked_samples(tmp_path):
+    import soundfile as sf
+
+    from robustlab.tasks.audio.report import write_wav
+
+    clip = tones([440.0])[0] + 1e-4 * torch.randn(1, 4000, generator=torch.Generator().manual_seed(0))
+    write_wav(tmp_path / "c.wav", clip)
+    back, rate = sf.read(str(tmp_path / "c.wav"), dtype="float32")
+    assert rate == 16000 and torch.equal(torch.from_numpy(back), clip[0])
+
+
 def test_wav_folder(tmp_path):
     import soundfile as sf
 

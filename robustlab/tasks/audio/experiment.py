@@ -65,7 +65,9 @@ def attack_run(run, model, data: Dataset, words: list[str], args) -> dict:
     x, y = data.x.to(device), data.y.to(device)
     x_adv, metrics = run_attack(model, x, y, args)
     clean, adv = predict(model, x[:4]), predict(model, x_adv[:4])
-    run.write_summary({"metrics": metrics, "clean": [words[i] for i in clean], "adversarial": [words[i] for i in adv]})
+    note = {"note": "the universal perturbation is fitted on the clips it is judged on"} if args.attack == "universal" else {}
+    run.write_summary({"metrics": metrics, "clean": [words[i] for i in clean], "adversarial": [words[i] for i in adv],
+                       **note})
     bound = f"SNR >= {args.snr:g} dB" if args.snr is not None else f"{args.db:g} dB"
     clips_figure(run.figures / "clips.png", x.cpu(), x_adv.cpu(), [words[i] for i in clean], [words[i] for i in adv],
                  frontend=model.frontend.cpu() if hasattr(model, "frontend") else None,
