@@ -382,6 +382,10 @@ class VariableThreat:
     def step(self, grad: torch.Tensor, step_size: torch.Tensor | float, **kw) -> torch.Tensor:
         return self._ball.step(grad, step_size)
 
+    def project_delta(self, v: torch.Tensor) -> torch.Tensor:
+        """A variable shared by many inputs (a universal perturbation) projected onto the ball."""
+        return self._ball.project_delta(v)
+
     def contains(self, x: torch.Tensor, x_adv: torch.Tensor, tol: float = 1e-5) -> torch.Tensor:
         """Inputs lie in the bounds (the ball constrains the variable, checked by the attack)."""
         return ((x_adv >= self.bounds[0] - tol) & (x_adv <= self.bounds[1] + tol)).flatten(1).all(1)

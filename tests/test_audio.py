@@ -11,6 +11,7 @@ pytest.importorskip("librosa", reason="the audio task needs soundfile and libros
 
 from robustlab.tasks.audio import (KeywordCNN, RelativeThreat, attack_clips, audio_threat, db_relative,  # noqa: E402
                                    espeak_status, snr, wav_folder, within_bound)
+from robustlab.errors import InputError  # noqa: E402
 from robustlab.threat import ThreatModel  # noqa: E402
 
 ESPEAK, WHY = espeak_status()
@@ -47,7 +48,7 @@ def test_relative_db_and_snr_bounds_are_exact_per_clip():
     v = l2.project(x, torch.randn(x.shape, generator=torch.Generator().manual_seed(1)))
     delta = l2.apply(x, v) - x
     assert torch.allclose(snr(x, delta), torch.full((2,), 20.0), atol=1e-3)
-    with pytest.raises(Exception, match="one audio bound"):
+    with pytest.raises(InputError, match="one audio bound"):
         audio_threat(x)
 
 
@@ -112,8 +113,47 @@ def test_square_uses_one_dimensional_windows():
     assert linf_window(0.05, 1, 16000) == 800                     # samples in a row
     assert linf_window(0.1, 32, 32) == 10 and linf_window(0.8, 8, 8) == 7  # square sides, as before
     model, x, y = tiny_trained_model()
-    _, _, m = attack_clips(model, x[:4], y[:4], attack="square", bound_db=-10.0, budget=30)
+    _, _, m = attack_clips(model, x[:4], y[:4], attack="square", bound_db=-10.0, max_queries=30)
     assert m["within_bound"] and m["queries_mean"] <= 30
+
+
+def test_cw_needs_an_snr_bound_and_corpus_labels_follow_the_model():
+    from robustlab.data import Dataset
+    from robustlab.tasks.audio.cli import in_classes
+
+    model, x, y = tiny_trained_model()
+    with pytest.raises(InputError, match="bound the SNR"):
+        attack_clips(model, x[:2], y[:2], attack="cw", bound_db=-30.0)
+    corpus = Dataset(x[:3], torch.tensor([0, 1, 1]), classes=["no", "yes"])
+    mapped = in_classes(corpus, ["zero", "yes", "no"])
+    assert mapped.y.tolist() == [2, 1, 1] and mapped.classes == ["zero", "yes", "no"]
+    with pytest.raises(InputError, match="no class for no"):
+        in_classes(corpus, ["yes", "go"])
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_over_the_air_channel_on_the_device(device):
+    from robustlab.tasks.audio import OverTheAir
+
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("no CUDA device here")
+    model, x, _ = tiny_trained_model()
+    x = x[:3].to(device)
+    a, b = OverTheAir(model.to(device), seed=3, bank=4).to(device), OverTheAir(model, seed=3, bank=4).to(device)
+    ya, yb = a.channel(x), b.channel(x)
+    assert ya.device.type == device and torch.equal(ya, yb)             # reproducible in its seed
+    assert not torch.equal(a.channel(x), ya)                            # a new room, noise and gain per call
+
+
+def test_wav_files_hold_the_attacked_samples(tmp_path):
+    import soundfile as sf
+
+    from robustlab.tasks.audio.report import write_wav
+
+    clip = tones([440.0])[0] + 1e-4 * torch.randn(1, 4000, generator=torch.Generator().manual_seed(0))
+    write_wav(tmp_path / "c.wav", clip)
+    back, rate = sf.read(str(tmp_path / "c.wav"), dtype="float32")
+    assert rate == 16000 and torch.equal(torch.from_numpy(back), clip[0])
 
 
 def test_wav_folder(tmp_path):
@@ -128,8 +168,11 @@ def test_wav_folder(tmp_path):
     assert data.classes == ["no", "yes"] and data.y.tolist() == [0, 0, 1, 1]
     assert data.x.shape == (4, 1, 16000) and torch.allclose(data.x.abs().amax(-1), torch.tensor(0.5))
     assert wav_folder(tmp_path, ["yes", "no", "up"]).y.tolist() == [1, 1, 0, 0]
-    with pytest.raises(Exception, match="not classes"):
+    with pytest.raises(InputError, match="not classes"):
         wav_folder(tmp_path, ["yes"])
+    (tmp_path / "yes" / "broken.wav").write_bytes(b"RIFF not audio")
+    with pytest.raises(InputError, match="broken.wav: not a readable WAV"):
+        wav_folder(tmp_path)
 
 
 def test_list_shows_the_task(capsys):
@@ -159,11 +202,12 @@ def test_cli_train_attack_evaluate(tmp_path, monkeypatch, capsys):
     code, _, err = cli(capsys, "audio", "evaluate", "--runs", tmp_path, "--name", "e", "--model", model, "--n", "2",
                        "--db=-30,-20", "--attacks", "apgd-ce", *corpus)
     assert code == 0, err
-    rows = json.loads((tmp_path / "e" / "summary.json").read_text())["rows"]
-    assert [r["db"] for r in rows] == ["-30", "-20"]
-    code, _, err = cli(capsys, "audio", "attack", "--runs", tmp_path, "--name", "b", "--model", model, "--snr", "30",
-                       "--attack", "square", *corpus)
-    assert code == 2 and "one radius" in err
+    summary = json.loads((tmp_path / "e" / "summary.json").read_text())
+    assert [r["db"] for r in summary["rows"]] == ["-30", "-20"]
+    assert set(summary["sanity"]) == {"-30", "-20"}                     # the shared checks at each bound
+    code, _, err = cli(capsys, "audio", "attack", "--runs", tmp_path, "--name", "b", "--model", model, "--steps", "0",
+                       "--max-queries", "0", *corpus)
+    assert code == 2 and "--steps" in err and "--max-queries" in err
 
 
 @needs_espeak
@@ -175,4 +219,7 @@ def test_reproduce_quick(tmp_path, monkeypatch):
     assert {r["attack"] for r in res["attacks"]} == {"square", "simba", "universal", "over-the-air pgd"}
     assert all(r["within_bound"] for r in res["robust"] if r["attack"] != "cw")
     assert len(res["defences"]) == 3 and (tmp_path / "r" / "results.md").exists()
+    assert [r["attack"] for r in res["mixed_loudness"]] == ["square", "simba", "universal"]
+    assert all(r["within_bound"] for r in res["mixed_loudness"])
+    assert [len(r["rows"]) for r in res["shared_evaluation"]] == [2, 2]
     assert "<audio" in (tmp_path / "r" / "report.html").read_text()

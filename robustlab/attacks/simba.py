@@ -33,7 +33,8 @@ class SimBA(IterativeAttack):
     the low frequencies (``freq_dims`` x ``freq_dims`` per channel, default H/4) first (SimBA-DCT). The iterate is projected onto the threat
     model after every move. ``steps`` bounds the number of directions tried (each costs 1-2 queries,
     after one for the clean point); ``max_queries`` (optional) bounds each sample's queries exactly: a
-    sample that has spent it stops, and one with a single query left tries x - step*q only.
+    sample that has spent it stops, and one with a single query left tries x - step*q only. On a
+    ``VariableThreat`` the walk runs on the threat's variable from its zero, ``step_size`` in its units.
     """
 
     name = "simba"
@@ -63,8 +64,9 @@ class SimBA(IterativeAttack):
             low = ((u < f) & (v < f)).flatten().to(ctx.x.device)
             keys = ctx.rand_full((c * h * w,)) + (~low).to(ctx.x.dtype)[None]     # low block sorts first
             order = keys.argsort(1)
-        loss, _, _ = ctx.evaluate(ctx.x)
-        state = {"x_adv": ctx.x.clone(), "loss": loss, "order": order}
+        origin = ctx.zero_variable()  # the clean inputs; a VariableThreat's zero variable
+        loss, _, _ = ctx.evaluate(origin)
+        state = {"x_adv": origin, "loss": loss, "order": order}
         return state
 
     def _directions(self, s: dict, k: torch.Tensor, shape) -> torch.Tensor:

@@ -132,7 +132,9 @@ class Square(IterativeAttack):
     L1 (the L1 version of the reference AutoAttack code, Croce et al. 2022): the same moves with bumps
     of weight 1 / (k + 1)^4 normalised in L1, and the exact projection onto the L1 ball and the box.
     Uses one query per iteration after the first; ``max_queries`` is the per-sample budget, shared
-    evenly by the restarts (each gets ``max_queries // restarts``).
+    evenly by the restarts (each gets ``max_queries // restarts``). On a ``VariableThreat`` (linf, l2) the
+    search runs on the threat's variable from its zero (e.g. a perturbation scaled per sample: one radius
+    per sample).
     """
 
     name = "square"
@@ -158,7 +160,7 @@ class Square(IterativeAttack):
             delta = eps * signs.expand(b, c, h, w)
         else:
             delta = self._l2_init(ctx, b, c, h, w)
-        x0 = ctx.threat.project(x, x + delta, self._budget(ctx.threat))
+        x0 = ctx.threat.project(x, _origin(ctx) + delta, self._budget(ctx.threat))
         loss, _, _ = ctx.evaluate(x0)
         return {"x_adv": x0, "loss": loss}
 
@@ -196,9 +198,10 @@ class Square(IterativeAttack):
         b, c, h, w = x.shape
         p = square_p(self.p_init, i, self.max_queries)  # iteration i = 0, 1, ...: the reference's p_selection(i_iter)
         linf_side = linf_window(p, h, w)
-        if threat.norm == "linf" and threat.mask is None and threat.variable_is_point:
+        if threat.norm == "linf" and threat.mask is None:
             return self._linf_window_step(ctx, s, linf_side)
-        delta = s["x_adv"] - x
+        origin = _origin(ctx)
+        delta = s["x_adv"] - origin
         if threat.norm == "linf":
             side = linf_side if h > 1 else 1  # masked: square windows (one sample on one-row inputs)
             window = _window_masks(ctx, side, h, w)
@@ -209,9 +212,9 @@ class Square(IterativeAttack):
             new = torch.where(window & per_sample(unchanged, window), -signs, new)
             x_new = self._apply(threat, x, new)
         elif threat.norm == "l2":
-            x_new = threat.project(x, x + self._l2_update(ctx, delta, p, b, c, h, w))
+            x_new = threat.project(x, origin + self._l2_update(ctx, delta, p, b, c, h, w))
         else:
-            x_new = threat.project(x, x + self._l1_update(ctx, delta, p, b, c, h, w), self._budget(threat))
+            x_new = threat.project(x, origin + self._l1_update(ctx, delta, p, b, c, h, w), self._budget(threat))
         loss, _, _ = ctx.evaluate(x_new)
         better = loss > s["loss"]
         return {"x_adv": torch.where(per_sample(better, x_new), x_new, s["x_adv"]),
@@ -222,8 +225,10 @@ class Square(IterativeAttack):
         """The Linf step touching only the window: the iterate is changed in place on the window's
         pixels, queried, and the window restored where the loss did not improve. Equal to the
         full-image step (same draws, same points) at a cost independent of the image size. No host
-        synchronisation: the flip of an unchanged window and the restore are masks (``torch.where``)."""
-        x, (lo, hi), eps = ctx.x, ctx.threat.bounds, ctx.threat.eps
+        synchronisation: the flip of an unchanged window and the restore are masks (``torch.where``).
+        On a ``VariableThreat`` the window is set on the variable (unbounded: the threat clamps its input)."""
+        x, eps = _origin(ctx), ctx.threat.eps
+        lo, hi = ctx.threat.bounds if ctx.threat.variable_is_point else (-math.inf, math.inf)
         b, c, h, w = x.shape
         window = (1, side) if h == 1 else side  # one-row inputs: a 1-D window of `side` samples
         pix = _window_pixels(_window_corners(ctx.rand_full((2,)), window, h, w), window, w)[:, None].expand(b, c, -1)
@@ -275,6 +280,12 @@ class Square(IterativeAttack):
         new_w1 = new_w1 / new_w1.flatten(2).norm(dim=2).clamp_min(1e-12)[:, :, None, None] * target[:, :, None, None]
         new = _write_window(delta.masked_fill(w2, 0.0), pix1, new_w1)
         return new / per_sample(lp_norm(new, "l2").clamp_min(1e-12), new) * eps
+
+
+def _origin(ctx: AttackContext) -> torch.Tensor:
+    """The unperturbed variable of the active samples: the inputs for a pixel threat, the threat's zero
+    variable for a ``VariableThreat`` (e.g. a perturbation scaled per sample), whose ball Square searches."""
+    return ctx.x if ctx.threat.variable_is_point else ctx.threat.zero(ctx.x)
 
 
 def _l1_window_update(ctx, delta, p, b, c, h, w) -> torch.Tensor:

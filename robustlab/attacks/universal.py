@@ -47,7 +47,11 @@ def _tiled(delta: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 class UniversalPerturbation:
     """One delta for every input: x_adv = clamp(x + delta). ``fit`` optimises it; ``apply``,
     ``success_rate``, ``save`` and ``load`` use it on new data. With ``tile=(th, tw)`` delta is a
-    tile repeated over the image, so it also applies to inputs of another size."""
+    tile repeated over the image, so it also applies to inputs of another size.
+
+    The threat may be a ``VariableThreat`` with per-sample state built for the fitted inputs (e.g. delta
+    scaled by each input's level: one radius per input): x_adv = threat.apply(x, delta); ``apply`` on
+    other inputs then takes their own threat (``threat=``)."""
 
     delta: torch.Tensor
     threat: ThreatModel
@@ -69,10 +73,10 @@ class UniversalPerturbation:
         result = cls(delta, threat, history, tiled=tile is not None)
         for _ in range(epochs):
             for idx in _shuffled_batches(x.shape[0], batch_size, gen):
-                xb = x[idx]
+                xb, tb = x[idx], threat.subset(idx) if threat.has_per_sample_state else threat
                 d = result.delta.detach().requires_grad_(True)
                 with torch.enable_grad():
-                    loss = objective.loss(model(threat.apply(xb, result._full(d, xb))), _index(y, idx)).mean()
+                    loss = objective.loss(model(tb.apply(xb, result._full(d, xb))), _index(y, idx)).mean()
                     grad, = torch.autograd.grad(loss, d)
                 result.delta = threat.project_delta(d.detach() + threat.step(grad, alpha))
             history.append(_fooling_rate(model, result.apply(x), y, objective))
@@ -87,13 +91,17 @@ class UniversalPerturbation:
             raise InputError(f"the perturbation has shape {tuple(delta.shape[1:])}, inputs {tuple(x.shape[1:])}")
         return delta.expand_as(x)
 
-    def apply(self, x: torch.Tensor) -> torch.Tensor:
-        return self.threat.apply(x, self._full(self.delta, x))
+    def apply(self, x: torch.Tensor, threat=None) -> torch.Tensor:
+        """clamp(x + delta); ``threat``: that of these inputs (a per-sample threat built for them)."""
+        return (self.threat if threat is None else threat).apply(x, self._full(self.delta, x))
 
     def success_rate(self, model, x, y, objective: Objective | None = None) -> float:
         return _fooling_rate(model, self.apply(x), y, objective or CrossEntropy())
 
     def save(self, path: str | Path) -> None:
+        if not isinstance(self.threat, ThreatModel):
+            raise InputError("only a perturbation under a pixel ThreatModel is saved; a per-sample threat belongs "
+                             "to its inputs (save .delta and rebuild the threat)")
         atomic_torch_save({"kind": "universal", "delta": self.delta, "norm": self.threat.norm, "eps": self.threat.eps,
                            "bounds": self.threat.bounds, "mask": self.threat.mask, "history": self.history,
                            "tiled": self.tiled}, path)

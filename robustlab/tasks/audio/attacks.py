@@ -2,8 +2,11 @@
 
 - White-box: PGD, APGD (Linf in dB relative to each clip, or L2 by SNR) and Carlini-Wagner L2.
 - Black-box: Square with 1-D windows (the clip travels as a one-row image [B, 1, 1, T], whose Linf
-  windows are runs of round(p T) samples) and SimBA along low-frequency 1-D DCT directions.
-- Universal: one perturbation for every clip (``attacks.universal``).
+  windows are runs of round(p T) samples) and SimBA along low-frequency 1-D DCT directions. Clips of
+  different peaks are attacked in one batch, each within its own radius: on a ``RelativeThreat`` both
+  search the variable v (||v|| <= 10^(D/20)) of x_adv = clamp(x + max|x| v).
+- Universal: one perturbation for every clip (``attacks.universal``); for clips of different peaks one
+  v, scaled by each clip's peak (the same level relative to every clip).
 - Over the air: EOT (the engine's ``eot=k``) through ``OverTheAir``, a model that plays the clip
   through a random room, adds noise and changes the gain at every call.
 - Preprocessing defences (quantisation, down-sampling, low-pass) evaluated with BPDA (``attacks.bpda``).
@@ -38,7 +41,7 @@ class OneRow(nn.Module):
         return self.model(x.reshape(x.shape[0], 1, x.shape[-1]))
 
 
-def build_attack(name: str, threat, budget: int = 1000, steps: int = 50, seed: int = 0, eot: int = 1):
+def build_attack(name: str, threat, max_queries: int = 1000, steps: int = 50, seed: int = 0, eot: int = 1):
     """An engine attack on waveforms (cross-entropy for gradient attacks, the margin for Square)."""
     if name == "pgd":
         return PGD(threat, steps=steps, step_size=2.5 * threat.eps / steps, seed=seed, eot=eot)
@@ -48,23 +51,24 @@ def build_attack(name: str, threat, budget: int = 1000, steps: int = 50, seed: i
         if threat.norm != "l2":
             raise InputError(f"cw (Carlini-Wagner L2) is an L2 attack: bound the SNR (got {threat.norm})")
         return CarliniWagnerL2(threat, steps=steps, binary_search_steps=5, initial_const=1.0, lr=5e-4, seed=seed)
-    if name in BLACK_BOX and not isinstance(threat, ThreatModel):
-        raise InputError(f"{name} needs one radius for every clip: a dB bound on clips of one peak")
     if name == "square":
-        return Square(threat, max_queries=budget, p_init=0.05, seed=seed)
-    if name == "simba":
-        return SimBA(threat, step_size=threat.eps * 64, basis="dct", freq_dims=RATE // 16, steps=budget,
-                     max_queries=budget, seed=seed)
+        return Square(threat, max_queries=max_queries, p_init=0.05, seed=seed)
+    if name == "simba":  # the first RATE / 16 = 1,000 DCT rows of 1 s: 0-500 Hz (row k is k / 2 Hz), tried first;
+        # a step of 64 eps along a unit direction moves each sample by at most 64 eps sqrt(2 / 16000) = 0.72 eps
+        return SimBA(threat, step_size=threat.eps * 64, basis="dct", freq_dims=RATE // 16, steps=max_queries,
+                     max_queries=max_queries, seed=seed)
     raise InputError(f"unknown audio attack {name!r}; known: {', '.join(ATTACK_NAMES)}")
 
 
 def attack_clips(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, attack: str = "pgd",
-                 bound_db: float | None = -30.0, bound_snr: float | None = None, budget: int = 1000, steps: int = 50,
+                 bound_db: float | None = -30.0, bound_snr: float | None = None, max_queries: int = 1000, steps: int = 50,
                  seed: int = 0, eot: int = 1, batch_size: int = 256):
     """Attack clips ``x`` [B, 1, T] with labels ``y`` under a dB (Linf) or SNR (L2) bound; returns the
     adversarial clips, the engine's results per batch and ``audio_metrics``."""
     if bound_snr is not None:
         bound_db = None
+    if attack == "cw" and bound_snr is None:
+        raise InputError("cw (Carlini-Wagner L2) is an L2 attack: bound the SNR (--snr), not the Linf dB")
     model.eval()
     outs, results = [], []
     for s in range(0, x.shape[0], batch_size):
@@ -72,7 +76,7 @@ def attack_clips(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, attack: 
         threat = audio_threat(xb, bound_db=bound_db, bound_snr=bound_snr)
         if attack == "cw":  # a minimum-norm attack: one ball holding every clip's bound, judged per clip after
             threat = ThreatModel("l2", float(threat.radius().max()), bounds=BOUNDS)
-        atk = build_attack(attack, threat, budget, steps, seed, eot)
+        atk = build_attack(attack, threat, max_queries, steps, seed, eot)
         if attack in BLACK_BOX:
             res = atk(OneRow(model), xb[:, :, None], yb)
             res.x_adv = res.x_adv.reshape(xb.shape)
@@ -128,7 +132,8 @@ def over_the_air_success(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor,
 
 
 def quantise(x: torch.Tensor, bits: int = 8) -> torch.Tensor:
-    """Uniform quantisation of [-1, 1] to 2^bits levels."""
+    """Uniform quantisation of [-1, 1] with step 2^-(bits - 1): round(2^(bits-1) x) / 2^(bits-1), 2^bits + 1
+    levels from -1 to 1 (257 for 8 bits)."""
     q = 2 ** (bits - 1)
     return torch.round(x.clamp(*BOUNDS) * q) / q
 

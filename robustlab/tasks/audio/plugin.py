@@ -53,6 +53,6 @@ TASK = Task(
     models={"pretrained": _pretrained, "cnn": _cnn},
     threats={"db": _threat("db"), "snr": _threat("snr")},
     report_sections=report_sections,
-    add_cli=cli.add_cli,
-    run_cli=cli.run_cli,
+    add_cli=cli.COMMAND.add_cli,
+    run_cli=cli.COMMAND.run_cli,
 )

@@ -13,11 +13,12 @@ from .speech import RATE
 
 
 def write_wav(path: str | Path, clip: torch.Tensor, rate: int = RATE) -> None:
-    """One clip [1, T] or [T] as a 16-bit PCM WAV file (soundfile), written atomically."""
+    """One clip [1, T] or [T] as a 32-bit float WAV file (soundfile), written atomically: the samples as
+    attacked (16-bit PCM would round a -70 dB perturbation, ~5 steps of 2^-15, into another clip)."""
     import soundfile as sf
 
     buf = io.BytesIO()
-    sf.write(buf, clip.detach().reshape(-1).clamp(-1, 1).cpu().numpy(), rate, subtype="PCM_16", format="WAV")
+    sf.write(buf, clip.detach().reshape(-1).clamp(-1, 1).cpu().numpy(), rate, subtype="FLOAT", format="WAV")
     atomic_write_bytes(path, buf.getvalue())
 
 

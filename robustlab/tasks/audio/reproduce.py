@@ -23,7 +23,7 @@ import torch
 
 from ...fileio import atomic_write_json, atomic_write_text
 from .attacks import OverTheAir, attack_clips, defended, over_the_air_success
-from .experiment import universal
+from .experiment import shared_curve, universal, universal_threat
 from .metrics import accuracy, audio_metrics
 from .pretrained import ADVERSARIAL, STANDARD, pretrained_kws
 from ...runs import write_run_page
@@ -45,9 +45,10 @@ class Plan:
     bound_snr: float = 30.0
     steps: int = 20
     cw_steps: int = 100
-    budget: int = 500
+    max_queries: int = 500
     n_black_box: int = 50
     eot: int = 8
+    suite: str = "fast"  # of the shared evaluation (table 1b)
     data: SpeechSetup = SpeechSetup()
     models: dict = field(default_factory=lambda: {"standard": STANDARD, "adversarial (FGSM-RS, -50 dB)": ADVERSARIAL})
 
@@ -55,7 +56,7 @@ class Plan:
 def quick_plan() -> Plan:
     data = SpeechSetup(words=("yes", "no"), voices=tuple(voices()[:3]), takes=1)
     tiny = replace(STANDARD, classes=2, epochs=1)
-    return Plan(n=4, bounds_db=(-40.0, -20.0), steps=3, cw_steps=4, budget=20, n_black_box=2, eot=2, data=data,
+    return Plan(n=4, bounds_db=(-40.0, -20.0), suite="apgd-ce", steps=3, cw_steps=4, max_queries=20, n_black_box=2, eot=2, data=data,
                 models={"standard": tiny, "adversarial (FGSM-RS, -50 dB)": replace(tiny, method="fgsm_rs")})
 
 
@@ -88,9 +89,9 @@ def _attack_rows(plan: Plan, model, train, x, y, out: Path) -> tuple[list, list,
     rows, results, figs = [], [], []
     xb, yb = x[:plan.n_black_box], y[:plan.n_black_box]
     for attack in ("square", "simba"):
-        _, _, m = attack_clips(model, xb, yb, attack=attack, bound_db=plan.black_box_db, budget=plan.budget)
+        _, _, m = attack_clips(model, xb, yb, attack=attack, bound_db=plan.black_box_db, max_queries=plan.max_queries)
         results.append({"attack": attack, "bound_db": plan.black_box_db, **m})
-        rows.append([f"{attack} ({plan.budget} queries)", f"{plan.black_box_db:g} dB", str(m["n"]), _pct(m["success_rate"]),
+        rows.append([f"{attack} ({plan.max_queries} queries)", f"{plan.black_box_db:g} dB", str(m["n"]), _pct(m["success_rate"]),
                      _pct(m["adversarial_accuracy"]), f"{m['queries_mean']:.0f}"])
     for b in (-50.0, -40.0):
         _, uap = universal(model, train.x, train.y, b, epochs=2)
@@ -110,6 +111,46 @@ def _attack_rows(plan: Plan, model, train, x, y, out: Path) -> tuple[list, list,
                  title=f"PGD with EOT over rooms, {plan.air_db:g} dB")
     figs += ["figures/over-the-air.png", *write_clips(out, xb, x_adv, n=2, prefix="air-")]
     return rows, results, figs
+
+
+def shared_table(plan: Plan, models: dict, x, y, seed: int = 0) -> tuple[list, list]:
+    """Table 1b: the shared evaluation (``robustness_curve``, ``plan.suite``: ``fast`` is APGD-CE and APGD-T,
+    nested balls) with the cheap sanity checks at each bound, for each model: the robust accuracy as ``robustlab
+    audio evaluate`` reports it, below table 1's single APGD-CE."""
+    rows, results = [], []
+    for name, model in models.items():
+        found, checks, _ = shared_curve(model, x, y, list(plan.bounds_db), plan.suite, seed, sanity="cheap")
+        warned = sorted({f"{c['name']} at {b} dB" for b, cs in checks.items() for c in cs if c["verdict"] in ("warn", "fail")})
+        rows.append([name, _pct(float(found[0][1])), *[_pct(float(r[2])) for r in found], ", ".join(warned) or "none"])
+        results.append({"model": name, "rows": found, "sanity": checks})
+    return rows, results
+
+
+def with_gains(x: torch.Tensor, seed: int, low_db: float = -20.0) -> torch.Tensor:
+    """The clips at random gains, uniform in [low_db, 0] dB per clip (peaks 0.05 to 0.5 for the corpus)."""
+    g = low_db * torch.rand(x.shape[0], generator=torch.Generator().manual_seed(seed))
+    return x * (10 ** (g / 20)).reshape(-1, 1, 1)
+
+
+def _loudness_rows(plan: Plan, model, train, x, y, seed: int = 0) -> tuple[list, list]:
+    """Table 3: the black-box and universal attacks on clips of mixed loudness, in one batch, each clip
+    within its own dB bound (one radius per clip, ``RelativeThreat``)."""
+    rows, results = [], []
+    x, train_x = with_gains(x, seed + 1), with_gains(train.x, seed + 2)
+    xb, yb = x[:plan.n_black_box], y[:plan.n_black_box]
+    for attack in ("square", "simba"):
+        _, _, m = attack_clips(model, xb, yb, attack=attack, bound_db=plan.black_box_db, max_queries=plan.max_queries)
+        results.append({"attack": attack, "bound_db": plan.black_box_db, "mixed_loudness": True, **m})
+        rows.append([f"{attack} ({plan.max_queries} queries)", f"{plan.black_box_db:g} dB", str(m["n"]),
+                     _pct(m["clean_accuracy"]), _pct(m["success_rate"]), _pct(m["adversarial_accuracy"]),
+                     f"{m['db_max']:.2f}"])
+    _, uap = universal(model, train_x, train.y, plan.black_box_db, epochs=2)
+    m = audio_metrics(model, x, uap.apply(x, universal_threat(x, uap)), y, bound_db=plan.black_box_db)
+    results.append({"attack": "universal", "bound_db": plan.black_box_db, "mixed_loudness": True, **m})
+    rows.append(["universal (fitted on training clips)", f"{plan.black_box_db:g} dB", str(m["n"]),
+                 _pct(m["clean_accuracy"]), _pct(m["success_rate"]), _pct(m["adversarial_accuracy"]),
+                 f"{m['db_max']:.2f}"])
+    return rows, results
 
 
 def _defence_rows(plan: Plan, model, x, y) -> tuple[list, list]:
@@ -137,6 +178,18 @@ class _Module(torch.nn.Module):
         return self.fn(x)
 
 
+LOUDNESS_CAPTION = ("clips of mixed loudness (gains uniform in -20..0 dB), attacked in one batch with one radius "
+                    "per clip, standard CNN")
+LOUDNESS_HEADER = ["attack", "bound (each clip's own)", "n", "clean", "success (of clips right when clean)",
+                   "accuracy after", "largest dB_x"]
+
+
+def loudness_table(plan: Plan, model, train, test, seed: int = 0) -> tuple[list, list]:
+    """The mixed-loudness table alone (also run by ``reproduce``): training clips for the universal
+    perturbation, the first 500 as everywhere in the reproduction."""
+    return _loudness_rows(plan, model, train.take(torch.arange(min(500, len(train)))), test.x, test.y, seed)
+
+
 def reproduce(out: Path, n: int = 100, quick: bool = False, seed: int = 0) -> dict:
     """Run every table; returns the results (also ``out/results.json``)."""
     plan = quick_plan() if quick else Plan(n=n)
@@ -152,15 +205,20 @@ def reproduce(out: Path, n: int = 100, quick: bool = False, seed: int = 0) -> di
     t2, r2, figs = _attack_rows(plan, standard, sets["train"].take(torch.arange(min(500, len(sets["train"])))),
                                 test.x, test.y, out)
     t4, r4 = _defence_rows(plan, standard, test.x, test.y)
-    results = {"settings": {"n": len(test), "quick": quick, "seed": seed, "steps": plan.steps, "budget": plan.budget},
-               "robust": r1, "attacks": r2, "defences": r4, "seconds": time.perf_counter() - start}
+    t3, r3 = loudness_table(plan, standard, sets["train"], test, seed)  # after the older tables: their numbers stay
+    t1b, r1b = shared_table(plan, models, test.x, test.y, seed)
+    results = {"settings": {"n": len(test), "quick": quick, "seed": seed, "steps": plan.steps, "max_queries": plan.max_queries},
+               "robust": r1, "attacks": r2, "mixed_loudness": r3, "shared_evaluation": r1b, "defences": r4, "seconds": time.perf_counter() - start}
     bounds = [f"{b:g} dB" for b in plan.bounds_db]
     tables = [(f"accuracy on unseen voices (n={len(test)}): clean, APGD-CE ({plan.steps} steps) at each Linf bound "
                "(dB relative to the clip), APGD-L2 at SNR >= " f"{plan.bound_snr:g} dB; Carlini-Wagner's mean SNR",
                ["model", "clean", *bounds, f"SNR {plan.bound_snr:g} dB",
                 f"CW L2: mean SNR (first {plan.n_black_box} clips)"], t1),
+              (f"the shared evaluation (robustness_curve, {plan.suite} suite; nested balls) with the cheap sanity "
+               "checks at each bound", ["model", "clean", *bounds, "sanity checks (cheap) warning"], t1b),
               ("black-box, universal and over-the-air attacks on the standard CNN",
                ["attack", "bound", "n", "success (of clips right when clean)", "accuracy after", "queries"], t2),
+              (LOUDNESS_CAPTION, LOUDNESS_HEADER, t3),
               (f"preprocessing defences (standard CNN), PGD ({plan.steps} steps) at {plan.defence_db:g} dB",
                ["defence", "clean", "PGD through the defence's own gradient", "PGD with BPDA (identity backward)"], t4)]
     _write(out, results, tables, figs)

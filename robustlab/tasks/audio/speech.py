@@ -122,8 +122,10 @@ def convolve(x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
 
 
 def add_noise(x: torch.Tensor, snr_db: torch.Tensor | float, gen: torch.Generator | None = None) -> torch.Tensor:
-    """x [B, 1, T] plus white Gaussian noise at ``snr_db`` (per clip or one value)."""
-    noise = torch.randn(x.shape, generator=gen, dtype=x.dtype, device=x.device)
+    """x [B, 1, T] plus white Gaussian noise at ``snr_db`` (per clip or one value); the noise is drawn on the
+    generator's device (a CPU generator for clips on a GPU) and moved to the clips'."""
+    noise = torch.randn(x.shape, generator=gen, dtype=x.dtype, device=gen.device if gen is not None else x.device)
+    noise = noise.to(x.device)
     power = x.pow(2).mean(-1, keepdim=True)
     snr = torch.as_tensor(snr_db, dtype=x.dtype, device=x.device).reshape(-1, 1, 1)
     return x + noise * (power / 10 ** (snr / 10)).sqrt()
@@ -225,8 +227,13 @@ def wav_folder(root: str | Path, labels: list[str] | None = None) -> Dataset:
     clips, ys = [], []
     for label in found:
         for f in sorted((root / label).glob("*.wav")):
-            wave, sr = sf.read(str(f), dtype="float64")
-            clips.append(fit_clip(resample(wave, sr)))
+            try:
+                wave, sr = sf.read(str(f), dtype="float64")
+                clips.append(fit_clip(resample(wave, sr)))
+            except sf.SoundFileError as e:
+                raise InputError(f"{f}: not a readable WAV file ({e})") from None
+            except InputError as e:
+                raise InputError(f"{f}: {e}") from None
             ys.append(classes.index(label))
     if not clips:
         raise InputError(f"{root} holds no <label>/<file>.wav files")
