@@ -73,6 +73,7 @@ def test_hijacking_through_a_trained_detector_moves_the_track(square_detector):
     assert not clean.success and abs(clean.drift) < 2
     # two attacked frames (Linf 8/255) carry the track off the square, which loses its id; it drifts on
     assert two.success and two.id_lost and two.frame_success == [True, True] and two.drift > 5
+    assert two.overlap < 0.3 < clean.overlap                       # the track has left the square (SORT's gate)
     assert three.success and three.drift > two.drift + 2
     plain = curve("hijack")[1]             # the score-weighted IoU objective: the box barely moves (1-2 px)
     assert plain.drift < 5 < two.drift

@@ -23,8 +23,11 @@ bigger eps or more steps does not fix it: ``HijackObjective`` fabricates the box
 steps and 71% at 32/255 x 50, ``AnchorHijackObjective`` on 96% at 8/255 x 20 (docs/results/detection.md).
 
 Success (measured after the attack frames): the object's original track is never again matched to the object
-during ``after`` frames (the id is lost), the hijacked track survives the first of them, and its centre has moved
-from the object's true centre along the chosen direction (``drift > 0`` pixels).
+during ``after`` frames (the id is lost), the hijacked track survives the first of them, and on that frame it
+has left the object (``overlap`` = IoU(track box, object box) under the tracker's ``iou_threshold``: the object's
+detection could not re-associate with it) with its centre moved along the chosen direction (``drift > 0`` pixels).
+Without the overlap test a track that barely moved counted whenever the object's own detections happened to miss
+it (through the detector, 1 attacked frame: 60% instead of 20%).
 """
 from __future__ import annotations
 
@@ -157,7 +160,8 @@ FrameAttack = Callable[[int, np.ndarray, np.ndarray], tuple[np.ndarray, bool]]
 
 @dataclass
 class HijackOutcome:
-    """One hijacking: ``success`` = ``id_lost`` and ``survived`` and ``drift > 0`` (see the module)."""
+    """One hijacking: ``success`` = ``id_lost`` and ``survived`` and ``overlap`` < the tracker's IoU threshold and
+    ``drift > 0`` (see the module)."""
 
     frames: int
     success: bool
@@ -167,10 +171,11 @@ class HijackOutcome:
     track_id: int
     frame_success: list = field(default_factory=list)
     tracks: list = field(default_factory=list)   # the reported [N, 5] per frame
+    overlap: float = 1.0                          # IoU(the track's box, the object's) on the first frame after
 
     def summary(self) -> dict:
         return {"frames": self.frames, "success": self.success, "id_lost": self.id_lost, "survived": self.survived,
-                "drift": self.drift, "track_id": self.track_id,
+                "drift": self.drift, "overlap": self.overlap, "track_id": self.track_id,
                 "frames_fooled": int(sum(self.frame_success))}
 
 
@@ -238,7 +243,8 @@ def hijack_curve(seq: VideoSequence, detections: list[np.ndarray], attack_frame:
 @dataclass
 class _Judge:
     """The clean frames after an attack that stopped before frame ``first``: whether object ``k`` lost
-    ``track_id`` during ``after`` frames, and how far the track drifted along ``d`` on the first of them."""
+    ``track_id`` during ``after`` frames, and how far the track drifted along ``d`` (and how much it still overlaps
+    the object) on the first of them."""
 
     seq: VideoSequence
     k: int
@@ -249,7 +255,7 @@ class _Judge:
     match_iou: float
 
     def __call__(self, tracker: SortTracker, detections, reported: list, n: int, fooled: list) -> HijackOutcome:
-        id_lost, survived, drift = True, False, 0.0
+        id_lost, survived, drift, overlap = True, False, 0.0, 1.0
         box = self.seq.boxes[:, self.k]
         for t in range(self.first, len(self.seq)):
             reported.append(tracker.update(detections[t]))
@@ -263,8 +269,10 @@ class _Judge:
             if t == self.first and track is not None:
                 survived = True
                 drift = float((_centre(track.kf.box()) - _centre(box[t])) @ self.d)
-        return HijackOutcome(n, id_lost and survived and drift > 0, id_lost, survived, drift, self.track_id, fooled,
-                             reported)
+                overlap = float(iou_matrix(track.kf.box(), box[t])[0, 0])
+        left = overlap < tracker.iou_threshold
+        return HijackOutcome(n, id_lost and survived and left and drift > 0, id_lost, survived, drift, self.track_id,
+                             fooled, reported, overlap)
 
 
 @torch.no_grad()
