@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import InputError
+from ...evaluation.suite import wilson_interval
 from ...fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 from ...progress import progress_bar
 from .tracking import track_sequence
@@ -121,6 +122,12 @@ def _detector_rows(model, seqs: list[VideoSequence], detections: list, frames: l
     return rows
 
 
+def _rate(rate: float, runs: int) -> str:
+    """A success rate over ``runs`` with its 95% Wilson interval: "60% (31-83)"."""
+    lo, hi = wilson_interval(round(rate * runs), runs)
+    return f"{100 * rate:.0f}% ({100 * lo:.0f}-{100 * hi:.0f})"
+
+
 def tracking_markdown(results: dict) -> str:
     """The section: clean MOTA/IDF1 per detection source, hijacking success against attacked frames."""
     s = results["settings"]
@@ -130,10 +137,10 @@ def tracking_markdown(results: dict) -> str:
           f"each object in turn, perpendicular to its motion; judged on the {s['after']} frames after the attack.", "",
           "| detections | MOTA | IDF1 | id switches |", "|---|---|---|---|"]
     md += [f"| {k} | {v['mota']:.3f} | {v['idf1']:.3f} | {v['num_switches']:.1f} |" for k, v in results["clean"].items()]
-    md += ["", "| hijacking | attacked frames | runs | success | id lost | drift (px) | MOTA | IDF1 |",
+    md += ["", "| hijacking | attacked frames | runs | success (95% CI) | id lost | drift (px) | MOTA | IDF1 |",
            "|---|---|---|---|---|---|---|---|"]
     for name, curve in results["hijack"].items():
-        md += [f"| {name} | {c['frames']} | {c['runs']} | {100 * c['success']:.0f}% | {100 * c['id_lost']:.0f}% | "
+        md += [f"| {name} | {c['frames']} | {c['runs']} | {_rate(c['success'], c['runs'])} | {100 * c['id_lost']:.0f}% | "
                f"{round(c['drift'], 1) + 0.0:.1f} | {c['mota']:.3f} | {c['idf1']:.3f} |" for c in curve]
     return "\n".join(md + ["", "![tracks of a hijacked sequence](figures/tracks-hijacked.png)", ""])
 
