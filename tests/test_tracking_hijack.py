@@ -33,6 +33,8 @@ def test_anchor_hijack_loss_exact_on_a_hand_made_raw_output():
     raw = _raw([[20, 15], [60, 60]], [orig, [55, 55, 65, 65]], [0.0, 4.0])
     assert obj.loss(raw, target).item() == pytest.approx(math.log(0.5) + 1 / 3, rel=1e-5)
     assert obj.success(raw, target).tolist() == [False]
+    with pytest.raises(InputError, match="score_threshold must lie in"):
+        AnchorHijackObjective(score_threshold=2)
     with pytest.raises(InputError, match="hijacking objective"):
         detector_attack(torch.nn.Linear(1, 1), np.zeros((1, 3, 8, 8)), objective="nope")
 

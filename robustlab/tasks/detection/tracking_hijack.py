@@ -39,8 +39,8 @@ import numpy as np
 import torch
 
 from ...errors import InputError
-from ...objectives import Objective
 from .boxes import ANCHOR, BOX, LOGITS, Detections, box_iou, candidate_scores, detections_of
+from .objectives import DetectionObjective
 from .tracking import SortTracker, iou_matrix
 from .video import VideoSequence
 
@@ -59,7 +59,7 @@ def shift_box(box: np.ndarray, direction: np.ndarray, iou: float) -> np.ndarray:
     return box + lo * np.concatenate([d, d])
 
 
-class HijackObjective(Objective):
+class HijackObjective(DetectionObjective):
     """One attacked frame of a hijacking: fabricate a detection at the adversarial box, suppress the original.
 
     Target: a tensor [B, 2, 4] per frame, (original box, adversarial box) in xyxy pixels. Output: the detector's dense
@@ -76,7 +76,8 @@ class HijackObjective(Objective):
     task = "detection"
 
     def __init__(self, score_threshold: float = 0.5, nms_iou: float = 0.5, match_iou: float = 0.5):
-        self.score_threshold, self.nms_iou, self.match_iou = float(score_threshold), float(nms_iou), float(match_iou)
+        super().__init__(score_threshold, nms_iou, match_iou)   # each checked in [0, 1]
+        self.nms_iou = self.iou_threshold
 
     def _boxes(self, target) -> tuple[torch.Tensor, torch.Tensor]:
         if not isinstance(target, torch.Tensor) or target.dim() != 3 or target.shape[1:] != (2, 4):
