@@ -106,7 +106,13 @@ def tracking_section(out: str | Path, quick: bool = False, seed: int = 0, model=
             rows = _detector_rows(model, seqs[: 1 if quick else 4], det, frames[:3] if quick else frames,
                                   objective=objective, eps=eps, steps=steps, seed=seed)
             results["hijack"][f"detector, {objective}, PGD Linf {eps * 255:.0f}/255 x {steps}"] = _curve(rows, frames)
-    tracks_figure(out / "figures" / "tracks-hijacked.png", seqs[0], *_hijacked_rows(seqs[0], truth_dets[0]))
+    rows, shown = _hijacked_rows(seqs[0], truth_dets[0])
+    if model is not None:   # the same through the detector, on its first object tracked before the attack
+        objective, eps = attacks[0]
+        attack = detector_attack(model, seqs[0].frames, score_threshold=SCORE, objective=objective, eps=eps,
+                                 steps=steps, seed=seed)
+        rows.update(_detector_figure_rows(seqs[0], det[0], attack))
+    tracks_figure(out / "figures" / "tracks-hijacked.png", seqs[0], rows, shown)
     results["seconds"] = time.perf_counter() - start
     atomic_write_json(out / "tracking.json", results)
     return tracking_markdown(results), results
@@ -145,13 +151,26 @@ def tracking_markdown(results: dict) -> str:
     return "\n".join(md + ["", "![tracks of a hijacked sequence](figures/tracks-hijacked.png)", ""])
 
 
-def _hijacked_rows(seq: VideoSequence, detections: list, target: int = 1, frames: int = 3) -> tuple[dict, list]:
-    """The clean tracks and those with object ``target`` hijacked for ``frames`` frames; the frames worth showing."""
+def _hijacked_rows(seq: VideoSequence, detections: list, target: int = 1, frames: int = 3, attack=None,
+                   name: str = "") -> tuple[dict, list]:
+    """The clean tracks and those with object ``target`` hijacked for ``frames`` frames (by ``attack``, default
+    controlled detections), each row's name prefixed by ``name``; the frames worth showing."""
     k = int(np.flatnonzero(seq.ids == target)[0])
-    hijacked = hijack_curve(seq, detections, target=target, frames=(frames,), start=START, after=AFTER,
+    hijacked = hijack_curve(seq, detections, attack, target=target, frames=(frames,), start=START, after=AFTER,
                             direction=perpendicular(seq, k, START), **SORT)[0]
-    rows = {"clean": track_sequence(detections, **SORT), f"hijacked ({frames} frames from {START})": hijacked.tracks}
+    rows = {f"{name}clean": track_sequence(detections, **SORT),
+            f"{name}hijacked ({frames} frames from {START}, object {target})": hijacked.tracks}
     return rows, list(range(START - 1, min(len(seq), START + frames + AFTER + 1)))
+
+
+def _detector_figure_rows(seq: VideoSequence, detections: list, attack) -> dict:
+    """``_hijacked_rows`` through the detector for the first object it tracks before the attack ({} if none)."""
+    for target in seq.ids.tolist():
+        try:
+            return _hijacked_rows(seq, detections, target, attack=attack, name="detector: ")[0]
+        except InputError:
+            continue
+    return {}
 
 
 def tracks_figure(path: Path, seq: VideoSequence, rows: dict, shown: list[int] | None = None) -> None:
