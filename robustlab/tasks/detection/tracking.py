@@ -6,7 +6,8 @@ the first four. Per frame: every track predicts, the detections are assigned to 
 method (``scipy.optimize.linear_sum_assignment``) on the cost ``-IoU``, pairs under ``iou_threshold`` are
 rejected, matched tracks update, unmatched detections start tracks and tracks unmatched for more than ``max_age``
 frames end. A track is reported once it has been matched ``min_hits`` frames in a row (or during the first
-``min_hits`` frames of the sequence), and only on the frames it is matched.
+``min_hits`` frames of the sequence), and only on the frames it is matched. The frame that starts a track counts
+as its first match; Bewley et al.'s SORT counts from the match after it, so it reports a new track one frame later.
 
 The tracker works on the host in numpy (a few boxes per frame); detections come from any detector as
 ``[M, 4]`` xyxy boxes in pixels.
@@ -40,7 +41,7 @@ class KalmanBoxFilter:
     """Kalman filter x' = F x + w (w ~ N(0, Q)), z = H x + v (v ~ N(0, R)) on x = [cx, cy, s, r, vx, vy, vs].
 
     predict: x <- F x, P <- F P F^T + Q. update(z): y = z - H x, S = H P H^T + R, K = P H^T S^-1,
-    x <- x + K y, P <- (I - K H) P. The velocities start unknown (variance 1e4 x ``p0``); a predicted negative area
+    x <- x + K y, P <- (I - K H) P. The velocities start unknown (variance 1e3 x ``p0``, 1e4 at the default ``p0`` = 10); a predicted negative area
     stops the area's velocity first (as SORT does).
     """
 

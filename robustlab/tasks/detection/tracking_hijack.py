@@ -9,13 +9,25 @@ as the object's velocity; when the attack stops, the track's prediction has left
 detection no longer matches it and starts a new track (the object loses its id), while the hijacked track coasts
 on in the chosen direction for ``max_age`` frames.
 
-Per attacked frame the detector is attacked by the engine's PGD with ``HijackObjective`` (fabricate a box at the
-adversarial position, suppress the original); ``replace_detection`` is the same attack on the detections
-themselves (an attacker in full control of the detector's output: the upper bound, and the hand-checked case).
+Per attacked frame the detector is attacked by the engine's PGD with ``AnchorHijackObjective`` (Jia et al.'s
+two terms: fabricate a box at the adversarial position on the candidate whose anchor lies there, suppress every
+candidate of the original); ``replace_detection`` is the same attack on the detections themselves (an attacker in
+full control of the detector's output: the upper bound, and the hand-checked case).
+
+What limited the attack through the detector (hijacks in 40% of runs, 3-4 px of drift, with ``HijackObjective``):
+the fabrication, not the suppression (the original box was gone in nearly every attacked frame). The best-scoring
+candidate near the adversarial box is the original object's own candidate, which the suppression term pushes down
+at the same time; a cell at the adversarial position starts from a score near 0, where the sigmoid's gradient
+vanishes; and PGD stopped at the first success (a box at IoU 0.5 with the adversarial box: half the shift). A
+bigger eps or more steps does not fix it: ``HijackObjective`` fabricates the box on 33% of frames at 8/255 x 20
+steps and 71% at 32/255 x 50, ``AnchorHijackObjective`` on 96% at 8/255 x 20 (docs/results/detection.md).
 
 Success (measured after the attack frames): the object's original track is never again matched to the object
-during ``after`` frames (the id is lost), the hijacked track survives the first of them, and its centre has moved
-from the object's true centre along the chosen direction (``drift > 0`` pixels).
+during ``after`` frames (the id is lost), the hijacked track survives the first of them, and on that frame it
+has left the object (``overlap`` = IoU(track box, object box) under the tracker's ``iou_threshold``: the object's
+detection could not re-associate with it) with its centre moved along the chosen direction (``drift > 0`` pixels).
+Without the overlap test a track that barely moved counted whenever the object's own detections happened to miss
+it (through the detector, 1 attacked frame: 60% instead of 20%).
 """
 from __future__ import annotations
 
@@ -27,8 +39,8 @@ import numpy as np
 import torch
 
 from ...errors import InputError
-from ...objectives import Objective
-from .boxes import BOX, Detections, box_iou, candidate_scores, detections_of
+from .boxes import ANCHOR, BOX, LOGITS, Detections, box_iou, candidate_scores, detections_of
+from .objectives import DetectionObjective
 from .tracking import SortTracker, iou_matrix
 from .video import VideoSequence
 
@@ -47,7 +59,7 @@ def shift_box(box: np.ndarray, direction: np.ndarray, iou: float) -> np.ndarray:
     return box + lo * np.concatenate([d, d])
 
 
-class HijackObjective(Objective):
+class HijackObjective(DetectionObjective):
     """One attacked frame of a hijacking: fabricate a detection at the adversarial box, suppress the original.
 
     Target: a tensor [B, 2, 4] per frame, (original box, adversarial box) in xyxy pixels. Output: the detector's dense
@@ -64,19 +76,23 @@ class HijackObjective(Objective):
     task = "detection"
 
     def __init__(self, score_threshold: float = 0.5, nms_iou: float = 0.5, match_iou: float = 0.5):
-        self.score_threshold, self.nms_iou, self.match_iou = float(score_threshold), float(nms_iou), float(match_iou)
+        super().__init__(score_threshold, nms_iou, match_iou)   # each checked in [0, 1]
+        self.nms_iou = self.iou_threshold
 
     def _boxes(self, target) -> tuple[torch.Tensor, torch.Tensor]:
         if not isinstance(target, torch.Tensor) or target.dim() != 3 or target.shape[1:] != (2, 4):
             raise InputError("hijack targets are a tensor [B, 2, 4]: (original box, adversarial box) per frame")
         return target[:, 0].float(), target[:, 1].float()
 
-    def loss(self, output, target) -> torch.Tensor:
+    def _overlaps(self, output, target) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per candidate [B, N]: its best class score, its IoU with the original box and with the adversarial box."""
         scores, _ = candidate_scores(output)
         boxes = output[..., BOX]
         orig, adv = self._boxes(target)
-        iou_adv = box_iou(boxes, adv.to(boxes)[:, None])[..., 0]
-        iou_orig = box_iou(boxes, orig.to(boxes)[:, None])[..., 0]
+        return (scores, box_iou(boxes, orig.to(boxes)[:, None])[..., 0], box_iou(boxes, adv.to(boxes)[:, None])[..., 0])
+
+    def loss(self, output, target) -> torch.Tensor:
+        scores, iou_orig, iou_adv = self._overlaps(output, target)
         fabricate = (scores * iou_adv).amax(1)
         suppress = (scores * iou_orig * (iou_orig > iou_adv)).amax(1)
         return fabricate - suppress
@@ -90,6 +106,37 @@ class HijackObjective(Objective):
             hits.append(bool((iou_matrix(boxes, a) >= self.match_iou).any())
                         and not bool((iou_matrix(boxes, o) >= self.match_iou).any()))
         return torch.tensor(hits, dtype=torch.bool, device=orig.device)
+
+
+class AnchorHijackObjective(HijackObjective):
+    """The hijacking loss of Jia et al. 2020 on a dense detector: the candidate that would detect an object at the
+    adversarial box is made to, every candidate of the original is suppressed. ``HijackObjective``'s success.
+
+    With j the candidate whose anchor (``raw[..., 0:2]``) is nearest the adversarial box's centre, l_j its best class
+    logit and C = {i != j: IoU(b_i, orig) > IoU(b_i, adv)} the candidates closer to the original:
+
+    loss = log sigmoid(l_j) + IoU(b_j, adv) - sum_{i in C} s_i IoU(b_i, orig).
+
+    The fixed j is the cell that can reach the adversarial box (a cell regresses boxes around its anchor); the
+    log-score keeps a gradient while that cell's score is near 0 (the sigmoid's is ~s); the IoU term regresses its
+    box onto the adversarial one (position and size); the sum suppresses every box of the original, not only the
+    best (the others would survive NMS once the best one fell).
+    """
+
+    name = "hijack-anchor"
+
+    def loss(self, output, target) -> torch.Tensor:
+        scores, iou_orig, iou_adv = self._overlaps(output, target)
+        adv = self._boxes(target)[1].to(output)
+        j = (output[..., ANCHOR] - (adv[:, None, :2] + adv[:, None, 2:]) / 2).square().sum(-1).argmin(1, keepdim=True)
+        logit = output[..., LOGITS:].amax(-1).gather(1, j)[:, 0]
+        fabricate = torch.nn.functional.logsigmoid(logit) + iou_adv.gather(1, j)[:, 0]
+        closer = (iou_orig > iou_adv).scatter(1, j, False)
+        return fabricate - (scores * iou_orig * closer).sum(1)
+
+
+#: the hijacking objectives ``detector_attack`` can use, by name
+HIJACK_OBJECTIVES = {o.name: o for o in (AnchorHijackObjective, HijackObjective)}
 
 
 def _kept_boxes(det: Detections, score_threshold: float) -> np.ndarray:
@@ -114,7 +161,8 @@ FrameAttack = Callable[[int, np.ndarray, np.ndarray], tuple[np.ndarray, bool]]
 
 @dataclass
 class HijackOutcome:
-    """One hijacking: ``success`` = ``id_lost`` and ``survived`` and ``drift > 0`` (see the module)."""
+    """One hijacking: ``success`` = ``id_lost`` and ``survived`` and ``overlap`` < the tracker's IoU threshold and
+    ``drift > 0`` (see the module)."""
 
     frames: int
     success: bool
@@ -124,10 +172,11 @@ class HijackOutcome:
     track_id: int
     frame_success: list = field(default_factory=list)
     tracks: list = field(default_factory=list)   # the reported [N, 5] per frame
+    overlap: float = 1.0                          # IoU(the track's box, the object's) on the first frame after
 
     def summary(self) -> dict:
         return {"frames": self.frames, "success": self.success, "id_lost": self.id_lost, "survived": self.survived,
-                "drift": self.drift, "track_id": self.track_id,
+                "drift": self.drift, "overlap": self.overlap, "track_id": self.track_id,
                 "frames_fooled": int(sum(self.frame_success))}
 
 
@@ -195,7 +244,8 @@ def hijack_curve(seq: VideoSequence, detections: list[np.ndarray], attack_frame:
 @dataclass
 class _Judge:
     """The clean frames after an attack that stopped before frame ``first``: whether object ``k`` lost
-    ``track_id`` during ``after`` frames, and how far the track drifted along ``d`` on the first of them."""
+    ``track_id`` during ``after`` frames, and how far the track drifted along ``d`` (and how much it still overlaps
+    the object) on the first of them."""
 
     seq: VideoSequence
     k: int
@@ -206,7 +256,7 @@ class _Judge:
     match_iou: float
 
     def __call__(self, tracker: SortTracker, detections, reported: list, n: int, fooled: list) -> HijackOutcome:
-        id_lost, survived, drift = True, False, 0.0
+        id_lost, survived, drift, overlap = True, False, 0.0, 1.0
         box = self.seq.boxes[:, self.k]
         for t in range(self.first, len(self.seq)):
             reported.append(tracker.update(detections[t]))
@@ -220,8 +270,10 @@ class _Judge:
             if t == self.first and track is not None:
                 survived = True
                 drift = float((_centre(track.kf.box()) - _centre(box[t])) @ self.d)
-        return HijackOutcome(n, id_lost and survived and drift > 0, id_lost, survived, drift, self.track_id, fooled,
-                             reported)
+                overlap = float(iou_matrix(track.kf.box(), box[t])[0, 0])
+        left = overlap < tracker.iou_threshold
+        return HijackOutcome(n, id_lost and survived and left and drift > 0, id_lost, survived, drift, self.track_id,
+                             fooled, reported, overlap)
 
 
 @torch.no_grad()
@@ -237,16 +289,21 @@ def detect_frames(model, frames, score_threshold: float = 0.5, nms_iou: float = 
 
 
 def detector_attack(model, frames, *, eps: float = 8 / 255, steps: int = 20, score_threshold: float = 0.5,
-                    nms_iou: float = 0.5, match_iou: float = 0.5, seed: int = 0) -> FrameAttack:
-    """The frame attack on the detector: the engine's PGD (Linf ``eps``, ``steps``) on ``HijackObjective`` for frame
-    t, then the detector's boxes on the perturbed frame and whether the frame's objective succeeded."""
+                    nms_iou: float = 0.5, match_iou: float = 0.5, seed: int = 0,
+                    objective: str = AnchorHijackObjective.name) -> FrameAttack:
+    """The frame attack on the detector: the engine's PGD (Linf ``eps``, ``steps``) on the hijacking ``objective``
+    (``HIJACK_OBJECTIVES``) for frame t, then the detector's boxes on the perturbed frame and whether the frame's
+    objective succeeded. PGD runs all its steps (no early stop) and keeps the successful point of the highest loss:
+    the first success is a box half way to the adversarial one, the last ones land on it."""
     from ...attacks import PGD
     from ...threat import ThreatModel
 
+    if objective not in HIJACK_OBJECTIVES:
+        raise InputError(f"unknown hijacking objective {objective!r}; choose from {sorted(HIJACK_OBJECTIVES)}")
     device = next(model.parameters()).device
     x = torch.as_tensor(frames, dtype=torch.float32)
-    objective = HijackObjective(score_threshold, nms_iou, match_iou)
-    pgd = PGD(ThreatModel("linf", eps), objective, steps=steps, seed=seed)
+    pgd = PGD(ThreatModel("linf", eps), HIJACK_OBJECTIVES[objective](score_threshold, nms_iou, match_iou), steps=steps,
+              seed=seed, early_stop=False)
 
     def attack(t: int, orig: np.ndarray, adv: np.ndarray) -> tuple[np.ndarray, bool]:
         target = torch.tensor(np.stack([orig, adv])[None], dtype=torch.float32, device=device)

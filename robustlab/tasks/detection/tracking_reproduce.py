@@ -16,10 +16,12 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import InputError
+from ...evaluation.suite import wilson_interval
 from ...fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 from ...progress import progress_bar
 from .tracking import track_sequence
-from .tracking_hijack import detect_frames, detections_attack, detector_attack, hijack_curve
+from .tracking_hijack import (AnchorHijackObjective, HijackObjective, detect_frames, detections_attack, detector_attack,
+                              hijack_curve)
 from .tracking_metrics import tracking_metrics
 from .video import VideoSequence, make_sequence
 
@@ -28,6 +30,9 @@ log = logging.getLogger(__name__)
 #: the SORT settings of the reproduction (max_age 3 carries a track through the crossings' occlusions)
 SORT = {"max_age": 3, "min_hits": 3, "iou_threshold": 0.3}
 START, AFTER = 4, 3
+#: the hijackings through the detector, (objective, Linf eps) each: Jia et al.'s loss, the plain one, smaller budgets
+DETECTOR_ATTACKS = ((AnchorHijackObjective.name, 8 / 255), (HijackObjective.name, 8 / 255),
+                    (AnchorHijackObjective.name, 4 / 255), (AnchorHijackObjective.name, 2 / 255))
 #: the detector's score threshold for tracking (the reference detector finds 82% of the fully visible shapes of these
 #: frames at 0.5, 90% at 0.3)
 SCORE = 0.3
@@ -76,18 +81,20 @@ def _clean(seqs: list[VideoSequence], detections: list[list]) -> dict:
     return _mean([tracking_metrics(s.truth(), track_sequence(d, **SORT)) for s, d in zip(seqs, detections)])
 
 
-def tracking_section(out: str | Path, quick: bool = False, seed: int = 0, model=None, eps: float = 8 / 255,
-                     steps: int = 20) -> tuple[str, dict]:
+def tracking_section(out: str | Path, quick: bool = False, seed: int = 0, model=None,
+                     attacks: tuple = DETECTOR_ATTACKS, steps: int = 20) -> tuple[str, dict]:
     """Run the tracking reproduction; (markdown section, results). Writes ``tracking.json`` and
     ``figures/tracks-hijacked.png`` under ``out``. ``model``: a detector (dense raw output, ``boxes.py``) for the
-    detector rows; None: only ground-truth detections and the controlled-detection hijacking."""
+    detector rows, one hijacking curve per (objective, Linf eps) of ``attacks`` with PGD of ``steps`` steps
+    (``quick``: the first only); None: only ground-truth detections and the controlled-detection hijacking."""
     out = Path(out)
     start = time.perf_counter()
     n_seq, frames = (1, [0, 1, 2, 3]) if quick else (8, [0, 1, 2, 3, 4, 5])
     seqs = [make_sequence(seed + i) for i in range(n_seq)]
     truth_dets = [s.detections() for s in seqs]
     results = {"settings": {"sequences": n_seq, "seed": seed, "sort": SORT, "start": START, "after": AFTER,
-                            "eps": eps, "steps": steps, "frames": frames, "score_threshold": SCORE},
+                            "attacks": [list(a) for a in attacks], "steps": steps, "frames": frames,
+                            "score_threshold": SCORE},
                "clean": {"truth": _clean(seqs, truth_dets)}, "hijack": {}}
     rows = [r for s, d in zip(seqs, truth_dets) for r in hijack_sequence(s, d, detections_attack, frames)]
     results["hijack"]["controlled detections"] = _curve(rows, frames)
@@ -95,16 +102,36 @@ def tracking_section(out: str | Path, quick: bool = False, seed: int = 0, model=
         model.eval()
         det = [detect_frames(model, s.frames, SCORE) for s in seqs]
         results["clean"]["detector"] = _clean(seqs, det)
-        attacked = seqs[: 1 if quick else 4]
-        rows = []
-        for s, d in progress_bar(list(zip(attacked, det)), desc="hijack through the detector", unit="seq"):
-            attack_for = lambda _d, s=s: detector_attack(model, s.frames, eps=eps, steps=steps, score_threshold=SCORE, seed=seed)  # noqa: E731
-            rows += hijack_sequence(s, d, attack_for, frames if not quick else frames[:3])
-        results["hijack"][f"detector, PGD Linf {eps:.4g} x {steps}"] = _curve(rows, frames)
-    tracks_figure(out / "figures" / "tracks-hijacked.png", seqs[0], *_hijacked_rows(seqs[0], truth_dets[0]))
+        for objective, eps in attacks[:1] if quick else attacks:
+            rows = _detector_rows(model, seqs[: 1 if quick else 4], det, frames[:3] if quick else frames,
+                                  objective=objective, eps=eps, steps=steps, seed=seed)
+            results["hijack"][f"detector, {objective}, PGD Linf {eps * 255:.0f}/255 x {steps}"] = _curve(rows, frames)
+    rows, shown = _hijacked_rows(seqs[0], truth_dets[0])
+    if model is not None:   # the same through the detector, on its first object tracked before the attack
+        objective, eps = attacks[0]
+        attack = detector_attack(model, seqs[0].frames, score_threshold=SCORE, objective=objective, eps=eps,
+                                 steps=steps, seed=seed)
+        rows.update(_detector_figure_rows(seqs[0], det[0], attack))
+    tracks_figure(out / "figures" / "tracks-hijacked.png", seqs[0], rows, shown)
     results["seconds"] = time.perf_counter() - start
     atomic_write_json(out / "tracking.json", results)
     return tracking_markdown(results), results
+
+
+def _detector_rows(model, seqs: list[VideoSequence], detections: list, frames: list[int], **attack) -> list[dict]:
+    """``hijack_sequence`` on each sequence with ``detector_attack(model, frames, score_threshold=SCORE, **attack)``."""
+    rows = []
+    for s, d in progress_bar(list(zip(seqs, detections)), desc=f"hijack through the detector ({attack['objective']})",
+                             unit="seq"):
+        attack_for = lambda _d, s=s: detector_attack(model, s.frames, score_threshold=SCORE, **attack)  # noqa: E731
+        rows += hijack_sequence(s, d, attack_for, frames)
+    return rows
+
+
+def _rate(rate: float, runs: int) -> str:
+    """A success rate over ``runs`` with its 95% Wilson interval: "60% (31-83)"."""
+    lo, hi = wilson_interval(round(rate * runs), runs)
+    return f"{100 * rate:.0f}% ({100 * lo:.0f}-{100 * hi:.0f})"
 
 
 def tracking_markdown(results: dict) -> str:
@@ -116,21 +143,34 @@ def tracking_markdown(results: dict) -> str:
           f"each object in turn, perpendicular to its motion; judged on the {s['after']} frames after the attack.", "",
           "| detections | MOTA | IDF1 | id switches |", "|---|---|---|---|"]
     md += [f"| {k} | {v['mota']:.3f} | {v['idf1']:.3f} | {v['num_switches']:.1f} |" for k, v in results["clean"].items()]
-    md += ["", "| hijacking | attacked frames | runs | success | id lost | drift (px) | MOTA | IDF1 |",
+    md += ["", "| hijacking | attacked frames | runs | success (95% CI) | id lost | drift (px) | MOTA | IDF1 |",
            "|---|---|---|---|---|---|---|---|"]
     for name, curve in results["hijack"].items():
-        md += [f"| {name} | {c['frames']} | {c['runs']} | {100 * c['success']:.0f}% | {100 * c['id_lost']:.0f}% | "
+        md += [f"| {name} | {c['frames']} | {c['runs']} | {_rate(c['success'], c['runs'])} | {100 * c['id_lost']:.0f}% | "
                f"{round(c['drift'], 1) + 0.0:.1f} | {c['mota']:.3f} | {c['idf1']:.3f} |" for c in curve]
     return "\n".join(md + ["", "![tracks of a hijacked sequence](figures/tracks-hijacked.png)", ""])
 
 
-def _hijacked_rows(seq: VideoSequence, detections: list, target: int = 1, frames: int = 3) -> tuple[dict, list]:
-    """The clean tracks and those with object ``target`` hijacked for ``frames`` frames; the frames worth showing."""
+def _hijacked_rows(seq: VideoSequence, detections: list, target: int = 1, frames: int = 3, attack=None,
+                   name: str = "") -> tuple[dict, list]:
+    """The clean tracks and those with object ``target`` hijacked for ``frames`` frames (by ``attack``, default
+    controlled detections), each row's name prefixed by ``name``; the frames worth showing."""
     k = int(np.flatnonzero(seq.ids == target)[0])
-    hijacked = hijack_curve(seq, detections, target=target, frames=(frames,), start=START, after=AFTER,
+    hijacked = hijack_curve(seq, detections, attack, target=target, frames=(frames,), start=START, after=AFTER,
                             direction=perpendicular(seq, k, START), **SORT)[0]
-    rows = {"clean": track_sequence(detections, **SORT), f"hijacked ({frames} frames from {START})": hijacked.tracks}
+    rows = {f"{name}clean": track_sequence(detections, **SORT),
+            f"{name}hijacked ({frames} frames from {START}, object {target})": hijacked.tracks}
     return rows, list(range(START - 1, min(len(seq), START + frames + AFTER + 1)))
+
+
+def _detector_figure_rows(seq: VideoSequence, detections: list, attack) -> dict:
+    """``_hijacked_rows`` through the detector for the first object it tracks before the attack ({} if none)."""
+    for target in seq.ids.tolist():
+        try:
+            return _hijacked_rows(seq, detections, target, attack=attack, name="detector: ")[0]
+        except InputError:
+            continue
+    return {}
 
 
 def tracks_figure(path: Path, seq: VideoSequence, rows: dict, shown: list[int] | None = None) -> None:
