@@ -2,6 +2,7 @@
 through motmetrics, and tracker hijacking (Jia et al. 2020) on hand-made detections."""
 import numpy as np
 import pytest
+import yaml
 import torch
 
 from robustlab.errors import InputError
@@ -217,6 +218,9 @@ def test_track_and_hijack_verbs_write_their_runs(tmp_path):
                       "--attacked-frames", "0,3"]) == 0
     rows = json.loads((tmp_path / "h" / "summary.json").read_text())["hijack"]
     assert [(r["frames"], r["success"]) for r in rows] == [(0, False), (3, True)] and rows[1]["idf1"] < rows[0]["idf1"]
+    assert yaml.safe_load((tmp_path / "h" / "config.yaml").read_text())["objective"] == "hijack-anchor"
+    with pytest.raises(SystemExit):  # argparse: --objective is one of the hijacking objectives
+        _run_verb(["hijack", "--runs", str(tmp_path), "--name", "h3", "--objective", "nope"])
     with pytest.raises(InputError, match="--target 9"):
         _run_verb(["hijack", "--runs", str(tmp_path), "--name", "h2", "--device", "cpu", "--target", "9"])
     with pytest.raises(InputError, match="missing.safetensors"):

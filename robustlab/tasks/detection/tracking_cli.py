@@ -66,6 +66,9 @@ class HijackSettings(StrictSettings):
                                                       "the detector's output; detector: PGD on the detector (--model)")
     eps: float = Field(8 / 255, ge=0, le=1, description="Linf size of the PGD perturbation per frame")
     steps: int = Field(20, ge=1, description="PGD steps per attacked frame")
+    objective: Literal["hijack-anchor", "hijack"] = Field(
+        "hijack-anchor", description="the hijacking objective through the detector (--attack detector): hijack-anchor "
+        "(Jia et al.'s loss on the candidate anchored at the adversarial box) or hijack (the plain score-weighted IoU)")
 
 
 def load_task_detector(spec: str, device):
@@ -118,7 +121,7 @@ def cmd_hijack(args) -> int:
     direction = (perpendicular(seq, k, hj.start) if hj.angle is None
                  else np.array([np.cos(np.radians(hj.angle)), np.sin(np.radians(hj.angle))]))
     attack = (detector_attack(model, seq.frames, eps=hj.eps, steps=hj.steps, score_threshold=seq_s.score_threshold,
-                              seed=args.seed) if hj.attack == "detector" else None)
+                              seed=args.seed, objective=hj.objective) if hj.attack == "detector" else None)
     curve = hijack_curve(seq, dets, attack, target=hj.target, direction=direction, frames=hj.attacked_frames,
                          start=hj.start, after=hj.after, **trk.model_dump())
     rows = [{**o.summary(), **{k: tracking_metrics(seq.truth(), o.tracks)[k] for k in ("mota", "idf1")}} for o in curve]
