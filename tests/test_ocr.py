@@ -283,7 +283,7 @@ def test_reproduce_defaults_to_fifty_lines():
     parser = argparse.ArgumentParser()
     get_task("ocr").add_cli(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["ocr", "reproduce"])
-    assert args.n == 50 and args.ensemble == 3 and args.cw_eps == 1.0
+    assert args.n == 50 and args.ensemble == 3 and args.cw_eps == 1.0 and args.max_queries == 500
 
 
 # ----- Tesseract -----------------------------------------------------------------------------
