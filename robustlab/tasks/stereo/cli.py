@@ -2,8 +2,9 @@
 ``robustlab.runs.taskcli``; the settings models in ``settings``).
 
 Every command but ``reproduce`` (its tables go under ``--out``) writes a run directory (``runs/<name>/``:
-config.yaml, summary.json, figures/, report.html; weights under checkpoints/ for train and defend). Models are named by ``--model``:
-``pretrained`` (the cached reference network), a run directory, or a .safetensors file.
+config.yaml, summary.json, figures/, report.html; weights under checkpoints/ for train and defend).
+Models are named by ``--model``: ``pretrained`` (the cached reference network), a run directory, or a
+.safetensors file.
 """
 from __future__ import annotations
 
