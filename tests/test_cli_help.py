@@ -137,7 +137,8 @@ def test_ocr_and_stereo_verbs_take_the_shared_vocabulary_and_keep_their_flags():
     """The OCR and stereo verbs are declared through runs.taskcli: a query budget is --max-queries, the
     defaults stay, and `stereo evaluate --model` repeats."""
     flat = {prog: " ".join(p.format_help().split()) for prog, p in COMMANDS.items()}
-    assert "--max-queries MAX_QUERIES queries per line (black-box attacks) (default: 1000)" in flat["robustlab ocr attack"]
+    budget = "--max-queries MAX_QUERIES queries per line (black-box attacks) (default: 1000)"
+    assert budget in flat["robustlab ocr attack"]
     assert "(default: 500)" in flat["robustlab ocr reproduce"] and "--budget" not in flat["robustlab ocr attack"]
     assert "(default: 0.005,0.01,0.02)" in flat["robustlab stereo evaluate"]
     assert "--no-adversarial" in flat["robustlab stereo defend"]

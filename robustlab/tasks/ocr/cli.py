@@ -64,7 +64,8 @@ def cmd_attack(args) -> int:
     wanted = [change_one_word(t, i) for i, t in enumerate(data.texts)] if args.goal == "targeted" else None
     run = args.run
     res, metrics = attack_lines(model, data.x, data.texts, attack=args.attack, norm=args.norm, eps=args.eps,
-                                mask=args.mask, budget=args.max_queries, steps=args.steps, wanted=wanted, seed=args.seed)
+                                mask=args.mask, budget=args.max_queries, steps=args.steps, wanted=wanted,
+                                seed=args.seed)
     flipped = flipped_lines(res.success, res.texts)
     run.write_summary({"metrics": metrics, "texts": res.texts, "wanted": wanted, "flipped": flipped})
     setting = {k: getattr(args, k) for k in ("target", "attack", "goal", "norm", "eps", "mask", "steps", "data")}
