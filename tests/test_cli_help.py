@@ -131,3 +131,16 @@ def test_a_flag_the_command_does_not_take_points_at_that_commands_help(capsys):
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.count("\n") == 1
     assert "unrecognized arguments: --runs elsewhere" in err and "`robustlab landscape --help`" in err
+
+
+def test_ocr_and_stereo_verbs_take_the_shared_vocabulary_and_keep_their_flags():
+    """The OCR and stereo verbs are declared through runs.taskcli: a query budget is --max-queries, the
+    defaults stay, and `stereo evaluate --model` repeats."""
+    flat = {prog: " ".join(p.format_help().split()) for prog, p in COMMANDS.items()}
+    budget = "--max-queries MAX_QUERIES queries per line (black-box attacks) (default: 1000)"
+    assert budget in flat["robustlab ocr attack"]
+    assert "(default: 500)" in flat["robustlab ocr reproduce"] and "--budget" not in flat["robustlab ocr attack"]
+    assert "(default: 0.005,0.01,0.02)" in flat["robustlab stereo evaluate"]
+    assert "--no-adversarial" in flat["robustlab stereo defend"]
+    args = build_parser().parse_args(["stereo", "evaluate", "--model", "a", "--model", "b", "--eps", "0.01"])
+    assert args.model == ["a", "b"] and args.eps == [0.01] and args.n is None and args.name == "stereo-evaluate"

@@ -283,7 +283,7 @@ def test_reproduce_defaults_to_fifty_lines():
     parser = argparse.ArgumentParser()
     get_task("ocr").add_cli(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["ocr", "reproduce"])
-    assert args.n == 50 and args.ensemble == 3 and args.cw_eps == 1.0
+    assert args.n == 50 and args.ensemble == 3 and args.cw_eps == 1.0 and args.max_queries == 500
 
 
 # ----- Tesseract -----------------------------------------------------------------------------
@@ -377,7 +377,7 @@ def test_cli_attack_tesseract(tmp_path):
     parser = argparse.ArgumentParser()
     task.add_cli(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["ocr", "attack", "--runs", str(tmp_path), "--name", "a", "--data", "clean", "--n", "2",
-                              "--budget", "40", "--eps", "0.3", "--mask", "strokes"])
+                              "--max-queries", "40", "--eps", "0.3", "--mask", "strokes"])
     assert task.run_cli(args) == 0
     summary = json.loads((tmp_path / "a" / "summary.json").read_text())
     assert summary["metrics"]["n"] == 2 and len(summary["texts"]["adversarial"]) == 2

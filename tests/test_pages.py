@@ -154,7 +154,7 @@ def test_ocr_attack_cli_writes_the_page(tmp_path, capsys):
     torch.manual_seed(0)
     save_crnn(CRNN(), CRNNSetup(), tmp_path / "crnn.safetensors")
     code, _, err = cli(capsys, "ocr", "attack", "--runs", tmp_path, "--name", "a", "--target", "crnn", "--model",
-                       tmp_path / "crnn.safetensors", "--n", "2", "--budget", "20")
+                       tmp_path / "crnn.safetensors", "--n", "2", "--max-queries", "20")
     assert code == 0, err
     summary = json.loads((tmp_path / "a" / "summary.json").read_text())
     assert summary["flipped"] == [False, False] and list(summary["metrics"]["success_at"]) == ["20"]

@@ -181,6 +181,29 @@ def test_stereo_cli_train_attack_defend_evaluate(tmp_path):
         os.environ.pop("ROBUSTLAB_DATA", None)
 
 
+def test_stereo_verbs_record_their_settings_and_refuse_a_bad_target_before_a_run(tmp_path):
+    """config.yaml holds each verb's settings under the keys the reports and ``run_inputs`` read; a bad
+    --target is one error before any run directory is made."""
+    import dataclasses
+
+    import yaml
+
+    from robustlab.cli import build_parser
+    from robustlab.taskspec import get_task
+
+    task, parser = get_task("stereo"), build_parser()
+    args = parser.parse_args(["stereo", "defend", "--runs", str(tmp_path), "--eps", "0.03", "--no-adversarial"])
+    args.task_verb = dataclasses.replace(args.task_verb, main=lambda a: 0)  # the settings, not the fine-tuning
+    assert task.run_cli(args) == 0
+    config = yaml.safe_load((tmp_path / "stereo-defend" / "config.yaml").read_text())
+    assert (config["kind"], config["eps"], config["no_adversarial"], config["steps"]) == ("stereo-model", 0.03, True, 150)
+    for bad, words in (("shift:x", "expected a number after 'shift:'"), ("up", "none, shift:S, scale:K or region")):
+        args = parser.parse_args(["stereo", "attack", "--runs", str(tmp_path / "new"), "--target", bad])
+        with pytest.raises(rl.InputError, match=words):
+            task.run_cli(args)
+    assert not (tmp_path / "new").exists()
+
+
 def test_a_nan_loss_is_a_clear_error_not_a_silent_no_op(net):
     model, _, val = net
     target = val.disparity.clone()

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ...taskspec import Task
-from . import cli
+from .cli import COMMAND
 from .report import report_sections
 from .masks import text_threat
 from .metrics import ocr_metrics
@@ -57,6 +57,6 @@ TASK = Task(
     threats={m: _threat(m) for m in ("whole", "strokes", "edges", "watermark")},
     oracles={"tesseract": _tesseract},
     report_sections=report_sections,
-    add_cli=cli.add_cli,
-    run_cli=cli.run_cli,
+    add_cli=COMMAND.add_cli,
+    run_cli=COMMAND.run_cli,
 )

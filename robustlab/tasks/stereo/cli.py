@@ -1,11 +1,14 @@
-"""`robustlab stereo train | attack | defend | evaluate | reproduce`.
+"""`robustlab stereo train | attack | defend | evaluate | reproduce`, declared once (``COMMAND``, through
+``robustlab.runs.taskcli``; the settings models in ``settings``).
 
-Every command writes a run directory (``runs/<name>/``: config.yaml, summary.json, figures/,
-report.html; weights under checkpoints/ for train and defend). Models are named by ``--model``:
-``pretrained`` (the cached reference network), a run directory, or a .safetensors file.
+Every command but ``reproduce`` (its tables go under ``--out``) writes a run directory (``runs/<name>/``:
+config.yaml, summary.json, figures/, report.html; weights under checkpoints/ for train and defend).
+Models are named by ``--model``: ``pretrained`` (the cached reference network), a run directory, or a
+.safetensors file.
 """
 from __future__ import annotations
 
+import argparse
 import logging
 import time
 from dataclasses import asdict
@@ -13,94 +16,15 @@ from pathlib import Path
 
 import torch
 
-from ...argtypes import add_run_args, check_model_specs, int_list, name_list
-from ...argtypes import float_list as _floats
-from ...errors import InputError
 from ...fileio import atomic_torch_save
 from ...runs import Run
 from ...runs.schema import DeviceSettings
-from ...runtime import device_record, resolve_device
-from ...settings import add_model_arguments
+from ...runs.taskcli import TaskCommand, Verb
+from .settings import (AttackStepsSettings, StereoAttackSettings, StereoDataSettings, StereoDefendSettings,
+                       StereoEvaluateSettings, StereoModelSettings, StereoReproduceSettings, StereoTrainSettings,
+                       ViewsSettings, target_spec)
 
 log = logging.getLogger(__name__)
-
-DATASETS = ("synthetic", "middlebury-motorcycle", "middlebury-motorcycle-full")
-
-
-def _data_args(p) -> None:
-    p.add_argument("--data", default="synthetic", choices=DATASETS,
-                   help="synthetic validation scenes of the model's setup, or the Middlebury motorcycle pair "
-                        "(half resolution; -full for full)")
-    p.add_argument("--n", type=int, default=None, help="number of synthetic scenes (default: the setup's n_val)")
-
-
-def _views_arg(p) -> None:
-    p.add_argument("--views", default="both", choices=["left", "right", "both", "consistent"],
-                   help="the views perturbed; consistent: the left one is the right one warped by the true disparity")
-
-
-def add_parser(sub) -> None:
-    stereo = sub.add_parser("stereo", help="stereo disparity: train, attack, defend, evaluate, reproduce",
-                            description="Attacks on disparity and the defence, on procedural scenes and the "
-                                        "Middlebury motorcycle pair.")
-    s = stereo.add_subparsers(dest="stereo_command", required=True)
-
-    p = s.add_parser("train", help="train the stereo network on procedural scenes (cached)")
-    add_run_args(p, "stereo-train")
-    add_model_arguments(p, DeviceSettings)
-    p.add_argument("--steps", type=int, default=1600, help="optimizer steps")
-    p.add_argument("--scenes", type=int, default=800, help="training scenes")
-    p.add_argument("--height", type=int, default=64, help="scene height in pixels")
-    p.add_argument("--width", type=int, default=128, help="scene width in pixels")
-    p.add_argument("--max-disp", type=int, default=32, help="largest disparity the network predicts, in pixels")
-    p.add_argument("--lr", type=float, default=2e-3, help="learning rate")
-    p.add_argument("--retrain", action="store_true", help="ignore cached weights")
-
-    p = s.add_parser("attack", help="attack a stereo model (untargeted or targeted) and show the maps")
-    add_run_args(p, "stereo-attack")
-    add_model_arguments(p, DeviceSettings)
-    p.add_argument("--model", default="pretrained", help="pretrained (the cached reference net), a run directory "
-                   "or a .safetensors file")
-    _data_args(p)
-    _views_arg(p)
-    p.add_argument("--method", default="pgd", choices=["pgd", "fgsm"], help="the attack")
-    p.add_argument("--eps", type=float, default=0.02, help="Linf radius (pixel values in [0, 1])")
-    p.add_argument("--steps", type=int, default=10, help="PGD steps")
-    p.add_argument("--reference", default="gt", choices=["gt", "prediction"],
-                   help="untargeted: maximise the error to the ground truth or to the clean prediction")
-    p.add_argument("--target", default="none",
-                   help="none | shift:S (all disparities + S px) | scale:K | region (the nearest 20%% of valid "
-                        "pixels take the background's disparity; the error to the target is measured there)")
-
-    p = s.add_parser("defend", help="adversarial fine-tuning with LR consistency and local linearity")
-    add_run_args(p, "stereo-defend")
-    add_model_arguments(p, DeviceSettings)
-    p.add_argument("--model", default="pretrained", help="the model fine-tuned: pretrained (the cached reference "
-                   "net), a run directory or a .safetensors file")
-    p.add_argument("--steps", type=int, default=150, help="fine-tuning steps")
-    p.add_argument("--eps", type=float, default=0.02, help="Linf radius of the training attack")
-    p.add_argument("--attack-steps", type=int, default=3, help="PGD steps per training batch")
-    p.add_argument("--no-adversarial", action="store_true", help="fine-tune on clean pairs (ablation)")
-    p.add_argument("--lr-consistency", type=float, default=0.0, help="weight of the left-right feature consistency")
-    p.add_argument("--llr", type=float, default=0.0, help="weight of the local-linearity term")
-    p.add_argument("--checks", default="cheap", choices=["cheap", "all"], help="gradient-masking checks to run")
-
-    p = s.add_parser("evaluate", help="EPE / bad-k vs eps curves of one or more models")
-    add_run_args(p, "stereo-evaluate")
-    add_model_arguments(p, DeviceSettings)
-    p.add_argument("--model", action="append", default=None, help="a model: pretrained, a run directory or a "
-                   ".safetensors file; repeat for several models (default: pretrained)")
-    _data_args(p)
-    p.add_argument("--eps", type=_floats, default=[0.005, 0.01, 0.02], help="Linf radii (comma-separated)")
-    _views_arg(p)
-    p.add_argument("--steps", type=int, default=10, help="PGD steps")
-
-    p = s.add_parser("reproduce", help="measure the reference tables (attacks, transfer, physical, defence ablation)")
-    p.add_argument("--out", default="runs/stereo-reproduce", help="output folder")
-    p.add_argument("--seeds", type=int_list, default="0,1,2", help="seeds of the defence fine-tuning (comma-separated)")
-    p.add_argument("--parts", type=name_list, default="attacks,transfer,physical,defence",
-                   help="tables to measure (comma-separated)")
-    p.add_argument("--finetune-steps", type=int, default=150, help="fine-tuning steps of the defence")
 
 
 def _dataset(name: str, setup, n: int | None, device: torch.device):
@@ -124,10 +48,10 @@ def _model(spec: str, device: torch.device):
     return model.to(device), setup
 
 
-def _start(args, kind: str, extra: dict) -> Run:
-    run = Run(Path(args.runs) / args.name)  # inside run()'s Run.writing
-    run.write_config({"kind": kind, "task": "stereo", **vars(args), **extra, **device_record(args.device)})
-    return run
+def _record(args, **extra) -> Run:
+    """The verb's run, its config.yaml completed with what the verb derives (the setup, the defence)."""
+    args.run.write_config({**args.config, **extra})
+    return args.run
 
 
 def _maps_figure(run: Run, data, preds: dict, title: str, name: str = "maps.png") -> str:
@@ -147,7 +71,7 @@ def cmd_train(args) -> int:
 
     setup = StereoSetup(h=args.height, w=args.width, max_disp=args.max_disp, n_train=args.scenes, steps=args.steps,
                         lr=args.lr, seed=args.seed)
-    run = _start(args, "stereo-model", {"setup": asdict(setup)})
+    run = _record(args, setup=asdict(setup))
     start = time.perf_counter()
     model = pretrained_stereo(setup, retrain=args.retrain, device=args.device)
     save_stereo_model(model, setup, run.checkpoints / MODEL_FILE)
@@ -173,25 +97,20 @@ def _target_map(spec: str, clean: torch.Tensor, data):
     """(target, target_mask) for --target, built from the clean prediction."""
     from .attacks import region_target, scale_target, shift_target
 
-    if spec == "none":
+    kind, value = target_spec(spec)  # checked with the settings
+    if kind == "none":
         return None, None
-    kind, _, value = spec.partition(":")
-    try:
-        if kind == "shift":
-            return shift_target(clean, float(value)), None
-        if kind == "scale":
-            return scale_target(clean, float(value)), None
-    except ValueError:
-        raise InputError(f"--target {spec!r}: expected a number after '{kind}:'") from None
-    if kind == "region":
-        # the nearest valid region: ground-truth disparity in the top 20% of the image's range
-        gt = torch.nan_to_num(data.disparity, posinf=0.0)
-        region = torch.zeros_like(data.mask)
-        for i in range(gt.shape[0]):
-            valid = gt[i][data.mask[i]]
-            region[i] = data.mask[i] & (gt[i] >= torch.quantile(valid, 0.8))
-        return region_target(clean, region), region
-    raise InputError(f"--target must be none, shift:S, scale:K or region, got {spec!r}")
+    if kind == "shift":
+        return shift_target(clean, value), None
+    if kind == "scale":
+        return scale_target(clean, value), None
+    # region: the nearest valid region, ground-truth disparity in the top 20% of the image's range
+    gt = torch.nan_to_num(data.disparity, posinf=0.0)
+    region = torch.zeros_like(data.mask)
+    for i in range(gt.shape[0]):
+        valid = gt[i][data.mask[i]]
+        region[i] = data.mask[i] & (gt[i] >= torch.quantile(valid, 0.8))
+    return region_target(clean, region), region
 
 
 def cmd_attack(args) -> int:
@@ -202,7 +121,7 @@ def cmd_attack(args) -> int:
 
     model, setup = _model(args.model, args.device)
     data = _dataset(args.data, setup, args.n, args.device)
-    run = _start(args, "stereo-attack", {"setup": asdict(setup)})
+    run = _record(args, setup=asdict(setup))
     clean = predict(model, data.x)
     target, target_mask = _target_map(args.target, clean, data)
     start = time.perf_counter()
@@ -242,7 +161,7 @@ def cmd_defend(args) -> int:
     model, setup = _model(args.model, args.device)
     cfg = DefenseConfig(steps=args.steps, eps=args.eps, attack_steps=args.attack_steps, adversarial=not args.no_adversarial,
                         lr_consistency=args.lr_consistency, llr=args.llr, seed=args.seed)
-    run = _start(args, "stereo-model", {"setup": asdict(setup), "defense": asdict(cfg)})
+    run = _record(args, setup=asdict(setup), defense=asdict(cfg))
     val = setup.val_data().to(args.device)
     before = evaluate_defense(model, val, eps=args.eps, seed=args.seed)
     start = time.perf_counter()
@@ -275,7 +194,7 @@ def cmd_evaluate(args) -> int:
     from .train import evaluate_stereo, predict
 
     specs = args.model or ["pretrained"]
-    run = _start(args, "stereo-evaluation", {})
+    run = args.run
     cells = Cells(run.path / "cells")
     curves, figs, rows = {}, [], []
     for k, spec in enumerate(specs):
@@ -321,17 +240,30 @@ def cmd_reproduce(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "attack": cmd_attack, "defend": cmd_defend, "evaluate": cmd_evaluate, "reproduce": cmd_reproduce}
-#: the kind of run each verb writes (a verb refuses a run of another kind)
-KINDS = {"train": "stereo-model", "attack": "stereo-attack", "defend": "stereo-model", "evaluate": "stereo-evaluation"}
+COMMAND = TaskCommand(
+    "stereo", "stereo disparity: train, attack, defend, evaluate, reproduce",
+    "Attacks on disparity and the defence, on procedural scenes and the Middlebury motorcycle pair.", (
+        Verb("train", "train the stereo network on procedural scenes (cached)", cmd_train,
+             (DeviceSettings, StereoTrainSettings), kind="stereo-model"),
+        Verb("attack", "attack a stereo model (untargeted or targeted) and show the maps", cmd_attack,
+             (DeviceSettings, StereoModelSettings, StereoDataSettings, ViewsSettings, StereoAttackSettings,
+              AttackStepsSettings), kind="stereo-attack"),
+        Verb("defend", "adversarial fine-tuning with LR consistency and local linearity", cmd_defend,
+             (DeviceSettings, StereoModelSettings, StereoDefendSettings), kind="stereo-model"),
+        Verb("evaluate", "EPE / bad-k vs eps curves of one or more models", cmd_evaluate,
+             (DeviceSettings, StereoEvaluateSettings, StereoDataSettings, ViewsSettings, AttackStepsSettings),
+             kind="stereo-evaluation"),
+        Verb("reproduce", "measure the reference tables (attacks, transfer, physical, defence ablation)",
+             cmd_reproduce, (StereoReproduceSettings,)),
+    ))
 
 
-def run(args) -> int:
-    """Run one stereo verb through ``Run.writing`` (name checked, run lock held, links refused)."""
-    if args.stereo_command == "reproduce":
-        return COMMANDS[args.stereo_command](args)
-    args.device = resolve_device(args.device)  # one-line InputError for a device this machine lacks
-    check_model_specs(getattr(args, "model", None), "'pretrained', a run directory written by `robustlab stereo "
-                      "train/defend`, or a .safetensors file")
-    with Run.writing(args.runs, args.name, KINDS[args.stereo_command]):
-        return COMMANDS[args.stereo_command](args)
+def add_cli(subparsers) -> None:
+    """``robustlab stereo``: ``COMMAND``'s parsers, with ``evaluate --model`` repeatable (``--model a --model b``;
+    a settings field's flag takes one value, so that flag is declared again here with ``action="append"``)."""
+    COMMAND.add_cli(subparsers)
+    verbs = next(a for a in subparsers.choices["stereo"]._actions if isinstance(a, argparse._SubParsersAction))
+    evaluate = verbs.choices["evaluate"]
+    field = StereoEvaluateSettings.model_fields["model"]
+    evaluate._optionals.conflict_handler = "resolve"  # the repeatable --model replaces the generated one
+    evaluate.add_argument("--model", dest="model", action="append", default=None, help=field.description)
