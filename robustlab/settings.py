@@ -142,7 +142,8 @@ def _argument_options(field) -> dict:
     field's ``json_schema_extra`` may set ``nargs`` (the list is given as separate words), for a
     boolean that defaults to true ``negative_flag`` (the flag that turns it off), or ``known``: a
     function returning the names the field takes (a registry's ``names``), listed in the help when the
-    parser is built, so that names registered later (plug-ins) show too."""
+    parser is built, so that names registered later (plug-ins) show too; for a list field ``action:
+    append`` (the flag is repeated, one item each: ``--model a --model b``)."""
     annotation = _unwrap_optional(field.annotation)
     extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
     help = field.description and field.description.replace("%", "%%")  # argparse formats help with %
@@ -153,6 +154,8 @@ def _argument_options(field) -> dict:
         return {**opts, "action": "store_false" if field.default else "store_true"}
     if typing.get_origin(annotation) is Literal:
         opts["choices"] = list(typing.get_args(annotation))
+    elif typing.get_origin(annotation) in (tuple, list) and extra.get("action") == "append":
+        opts.update(action="append", type=typing.get_args(annotation)[0])  # --model a --model b
     elif typing.get_origin(annotation) in (tuple, list) and "nargs" in extra:
         opts.update(nargs=extra["nargs"], default=list(field.default))
     elif typing.get_origin(annotation) in (tuple, list):

@@ -77,3 +77,18 @@ def test_refuses_a_run_of_another_kind(tmp_path):
     other.add_cli(parser.add_subparsers(dest="command"))
     with pytest.raises(InputError):
         other.run_cli(parser.parse_args(["toy", "attack", "--runs", str(tmp_path), "--name", "r"]))
+
+
+class RepeatSettings(StrictSettings):
+    model: list[str] | None = Field(None, description="a model; repeat for several", json_schema_extra={"action": "append"})
+
+
+def test_a_repeated_flag_collects_its_values(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    seen.clear()
+    repeat = TaskCommand("rep", "", "", (Verb("show", "", _record, (RepeatSettings,)),))
+    parser = argparse.ArgumentParser()
+    repeat.add_cli(parser.add_subparsers(dest="command"))
+    assert repeat.run_cli(parser.parse_args(["rep", "show", "--model", "a", "--model", "b"])) == 0
+    assert seen[-1].model == ["a", "b"]
+    assert repeat.run_cli(parser.parse_args(["rep", "show"])) == 0 and seen[-1].model is None

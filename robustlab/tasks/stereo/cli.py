@@ -8,7 +8,6 @@ Models are named by ``--model``: ``pretrained`` (the cached reference network), 
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import time
 from dataclasses import asdict
@@ -257,13 +256,3 @@ COMMAND = TaskCommand(
              cmd_reproduce, (StereoReproduceSettings,)),
     ))
 
-
-def add_cli(subparsers) -> None:
-    """``robustlab stereo``: ``COMMAND``'s parsers, with ``evaluate --model`` repeatable (``--model a --model b``;
-    a settings field's flag takes one value, so that flag is declared again here with ``action="append"``)."""
-    COMMAND.add_cli(subparsers)
-    verbs = next(a for a in subparsers.choices["stereo"]._actions if isinstance(a, argparse._SubParsersAction))
-    evaluate = verbs.choices["evaluate"]
-    field = StereoEvaluateSettings.model_fields["model"]
-    evaluate._optionals.conflict_handler = "resolve"  # the repeatable --model replaces the generated one
-    evaluate.add_argument("--model", dest="model", action="append", default=None, help=field.description)

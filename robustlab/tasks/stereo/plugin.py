@@ -58,6 +58,6 @@ TASK = Task(
     oracles={"sgbm": sgbm_oracle},
     report_sections=report_sections,
     run_inputs=run_inputs,
-    add_cli=cli.add_cli,
+    add_cli=cli.COMMAND.add_cli,
     run_cli=cli.COMMAND.run_cli,
 )

@@ -130,7 +130,8 @@ class StereoEvaluateSettings(StrictSettings):
     """The models and Linf radii of ``robustlab stereo evaluate``'s curves."""
 
     model: Optional[list[str]] = Field(None, description="a model: pretrained, a run directory or a .safetensors "
-                                                         "file; repeat for several models (default: pretrained)")
+                                                         "file; repeat for several models (default: pretrained)",
+                                       json_schema_extra={"action": "append"})
     eps: list[float] = Field([0.005, 0.01, 0.02], min_length=1, description="Linf radii")
 
     _exists = field_validator("model")(_existing_models)
