@@ -143,7 +143,8 @@ def _argument_options(field) -> dict:
     boolean that defaults to true ``negative_flag`` (the flag that turns it off), or ``known``: a
     function returning the names the field takes (a registry's ``names``), listed in the help when the
     parser is built, so that names registered later (plug-ins) show too; for a list field ``action:
-    append`` (the flag is repeated, one item each: ``--model a --model b``)."""
+    append`` (the flag is repeated, one item each: ``--model a --model b``). ``aliases`` (read by
+    ``add_model_arguments``) are older spellings of the flag that keep working, left out of ``--help`` (``--queries``)."""
     annotation = _unwrap_optional(field.annotation)
     extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
     help = field.description and field.description.replace("%", "%%")  # argparse formats help with %
@@ -202,6 +203,9 @@ def add_model_arguments(parser, model: type[BaseModel], include: Iterable[str] |
         shown = opts["default"] if opts["default"] is not None else field.default
         opts["help"] = help_with_default(opts["help"], shown)
         parser.add_argument(field_flag(name, field), dest=name, **opts)
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        for alias in extra.get("aliases", ()):  # an older spelling: works, not shown in --help
+            parser.add_argument(alias, dest=name, **{**opts, "help": argparse.SUPPRESS, "default": argparse.SUPPRESS})
 
 
 def values_from_args(model: type[BaseModel], args: argparse.Namespace, include: Iterable[str] | None = None) -> dict:

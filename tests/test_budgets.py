@@ -126,10 +126,10 @@ def test_no_sample_ever_exceeds_its_budget(name, budget, b, channels, side, orac
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--attack", "nes", "--queries", "3"], "NES's max_queries (--queries) must be at least 4"),
+    (["--attack", "nes", "--queries", "3"], "NES's max_queries (--max-queries) must be at least 4"),
     (["--attack", "bandits", "--queries", "1"], "must be at least 4"),
-    (["--attack", "square", "--queries", "2", "--restarts", "3"], "Square's max_queries (--queries) must be at least 3"),
-])  # non-positive --queries: refused by the CLI's settings model already
+    (["--attack", "square", "--max-queries", "2", "--restarts", "3"], "Square's max_queries (--max-queries) must be at least 3"),
+])  # --queries is the older spelling of --max-queries; non-positive: refused by the settings model already
 def test_cli_refuses_budgets_below_the_minimum_in_one_line(trained_run, tmp_path, capsys, args, message):
     code, _, err = cli(capsys, "attack", trained_run, "--n", "4", "--eps", "0.1", "--black-box", *args,
                        "--runs", tmp_path / "runs")

@@ -92,3 +92,22 @@ def test_a_repeated_flag_collects_its_values(tmp_path, monkeypatch):
     assert repeat.run_cli(parser.parse_args(["rep", "show", "--model", "a", "--model", "b"])) == 0
     assert seen[-1].model == ["a", "b"]
     assert repeat.run_cli(parser.parse_args(["rep", "show"])) == 0 and seen[-1].model is None
+
+
+class RenamedSettings(StrictSettings):
+    max_queries: int = Field(100, ge=1, description="queries per input", json_schema_extra={"aliases": ["--budget"]})
+
+
+def test_an_older_flag_spelling_still_works_and_is_not_shown(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    seen.clear()
+    renamed = TaskCommand("ren", "", "", (Verb("show", "", _record, (RenamedSettings,)),))
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="command")
+    renamed.add_cli(sub)
+    for argv, expected in ((["--budget", "7"], 7), (["--max-queries", "9"], 9), ([], 100)):
+        assert renamed.run_cli(parser.parse_args(["ren", "show", *argv])) == 0 and seen[-1].max_queries == expected
+    verb = next(a for a in sub.choices["ren"]._actions if isinstance(a, argparse._SubParsersAction)).choices["show"]
+    assert "--max-queries" in verb.format_help() and "--budget" not in verb.format_help()
+    with pytest.raises(InputError, match="--max-queries"):
+        renamed.run_cli(parser.parse_args(["ren", "show", "--budget", "0"]))

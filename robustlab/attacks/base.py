@@ -963,7 +963,7 @@ class IterativeAttack(Attack):
 def check_query_budget(value, attack: str, minimum: int = 1, why: str = "", name: str = "max_queries") -> int:
     """``value`` as an int, or an InputError naming the minimum: budgets are positive, and at least one
     step of the attack (``why`` says what that step costs). The message names the CLI flag too."""
-    flag = "--queries" if name == "max_queries" else "--" + name.replace("_", "-")
+    flag = "--" + name.replace("_", "-")
     name = f"{name} ({flag})"
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value != int(value) \
             or value < 1:

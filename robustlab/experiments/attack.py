@@ -40,13 +40,14 @@ class AttackSettings(ModelRunSource):
     steps: Optional[int] = Field(None, ge=1, description="attack steps")
     step_size: Optional[float] = Field(None, gt=0, description="attack step size")
     restarts: Optional[int] = Field(None, ge=1, description="random restarts")
-    queries: Optional[int] = Field(None, ge=1, description="query budget per point (black-box attacks)")
+    max_queries: Optional[int] = Field(None, ge=1, description="query budget per point (black-box attacks)",
+                                       json_schema_extra={"aliases": ["--queries"]})
     black_box: bool = Field(False, description="give the attack only a score/decision oracle of the model")
 
     def options(self) -> dict:
         """The attack's constructor options (None: its default)."""
         return {"steps": self.steps, "step_size": self.step_size, "restarts": self.restarts,
-                "max_queries": self.queries}
+                "max_queries": self.max_queries}
 
     def warn_pointless_eps(self, where: str) -> None:
         warn_if_beyond_input_range([self.eps], self.norm, where)

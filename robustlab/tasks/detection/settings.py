@@ -62,7 +62,7 @@ class AttackSettings(GoalSettings):
     settings_name: ClassVar[str] = "the attack settings"
     attack: Literal["pgd", "apgd", "square"] = Field("pgd", description="the attack")
     eps: float = Field(8 / 255, ge=0, le=1, description="Linf size of the perturbation")
-    max_queries: int = Field(500, ge=1, description="Square's queries per image")
+    max_queries: int = Field(500, ge=1, description="Square's queries per image", json_schema_extra={"aliases": ["--queries"]})
 
 
 class EvaluationSettings(GoalSettings):

@@ -78,7 +78,8 @@ class TextAttackSettings(StrictSettings):
 class QueryBudgetSettings(StrictSettings):
     """The queries a black-box attack may spend on one line."""
 
-    max_queries: int = Field(1000, ge=1, description="queries per line (black-box attacks)")
+    max_queries: int = Field(1000, ge=1, description="queries per line (black-box attacks)",
+                             json_schema_extra={"aliases": ["--budget"]})
 
 
 class TesseractSettings(StrictSettings):
