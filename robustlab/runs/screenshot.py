@@ -102,7 +102,7 @@ _TINY_RUNS = [
     ["evaluate", "{runs}/standard", "--eps", "0,0.05,0.1", "--attacks", "fast", "--n", "200"],
     ["evaluate", "{runs}/pgd-at", "--eps", "0,0.05,0.1", "--attacks", "fast", "--n", "200"],
     ["report", "{runs}/standard", "{runs}/pgd-at", "-o", "{runs}/classification/report.html"],
-    ["ocr", "attack", "--target", "crnn", "--n", "12", "--attack", "square", "--budget", "300", "--eps", "0.1",
+    ["ocr", "attack", "--target", "crnn", "--n", "12", "--attack", "square", "--max-queries", "300", "--eps", "0.1",
      "--mask", "strokes", "--name", "ocr"],
     ["stereo", "train", "--height", "32", "--width", "64", "--max-disp", "16", "--scenes", "32", "--steps", "150",
      "--name", "stereo-net"],
