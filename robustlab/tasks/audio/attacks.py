@@ -154,8 +154,13 @@ def low_pass(x: torch.Tensor, cutoff_hz: float = 4000.0) -> torch.Tensor:
 DEFENCES = {"quantise-8bit": quantise, "downsample-8kHz": downsample, "low-pass-4kHz": low_pass}
 
 
-def defended(model: nn.Module, name: str) -> BPDA:
-    """``model(g(x))`` for the preprocessing ``name``, differentiated as if g were the identity (BPDA)."""
+def defended(model: nn.Module, name: str, backward: str = "identity") -> BPDA:
+    """``model(g(x))`` for the preprocessing ``name``, differentiated as if g were the identity (BPDA,
+    ``backward="identity"``) or through g's own gradient (``backward="own"``: zero through quantisation's
+    rounding; the naive attack BPDA is compared with). Either way the model is a registered sub-module, so
+    the wrapper moves and reports its device with it."""
     if name not in DEFENCES:
         raise InputError(f"unknown audio defence {name!r}; known: {', '.join(DEFENCES)}")
-    return BPDA(model, DEFENCES[name])
+    if backward not in ("identity", "own"):
+        raise InputError(f"backward is 'identity' (BPDA) or 'own' (the defence's own gradient), not {backward!r}")
+    return BPDA(model, DEFENCES[name], approx=DEFENCES[name] if backward == "own" else None)

@@ -159,23 +159,13 @@ def _defence_rows(plan: Plan, model, x, y) -> tuple[list, list]:
 
     rows, results = [], []
     for name in DEFENCES:
-        wrapped = defended(model, name)
-        naive = lambda v, name=name: model(DEFENCES[name](v))  # noqa: E731  (its own gradient: 0 through rounding)
+        wrapped, naive = defended(model, name), defended(model, name, backward="own")
         clean = accuracy(wrapped, x, y)
-        _, _, m_naive = attack_clips(_Module(naive), x, y, attack="pgd", bound_db=plan.defence_db, steps=plan.steps)
+        _, _, m_naive = attack_clips(naive, x, y, attack="pgd", bound_db=plan.defence_db, steps=plan.steps)
         _, _, m_bpda = attack_clips(wrapped, x, y, attack="pgd", bound_db=plan.defence_db, steps=plan.steps)
         results.append({"defence": name, "clean": clean, "naive": m_naive, "bpda": m_bpda})
         rows.append([name, _pct(clean), _pct(m_naive["adversarial_accuracy"]), _pct(m_bpda["adversarial_accuracy"])])
     return rows, results
-
-
-class _Module(torch.nn.Module):
-    def __init__(self, fn):
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, x):
-        return self.fn(x)
 
 
 LOUDNESS_CAPTION = ("clips of mixed loudness (gains uniform in -20..0 dB), attacked in one batch with one radius "
