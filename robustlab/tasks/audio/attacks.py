@@ -121,11 +121,24 @@ class OverTheAir(nn.Module):
 
 
 @torch.no_grad()
-def over_the_air_success(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, draws: int = 8, seed: int = 1) -> float:
-    """The share of (clip, room) pairs misclassified after the channel: ``draws`` fresh rooms per clip."""
-    air = OverTheAir(model, seed=seed).eval()
-    wrong = sum(float((air(x_adv).argmax(1) != y).float().mean()) for _ in range(draws))
-    return wrong / draws
+def over_the_air(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor, draws: int = 8,
+                 seed: int = 1) -> dict:
+    """Clean and adversarial clips played through ``draws`` fresh rooms per clip, the same room, noise and
+    gain for a clip clean and adversarial (two channels of one seed draw alike):
+
+    - ``over_the_air_error``: the share of (clip, room) pairs misclassified after the attack;
+    - ``over_the_air_error_clean``: the same share for the clean clips;
+    - ``over_the_air_success``: of the pairs right when clean, the share wrong after the attack."""
+    clean_air, adv_air = OverTheAir(model, seed=seed).eval(), OverTheAir(model, seed=seed).eval()
+    error = error_clean = 0.0
+    right = fooled = 0
+    for _ in range(draws):
+        ok, wrong = clean_air(x).argmax(1) == y, adv_air(x_adv).argmax(1) != y
+        error += float(wrong.float().mean())
+        error_clean += float((~ok).float().mean())
+        right, fooled = right + int(ok.sum()), fooled + int((ok & wrong).sum())
+    return {"over_the_air_error": error / draws, "over_the_air_error_clean": error_clean / draws,
+            "over_the_air_success": fooled / right if right else float("nan")}
 
 
 # ---- preprocessing defences, each with the identity as its backward approximation (BPDA) --------------
