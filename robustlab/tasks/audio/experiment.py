@@ -3,6 +3,8 @@ attacks, a universal perturbation, over the air with EOT, through a BPDA-wrapped
 then write the summary, the figures, the WAV files and the page of the run."""
 from __future__ import annotations
 
+import copy
+
 import torch
 
 from ...attacks.universal import UniversalPerturbation
@@ -70,9 +72,8 @@ def attack_run(run, model, data: Dataset, words: list[str], args) -> dict:
                        **note})
     bound = f"SNR >= {args.snr:g} dB" if args.snr is not None else f"{args.db:g} dB"
     clips_figure(run.figures / "clips.png", x.cpu(), x_adv.cpu(), [words[i] for i in clean], [words[i] for i in adv],
-                 frontend=model.frontend.cpu() if hasattr(model, "frontend") else None,
+                 frontend=copy.deepcopy(model.frontend).cpu() if hasattr(model, "frontend") else None,
                  title=f"{args.attack} at {bound}")
-    model.to(device)
     wavs = write_clips(run.path, x.cpu(), x_adv.cpu())
     rows = [[k, f"{v:.4g}" if isinstance(v, float) else str(v)] for k, v in metrics.items()]
     write_run_page(run.path / "report.html", f"audio attack {run.name}", [], [("metrics", ["", "value"], rows)],
