@@ -76,13 +76,14 @@ def test_front_end_matches_librosa_and_is_differentiable():
     assert torch.isfinite(xg.grad).all() and xg.grad.abs().sum() > 0
 
 
-def tiny_trained_model():
-    """A two-class tone classifier (low vs high) on 0.25 s clips, trained to 100% in a few steps."""
+def tiny_trained_model(top_db: float = 80.0):
+    """A two-class tone classifier (low vs high) on 0.25 s clips, trained to 100% in a few steps (log-mel
+    floored at ``top_db`` below the clip's loudest bin)."""
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(0)
     freqs = torch.cat([300 + 200 * torch.rand(16, generator=gen), 2000 + 1000 * torch.rand(16, generator=gen)])
     x, y = tones(freqs.tolist()), torch.cat([torch.zeros(16), torch.ones(16)]).long()
-    model = KeywordCNN(classes=2, channels=(4, 8))
+    model = KeywordCNN(classes=2, channels=(4, 8), top_db=top_db)
     opt = torch.optim.Adam(model.parameters(), lr=0.01)
     for _ in range(30):
         loss = torch.nn.functional.cross_entropy(model(x), y)
@@ -192,6 +193,10 @@ def test_cli_train_attack_evaluate(tmp_path, monkeypatch, capsys):
     assert code == 0, err
     model = tmp_path / "m"
     assert (model / "checkpoints" / "kws.safetensors").exists()
+    from robustlab.tasks.audio.pretrained import trained_on
+    from robustlab.tasks.audio.speech import SpeechSetup, voices
+
+    assert trained_on(model) == {"voices": SpeechSetup(voices=tuple(voices()[:3])).split()[0], "words": ["yes", "no"]}
     code, _, err = cli(capsys, "audio", "attack", "--runs", tmp_path, "--name", "a", "--model", model, "--n", "2",
                        "--attack", "pgd", "--steps", "3", "--db", "-20", *corpus)
     assert code == 0, err

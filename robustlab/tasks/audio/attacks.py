@@ -121,11 +121,24 @@ class OverTheAir(nn.Module):
 
 
 @torch.no_grad()
-def over_the_air_success(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, draws: int = 8, seed: int = 1) -> float:
-    """The share of (clip, room) pairs misclassified after the channel: ``draws`` fresh rooms per clip."""
-    air = OverTheAir(model, seed=seed).eval()
-    wrong = sum(float((air(x_adv).argmax(1) != y).float().mean()) for _ in range(draws))
-    return wrong / draws
+def over_the_air(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor, draws: int = 8,
+                 seed: int = 1) -> dict:
+    """Clean and adversarial clips played through ``draws`` fresh rooms per clip, the same room, noise and
+    gain for a clip clean and adversarial (two channels of one seed draw alike):
+
+    - ``over_the_air_error``: the share of (clip, room) pairs misclassified after the attack;
+    - ``over_the_air_error_clean``: the same share for the clean clips;
+    - ``over_the_air_success``: of the pairs right when clean, the share wrong after the attack."""
+    clean_air, adv_air = OverTheAir(model, seed=seed).eval(), OverTheAir(model, seed=seed).eval()
+    error = error_clean = 0.0
+    right = fooled = 0
+    for _ in range(draws):
+        ok, wrong = clean_air(x).argmax(1) == y, adv_air(x_adv).argmax(1) != y
+        error += float(wrong.float().mean())
+        error_clean += float((~ok).float().mean())
+        right, fooled = right + int(ok.sum()), fooled + int((ok & wrong).sum())
+    return {"over_the_air_error": error / draws, "over_the_air_error_clean": error_clean / draws,
+            "over_the_air_success": fooled / right if right else float("nan")}
 
 
 # ---- preprocessing defences, each with the identity as its backward approximation (BPDA) --------------
@@ -154,8 +167,13 @@ def low_pass(x: torch.Tensor, cutoff_hz: float = 4000.0) -> torch.Tensor:
 DEFENCES = {"quantise-8bit": quantise, "downsample-8kHz": downsample, "low-pass-4kHz": low_pass}
 
 
-def defended(model: nn.Module, name: str) -> BPDA:
-    """``model(g(x))`` for the preprocessing ``name``, differentiated as if g were the identity (BPDA)."""
+def defended(model: nn.Module, name: str, backward: str = "identity") -> BPDA:
+    """``model(g(x))`` for the preprocessing ``name``, differentiated as if g were the identity (BPDA,
+    ``backward="identity"``) or through g's own gradient (``backward="own"``: zero through quantisation's
+    rounding; the naive attack BPDA is compared with). Either way the model is a registered sub-module, so
+    the wrapper moves and reports its device with it."""
     if name not in DEFENCES:
         raise InputError(f"unknown audio defence {name!r}; known: {', '.join(DEFENCES)}")
-    return BPDA(model, DEFENCES[name])
+    if backward not in ("identity", "own"):
+        raise InputError(f"backward is 'identity' (BPDA) or 'own' (the defence's own gradient), not {backward!r}")
+    return BPDA(model, DEFENCES[name], approx=DEFENCES[name] if backward == "own" else None)

@@ -43,7 +43,7 @@ def kws_setup(args, classes: int):
 
 
 def cmd_train(args) -> int:
-    from .pretrained import MODEL_FILE, save_kws, train_kws
+    from .pretrained import MODEL_FILE, save_kws, train_kws, training_record
     from .speech import speech_commands
 
     data = corpus_setup(args)
@@ -53,7 +53,7 @@ def cmd_train(args) -> int:
     sets = speech_commands(data)
     model = setup.new_model().to(args.device)
     result = train_kws(model, setup, sets["train"], sets["test"])
-    save_kws(model.cpu(), setup, args.run.checkpoints / MODEL_FILE, list(data.words))
+    save_kws(model.cpu(), setup, args.run.checkpoints / MODEL_FILE, list(data.words), training_record(data))
     args.run.write_summary({"setup": asdict(setup), "test_accuracy": result["test_accuracy"],
                             "history": result["history"], "seconds": time.perf_counter() - start})
     log.info("test accuracy %.1f%% (unseen voices); wrote %s", 100 * result["test_accuracy"], args.run.path)
@@ -84,12 +84,29 @@ def in_classes(data, classes: list[str]):
     return Dataset(data.x, index[data.y], name=data.name, classes=list(classes))
 
 
+def check_unseen(record: dict | None, held_out: list[str], model) -> None:
+    """InputError when the model (whose training record is ``record``, ``pretrained.trained_on``) was trained
+    on any of the ``held_out`` voices it is to be evaluated on; a warning when its weights hold no record."""
+    if record is None:
+        log.warning("%s: its weights do not record the voices it was trained on (written before the record); "
+                    "the %d held-out voices evaluated may not be unseen", model, len(held_out))
+        return
+    seen = sorted(set(held_out) & set(record["voices"]))
+    if seen:
+        raise InputError(f"--model {model} was trained on {len(seen)} of these clips' voices ({', '.join(seen[:3])}"
+                         f"{', ...' if len(seen) > 3 else ''}): use the corpus flags it was trained with (--voices)")
+
+
 def load_clips(args, classes: list[str]):
-    """The clips of ``--data``: the corpus's unseen voices or a WAV folder (the model's classes), ``--n`` of them."""
+    """The clips of ``--data``: the corpus's held-out voices (refused if the model was trained on any of them)
+    or a WAV folder (the model's classes), ``--n`` of them."""
+    from .pretrained import trained_on
     from .speech import speech_commands, wav_folder
 
     if args.data == "espeak":
-        data = in_classes(speech_commands(corpus_setup(args))["test"], classes)
+        corpus = corpus_setup(args)
+        check_unseen(trained_on(args.model), corpus.split()[1], args.model)
+        data = in_classes(speech_commands(corpus)["test"], classes)
     else:
         data = wav_folder(args.data, classes)
     return pick_clips(data, args.n, args.seed)

@@ -14,9 +14,9 @@ import time
 from dataclasses import asdict, replace
 
 from ...errors import InputError
-from .cli import corpus_setup, kws_setup, pick_clips
+from .cli import check_unseen, corpus_setup, kws_setup, pick_clips
 from .experiment import evaluate_run
-from .pretrained import MODEL_FILE, load_kws, save_kws, train_kws
+from .pretrained import MODEL_FILE, load_kws, save_kws, train_kws, trained_on, training_record
 from .speech import speech_commands
 
 log = logging.getLogger(__name__)
@@ -42,12 +42,16 @@ def defend_run(run, args) -> dict:
     clips. Returns the summary."""
     data = corpus_setup(args)
     model, setup = starting_model(args, data.words)
+    base = trained_on(args.model) if args.model else None
+    if args.model:
+        check_unseen(base, data.split()[1], args.model)
+    record = training_record(data, base) if base is not None or not args.model else None
     run.write_config({**args.config, "setup": asdict(setup), "fine_tuned": args.model or None})
     start = time.perf_counter()
     sets = speech_commands(data)
     model = model.to(args.device)
     trained = train_kws(model, setup, sets["train"], sets["test"])
-    save_kws(model.cpu(), setup, run.checkpoints / MODEL_FILE, list(data.words))
+    save_kws(model.cpu(), setup, run.checkpoints / MODEL_FILE, list(data.words), record)
     model.to(args.device)
     summary = {"setup": asdict(setup), "fine_tuned": args.model or None, "test_accuracy": trained["test_accuracy"],
                "history": trained["history"], "training_seconds": time.perf_counter() - start}

@@ -41,15 +41,16 @@ def perturbation_metrics(x: torch.Tensor, x_adv: torch.Tensor) -> dict:
 
 def audio_metrics(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor,
                   bound_db: float | None = None, bound_snr: float | None = None) -> dict:
-    """Clean and adversarial accuracy, success rate (of the clips right when clean, wrong after), the
-    perturbation's dB and SNR, and whether every clip stays within the bound."""
+    """Clean and adversarial accuracy, success rate (of the clips right when clean: wrong after and within
+    the bound), the perturbation's dB and SNR, and whether every clip stays within the bound."""
     y = y.cpu()
     clean, adv = predict(model, x), predict(model, x_adv)
     right = clean == y
     inside = within_bound(x.cpu(), x_adv.cpu(), bound_db, bound_snr) if (bound_db, bound_snr) != (None, None) else None
+    fooled = (adv != y) & right if inside is None else (adv != y) & right & inside   # out of bound: no success
     out = {"n": int(len(y)), "clean_accuracy": float(right.float().mean()),
            "adversarial_accuracy": float(((adv == y) | (inside is not None and ~inside)).float().mean()),
-           "success_rate": float(((adv != y) & right).sum() / right.sum().clamp_min(1)),
+           "success_rate": float(fooled.sum() / right.sum().clamp_min(1)),
            "bound_db": bound_db, "bound_snr": bound_snr, **perturbation_metrics(x, x_adv)}
     if inside is not None:
         out["within_bound"] = bool(inside.all())

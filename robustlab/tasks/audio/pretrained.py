@@ -96,10 +96,43 @@ def pretrained_kws(setup: KWSSetup = STANDARD, data: SpeechSetup = SpeechSetup()
     return cached_weights(setup.new_model().to(device), path, train, {**asdict(setup), "data": data.key()}, retrain)
 
 
-def save_kws(model: KeywordCNN, setup: KWSSetup, path: str | Path, classes: list[str]) -> None:
-    """The weights with the setup's numbers under "setup" (checked on load), the method and classes apart."""
+def save_kws(model: KeywordCNN, setup: KWSSetup, path: str | Path, classes: list[str],
+             trained_on: dict | None = None) -> None:
+    """The weights with the setup's numbers under "setup" (checked on load), the method and classes apart, and
+    ``trained_on`` ({"voices": [...], "words": [...]} of the corpus's training split, ``training_record``)
+    under "trained_on", so that the model's held-out voices are known wherever its weights go."""
     numbers = {k: v for k, v in asdict(setup).items() if k != "method"}
-    save_weights(model, path, {"setup": json.dumps(numbers), "method": setup.method, "classes": json.dumps(classes)})
+    meta = {"setup": json.dumps(numbers), "method": setup.method, "classes": json.dumps(classes)}
+    if trained_on is not None:
+        meta["trained_on"] = json.dumps(trained_on)
+    save_weights(model, path, meta)
+
+
+def training_record(data: SpeechSetup, base: dict | None = None) -> dict:
+    """{"voices", "words"} a model trained on ``data``'s training split has heard, with those of ``base`` (the
+    record of the model it was fine-tuned from)."""
+    base = base or {"voices": [], "words": []}
+    return {"voices": sorted(set(base["voices"]) | set(data.split()[0])),
+            "words": list(dict.fromkeys([*base["words"], *data.words]))}
+
+
+def trained_on(spec: str | Path = "pretrained") -> dict | None:
+    """The record ``save_kws`` stored with a model's weights ({"voices", "words"} it was trained on); the
+    reference CNNs' from their corpus; None for weights written before the record existed."""
+    if str(spec) in ("pretrained", "pretrained-at"):
+        return training_record(SpeechSetup())
+    path = weights_file(spec, MODEL_FILE, "keyword CNN", "a run directory or a .safetensors file")
+    raw = read_metadata(path).get("trained_on")
+    if raw is None:
+        return None
+    try:
+        record = json.loads(raw)
+    except ValueError:
+        record = None
+    if not (isinstance(record, dict) and all(isinstance(record.get(k), list) and all(isinstance(v, str) for v in record[k])
+                                             for k in ("voices", "words"))):
+        raise CheckpointError(f"{path}: its metadata's trained_on is not lists of voices and words")
+    return record
 
 
 def load_kws(spec: str | Path = "pretrained") -> tuple[KeywordCNN, KWSSetup, list[str]]:

@@ -17,7 +17,7 @@ class CorpusSettings(StrictSettings):
     """The espeak-ng corpus synthesised (train clips, and the unseen voices attacked with ``--data espeak``)."""
 
     voices: int = Field(0, ge=0, description="synthesise only the first N voices (0: all 84); a quarter of them "
-                                             "is held out, but a model trained on the full corpus may have heard them")
+                                             "is held out and attacked (refused if the model was trained on any)")
     words: str = Field("", description="comma-separated words (default: the ten digits, yes, no, stop, go)")
     takes: int = Field(2, ge=1, description="utterances per word and voice")
 

@@ -164,6 +164,10 @@ class SpeechSetup:
     def key(self) -> str:
         return settings_key(self)
 
+    def split(self) -> tuple[list[str], list[str]]:
+        """(train voices, held-out test voices) of this corpus (``split_voices``)."""
+        return split_voices(self.voices, self.test_fraction, self.seed)
+
 
 def split_voices(names: tuple[str, ...], test_fraction: float, seed: int) -> tuple[list[str], list[str]]:
     """(train voices, test voices): a seeded shuffle, at least one voice on each side."""
@@ -194,7 +198,7 @@ def speech_commands(setup: SpeechSetup = SpeechSetup(), cache: str | Path | None
         t = load_file(str(path))
         return {s: Dataset(t[f"{s}_x"].float(), t[f"{s}_y"].long(), name=f"espeak-{s}", classes=list(setup.words))
                 for s in ("train", "test")}
-    train_v, test_v = split_voices(setup.voices, setup.test_fraction, setup.seed)
+    train_v, test_v = setup.split()
     log.info("synthesising %d words x %d voices x %d takes with espeak-ng; cached at %s", len(setup.words),
              len(setup.voices), setup.takes, path)
     out = {"train": _synthesise(setup.words, train_v, setup.takes, setup.seed, "espeak-train"),
