@@ -38,7 +38,8 @@ class AttackSettings(StrictSettings):
     snr: Optional[float] = Field(None, allow_inf_nan=False,
                                  description="L2 bound as a minimum SNR in dB (instead of --db)")
     steps: int = Field(50, ge=1, description="steps of white-box attacks")
-    max_queries: int = Field(1000, ge=1, description="queries per clip (black-box attacks)")
+    max_queries: int = Field(1000, ge=1, description="queries per clip (black-box attacks)",
+                             json_schema_extra={"aliases": ["--budget"]})
     eot: int = Field(1, ge=1, description="over the air: attack through random rooms, noise and gain, averaging "
                                           "the gradient over this many draws (> 1)")
     defence: Literal["none", "quantise-8bit", "downsample-8kHz", "low-pass-4kHz"] = Field(
