@@ -5,7 +5,8 @@ run's checkpoints/; with ``--adv-eps`` it is the defence (adversarial fine-tunin
 regulariser with ``--sa-kappa``). ``defend`` writes the defended agent the same way and, in the same
 run, evaluates it and its base agent against the adaptive per-step attacks (PGD and the worst-action
 attack) at the eps it was trained for. ``attack`` measures one attack at one eps, ``evaluate`` the
-return-vs-eps table of several, each in a run directory. ``--agent`` names a policy: ``pretrained``
+return-vs-eps table of several, each in a run directory with its report.html (``rl.report``: the
+return-vs-eps curves of evaluate and defend, the episode strip of attack). ``--agent`` names a policy: ``pretrained``
 (the cached agent for --env/--algo), an SB3 ``.zip`` (read without unpickling) or a ``.safetensors``
 agent written by ``robustlab rl train``. The flags come from the models in ``rl.settings``.
 """
@@ -74,6 +75,7 @@ def cmd_defend(args) -> int:
     worst-action attack at eps 0 and --adv-eps, in one run."""
     from .agents import pretrained_agent
     from .evaluate import return_curve
+    from .report import agent_text, curves_page
 
     if args.adv_eps <= 0:
         raise InputError(f"`robustlab rl defend` needs --adv-eps > 0 (the training radius), got {args.adv_eps:g}")
@@ -86,6 +88,8 @@ def cmd_defend(args) -> int:
              for c in return_curve(agent, attack, eps, args.n, args.seed, name, steps=args.steps)]
     table = _write_table(args.run, cells, setup=asdict(setup), scale=defended.scale.tolist(),
                          defence=defended.info.get("defence"))
+    curves_page(args.run, cells, table, f"rl defence {args.run.name}",
+                agent_text(defended, f"defended (--adv-eps {args.adv_eps:g})", args.n, args.seed))
     log.info("\n%s\nwrote %s", table, args.run.path)
     return 0
 
@@ -116,13 +120,16 @@ def _victim_record(args, victim) -> dict:
 
 
 def cmd_attack(args) -> int:
+    from .attacks import StepAttack
     from .evaluate import evaluate_cell
+    from .report import attack_page
 
     victim = _victim(args)
-    options = args.settings[AttackSettings].options()
-    cell = evaluate_cell(victim, args.attack, args.eps, args.n, args.seed, victim.algo, **options,
-                         **_surrogate(args, args.attack))
+    options = {**args.settings[AttackSettings].options(), **_surrogate(args, args.attack)}
+    cell = evaluate_cell(victim, args.attack, args.eps, args.n, args.seed, victim.algo, **options)
     args.run.write_summary({"cell": cell.row(), **_victim_record(args, victim)})
+    perturb = None if args.attack == "none" else StepAttack(victim, args.attack, args.eps, seed=args.seed, **options)
+    attack_page(args.run, victim, cell, args.agent, args.seed, perturb)
     log.info("%s eps=%g: return %.1f ± %.1f, %.0f%% of steps attacked, %.0f%% actions changed; wrote %s",
              args.attack, args.eps, cell.mean, cell.ci, 100 * cell.attacked, 100 * cell.changed, args.run.path)
     return 0
@@ -130,6 +137,7 @@ def cmd_attack(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from .evaluate import return_curve
+    from .report import agent_text, curves_page
 
     victim = _victim(args)
     options = args.settings[AttackSettings].options()
@@ -137,6 +145,8 @@ def cmd_evaluate(args) -> int:
              for c in return_curve(victim, a, args.eps, args.n, args.seed, victim.algo, **options,
                                    **_surrogate(args, a))]
     table = _write_table(args.run, cells, **_victim_record(args, victim))
+    curves_page(args.run, cells, table, f"rl evaluation {args.run.name}",
+                agent_text(victim, args.agent, args.n, args.seed))
     log.info("\n%s\nwrote %s", table, args.run.path)
     return 0
 

@@ -2,12 +2,14 @@
 
 The objectives are the shared classification ones, read on the policy's action scores (PPO: action
 logits; DQN: Q-values as logits) with the clean greedy action as the label: untargeted success is
-"the greedy action changes", targeted success "the action becomes the given one"."""
+"the greedy action changes", targeted success "the action becomes the given one". Runs' pages
+(return-vs-eps curves, the episode strip) are in ``rl.report``."""
 from __future__ import annotations
 
 from ...objectives import CrossEntropy, Margin, TargetedCE
 from ...taskspec import Task
 from . import cli
+from .report import report_sections
 
 
 def _metrics(output, target) -> dict:
@@ -61,6 +63,7 @@ TASK = Task(
     models={"ppo": _agent("ppo"), "dqn": _agent("dqn")},
     datasets={"random-policy-observations": random_policy_observations},
     threats={"observation": _threat},
+    report_sections=report_sections,
     add_cli=cli.COMMAND.add_cli,
     run_cli=cli.COMMAND.run_cli,
 )
