@@ -1384,3 +1384,25 @@ def test_adversarial_patch_names_the_image_size_it_does_not_fit():
     # inputs with more leading axes (e.g. a pair of views, placed by a task's hook): the last two are the image
     with pytest.raises(InputError, match=r"patch size 5 exceeds the image size \(4, 4\)"):
         AdversarialPatch.fit(model, x[:, None].expand(2, 2, 1, 4, 4), y, size=5)
+
+
+@pytest.mark.parametrize("attack", ["square", "simba"])
+def test_input_coordinate_attacks_refuse_a_variable_of_another_shape(attack):
+    """Square and SimBA search the input's coordinates: on a threat whose variable has another shape (one
+    channel for three) they stop with one InputError instead of a shape error at some step."""
+    from robustlab.attacks import create_attack
+    from robustlab.errors import InputError
+    from robustlab.threat import VariableThreat
+
+    class OneChannelThreat(VariableThreat):  # one grey perturbation added to the three channels
+        def variable_like(self, x):
+            return torch.zeros_like(x[:, :1])
+
+        def transform(self, x, v):
+            return x + v
+
+    x = torch.rand(2, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    model = nn.Sequential(nn.Flatten(), nn.Linear(48, 3))
+    options = {"max_queries": 20} if attack == "square" else {"steps": 20}
+    with pytest.raises(InputError, match="shape \\(1, 4, 4\\): attack it with a gradient attack"):
+        create_attack(attack, OneChannelThreat("linf", 0.1), **options)(model, x, torch.zeros(2, dtype=torch.long))

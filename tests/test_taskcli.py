@@ -111,3 +111,30 @@ def test_an_older_flag_spelling_still_works_and_is_not_shown(tmp_path, monkeypat
     assert "--max-queries" in verb.format_help() and "--budget" not in verb.format_help()
     with pytest.raises(InputError, match="--max-queries"):
         renamed.run_cli(parser.parse_args(["ren", "show", "--budget", "0"]))
+
+
+def _fail(args) -> int:
+    raise InputError("--model nope: no such file")
+
+
+def test_a_failed_rerun_leaves_the_config_of_the_results_there(tmp_path):
+    TOY.run_cli(_parse(["toy", "attack", "--runs", str(tmp_path), "--name", "r", "--eps", "0.3"]))
+    before = (tmp_path / "r" / "config.yaml").read_bytes()
+    failing = TaskCommand("toy", "", "", (Verb("attack", "", _fail, (ToyAttackSettings,), kind="toy-attack"),))
+    parser = argparse.ArgumentParser()
+    failing.add_cli(parser.add_subparsers(dest="command"))
+    with pytest.raises(InputError):
+        failing.run_cli(parser.parse_args(["toy", "attack", "--runs", str(tmp_path), "--name", "r", "--eps", "0.5"]))
+    assert (tmp_path / "r" / "config.yaml").read_bytes() == before
+    with pytest.raises(InputError):  # a new run that fails keeps no config.yaml (no settings without results)
+        failing.run_cli(parser.parse_args(["toy", "attack", "--runs", str(tmp_path), "--name", "new"]))
+    assert not (tmp_path / "new" / "config.yaml").exists()
+
+
+@pytest.mark.parametrize("argv", [["stereo", "evaluate"], ["detection", "evaluate"], ["ocr", "reproduce"]])
+def test_task_radius_lists_refuse_a_negative_item_before_any_run(tmp_path, monkeypatch, capsys, argv):
+    from robustlab.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main([*argv, "--eps=0.1,-1", *(["--runs", str(tmp_path / "runs")] if argv[1] != "reproduce" else [])]) == 2
+    assert "eps values must be finite and >= 0" in capsys.readouterr().err and list(tmp_path.iterdir()) == []

@@ -499,6 +499,17 @@ class AttackContext:
             return self.x.clone()
         return self.threat.zero(self.x)
 
+    def input_shaped_variable(self, attack: str) -> torch.Tensor:
+        """``zero_variable()`` for an attack that searches the input's coordinates (Square's windows, SimBA's
+        directions); a threat whose variable has another shape (a warp's parameters, one view of a stereo
+        pair) is one InputError naming the attacks that work on it."""
+        origin = self.zero_variable()
+        if origin.shape != self.x.shape:
+            raise InputError(f"{attack} searches a variable shaped like the input {tuple(self.x.shape[1:])}; this "
+                             f"threat's variable has shape {tuple(origin.shape[1:])}: attack it with a gradient "
+                             "attack (pgd, apgd)")
+        return origin
+
     def rand_full(self, shape_tail: Sequence[int] = (), kind: str = "rand") -> torch.Tensor:
         """Random numbers with a leading batch dimension over the whole batch, indexed to the active set."""
         shape = (self.x_full.shape[0], *shape_tail)

@@ -64,7 +64,7 @@ class SimBA(IterativeAttack):
             low = ((u < f) & (v < f)).flatten().to(ctx.x.device)
             keys = ctx.rand_full((c * h * w,)) + (~low).to(ctx.x.dtype)[None]     # low block sorts first
             order = keys.argsort(1)
-        origin = ctx.zero_variable()  # the clean inputs; a VariableThreat's zero variable
+        origin = ctx.input_shaped_variable("SimBA")  # the clean inputs; a VariableThreat's zero variable
         loss, _, _ = ctx.evaluate(origin)
         state = {"x_adv": origin, "loss": loss, "order": order}
         return state

@@ -285,7 +285,7 @@ class Square(IterativeAttack):
 def _origin(ctx: AttackContext) -> torch.Tensor:
     """The unperturbed variable of the active samples: the inputs for a pixel threat, the threat's zero
     variable for a ``VariableThreat`` (e.g. a perturbation scaled per sample), whose ball Square searches."""
-    return ctx.x if ctx.threat.variable_is_point else ctx.threat.zero(ctx.x)
+    return ctx.x if ctx.threat.variable_is_point else ctx.input_shaped_variable("Square")
 
 
 def _l1_window_update(ctx, delta, p, b, c, h, w) -> torch.Tensor:

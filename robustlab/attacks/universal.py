@@ -95,8 +95,9 @@ class UniversalPerturbation:
         """clamp(x + delta); ``threat``: that of these inputs (a per-sample threat built for them)."""
         return (self.threat if threat is None else threat).apply(x, self._full(self.delta, x))
 
-    def success_rate(self, model, x, y, objective: Objective | None = None) -> float:
-        return _fooling_rate(model, self.apply(x), y, objective or CrossEntropy())
+    def success_rate(self, model, x, y, objective: Objective | None = None, threat=None) -> float:
+        """The share of `x` the perturbation fools (``threat``: that of these inputs, as for ``apply``)."""
+        return _fooling_rate(model, self.apply(x, threat), y, objective or CrossEntropy())
 
     def save(self, path: str | Path) -> None:
         if not isinstance(self.threat, ThreatModel):

@@ -58,7 +58,7 @@ class ModelEntry(_Strict):
         return check_name(v, "model name")
 
 
-def _check_eps_list(v):
+def check_eps_list(v):
     bad = [e for e in v if not (e >= 0 and e < float("inf"))]
     if bad:
         raise ValueError(f"eps values must be finite and >= 0, got {bad}")
@@ -101,7 +101,7 @@ class EvaluationSettings(StrictSettings):
     overwrite: bool = Field(False, description="replace a stored evaluation with these settings and weights (or a "
                                                "clashing one in its folder) instead of reusing it")
 
-    _eps = field_validator("eps")(_check_eps_list)
+    _eps = field_validator("eps")(check_eps_list)
     _attacks = field_validator("attacks")(_check_attacks)
 
     def attack_list(self) -> str | list[str]:

@@ -7,7 +7,8 @@ verb's flags, the function that runs it and the kind of run it writes. From that
 - the check of the values: every problem of every model in one line, exit 2 (``settings_from_args``);
 - the device (``DeviceSettings`` resolved to a ``torch.device``);
 - the run directory: written through ``Run.writing`` (name checked, lock held, links refused, a run of
-  another kind refused), its ``config.yaml`` the validated settings with the kind, task and device.
+  another kind refused), its ``config.yaml`` the validated settings with the kind, task and device (put back
+  as it was when the verb fails: a failed rerun never leaves settings beside results they did not make).
 
 The verb's function receives one namespace: every field of its models by name (``args.eps``), ``device``
 (resolved), ``run`` (the ``Run``, None for a verb that writes none), ``settings`` (model -> instance) and
@@ -18,12 +19,14 @@ name is ``<task>-<verb>`` unless the verb's ``defaults`` says otherwise.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any, Callable, Mapping
 
 from pydantic import Field
 
+from ..fileio import atomic_write_bytes
 from ..runtime import device_record, resolve_device
 from ..settings import StrictSettings, add_model_arguments, settings_from_args
 from .rundir import Run
@@ -102,5 +105,22 @@ class TaskCommand:
             inputs.run = run
             inputs.config = {"kind": verb.kind, "task": self.name, **values,
                              **(device_record(inputs.device) if DeviceSettings in settings else {})}
-            run.write_config(inputs.config)
-            return verb.main(inputs)
+            with _config_kept_on_failure(run):
+                run.write_config(inputs.config)
+                return verb.main(inputs)
+
+
+@contextmanager
+def _config_kept_on_failure(run: Run):
+    """A verb that fails (bad input found while loading, an error, Ctrl-C) leaves the run's config.yaml as it
+    was: the settings of the results already there, or none for a new run, never settings no result has."""
+    path = run.path / "config.yaml"
+    before = path.read_bytes() if path.is_file() else None
+    try:
+        yield
+    except BaseException:
+        if before is None:
+            path.unlink(missing_ok=True)
+        else:
+            atomic_write_bytes(path, before, inside=run.path)
+        raise

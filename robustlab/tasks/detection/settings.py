@@ -15,6 +15,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import AfterValidator, Field, field_validator
 
+from ...runs.schema import check_eps_list
 from ...settings import StrictSettings
 from .objectives import OBJECTIVES
 
@@ -70,6 +71,8 @@ class EvaluationSettings(GoalSettings):
 
     settings_name: ClassVar[str] = "the evaluation settings"
     eps: list[float] = Field([2 / 255, 4 / 255, 8 / 255], min_length=1, description="Linf sizes")
+
+    _eps = field_validator("eps")(check_eps_list)
 
 
 class TrainingSettings(StrictSettings):

@@ -20,6 +20,7 @@ from typing import Literal
 from pydantic import Field, ValidationInfo, field_validator
 
 from ...argtypes import check_model_specs
+from ...runs.schema import check_eps_list
 from ...settings import StrictSettings
 from .attacks import ATTACK_NAMES
 from .masks import MASKS
@@ -97,3 +98,5 @@ class OCRReproduceSettings(StrictSettings):
     cw_eps: float = Field(1.0, gt=0, description="L2 size of Carlini-Wagner on the CRNN")
     ensemble: int = Field(3, ge=0, description="CRNNs in the transfer ensemble (< 2: no ensemble row)")
     seed: int = Field(0, description="seed of the rendered lines and the attacks")
+
+    _eps = field_validator("eps")(check_eps_list)

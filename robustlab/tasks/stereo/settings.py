@@ -25,6 +25,7 @@ from typing import Literal, Optional
 from pydantic import Field, field_validator
 
 from ...argtypes import check_model_specs
+from ...runs.schema import check_eps_list
 from ...settings import StrictSettings
 
 __all__ = ["StereoTrainSettings", "StereoModelSettings", "StereoDataSettings", "ViewsSettings",
@@ -135,6 +136,7 @@ class StereoEvaluateSettings(StrictSettings):
     eps: list[float] = Field([0.005, 0.01, 0.02], min_length=1, description="Linf radii")
 
     _exists = field_validator("model")(_existing_models)
+    _eps = field_validator("eps")(check_eps_list)
 
 
 class StereoReproduceSettings(StrictSettings):
