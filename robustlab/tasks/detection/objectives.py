@@ -7,9 +7,12 @@ Outputs are the dense raw tensor [B, N, 6 + K] (scores, differentiable) or a lis
 (success only). Targets are lists with one ``Detections`` per image (the engine's ``index_target``
 selects them):
 
-- ``Untargeted``: loss = the detector's training loss (``detection_loss``) on the target (the ground
-  truth or the detector's own clean detections); success = the detections changed: some target box
-  has no match of its label, or some detection matches no target box of its label.
+- ``Untargeted``: target = the detector's own detections on the clean image (``attacks.attack_targets``, the
+  default, as the untargeted attacks of DAG and TOG; or the ground truth); loss = the detector's training loss
+  (``detection_loss``) towards the target, maximised; success = the detections D changed from the target T:
+  some box of T has no box of D of its label at IoU >= match_iou (it vanished, moved or changed label), or some
+  box of D has none of T (a new box). Against its own detections a clean image never succeeds: every box matches
+  itself (and an image with no detection has nothing to change until a box appears).
 - ``Vanishing``: loss = ``-T sum_{i,k} softplus((z_ik - logit(score_threshold)) / T)`` over candidates i and
   classes k (T = 0.25): a soft hinge at the threshold, so the scores above it are pushed down first
   (the many background candidates far below it weigh nothing); success = no detection at all.
@@ -24,6 +27,12 @@ selects them):
   training loss towards them; success = every wanted box is matched by a detection of its label and no
   detection of that label is left on the original box (none without boxes): a copy next to the object is
   no move.
+
+Every success is computed for the whole batch on the output's device, with no host read inside an attack step
+(no ``nonzero``, ``.item()`` or boolean-mask indexing): ``boxes.padded_detections`` decodes into padded tensors
+(``decode``'s detections exactly, NMS as vectorised steps) and the rules above are reductions over
+[batch, target box, detection] masks. Only padding the targets loops over the Python list of ``Detections``
+(copies on the device, no read).
 """
 from __future__ import annotations
 
@@ -79,6 +88,9 @@ class DetectionObjective(Objective):
 
 
 class Untargeted(DetectionObjective):
+    """Untargeted: away from the target (the detector's own clean detections, or the truth); success = some target
+    box has no detection of its label at IoU >= match_iou, or some detection has no target box of its label."""
+
     name = "detection_untargeted"
 
     def loss(self, output, target):
