@@ -92,6 +92,64 @@ def test_goals_and_a_raw_output_agree_with_the_detections():
         relabelled(GT, 2, shift=2)
 
 
+class _Fixed(torch.nn.Module):
+    """A detector whose raw output is fixed (one per image): the shape the attacks and targets expect."""
+
+    def __init__(self, raw):
+        super().__init__()
+        self.raw, self.num_classes, self.anchor = raw, raw.shape[-1] - 6, torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, x):
+        return self.raw[:x.shape[0]] + 0 * x.sum()
+
+
+def test_untargeted_judges_against_the_detectors_own_detections():
+    from robustlab.tasks.detection.attacks import attack_targets
+
+    # the detector sees a class-0 box and a class-1 box; the truth has a third object it misses
+    raw = _raw([[5, 5, 0, 0, 10, 10, BIG, -BIG], [30, 30, 20, 20, 40, 40, -BIG, 2.0], [9, 9, 50, 50, 60, 60, -BIG, -BIG]])
+    gt = [truth([[0, 0, 10, 10], [20, 20, 40, 40], [50, 50, 60, 60]], [0, 1, 1])]
+    own = attack_targets(_Fixed(raw), torch.zeros(1, 3, 8, 8), gt, "untargeted", Untargeted())
+    assert own[0].boxes.tolist() == [[0, 0, 10, 10], [20, 20, 40, 40]] and own[0].labels.tolist() == [0, 1]
+    assert Untargeted().success(raw, own).tolist() == [False] and Untargeted().success(raw, gt).tolist() == [True]
+    assert attack_targets(_Fixed(raw), torch.zeros(1, 3, 8, 8), gt, "untargeted", Untargeted(), "truth") == gt
+    with pytest.raises(InputError, match="own, truth"):
+        attack_targets(_Fixed(raw), torch.zeros(1, 3, 8, 8), gt, "untargeted", Untargeted(), "mine")
+    for dets, changed in ((_dets([[1, 0, 11, 10], [20, 21, 40, 41]], [0, 1]), False),   # moved at IoU >= 0.5: same
+                          (_dets([[20, 20, 40, 40]], [1]), True),                          # one vanished
+                          (_dets([[0, 0, 10, 10], [20, 20, 40, 40]], [0, 0]), True),       # one relabelled
+                          (_dets([[0, 0, 10, 10], [28, 20, 48, 40]], [0, 1]), True),       # one moved: IoU 12/28
+                          (_dets([[0, 0, 10, 10], [20, 20, 40, 40], [0, 0, 10, 10]], [0, 1, 1]), True),  # one added
+                          (_dets([], []), True)):
+        assert Untargeted().success(dets, own).tolist() == [changed], (dets, changed)
+    assert Untargeted().success(_dets([], []), [truth([], [])]).tolist() == [False]  # nothing seen, nothing seen
+
+
+def _random_raw(seed, b=6, n=48, k=3):
+    """Raw outputs with near-duplicate boxes (NMS at work), tied logits and scores around the threshold."""
+    g = torch.Generator().manual_seed(seed)
+    xy = (torch.rand(b, n, 2, generator=g) * 32 / 6).round() * 6 + torch.rand(b, n, 2, generator=g)
+    wh = 4 + torch.rand(b, n, 2, generator=g) * 8
+    return torch.cat([xy, xy - wh / 2, xy + wh / 2, (torch.randn(b, n, k, generator=g) * 4 - 2).round() / 2], -1)
+
+
+def test_batched_decode_and_success_equal_the_per_image_ones():
+    from robustlab.tasks.detection.boxes import decode_padded
+
+    for seed in range(6):
+        raw, other = _random_raw(seed), _random_raw(seed + 100)
+        for max_candidates in (100, 5):
+            boxes, scores, labels, kept = decode_padded(raw, 0.5, 0.4, max_candidates)
+            for i, d in enumerate(decode(raw, 0.5, 0.4, max_candidates)):
+                assert torch.equal(boxes[i][kept[i]], d.boxes) and torch.equal(labels[i][kept[i]], d.labels)
+                assert torch.equal(scores[i][kept[i]], d.scores)
+        target = decode(other)
+        for obj, t in ((Untargeted(), target), (Fabrication(), target), (Mislabel(), relabelled(target, 3)),
+                       (BoxShift(), shifted(target, 1.0)), (BoxShift(), target), (Vanishing(), None)):
+            on_raw, on_list = obj.success(raw, t), obj.success(decode(raw), t)
+            assert on_raw.tolist() == on_list.tolist() and on_raw.device == raw.device
+
+
 def test_losses_are_per_image_and_differentiable():
     model = TinyDetector(num_classes=2, width=4).eval()
     x = torch.rand(2, 3, 32, 32, requires_grad=True)
@@ -258,6 +316,47 @@ def test_torchvision_source_where_torchvision_imports():
     model = torchvision_detector("fasterrcnn_mobilenet_v3_large_320_fpn", weights=None, weights_backbone=None)
     raw = model(torch.rand(1, 3, 64, 64))
     assert raw.dim() == 3 and raw.shape[-1] == 6 + model.num_classes
+    from robustlab.tasks.detection.zoo import _categories
+
+    assert _categories("fasterrcnn_mobilenet_v3_large_320_fpn", "DEFAULT")[:2] == ["__background__", "person"]
+
+
+#: the shape of torchvision's COCO weights' meta["categories"]: the name of each label id, gaps as "N/A"
+COCO_LIKE = ["__background__", "person", "bicycle", "car", "N/A", "dog"]
+
+
+class _TorchvisionLike(torch.nn.Module):
+    """A detector answering as torchvision's do: per image a dict of boxes, scores (differentiable) and label ids."""
+
+    def forward(self, images):
+        return [{"boxes": torch.tensor([[0.0, 0, 10, 10], [20, 20, 30, 30], [5, 5, 25, 25]]),
+                 "scores": torch.stack([0.9 * im.mean() / im.mean().detach(), im.mean() * 0 + 0.8, im.mean() * 0 + 0.7]),
+                 "labels": torch.tensor([5, 2, 1])} for im in images]   # dog, bicycle, person
+
+
+def test_torchvision_labels_map_by_category_name_onto_the_data_classes():
+    from robustlab.tasks.detection.zoo import ABSENT, TorchvisionDetector
+
+    model = TorchvisionDetector(_TorchvisionLike(), 6, categories=COCO_LIKE)
+    x = torch.rand(1, 3, 32, 32, requires_grad=True)
+    assert model(x).shape == (1, 3, 6 + 6)                                 # before mapping: a column per label id
+    model.use_classes(("person", "dog"))                                    # the data's classes 0..1, by name
+    raw = model(x)
+    logit = torch.logit(torch.tensor([0.9, 0.7]))
+    assert raw.shape == (1, 3, 6 + 2) and model.num_classes == 2
+    assert torch.allclose(raw[0, 0, 6:], torch.tensor([ABSENT, logit[0]]))   # dog -> column 1
+    assert torch.allclose(raw[0, 2, 6:], torch.tensor([logit[1], ABSENT]))   # person -> column 0
+    assert (raw[0, 1, 6:] == ABSENT).all()                                   # bicycle: not in the data, dropped
+    d = model.decode(raw)[0]
+    assert d.labels.tolist() == [1, 0] and d.boxes.tolist() == [[0, 0, 10, 10], [5, 5, 25, 25]]
+    grad, = torch.autograd.grad(raw[0, 0, 7], x)
+    assert grad.abs().sum() > 0
+    with pytest.raises(InputError, match=r"does not know the data's categories \['unicorn'\]"):
+        model.use_classes(("person", "unicorn"))
+    with pytest.raises(InputError, match="does not know"):
+        model.use_classes(("N/A",))
+    with pytest.raises(InputError, match="weights=None"):
+        TorchvisionDetector(_TorchvisionLike(), 6).use_classes(("person",))
 
 
 def test_plugin_and_cli_end_to_end(tmp_path, monkeypatch):

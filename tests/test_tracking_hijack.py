@@ -79,3 +79,22 @@ def test_hijacking_through_a_trained_detector_moves_the_track(square_detector):
     assert three.success and three.drift > two.drift + 2
     plain = curve("hijack")[1]             # the score-weighted IoU objective: the box barely moves (1-2 px)
     assert plain.drift < 5 < two.drift
+
+
+def test_hijack_success_is_batched_and_equals_the_per_frame_rule():
+    from robustlab.tasks.detection.boxes import decode
+    from robustlab.tasks.detection.tracking import iou_matrix
+    from robustlab.tasks.detection.tracking_hijack import HijackObjective
+
+    g = torch.Generator().manual_seed(0)
+    xy = (torch.rand(8, 40, 2, generator=g) * 5).round() * 6 + torch.rand(8, 40, 2, generator=g)
+    raw = torch.cat([xy, xy - 5, xy + 5, torch.randn(8, 40, 1, generator=g) * 2 - 1], -1)
+    dets = decode(raw)
+    far = torch.tensor([100.0, 100, 110, 110])
+    pairs = torch.stack([torch.stack([d.boxes[0] if i % 2 and len(d) else far, d.boxes[-1] if len(d) else far + 1])
+                         for i, d in enumerate(dets)])  # (original, adversarial): on a detection or far away
+    want = [bool((iou_matrix(d.boxes, p[1]) >= 0.5).any()) and not bool((iou_matrix(d.boxes, p[0]) >= 0.5).any())
+            for d, p in zip(dets, pairs)]
+    obj = HijackObjective()
+    assert obj.success(raw, pairs).tolist() == obj.success(dets, pairs).tolist() == want
+    assert any(want) and not all(want)

@@ -11,6 +11,9 @@
   highest-scoring candidates above the threshold are kept and class-wise greedy non-maximum suppression removes any box
   overlapping a higher-scoring box of its class by IoU > ``iou_threshold``. NMS only removes
   candidates, so "no detection" is exactly "no class score above the threshold".
+- ``padded_detections``: the same detections for a whole batch as padded tensors on the output's device,
+  computed without a host read (no ``nonzero``, ``.item()`` or boolean-mask indexing), so that an attack step can
+  judge success on a GPU without syncing: exactly ``decode``'s detections (tests/test_detection.py checks it).
 """
 from __future__ import annotations
 
@@ -125,6 +128,55 @@ def decode(raw: torch.Tensor, score_threshold: float = 0.5, iou_threshold: float
         d = Detections(raw[i, keep, BOX].float(), score[i, keep], label[i, keep])
         out.append(d.take(nms(d.boxes, d.scores, d.labels, iou_threshold)))
     return out
+
+
+@torch.no_grad()
+def decode_padded(raw: torch.Tensor, score_threshold: float = 0.5, iou_threshold: float = 0.5,
+                  max_candidates: int = MAX_CANDIDATES) -> tuple[torch.Tensor, ...]:
+    """``decode`` batched on the device: ``(boxes [B, M, 4], scores [B, M], labels [B, M], kept bool [B, M])``,
+    M = min(N, ``max_candidates``), by decreasing score; image i's detections are ``decode``'s, in its order,
+    where ``kept[i]``.
+
+    The candidates above the threshold sort first (a stable sort, as ``decode``'s), the others are never kept;
+    greedy NMS runs as M vectorised steps over the batch: step i, if candidate i is still kept, removes the later
+    candidates of its class overlapping it by IoU > ``iou_threshold``."""
+    score, label = candidate_scores(raw)
+    candidate = score > score_threshold
+    _, order = torch.sort(torch.where(candidate, score, torch.full_like(score, -1.0)), dim=1, descending=True,
+                          stable=True)
+    order = order[:, :max_candidates]
+    kept = candidate.gather(1, order)
+    boxes = raw[..., BOX].float().gather(1, order[..., None].expand(-1, -1, 4))
+    labels = label.gather(1, order)
+    suppress = torch.triu((box_iou(boxes, boxes) > iou_threshold) & (labels[:, :, None] == labels[:, None, :]), 1)
+    for i in range(order.shape[1]):
+        kept = kept & ~(kept[:, i, None] & suppress[:, i])
+    return boxes, score.gather(1, order), labels, kept
+
+
+def padded_detections(output, score_threshold: float = 0.5, iou_threshold: float = 0.5) -> tuple[torch.Tensor, ...]:
+    """``(boxes [B, M, 4], scores [B, M], labels [B, M], kept bool [B, M])`` of any detector output: a dense raw
+    tensor (``decode_padded``, on its device) or a list of Detections (padded; ``kept`` marks the real ones)."""
+    if isinstance(output, torch.Tensor):
+        return decode_padded(output, score_threshold, iou_threshold)
+    dets = detections_of(output)
+    device = dets[0].boxes.device if dets else None
+    boxes, labels, kept = pad_truth(dets, device)
+    scores = torch.zeros(kept.shape, device=device)
+    for i, d in enumerate(dets):
+        scores[i, :len(d)] = d.scores.to(device)
+    return boxes, scores, labels, kept
+
+
+def padded_overlaps(dets: tuple[torch.Tensor, ...], target: tuple[torch.Tensor, ...],
+                    iou: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(over, same)``, bool [B, G, M], for padded detections ``(boxes, scores, labels, kept)`` and padded targets
+    ``(boxes, labels, valid)`` (``pad_truth``): target box g and kept detection m overlap at IoU >= ``iou`` (both
+    real); they have the same label."""
+    boxes, _, labels, kept = dets
+    t_boxes, t_labels, valid = (v.to(boxes.device) for v in target)
+    over = (box_iou(t_boxes, boxes) >= iou) & valid[:, :, None] & kept[:, None, :]
+    return over, t_labels[:, :, None] == labels[:, None, :]
 
 
 def detections_of(output, score_threshold: float = 0.5, iou_threshold: float = 0.5) -> list[Detections]:

@@ -49,6 +49,8 @@ def _inputs(args):
 
     model, setup = load_detector(args.model, args.device)
     data = _data(args.data, args.n, setup, args.device)
+    if setup is None:  # torchvision: its COCO category ids mapped by name onto the data's classes
+        model.use_classes(data.classes)
     if setup is not None and len(data.classes) != model.num_classes:
         raise InputError(f"--data has {len(data.classes)} classes ({', '.join(data.classes)}), the detector "
                          f"{model.num_classes}: train one on these classes or pick matching data")

@@ -10,7 +10,7 @@ import torch
 
 from ...evaluation import SanityReport, evaluate, sanity_checks
 from ...threat import ThreatModel
-from .attacks import build_attack, goal_targets
+from .attacks import attack_targets, build_attack
 from .boxes import Detections
 from .data import DetectionDataset
 from .metrics import detection_metrics, per_image_metrics
@@ -32,7 +32,7 @@ def attacked_points(model, x: torch.Tensor, truth: Sequence[Detections], eps: fl
     the share of images where the goal already holds on the clean image (counted as successes)."""
     objective = OBJECTIVES[goal]()
     threat = ThreatModel("linf", eps)
-    targets = goal_targets(goal, truth, model.num_classes)
+    targets = attack_targets(model, x, truth, goal, objective)
     suite = [build_attack(a, threat, objective, steps, seed=seed, early_stop=False) for a in attacks]
     report = evaluate(model, (x, targets), threat, suite, objective=objective, metrics=per_image_metrics, sanity=None,
                       keep_points=True, seed=seed, progress=False, batch_size=64)

@@ -7,9 +7,12 @@ Outputs are the dense raw tensor [B, N, 6 + K] (scores, differentiable) or a lis
 (success only). Targets are lists with one ``Detections`` per image (the engine's ``index_target``
 selects them):
 
-- ``Untargeted``: loss = the detector's training loss (``detection_loss``) on the target (the ground
-  truth or the detector's own clean detections); success = the detections changed: some target box
-  has no match of its label, or some detection matches no target box of its label.
+- ``Untargeted``: target = the detector's own detections on the clean image (``attacks.attack_targets``, the
+  default, as the untargeted attacks of DAG and TOG; or the ground truth); loss = the detector's training loss
+  (``detection_loss``) towards the target, maximised; success = the detections D changed from the target T:
+  some box of T has no box of D of its label at IoU >= match_iou (it vanished, moved or changed label), or some
+  box of D has none of T (a new box). Against its own detections a clean image never succeeds: every box matches
+  itself (and an image with no detection has nothing to change until a box appears).
 - ``Vanishing``: loss = ``-T sum_{i,k} softplus((z_ik - logit(score_threshold)) / T)`` over candidates i and
   classes k (T = 0.25): a soft hinge at the threshold, so the scores above it are pushed down first
   (the many background candidates far below it weigh nothing); success = no detection at all.
@@ -24,6 +27,12 @@ selects them):
   training loss towards them; success = every wanted box is matched by a detection of its label and no
   detection of that label is left on the original box (none without boxes): a copy next to the object is
   no move.
+
+Every success is computed for the whole batch on the output's device, with no host read inside an attack step
+(no ``nonzero``, ``.item()`` or boolean-mask indexing): ``boxes.padded_detections`` decodes into padded tensors
+(``decode``'s detections exactly, NMS as vectorised steps) and the rules above are reductions over
+[batch, target box, detection] masks. Only padding the targets loops over the Python list of ``Detections``
+(copies on the device, no read).
 """
 from __future__ import annotations
 
@@ -35,7 +44,8 @@ import torch
 
 from ...errors import InputError
 from ...objectives import Objective
-from .boxes import ANCHOR, LOGITS, Detections, box_iou, candidate_scores, check_raw, detections_of, matched, overlaps, pad_truth
+from .boxes import (ANCHOR, LOGITS, Detections, box_iou, candidate_scores, check_raw, detections_of, pad_truth,
+                    padded_detections, padded_overlaps)
 from .losses import detection_loss
 
 
@@ -62,13 +72,13 @@ class DetectionObjective(Objective):
     def detections(self, output) -> list[Detections]:
         return detections_of(output, self.score_threshold, self.iou_threshold)
 
-    def _judge(self, output, target, rule) -> torch.Tensor:
-        """bool [B]: ``rule(detections, target)`` per image, the detections decoded from ``output`` and the
-        target an image's ``Detections`` (None for every image when ``target`` is None)."""
-        dets = self.detections(output)
-        targets = [None] * len(dets) if target is None else _targets(target, len(dets))
-        device = output.device if isinstance(output, torch.Tensor) else torch.device("cpu")
-        return torch.tensor([bool(rule(d, t)) for d, t in zip(dets, targets)], dtype=torch.bool, device=device)
+    def _padded(self, output, target) -> tuple[tuple, tuple, torch.Tensor, torch.Tensor]:
+        """The decoded detections and the targets of a batch as padded tensors on the output's device (no host
+        read: ``boxes.padded_detections``), and ``(over, same)`` [B, G, M] between target box g and detection m."""
+        dets = padded_detections(output, self.score_threshold, self.iou_threshold)
+        truth = pad_truth(_targets(target, dets[0].shape[0]), dets[0].device)
+        over, same = padded_overlaps(dets, truth, self.match_iou)
+        return dets, truth, over, same
 
     def _towards(self, output, target) -> torch.Tensor:
         return -detection_loss(output, _targets(target, output.shape[0]))
@@ -78,15 +88,18 @@ class DetectionObjective(Objective):
 
 
 class Untargeted(DetectionObjective):
+    """Untargeted: away from the target (the detector's own clean detections, or the truth); success = some target
+    box has no detection of its label at IoU >= match_iou, or some detection has no target box of its label."""
+
     name = "detection_untargeted"
 
     def loss(self, output, target):
         return detection_loss(output, _targets(target, output.shape[0]))
 
     def success(self, output, target):
-        def changed(d: Detections, t: Detections) -> bool:
-            return not bool(matched(d, t, self.match_iou).all()) or not bool(matched(t, d, self.match_iou).all())
-        return self._judge(output, target, changed)
+        (_, _, _, kept), (_, _, valid), over, same = self._padded(output, target)
+        hit = over & same
+        return (valid & ~hit.any(2)).any(1) | (kept & ~hit.any(1)).any(1)
 
 
 class Vanishing(DetectionObjective):
@@ -105,7 +118,7 @@ class Vanishing(DetectionObjective):
     def success(self, output, target=None):
         if isinstance(output, torch.Tensor):  # on the device: NMS only removes boxes, and never the best one
             return ~(candidate_scores(output)[0] > self.score_threshold).any(1)
-        return self._judge(output, None, lambda d, _: len(d) == 0)
+        return ~padded_detections(output)[3].any(1)
 
 
 class Fabrication(DetectionObjective):
@@ -119,10 +132,9 @@ class Fabrication(DetectionObjective):
         z = output[..., LOGITS:].amax(-1).masked_fill(inside.any(-1), -1e4)
         return torch.logsumexp(z, dim=1)
 
-    def success(self, output, target):
-        def fabricated(d: Detections, t: Detections) -> bool:  # some detection overlaps no true box, of any label
-            return not bool(matched(t, d, self.match_iou, same_label=False).all())
-        return self._judge(output, target, fabricated)
+    def success(self, output, target):  # some detection overlaps no true box, of any label
+        (_, _, _, kept), _, over, _ = self._padded(output, target)
+        return (kept & ~over.any(1)).any(1)
 
 
 class Mislabel(DetectionObjective):
@@ -132,12 +144,9 @@ class Mislabel(DetectionObjective):
         return self._towards(output, target)
 
     def success(self, output, target):
-        def relabelled_ok(d: Detections, t: Detections) -> bool:
-            if len(t) == 0 or len(d) == 0:
-                return False
-            over, same = overlaps(d, t, self.match_iou)                                     # [G, M]
-            return bool((over & same).any(1).all()) and not bool((over & ~same).any())
-        return self._judge(output, target, relabelled_ok)
+        (_, _, _, kept), (_, _, valid), over, same = self._padded(output, target)
+        every_wanted = ((over & same).any(2) | ~valid).all(1)
+        return valid.any(1) & kept.any(1) & every_wanted & ~(over & ~same).flatten(1).any(1)
 
 
 @dataclass
@@ -158,12 +167,13 @@ class BoxShift(DetectionObjective):
         return self._towards(output, target)
 
     def success(self, output, target):
-        def moved(d: Detections, t: Detections) -> bool:
-            if len(t) == 0 or not bool(matched(d, t, self.match_iou).all()):
-                return False
-            origin = getattr(t, "origin", None)  # a ShiftedBoxes: no box of the label may stay where it was
-            return origin is None or not bool(matched(d, Detections(origin, None, t.labels), self.match_iou).any())
-        return self._judge(output, target, moved)
+        dets, (_, _, valid), over, same = self._padded(output, target)
+        # a ShiftedBoxes keeps where each box was: no detection of its label may stay there (plain Detections: no test)
+        origins = [Detections(t.origin, None, t.labels) if getattr(t, "origin", None) is not None
+                   else Detections.empty(valid.device) for t in _targets(target, valid.shape[0])]
+        stayed, same_there = padded_overlaps(dets, pad_truth(origins, valid.device), self.match_iou)
+        every_wanted = ((over & same).any(2) | ~valid).all(1)
+        return valid.any(1) & every_wanted & ~(stayed & same_there).flatten(1).any(1)
 
 
 def relabelled(targets: Sequence[Detections], num_classes: int, shift: int = 1) -> list[Detections]:

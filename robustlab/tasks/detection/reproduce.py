@@ -2,7 +2,8 @@
 with the task's code on the cached reference detector.
 
 - mAP against eps for each objective: PGD-20 then APGD-20 re-optimised per image (the shared
-  ``evaluate``, no early stop), Linf eps in ``EPS``, on held-out scenes;
+  ``evaluate``, no early stop), Linf eps in ``EPS``, on held-out scenes (untargeted: away from the detector's
+  own clean detections);
 - black-box Square on the detection scores (vanishing), a universal perturbation, transfer between two
   detectors trained from different seeds;
 - a printable patch on the objects with EOT over scale, rotation and lighting (single-object scenes),
@@ -81,7 +82,8 @@ def _eps(e: float) -> str:
 
 
 def objectives_table(model, val, scale: Scale, seed: int) -> tuple[dict, list[str]]:
-    """mAP@0.5 / mAP / recall / success for each objective and eps (PGD then APGD, no early stop)."""
+    """mAP@0.5 / mAP / recall / success for each objective and eps (PGD then APGD, no early stop); untargeted
+    against the detector's own clean detections (``attacks.attack_targets``)."""
     clean = detection_metrics(predict(model, val.x), val.targets)
     results, lines = {"clean": clean}, ["| goal | eps | success (on clean images) | mAP@0.5 | mAP@[.5:.95] | recall at 0.5 |",
                                         "|---|---|---|---|---|---|",

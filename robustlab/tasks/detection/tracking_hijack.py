@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from ...errors import InputError
-from .boxes import ANCHOR, BOX, LOGITS, Detections, box_iou, candidate_scores, detections_of
+from .boxes import ANCHOR, BOX, LOGITS, Detections, box_iou, candidate_scores, detections_of, padded_detections
 from .objectives import DetectionObjective
 from .tracking import SortTracker, iou_matrix
 from .video import VideoSequence
@@ -98,14 +98,14 @@ class HijackObjective(DetectionObjective):
         return fabricate - suppress
 
     def success(self, output, target) -> torch.Tensor:
-        kept = detections_of(output, self.score_threshold, self.nms_iou)
-        orig, adv = self._boxes(target)
-        hits = []
-        for det, o, a in zip(kept, orig.cpu().numpy(), adv.cpu().numpy(), strict=True):
-            boxes = _kept_boxes(det, self.score_threshold)
-            hits.append(bool((iou_matrix(boxes, a) >= self.match_iou).any())
-                        and not bool((iou_matrix(boxes, o) >= self.match_iou).any()))
-        return torch.tensor(hits, dtype=torch.bool, device=orig.device)
+        """Batched on the output's device without a host read (``boxes.padded_detections``); the IoUs in float64
+        as the tracker's ``iou_matrix``."""
+        boxes, scores, _, kept = padded_detections(output, self.score_threshold, self.nms_iou)
+        kept = kept & (scores > self.score_threshold)
+        orig, adv = (b.to(boxes.device).double()[:, None] for b in self._boxes(target))
+        at_adv = (box_iou(boxes.double(), adv)[..., 0] >= self.match_iou) & kept
+        at_orig = (box_iou(boxes.double(), orig)[..., 0] >= self.match_iou) & kept
+        return at_adv.any(1) & ~at_orig.any(1)
 
 
 class AnchorHijackObjective(HijackObjective):
