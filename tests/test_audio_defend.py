@@ -38,3 +38,13 @@ def test_defend_from_scratch_then_fine_tune(tmp_path, monkeypatch, capsys):
     code, _, err = cli(capsys, "audio", "defend", "--name", "g", "--model", run, *tiny[:-4], "--words", "yes,go",
                        "--runs", tmp_path)
     assert code == 2 and "classifies" in err
+
+
+def test_defend_refuses_no_defence_and_a_missing_model_before_any_run(tmp_path, capsys):
+    from helpers import cli
+
+    code, _, err = cli(capsys, "audio", "defend", "--method", "standard", "--runs", tmp_path)
+    assert code == 2 and "--method standard is no defence" in err
+    code, _, err = cli(capsys, "audio", "defend", "--model", tmp_path / "missing.safetensors", "--runs", tmp_path)
+    assert code == 2 and "no such file or folder" in err
+    assert not any(tmp_path.rglob("config.yaml"))

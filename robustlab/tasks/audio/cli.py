@@ -148,6 +148,9 @@ def cmd_evaluate(args) -> int:
 def cmd_defend(args) -> int:
     from .defend import defend_run
 
+    if args.method == "standard":
+        raise InputError("--method standard is no defence: defend trains with pgd, fgsm_rs or trades (a standard "
+                         "model is `robustlab audio train`)")
     result = defend_run(args.run, args)
     log.info("%s at %g dB: test accuracy %.1f%%; robust accuracy %s; wrote %s", args.method, args.at_db,
              100 * result["test_accuracy"], ", ".join(f"{r[2]} at {r[0]} dB" for r in result["rows"]), args.run.path)

@@ -3,9 +3,10 @@ come from here (``runs.taskcli``): the corpus, the model and clips attacked, an 
 training, the defence's starting point and the reproduction."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal, Optional
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ...settings import StrictSettings
 
@@ -71,6 +72,14 @@ class DefendSettings(StrictSettings):
 
     model: str = Field("", description="fine-tune this model (pretrained | pretrained-at | a run directory | a "
                                        ".safetensors file); empty: train from scratch")
+
+    @field_validator("model")
+    @classmethod
+    def _exists(cls, v: str) -> str:
+        if v and v not in ("pretrained", "pretrained-at") and not Path(v).exists():
+            raise ValueError(f"{v}: no such file or folder; pass pretrained, pretrained-at, a run directory or a "
+                             ".safetensors file (empty: train from scratch)")
+        return v
     n: int = Field(100, ge=1, description="unseen-voice clips of the evaluation")
 
 
