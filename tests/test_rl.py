@@ -405,3 +405,6 @@ def test_reproduce_wires_the_table_and_the_seed_study(tmp_path, monkeypatch):
         reproduce.reproduce(tmp_path, quick=True, seed=5, seeds=[3])              # never overwritten silently
     reproduce.reproduce(tmp_path, quick=True, seed=5, seeds=[3], overwrite=True)
     assert json.loads((tmp_path / "results.json").read_text())["seeds"] == [3]
+    from filelock import FileLock
+    with FileLock(str(tmp_path / ".lock")), pytest.raises(InputError, match="being written by another"):
+        reproduce.reproduce(tmp_path, quick=True, seeds=[3], overwrite=True)     # another writer holds the lock

@@ -26,7 +26,7 @@ import numpy as np
 
 from ...errors import InputError
 from ...fileio import atomic_write_json, atomic_write_text, confined, make_dirs
-from ...runs.rundir import Run
+from ...runs.rundir import Run, RunLockedError
 from .agents import AgentSetup, pretrained_agent
 from .evaluate import markdown_table, return_curve
 
@@ -131,12 +131,18 @@ RESULTS = ("table.md", "results.json")
 def _writing(out: Path, overwrite: bool):
     """Hold `out`'s write lock (a second ``reproduce`` into it fails at once) with every write inside it refusing
     symbolic links; refuse an `out` that already holds results unless `overwrite`."""
-    held = [name for name in RESULTS if (out / name).exists()]
-    if held and not overwrite:
-        raise InputError(f"{out} already holds reproduction results ({', '.join(held)}); pass another output "
-                         "folder (--out), move them, or pass --overwrite")
     make_dirs(out)
-    with Run(out, create=False).lock(), confined(out):
+    with contextlib.ExitStack() as held_open:
+        try:
+            held_open.enter_context(Run(out, create=False).lock())
+        except RunLockedError:
+            raise InputError(f"{out} is being written by another robustlab process (its .lock is held); wait for "
+                             "it to finish, or pass another --out") from None
+        held = [name for name in RESULTS if (out / name).exists()]   # checked under the lock: no race
+        if held and not overwrite:
+            raise InputError(f"{out} already holds reproduction results ({', '.join(held)}); pass another output "
+                             "folder (--out), move them, or pass --overwrite")
+        held_open.enter_context(confined(out))
         yield
 
 
