@@ -36,7 +36,7 @@ FULL = dict(n=10, eps=[0.0, 0.5, 1.0, 2.0], bb_eps=[0.0, 2.0], budget=30, steps=
             sa=[(2.0, 1.0), (2.0, 0.1), (2.0, 0.03), (1.0, 1.0), (1.0, 0.1)], sa_steps=60_000, train_steps=None,
             acrobot_steps=None, acrobot_eps=[0.0, 0.1, 0.25, 0.5, 1.0, 2.0], acrobot_bb_eps=[0.0, 0.25, 0.5],
             mountaincar_steps=None, mountaincar_eps=[0.0, 0.1, 0.25, 0.5, 1.0], seeds=[0, 1, 2],
-            seed_sa=[(2.0, 0.1), (1.0, 0.1)], attack_fraction=0.25)
+            seed_sa=[(2.0, 0.1), (1.0, 0.1), (1.0, 1.0)], attack_fraction=0.25)
 QUICK = dict(n=2, eps=[0.0, 2.0], bb_eps=[0.0, 2.0], budget=10, steps=3, adv_eps=1.0, adv_steps=512,
              sa=[(2.0, 1.0)], sa_steps=512, train_steps=512, acrobot_steps=512, acrobot_eps=[0.0, 0.25],
              acrobot_bb_eps=[0.0, 0.25], mountaincar_steps=512, mountaincar_eps=[0.0, 0.25], seeds=[0],
