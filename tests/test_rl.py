@@ -80,6 +80,26 @@ def test_timed_attack_attacks_exactly_the_steps_above_the_threshold():
     assert 0 < eps_run.attacked_fraction < 1
 
 
+def test_timed_attack_threshold_is_set_for_a_fraction_of_steps_and_targets_the_least_preferred_action():
+    from robustlab.errors import InputError
+    from robustlab.tasks.rl.attacks import timed_threshold
+    from robustlab.tasks.rl.evaluate import evaluate_cell
+    from robustlab.tasks.rl.rollout import SCALE_SEED
+
+    agent = controller()
+    clean = run_episodes(agent.policy, agent.env, 2, SCALE_SEED, keep_observations=True)
+    c = action_preference(agent.policy(torch.cat(clean.observations)).double())
+    beta = timed_threshold(agent, 0.25, episodes=2)
+    assert abs(float((c > beta).double().mean()) - 0.25) < 0.01     # a quarter of the clean steps exceed it
+    assert timed_threshold(agent, 1.0, episodes=2) == float("-inf")
+    with pytest.raises(InputError):
+        timed_threshold(agent, 0.0)
+    assert not StepAttack(agent, "timed", 1.0, threshold=0.5, timed_objective="untargeted").targeted
+    cell = evaluate_cell(agent, "timed", 2.0, 1, seed=0, steps=3, attack_fraction=0.25)   # the default: targeted
+    assert cell.threshold == timed_threshold(agent, 0.25)                   # per agent, from clean rollouts
+    assert 0 < cell.attacked < 1 and cell.row()["threshold"] == cell.threshold
+
+
 def test_black_box_attack_on_actions_only_changes_them():
     agent = controller()
     attack = StepAttack(agent, "rays", 2.0, budget=30)
@@ -205,7 +225,7 @@ def test_seeds_table_reports_mean_and_spread_across_training_seeds():
     assert table.splitlines()[2] == "| PPO | pgd | 500.0 ± 0.0 [500 / 500 / 500] | 20.0 ± 10.0 [10 / 30 / 20] |"
 
 
-def test_worst_action_attack_forces_the_lowest_scoring_action():
+def test_worst_action_and_timed_attacks_force_the_lowest_scoring_action():
     lin = nn.Linear(4, 3)
     with torch.no_grad():
         lin.weight.copy_(torch.tensor([[0.0, 0.0, 10.0, 0.0], [0.0, 0.0, 0.0, 5.0], [0.0, 0.0, -10.0, -5.0]]))
@@ -216,6 +236,8 @@ def test_worst_action_attack_forces_the_lowest_scoring_action():
     adv, attacked, ratio = StepAttack(agent, "worst", 3.0, steps=20)(obs)
     assert attacked.all() and (ratio <= 3.0 * (1 + 1e-5)).all()
     assert agent.actions(adv).tolist() == worst.tolist() != agent.actions(obs).tolist()
+    timed, attacked, _ = StepAttack(agent, "timed", 3.0, steps=20, threshold=0.0)(obs)   # Lin et al.: towards argmin
+    assert attacked.all() and agent.actions(timed).tolist() == worst.tolist()
 
 
 def test_cache_keys_keep_old_agents_and_bump_the_changed_recipe():
@@ -282,6 +304,22 @@ def test_sa_ppo_regulariser_reaches_the_weights():
         return torch.cat([p.detach().flatten() for p in model.policy.parameters()])
 
     assert not torch.equal(trained(0.0), trained(1.0))               # same seed: only the regulariser differs
+
+
+def test_sa_ppo_clips_the_sum_of_its_two_gradients():
+    from robustlab.tasks.rl.agents import AgentSetup
+    from robustlab.tasks.rl.defense import sa_ppo_class
+
+    model = sa_ppo_class()("MlpPolicy", "CartPole-v1", n_steps=64, batch_size=32, n_epochs=1, seed=0, device="cpu",
+                           max_grad_norm=0.01, policy_kwargs=dict(net_arch=[8]))
+    model.sa_threat, model.sa_kappa, model.sa_steps = ObservationThreat(SCALE, 2.0), 100.0, 2
+    norms = []
+    model.policy.optimizer.register_step_pre_hook(lambda opt, a, k: norms.append(float(torch.linalg.vector_norm(
+        torch.stack([torch.linalg.vector_norm(p.grad) for p in model.policy.parameters() if p.grad is not None])))))
+    model.learn(64)
+    assert len(norms) == 2 and max(norms) <= 0.01 * (1 + 1e-4)        # PPO's + kappa R's, clipped together
+    assert AgentSetup(adv_eps=1.0, adv_steps=10, sa_kappa=0.1).key().endswith("-sa2")   # v1 agents not reused
+    assert AgentSetup(adv_eps=1.0, adv_steps=10, sa_kappa=0.1).record()["sa_ppo_version"] == 2
 
 
 def test_adversarial_observations_replace_only_the_chosen_rows_within_the_bound():
@@ -360,3 +398,13 @@ def test_reproduce_wires_the_table_and_the_seed_study(tmp_path, monkeypatch):
     rows = {(c["agent"], c["eps"]) for c in results["seed_cells"]["3"]}
     assert rows == {(c["agent"], c["eps"]) for c in results["seed_cells"]["4"]} and len(rows) == 4 * 2
     assert "Across training seeds 3, 4:" in (tmp_path / "table.md").read_text()
+    timed = [o for _, _, attack, _, o in reproduce._plan(reproduce.QUICK, 0, None) if attack == "timed"]
+    assert timed and all(o["attack_fraction"] == 0.25 and "threshold" not in o for o in timed)
+    from robustlab.errors import InputError
+    with pytest.raises(InputError, match="already holds reproduction results"):
+        reproduce.reproduce(tmp_path, quick=True, seed=5, seeds=[3])              # never overwritten silently
+    reproduce.reproduce(tmp_path, quick=True, seed=5, seeds=[3], overwrite=True)
+    assert json.loads((tmp_path / "results.json").read_text())["seeds"] == [3]
+    from filelock import FileLock
+    with FileLock(str(tmp_path / ".lock")), pytest.raises(InputError, match="being written by another"):
+        reproduce.reproduce(tmp_path, quick=True, seeds=[3], overwrite=True)     # another writer holds the lock

@@ -59,6 +59,10 @@ HYPER = {
         n_steps=16, gae_lambda=0.98, gamma=0.99, n_epochs=4, ent_coef=0.0)),
 }
 
+#: SA-PPO's update: 2 = the regulariser's gradient clipped together with PPO's (1: added after SB3's clip,
+#: unclipped). In the cache key and record of every SA-PPO agent, so agents of version 1 are not reused.
+SA_PPO_VERSION = 2
+
 
 class PolicyNet(nn.Module):
     """The policy's action scores for a batch of observations [B, D] -> [B, A]: PPO's action logits,
@@ -188,14 +192,17 @@ class AgentSetup:
         return replace(self, **{f.name: f.default for f in fields(self) if f.name.startswith(("adv_", "sa_"))})
 
     def key(self) -> str:
-        """The cache key: the settings' hash, with ``-r<recipe>`` once the table's recipe has changed."""
+        """The cache key: the settings' hash, with ``-r<recipe>`` once the table's recipe has changed and
+        ``-sa<SA_PPO_VERSION>`` for an SA-PPO agent."""
         key = settings_key(self, drop_defaults=("adv_eps", "adv_steps", "adv_prob", "adv_pgd_steps", "sa_kappa"))
-        return key if self.recipe == 1 else f"{key}-r{self.recipe}"
+        key = key if self.recipe == 1 else f"{key}-r{self.recipe}"
+        return f"{key}-sa{SA_PPO_VERSION}" if self.sa_kappa > 0 else key
 
     def record(self) -> dict:
         """What the cached weights were made from (checked when they are reused; the recipe once bumped)."""
         record = {k: v for k, v in asdict(self).items() if k != "sa_kappa" or v}
-        return {**record, **({"recipe": self.recipe} if self.recipe > 1 else {})}
+        sa_version = {"sa_ppo_version": SA_PPO_VERSION} if self.sa_kappa > 0 else {}
+        return {**record, **({"recipe": self.recipe} if self.recipe > 1 else {}), **sa_version}
 
 
 def new_sb3(setup: AgentSetup, env=None):

@@ -8,9 +8,15 @@
   (probability or Q-value) at the clean observation (Pattanaik et al. 2018, "Robust deep
   reinforcement learning with adversarial attacks"); success = the agent takes that action.
 - ``timed``: the strategically-timed attack (Lin et al. 2017, "Tactics of adversarial attack on deep
-  reinforcement learning agents"): PGD only on steps whose action preference
-  c(s) = max_a pi(a|s) - min_a pi(a|s) exceeds ``threshold`` (pi = softmax of the action scores;
-  for DQN of the Q-values, as in the paper).
+  reinforcement learning agents"): it attacks only on steps whose relative action preference
+  c(s) = max_a pi(a|s) - min_a pi(a|s) exceeds a threshold beta (pi = softmax of the action scores;
+  for DQN of the Q-values, as the paper does at temperature 1), and there crafts a TARGETED
+  perturbation towards the least-preferred action argmin_a pi(a|s) (``timed_objective``
+  ``least-preferred``, the paper's; ``untargeted``: the greedy action changes). beta is ``threshold``
+  when given; else it is set per agent so that a fraction ``attack_fraction`` of the steps of clean
+  rollouts (seeds ``SCALE_SEED``.., apart from the evaluation's) exceed it: the quantile of c(s) there,
+  so that agents are compared at the same fraction of attacked steps (the paper reports results at
+  e.g. 25%). On attacked episodes the fraction differs; it is measured and reported.
 - ``rays`` / ``hopskipjump``: black-box, the policy seen only through its actions (a ``DecisionOracle``),
   at most ``budget`` queries per step and observation.
 - ``transfer``: PGD run to the end on a surrogate agent, the point handed to the victim unchanged.
@@ -25,16 +31,36 @@ from ...attacks import PGD, create_attack, transfer_attack
 from ...errors import InputError
 from ...oracles import DecisionOracle
 from .agents import Agent
+from .rollout import SCALE_SEED, run_episodes
 from .threat import ObservationThreat
 
 ATTACKS = ("none", "fgsm", "pgd", "worst", "timed", "rays", "hopskipjump", "transfer")
 WHITE_BOX = ("fgsm", "pgd", "worst", "timed")
+TIMED_OBJECTIVES = ("least-preferred", "untargeted")
+#: clean episodes whose observations set the timed attack's threshold for an ``attack_fraction``
+CALIBRATION_EPISODES = 10
 
 
 def action_preference(scores: torch.Tensor) -> torch.Tensor:
-    """Lin et al.'s c(s) = max_a pi(a|s) - min_a pi(a|s), pi = softmax(scores) [B]."""
+    """Lin et al.'s c(s) = max_a pi(a|s) - min_a pi(a|s), pi = softmax(scores) [B], in the scores' dtype. The
+    timed attack passes float64 scores: a confident policy's c(s) rounds to 1 in float32 already at a logit gap
+    of ~17, which would tie all such steps at the threshold."""
     p = scores.softmax(1)
     return p.amax(1) - p.amin(1)
+
+
+def timed_threshold(victim: Agent, fraction: float, episodes: int = CALIBRATION_EPISODES) -> float:
+    """beta such that a fraction `fraction` of the N observations of `episodes` clean greedy episodes (seeds
+    ``SCALE_SEED``..) have c(s) > beta: the largest c(s) below the top round(fraction x N) of them (-inf
+    when that is all of them: every step is attacked). Ties at beta are not attacked."""
+    if not 0 < fraction <= 1:
+        raise InputError(f"the timed attack's attack_fraction must lie in (0, 1], got {fraction}")
+    clean = run_episodes(victim.policy, victim.env, episodes, SCALE_SEED, keep_observations=True,
+                         desc="timed-attack threshold rollouts")
+    with torch.no_grad():
+        c = action_preference(victim.policy(torch.cat(clean.observations)).double()).sort().values
+    top = round(fraction * c.numel())
+    return float("-inf") if top >= c.numel() else float(c[c.numel() - top - 1])
 
 
 @dataclass
@@ -45,7 +71,9 @@ class StepAttack:
     kind: str
     eps: float
     steps: int = 10
-    threshold: float = 0.5
+    threshold: float | None = None
+    attack_fraction: float = 0.25
+    timed_objective: str = "least-preferred"
     budget: int = 200
     target_action: int | None = None
     surrogate: Agent | None = None
@@ -58,13 +86,20 @@ class StepAttack:
             raise InputError("the transfer attack needs a surrogate agent")
         if self.target_action is not None and self.kind not in WHITE_BOX:
             raise InputError(f"a target action is for the white-box attacks ({', '.join(WHITE_BOX)})")
+        if self.timed_objective not in TIMED_OBJECTIVES:
+            raise InputError(f"unknown timed_objective {self.timed_objective!r}; known: {', '.join(TIMED_OBJECTIVES)}")
         self.threat = ObservationThreat(self.victim.scale, self.eps)
         self.model = self.threat.model(self.victim.policy)
         self.calls = 0
+        if self.kind == "timed" and self.threshold is None:
+            self.threshold = timed_threshold(self.victim, self.attack_fraction)
 
     @property
     def targeted(self) -> bool:
-        return self.target_action is not None or self.kind == "worst"
+        """Towards an action: ``target_action`` when given, else the least-preferred one (``worst``, and
+        ``timed`` with its default objective)."""
+        least = self.kind == "worst" or (self.kind == "timed" and self.timed_objective == "least-preferred")
+        return self.target_action is not None or least
 
     def objective(self):
         from .plugin import TASK
@@ -97,7 +132,7 @@ class StepAttack:
         with torch.no_grad():
             scores = self.victim.policy(obs)
         if self.kind == "timed":
-            attacked = action_preference(scores) > self.threshold
+            attacked = action_preference(scores.double()) > self.threshold
         z_adv = z.clone()
         rows = attacked.nonzero().flatten()
         if rows.numel():

@@ -154,7 +154,7 @@ def cmd_evaluate(args) -> int:
 def cmd_reproduce(args) -> int:
     from .reproduce import reproduce
 
-    reproduce(Path(args.out), quick=args.quick, seed=args.seed, seeds=args.seeds)
+    reproduce(Path(args.out), quick=args.quick, seed=args.seed, seeds=args.seeds, overwrite=args.overwrite)
     return 0
 
 

@@ -99,9 +99,12 @@ def sa_ppo_class():
     """SB3's PPO whose loss gains SA-PPO's regulariser (set ``sa_threat``, ``sa_kappa``, ``sa_steps``).
 
     ``train`` is SB3's own; around it, the policy's ``evaluate_actions`` notes each minibatch's
-    observations and an optimizer step pre-hook adds the gradient of kappa * R(theta) on them before
-    the step: the gradient of PPO's loss + kappa * R. (SB3 clips the gradient norm of PPO's loss
-    before the hook runs; the regulariser's part is not clipped.) R's mean is logged as train/sa_regulariser and kept in ``sa_history``."""
+    observations, and the optimizer's ``zero_grad`` (which SB3 calls between ``evaluate_actions`` and
+    PPO's ``loss.backward()``) leaves the gradient of kappa * R(theta) on them in place of zeros. PPO's
+    backward adds its own on top, and SB3's ``clip_grad_norm_`` (to ``max_grad_norm``) then clips the
+    sum: one clipped gradient of L_PPO + kappa * R, the paper's update (``agents.SA_PPO_VERSION`` 2;
+    version 1 added R's gradient after SB3's clip, unclipped). R's mean is logged as
+    train/sa_regulariser and kept in ``sa_history``."""
     from stable_baselines3 import PPO
 
     class SAPPO(PPO):
@@ -122,19 +125,19 @@ def sa_ppo_class():
                 seen["obs"] = obs
                 return type(policy).evaluate_actions(policy, obs, actions)
 
-            def add_regulariser(_optimizer, _args, _kwargs):
+            def zero_grad_then_regulariser(*args, **kwargs):
+                type(optimizer).zero_grad(optimizer, *args, **kwargs)
                 reg = sa_regulariser(live_policy(policy, "ppo"), self.sa_threat, seen["obs"].float(), self.sa_kappa,
                                      self.sa_steps, seed=self.seed + self._n_updates + len(values))
-                reg.backward()
+                reg.backward()   # the inner max takes input gradients only: the weights' grads are R's alone
                 values.append(float(reg.detach()) / self.sa_kappa)
 
-            policy.evaluate_actions = evaluate_actions
-            handle = policy.optimizer.register_step_pre_hook(add_regulariser)
+            optimizer = policy.optimizer
+            policy.evaluate_actions, optimizer.zero_grad = evaluate_actions, zero_grad_then_regulariser
             try:
                 super().train()
             finally:
-                handle.remove()
-                del policy.evaluate_actions
+                del policy.evaluate_actions, optimizer.zero_grad
             self.sa_history.append(float(np.mean(values)) if values else 0.0)
             self.logger.record("train/sa_regulariser", self.sa_history[-1])
 

@@ -1,6 +1,7 @@
 """Episode return against eps: N seeded episodes per cell, the attack run inside each episode, the mean
 return with its Student-t 95% confidence interval, the fraction of steps attacked and of steps whose
-greedy action changed, and the check that every perturbation stayed within eps x scale."""
+greedy action changed, the timed attack's threshold, and the check that every perturbation stayed within
+eps x scale."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -23,10 +24,14 @@ class Cell:
     changed: float
     within_bound: bool
     returns: list
+    threshold: float | None = None   # the timed attack's beta on c(s) (-inf: every step)
 
     def row(self) -> dict:
-        return {k: getattr(self, k) for k in ("agent", "attack", "eps", "mean", "ci", "attacked", "changed",
-                                              "within_bound", "returns")}
+        row = {k: getattr(self, k) for k in ("agent", "attack", "eps", "mean", "ci", "attacked", "changed",
+                                             "within_bound", "returns")}
+        if self.threshold is not None:   # JSON has no -inf: None says "every step"
+            row["threshold"] = self.threshold if self.threshold > float("-inf") else None
+        return row
 
 
 def evaluate_cell(victim: Agent, attack: str, eps: float, n: int, seed: int = 0, name: str = "agent",
@@ -36,8 +41,9 @@ def evaluate_cell(victim: Agent, attack: str, eps: float, n: int, seed: int = 0,
     eps_run = run_episodes(victim.policy, victim.env, n, seed, perturb, desc=f"{name} {attack} eps={eps:g}")
     mean, ci = mean_ci(eps_run.returns)
     within = eps_run.max_ratio <= eps * (1 + 1e-5) + 1e-6
+    threshold = perturb.threshold if perturb is not None and attack == "timed" else None
     return Cell(name, attack, float(eps), mean, ci, eps_run.attacked_fraction, eps_run.changed_fraction, within,
-                eps_run.returns.tolist())
+                eps_run.returns.tolist(), threshold)
 
 
 def return_curve(victim: Agent, attack: str, eps_list, n: int, seed: int = 0, name: str = "agent",

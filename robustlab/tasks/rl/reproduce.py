@@ -17,13 +17,16 @@ smoke test (one seed).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from pathlib import Path
 
 import numpy as np
 
-from ...fileio import atomic_write_json, atomic_write_text, make_dirs
+from ...errors import InputError
+from ...fileio import atomic_write_json, atomic_write_text, confined, make_dirs
+from ...runs.rundir import Run, RunLockedError
 from .agents import AgentSetup, pretrained_agent
 from .evaluate import markdown_table, return_curve
 
@@ -33,11 +36,11 @@ FULL = dict(n=10, eps=[0.0, 0.5, 1.0, 2.0], bb_eps=[0.0, 2.0], budget=30, steps=
             sa=[(2.0, 1.0), (2.0, 0.1), (2.0, 0.03), (1.0, 1.0), (1.0, 0.1)], sa_steps=60_000, train_steps=None,
             acrobot_steps=None, acrobot_eps=[0.0, 0.1, 0.25, 0.5, 1.0, 2.0], acrobot_bb_eps=[0.0, 0.25, 0.5],
             mountaincar_steps=None, mountaincar_eps=[0.0, 0.1, 0.25, 0.5, 1.0], seeds=[0, 1, 2],
-            seed_sa=[(2.0, 0.1), (1.0, 0.1)])
+            seed_sa=[(2.0, 0.1), (1.0, 0.1), (1.0, 1.0)], attack_fraction=0.25)
 QUICK = dict(n=2, eps=[0.0, 2.0], bb_eps=[0.0, 2.0], budget=10, steps=3, adv_eps=1.0, adv_steps=512,
              sa=[(2.0, 1.0)], sa_steps=512, train_steps=512, acrobot_steps=512, acrobot_eps=[0.0, 0.25],
              acrobot_bb_eps=[0.0, 0.25], mountaincar_steps=512, mountaincar_eps=[0.0, 0.25], seeds=[0],
-             seed_sa=[(2.0, 1.0)])
+             seed_sa=[(2.0, 1.0)], attack_fraction=0.25)
 
 
 def _ppo_setups(cfg: dict, sa) -> dict:
@@ -71,18 +74,19 @@ def _plan(cfg: dict, seed: int, cache) -> list[tuple]:
     """(row name, victim, attack, eps list, options) for every row of the table."""
     agents = _agents(cfg, seed, cache)
     steps = dict(steps=cfg["steps"])
+    timed = dict(steps, attack_fraction=cfg["attack_fraction"])   # towards the least-preferred action
     rows = []
     for name, other in (("PPO", "DQN"), ("DQN", "PPO")):
         victim = agents[name]
         rows += [(name, victim, "pgd", cfg["eps"], steps),
-                 (name, victim, "timed", cfg["eps"], dict(steps, threshold=0.5)),
+                 (name, victim, "timed", cfg["eps"], timed),
                  (name, victim, "rays", cfg["bb_eps"], dict(budget=cfg["budget"])),
                  (name, victim, "transfer", cfg["eps"], dict(steps, surrogate=agents[other]))]
     defended = [name for name in agents if name.startswith("PPO ")]
     rows += [(name, agents[name], "pgd", cfg["eps"], steps) for name in defended]
     acrobot, eps = agents["Acrobot PPO"], cfg["acrobot_eps"]   # smaller radii too: it breaks by eps 0.5
     rows += [("Acrobot PPO", acrobot, "pgd", eps, steps), ("Acrobot PPO", acrobot, "worst", eps, steps),
-             ("Acrobot PPO", acrobot, "timed", eps, dict(steps, threshold=0.5)),
+             ("Acrobot PPO", acrobot, "timed", eps, timed),
              ("Acrobot PPO", acrobot, "rays", cfg["acrobot_bb_eps"], dict(budget=cfg["budget"]))]
     car, eps = agents["MountainCar DQN"], cfg["mountaincar_eps"]
     rows += [("MountainCar DQN", car, attack, eps, steps) for attack in ("pgd", "worst")]
@@ -120,13 +124,39 @@ def seeds_table(by_seed: dict[int, list]) -> str:
     return "\n".join(lines)
 
 
-def reproduce(out: Path, quick: bool = False, seed: int = 0, seeds=None, cache=None) -> str:
+RESULTS = ("table.md", "results.json")
+
+
+@contextlib.contextmanager
+def _writing(out: Path, overwrite: bool):
+    """Hold `out`'s write lock (a second ``reproduce`` into it fails at once) with every write inside it refusing
+    symbolic links; refuse an `out` that already holds results unless `overwrite`."""
+    make_dirs(out)
+    with contextlib.ExitStack() as held_open:
+        try:
+            held_open.enter_context(Run(out, create=False).lock())
+        except RunLockedError:
+            raise InputError(f"{out} is being written by another robustlab process (its .lock is held); wait for "
+                             "it to finish, or pass another --out") from None
+        held = [name for name in RESULTS if (out / name).exists()]   # checked under the lock: no race
+        if held and not overwrite:
+            raise InputError(f"{out} already holds reproduction results ({', '.join(held)}); pass another output "
+                             "folder (--out), move them, or pass --overwrite")
+        held_open.enter_context(confined(out))
+        yield
+
+
+def reproduce(out: Path, quick: bool = False, seed: int = 0, seeds=None, cache=None, overwrite: bool = False) -> str:
     """Measure every row on the episodes seeded `seed`.. with the agents of the first training seed of
     `seeds` (default: the config's), and the defences across all of them; write ``table.md`` and
-    ``results.json`` under `out`, return the tables."""
-    cfg = QUICK if quick else FULL
+    ``results.json`` under `out` (refused where they exist, unless `overwrite`), return the tables."""
+    out = Path(out)
+    with _writing(out, overwrite):
+        return _measure(out, QUICK if quick else FULL, seed, seeds, cache)
+
+
+def _measure(out: Path, cfg: dict, seed: int, seeds, cache) -> str:
     seeds = list(dict.fromkeys(seeds if seeds is not None else cfg["seeds"]))
-    make_dirs(out)
     start = time.perf_counter()
     cells = []
     for name, victim, attack, eps, options in _plan(cfg, seeds[0], cache):
@@ -134,9 +164,10 @@ def reproduce(out: Path, quick: bool = False, seed: int = 0, seeds=None, cache=N
     by_seed = seed_study(cfg, seeds, seed, cache, cells)
     table = markdown_table(cells) + f"\n\nAcross training seeds {', '.join(map(str, seeds))}:\n\n" + seeds_table(by_seed)
     seconds = time.perf_counter() - start
-    atomic_write_text(out / "table.md", table + "\n")
+    atomic_write_text(out / "table.md", table + "\n", inside=out)
     atomic_write_json(out / "results.json", {"settings": cfg, "seeds": seeds, "seconds": seconds,
                                              "cells": [c.row() for c in cells],
-                                             "seed_cells": {str(s): [c.row() for c in cs] for s, cs in by_seed.items()}})
+                                             "seed_cells": {str(s): [c.row() for c in cs] for s, cs in by_seed.items()}},
+                      inside=out)
     log.info("\n%s\n(%.0f s) wrote %s", table, seconds, out)
     return table

@@ -10,7 +10,7 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from ...settings import StrictSettings
 from .agents import ALGOS
-from .attacks import ATTACKS
+from .attacks import ATTACKS, TIMED_OBJECTIVES
 from .envs import ENVS
 
 Env = Literal[tuple(ENVS)]          # type: ignore[valid-type]
@@ -43,7 +43,13 @@ class AttackSettings(StrictSettings):
 
     n: int = episodes_field("per eps and attack")
     steps: int = Field(10, ge=1, description="PGD steps per observation")
-    threshold: float = Field(0.5, ge=0, le=1, description="timed attack: attack when max pi - min pi exceeds it")
+    threshold: Optional[float] = Field(None, ge=0, le=1, description="timed attack: attack when max pi - min pi "
+                                       "exceeds it (default: the threshold that --attack-fraction sets)")
+    attack_fraction: float = Field(0.25, gt=0, le=1, description="timed attack: the threshold is set per agent so "
+                                   "that this fraction of the steps of clean rollouts is attacked")
+    timed_objective: Literal[TIMED_OBJECTIVES] = Field(  # type: ignore[valid-type]
+        "least-preferred", description="timed attack: perturb towards the least-preferred action (Lin et al.) "
+                                       "or only change the greedy action (untargeted)")
     max_queries: int = Field(100, ge=1, description="black-box queries per observation")
     target_action: Optional[int] = Field(None, ge=0, description="targeted: the action to force")
     surrogate: Optional[Algo] = Field(None, description="transfer: the surrogate's algorithm, its cached agent "
@@ -51,8 +57,8 @@ class AttackSettings(StrictSettings):
 
     def options(self) -> dict:
         """The ``StepAttack`` options (``budget``: its name for the queries per observation)."""
-        return dict(steps=self.steps, threshold=self.threshold, budget=self.max_queries,
-                    target_action=self.target_action)
+        return dict(steps=self.steps, threshold=self.threshold, attack_fraction=self.attack_fraction,
+                    timed_objective=self.timed_objective, budget=self.max_queries, target_action=self.target_action)
 
 
 class OneAttackSettings(StrictSettings):
@@ -110,7 +116,8 @@ class DefendSettings(StrictSettings):
 class ReproduceSettings(StrictSettings):
     """``reproduce``: where the table goes and its seeds."""
 
-    out: str = Field("runs/rl-reproduce", description="output folder")
+    out: str = Field("runs/rl-reproduce", description="output folder (refused if it holds results, unless --overwrite)")
+    overwrite: bool = Field(False, description="replace the results already in --out")
     quick: bool = Field(False, description="tiny settings (a smoke test, not the table)")
     seed: int = Field(0, description="seed of the evaluation episodes (seeds --seed, --seed + 1, ...)")
     seeds: Optional[list[int]] = Field(None, min_length=1, description="training seeds: the first one's agents make "
