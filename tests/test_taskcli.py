@@ -131,7 +131,8 @@ def test_a_failed_rerun_leaves_the_config_of_the_results_there(tmp_path):
     assert not (tmp_path / "new" / "config.yaml").exists()
 
 
-@pytest.mark.parametrize("argv", [["stereo", "evaluate"], ["detection", "evaluate"], ["ocr", "reproduce"]])
+@pytest.mark.parametrize("argv", [["stereo", "evaluate"], ["detection", "evaluate"], ["ocr", "reproduce"],
+                                  ["rl", "evaluate"]])
 def test_task_radius_lists_refuse_a_negative_item_before_any_run(tmp_path, monkeypatch, capsys, argv):
     from robustlab.cli import main
 

@@ -54,7 +54,7 @@ HYPER = {
     ("MountainCar-v0", "dqn"): dict(steps=120_000, n_envs=1, kwargs=dict(
         learning_rate=4e-3, batch_size=128, buffer_size=10_000, learning_starts=1000, gamma=0.98,
         target_update_interval=600, train_freq=16, gradient_steps=8, exploration_fraction=0.2,
-        exploration_final_eps=0.07, policy_kwargs=dict(net_arch=[256, 256])), keep_best=10_000),
+        exploration_final_eps=0.07, policy_kwargs=dict(net_arch=[256, 256])), keep_best=10_000, recipe=2),
     ("MountainCar-v0", "ppo"): dict(steps=200_000, n_envs=16, kwargs=dict(
         n_steps=16, gae_lambda=0.98, gamma=0.99, n_epochs=4, ent_coef=0.0)),
 }

@@ -8,6 +8,7 @@ from typing import Literal, Optional
 
 from pydantic import Field, ValidationInfo, field_validator
 
+from ...runs.schema import check_eps_list
 from ...settings import StrictSettings
 from .agents import ALGOS
 from .attacks import ATTACKS, TIMED_OBJECTIVES
@@ -50,7 +51,8 @@ class AttackSettings(StrictSettings):
     timed_objective: Literal[TIMED_OBJECTIVES] = Field(  # type: ignore[valid-type]
         "least-preferred", description="timed attack: perturb towards the least-preferred action (Lin et al.) "
                                        "or only change the greedy action (untargeted)")
-    max_queries: int = Field(100, ge=1, description="black-box queries per observation")
+    max_queries: int = Field(100, ge=1, description="black-box queries per observation",
+                             json_schema_extra={"aliases": ["--budget"]})
     target_action: Optional[int] = Field(None, ge=0, description="targeted: the action to force")
     surrogate: Optional[Algo] = Field(None, description="transfer: the surrogate's algorithm, its cached agent "
                                                        "(default: the other algorithm than --algo)")
@@ -74,6 +76,8 @@ class SweepSettings(StrictSettings):
     attacks: list[AttackName] = Field(["pgd"], min_length=1, description="the per-step attacks")
     eps: list[float] = Field([0.0, 0.5, 1.0, 2.0], min_length=1,
                              description="Linf radii in units of each dimension's clean std")
+
+    _eps = field_validator("eps")(check_eps_list)
 
 
 class TrainingSettings(StrictSettings):
