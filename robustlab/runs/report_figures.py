@@ -48,12 +48,13 @@ def model_colours(labels: list[str]) -> dict[str, tuple]:
     return {lb: PALETTE[slots[keys[lb]]] for lb in labels}
 
 
-def save_figure(fig: Figure | None, path: Path) -> bool:
-    """Write `fig` to `path` (tight box: legends outside the axes are kept) and close it; False for None."""
+def save_figure(fig: Figure | None, path: Path, dpi: int = DPI) -> bool:
+    """Write `fig` to `path` as a PNG, atomically (its folder made), with a tight box (legends outside the
+    axes are kept), and close it; False for None."""
     if fig is None:
         return False
     png = io.BytesIO()
-    fig.savefig(png, format="png", dpi=DPI, bbox_inches="tight")
+    fig.savefig(png, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(fig)
     atomic_write_bytes(path, png.getvalue())
     return True

@@ -2,12 +2,9 @@
 attack-success rate against the poison rate."""
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import torch
-
-from ...fileio import atomic_write_bytes
 
 __all__ = ["triggered_examples", "asr_against_rate"]
 
@@ -22,10 +19,9 @@ def _plt():
 
 
 def _save(fig, path) -> Path:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    _plt().close(fig)
-    atomic_write_bytes(Path(path), buf.getvalue())
+    from ...runs.report_figures import save_figure
+
+    save_figure(fig, Path(path), dpi=110)
     return Path(path)
 
 

@@ -9,6 +9,7 @@ import torch
 
 from ...fileio import atomic_write_bytes
 from ...runs import run_page_sections
+from ...runs.report_figures import save_figure
 from .speech import RATE
 
 
@@ -53,9 +54,7 @@ def clips_figure(path: str | Path, x: torch.Tensor, x_adv: torch.Tensor, clean: 
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, Path(path))
 
 
 def write_clips(folder: Path, x: torch.Tensor, x_adv: torch.Tensor, n: int = 4, prefix: str = "") -> list[str]:

@@ -8,7 +8,6 @@ the whole sequence tracked with the attack.
 """
 from __future__ import annotations
 
-import io
 import logging
 import time
 from pathlib import Path
@@ -17,8 +16,9 @@ import numpy as np
 
 from ...errors import InputError
 from ...evaluation.suite import wilson_interval
-from ...fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
+from ...fileio import atomic_write_json
 from ...progress import progress_bar
+from ...runs.report_figures import save_figure
 from .tracking import track_sequence
 from .tracking_hijack import (AnchorHijackObjective, HijackObjective, detect_frames, detections_attack, detector_attack,
                               hijack_curve)
@@ -194,8 +194,4 @@ def tracks_figure(path: Path, seq: VideoSequence, rows: dict, shown: list[int] |
             ax.set_title(f"{name if c == 0 else ''}\nframe {t}", fontsize=7, loc="left")
             ax.axis("off")
     fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.9, wspace=0.05, hspace=0.35)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, buf.getvalue())
+    save_figure(fig, path)

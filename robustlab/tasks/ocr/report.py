@@ -14,6 +14,7 @@ import torch
 
 from ...runs import run_page_sections, write_run_page
 from ...runs import labels
+from ...runs.report_figures import save_figure
 from ...runs.rundir import Run
 
 #: lines shown as examples on the attack page
@@ -44,9 +45,7 @@ def lines_figure(path: str | Path, x: torch.Tensor, x_adv: torch.Tensor, clean: 
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, Path(path), dpi=110)
 
 
 def curves_figure(path: str | Path, curves: dict[str, tuple[Sequence[int], Sequence[float]]], title: str = "") -> None:
@@ -68,9 +67,7 @@ def curves_figure(path: str | Path, curves: dict[str, tuple[Sequence[int], Seque
     if title:
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, Path(path), dpi=110)
 
 
 def success_curve(success: torch.Tensor, queries: torch.Tensor, marks: Sequence[int]) -> list[float]:

@@ -14,8 +14,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from ...fileio import atomic_write_bytes  # noqa: E402
 from ...runs import labels, run_page_sections, write_run_page  # noqa: E402
+from ...runs.report_figures import save_figure  # noqa: E402
 
 #: the metrics of every stereo table, in this order
 METRIC_KEYS = ("epe", "bad1", "bad3", "d1")
@@ -67,15 +67,6 @@ def checks_table(checks: list[dict]) -> tuple[str, list[str], list[list[str]]]:
             [[c["name"].replace("_", " "), c["verdict"], c["message"]] for c in checks])
 
 
-def _save(fig, path: Path) -> None:
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-
-
 def disparity_figure(path: Path, left: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, preds: dict[str, torch.Tensor],
                      max_disp: float, max_error: float = 10.0, title: str = "") -> None:
     """Row 1: left image, ground truth, then each prediction (shared disparity scale 0..max_disp).
@@ -105,7 +96,7 @@ def disparity_figure(path: Path, left: torch.Tensor, gt: torch.Tensor, mask: tor
         fig.colorbar(em, ax=axes[1, :].tolist(), shrink=0.8, label="error (px)")
     if title:
         fig.suptitle(title, fontsize=12)
-    _save(fig, path)
+    save_figure(fig, path, dpi=110)
 
 
 def curves_figure(path: Path, curves: dict[str, dict[float, dict]], title: str = "") -> None:
@@ -122,7 +113,7 @@ def curves_figure(path: Path, curves: dict[str, dict[float, dict]], title: str =
     a.legend(fontsize=7)
     if title:
         fig.suptitle(title, fontsize=12)
-    _save(fig, path)
+    save_figure(fig, path, dpi=110)
 
 
 def write_report(path: Path, title: str, sections: list[tuple[str, str]], tables: list[tuple[str, list[str], list[list[str]]]],
