@@ -31,7 +31,7 @@ def _record(args) -> int:
 
 
 TOY = TaskCommand("toy", "a toy task", "A toy task's verbs.", (
-    Verb("attack", "attack it", _record, (ToyAttackSettings, DeviceSettings), kind="toy-attack", defaults={"steps": 5}),
+    Verb("attack", "attack it (95% of the points)", _record, (ToyAttackSettings, DeviceSettings), kind="toy-attack", defaults={"steps": 5}),
     Verb("reproduce", "the table", _record, (ToyAttackSettings,)),
 ))
 
@@ -52,6 +52,12 @@ def test_flags_defaults_and_run(tmp_path):
     assert config["kind"] == "toy-attack" and config["task"] == "toy" and config["eps"] == 0.3
     assert config["steps"] == 5 and config["device"] == "cpu" and config["seed"] == 0
     assert (tmp_path / "toy-attack" / "out.txt").read_text() == "0.3 5"
+
+
+def test_a_percent_in_a_verb_help_is_text(capsys):
+    with pytest.raises(SystemExit):
+        _parse(["toy", "--help"])
+    assert "attack it (95% of the points)" in capsys.readouterr().out
 
 
 def test_verb_without_run_writes_nothing(tmp_path, monkeypatch):

@@ -85,7 +85,8 @@ class TaskCommand:
         command = subparsers.add_parser(self.name, help=self.help, description=self.description)
         verbs = command.add_subparsers(dest=f"{self.name}_command", required=True)
         for verb in self.verbs:
-            parser = verbs.add_parser(verb.name, help=verb.help, description=verb.description or verb.help)
+            parser = verbs.add_parser(verb.name, help=verb.help.replace("%", "%%"),  # argparse formats help with %
+                                      description=verb.description or verb.help)
             defaults = {"name": f"{self.name}-{verb.name}", **verb.defaults}
             for model in verb.models():
                 add_model_arguments(parser, model, defaults={k: v for k, v in defaults.items() if k in model.model_fields})

@@ -165,9 +165,8 @@ COMMAND = TaskCommand(
              (AgentSettings, TrainingSettings, DefenceSettings), kind="rl-agent"),
         Verb("attack", "one attack at one eps: return over N episodes", cmd_attack,
              (AgentSettings, VictimSettings, AttackSettings, OneAttackSettings), kind="rl-attack"),
-        Verb("evaluate", "return against eps for several attacks (table with 95%% confidence intervals)",
-             cmd_evaluate, (AgentSettings, VictimSettings, AttackSettings, SweepSettings), kind="rl-evaluate",
-             description="Return against eps for several attacks (table with 95% confidence intervals)."),
+        Verb("evaluate", "return against eps for several attacks (table with 95% confidence intervals)",
+             cmd_evaluate, (AgentSettings, VictimSettings, AttackSettings, SweepSettings), kind="rl-evaluate"),
         Verb("defend", "a defended agent (adversarial fine-tuning or SA-PPO) and its evaluation against "
              "PGD and the worst-action attack at --adv-eps", cmd_defend,
              (AgentSettings, DefenceSettings, DefendSettings), kind="rl-defend", defaults={"adv_eps": 1.0}),
